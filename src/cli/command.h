@@ -1,0 +1,39 @@
+// src/cli/command.h — how a subcommand of the `kascade` tool registers itself.
+//
+// Each subcommand lives in its own file and registers with a static Command object:
+//   static kascade::cli::Command reg("plan", "show or check a plan file", run_plan);
+// run_plan(args) receives the arguments after the subcommand name, returns the exit code
+// and may throw kascade::Error, which main() prints as one line with exit code 1.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace kascade::cli {
+
+using Args = std::vector<std::string>;
+using Handler = std::function<int(const Args&)>;
+
+struct Command {
+  Command(const char* name, const char* summary, Handler handler);
+};
+
+// Small helpers shared by subcommands for option parsing with strict errors.
+// Splits "--key=value" / "--key value"; unknown options are the caller's to reject.
+struct OptionReader {
+  explicit OptionReader(const Args& args) : args_(args) {}
+  bool done() const { return pos_ >= args_.size(); }
+  const std::string& peek() const { return args_[pos_]; }
+  std::string next(const char* what);             // the next token (throws if none)
+  bool take_flag(const char* name);               // consumes `name` if it is next
+  bool take_value(const char* name, std::string& out);  // consumes "name v" or "name=v"
+ private:
+  const Args& args_;
+  size_t pos_ = 0;
+};
+
+int parse_int(const std::string& s, const char* what);
+double parse_double(const std::string& s, const char* what);
+
+}  // namespace kascade::cli

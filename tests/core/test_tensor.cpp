@@ -1,0 +1,107 @@
+// Tests of dtype conversions, tensor views and the SPEC budget/tile arithmetic.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "kascade/budget.h"
+#include "kascade/tensor.h"
+#include "kascade/types.h"
+
+using namespace kascade;
+
+TEST(Budget, SpecFormula) {
+  EXPECT_EQ(budget_k(0, 0.1, 128), 0);
+  EXPECT_EQ(budget_k(50, 0.1, 128), 50);      // n < k_min: everything
+  EXPECT_EQ(budget_k(128, 0.1, 128), 128);
+  EXPECT_EQ(budget_k(1279, 0.1, 128), 128);   // floor(127.9) < k_min
+  EXPECT_EQ(budget_k(1290, 0.1, 128), 129);
+  EXPECT_EQ(budget_k(131072, 0.1, 128), 13107);
+  EXPECT_EQ(budget_k(1000, 1.0, 128), 1000);
+  EXPECT_EQ(budget_k(1000, 0.0, 0), 0);
+}
+
+TEST(Budget, FloorInDouble) {
+  // 0.1 * 30 = 3.0000000000000004 in double: floor is 3, not 2.
+  EXPECT_EQ(budget_k(30, 0.1, 0), 3);
+  // 0.7 * 10 = 7.000000000000001 (double) -> 7
+  EXPECT_EQ(budget_k(10, 0.7, 0), 7);
+  // 0.29 * 100 = 28.999999999999996 (double) -> 28
+  EXPECT_EQ(budget_k(100, 0.29, 0), 28);
+}
+
+TEST(Budget, KMultipleRoundsUpButNotAboveN) {
+  EXPECT_EQ(budget_k(2000, 0.1, 128, 64), 256);  // 200 -> 256
+  EXPECT_EQ(budget_k(150, 0.1, 128, 100), 150);  // 128 -> 200 capped at 150
+  EXPECT_EQ(budget_k(1280, 0.1, 128, 64), 128);
+}
+
+TEST(Tiles, Arithmetic) {
+  EXPECT_EQ(num_tiles(0, 100, 32), 4);
+  EXPECT_EQ(num_tiles(5, 5, 32), 0);
+  EXPECT_EQ(num_tiles(7, 40, 32), 2);
+  EXPECT_EQ(tile_begin(7, 1, 32), 39);
+  EXPECT_EQ(tile_end(7, 40, 1, 32), 40);
+  EXPECT_EQ(tile_budget(true, 0, 1000, 0.1, 128), 0);
+  EXPECT_EQ(tile_budget(true, 64, 1000, 0.1, 128), 64);
+  EXPECT_EQ(tile_budget(false, 64, 4000, 0.1, 128), 64);
+  EXPECT_EQ(tile_budget(false, 3000, 4000, 0.1, 128), 400);
+  EXPECT_EQ(tile_budget(true, 3000, 4000, 0.1, 128), 300);
+  EXPECT_EQ(max_tile_budget(true, 0, 4000, 32, 0.1, 128), budget_k(3968, 0.1, 128));
+}
+
+TEST(Float16, RoundTripAndRounding) {
+  for (float x : {0.f, -0.f, 1.f, -2.5f, 65504.f, 6.1035156e-05f, 5.9604645e-08f, 0.333333f}) {
+    EXPECT_EQ(f16_to_float(float_to_f16(x)), round_to(DType::F16, x));
+  }
+  EXPECT_EQ(float_to_f16(1.0f), 0x3c00);
+  EXPECT_EQ(float_to_f16(65504.f), 0x7bff);
+  EXPECT_EQ(float_to_f16(65520.f), 0x7c00);            // rounds to Inf
+  EXPECT_EQ(float_to_f16(5.9604645e-08f), 0x0001);     // smallest subnormal
+  EXPECT_EQ(float_to_f16(2.9802322e-08f), 0x0000);     // half of it: ties to even (0)
+  EXPECT_EQ(float_to_f16(1.0f + 1.0f / 2048), 0x3c00); // tie -> even
+  EXPECT_EQ(float_to_f16(1.0f + 3.0f / 2048), 0x3c02); // tie -> even (up)
+  EXPECT_TRUE(std::isnan(f16_to_float(float_to_f16(std::numeric_limits<float>::quiet_NaN()))));
+  // Every half value converts back exactly.
+  for (uint32_t h = 0; h < 0x10000u; ++h) {
+    const float f = f16_to_float(static_cast<uint16_t>(h));
+    if (std::isnan(f)) continue;
+    EXPECT_EQ(float_to_f16(f), h) << h;
+  }
+}
+
+TEST(BFloat16, Rounding) {
+  EXPECT_EQ(float_to_bf16(1.0f), 0x3f80);
+  EXPECT_EQ(bf16_to_float(float_to_bf16(3.140625f)), 3.140625f);
+  EXPECT_EQ(float_to_bf16(bits_float(0x3f808000u)), 0x3f80);  // tie -> even
+  EXPECT_EQ(float_to_bf16(bits_float(0x3f818000u)), 0x3f82);  // tie -> even (up)
+  EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(std::numeric_limits<float>::quiet_NaN()))));
+}
+
+TEST(TensorView, ContiguousStridesAndChecks) {
+  float buf[24];
+  auto t = TensorView::contiguous(buf, DType::F32, {2, 3, 4});
+  EXPECT_EQ(t.numel(), 24);
+  EXPECT_EQ(t.stride[0], 12);
+  EXPECT_EQ(t.offset({1, 2, 3}), 23);
+  EXPECT_TRUE(t.is_contiguous());
+  EXPECT_NO_THROW(check_shape(t, "q", {2, -1, 4}));
+  EXPECT_THROW(check_shape(t, "q", {2, 3}), Error);
+  try {
+    check_shape(t, "q", {2, 5, 4});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("q: expected shape [2, 5, 4], got [2, 3, 4]"), std::string::npos);
+  }
+}
+
+TEST(Types, ParseStrict) {
+  EXPECT_EQ(parse_role("anchor"), Role::Anchor);
+  EXPECT_THROW(parse_role("Anchor"), Error);
+  EXPECT_EQ(parse_budget("fixed"), BudgetMode::Fixed);
+  EXPECT_THROW(parse_pooling("heads"), Error);
+  EXPECT_EQ(parse_dtype("bf16"), DType::BF16);
+  EXPECT_THROW(parse_dtype("f8"), Error);
+  SparsityParams p;
+  EXPECT_FLOAT_EQ(p.scale_for(64), 0.125f);
+}
