@@ -102,6 +102,7 @@ struct Pooled {
   int num_sets = 0, num_tiles = 0, n = 0;
   std::vector<double> mass;      // [sets, tiles, n]; 0 for keys that are not candidates of the tile
   std::vector<double> diagonal;  // [sets, tiles]; prefill diagonal-tile mass (keys b..t), 0 in decode
+  std::vector<int> prefix;       // [tiles]; b of each tile: its candidates are keys < b (decode: n)
   const double* tile_mass(int set, int tau) const {
     return mass.data() + (static_cast<size_t>(set) * num_tiles + tau) * n;
   }
