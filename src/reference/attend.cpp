@@ -64,7 +64,7 @@ void validate_call(const Call& call, int hq, int hkv, int nq, int n, int d) {
   KASCADE_CHECK(d >= 1, "reference: head dimension must be positive, got D=" << d);
   KASCADE_CHECK(n >= 1, "reference: context length must be positive, got n=" << n);
   KASCADE_CHECK(nq >= 1, "reference: number of queries must be positive, got nq=" << nq);
-  KASCADE_CHECK(std::isfinite(sp.rho) && sp.rho >= 0.0, "reference: rho must be a finite number >= 0, got " << sp.rho);
+  KASCADE_CHECK(sp.rho >= 0.0 && sp.rho <= 1.0, "reference: rho (a fraction) must be in [0, 1], got " << sp.rho);
   KASCADE_CHECK(sp.k_min >= 0, "reference: k_min must be >= 0, got " << sp.k_min);
   KASCADE_CHECK(sp.k_multiple >= 1, "reference: k_multiple must be >= 1, got " << sp.k_multiple);
   KASCADE_CHECK(sp.tile >= 1, "reference: tile must be >= 1, got " << sp.tile);
