@@ -1,0 +1,124 @@
+// kascade/plan.h — the Kascade plan: which layers are anchors and whose selection each reuse
+// layer's kv heads read (SPEC 2), with the top-k policy (SPEC 3, 5) and where it came from.
+//
+// A plan is a versioned JSON file, loaded strictly: unknown keys, missing fields, wrong types,
+// out-of-range values and a head map of the wrong shape are errors naming the JSON path:
+//   plan.json: head_map[3][1]: 5 is not a kv head (hkv = 3)
+//
+//   kascade::Plan plan = kascade::load_plan("plan.json");
+//   kascade::check_plan_matches(plan, model.layers, model.hq, model.hkv, model.head_dim);
+//   for (int layer = 0; layer < plan.layers; ++layer) {
+//     switch (plan.role_of(layer)) {      // Dense (layer 0), Anchor or Reuse
+//       case kascade::Role::Reuse: {
+//         const int anchor = plan.anchor_of(layer);    // the anchor whose selections it reads
+//         const int src = plan.head_map[layer][g];     // kv head of that anchor read by kv head g
+//         ...
+//   }
+//   kascade::SparsityParams p = plan.params();         // rho, k_min, k_multiple, tile, budget, pooling
+//
+// The JSON layout (version 1); `provenance` fields and the whole `calibration` object are
+// optional, everything else is required:
+//   {
+//     "format": "kascade-plan", "version": 1,
+//     "model": {"name": "smollm2-135m", "layers": 30, "hq": 9, "hkv": 3, "head_dim": 64},
+//     "anchors": [0, 8, 17],                      // sorted, unique, contains 0, each < layers
+//     "head_map": [[0, 1, 2], ...],               // [layers][hkv]; anchors map to themselves
+//     "sparsity": {"rho": 0.1, "k_min": 128, "k_multiple": 1, "tile": 32,
+//                  "budget": "rolling", "pooling": "group"},
+//     "provenance": {"dev_set": "...", "date": "...", "tool_version": "...", "notes": "..."},
+//     "calibration": {"k_cal": 64, "importance": [w per layer], "layer_scores": [[S l1][l2]],
+//                     "objective": 12.5, "candidates": [{"anchors": [0, 9, 20], "score": 11.9}]}
+//   }
+// `tile` may be any positive size: SPEC 5 defines the method for every T; a kernel that supports
+// only some tile sizes rejects the others when it is called. With pooling "all" there is one
+// selection per anchor, so the head map must be the identity (a non-identity map would be
+// silently ignored).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kascade/error.h"
+#include "kascade/types.h"
+
+namespace kascade {
+
+constexpr const char* kPlanFormat = "kascade-plan";
+constexpr int kPlanVersion = 1;
+// Caps that keep a corrupted file from asking for absurd allocations; far above any model.
+constexpr int kPlanMaxLayers = 4096;
+constexpr int kPlanMaxHeads = 4096;
+constexpr int kPlanMaxHeadDim = 4096;
+
+struct PlanProvenance {
+  std::string dev_set;       // the development prompts the plan was calibrated on
+  std::string date;          // when (ISO 8601 by convention)
+  std::string tool_version;  // the kascade version that produced it
+  std::string notes;         // free-form
+};
+
+// Optional calibration results kept beside the plan (SPEC 6); every vector is either empty
+// (absent) or fully shaped, every number finite.
+struct PlanCandidate {
+  std::vector<int> anchors;  // an anchor set (same rules as Plan::anchors)
+  double score = 0;          // its DP objective
+};
+struct PlanCalibration {
+  std::optional<int> k_cal;                       // selection size used for coverage
+  std::vector<double> importance;                 // w[l], [layers] or empty
+  std::vector<std::vector<double>> layer_scores;  // S[l1][l2], [layers][layers] or empty
+  std::optional<double> objective;                // sum over j of S[a(j)][j] for the chosen anchors
+  std::vector<PlanCandidate> candidates;          // best set for each anchor count tried
+};
+
+struct Plan {
+  // Model identity and shape.
+  std::string model_name;
+  int layers = 0;
+  int hq = 0;
+  int hkv = 0;
+  int head_dim = 0;
+  // Layer roles and head map (SPEC 2).
+  std::vector<int> anchors;             // sorted, unique, anchors[0] == 0
+  std::vector<std::vector<int>> head_map;  // [layers][hkv]
+  // Top-k policy (SPEC 3, 5).
+  double rho = kDefaultRho;
+  int k_min = kDefaultKMin;
+  int k_multiple = 1;
+  int tile = kDefaultTile;
+  BudgetMode budget = BudgetMode::Rolling;
+  Pooling pooling = Pooling::Group;
+  PlanProvenance provenance;
+  std::optional<PlanCalibration> calibration;
+
+  // The anchor a(layer) = max{a in anchors : a <= layer}. Throws for a layer out of range.
+  int anchor_of(int layer) const;
+  // Index of anchor_of(layer) in `anchors` (the slot of its selection buffer).
+  int anchor_slot(int layer) const;
+  // Role::Dense for layer 0, Role::Anchor for the other anchors, Role::Reuse otherwise.
+  Role role_of(int layer) const;
+  // Kv head of anchor_of(layer) whose selection kv head `kv_head` of `layer` reads.
+  int source_head(int layer, int kv_head) const;
+  // The top-k policy as the attention calls take it (scale left to the model: NaN).
+  SparsityParams params() const;
+};
+
+// Parses plan JSON text; `name` (usually the path) prefixes every error. Validates fully.
+Plan parse_plan(const std::string& text, const std::string& name);
+// Reads and parses a plan file.
+Plan load_plan(const std::string& path);
+// The JSON text of a plan (validated first), keys in the documented order, 2-space indented.
+std::string to_json(const Plan& plan);
+// Writes to_json(plan) to `path` via `path.tmp` and a rename.
+void save_plan(const std::string& path, const Plan& plan);
+// Throws kascade::Error naming the field ("<name>: anchors[2]: ...") unless every rule holds.
+void validate_plan(const Plan& plan, const std::string& name = "plan");
+// Throws unless the plan was made for a model of this shape, naming the mismatched field.
+void check_plan_matches(const Plan& plan, int layers, int hq, int hkv, int head_dim);
+
+// A plan with the given anchors, the identity head map and default sparsity parameters.
+Plan make_uniform_plan(const std::string& model_name, int layers, int hq, int hkv, int head_dim,
+                       const std::vector<int>& anchors);
+
+}  // namespace kascade
