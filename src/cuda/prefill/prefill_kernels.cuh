@@ -1,0 +1,526 @@
+// prefill_kernels.cuh — device code of the prefill family (SPEC 5), tensor cores via mma.sync.
+//
+// Layering (bottom up):
+//   - fragment helpers: ldmatrix / mma.sync m16n8k16 (bf16 or fp16 in, fp32 accumulate), the
+//     128-thread cp.async tile loader that reads Q rows or paged K/V rows into swizzled smem;
+//   - KeySource: the keys one CTA attends to, as a virtual index range: first `list_count`
+//     gathered positions (a tile's selection), then the contiguous range [range_begin, range_end)
+//     under the causal mask (the diagonal; for dense attention the whole prefix);
+//   - attend_kernel<Cfg, kOutput>: flash attention over a KeySource for one CTA of query rows.
+//     Rows are (position, head of the GQA group) pairs, so the K/V rows loaded once serve the
+//     whole group. kOutput=false is the anchor's LSE-only pass (no P·V, no V loads);
+//   - pooled_mass_kernel: recomputes scores per key block and reduces exp(s - lse) over a
+//     tile's T x G rows (or T x Hq with all-heads pooling) into per-key mass, for keys < b;
+//   (the per-tile top-k over the pooled mass is in prefill_topk.cu.)
+// Scores live in the log2 domain: s2 = q.k * scale * log2(e); the LSE buffers hold log2 values.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "../common/cuda_check.h"
+#include "../common/device_math.cuh"
+#include "prefill_params.h"
+#include "kascade/budget.h"
+
+namespace kascade::cuda::prefill {
+
+// ---- element types -----------------------------------------------------------------------
+template <typename T> struct Elem;
+template <> struct Elem<__nv_bfloat16> {
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
+  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+template <> struct Elem<__half> {
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
+  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+// ---- low-level helpers ---------------------------------------------------------------------
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte async copy; src_bytes = 0 zero-fills the destination (invalid rows).
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
+// A smem tile of rows x D 16-bit elements with its 16-byte chunks XOR-swizzled by (row % 8), so
+// that ldmatrix reading 8 rows at one column touches 8 different bank groups.
+template <int D>
+struct SwizzledTile {
+  static constexpr int kChunksPerRow = D / kChunkElems;
+  static_assert(kChunksPerRow % 8 == 0, "swizzle needs at least 8 chunks per row");
+  __device__ static __forceinline__ int offset(int row, int chunk) {
+    return row * D + ((chunk ^ (row & 7)) * kChunkElems);
+  }
+};
+
+// Element offset of key `pos` of kv head `h` of sequence b in the K (or V) pool.
+__device__ __forceinline__ int64_t kv_offset(const KvView& kv, int b, int pos, int h) {
+  uint32_t page_in_seq, slot;
+  kv.page_size.divmod(static_cast<uint32_t>(pos), page_in_seq, slot);
+  const int page = kv.page_indices[kv.page_indptr[b] + page_in_seq];
+  return page * kv.page_stride + static_cast<int64_t>(slot) * kv.token_stride + h * kv.head_stride;
+}
+
+// The keys a CTA reads, in virtual order: list[0..list_count) then range_begin..range_end-1.
+struct KeySource {
+  const int32_t* list;
+  int list_count;
+  int range_begin, range_end;
+  __device__ __forceinline__ int size() const { return list_count + (range_end - range_begin); }
+  // Position of virtual key v (caller guarantees v < size()).
+  __device__ __forceinline__ int position(int v) const {
+    return v < list_count ? __ldg(list + v) : range_begin + (v - list_count);
+  }
+};
+
+// Issues cp.async for kBlockKeys rows of K or V (virtual keys v0..v0+63 of `keys`) into `dst`.
+template <int D, typename T>
+__device__ __forceinline__ void load_kv_block(T* dst, const T* pool, const KvView& kv, const KeySource& keys,
+                                              int v0, int b, int kv_head) {
+  constexpr int kChunks = D / kChunkElems;
+  constexpr int kRowsPerPass = kThreads / kChunks;
+  const int chunk = threadIdx.x % kChunks;
+  const int n = keys.size();
+#pragma unroll
+  for (int r = threadIdx.x / kChunks; r < kBlockKeys; r += kRowsPerPass) {
+    const int v = v0 + r;
+    const bool valid = v < n;
+    const T* src = pool;  // any valid address when zero-filling
+    if (valid) src = pool + kv_offset(kv, b, keys.position(v), kv_head) + chunk * kChunkElems;
+    cp_async_16(dst + SwizzledTile<D>::offset(r, chunk), src, valid);
+  }
+}
+
+// Issues cp.async for the CTA's query rows: row r = (position first_pos_local + r / group,
+// head first_head + r % group); rows at or past valid_rows are zero-filled.
+template <int D, typename T>
+__device__ __forceinline__ void load_q_rows(T* dst, const T* q, int64_t first_row, int num_q_heads, int first_head,
+                                            int group, int valid_rows) {
+  constexpr int kChunks = D / kChunkElems;
+  constexpr int kRowsPerPass = kThreads / kChunks;
+  const int chunk = threadIdx.x % kChunks;
+#pragma unroll
+  for (int r = threadIdx.x / kChunks; r < kBlockRows; r += kRowsPerPass) {
+    const bool valid = r < valid_rows;
+    const T* src = q;
+    if (valid) {
+      const int64_t row = first_row + r / group;
+      src = q + (row * num_q_heads + first_head + r % group) * D + chunk * kChunkElems;
+    }
+    cp_async_16(dst + SwizzledTile<D>::offset(r, chunk), src, valid);
+  }
+}
+
+// A fragments of this warp's 16 query rows for all D/16 k-steps.
+template <int D, typename T>
+__device__ __forceinline__ void load_q_fragments(uint32_t (&qf)[D / 16][4], const T* q_smem) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int row = warp * kRowsPerWarp + (lane % 16);
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const int chunk = kk * 2 + lane / 16;
+    ldmatrix_x4(qf[kk], q_smem + SwizzledTile<D>::offset(row, chunk));
+  }
+}
+
+// s[j][*] = Q(16 rows of this warp) . K(keys j*8 .. j*8+7 of the block)^T, fp32, unscaled.
+template <int D, typename T>
+__device__ __forceinline__ void compute_scores(float (&s)[kBlockKeys / 8][4], const uint32_t (&qf)[D / 16][4],
+                                               const T* k_smem) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int j = 0; j < kBlockKeys / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+    for (int jj = 0; jj < kBlockKeys / 16; ++jj) {
+      // Two 8-key blocks (16 keys) x 16 dims: matrices (keys +0, d +0), (keys +0, d +8),
+      // (keys +8, d +0), (keys +8, d +8).
+      const int key = jj * 16 + (lane / 16) * 8 + (lane % 8);
+      const int chunk = kk * 2 + (lane / 8) % 2;
+      uint32_t b[4];
+      ldmatrix_x4(b, k_smem + SwizzledTile<D>::offset(key, chunk));
+      Elem<T>::mma(s[2 * jj], qf[kk], b[0], b[1]);
+      Elem<T>::mma(s[2 * jj + 1], qf[kk], b[2], b[3]);
+    }
+  }
+}
+
+// ---- attention ------------------------------------------------------------------------------
+template <int D, typename T>
+struct AttendSmem {
+  static constexpr int kTileElems = kBlockKeys * D;
+  static constexpr size_t bytes(bool with_v) {
+    return sizeof(T) * (size_t(kBlockRows) * D + 2 * size_t(kTileElems) * (with_v ? 2 : 1));
+  }
+};
+
+// One CTA: P positions x G heads of one kv head, all keys of its KeySource, online softmax.
+// Grid: x = position block (heaviest first), y = kv head, z = sequence.
+template <int D, typename T, bool kOutput>
+__global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant__ AttendParams p) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* q_smem = reinterpret_cast<T*>(smem_raw);
+  T* k_smem = q_smem + kBlockRows * D;                 // [2][kBlockKeys][D]
+  T* v_smem = k_smem + 2 * AttendSmem<D, T>::kTileElems;  // [2][kBlockKeys][D] (kOutput only)
+
+  const int b = blockIdx.z, kv_head = blockIdx.y;
+  const int block = p.num_position_blocks - 1 - blockIdx.x;  // long causal rows first
+  const SeqGeometry g = seq_geometry(p.q_indptr, p.seq_lens, b);
+  const int first_local = block * p.positions_per_cta;
+  if (first_local >= g.nq) return;
+  const int num_pos = min(p.positions_per_cta, g.nq - first_local);
+  const int pos_lo = g.p0 + first_local, pos_hi = pos_lo + num_pos;
+
+  KeySource keys;
+  if (p.sel_indices == nullptr) {
+    keys = {nullptr, 0, 0, pos_hi};
+  } else {
+    const int tau = first_local / p.tile;
+    const int sel = p.num_selections == 1 ? 0 : (p.head_map ? p.head_map[kv_head] : kv_head);
+    const int64_t slot = (int64_t(b) * p.num_selections + sel) * p.max_tiles + tau;
+    keys = {p.sel_indices + slot * p.k_max, p.sel_counts[slot], g.p0 + tau * p.tile, pos_hi};
+  }
+  const int num_keys = keys.size();
+  // Virtual keys < unmasked_end are visible to every row of the CTA (list keys precede the tile,
+  // range keys up to pos_lo precede every row).
+  const int unmasked_end = keys.list_count + (pos_lo + 1 - keys.range_begin);
+
+  const T* q = static_cast<const T*>(p.q);
+  const T* kpool = static_cast<const T*>(p.kv.k);
+  const T* vpool = static_cast<const T*>(p.kv.v);
+  const int valid_rows = num_pos * p.group;
+  load_q_rows<D>(q_smem, q, g.q_begin + first_local, p.num_q_heads, kv_head * p.group, p.group, valid_rows);
+  load_kv_block<D>(k_smem, kpool, p.kv, keys, 0, b, kv_head);
+  if (kOutput) load_kv_block<D>(v_smem, vpool, p.kv, keys, 0, b, kv_head);
+  cp_async_commit();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  // This thread's two rows: warp*16 + lane/4 and +8. Rows past valid_rows get position pos_lo
+  // so that their softmax stays finite; they are never stored.
+  int row_pos[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int r = warp * kRowsPerWarp + lane / 4 + 8 * i;
+    row_pos[i] = r < valid_rows ? pos_lo + r / p.group : pos_lo;
+  }
+
+  uint32_t qf[D / 16][4];
+  float acc[kOutput ? D / 8 : 1][4];
+  if (kOutput) {
+#pragma unroll
+    for (int j = 0; j < (kOutput ? D / 8 : 1); ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  }
+  float row_max[2] = {-INFINITY, -INFINITY};
+  float row_sum[2] = {0.f, 0.f};
+
+  const int num_blocks = (num_keys + kBlockKeys - 1) / kBlockKeys;
+  for (int it = 0; it < num_blocks; ++it) {
+    cp_async_wait_all();
+    __syncthreads();
+    if (it == 0) load_q_fragments<D>(qf, q_smem);
+    const int buf = it & 1;
+    if (it + 1 < num_blocks) {
+      const int nbuf = buf ^ 1;
+      load_kv_block<D>(k_smem + nbuf * AttendSmem<D, T>::kTileElems, kpool, p.kv, keys, (it + 1) * kBlockKeys, b,
+                       kv_head);
+      if (kOutput)
+        load_kv_block<D>(v_smem + nbuf * AttendSmem<D, T>::kTileElems, vpool, p.kv, keys, (it + 1) * kBlockKeys,
+                         b, kv_head);
+    }
+    cp_async_commit();
+
+    float s[kBlockKeys / 8][4];
+    compute_scores<D>(s, qf, k_smem + buf * AttendSmem<D, T>::kTileElems);
+
+    const int v0 = it * kBlockKeys;
+    const bool needs_mask = v0 + kBlockKeys > min(unmasked_end, num_keys);
+#pragma unroll
+    for (int j = 0; j < kBlockKeys / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float x = s[j][e] * p.scale_log2;
+        if (needs_mask) {
+          const int v = v0 + j * 8 + 2 * (lane % 4) + (e & 1);
+          bool visible = v < num_keys;
+          if (visible && v >= keys.list_count) visible = keys.range_begin + (v - keys.list_count) <= row_pos[e / 2];
+          if (!visible) x = -INFINITY;
+        }
+        s[j][e] = x;
+      }
+    }
+    // Online softmax over the thread's two rows; the 4 lanes of a row are lanes 4r..4r+3.
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      float m = row_max[i];
+#pragma unroll
+      for (int j = 0; j < kBlockKeys / 8; ++j) m = fmaxf(m, fmaxf(s[j][2 * i], s[j][2 * i + 1]));
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+      // A row whose keys so far are all masked keeps m = -inf; use 0 so exp2 gives 0, not NaN.
+      const float m_safe = m == -INFINITY ? 0.f : m;
+      const float correction = exp2f(row_max[i] - m_safe);
+      row_max[i] = m;
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < kBlockKeys / 8; ++j) {
+        s[j][2 * i] = exp2f(s[j][2 * i] - m_safe);
+        s[j][2 * i + 1] = exp2f(s[j][2 * i + 1] - m_safe);
+        sum += s[j][2 * i] + s[j][2 * i + 1];
+      }
+      row_sum[i] = row_sum[i] * correction + sum;
+      if (kOutput) {
+#pragma unroll
+        for (int j = 0; j < (kOutput ? D / 8 : 1); ++j) {
+          acc[j][2 * i] *= correction;
+          acc[j][2 * i + 1] *= correction;
+        }
+      }
+    }
+    if (kOutput) {
+      const T* vb = v_smem + buf * AttendSmem<D, T>::kTileElems;
+#pragma unroll
+      for (int kk = 0; kk < kBlockKeys / 16; ++kk) {
+        // P as the A operand: the accumulator layout of key blocks 2kk, 2kk+1 is the A layout.
+        const uint32_t a[4] = {Elem<T>::pack(s[2 * kk][0], s[2 * kk][1]), Elem<T>::pack(s[2 * kk][2], s[2 * kk][3]),
+                               Elem<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                               Elem<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+        for (int jd = 0; jd < D / 16; ++jd) {
+          // V rows are keys (the k dimension): transposed loads give the B fragments of two
+          // 8-wide column blocks of D.
+          const int key = kk * 16 + ((lane / 8) % 2) * 8 + (lane % 8);
+          const int chunk = jd * 2 + lane / 16;
+          uint32_t bv[4];
+          ldmatrix_x4_trans(bv, vb + SwizzledTile<D>::offset(key, chunk));
+          Elem<T>::mma(acc[2 * jd], a, bv[0], bv[1]);
+          Elem<T>::mma(acc[2 * jd + 1], a, bv[2], bv[3]);
+        }
+      }
+    }
+  }
+  cp_async_wait_all();
+
+  // Epilogue: full row sums, then output and LSE of valid rows.
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 1);
+    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 2);
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int r = warp * kRowsPerWarp + lane / 4 + 8 * i;
+    if (r >= valid_rows) continue;
+    const int64_t qrow = g.q_begin + first_local + r / p.group;
+    const int head = kv_head * p.group + r % p.group;
+    const int64_t row_index = qrow * p.num_q_heads + head;
+    if (p.lse_log2 != nullptr && lane % 4 == 0) p.lse_log2[row_index] = row_max[i] + log2f(row_sum[i]);
+    if (kOutput) {
+      const float inv = 1.f / row_sum[i];
+      T* out = static_cast<T*>(p.out) + row_index * D;
+#pragma unroll
+      for (int j = 0; j < (kOutput ? D / 8 : 1); ++j) {
+        const uint32_t packed = Elem<T>::pack(acc[j][2 * i] * inv, acc[j][2 * i + 1] * inv);
+        *reinterpret_cast<uint32_t*>(out + j * 8 + 2 * (lane % 4)) = packed;
+      }
+    }
+  }
+}
+
+// ---- pooled mass ------------------------------------------------------------------------------
+template <int D, typename T>
+struct MassSmem {
+  static constexpr size_t bytes() {
+    return sizeof(T) * (size_t(kBlockRows) * D + 2 * size_t(kBlockKeys) * D) +
+           sizeof(float) * (kWarps * kBlockKeys + kKeysPerMassCta);
+  }
+};
+
+// One CTA: keys [x * kKeysPerMassCta, ...) of tile tile0 + y of selection s of sequence b.
+// Grid: x = key chunk, y = tile in the chunk, z = b * S + s. Every row chunk of the tile is
+// reduced in a fixed order, so the result is deterministic.
+template <int D, typename T>
+__global__ void __launch_bounds__(kThreads) pooled_mass_kernel(const __grid_constant__ MassParams p) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* q_smem = reinterpret_cast<T*>(smem_raw);
+  T* k_smem = q_smem + kBlockRows * D;                       // [2][kBlockKeys][D]
+  float* partial = reinterpret_cast<float*>(k_smem + 2 * kBlockKeys * D);  // [kWarps][kBlockKeys]
+  float* key_mass = partial + kWarps * kBlockKeys;           // [kKeysPerMassCta]
+
+  const int b = blockIdx.z / p.num_selections, sel = blockIdx.z % p.num_selections;
+  const int tau = p.tile0 + blockIdx.y;
+  const SeqGeometry g = seq_geometry(p.q_indptr, p.seq_lens, b);
+  if (tau >= num_tiles(g.p0, g.p1, p.tile)) return;
+  const int tile_b = static_cast<int>(tile_begin(g.p0, tau, p.tile));
+  const int tile_len = static_cast<int>(tile_end(g.p0, g.p1, tau, p.tile)) - tile_b;
+  const int key_lo = blockIdx.x * kKeysPerMassCta;
+  if (key_lo >= tile_b) return;
+  const int key_hi = min(tile_b, key_lo + kKeysPerMassCta);
+  const int num_key_blocks = (key_hi - key_lo + kBlockKeys - 1) / kBlockKeys;
+
+  for (int i = threadIdx.x; i < kKeysPerMassCta; i += kThreads) key_mass[i] = 0.f;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const T* q = static_cast<const T*>(p.q);
+  const T* kpool = static_cast<const T*>(p.kv.k);
+  const int head_lo = p.num_selections == 1 ? 0 : sel;
+  const int head_hi = p.num_selections == 1 ? p.num_kv_heads : sel + 1;
+  const int rows_per_head = tile_len * p.group;
+  const KeySource keys = {nullptr, 0, key_lo, key_hi};
+
+  for (int kv_head = head_lo; kv_head < head_hi; ++kv_head) {
+    for (int row0 = 0; row0 < rows_per_head; row0 += kBlockRows) {
+      // Tile row tr is (position tr / G, head tr % G). A chunk starts at a multiple of
+      // kBlockRows, which need not be a multiple of G, so rows are addressed one by one.
+      const int chunk_rows = min(kBlockRows, rows_per_head - row0);
+      {
+        constexpr int kChunks = D / kChunkElems;
+        const int chunk = threadIdx.x % kChunks;
+        for (int r = threadIdx.x / kChunks; r < kBlockRows; r += kThreads / kChunks) {
+          const bool valid = r < chunk_rows;
+          const T* src = q;
+          if (valid) {
+            const int tr = row0 + r;
+            const int64_t qrow = g.q_begin + (tile_b - g.p0) + tr / p.group;
+            src = q + (qrow * p.num_q_heads + kv_head * p.group + tr % p.group) * D + chunk * kChunkElems;
+          }
+          cp_async_16(q_smem + SwizzledTile<D>::offset(r, chunk), src, valid);
+        }
+      }
+      load_kv_block<D>(k_smem, kpool, p.kv, keys, 0, b, kv_head);
+      cp_async_commit();
+
+      // LSE of this thread's two rows; rows past the tile get +inf so that their mass is 0.
+      float row_lse[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int r = warp * kRowsPerWarp + lane / 4 + 8 * i;
+        row_lse[i] = INFINITY;
+        if (r < chunk_rows) {
+          const int tr = row0 + r;
+          const int64_t qrow = g.q_begin + (tile_b - g.p0) + tr / p.group;
+          row_lse[i] = p.lse_log2[qrow * p.num_q_heads + kv_head * p.group + tr % p.group];
+        }
+      }
+
+      uint32_t qf[D / 16][4];
+      for (int it = 0; it < num_key_blocks; ++it) {
+        cp_async_wait_all();
+        __syncthreads();
+        if (it == 0) load_q_fragments<D>(qf, q_smem);
+        const int buf = it & 1;
+        if (it + 1 < num_key_blocks)
+          load_kv_block<D>(k_smem + (buf ^ 1) * kBlockKeys * D, kpool, p.kv, keys, (it + 1) * kBlockKeys, b, kv_head);
+        cp_async_commit();
+
+        float s[kBlockKeys / 8][4];
+        compute_scores<D>(s, qf, k_smem + buf * kBlockKeys * D);
+        // Column sums of exp2(s2 - lse) over the warp's 16 rows.
+#pragma unroll
+        for (int j = 0; j < kBlockKeys / 8; ++j) {
+          float c0 = exp2f(s[j][0] * p.scale_log2 - row_lse[0]) + exp2f(s[j][2] * p.scale_log2 - row_lse[1]);
+          float c1 = exp2f(s[j][1] * p.scale_log2 - row_lse[0]) + exp2f(s[j][3] * p.scale_log2 - row_lse[1]);
+#pragma unroll
+          for (int off = 4; off < 32; off *= 2) {
+            c0 += __shfl_xor_sync(0xffffffffu, c0, off);
+            c1 += __shfl_xor_sync(0xffffffffu, c1, off);
+          }
+          if (lane < 4) {
+            partial[warp * kBlockKeys + j * 8 + 2 * lane] = c0;
+            partial[warp * kBlockKeys + j * 8 + 2 * lane + 1] = c1;
+          }
+        }
+        __syncthreads();
+        if (threadIdx.x < kBlockKeys) {
+          float total = 0.f;
+#pragma unroll
+          for (int w = 0; w < kWarps; ++w) total += partial[w * kBlockKeys + threadIdx.x];
+          key_mass[it * kBlockKeys + threadIdx.x] += total;
+        }
+        // The next iteration's __syncthreads orders these reads before `partial` is rewritten.
+      }
+      cp_async_wait_all();
+      __syncthreads();  // q_smem / k_smem are reloaded for the next row chunk
+    }
+  }
+  float* out = p.mass + ((int64_t(b) * p.chunk_tiles + blockIdx.y) * p.num_selections + sel) * p.mass_stride;
+  for (int i = threadIdx.x; i < key_hi - key_lo; i += kThreads) out[key_lo + i] = key_mass[i];
+}
+
+// ---- launchers --------------------------------------------------------------------------------
+// Raises a kernel's dynamic shared-memory limit once per process (the limit is per function).
+template <typename Kernel>
+inline void allow_dynamic_smem(Kernel kernel, size_t bytes) {
+  if (bytes > 48 * 1024) {
+    KASCADE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(bytes)));
+  }
+}
+
+template <int D, typename T>
+void PrefillKernels<D, T>::attend(const AttendParams& p, bool with_output, dim3 grid, cudaStream_t stream) {
+  if (with_output) {
+    constexpr size_t kSmem = AttendSmem<D, T>::bytes(true);
+    static const bool ready = (allow_dynamic_smem(attend_kernel<D, T, true>, kSmem), true);
+    (void)ready;
+    attend_kernel<D, T, true><<<grid, kThreads, kSmem, stream>>>(p);
+  } else {
+    constexpr size_t kSmem = AttendSmem<D, T>::bytes(false);
+    static const bool ready = (allow_dynamic_smem(attend_kernel<D, T, false>, kSmem), true);
+    (void)ready;
+    attend_kernel<D, T, false><<<grid, kThreads, kSmem, stream>>>(p);
+  }
+  KASCADE_CUDA_CHECK(cudaGetLastError());
+}
+
+template <int D, typename T>
+void PrefillKernels<D, T>::pooled_mass(const MassParams& p, dim3 grid, cudaStream_t stream) {
+  constexpr size_t kSmem = MassSmem<D, T>::bytes();
+  static const bool ready = (allow_dynamic_smem(pooled_mass_kernel<D, T>, kSmem), true);
+  (void)ready;
+  pooled_mass_kernel<D, T><<<grid, kThreads, kSmem, stream>>>(p);
+  KASCADE_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace kascade::cuda::prefill
+
+// One explicit instantiation per (storage type, head dim), each in its own translation unit.
+#define KASCADE_INSTANTIATE_PREFILL(T, D) template struct kascade::cuda::prefill::PrefillKernels<D, T>;
