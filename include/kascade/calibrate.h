@@ -1,0 +1,233 @@
+// kascade/calibrate.h — SPEC 6: calibration statistics, layer scores, anchor choice, head map.
+//
+// Calibration runs the dense model over development prompts and turns what it sees into a plan.
+// The data flow is streaming and memory-bounded: nothing of size [L, L, Hkv, Hkv, tiles, n] is
+// ever held. Per prompt, layer by layer, the caller hands over the tile-pooled post-softmax mass
+// of SPEC 5 step 2 and the diagonal tile's mass; the accumulator keeps only every earlier layer's
+// top-k_cal selections of the current prompt and folds each new layer into running minima.
+//
+//   kascade::CalibrationStats stats(num_layers, num_kv_heads);       // k_cal 64, tile 32
+//   for (each prompt of n tokens) {
+//     stats.begin_prompt(kascade::num_tiles(0, n, 32), n);
+//     for (int l = 0; l < num_layers; ++l) {
+//       stats.add_layer(l, pooled_l, diagonal_l);                       // [Hkv, tiles, n], [Hkv, tiles]
+//       stats.add_importance(l, x_l, attn_out_l, n, hidden);           // [n, hidden] each
+//     }
+//     stats.end_prompt();
+//   }
+//   kascade::CoverageMatrix C = stats.coverage();                      // C[l1][l2][g1][g2]
+//   kascade::LayerScores S = kascade::layer_scores(C, stats.importance());
+//   std::vector<kascade::AnchorChoice> best = kascade::choose_anchors_range(S, 3, 8);
+//   kascade::HeadMap map = kascade::choose_head_map(C, best.back().anchors);
+//
+// docs/calibration.md gives the math, the handling of uninformative tiles and the memory bound.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "kascade/budget.h"
+#include "kascade/plan.h"
+#include "kascade/tensor.h"
+
+namespace kascade {
+
+// C[l1][l2][g1][g2] for l1 <= l2: the mean over prompts of the worst-tile coverage of reusing
+// layer l1's kv head g1 selection for layer l2's kv head g2 (SPEC 6). Entries with l1 > l2 do
+// not exist; asking for one throws.
+class CoverageMatrix {
+ public:
+  CoverageMatrix() = default;
+  CoverageMatrix(int num_layers, int num_kv_heads);
+
+  int num_layers() const { return num_layers_; }
+  int num_kv_heads() const { return num_kv_heads_; }
+  double& at(int l1, int l2, int g1, int g2);
+  double at(int l1, int l2, int g1, int g2) const;
+
+ private:
+  size_t index(int l1, int l2, int g1, int g2) const;
+  int num_layers_ = 0;
+  int num_kv_heads_ = 0;
+  std::vector<double> values_;  // [L, L, Hkv, Hkv], only l1 <= l2 used
+};
+
+// S[l1][l2] for l1 <= l2: how much layer l2 is worth when it reuses anchor l1's selections.
+class LayerScores {
+ public:
+  LayerScores() = default;
+  explicit LayerScores(int num_layers);
+
+  int num_layers() const { return num_layers_; }
+  double& at(int l1, int l2);
+  double at(int l1, int l2) const;
+
+ private:
+  size_t index(int l1, int l2) const;
+  int num_layers_ = 0;
+  std::vector<double> values_;  // [L, L], only l1 <= l2 used
+};
+
+// The streaming accumulator of SPEC 6's statistics for one model shape.
+class CalibrationStats {
+ public:
+  // k_cal: size of each calibration selection (SPEC 6, default 64); tile: prefill tile T.
+  CalibrationStats(int num_layers, int num_kv_heads, int k_cal = kDefaultKCal, int tile = kDefaultTile);
+
+  // Opens a prompt of n tokens prefilled from position 0; num_tiles must be ceil(n / tile).
+  void begin_prompt(int64_t num_tiles, int64_t n);
+
+  // Layer `layer` of the open prompt; layers come in increasing order 0, 1, ..., L-1.
+  //   pooled   F32 [Hkv, tiles, n]: P_l[g][tau][i] of SPEC 5 step 2. Only candidates i < b
+  //            (b = tau * tile, the tile's first position) are read.
+  //   diagonal F32 [Hkv, tiles]:    d_l[g][tau], the mass of the tile's own keys b..t summed over
+  //            the tile's rows.
+  // Any strides are accepted. Values must be finite and non-negative.
+  void add_layer(int layer, const TensorView& pooled, const TensorView& diagonal);
+
+  // The same, tile chunk by tile chunk, to bound the caller's memory: pooled [Hkv, chunk, n] and
+  // diagonal [Hkv, chunk] hold tiles first_tile .. first_tile + chunk - 1. A layer's chunks come in
+  // order and cover all tiles before the next layer starts.
+  void add_layer_tiles(int layer, int64_t first_tile, const TensorView& pooled, const TensorView& diagonal);
+
+  // Closes the prompt (all L layers must have been added) and folds its worst-tile coverage into
+  // the mean over prompts.
+  void end_prompt();
+
+  // Layer importance samples: x [tokens, hidden] is the residual stream entering layer `layer`,
+  // attn_out [tokens, hidden] the attention block's output on it. Adds 1 - cos(x, x + attn_out) per
+  // token. Independent of begin_prompt/end_prompt; any order.
+  void add_importance(int layer, const float* x, const float* attn_out, int64_t tokens, int64_t hidden);
+
+  int num_layers() const { return num_layers_; }
+  int num_kv_heads() const { return num_kv_heads_; }
+  int k_cal() const { return k_cal_; }
+  int tile() const { return tile_; }
+  int64_t prompts() const { return prompts_done_; }
+  // Tiles that entered the coverage minimum, and tiles left out for having no candidates (b = 0)
+  // or no mass at all (zero denominator), counted over (layer, kv head, tile) of closed prompts.
+  int64_t counted_tiles() const { return counted_tiles_; }
+  int64_t skipped_empty_tiles() const { return skipped_empty_tiles_; }
+  int64_t skipped_zero_mass_tiles() const { return skipped_zero_mass_tiles_; }
+  int64_t importance_tokens(int layer) const;
+
+  // C[l1][l2][g1][g2]; throws when some (l2, g2) has no counted tile in any prompt.
+  CoverageMatrix coverage() const;
+  // w[l], the mean over all tokens given to add_importance; throws when a layer has none.
+  std::vector<double> importance() const;
+  // Per layer: the mean over counted (prompt, kv head, tile) of the share of the tile's mass that
+  // its own top-k_cal candidates plus the diagonal carry, (top + d) / (all candidates + d). 1 means
+  // the layer's attention is entirely inside k_cal keys plus the diagonal.
+  std::vector<double> topk_mass_share() const;
+
+ private:
+  void check_open_layer(int layer, int64_t first_tile, const TensorView& pooled, const TensorView& diagonal) const;
+  size_t cov_index(int l1, int l2, int g1, int g2) const;
+  size_t sel_offset(int layer, int g, int64_t tau) const;
+
+  int num_layers_;
+  int num_kv_heads_;
+  int k_cal_;
+  int tile_;
+
+  // Open prompt.
+  bool prompt_open_ = false;
+  int64_t prompt_tiles_ = 0;
+  int64_t prompt_n_ = 0;
+  int next_layer_ = 0;         // the layer add_layer_tiles expects
+  int64_t next_tile_ = 0;      // the tile of next_layer_ it expects
+  std::vector<int32_t> selections_;       // [L, Hkv, tiles, k_cal]; tile tau holds min(k_cal, b) entries
+  std::vector<double> prompt_min_;        // [L, L, Hkv, Hkv] worst-tile coverage of the open prompt
+  std::vector<uint8_t> prompt_has_tile_;  // [L, Hkv] (l2, g2) saw a counted tile in the open prompt
+  std::vector<double> prompt_share_sum_;  // [L] top-k mass share summed over counted (g, tau)
+  std::vector<int64_t> prompt_share_count_;
+  int64_t prompt_counted_ = 0, prompt_skipped_empty_ = 0, prompt_skipped_zero_ = 0;
+
+  // Over closed prompts.
+  int64_t prompts_done_ = 0;
+  std::vector<double> coverage_sum_;     // [L, L, Hkv, Hkv] sum over prompts of the worst tile
+  std::vector<int64_t> coverage_count_;  // [L, Hkv] prompts that contributed to (l2, g2)
+  std::vector<double> share_sum_;        // [L]
+  std::vector<int64_t> share_count_;     // [L]
+  int64_t counted_tiles_ = 0, skipped_empty_tiles_ = 0, skipped_zero_mass_tiles_ = 0;
+
+  // Importance.
+  int64_t importance_hidden_ = 0;  // fixed by the first call
+  std::vector<double> importance_sum_;     // [L]
+  std::vector<int64_t> importance_count_;  // [L]
+};
+
+// S[l1][l2] = w[l2] * mean over g2 of (max over g1 of C[l1][l2][g1][g2]) for l1 <= l2.
+LayerScores layer_scores(const CoverageMatrix& coverage, const std::vector<double>& importance);
+
+// An anchor set A (sorted, contains 0) and its score sum over j of S[a(j)][j].
+struct AnchorChoice {
+  std::vector<int> anchors;
+  double score = 0.0;
+};
+
+// The score of a given anchor set (sorted, distinct, starting at 0).
+double anchor_score(const LayerScores& scores, const std::vector<int>& anchors);
+
+// The exact best set of m anchors by dynamic programming, O(m L^2). Among equal scores the set
+// whose anchors come earliest wins. Throws unless 1 <= m <= L.
+AnchorChoice choose_anchors(const LayerScores& scores, int m);
+
+// The best set for every m in m_lo..m_hi (element i is m = m_lo + i), from one DP table.
+std::vector<AnchorChoice> choose_anchors_range(const LayerScores& scores, int m_lo, int m_hi);
+
+// map[j][g2]: the kv head of anchor a(j) whose selection layer j's kv head g2 reads.
+using HeadMap = std::vector<std::vector<int>>;
+
+// map[j][g2] = argmax over g1 of C[a(j)][j][g1][g2] (ties: lowest g1); anchors map to themselves.
+HeadMap choose_head_map(const CoverageMatrix& coverage, const std::vector<int>& anchors);
+
+// What calibration saw and chose, for people and for plotting.
+struct CalibrationReport {
+  int num_layers = 0;
+  int num_kv_heads = 0;
+  int k_cal = 0;
+  int tile = 0;
+  int64_t prompts = 0;
+  int64_t counted_tiles = 0;
+  int64_t skipped_empty_tiles = 0;
+  int64_t skipped_zero_mass_tiles = 0;
+  std::vector<double> importance;         // w[l]
+  LayerScores scores;                     // S
+  CoverageMatrix coverage;                // C
+  std::vector<AnchorChoice> choices;      // best set for each m of the range
+  int chosen = -1;                        // index into choices of the set the plan uses
+  HeadMap head_map;                       // of the chosen set
+  std::vector<double> plan_coverage;      // per layer j: mean over g2 of C[a(j)][j][map[j][g2]][g2]
+  std::vector<double> topk_mass_share;    // per layer, see CalibrationStats::topk_mass_share
+};
+
+// Builds the report from the statistics: S, w, the DP for every m in m_lo..m_hi and the head map
+// of the set with m = chosen_m.
+CalibrationReport make_report(const CalibrationStats& stats, int m_lo, int m_hi, int chosen_m);
+
+nlohmann::json report_to_json(const CalibrationReport& report);
+// Writes report_to_json to `path` (replacing it); throws naming the path on failure.
+void save_report(const CalibrationReport& report, const std::string& path);
+
+// The model a plan is made for (its identity and shape, SPEC 2).
+struct CalibrationTarget {
+  std::string name;
+  int layers = 0;
+  int hq = 0;
+  int hkv = 0;
+  int head_dim = 0;
+};
+
+// The plan of the report's chosen anchor set: anchors, head map, the given top-k policy and
+// provenance, and the calibration results (k_cal, w, S, objective, every candidate set).
+// Pooling::Group needs statistics per kv head (report.num_kv_heads == hkv); Pooling::All needs
+// statistics pooled over all heads (report.num_kv_heads == 1) and gets the identity head map.
+// params.tile must equal the calibration tile. The result passes validate_plan.
+Plan make_plan(const CalibrationReport& report, const CalibrationTarget& model, const SparsityParams& params = {},
+               const PlanProvenance& provenance = {});
+
+}  // namespace kascade
