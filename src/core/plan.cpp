@@ -265,8 +265,14 @@ void append_pretty(const OrderedJson& j, int indent, std::string& out) {
   const bool container = j.is_object() || j.is_array();
   bool nested = false;
   for (const auto& element : j) nested = nested || element.is_structured();
-  if (!container || j.empty() || (j.is_array() && !nested)) {
+  if (!container || j.empty()) {
     out += j.dump();
+    return;
+  }
+  if (j.is_array() && !nested) {
+    out += '[';
+    for (size_t i = 0; i < j.size(); ++i) out += (i ? ", " : "") + j[i].dump();
+    out += ']';
     return;
   }
   const std::string pad(static_cast<size_t>(indent) + 2, ' ');
