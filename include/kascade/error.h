@@ -30,5 +30,10 @@ class Error : public std::runtime_error {
     }                                                   \
   } while (0)
 
-// Throws unconditionally.
-#define KASCADE_FAIL(msg_stream) KASCADE_CHECK(false, msg_stream)
+// Throws unconditionally (a plain throw, so the compiler sees that control ends here).
+#define KASCADE_FAIL(msg_stream)                      \
+  do {                                                \
+    std::ostringstream kascade_fail_os_;              \
+    kascade_fail_os_ << msg_stream;                   \
+    throw ::kascade::Error(kascade_fail_os_.str());   \
+  } while (0)
