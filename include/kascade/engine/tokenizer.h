@@ -1,0 +1,105 @@
+// kascade/engine/tokenizer.h — the byte-level BPE tokenizer of GPT-2-style models, built from
+// a GGUF file's metadata (tokenizer.ggml.*), and the chat templates of the supported families.
+//
+// Encoding follows Hugging Face `tokenizers`: special (control and user-defined) tokens are
+// matched in the text first; each remaining span is split by the model family's pre-tokenizer
+// regexes (PCRE2, Unicode properties), every piece is mapped byte by byte to GPT-2's printable
+// alphabet and merged by merge rank. Supported pre-tokenizers (tokenizer.ggml.pre): smollm /
+// starcoder (digits split one by one, then the GPT-2 regex), gpt-2 / default, llama-bpe /
+// llama3, qwen2. Text must be valid UTF-8.
+//
+//   auto tok = kascade::engine::Tokenizer::from_gguf(gguf);
+//   std::string prompt = tok.apply_chat_template({{"user", "Hi"}}, /*add_generation_prompt=*/true);
+//   std::vector<int32_t> ids = tok.encode(prompt);          // special tokens recognised
+//   kascade::engine::TextStream stream(tok);
+//   std::cout << stream.push(next_id);                       // whole UTF-8 characters only
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace kascade::engine {
+
+class GgufFile;
+
+struct ChatMessage {
+  std::string role;     // "system" | "user" | "assistant"
+  std::string content;
+};
+
+enum class ChatFormat { None, ChatML, Llama3 };
+
+class Tokenizer {
+ public:
+  static Tokenizer from_gguf(const GgufFile& gguf);
+  Tokenizer(Tokenizer&&) noexcept;
+  Tokenizer& operator=(Tokenizer&&) noexcept;
+  ~Tokenizer();
+
+  // Token ids of `text`; with parse_special, special-token strings in the text become their ids.
+  std::vector<int32_t> encode(const std::string& text, bool parse_special = true) const;
+  // The bytes a sequence of ids stands for (special tokens as their text).
+  std::string decode(const std::vector<int32_t>& ids) const;
+  // The bytes of one token (may be part of a UTF-8 character).
+  const std::string& token_bytes(int32_t id) const;
+
+  int vocab_size() const { return static_cast<int>(pieces_.size()); }
+  int32_t bos_id() const { return bos_id_; }
+  bool add_bos() const { return add_bos_; }
+  bool is_special(int32_t id) const;
+  // True for the end-of-sequence / end-of-turn tokens that end generation.
+  bool is_stop(int32_t id) const;
+  const std::vector<int32_t>& stop_ids() const { return stop_ids_; }
+  // The id of a token's text, or -1.
+  int32_t find_token(const std::string& text) const;
+
+  ChatFormat chat_format() const { return chat_format_; }
+  // The prompt text for a conversation in the model's chat format; throws when the model has
+  // no supported chat template. add_generation_prompt appends the assistant turn's header.
+  std::string apply_chat_template(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+
+ private:
+  Tokenizer();
+  struct PreTokenizer;
+  void encode_span(const std::string& span, std::vector<int32_t>& out) const;
+  void bpe_word(const std::string& word, std::vector<int32_t>& out) const;
+
+  std::vector<std::string> pieces_;        // token text in GPT-2's byte alphabet (or special text)
+  std::vector<std::string> bytes_;         // the bytes each token decodes to
+  std::vector<uint8_t> special_;           // control / user-defined tokens
+  std::unordered_map<std::string, int32_t> piece_to_id_;
+  std::unordered_map<uint64_t, int32_t> merge_rank_;  // (left id << 32 | right id) -> rank
+  std::vector<int32_t> byte_token_;        // token id of each single byte (256)
+  std::vector<int32_t> special_by_length_; // special token ids, longest text first
+  std::unique_ptr<PreTokenizer> pre_;
+  bool ignore_merges_ = false;             // emit a whole piece that is in the vocabulary (Llama 3)
+  int32_t bos_id_ = -1;
+  bool add_bos_ = false;
+  std::vector<int32_t> stop_ids_;
+  ChatFormat chat_format_ = ChatFormat::None;
+  std::string default_system_;             // ChatML: system turn the template adds when none is given
+};
+
+// Turns a stream of token ids into text that never splits a UTF-8 character.
+class TextStream {
+ public:
+  explicit TextStream(const Tokenizer& tok) : tok_(tok) {}
+  // The complete characters available after this token (special tokens are dropped).
+  std::string push(int32_t id);
+  // Whatever is left (an incomplete trailing sequence is emitted as U+FFFD).
+  std::string finish();
+
+ private:
+  const Tokenizer& tok_;
+  std::string pending_;
+};
+
+// Number of bytes of the longest prefix of `s` that is valid, complete UTF-8.
+size_t complete_utf8_prefix(const std::string& s);
+// Throws kascade::Error naming `what` and the byte offset unless `s` is valid UTF-8.
+void check_utf8(const std::string& s, const char* what);
+
+}  // namespace kascade::engine

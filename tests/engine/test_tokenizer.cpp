@@ -1,0 +1,102 @@
+// Tokenizer: ids of the default model's tokenizer against Hugging Face `tokenizers` on a varied
+// corpus (tests/data/engine/tokenizer_ids.json, made by tools/make_engine_fixtures.py), round
+// trips, chat template, streaming of partial UTF-8.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "kascade/engine/gguf.h"
+#include "kascade/engine/model_path.h"
+#include "kascade/engine/tokenizer.h"
+#include "kascade/error.h"
+
+using kascade::engine::GgufFile;
+using kascade::engine::Tokenizer;
+
+namespace {
+
+const Tokenizer& smollm2() {
+  static const GgufFile gguf = GgufFile::open(kascade::engine::resolve_model_path("default"));
+  static const Tokenizer tok = Tokenizer::from_gguf(gguf);
+  return tok;
+}
+
+nlohmann::json fixture() {
+  std::ifstream f(std::string(KASCADE_TEST_DATA) + "/engine/tokenizer_ids.json");
+  return nlohmann::json::parse(f);
+}
+
+}  // namespace
+
+TEST(Tokenizer, IdsEqualTheReferenceTokenizer) {
+  const nlohmann::json doc = fixture();
+  ASSERT_GE(doc["cases"].size(), 20u);
+  for (const auto& c : doc["cases"]) {
+    const std::string text = c["text"];
+    const std::vector<int32_t> want = c["ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(smollm2().encode(text), want) << "text: " << text;
+    // Bytes that have no token (a few control bytes) are dropped, as the reference drops them.
+    EXPECT_EQ(smollm2().decode(want), c["decoded"].get<std::string>());
+  }
+}
+
+TEST(Tokenizer, SpecialTokensAreTextWithoutParsing) {
+  const Tokenizer& tok = smollm2();
+  const int32_t im_start = tok.find_token("<|im_start|>");
+  ASSERT_GE(im_start, 0);
+  EXPECT_TRUE(tok.is_special(im_start));
+  EXPECT_EQ(tok.encode("<|im_start|>"), std::vector<int32_t>{im_start});
+  const std::vector<int32_t> plain = tok.encode("<|im_start|>", /*parse_special=*/false);
+  EXPECT_GT(plain.size(), 1u);
+  EXPECT_EQ(tok.decode(plain), "<|im_start|>");
+}
+
+TEST(Tokenizer, StopTokensAndChatTemplate) {
+  const Tokenizer& tok = smollm2();
+  EXPECT_TRUE(tok.is_stop(tok.find_token("<|im_end|>")));
+  EXPECT_TRUE(tok.is_stop(tok.find_token("<|endoftext|>")));
+  EXPECT_FALSE(tok.is_stop(tok.find_token("<|im_start|>")));
+  EXPECT_FALSE(tok.add_bos());
+  EXPECT_EQ(tok.chat_format(), kascade::engine::ChatFormat::ChatML);
+  EXPECT_EQ(tok.apply_chat_template({{"user", "Hi"}}, true),
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(tok.apply_chat_template({{"system", "Be brief."}, {"user", "Hi"}}, false),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
+}
+
+TEST(Tokenizer, RejectsInvalidUtf8) {
+  EXPECT_THROW(smollm2().encode("abc\xff"), kascade::Error);
+  EXPECT_THROW(smollm2().encode("\xc3"), kascade::Error);          // truncated sequence
+  EXPECT_THROW(smollm2().encode("\xed\xa0\x80"), kascade::Error);  // a UTF-16 surrogate
+  EXPECT_THROW(smollm2().token_bytes(smollm2().vocab_size()), kascade::Error);
+}
+
+TEST(Tokenizer, TextStreamNeverSplitsACharacter) {
+  const Tokenizer& tok = smollm2();
+  const std::string text = "Emoji 🙂 and CJK 你好 done";
+  const std::vector<int32_t> ids = tok.encode(text);
+  kascade::engine::TextStream stream(tok);
+  std::string out;
+  for (int32_t id : ids) {
+    const std::string piece = stream.push(id);
+    EXPECT_EQ(kascade::engine::complete_utf8_prefix(piece), piece.size()) << "partial character emitted";
+    out += piece;
+  }
+  out += stream.finish();
+  EXPECT_EQ(out, text);
+  // Special tokens are not text.
+  kascade::engine::TextStream s2(tok);
+  EXPECT_EQ(s2.push(tok.find_token("<|im_end|>")), "");
+}
+
+TEST(Tokenizer, Utf8PrefixStopsAtIncompleteOrInvalidBytes) {
+  using kascade::engine::complete_utf8_prefix;
+  EXPECT_EQ(complete_utf8_prefix("ab\xf0\x9f\x99"), 2u);   // emoji cut after 3 of 4 bytes
+  EXPECT_EQ(complete_utf8_prefix("\xf0\x9f\x99\x82"), 4u);
+  EXPECT_EQ(complete_utf8_prefix("a\x80" "b"), 1u);            // a stray continuation byte
+  EXPECT_EQ(complete_utf8_prefix("\xc0\xaf"), 0u);          // overlong '/'
+}
