@@ -1,0 +1,153 @@
+// `kascade plan`: inspect and check plan files (kascade/plan.h).
+//
+//   kascade plan show FILE
+//       A human summary: model shape, anchors, the role of every layer, the head-map entries
+//       that differ from the identity, the sparsity policy, provenance and calibration results.
+//   kascade plan check FILE --layers L --hq H --hkv K --head-dim D
+//       Loads FILE strictly and checks it against a model shape: prints one "ok" line and exits
+//       0, or prints one error line and exits 1.
+#include <cstdio>
+#include <sstream>
+#include <string>
+
+#include "command.h"
+#include "kascade/error.h"
+#include "kascade/plan.h"
+
+namespace kascade::cli {
+namespace {
+
+constexpr const char* kPlanUsage =
+    "usage: kascade plan show FILE\n"
+    "       kascade plan check FILE --layers L --hq H --hkv K --head-dim D\n";
+
+// One character per layer, in groups of ten: D = layer 0 (dense), A = anchor, . = reuse.
+std::string role_strip(const Plan& plan) {
+  std::string strip;
+  for (int layer = 0; layer < plan.layers; ++layer) {
+    if (layer > 0 && layer % 10 == 0) strip += ' ';
+    const Role role = plan.role_of(layer);
+    strip += role == Role::Dense ? 'D' : role == Role::Anchor ? 'A' : '.';
+  }
+  return strip;
+}
+
+std::string join_ints(const std::vector<int>& values) {
+  std::ostringstream os;
+  for (size_t i = 0; i < values.size(); ++i) os << (i ? " " : "") << values[i];
+  return os.str();
+}
+
+std::string join_doubles(const std::vector<double>& values) {
+  std::ostringstream os;
+  os.precision(4);
+  for (size_t i = 0; i < values.size(); ++i) os << (i ? " " : "") << values[i];
+  return os.str();
+}
+
+void show(const std::string& path) {
+  const Plan plan = load_plan(path);
+  std::ostringstream out;
+  out << "plan: " << path << " (" << kPlanFormat << " version " << kPlanVersion << ")\n";
+  out << "model: " << plan.model_name << ": " << plan.layers << " layers, hq " << plan.hq << ", hkv " << plan.hkv
+      << " (group " << plan.hq / plan.hkv << "), head_dim " << plan.head_dim << "\n";
+  out << "anchors (" << plan.anchors.size() << "): " << join_ints(plan.anchors) << "\n";
+  out << "roles (D dense layer 0, A anchor, . reuse): " << role_strip(plan) << "\n";
+
+  // Only what differs from "kv head g reads the selection of kv head g of its anchor".
+  std::ostringstream borrowed;
+  int borrowed_count = 0;
+  for (int layer = 0; layer < plan.layers; ++layer) {
+    std::ostringstream row;
+    for (int g = 0; g < plan.hkv; ++g) {
+      const int src = plan.source_head(layer, g);
+      if (src == g) continue;
+      row << " kv" << g << "<-kv" << src;
+      ++borrowed_count;
+    }
+    if (!row.str().empty())
+      borrowed << "  layer " << layer << " (anchor " << plan.anchor_of(layer) << "):" << row.str() << "\n";
+  }
+  if (borrowed_count == 0) {
+    out << "head map: identity\n";
+  } else {
+    out << "head map: " << borrowed_count << " of " << plan.layers * plan.hkv
+        << " entries borrow another kv head's selection:\n"
+        << borrowed.str();
+  }
+  out << "sparsity: rho " << plan.rho << ", k_min " << plan.k_min << ", k_multiple " << plan.k_multiple << ", tile "
+      << plan.tile << ", budget " << to_string(plan.budget) << ", pooling " << to_string(plan.pooling) << "\n";
+
+  const PlanProvenance& p = plan.provenance;
+  out << "provenance:";
+  if (p.dev_set.empty() && p.date.empty() && p.tool_version.empty() && p.notes.empty()) out << " (none)";
+  out << "\n";
+  if (!p.dev_set.empty()) out << "  dev_set: " << p.dev_set << "\n";
+  if (!p.date.empty()) out << "  date: " << p.date << "\n";
+  if (!p.tool_version.empty()) out << "  tool_version: " << p.tool_version << "\n";
+  if (!p.notes.empty()) out << "  notes: " << p.notes << "\n";
+
+  if (plan.calibration) {
+    const PlanCalibration& c = *plan.calibration;
+    out << "calibration:\n";
+    if (c.k_cal) out << "  k_cal: " << *c.k_cal << "\n";
+    if (c.objective) out << "  objective: " << *c.objective << "\n";
+    if (!c.importance.empty()) out << "  importance w: " << join_doubles(c.importance) << "\n";
+    if (!c.layer_scores.empty()) out << "  layer scores S: " << plan.layers << " x " << plan.layers << "\n";
+    for (const PlanCandidate& candidate : c.candidates)
+      out << "  candidate (" << candidate.anchors.size() << " anchors): " << join_ints(candidate.anchors) << "  score "
+          << candidate.score << "\n";
+  }
+  std::fputs(out.str().c_str(), stdout);
+}
+
+void check(const std::string& path, OptionReader& options) {
+  std::string layers, hq, hkv, head_dim;
+  while (!options.done()) {
+    if (options.take_value("--layers", layers) || options.take_value("--hq", hq) || options.take_value("--hkv", hkv) ||
+        options.take_value("--head-dim", head_dim))
+      continue;
+    KASCADE_FAIL("plan check: unknown argument '" << options.peek() << "' (expected --layers, --hq, --hkv, --head-dim)");
+  }
+  for (const auto& [name, value] : {std::pair<const char*, const std::string&>{"--layers", layers},
+                                    {"--hq", hq}, {"--hkv", hkv}, {"--head-dim", head_dim}})
+    KASCADE_CHECK(!value.empty(), "plan check: " << name << " is required");
+  const int model_layers = parse_int(layers, "--layers");
+  const int model_hq = parse_int(hq, "--hq");
+  const int model_hkv = parse_int(hkv, "--hkv");
+  const int model_head_dim = parse_int(head_dim, "--head-dim");
+  const Plan plan = load_plan(path);
+  try {
+    check_plan_matches(plan, model_layers, model_hq, model_hkv, model_head_dim);
+  } catch (const Error& e) {
+    KASCADE_FAIL(path << ": " << e.what());
+  }
+  std::printf("ok: %s: plan for '%s' matches %d layers, hq %d, hkv %d, head_dim %d\n", path.c_str(),
+              plan.model_name.c_str(), model_layers, model_hq, model_hkv, model_head_dim);
+}
+
+int run_plan(const Args& args) {
+  OptionReader options(args);
+  if (!options.done() && (options.peek() == "--help" || options.peek() == "-h")) {
+    std::fputs(kPlanUsage, stdout);
+    return 0;
+  }
+  KASCADE_CHECK(!options.done(), "missing subcommand (show or check; see kascade plan --help)");
+  const std::string action = options.next("subcommand");
+  KASCADE_CHECK(action == "show" || action == "check",
+                "unknown subcommand '" << action << "' (expected show or check)");
+  KASCADE_CHECK(!options.done() && options.peek().rfind("-", 0) != 0, "plan " << action << ": missing FILE");
+  const std::string path = options.next("FILE");
+  if (action == "show") {
+    KASCADE_CHECK(options.done(), "plan show: unexpected argument '" << options.peek() << "'");
+    show(path);
+  } else {
+    check(path, options);
+  }
+  return 0;
+}
+
+const Command registration("plan", "show or check a plan file", run_plan);
+
+}  // namespace
+}  // namespace kascade::cli
