@@ -1,0 +1,47 @@
+# Tests that drive the `kascade` binary, registered with ctest. Included by tests/CMakeLists.txt;
+# each subcommand appends its own block below.
+#
+#   kascade_cli_test(NAME <test> EXIT <code> MATCH <regex> ARGS <kascade arguments...>)
+# runs `kascade ARGS...` from the source tree and checks the exit code and that stdout+stderr
+# match MATCH (see run_expect.cmake: a failure must also be one stderr line, no stdout).
+if(NOT TARGET kascade)
+  return()
+endif()
+
+function(kascade_cli_test)
+  cmake_parse_arguments(T "" "NAME;EXIT;MATCH" "ARGS" ${ARGN})
+  string(REPLACE ";" "|" joined "$<TARGET_FILE:kascade>;${T_ARGS}")
+  add_test(NAME ${T_NAME}
+           COMMAND ${CMAKE_COMMAND} "-DCOMMAND=${joined}" "-DEXIT=${T_EXIT}" "-DMATCH=${T_MATCH}"
+                   -P ${CMAKE_CURRENT_LIST_DIR}/run_expect.cmake
+           WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(${T_NAME} PROPERTIES LABELS cli)
+endfunction()
+
+# ---- kascade plan ------------------------------------------------------------------------------
+set(plans tests/data/plans)
+kascade_cli_test(NAME cli_plan_show_smollm2 EXIT 0
+  MATCH "anchors \\(5\\): 0 2 8 14 21\nroles \\(D dense layer 0, A anchor, \\. reuse\\): D\\.A\\.\\.\\.\\.\\.A\\. \\.\\.\\.\\.A.*layer 3 \\(anchor 2\\): kv0<-kv2"
+  ARGS plan show ${plans}/smollm2-135m.json)
+kascade_cli_test(NAME cli_plan_show_calibration EXIT 0
+  MATCH "budget fixed, pooling group.*candidate \\(3 anchors\\): 0 2 3  score 0\\.963"
+  ARGS plan show ${plans}/tiny-fixed-budget.json)
+kascade_cli_test(NAME cli_plan_show_identity EXIT 0 MATCH "head map: identity\n.*pooling all"
+  ARGS plan show ${plans}/llama3-8b-all-pooled.json)
+kascade_cli_test(NAME cli_plan_check_ok EXIT 0 MATCH "^ok: .*matches 30 layers, hq 9, hkv 3, head_dim 64\n$"
+  ARGS plan check ${plans}/smollm2-135m.json --layers 30 --hq 9 --hkv=3 --head-dim 64)
+kascade_cli_test(NAME cli_plan_check_mismatch EXIT 1 MATCH "model\\.hkv is 3 but the model has 1"
+  ARGS plan check ${plans}/smollm2-135m.json --layers 30 --hq 9 --hkv 1 --head-dim 64)
+kascade_cli_test(NAME cli_plan_check_missing_option EXIT 1 MATCH "--head-dim is required"
+  ARGS plan check ${plans}/smollm2-135m.json --layers 30 --hq 9 --hkv 3)
+kascade_cli_test(NAME cli_plan_check_unknown_option EXIT 1 MATCH "unknown argument '--heads'"
+  ARGS plan check ${plans}/smollm2-135m.json --layers 30 --heads 9)
+kascade_cli_test(NAME cli_plan_check_bad_number EXIT 1 MATCH "--layers: expected an integer, got '3x'"
+  ARGS plan check ${plans}/smollm2-135m.json --layers 3x --hq 9 --hkv 3 --head-dim 64)
+kascade_cli_test(NAME cli_plan_show_invalid EXIT 1
+  MATCH "head-map-out-of-range\\.json: head_map\\[4\\]\\[1\\]: 3 is not a kv head \\(hkv = 2\\)"
+  ARGS plan show ${plans}/invalid/head-map-out-of-range.json)
+kascade_cli_test(NAME cli_plan_show_missing_file EXIT 1 MATCH "nonexistent\\.json: cannot open"
+  ARGS plan show ${plans}/nonexistent.json)
+kascade_cli_test(NAME cli_plan_no_action EXIT 1 MATCH "missing subcommand" ARGS plan)
+kascade_cli_test(NAME cli_plan_unknown_action EXIT 1 MATCH "unknown subcommand 'edit'" ARGS plan edit x.json)
