@@ -36,6 +36,10 @@ struct NpyArray {
   std::vector<uint8_t> bytes;   // numel() * dtype_size(dtype) bytes, C order, little-endian
 
   int64_t numel() const {
+    // A zero extent anywhere makes the array empty; checking it first keeps the product of the
+    // other extents (which the reader allows to be huge then) from overflowing.
+    for (int64_t d : shape)
+      if (d == 0) return 0;
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
     return n;
