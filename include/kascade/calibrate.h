@@ -107,12 +107,16 @@ class CalibrationStats {
   int k_cal() const { return k_cal_; }
   int tile() const { return tile_; }
   int64_t prompts() const { return prompts_done_; }
-  // Tiles that entered the coverage minimum, and tiles left out for having no candidates (b = 0)
-  // or no mass at all (zero denominator), counted over (layer, kv head, tile) of closed prompts.
+  // Tiles that entered the coverage minimum, and tiles left out: trivial ones (b <= k_cal, every
+  // selection is the whole prefix) and massless ones (zero denominator), counted over (layer,
+  // kv head, tile) of closed prompts.
   int64_t counted_tiles() const { return counted_tiles_; }
-  int64_t skipped_empty_tiles() const { return skipped_empty_tiles_; }
+  int64_t skipped_trivial_tiles() const { return skipped_trivial_tiles_; }
   int64_t skipped_zero_mass_tiles() const { return skipped_zero_mass_tiles_; }
   int64_t importance_tokens(int layer) const;
+  // The first position at which a tile can say anything about reuse: the smallest tile start
+  // b > k_cal. Prompts of at most this many tokens add nothing to the coverage.
+  int64_t first_informative_position() const;
 
   // C[l1][l2][g1][g2]; throws when some (l2, g2) has no counted tile in any prompt.
   CoverageMatrix coverage() const;
@@ -139,12 +143,12 @@ class CalibrationStats {
   int64_t prompt_n_ = 0;
   int next_layer_ = 0;         // the layer add_layer_tiles expects
   int64_t next_tile_ = 0;      // the tile of next_layer_ it expects
-  std::vector<int32_t> selections_;       // [L, Hkv, tiles, k_cal]; tile tau holds min(k_cal, b) entries
+  std::vector<int32_t> selections_;       // [L, Hkv, tiles, k_cal]; only tiles with b > k_cal are used
   std::vector<double> prompt_min_;        // [L, L, Hkv, Hkv] worst-tile coverage of the open prompt
   std::vector<uint8_t> prompt_has_tile_;  // [L, Hkv] (l2, g2) saw a counted tile in the open prompt
   std::vector<double> prompt_share_sum_;  // [L] top-k mass share summed over counted (g, tau)
   std::vector<int64_t> prompt_share_count_;
-  int64_t prompt_counted_ = 0, prompt_skipped_empty_ = 0, prompt_skipped_zero_ = 0;
+  int64_t prompt_counted_ = 0, prompt_skipped_trivial_ = 0, prompt_skipped_zero_ = 0;
 
   // Over closed prompts.
   int64_t prompts_done_ = 0;
@@ -152,7 +156,7 @@ class CalibrationStats {
   std::vector<int64_t> coverage_count_;  // [L, Hkv] prompts that contributed to (l2, g2)
   std::vector<double> share_sum_;        // [L]
   std::vector<int64_t> share_count_;     // [L]
-  int64_t counted_tiles_ = 0, skipped_empty_tiles_ = 0, skipped_zero_mass_tiles_ = 0;
+  int64_t counted_tiles_ = 0, skipped_trivial_tiles_ = 0, skipped_zero_mass_tiles_ = 0;
 
   // Importance.
   int64_t importance_hidden_ = 0;  // fixed by the first call
@@ -193,7 +197,7 @@ struct CalibrationReport {
   int tile = 0;
   int64_t prompts = 0;
   int64_t counted_tiles = 0;
-  int64_t skipped_empty_tiles = 0;
+  int64_t skipped_trivial_tiles = 0;
   int64_t skipped_zero_mass_tiles = 0;
   std::vector<double> importance;         // w[l]
   LayerScores scores;                     // S

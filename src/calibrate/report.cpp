@@ -42,7 +42,7 @@ CalibrationReport make_report(const CalibrationStats& stats, int m_lo, int m_hi,
   report.tile = stats.tile();
   report.prompts = stats.prompts();
   report.counted_tiles = stats.counted_tiles();
-  report.skipped_empty_tiles = stats.skipped_empty_tiles();
+  report.skipped_trivial_tiles = stats.skipped_trivial_tiles();
   report.skipped_zero_mass_tiles = stats.skipped_zero_mass_tiles();
   report.coverage = stats.coverage();
   report.importance = stats.importance();
@@ -99,7 +99,7 @@ nlohmann::json report_to_json(const CalibrationReport& report) {
       {"tile", report.tile},
       {"prompts", report.prompts},
       {"tiles", {{"counted", report.counted_tiles},
-                 {"skipped_empty", report.skipped_empty_tiles},
+                 {"skipped_trivial", report.skipped_trivial_tiles},
                  {"skipped_zero_mass", report.skipped_zero_mass_tiles}}},
       {"importance", report.importance},
       {"topk_mass_share", report.topk_mass_share},

@@ -77,7 +77,7 @@ void CalibrationStats::begin_prompt(int64_t tiles, int64_t n) {
   std::fill(prompt_has_tile_.begin(), prompt_has_tile_.end(), 0);
   std::fill(prompt_share_sum_.begin(), prompt_share_sum_.end(), 0.0);
   std::fill(prompt_share_count_.begin(), prompt_share_count_.end(), 0);
-  prompt_counted_ = prompt_skipped_empty_ = prompt_skipped_zero_ = 0;
+  prompt_counted_ = prompt_skipped_trivial_ = prompt_skipped_zero_ = 0;
 }
 
 void CalibrationStats::add_layer(int layer, const TensorView& pooled, const TensorView& diagonal) {
@@ -142,13 +142,14 @@ void CalibrationStats::add_layer_tiles(int layer, int64_t first_tile, const Tens
   for (int64_t t = 0; t < chunk; ++t) {
     const int64_t tau = first_tile + t;
     const int64_t b = tile_begin(0, tau, tile_);
-    if (b == 0) {
-      // No candidates: every selection is empty and the coverage is d/d whatever is reused; the
-      // tile says nothing about reuse and is left out.
-      prompt_skipped_empty_ += H;
+    if (b <= k_cal_) {
+      // Every selection of this tile is its whole prefix (none at all when b = 0), so every
+      // coverage is exactly 1 whatever is reused: the tile says nothing about reuse. Left out, so
+      // that short prompts do not pull the mean over prompts towards 1.
+      prompt_skipped_trivial_ += H;
       continue;
     }
-    const int64_t k = std::min<int64_t>(k_cal_, b);
+    const int64_t k = k_cal_;
     rows.resize(static_cast<size_t>(H) * static_cast<size_t>(b));
     for (int g = 0; g < H; ++g) {
       float* row = rows.data() + static_cast<size_t>(g) * static_cast<size_t>(b);
@@ -220,7 +221,7 @@ void CalibrationStats::end_prompt() {
     share_count_[static_cast<size_t>(l2)] += prompt_share_count_[static_cast<size_t>(l2)];
   }
   counted_tiles_ += prompt_counted_;
-  skipped_empty_tiles_ += prompt_skipped_empty_;
+  skipped_trivial_tiles_ += prompt_skipped_trivial_;
   skipped_zero_mass_tiles_ += prompt_skipped_zero_;
   ++prompts_done_;
   prompt_open_ = false;
@@ -270,6 +271,11 @@ int64_t CalibrationStats::importance_tokens(int layer) const {
   return importance_count_[static_cast<size_t>(layer)];
 }
 
+int64_t CalibrationStats::first_informative_position() const {
+  // The first tile start b = tau * tile with b > k_cal.
+  return (static_cast<int64_t>(k_cal_) / tile_ + 1) * tile_;
+}
+
 CoverageMatrix CalibrationStats::coverage() const {
   const int L = num_layers_, H = num_kv_heads_;
   CoverageMatrix result(L, H);
@@ -278,8 +284,9 @@ CoverageMatrix CalibrationStats::coverage() const {
       const int64_t count = coverage_count_[static_cast<size_t>(l2) * static_cast<size_t>(H) + static_cast<size_t>(g2)];
       KASCADE_CHECK(count > 0, "CalibrationStats::coverage: no informative tile for layer "
                                    << l2 << " kv head " << g2 << " in " << prompts_done_
-                                   << " prompts (a prompt needs more than " << tile_
-                                   << " tokens and non-zero attention mass)");
+                                   << " prompts (a prompt needs more than " << first_informative_position()
+                                   << " tokens, so that a tile starts after k_cal = " << k_cal_
+                                   << " candidates, and non-zero attention mass)");
       for (int l1 = 0; l1 <= l2; ++l1)
         for (int g1 = 0; g1 < H; ++g1)
           result.at(l1, l2, g1, g2) = coverage_sum_[cov_index(l1, l2, g1, g2)] / static_cast<double>(count);

@@ -53,7 +53,7 @@ TEST(Coverage, DiagonalTermEntersNumeratorAndDenominator) {
   EXPECT_NEAR(share[0], (0.6 + 1.2) / (0.8 + 1.2), 1e-7);
   EXPECT_NEAR(share[1], (0.5 + 1.4) / (0.6 + 1.4), 1e-7);
   EXPECT_EQ(stats.counted_tiles(), 2);        // (layer, tile 1) for both layers
-  EXPECT_EQ(stats.skipped_empty_tiles(), 2);  // tile 0 of both layers
+  EXPECT_EQ(stats.skipped_trivial_tiles(), 2);  // tile 0 of both layers
 }
 
 TEST(Coverage, TiesInTopKPreferLowerIndex) {
@@ -93,6 +93,27 @@ TEST(Coverage, WorstTileThenMeanOverPrompts) {
   EXPECT_NEAR(stats.coverage().at(0, 1, 0, 0), 0.85, 1e-7);
 }
 
+TEST(Coverage, TilesWhoseSelectionIsTheWholePrefixDoNotCount) {
+  CalibrationStats stats(2, 1, /*k_cal=*/2, /*tile=*/2);
+  EXPECT_EQ(stats.first_informative_position(), 4);
+  // n = 6: tiles start at b = 0, 2, 4; only b = 4 > k_cal leaves the selection a choice.
+  stats.begin_prompt(3, 6);
+  add_single_head_layer(stats, 0, 6, 2, {{}, {0.9f, 0.0f}, {0.5f, 0.1f, 0.0f, 0.3f}}, {2.0f, 1.0f, 1.0f});
+  add_single_head_layer(stats, 1, 6, 2, {{}, {0.0f, 0.9f}, {0.0f, 0.4f, 0.4f, 0.1f}}, {2.0f, 1.0f, 1.1f});
+  stats.end_prompt();
+  // Tile 2: layer 0 picks {0, 3}, layer 1 picks {1, 2}: (0.0 + 0.1 + 1.1) / (0.4 + 0.4 + 1.1).
+  EXPECT_NEAR(stats.coverage().at(0, 1, 0, 0), 1.2 / 1.9, 1e-7);
+  EXPECT_EQ(stats.skipped_trivial_tiles(), 4);
+  EXPECT_EQ(stats.counted_tiles(), 2);
+  // A prompt of 4 tokens has only trivial tiles: its coverage would be 1 and is not averaged in.
+  stats.begin_prompt(2, 4);
+  add_single_head_layer(stats, 0, 4, 2, {{}, {0.9f, 0.0f}}, {2.0f, 1.0f});
+  add_single_head_layer(stats, 1, 4, 2, {{}, {0.0f, 0.9f}}, {2.0f, 1.0f});
+  stats.end_prompt();
+  EXPECT_NEAR(stats.coverage().at(0, 1, 0, 0), 1.2 / 1.9, 1e-7);
+  EXPECT_EQ(stats.counted_tiles(), 2);
+}
+
 TEST(Coverage, ZeroMassTilesDoNotCount) {
   CalibrationStats stats(2, 1, 1, 2);
   stats.begin_prompt(3, 6);
@@ -108,7 +129,7 @@ TEST(Coverage, ZeroMassTilesDoNotCount) {
   empty.begin_prompt(2, 4);
   add_single_head_layer(empty, 0, 4, 2, {{}, {0.0f, 0.0f}}, {0.0f, 0.0f});
   empty.end_prompt();
-  EXPECT_KASCADE_ERROR(empty.coverage(), "no informative tile for layer 0 kv head 0");
+  EXPECT_KASCADE_ERROR(empty.coverage(), "no informative tile for layer 0 kv head 0 in 1 prompts (a prompt needs more than 2 tokens");
 }
 
 // ---- a naive, all-in-memory implementation to compare the streaming one with -----------------
@@ -196,7 +217,8 @@ NaiveResult naive_statistics(const std::vector<PromptData>& prompts, int L, int 
         std::vector<double> worst(static_cast<size_t>(L * H), INFINITY);
         bool any = false;
         for (int64_t tau = 1; tau < p.tiles; ++tau) {
-          const int64_t b = tau * tile, k = std::min<int64_t>(k_cal, b);
+          const int64_t b = tau * tile, k = k_cal;
+          if (b <= k_cal) continue;  // every selection is the whole prefix
           const float* target = row(l2, g2, tau);
           const double d = p.diagonal[static_cast<size_t>(l2)][static_cast<size_t>(g2 * p.tiles + tau)];
           auto covered = [&](int l1, int g1) {
@@ -353,7 +375,7 @@ TEST(CoverageErrors, OrderAndShapes) {
 }
 
 TEST(CoverageErrors, BadValuesLeaveTheStateUntouched) {
-  CalibrationStats stats(1, 1, 2, 2);
+  CalibrationStats stats(1, 1, 1, 2);
   stats.begin_prompt(2, 4);
   OwnedTensor pooled({1, 2, 4}, 0.25f), diagonal({1, 2}, 1.0f);
   pooled.at(0, 1, 1) = NAN;
