@@ -1,0 +1,20 @@
+// src/cuda/common/cuda_check.h — the one wrapper for CUDA runtime calls and kernel launches.
+//
+// Turns a failed CUDA call into a kascade::Error naming the call, the CUDA error, file and line:
+//   KASCADE_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream));
+//   my_kernel<<<grid, block, 0, stream>>>(params);
+//   KASCADE_CUDA_CHECK(cudaGetLastError());
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "kascade/error.h"
+
+#define KASCADE_CUDA_CHECK(call)                                                              \
+  do {                                                                                        \
+    const cudaError_t kascade_cuda_status_ = (call);                                          \
+    KASCADE_CHECK(kascade_cuda_status_ == cudaSuccess,                                        \
+                  #call << " failed: " << cudaGetErrorName(kascade_cuda_status_) << " ("     \
+                        << cudaGetErrorString(kascade_cuda_status_) << ") at " << __FILE__   \
+                        << ":" << __LINE__);                                                  \
+  } while (0)
