@@ -1,15 +1,16 @@
 // tests/gpu/prefill_cases.cu — prefill kernels (attention_prefill.h) against the CPU oracle.
 //
-// Every case builds a random ragged batch (chunked prefill: p0 = p1 - nq, often unaligned), a
-// paged K/V cache with shuffled pages, runs the four roles on the GPU and compares with
+// Every case builds a random ragged batch (chunked prefill: p0 = p1 - nq, often unaligned) over a
+// paged K/V cache with shuffled pages, runs one prefill role on the GPU and compares it with
 // kascade::ref under SPEC 7:
-//   dense   output vs ref dense;
-//   layer0  output vs ref dense, selections equivalent by covered pooled mass;
-//   anchor  selections as layer0, output vs ref attention over the GPU's own selection;
-//   reuse   the oracle's anchor selection fed to the GPU through a non-trivial head map,
-//           output vs ref reuse.
-// Outputs are poisoned with NaN bytes before each call (an unwritten row cannot pass), and the
-// anchor is run twice to check that results are bitwise repeatable.
+//   prefill_dense   output vs the oracle's dense attention;
+//   prefill_layer0  output vs dense, selections equivalent by covered pooled mass;
+//   prefill_anchor  selections as layer0, output vs the oracle given the GPU's own selection;
+//   prefill_reuse   a random valid selection (empty, partial and full rows) read through a random
+//                   head map, output vs the oracle's reuse;
+//   prefill_api_errors  unsupported or inconsistent arguments throw kascade::Error.
+// Outputs and selections live in guarded, NaN-poisoned buffers; every role runs twice and the
+// two results must be bitwise identical.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -20,88 +21,54 @@
 #include <string>
 #include <vector>
 
-#include "../../src/cuda/common/cuda_check.h"
+#include "gpu_test.h"
 #include "kascade/attention_prefill.h"
 #include "kascade/reference.h"
-#include "prefill_cases.h"
 
 namespace kascade::gpu_test {
 namespace {
 
-template <typename T>
-struct DeviceArray {
-  T* ptr = nullptr;
-  size_t count = 0;
-  explicit DeviceArray(size_t n) : count(n) {
-    if (n > 0) KASCADE_CUDA_CHECK(cudaMalloc(&ptr, n * sizeof(T)));
+enum class PrefillOp { Dense, Layer0, Anchor, Reuse };
+const char* op_name(PrefillOp op) {
+  switch (op) {
+    case PrefillOp::Dense: return "prefill_dense";
+    case PrefillOp::Layer0: return "prefill_layer0";
+    case PrefillOp::Anchor: return "prefill_anchor";
+    case PrefillOp::Reuse: return "prefill_reuse";
   }
-  DeviceArray(const DeviceArray&) = delete;
-  DeviceArray& operator=(const DeviceArray&) = delete;
-  ~DeviceArray() { cudaFree(ptr); }
-  void upload(const std::vector<T>& host) {
-    if (count > 0) KASCADE_CUDA_CHECK(cudaMemcpy(ptr, host.data(), count * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  std::vector<T> download() const {
-    std::vector<T> host(count);
-    if (count > 0) KASCADE_CUDA_CHECK(cudaMemcpy(host.data(), ptr, count * sizeof(T), cudaMemcpyDeviceToHost));
-    return host;
-  }
-  void poison() {
-    if (count > 0) KASCADE_CUDA_CHECK(cudaMemset(ptr, 0xff, count * sizeof(T)));
-  }
-};
-
-float to_float(DType t, uint16_t bits) { return t == DType::F16 ? f16_to_float(bits) : bf16_to_float(bits); }
-uint16_t from_float(DType t, float x) { return t == DType::F16 ? float_to_f16(x) : float_to_bf16(x); }
-
-std::vector<float> widen(DType t, const std::vector<uint16_t>& bits) {
-  std::vector<float> out(bits.size());
-  for (size_t i = 0; i < bits.size(); ++i) out[i] = to_float(t, bits[i]);
-  return out;
+  return "?";
 }
 
-// One layer's inputs: q [total_q, Hq, D] and a paged cache [pages, P, Hkv, D] x 2 (split layout).
-struct LayerData {
-  std::vector<uint16_t> q, k, v;
+struct SeqSpec {
+  int nq = 1;  // queries: the last nq positions
+  int p1 = 1;  // keys in the cache, the queries' own included
 };
 
-struct Batch {
-  std::vector<int32_t> q_indptr, seq_lens, page_indptr, page_indices;
-  int num_pages = 0;
+struct PrefillSpec {
+  DType dtype = DType::BF16;
+  int hq = 8, hkv = 2, head_dim = 128;
+  std::vector<SeqSpec> seqs = {{64, 64}};
+  int page_size = 16;
+  int tile = 32;
+  double rho = 0.1;
+  int k_min = 128;
+  int k_multiple = 1;
+  bool fixed_budget = false;
+  bool all_heads = false;
+  uint64_t seed = 1;
 };
 
-Batch make_batch(const PrefillCase& c, std::mt19937& rng) {
-  Batch b;
-  b.q_indptr.push_back(0);
-  for (const SeqSpec& s : c.seqs) {
-    b.q_indptr.push_back(b.q_indptr.back() + s.nq);
-    b.seq_lens.push_back(s.p1);
-  }
-  b.page_indptr.push_back(0);
-  for (const SeqSpec& s : c.seqs) b.page_indptr.push_back(b.page_indptr.back() + (s.p1 + c.page_size - 1) / c.page_size);
-  b.num_pages = b.page_indptr.back();
-  b.page_indices.resize(b.num_pages);
-  std::iota(b.page_indices.begin(), b.page_indices.end(), 0);
-  std::shuffle(b.page_indices.begin(), b.page_indices.end(), rng);
-  return b;
+std::string describe(const PrefillSpec& c) {
+  std::ostringstream os;
+  os << dtype_name(c.dtype) << ",D=" << c.head_dim << ",Hq=" << c.hq << ",Hkv=" << c.hkv << ",nq/p1=";
+  for (size_t i = 0; i < c.seqs.size(); ++i) os << (i ? ";" : "") << c.seqs[i].nq << "/" << c.seqs[i].p1;
+  os << ",page=" << c.page_size << ",T=" << c.tile << ",rho=" << c.rho << ",k_min=" << c.k_min
+     << ",k_mult=" << c.k_multiple << (c.fixed_budget ? ",fixed" : ",rolling") << (c.all_heads ? ",pool=all" : "")
+     << ",seed=" << c.seed;
+  return os.str();
 }
 
-LayerData make_layer(const PrefillCase& c, const Batch& batch, std::mt19937& rng) {
-  // Queries scaled up so that attention is peaked and the top-k is meaningful.
-  std::normal_distribution<float> normal(0.f, 1.f);
-  LayerData d;
-  const size_t q_elems = size_t(batch.q_indptr.back()) * c.hq * c.head_dim;
-  const size_t kv_elems = size_t(batch.num_pages) * c.page_size * c.hkv * c.head_dim;
-  d.q.resize(q_elems);
-  d.k.resize(kv_elems);
-  d.v.resize(kv_elems);
-  for (auto& x : d.q) x = from_float(c.dtype, c.q_scale * normal(rng));
-  for (auto& x : d.k) x = from_float(c.dtype, normal(rng));
-  for (auto& x : d.v) x = from_float(c.dtype, normal(rng));
-  return d;
-}
-
-SparsityParams sparsity_of(const PrefillCase& c) {
+SparsityParams sparsity_of(const PrefillSpec& c) {
   SparsityParams sp;
   sp.rho = c.rho;
   sp.k_min = c.k_min;
@@ -112,26 +79,70 @@ SparsityParams sparsity_of(const PrefillCase& c) {
   return sp;
 }
 
-PagedKV make_paged(const PrefillCase& c, const Batch& b, const void* k, const void* v, const int32_t* page_indptr,
-                   const int32_t* page_indices, const int32_t* seq_lens) {
-  PagedKV kv;
-  kv.k = k;
-  kv.v = v;
-  kv.dtype = c.dtype;
-  kv.batch = static_cast<int>(c.seqs.size());
-  kv.num_kv_heads = c.hkv;
-  kv.head_dim = c.head_dim;
-  kv.page_size = c.page_size;
-  kv.set_packed_strides();
-  kv.page_indptr = page_indptr;
-  kv.page_indices = page_indices;
-  kv.seq_lens = seq_lens;
-  (void)b;
-  return kv;
-}
+// A ragged batch over a paged cache [pages, P, Hkv, D] x 2 with pages in random order.
+struct PrefillBatchData {
+  std::vector<int32_t> q_indptr, seq_lens, page_indptr, page_indices;
+  StorageArray q, k, v;
+  DeviceBuffer d_q, d_k, d_v, d_q_indptr, d_seq_lens, d_page_indptr, d_page_indices;
 
-// Slice of sequence b out of the GPU selection buffer, as a ref::Selection of the oracle's
-// tile count. Rows past the sequence's tiles must be empty, padding must be -1.
+  void build(const PrefillSpec& c, std::mt19937_64& rng) {
+    q_indptr = {0};
+    page_indptr = {0};
+    for (const SeqSpec& s : c.seqs) {
+      q_indptr.push_back(q_indptr.back() + s.nq);
+      seq_lens.push_back(s.p1);
+      page_indptr.push_back(page_indptr.back() + (s.p1 + c.page_size - 1) / c.page_size);
+    }
+    page_indices.resize(page_indptr.back());
+    std::iota(page_indices.begin(), page_indices.end(), 0);
+    std::shuffle(page_indices.begin(), page_indices.end(), rng);
+    const size_t kv_elems = size_t(page_indptr.back()) * c.page_size * c.hkv * c.head_dim;
+    // Queries of amplitude 2 give peaked attention, so that the top-k is meaningful.
+    q = random_storage(c.dtype, size_t(q_indptr.back()) * c.hq * c.head_dim, 2.0f, rng);
+    k = random_storage(c.dtype, kv_elems, 1.0f, rng);
+    v = random_storage(c.dtype, kv_elems, 1.0f, rng);
+    upload(d_q, q.bits);
+    upload(d_k, k.bits);
+    upload(d_v, v.bits);
+    upload(d_q_indptr, q_indptr);
+    upload(d_seq_lens, seq_lens);
+    upload(d_page_indptr, page_indptr);
+    upload(d_page_indices, page_indices);
+  }
+  template <typename T>
+  static void upload(DeviceBuffer& d, const std::vector<T>& h) {
+    d = DeviceBuffer(h.size() * sizeof(T));
+    d.upload(h.data(), h.size() * sizeof(T));
+  }
+  PagedKV paged(const PrefillSpec& c, bool device) const {
+    PagedKV kv;
+    kv.k = device ? d_k.get() : static_cast<const void*>(k.bits.data());
+    kv.v = device ? d_v.get() : static_cast<const void*>(v.bits.data());
+    kv.dtype = c.dtype;
+    kv.batch = static_cast<int>(c.seqs.size());
+    kv.num_kv_heads = c.hkv;
+    kv.head_dim = c.head_dim;
+    kv.page_size = c.page_size;
+    kv.set_packed_strides();
+    kv.page_indptr = device ? static_cast<const int32_t*>(d_page_indptr.get()) : page_indptr.data();
+    kv.page_indices = device ? static_cast<const int32_t*>(d_page_indices.get()) : page_indices.data();
+    kv.seq_lens = device ? static_cast<const int32_t*>(d_seq_lens.get()) : seq_lens.data();
+    return kv;
+  }
+  PrefillArgs args(const PrefillSpec& c, void* out) const {
+    PrefillArgs a;
+    a.q = d_q.get();
+    a.q_indptr = static_cast<const int32_t*>(d_q_indptr.get());
+    a.num_q_heads = c.hq;
+    a.kv = paged(c, true);
+    a.out = out;
+    a.host = {static_cast<int>(c.seqs.size()), q_indptr.data(), seq_lens.data()};
+    return a;
+  }
+};
+
+// Sequence b's slice of a selection buffer [B, S, max_tiles, k_max] as an oracle selection with
+// the sequence's tile count; tiles past it must have count 0.
 std::string slice_selection(const std::vector<int32_t>& idx, const std::vector<int32_t>& cnt,
                             const SelectionShape& shape, int b, int tiles, ref::Selection& out) {
   out = ref::Selection::empty(shape.num_selections, tiles, shape.k_max);
@@ -139,7 +150,7 @@ std::string slice_selection(const std::vector<int32_t>& idx, const std::vector<i
     for (int tau = 0; tau < shape.max_tiles; ++tau) {
       const size_t slot = (size_t(b) * shape.num_selections + s) * shape.max_tiles + tau;
       if (tau >= tiles) {
-        if (cnt[slot] != 0) return "count of tile " + std::to_string(tau) + " past the sequence's tiles is not 0";
+        if (cnt[slot] != 0) return "tile " + std::to_string(tau) + " past the sequence's last tile has a count";
         continue;
       }
       out.count[size_t(s) * tiles + tau] = cnt[slot];
@@ -149,211 +160,287 @@ std::string slice_selection(const std::vector<int32_t>& idx, const std::vector<i
   return "";
 }
 
-// q of sequence b as [Hq, nq, D] and its K as [Hkv, n, D] (the oracle's single-call layout).
-void sequence_qk(const PrefillCase& c, const std::vector<float>& q, const std::vector<int32_t>& q_indptr,
-                 const PagedKV& host_kv, int b, std::vector<float>& q_seq, std::vector<float>& k_seq) {
-  const int nq = q_indptr[b + 1] - q_indptr[b];
-  const size_t row = size_t(c.hq) * c.head_dim;
-  q_seq.resize(row * nq);
-  for (int t = 0; t < nq; ++t)
-    for (int h = 0; h < c.hq; ++h)
-      std::memcpy(&q_seq[(size_t(h) * nq + t) * c.head_dim], &q[row * (q_indptr[b] + t) + size_t(h) * c.head_dim],
-                  c.head_dim * sizeof(float));
-  std::vector<float> v_unused;
-  ref::gather_sequence(host_kv, b, k_seq, v_unused);
+// A random valid selection per sequence: each row a random count in 0..k_tau (full and empty rows
+// included) of distinct ascending candidates < b.
+void random_selection(const PrefillSpec& c, const SparsityParams& sp, const SelectionShape& shape,
+                      std::mt19937_64& rng, std::vector<int32_t>& idx, std::vector<int32_t>& cnt) {
+  idx.assign(size_t(shape.indices_count()), -1);
+  cnt.assign(size_t(shape.counts_count()), 0);
+  std::vector<int32_t> pool;
+  for (size_t b = 0; b < c.seqs.size(); ++b) {
+    const int p1 = c.seqs[b].p1, p0 = p1 - c.seqs[b].nq;
+    const int tiles = static_cast<int>(num_tiles(p0, p1, c.tile));
+    for (int s = 0; s < shape.num_selections; ++s) {
+      for (int tau = 0; tau < tiles; ++tau) {
+        const int prefix = static_cast<int>(tile_begin(p0, tau, c.tile));
+        const int k = static_cast<int>(tile_budget(sp.rolling(), prefix, p1, sp.rho, sp.k_min, sp.k_multiple));
+        const uint64_t pick = rng() % 4;  // 0: empty, 1: full budget, else random
+        const int count = pick == 0 ? 0 : pick == 1 ? k : static_cast<int>(rng() % uint64_t(k + 1));
+        pool.resize(prefix);
+        std::iota(pool.begin(), pool.end(), 0);
+        std::shuffle(pool.begin(), pool.end(), rng);
+        std::sort(pool.begin(), pool.begin() + count);
+        const size_t slot = (b * shape.num_selections + s) * shape.max_tiles + tau;
+        cnt[slot] = count;
+        std::copy_n(pool.begin(), count, idx.begin() + slot * shape.k_max);
+      }
+    }
+  }
 }
 
-}  // namespace
+class PrefillCase : public TestCase {
+ public:
+  PrefillCase(PrefillOp op, PrefillSpec spec) : op_(op), s_(std::move(spec)) {}
+  std::string op() const override { return op_name(op_); }
+  std::string vars() const override { return describe(s_); }
 
-std::string PrefillCase::vars() const {
-  std::ostringstream os;
-  os << "prefill " << dtype_name(dtype) << " D=" << head_dim << " Hq=" << hq << " Hkv=" << hkv << " seqs=";
-  for (size_t i = 0; i < seqs.size(); ++i) os << (i ? "," : "") << seqs[i].nq << "/" << seqs[i].p1;
-  os << " page=" << page_size << " T=" << tile << " rho=" << rho << " k_min=" << k_min << " k_mult=" << k_multiple
-     << (fixed_budget ? " fixed" : " rolling") << (all_heads ? " pool=all" : " pool=group") << " seed=" << seed;
-  return os.str();
-}
+  CaseResult run() override {
+    std::mt19937_64 rng(s_.seed);
+    const SparsityParams sp = sparsity_of(s_);
+    PrefillBatchData data;
+    data.build(s_, rng);
+    const int batch = static_cast<int>(s_.seqs.size());
+    const size_t out_elems = size_t(data.q_indptr.back()) * s_.hq * s_.head_dim;
+    GuardedBuffer d_out(out_elems * 2);
+    const PrefillArgs args = data.args(s_, d_out.get());
+    const SelectionShape shape = prefill_selection_shape(args.host, s_.hkv, sp);
+    GuardedBuffer d_sel(size_t(shape.indices_count()) * sizeof(int32_t));
+    GuardedBuffer d_cnt(size_t(shape.counts_count()) * sizeof(int32_t));
+    const SelectionBuffer sel{static_cast<int32_t*>(d_sel.get()), static_cast<int32_t*>(d_cnt.get()), shape};
+    const size_t ws_bytes = prefill_workspace_size(args, sp, op_ == PrefillOp::Reuse ? Role::Reuse : Role::Anchor);
+    DeviceBuffer d_ws(ws_bytes);
 
-std::string run_prefill_case(const PrefillCase& c) {
-  std::mt19937 rng(c.seed);
-  const Batch batch = make_batch(c, rng);
-  const LayerData layer = make_layer(c, batch, rng);
-  const SparsityParams sp = sparsity_of(c);
-  const int num_seqs = static_cast<int>(c.seqs.size());
-  const size_t out_elems = size_t(batch.q_indptr.back()) * c.hq * c.head_dim;
+    std::vector<int32_t> reuse_idx, reuse_cnt, head_map(s_.hkv);
+    DeviceBuffer d_map(head_map.size() * sizeof(int32_t));
+    if (op_ == PrefillOp::Reuse) {
+      random_selection(s_, sp, shape, rng, reuse_idx, reuse_cnt);
+      for (int g = 0; g < s_.hkv; ++g) head_map[g] = static_cast<int32_t>(rng() % uint64_t(s_.hkv));
+      d_map.upload(head_map.data(), head_map.size() * sizeof(int32_t));
+    }
 
-  DeviceArray<uint16_t> q(layer.q.size()), k(layer.k.size()), v(layer.v.size()), out(out_elems);
-  DeviceArray<int32_t> q_indptr(batch.q_indptr.size()), seq_lens(batch.seq_lens.size()),
-      page_indptr(batch.page_indptr.size()), page_indices(batch.page_indices.size());
-  q.upload(layer.q);
-  k.upload(layer.k);
-  v.upload(layer.v);
-  q_indptr.upload(batch.q_indptr);
-  seq_lens.upload(batch.seq_lens);
-  page_indptr.upload(batch.page_indptr);
-  page_indices.upload(batch.page_indices);
+    auto launch = [&]() {
+      d_out.poison();
+      if (op_ == PrefillOp::Reuse) {
+        KASCADE_CUDA_CHECK(cudaMemcpy(d_sel.get(), reuse_idx.data(), reuse_idx.size() * 4, cudaMemcpyHostToDevice));
+        KASCADE_CUDA_CHECK(cudaMemcpy(d_cnt.get(), reuse_cnt.data(), reuse_cnt.size() * 4, cudaMemcpyHostToDevice));
+      } else {
+        d_sel.poison();
+        d_cnt.poison();
+      }
+      switch (op_) {
+        case PrefillOp::Dense: prefill_dense(args, sp, nullptr); break;
+        case PrefillOp::Layer0: prefill_anchor(args, sp, true, sel, d_ws.get(), ws_bytes, nullptr); break;
+        case PrefillOp::Anchor: prefill_anchor(args, sp, false, sel, d_ws.get(), ws_bytes, nullptr); break;
+        case PrefillOp::Reuse:
+          prefill_reuse(args, sp, sel, static_cast<const int32_t*>(d_map.get()), nullptr);
+          break;
+      }
+      KASCADE_CUDA_CHECK(cudaDeviceSynchronize());
+    };
+    struct Outputs {
+      std::vector<uint16_t> out;
+      std::vector<int32_t> idx, cnt;
+    };
+    auto collect = [&]() {
+      Outputs r;
+      r.out.resize(out_elems);
+      r.idx.resize(size_t(shape.indices_count()));
+      r.cnt.resize(size_t(shape.counts_count()));
+      d_out.download(r.out.data(), out_elems * 2);
+      d_sel.download(r.idx.data(), r.idx.size() * 4);
+      d_cnt.download(r.cnt.data(), r.cnt.size() * 4);
+      return r;
+    };
+    launch();
+    const Outputs first = collect();
+    for (const GuardedBuffer* buf : {&d_out, &d_sel, &d_cnt}) {
+      const std::string guard = buf->check_guards(buf == &d_out ? "out" : buf == &d_sel ? "selection" : "counts");
+      if (!guard.empty()) return CaseResult::fail(guard);
+    }
+    launch();
+    const Outputs second = collect();
+    if (first.out != second.out || first.idx != second.idx || first.cnt != second.cnt)
+      return CaseResult::fail("a repeated run is not bitwise identical");
+    const std::vector<float> out = widen(s_.dtype, first.out);
 
-  PrefillArgs args;
-  args.q = q.ptr;
-  args.q_indptr = q_indptr.ptr;
-  args.num_q_heads = c.hq;
-  args.kv = make_paged(c, batch, k.ptr, v.ptr, page_indptr.ptr, page_indices.ptr, seq_lens.ptr);
-  args.out = out.ptr;
-  args.host = {num_seqs, batch.q_indptr.data(), batch.seq_lens.data()};
-
-  const SelectionShape shape = prefill_selection_shape(args.host, c.hkv, sp);
-  DeviceArray<int32_t> sel_idx(size_t(shape.indices_count())), sel_cnt(size_t(shape.counts_count()));
-  const SelectionBuffer sel{sel_idx.ptr, sel_cnt.ptr, shape};
-  const size_t ws_bytes = prefill_workspace_size(args, sp, Role::Anchor);
-  DeviceArray<unsigned char> ws(ws_bytes);
-
-  // Oracle inputs: the same storage values, widened exactly.
-  const std::vector<float> q_host = widen(c.dtype, layer.q);
-  const PagedKV host_kv = make_paged(c, batch, layer.k.data(), layer.v.data(), batch.page_indptr.data(),
-                                     batch.page_indices.data(), batch.seq_lens.data());
-  ref::Call call;
-  call.phase = Phase::Prefill;
-  call.params = sp;
-  const double tol = ref::output_tolerance(c.dtype);
-  auto gpu_out = [&]() { return widen(c.dtype, out.download()); };
-
-  // Dense.
-  call.role = Role::Dense;
-  const ref::BatchResult dense_ref = ref::prefill_batch(call, q_host.data(), batch.q_indptr.data(), c.hq, host_kv);
-  out.poison();
-  prefill_dense(args, sp, nullptr);
-  KASCADE_CUDA_CHECK(cudaDeviceSynchronize());
-  std::string problem = ref::check_close("dense output", dense_ref.out.data(), gpu_out().data(), out_elems, tol);
-  if (!problem.empty()) return problem;
-
-  // Per-sequence pooled masses for selection comparisons.
-  std::vector<ref::Pooled> pooled(num_seqs);
-  {
-    std::vector<float> q_seq, k_seq;
-    for (int b = 0; b < num_seqs; ++b) {
-      sequence_qk(c, q_host, batch.q_indptr, host_kv, b, q_seq, k_seq);
+    // The oracle, on the same storage values widened exactly.
+    const PagedKV host_kv = data.paged(s_, false);
+    ref::Call call;
+    call.phase = Phase::Prefill;
+    call.params = sp;
+    const double tolerance = ref::output_tolerance(s_.dtype);
+    const float* q_ref = data.q.values.data();
+    if (op_ == PrefillOp::Reuse) {
+      call.role = Role::Reuse;
+      call.head_map.assign(head_map.begin(), head_map.end());
+      std::vector<ref::Selection> given(batch);
+      for (int b = 0; b < batch; ++b) {
+        const int tiles = static_cast<int>(num_tiles(s_.seqs[b].p1 - s_.seqs[b].nq, s_.seqs[b].p1, s_.tile));
+        slice_selection(reuse_idx, reuse_cnt, shape, b, tiles, given[b]);
+      }
+      const ref::BatchResult expected = ref::prefill_batch(call, q_ref, data.q_indptr.data(), s_.hq, host_kv, &given);
+      return verdict(ref::check_close("out", expected.out.data(), out.data(), out_elems, tolerance));
+    }
+    call.role = Role::Dense;  // dense output and the oracle's selection
+    const ref::BatchResult dense = ref::prefill_batch(call, q_ref, data.q_indptr.data(), s_.hq, host_kv);
+    if (op_ == PrefillOp::Dense || op_ == PrefillOp::Layer0) {
+      const std::string close = ref::check_close("out", dense.out.data(), out.data(), out_elems, tolerance);
+      if (!close.empty() || op_ == PrefillOp::Dense) return verdict(close);
+    }
+    // Selections: equivalent to the oracle's by covered pooled mass, tile by tile.
+    std::vector<ref::Selection> actual(batch);
+    for (int b = 0; b < batch; ++b) {
+      const int nq = s_.seqs[b].nq, n = s_.seqs[b].p1;
       ref::Call seq_call = call;
-      seq_call.p0 = c.seqs[b].p1 - c.seqs[b].nq;
-      pooled[b] = ref::pooled_mass(seq_call, q_seq.data(), k_seq.data(), c.hq, c.hkv, c.seqs[b].nq, c.seqs[b].p1,
-                                   c.head_dim);
+      seq_call.p0 = n - nq;
+      std::vector<float> q_seq(size_t(s_.hq) * nq * s_.head_dim), k_seq, v_seq;
+      const size_t row = size_t(s_.hq) * s_.head_dim;
+      for (int t = 0; t < nq; ++t)
+        for (int h = 0; h < s_.hq; ++h)
+          std::memcpy(&q_seq[(size_t(h) * nq + t) * s_.head_dim], q_ref + row * (data.q_indptr[b] + t) + h * s_.head_dim,
+                      s_.head_dim * sizeof(float));
+      ref::gather_sequence(host_kv, b, k_seq, v_seq);
+      const ref::Pooled pooled = ref::pooled_mass(seq_call, q_seq.data(), k_seq.data(), s_.hq, s_.hkv, nq, n, s_.head_dim);
+      std::string diff = slice_selection(first.idx, first.cnt, shape, b, pooled.num_tiles, actual[b]);
+      if (diff.empty()) diff = ref::compare_selections(pooled, dense.selections[b], actual[b]);
+      if (!diff.empty()) return CaseResult::fail("selection of sequence " + std::to_string(b) + ": " + diff);
     }
+    if (op_ == PrefillOp::Layer0) return CaseResult::pass();
+    // Anchor output, given the selection the GPU made: the oracle's reuse path, identity map.
+    call.role = Role::Reuse;
+    const ref::BatchResult given = ref::prefill_batch(call, q_ref, data.q_indptr.data(), s_.hq, host_kv, &actual);
+    return verdict(ref::check_close("out", given.out.data(), out.data(), out_elems, tolerance));
   }
-  auto check_selections = [&](const char* role, std::vector<ref::Selection>& gpu_sel) -> std::string {
-    const std::vector<int32_t> idx = sel_idx.download(), cnt = sel_cnt.download();
-    gpu_sel.resize(num_seqs);
-    for (int b = 0; b < num_seqs; ++b) {
-      std::string p = slice_selection(idx, cnt, shape, b, pooled[b].num_tiles, gpu_sel[b]);
-      if (p.empty()) p = ref::compare_selections(pooled[b], dense_ref.selections[b], gpu_sel[b]);
-      if (!p.empty()) return std::string(role) + " selection of sequence " + std::to_string(b) + ": " + p;
-    }
-    return "";
-  };
 
-  // Layer 0: dense output plus selections.
-  std::vector<ref::Selection> gpu_sel;
-  out.poison();
-  sel_idx.poison();
-  sel_cnt.poison();
-  prefill_anchor(args, sp, /*dense_output=*/true, sel, ws.ptr, ws_bytes, nullptr);
-  KASCADE_CUDA_CHECK(cudaDeviceSynchronize());
-  problem = ref::check_close("layer0 output", dense_ref.out.data(), gpu_out().data(), out_elems, tol);
-  if (problem.empty()) problem = check_selections("layer0", gpu_sel);
-  if (!problem.empty()) return problem;
-
-  // Anchor: selections, then the output against the oracle given the GPU's own selection.
-  out.poison();
-  sel_idx.poison();
-  sel_cnt.poison();
-  prefill_anchor(args, sp, /*dense_output=*/false, sel, ws.ptr, ws_bytes, nullptr);
-  KASCADE_CUDA_CHECK(cudaDeviceSynchronize());
-  problem = check_selections("anchor", gpu_sel);
-  if (!problem.empty()) return problem;
-  const std::vector<uint16_t> anchor_bits = out.download();
-  const std::vector<int32_t> anchor_idx = sel_idx.download(), anchor_cnt = sel_cnt.download();
-  {
-    ref::Call given = call;
-    given.role = Role::Reuse;
-    const ref::BatchResult r = ref::prefill_batch(given, q_host.data(), batch.q_indptr.data(), c.hq, host_kv, &gpu_sel);
-    problem = ref::check_close("anchor output", r.out.data(), widen(c.dtype, anchor_bits).data(), out_elems, tol);
-    if (!problem.empty()) return problem;
+ private:
+  static CaseResult verdict(const std::string& problem) {
+    return problem.empty() ? CaseResult::pass() : CaseResult::fail(problem);
   }
-  // Repeatability: a second anchor call gives identical bits.
-  out.poison();
-  prefill_anchor(args, sp, /*dense_output=*/false, sel, ws.ptr, ws_bytes, nullptr);
-  KASCADE_CUDA_CHECK(cudaDeviceSynchronize());
-  if (out.download() != anchor_bits || sel_idx.download() != anchor_idx || sel_cnt.download() != anchor_cnt)
-    return "anchor: a repeated call is not bitwise identical";
+  PrefillOp op_;
+  PrefillSpec s_;
+};
 
-  // Reuse: the oracle's anchor selection through a rotated head map (identity with one kv head).
-  std::vector<int32_t> head_map(c.hkv);
-  for (int g = 0; g < c.hkv; ++g) head_map[g] = (g + 1) % c.hkv;
-  {
-    std::vector<int32_t> idx(size_t(shape.indices_count()), -1), cnt(size_t(shape.counts_count()), 0);
-    for (int b = 0; b < num_seqs; ++b) {
-      const ref::Selection& rs = dense_ref.selections[b];
-      for (int s = 0; s < rs.num_sets; ++s)
-        for (int tau = 0; tau < rs.num_tiles; ++tau) {
-          const size_t slot = (size_t(b) * shape.num_selections + s) * shape.max_tiles + tau;
-          cnt[slot] = rs.row_count(s, tau);
-          std::copy_n(rs.row(s, tau), std::min(rs.k_max, shape.k_max), idx.begin() + slot * shape.k_max);
-        }
-    }
-    sel_idx.upload(idx);
-    sel_cnt.upload(cnt);
-    DeviceArray<int32_t> map_dev(head_map.size());
-    map_dev.upload(head_map);
-    out.poison();
-    prefill_reuse(args, sp, sel, map_dev.ptr, nullptr);
+// Unsupported shapes and inconsistent arguments are rejected with kascade::Error before any launch.
+class PrefillApiErrorsCase : public TestCase {
+ public:
+  std::string op() const override { return "prefill_api_errors"; }
+  std::string vars() const override { return "bf16,D=128,Hq=8,Hkv=2,nq/p1=40/100"; }
+  CaseResult run() override {
+    PrefillSpec spec;
+    spec.seqs = {{40, 100}};
+    std::mt19937_64 rng(7);
+    PrefillBatchData data;
+    data.build(spec, rng);
+    DeviceBuffer d_out(size_t(40) * 8 * 128 * 2);
+    const PrefillArgs good = data.args(spec, d_out.get());
+    const SparsityParams sp = sparsity_of(spec);
+    const SelectionShape shape = prefill_selection_shape(good.host, spec.hkv, sp);
+    DeviceBuffer d_sel(size_t(shape.indices_count()) * 4 + 4), d_cnt(size_t(shape.counts_count()) * 4);
+    const SelectionBuffer sel{static_cast<int32_t*>(d_sel.get()), static_cast<int32_t*>(d_cnt.get()), shape};
+    const size_t ws_bytes = prefill_workspace_size(good, sp, Role::Anchor);
+    DeviceBuffer d_ws(ws_bytes);
+
+    std::vector<std::string> failures;
+    auto expect_error = [&](const char* what, auto&& call) {
+      try {
+        call();
+        failures.push_back(std::string(what) + ": no error");
+      } catch (const Error& e) {
+        if (std::string(e.what()).empty()) failures.push_back(std::string(what) + ": empty message");
+      }
+    };
+    expect_error("head dim 96", [&] {
+      PrefillArgs a = good;
+      a.kv.head_dim = 96;
+      prefill_dense(a, sp, nullptr);
+    });
+    expect_error("f32 storage", [&] {
+      PrefillArgs a = good;
+      a.kv.dtype = DType::F32;
+      prefill_dense(a, sp, nullptr);
+    });
+    expect_error("Hq not a multiple of Hkv", [&] {
+      PrefillArgs a = good;
+      a.num_q_heads = 7;
+      prefill_dense(a, sp, nullptr);
+    });
+    expect_error("tile 48", [&] {
+      SparsityParams bad = sp;
+      bad.tile = 48;
+      prefill_dense(good, bad, nullptr);
+    });
+    expect_error("more queries than keys", [&] {
+      const int32_t lens[1] = {30};
+      PrefillArgs a = good;
+      a.host.seq_lens_host = lens;
+      prefill_dense(a, sp, nullptr);
+    });
+    expect_error("small workspace", [&] {
+      prefill_anchor(good, sp, false, sel, d_ws.get(), ws_bytes - 1, nullptr);
+    });
+    expect_error("selection shape", [&] {
+      SelectionBuffer wrong = sel;
+      wrong.shape.k_max += 1;
+      prefill_reuse(good, sp, wrong, nullptr, nullptr);
+    });
+    expect_error("misaligned q", [&] {
+      PrefillArgs a = good;
+      a.q = static_cast<const char*>(a.q) + 2;
+      prefill_dense(a, sp, nullptr);
+    });
     KASCADE_CUDA_CHECK(cudaDeviceSynchronize());
-    ref::Call reuse_call = call;
-    reuse_call.role = Role::Reuse;
-    reuse_call.head_map.assign(head_map.begin(), head_map.end());
-    const ref::BatchResult r =
-        ref::prefill_batch(reuse_call, q_host.data(), batch.q_indptr.data(), c.hq, host_kv, &dense_ref.selections);
-    problem = ref::check_close("reuse output", r.out.data(), gpu_out().data(), out_elems, tol);
-    if (!problem.empty()) return problem;
+    if (failures.empty()) return CaseResult::pass();
+    std::string all;
+    for (const auto& f : failures) all += (all.empty() ? "" : "; ") + f;
+    return CaseResult::fail(all);
   }
-  return "";
-}
+};
 
-std::vector<PrefillCase> prefill_cases() {
-  std::vector<PrefillCase> cases;
-  auto add = [&](PrefillCase c) {
-    c.seed = 1000 + static_cast<uint32_t>(cases.size());
-    cases.push_back(c);
-  };
-  PrefillCase c;
-  // GQA 4, D 128, one fresh prompt with a partial last tile; small k_min so tiles are sparse.
+std::vector<PrefillSpec> prefill_specs() {
+  std::vector<PrefillSpec> specs;
+  PrefillSpec c;
+  // GQA 4, D 128, one fresh prompt with a partial last tile; small k_min so that tiles are sparse.
   c = {};
-  c.hq = 8, c.hkv = 2, c.head_dim = 128, c.seqs = {{300, 300}}, c.k_min = 16;
-  add(c);
-  // GQA 3 (SmolLM2 shape), D 64, f16, ragged chunked batch with unaligned p0, T 16, fixed budget.
+  c.seqs = {{300, 300}}, c.k_min = 16;
+  specs.push_back(c);
+  // GQA 3 (SmolLM2's shape), D 64, f16, ragged chunked batch with unaligned p0, T 16, fixed budget.
   c = {};
   c.dtype = DType::F16, c.hq = 9, c.hkv = 3, c.head_dim = 64, c.seqs = {{97, 97}, {17, 239}, {113, 1023}};
   c.tile = 16, c.fixed_budget = true, c.k_min = 8;
-  add(c);
-  // GQA 8, T 64, k rounded to 64, a one-token chunk and a long chunk, page size 1.
+  specs.push_back(c);
+  // GQA 8, T 64, k rounded up to 64, a one-token chunk beside a long one, page size 1.
   c = {};
-  c.hq = 8, c.hkv = 1, c.head_dim = 128, c.seqs = {{1, 1}, {200, 4224}}, c.tile = 64, c.k_multiple = 64;
-  c.page_size = 1;
-  add(c);
-  // GQA 1, all-heads pooling, D 64, contiguous cache (page = length).
+  c.hq = 8, c.hkv = 1, c.seqs = {{1, 1}, {200, 4224}}, c.tile = 64, c.k_multiple = 64, c.page_size = 1;
+  specs.push_back(c);
+  // GQA 1 with all-heads pooling, D 64, a contiguous cache (one page per sequence).
   c = {};
-  c.hq = 4, c.hkv = 4, c.head_dim = 64, c.seqs = {{1023, 1023}}, c.all_heads = true, c.k_min = 32, c.page_size = 1023;
-  add(c);
-  // rho = 1: every selection is the whole prefix, anchor equals dense.
+  c.hq = 4, c.hkv = 4, c.head_dim = 64, c.seqs = {{1023, 1023}}, c.all_heads = true, c.k_min = 32;
+  c.page_size = 1023;
+  specs.push_back(c);
+  // rho = 1: every selection is the whole prefix, so the anchor equals dense attention.
   c = {};
-  c.hq = 8, c.hkv = 2, c.head_dim = 64, c.seqs = {{150, 400}}, c.rho = 1.0, c.k_min = 1;
-  add(c);
-  // Default budgets (rho 0.1, k_min 128), f16, GQA 4 at 2k with a chunk.
+  c.head_dim = 64, c.seqs = {{150, 400}}, c.rho = 1.0, c.k_min = 1;
+  specs.push_back(c);
+  // Default budgets (rho 0.1, k_min 128), f16, GQA 4 at 2k beside a chunk.
   c = {};
-  c.dtype = DType::F16, c.hq = 8, c.hkv = 2, c.head_dim = 128, c.seqs = {{2048, 2048}, {333, 1500}};
-  add(c);
-  // Longer context, GQA 4, D 128: many sparse tiles and several key chunks per tile.
+  c.dtype = DType::F16, c.seqs = {{2048, 2048}, {333, 1500}};
+  specs.push_back(c);
+  // Longer context: many sparse tiles, several key chunks per tile in the pooled-mass pass.
   c = {};
-  c.hq = 4, c.hkv = 1, c.head_dim = 128, c.seqs = {{4096, 4096}}, c.k_min = 64;
-  add(c);
-  return cases;
+  c.hq = 4, c.hkv = 1, c.seqs = {{4096, 4096}}, c.k_min = 64;
+  specs.push_back(c);
+  for (size_t i = 0; i < specs.size(); ++i) specs[i].seed = 5000 + i;
+  return specs;
 }
 
+void make_prefill_cases(CaseList& out) {
+  for (const PrefillSpec& s : prefill_specs())
+    for (PrefillOp op : {PrefillOp::Dense, PrefillOp::Layer0, PrefillOp::Anchor, PrefillOp::Reuse})
+      out.push_back(std::make_unique<PrefillCase>(op, s));
+  out.push_back(std::make_unique<PrefillApiErrorsCase>());
+}
+
+CaseRegistrar prefill_registrar("prefill", make_prefill_cases);
+
+}  // namespace
 }  // namespace kascade::gpu_test
