@@ -1,0 +1,72 @@
+// kascade/engine/backend.h — one sequence's forward pass through a model, behind an interface
+// that the CPU backend implements now and a CUDA backend can implement later.
+//
+// A backend owns the KV cache of one sequence. forward() appends tokens at positions
+// position()..position()+T-1 and returns logits. Attention in every layer goes through the
+// plan when one is given (SPEC 2-5: layer 0 dense with a selection, anchors select, reuse
+// layers read their anchor's selection through the head map), and is dense otherwise.
+//
+//   auto backend = kascade::engine::make_backend("cpu", model, plan_or_null, {});
+//   std::vector<float> logits = backend->forward(prompt_ids, /*all_logits=*/false);  // [vocab]
+//   logits = backend->forward({next_id}, false);
+//   double f = backend->stats().keys_read_fraction();
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kascade {
+struct Plan;
+}
+
+namespace kascade::engine {
+
+struct Model;
+
+// Called for every layer of every forward() with the residual stream entering the layer and the
+// attention block's output (after the output projection), both [tokens][dim] (SPEC 6's x_l and
+// attn_l(x_l)). The pointers are valid during the call only.
+using AttentionHook = std::function<void(int layer, int tokens, int dim, const float* residual, const float* attn_out)>;
+
+// Keys read by attention, summed over layers, heads and queries: a dense or anchor layer reads
+// every causal key (t + 1 for the query at t; anchors rank all of them), a reuse layer its
+// selection plus, in prefill, the diagonal of its tile.
+struct AttentionStats {
+  double keys_read = 0;
+  double keys_dense = 0;
+  double keys_read_fraction() const { return keys_dense > 0 ? keys_read / keys_dense : 1.0; }
+};
+
+struct BackendOptions {
+  int threads = 0;            // 0: all hardware threads
+  int prefill_chunk = 512;    // tokens per forward step in prefill (rounded to the plan's tile)
+  std::function<void(int done, int total)> on_prefill_progress;  // after each chunk
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  // Empties the KV cache (and the anchors' selections).
+  virtual void reset() = 0;
+  // Tokens in the cache.
+  virtual int position() const = 0;
+  // Appends `tokens` and returns the logits of the last one ([vocab]) or, with all_logits, of
+  // every one ([T][vocab]). Long inputs run in chunks of prefill_chunk tokens.
+  virtual std::vector<float> forward(const std::vector<int32_t>& tokens, bool all_logits) = 0;
+  virtual AttentionStats stats() const = 0;
+  virtual void set_attention_hook(AttentionHook hook) = 0;
+};
+
+// Throws unless this build can run backend `kind`: "cpu"; "cuda" is not available yet.
+void check_backend_available(const std::string& kind);
+
+// "cpu" (fp32, threaded) or "cuda" (not in this build yet: a clear error). `plan` may be null
+// (dense attention); it must outlive the backend and match the model's shape.
+std::unique_ptr<Backend> make_backend(const std::string& kind, const Model& model, const Plan* plan,
+                                      const BackendOptions& options);
+
+}  // namespace kascade::engine

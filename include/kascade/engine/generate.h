@@ -1,0 +1,48 @@
+// kascade/engine/generate.h — prompt in, tokens out: prefill, then decode one token at a time
+// until a stop token or the token limit, streaming text as it becomes complete UTF-8.
+//
+//   kascade::engine::GenerateOptions opt;
+//   opt.max_tokens = 64;
+//   opt.on_text = [](const std::string& s) { std::cout << s << std::flush; };
+//   kascade::engine::GenerateResult r = kascade::engine::generate(*backend, tok, prompt_ids, opt);
+//   r.decode_tokens_per_second();
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kascade/engine/sampler.h"
+
+namespace kascade::engine {
+
+class Backend;
+class Tokenizer;
+
+struct GenerateOptions {
+  int max_tokens = 128;
+  SamplingParams sampling;
+  std::function<void(const std::string&)> on_text;  // streamed text pieces
+};
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;  // generated ids (the stop token included when one ended it)
+  std::string text;             // their text, special tokens dropped
+  bool stopped = false;         // ended by a stop token (not by max_tokens)
+  int prompt_tokens = 0;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;    // all forward passes after the first generated token
+  double keys_read_fraction = 1;
+  double prefill_tokens_per_second() const { return prefill_seconds > 0 ? prompt_tokens / prefill_seconds : 0; }
+  double decode_tokens_per_second() const {
+    const size_t steps = tokens.size() > 1 ? tokens.size() - 1 : 0;
+    return decode_seconds > 0 ? static_cast<double>(steps) / decode_seconds : 0;
+  }
+};
+
+// Runs the prompt through `backend` (which must be empty) and generates up to max_tokens tokens.
+GenerateResult generate(Backend& backend, const Tokenizer& tok, const std::vector<int32_t>& prompt,
+                        const GenerateOptions& options);
+
+}  // namespace kascade::engine

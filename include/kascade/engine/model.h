@@ -1,0 +1,74 @@
+// kascade/engine/model.h — a Llama-family decoder's shape and fp32 weights, loaded from GGUF.
+//
+// Supported architectures (general.architecture): llama (Llama 2/3 incl. llama3 rope scaling
+// through the rope_freqs tensor, SmolLM2, Mistral), qwen2 (q/k/v bias) and qwen3 (per-head
+// q/k RMSNorm). Every tensor is checked against the shape the metadata implies and dequantized
+// to fp32 at load; a missing tensor, a wrong shape or an unsupported option is an error naming it.
+//
+//   kascade::engine::GgufFile gguf = kascade::engine::GgufFile::open(path);
+//   kascade::engine::Model model = kascade::engine::load_model(gguf);
+//   model.config.layers, model.config.hq, ...;   model.layers[l].wq  // [hq*head_dim][dim] row-major
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kascade::engine {
+
+class GgufFile;
+
+enum class Architecture { Llama, Qwen2, Qwen3 };
+const char* to_string(Architecture a);
+
+// How RoPE pairs the dimensions of a head: GGUF llama weights are permuted so that adjacent
+// dimensions (2i, 2i+1) form a pair (ggml's "normal" mode); Qwen keeps HF's halves (i, i+D/2).
+enum class RopeStyle { Adjacent, Halves };
+
+struct ModelConfig {
+  std::string name;
+  Architecture arch = Architecture::Llama;
+  int layers = 0;
+  int dim = 0;         // residual width
+  int ffn = 0;         // SwiGLU hidden width
+  int hq = 0;          // query heads
+  int hkv = 0;         // key/value heads
+  int head_dim = 0;
+  int vocab = 0;
+  int context = 0;     // trained context length
+  float rms_eps = 1e-5f;
+  float rope_base = 10000.f;
+  float rope_position_scale = 1.f;       // linear rope scaling: positions are divided by this
+  RopeStyle rope_style = RopeStyle::Adjacent;
+  std::vector<float> rope_freq_factors;  // [head_dim/2] divisors of the frequencies (llama3), or empty
+  bool qkv_bias = false;
+  bool qk_norm = false;
+  bool tied_embeddings = false;          // logits use token_embd when there is no output.weight
+};
+
+struct LayerWeights {
+  std::vector<float> attn_norm;          // [dim]
+  std::vector<float> wq, wk, wv, wo;     // [hq*D][dim], [hkv*D][dim], [hkv*D][dim], [dim][hq*D]
+  std::vector<float> bq, bk, bv;         // qwen2 only
+  std::vector<float> q_norm, k_norm;     // [D], qwen3 only
+  std::vector<float> ffn_norm;           // [dim]
+  std::vector<float> w_gate, w_up;       // [ffn][dim]
+  std::vector<float> w_down;             // [dim][ffn]
+};
+
+struct Model {
+  ModelConfig config;
+  std::vector<float> token_embd;         // [vocab][dim]
+  std::vector<LayerWeights> layers;
+  std::vector<float> output_norm;        // [dim]
+  std::vector<float> output;             // [vocab][dim]; empty when tied to token_embd
+  const float* output_matrix() const { return output.empty() ? token_embd.data() : output.data(); }
+  size_t weight_bytes() const;
+};
+
+// Reads the config from the metadata and every weight (dequantized) from the tensors.
+Model load_model(const GgufFile& gguf);
+// The config alone (no tensor is read): for tools that only need the shape.
+ModelConfig read_config(const GgufFile& gguf);
+
+}  // namespace kascade::engine

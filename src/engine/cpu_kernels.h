@@ -1,0 +1,61 @@
+// src/engine/cpu_kernels.h — the CPU backend's building blocks: a small persistent thread pool
+// and fp32 kernels (blocked matmul against row-major weights, RMSNorm, RoPE, SwiGLU, softmax).
+// Internal to the engine library.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "kascade/engine/model.h"
+
+namespace kascade::engine::cpu {
+
+// Workers that sleep between jobs: a forward pass issues hundreds of parallel loops per token,
+// too many to pay a thread start for each.
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads);  // threads >= 1 (the caller counts as one)
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+  // Runs fn(i) for every i in [0, n) on the workers and the caller; rethrows the first exception.
+  void parallel_for(int n, const std::function<void(int)>& fn);
+
+ private:
+  void worker_loop();
+  void run_tasks();
+
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int)>* job_ = nullptr;
+  int job_size_ = 0;
+  uint64_t generation_ = 0;
+  int busy_ = 0;
+  bool stop_ = false;
+  std::atomic<int> next_{0};
+  std::exception_ptr error_;
+};
+
+// y[t][o] = sum_i x[t][i] * w[o][i] (+ bias[o]) for t < tokens, o < out: a Linear layer with
+// PyTorch's weight layout [out][in]. Rows of w are split across the pool.
+void matmul(ThreadPool& pool, const float* x, int tokens, int in, const float* w, int out, float* y,
+            const float* bias = nullptr);
+
+// y = x / sqrt(mean(x^2) + eps) * weight over each row of `width` values (in place allowed).
+void rms_norm(const float* x, const float* weight, int rows, int width, float eps, float* y);
+
+// Rotates each head of `x` ([tokens][heads * head_dim]) for positions first_pos.. first_pos+tokens-1.
+void apply_rope(const ModelConfig& c, float* x, int tokens, int heads, int first_pos);
+
+// out[i] = silu(gate[i]) * up[i].
+void swiglu(const float* gate, const float* up, int64_t n, float* out);
+
+}  // namespace kascade::engine::cpu
