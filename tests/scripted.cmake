@@ -45,3 +45,16 @@ kascade_cli_test(NAME cli_plan_show_missing_file EXIT 1 MATCH "nonexistent\\.jso
   ARGS plan show ${plans}/nonexistent.json)
 kascade_cli_test(NAME cli_plan_no_action EXIT 1 MATCH "missing subcommand" ARGS plan)
 kascade_cli_test(NAME cli_plan_unknown_action EXIT 1 MATCH "unknown subcommand 'edit'" ARGS plan edit x.json)
+
+# ---- kascade reference: the independent NumPy oracle (tests/python) ----------------------------
+# Random and adversarial SPEC 9 cases compared with tests/python/ref_numpy.py, plus malformed
+# inputs. The script exits 77 (reported by ctest as skipped, with its message) without numpy.
+find_package(Python3 COMPONENTS Interpreter)
+if(Python3_Interpreter_FOUND)
+  add_test(NAME reference_numpy_oracle
+           COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_LIST_DIR}/python/compare_reference.py
+                   --kascade $<TARGET_FILE:kascade> --cases 150)
+  set_tests_properties(reference_numpy_oracle PROPERTIES LABELS "cpu;cli" SKIP_RETURN_CODE 77 TIMEOUT 900)
+else()
+  message(WARNING "kascade: no Python 3 interpreter; the NumPy oracle comparison (reference_numpy_oracle) is not registered")
+endif()
