@@ -217,7 +217,14 @@ void write_outputs(const fs::path& out_dir, const std::vector<std::pair<std::str
   std::error_code ec;
   const bool existed = fs::exists(out_dir, ec);
   KASCADE_CHECK(!existed || fs::is_directory(out_dir, ec), out_dir.string() << ": exists and is not a directory");
+  // The outermost directory this call creates (OUT_DIR or one of its parents), removed on failure.
+  fs::path created;
   if (!existed) {
+    const fs::path absolute = fs::absolute(out_dir, ec);
+    for (fs::path p = absolute; !p.empty() && !fs::exists(p, ec); p = p.parent_path()) {
+      created = p;
+      if (p == p.parent_path()) break;
+    }
     fs::create_directories(out_dir, ec);
     KASCADE_CHECK(!ec, out_dir.string() << ": cannot create directory: " << ec.message());
   }
@@ -225,7 +232,7 @@ void write_outputs(const fs::path& out_dir, const std::vector<std::pair<std::str
   auto clean_up = [&]() {
     std::error_code ignored;
     for (const fs::path& t : temporaries) fs::remove(t, ignored);
-    if (!existed) fs::remove(out_dir, ignored);
+    if (!created.empty()) fs::remove_all(created, ignored);
   };
   for (const auto& [name, bytes] : files) {
     const fs::path tmp = out_dir / ("." + name + ".tmp");

@@ -466,6 +466,15 @@ def check_replaces_existing(checker, rng):
         checker.fail("replace", "OUT_DIR holds %s" % sorted(os.listdir(out_dir)))
     if np.load(os.path.join(out_dir, "out.npy")).shape != (2, 1, 16):
         checker.fail("replace", "out.npy was not replaced")
+    # OUT_DIR that is a regular file: one error line, the file left alone.
+    blocker = os.path.join(checker.workdir, "replace-blocker")
+    with open(blocker, "w") as f:
+        f.write("not a directory")
+    proc = run_reference(checker.kascade, os.path.join(checker.workdir, "replace-1"), blocker)
+    if proc.returncode == 0 or len(proc.stderr.splitlines()) != 1 or "not a directory" not in proc.stderr:
+        checker.fail("replace", "OUT_DIR that is a file: got %d %r" % (proc.returncode, proc.stderr))
+    if open(blocker).read() != "not a directory":
+        checker.fail("replace", "OUT_DIR that is a file was modified")
 
 
 def main():
