@@ -102,6 +102,10 @@ class CalibrationStats {
   // token. Independent of begin_prompt/end_prompt; any order.
   void add_importance(int layer, const float* x, const float* attn_out, int64_t tokens, int64_t hidden);
 
+  // Adds the closed prompts and importance samples of `other` (same shape, no open prompt in
+  // either): calibrate disjoint parts of the dev set in parallel (threads, GPUs), then merge.
+  void merge(const CalibrationStats& other);
+
   int num_layers() const { return num_layers_; }
   int num_kv_heads() const { return num_kv_heads_; }
   int k_cal() const { return k_cal_; }

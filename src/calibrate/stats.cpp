@@ -7,6 +7,7 @@
 // minimum. docs/calibration.md states the memory bound.
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <functional>
 #include <limits>
 
@@ -93,12 +94,20 @@ void CalibrationStats::begin_prompt(int64_t tiles, int64_t n) {
   KASCADE_CHECK(tiles == expected, "CalibrationStats::begin_prompt: " << tiles << " tiles for n = " << n
                                                                       << " tokens, expected ceil(n / " << tile_
                                                                       << ") = " << expected);
+  // The one allocation that grows with the prompt: the selections of every layer.
+  const size_t selection_count = static_cast<size_t>(num_layers_) * static_cast<size_t>(num_kv_heads_) *
+                                 static_cast<size_t>(tiles) * static_cast<size_t>(k_cal_);
+  try {
+    selections_.assign(selection_count, -1);
+  } catch (const std::exception&) {
+    KASCADE_FAIL("CalibrationStats::begin_prompt: cannot allocate the selections of a prompt of n = "
+                 << n << " tokens (" << selection_count * sizeof(int32_t) << " bytes)");
+  }
   prompt_open_ = true;
   prompt_tiles_ = tiles;
   prompt_n_ = n;
   next_layer_ = 0;
   next_tile_ = 0;
-  selections_.assign(sel_offset(num_layers_, 0, 0), -1);
   std::fill(prompt_min_.begin(), prompt_min_.end(), std::numeric_limits<double>::infinity());
   std::fill(prompt_has_tile_.begin(), prompt_has_tile_.end(), 0);
   std::fill(prompt_share_sum_.begin(), prompt_share_sum_.end(), 0.0);
@@ -281,6 +290,34 @@ void CalibrationStats::add_importance(int layer, const float* x, const float* at
   importance_hidden_ = hidden;
   importance_sum_[static_cast<size_t>(layer)] += sum;
   importance_count_[static_cast<size_t>(layer)] += tokens;
+}
+
+void CalibrationStats::merge(const CalibrationStats& other) {
+  KASCADE_CHECK(num_layers_ == other.num_layers_ && num_kv_heads_ == other.num_kv_heads_ && k_cal_ == other.k_cal_ &&
+                    tile_ == other.tile_,
+                "CalibrationStats::merge: shapes differ (layers " << num_layers_ << " vs " << other.num_layers_
+                                                                  << ", kv heads " << num_kv_heads_ << " vs "
+                                                                  << other.num_kv_heads_ << ", k_cal " << k_cal_
+                                                                  << " vs " << other.k_cal_ << ", tile " << tile_
+                                                                  << " vs " << other.tile_ << ")");
+  KASCADE_CHECK(!prompt_open_ && !other.prompt_open_, "CalibrationStats::merge: both accumulators must have no open prompt");
+  KASCADE_CHECK(importance_hidden_ == 0 || other.importance_hidden_ == 0 || importance_hidden_ == other.importance_hidden_,
+                "CalibrationStats::merge: importance hidden sizes differ (" << importance_hidden_ << " vs "
+                                                                            << other.importance_hidden_ << ")");
+  auto add_into = [](auto& into, const auto& from) {
+    for (size_t i = 0; i < into.size(); ++i) into[i] += from[i];
+  };
+  add_into(coverage_sum_, other.coverage_sum_);
+  add_into(coverage_count_, other.coverage_count_);
+  add_into(share_sum_, other.share_sum_);
+  add_into(share_count_, other.share_count_);
+  add_into(importance_sum_, other.importance_sum_);
+  add_into(importance_count_, other.importance_count_);
+  if (importance_hidden_ == 0) importance_hidden_ = other.importance_hidden_;
+  prompts_done_ += other.prompts_done_;
+  counted_tiles_ += other.counted_tiles_;
+  skipped_trivial_tiles_ += other.skipped_trivial_tiles_;
+  skipped_zero_mass_tiles_ += other.skipped_zero_mass_tiles_;
 }
 
 int64_t CalibrationStats::importance_tokens(int layer) const {

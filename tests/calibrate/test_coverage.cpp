@@ -400,3 +400,38 @@ TEST(CoverageErrors, Construction) {
   EXPECT_KASCADE_ERROR(c.at(1, 0, 0, 0), "need 0 <= l1 <= l2 < 2");
   EXPECT_KASCADE_ERROR(c.at(0, 1, 2, 0), "kv heads (2, 0) out of range");
 }
+
+TEST(Coverage, MergedAccumulatorsEqualOne) {
+  const int L = 3, H = 2, k_cal = 3, tile = 4;
+  std::mt19937 rng(4242);
+  std::vector<PromptData> prompts;
+  for (int64_t n : {9, 17, 30, 44, 5, 61}) prompts.push_back(random_prompt(rng, L, H, tile, n));
+  CalibrationStats all(L, H, k_cal, tile), first(L, H, k_cal, tile), second(L, H, k_cal, tile);
+  const float x[3] = {1.0f, 2.0f, 0.5f}, attn[3] = {0.5f, -1.0f, 2.0f};
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    feed(all, prompts[p], prompts[p].tiles);
+    feed(p < 2 ? first : second, prompts[p], 2);
+    for (int l = 0; l < L; ++l) {
+      all.add_importance(l, x, attn, 1, 3);
+      (p < 2 ? first : second).add_importance(l, x, attn, 1, 3);
+    }
+  }
+  first.merge(second);
+  EXPECT_EQ(first.prompts(), all.prompts());
+  EXPECT_EQ(first.counted_tiles(), all.counted_tiles());
+  EXPECT_EQ(first.skipped_trivial_tiles(), all.skipped_trivial_tiles());
+  EXPECT_EQ(first.importance_tokens(1), all.importance_tokens(1));
+  const CoverageMatrix merged = first.coverage(), single = all.coverage();
+  for (int l2 = 0; l2 < L; ++l2)
+    for (int l1 = 0; l1 <= l2; ++l1)
+      for (int g1 = 0; g1 < H; ++g1)
+        for (int g2 = 0; g2 < H; ++g2) EXPECT_NEAR(merged.at(l1, l2, g1, g2), single.at(l1, l2, g1, g2), 1e-12);
+  for (int l = 0; l < L; ++l) {
+    EXPECT_NEAR(first.importance()[static_cast<size_t>(l)], all.importance()[static_cast<size_t>(l)], 1e-12);
+    EXPECT_NEAR(first.topk_mass_share()[static_cast<size_t>(l)], all.topk_mass_share()[static_cast<size_t>(l)], 1e-12);
+  }
+  EXPECT_KASCADE_ERROR(first.merge(CalibrationStats(L, H, k_cal + 1, tile)), "shapes differ");
+  CalibrationStats open(L, H, k_cal, tile);
+  open.begin_prompt(1, 4);
+  EXPECT_KASCADE_ERROR(first.merge(open), "no open prompt");
+}
