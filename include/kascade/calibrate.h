@@ -19,8 +19,13 @@
 //   kascade::LayerScores S = kascade::layer_scores(C, stats.importance());
 //   std::vector<kascade::AnchorChoice> best = kascade::choose_anchors_range(S, 3, 8);
 //   kascade::HeadMap map = kascade::choose_head_map(C, best.back().anchors);
+// or all of it at once, then the plan:
+//   kascade::CalibrationReport report = kascade::make_report(stats, 3, 8, /*chosen_m=*/5);
+//   kascade::save_plan("plan.json", kascade::make_plan(report, {"smollm2-135m", 30, 9, 3, 64}));
 //
-// docs/calibration.md gives the math, the handling of uninformative tiles and the memory bound.
+// A tile counts towards the coverage only when its selection is a real choice (its prefix
+// b > k_cal) and it has attention mass. docs/calibration.md gives the math, these rules, the
+// streaming design and the memory bound.
 #pragma once
 
 #include <cstdint>
