@@ -58,3 +58,11 @@ if(Python3_Interpreter_FOUND)
 else()
   message(WARNING "kascade: no Python 3 interpreter; the NumPy oracle comparison (reference_numpy_oracle) is not registered")
 endif()
+
+# ---- kascade demo --------------------------------------------------------------------------------
+kascade_cli_test(NAME cli_demo_small EXIT 0
+  MATCH "layer +role.*\n +0 +layer0 +256 \\(100\\.0%\\).*\n +1 +anchor +128 \\(50\\.0%\\).*\n +2 +reuse +128.*worst output error"
+  ARGS demo --layers 3 --context 256)
+kascade_cli_test(NAME cli_demo_unknown_option EXIT 1 MATCH "unknown option '--bogus'" ARGS demo --bogus)
+kascade_cli_test(NAME cli_demo_bad_layers EXIT 1 MATCH "--layers: expected 2..64, got 1" ARGS demo --layers 1)
+kascade_cli_test(NAME cli_demo_missing_plan EXIT 1 MATCH "no-such-plan.json" ARGS demo --plan no-such-plan.json)
