@@ -5,6 +5,7 @@
 #   tools/run_fuzz.sh [SECONDS] [TARGET...]     # default: 30 seconds, every target
 #
 # Build directory: build-fuzz (override with KASCADE_FUZZ_BUILD); parallel jobs: KASCADE_JOBS (2).
+# A dictionary fuzz/<name>.dict is used when present.
 # Inputs the fuzzer finds go to BUILD/corpus/<name>/ (fuzz/corpus/<name>/ is read as seeds and
 # never written); crashes go to BUILD/artifacts/<name>/. After fixing a crash, copy its input
 # into fuzz/corpus/<name>/ so that the ctest test fuzz_replay_<name> keeps it fixed.
@@ -39,9 +40,11 @@ for target in "${targets[@]}"; do
   mkdir -p "$corpus" "$artifacts"
   seeds=()
   [[ -d "$root/fuzz/corpus/$name" ]] && seeds=("$root/fuzz/corpus/$name")
+  options=(-max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="$artifacts/")
+  # An optional dictionary of the format's tokens: fuzz/<name>.dict.
+  [[ -f "$root/fuzz/$name.dict" ]] && options+=(-dict="$root/fuzz/$name.dict")
   echo "== $target: ${seconds}s"
-  if ! "$build/fuzz/$target" -max_total_time="$seconds" -print_final_stats=1 \
-      -artifact_prefix="$artifacts/" "$corpus" "${seeds[@]}"; then
+  if ! "$build/fuzz/$target" "${options[@]}" "$corpus" "${seeds[@]}"; then
     failed+=("$target")
   fi
 done
