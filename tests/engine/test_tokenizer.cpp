@@ -8,8 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "kascade/engine/gguf.h"
-#include "kascade/engine/model_path.h"
+#include "engine_test_model.h"
 #include "kascade/engine/tokenizer.h"
 #include "kascade/error.h"
 
@@ -18,11 +17,7 @@ using kascade::engine::Tokenizer;
 
 namespace {
 
-const Tokenizer& smollm2() {
-  static const GgufFile gguf = GgufFile::open(kascade::engine::resolve_model_path("default"));
-  static const Tokenizer tok = Tokenizer::from_gguf(gguf);
-  return tok;
-}
+const Tokenizer& smollm2() { return kascade::engine::test::default_tokenizer(); }
 
 nlohmann::json fixture() {
   std::ifstream f(std::string(KASCADE_TEST_DATA) + "/engine/tokenizer_ids.json");
