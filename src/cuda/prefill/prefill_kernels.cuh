@@ -91,14 +91,6 @@ struct SwizzledTile {
   }
 };
 
-// Element offset of key `pos` of kv head `h` of sequence b in the K (or V) pool.
-__device__ __forceinline__ int64_t kv_offset(const KvView& kv, int b, int pos, int h) {
-  uint32_t page_in_seq, slot;
-  kv.page_size.divmod(static_cast<uint32_t>(pos), page_in_seq, slot);
-  const int page = kv.page_indices[kv.page_indptr[b] + page_in_seq];
-  return page * kv.page_stride + static_cast<int64_t>(slot) * kv.token_stride + h * kv.head_stride;
-}
-
 // The keys a CTA reads, in virtual order: list[0..list_count) then range_begin..range_end-1.
 struct KeySource {
   const int32_t* list;
@@ -111,23 +103,63 @@ struct KeySource {
   }
 };
 
-// Issues cp.async for kBlockKeys rows of K or V (virtual keys v0..v0+63 of `keys`) into `dst`.
-template <int D, typename T>
-__device__ __forceinline__ void load_kv_block(T* dst, const T* pool, const KvView& kv, const KeySource& keys,
-                                              int v0, int b, int kv_head) {
-  constexpr int kChunks = D / kChunkElems;
-  constexpr int kRowsPerPass = kThreads / kChunks;
-  const int chunk = threadIdx.x % kChunks;
-  const int n = keys.size();
+// Address pipeline of the K/V rows one thread copies. A key's address needs up to two dependent
+// global loads (its position from the selection list, then its page id), whose latency would stall
+// the copy issue of every block. So the stages run ahead of the copies: positions of block i+2
+// and page ids of block i+1 are loaded while block i is computed, and used one iteration later.
+// Each thread copies chunk (tid % kChunks) of rows tid / kChunks + j * kRowsPerPass.
+template <int D>
+struct KeyRowPipeline {
+  static constexpr int kChunks = D / kChunkElems;
+  static constexpr int kRowsPerPass = kThreads / kChunks;
+  static constexpr int kRows = kBlockKeys / kRowsPerPass;
+  static_assert(kBlockKeys % kRowsPerPass == 0, "block rows must split evenly over the threads");
+
+  int position_ahead[kRows];  // positions of the block after next (-1: past the keys)
+  int page_next[kRows];       // page ids of the next block
+  int slot_next[kRows];       // slots in the page of the next block (-1: zero-fill)
+
+  __device__ __forceinline__ void fetch_positions(const KeySource& keys, int v0) {
+    const int n = keys.size();
 #pragma unroll
-  for (int r = threadIdx.x / kChunks; r < kBlockKeys; r += kRowsPerPass) {
-    const int v = v0 + r;
-    const bool valid = v < n;
-    const T* src = pool;  // any valid address when zero-filling
-    if (valid) src = pool + kv_offset(kv, b, keys.position(v), kv_head) + chunk * kChunkElems;
-    cp_async_16(dst + SwizzledTile<D>::offset(r, chunk), src, valid);
+    for (int j = 0; j < kRows; ++j) {
+      const int v = v0 + static_cast<int>(threadIdx.x) / kChunks + j * kRowsPerPass;
+      position_ahead[j] = v < n ? keys.position(v) : -1;
+    }
   }
-}
+  // Page ids of the block whose positions were fetched last (their loads are issued here, used later).
+  __device__ __forceinline__ void fetch_pages(const KvView& kv, const int32_t* seq_pages) {
+#pragma unroll
+    for (int j = 0; j < kRows; ++j) {
+      const int pos = position_ahead[j];
+      uint32_t page_in_seq = 0, slot = 0;
+      if (pos >= 0) kv.page_size.divmod(static_cast<uint32_t>(pos), page_in_seq, slot);
+      page_next[j] = pos >= 0 ? __ldg(seq_pages + page_in_seq) : 0;
+      slot_next[j] = pos >= 0 ? static_cast<int>(slot) : -1;
+    }
+  }
+  // cp.async of the next block's rows from `pool` (K or V) into the swizzled tile `dst`.
+  template <typename T>
+  __device__ __forceinline__ void issue(T* dst, const T* pool, const KvView& kv, int kv_head) const {
+    const int chunk = threadIdx.x % kChunks;
+#pragma unroll
+    for (int j = 0; j < kRows; ++j) {
+      const int r = static_cast<int>(threadIdx.x) / kChunks + j * kRowsPerPass;
+      const bool valid = slot_next[j] >= 0;
+      const T* src = pool;  // any valid address when zero-filling
+      if (valid)
+        src = pool + static_cast<int64_t>(page_next[j]) * kv.page_stride +
+              static_cast<int64_t>(slot_next[j]) * kv.token_stride + static_cast<int64_t>(kv_head) * kv.head_stride +
+              chunk * kChunkElems;
+      cp_async_16(dst + SwizzledTile<D>::offset(r, chunk), src, valid);
+    }
+  }
+  // Prologue: positions and pages of block 0 resolved (stalls once), block 1's positions in flight.
+  __device__ __forceinline__ void start(const KeySource& keys, const KvView& kv, const int32_t* seq_pages) {
+    fetch_positions(keys, 0);
+    fetch_pages(kv, seq_pages);
+  }
+};
 
 // Issues cp.async for the CTA's query rows: row r = (position first_pos_local + r / group,
 // head first_head + r % group); rows at or past valid_rows are zero-filled.
@@ -229,9 +261,15 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
   const T* vpool = static_cast<const T*>(p.kv.v);
   const int valid_rows = num_pos * p.group;
   load_q_rows<D>(q_smem, q, g.q_begin + first_local, p.num_q_heads, kv_head * p.group, p.group, valid_rows);
-  load_kv_block<D>(k_smem, kpool, p.kv, keys, 0, b, kv_head);
-  if (kOutput) load_kv_block<D>(v_smem, vpool, p.kv, keys, 0, b, kv_head);
+  const int32_t* seq_pages = p.kv.page_indices + p.kv.page_indptr[b];
+  KeyRowPipeline<D> rows;
+  rows.start(keys, p.kv, seq_pages);
+  rows.issue(k_smem, kpool, p.kv, kv_head);
+  if (kOutput) rows.issue(v_smem, vpool, p.kv, kv_head);
   cp_async_commit();
+  rows.fetch_positions(keys, kBlockKeys);
+  rows.fetch_pages(p.kv, seq_pages);
+  rows.fetch_positions(keys, 2 * kBlockKeys);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   // This thread's two rows: warp*16 + lane/4 and +8. Rows past valid_rows get position pos_lo
@@ -253,6 +291,7 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
   float row_sum[2] = {0.f, 0.f};
 
   const int num_blocks = (num_keys + kBlockKeys - 1) / kBlockKeys;
+  const bool warp_active = warp * kRowsPerWarp < valid_rows;
   for (int it = 0; it < num_blocks; ++it) {
     cp_async_wait_all();
     __syncthreads();
@@ -260,13 +299,15 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
     const int buf = it & 1;
     if (it + 1 < num_blocks) {
       const int nbuf = buf ^ 1;
-      load_kv_block<D>(k_smem + nbuf * AttendSmem<D, T>::kTileElems, kpool, p.kv, keys, (it + 1) * kBlockKeys, b,
-                       kv_head);
-      if (kOutput)
-        load_kv_block<D>(v_smem + nbuf * AttendSmem<D, T>::kTileElems, vpool, p.kv, keys, (it + 1) * kBlockKeys,
-                         b, kv_head);
+      rows.issue(k_smem + nbuf * AttendSmem<D, T>::kTileElems, kpool, p.kv, kv_head);
+      if (kOutput) rows.issue(v_smem + nbuf * AttendSmem<D, T>::kTileElems, vpool, p.kv, kv_head);
     }
     cp_async_commit();
+    if (it + 2 < num_blocks) {
+      rows.fetch_pages(p.kv, seq_pages);
+      rows.fetch_positions(keys, (it + 3) * kBlockKeys);
+    }
+    if (!warp_active) continue;  // this warp's rows are all padding: nothing to compute
 
     float s[kBlockKeys / 8][4];
     compute_scores<D>(s, qf, k_smem + buf * AttendSmem<D, T>::kTileElems);
@@ -405,6 +446,7 @@ __global__ void __launch_bounds__(kThreads) pooled_mass_kernel(const __grid_cons
   const int head_hi = p.num_selections == 1 ? p.num_kv_heads : sel + 1;
   const int rows_per_head = tile_len * p.group;
   const KeySource keys = {nullptr, 0, key_lo, key_hi};
+  const int32_t* seq_pages = p.kv.page_indices + p.kv.page_indptr[b];
 
   for (int kv_head = head_lo; kv_head < head_hi; ++kv_head) {
     for (int row0 = 0; row0 < rows_per_head; row0 += kBlockRows) {
@@ -425,8 +467,13 @@ __global__ void __launch_bounds__(kThreads) pooled_mass_kernel(const __grid_cons
           cp_async_16(q_smem + SwizzledTile<D>::offset(r, chunk), src, valid);
         }
       }
-      load_kv_block<D>(k_smem, kpool, p.kv, keys, 0, b, kv_head);
+      KeyRowPipeline<D> rows;
+      rows.start(keys, p.kv, seq_pages);
+      rows.issue(k_smem, kpool, p.kv, kv_head);
       cp_async_commit();
+      rows.fetch_positions(keys, kBlockKeys);
+      rows.fetch_pages(p.kv, seq_pages);
+      rows.fetch_positions(keys, 2 * kBlockKeys);
 
       // LSE of this thread's two rows; rows past the tile get +inf so that their mass is 0.
       float row_lse[2];
@@ -442,30 +489,42 @@ __global__ void __launch_bounds__(kThreads) pooled_mass_kernel(const __grid_cons
       }
 
       uint32_t qf[D / 16][4];
+      const bool warp_active = warp * kRowsPerWarp < chunk_rows;
       for (int it = 0; it < num_key_blocks; ++it) {
         cp_async_wait_all();
         __syncthreads();
         if (it == 0) load_q_fragments<D>(qf, q_smem);
         const int buf = it & 1;
-        if (it + 1 < num_key_blocks)
-          load_kv_block<D>(k_smem + (buf ^ 1) * kBlockKeys * D, kpool, p.kv, keys, (it + 1) * kBlockKeys, b, kv_head);
+        if (it + 1 < num_key_blocks) rows.issue(k_smem + (buf ^ 1) * kBlockKeys * D, kpool, p.kv, kv_head);
         cp_async_commit();
+        if (it + 2 < num_key_blocks) {
+          rows.fetch_pages(p.kv, seq_pages);
+          rows.fetch_positions(keys, (it + 3) * kBlockKeys);
+        }
 
-        float s[kBlockKeys / 8][4];
-        compute_scores<D>(s, qf, k_smem + buf * kBlockKeys * D);
-        // Column sums of exp2(s2 - lse) over the warp's 16 rows.
+        if (warp_active) {
+          float s[kBlockKeys / 8][4];
+          compute_scores<D>(s, qf, k_smem + buf * kBlockKeys * D);
+          // Column sums of exp2(s2 - lse) over the warp's 16 rows.
 #pragma unroll
-        for (int j = 0; j < kBlockKeys / 8; ++j) {
-          float c0 = exp2f(s[j][0] * p.scale_log2 - row_lse[0]) + exp2f(s[j][2] * p.scale_log2 - row_lse[1]);
-          float c1 = exp2f(s[j][1] * p.scale_log2 - row_lse[0]) + exp2f(s[j][3] * p.scale_log2 - row_lse[1]);
+          for (int j = 0; j < kBlockKeys / 8; ++j) {
+            float c0 = exp2f(s[j][0] * p.scale_log2 - row_lse[0]) + exp2f(s[j][2] * p.scale_log2 - row_lse[1]);
+            float c1 = exp2f(s[j][1] * p.scale_log2 - row_lse[0]) + exp2f(s[j][3] * p.scale_log2 - row_lse[1]);
 #pragma unroll
-          for (int off = 4; off < 32; off *= 2) {
-            c0 += __shfl_xor_sync(0xffffffffu, c0, off);
-            c1 += __shfl_xor_sync(0xffffffffu, c1, off);
+            for (int off = 4; off < 32; off *= 2) {
+              c0 += __shfl_xor_sync(0xffffffffu, c0, off);
+              c1 += __shfl_xor_sync(0xffffffffu, c1, off);
+            }
+            if (lane < 4) {
+              partial[warp * kBlockKeys + j * 8 + 2 * lane] = c0;
+              partial[warp * kBlockKeys + j * 8 + 2 * lane + 1] = c1;
+            }
           }
-          if (lane < 4) {
-            partial[warp * kBlockKeys + j * 8 + 2 * lane] = c0;
-            partial[warp * kBlockKeys + j * 8 + 2 * lane + 1] = c1;
+        } else if (lane < 4) {  // padding rows only: no mass (written so the sum below stays plain)
+#pragma unroll
+          for (int j = 0; j < kBlockKeys / 8; ++j) {
+            partial[warp * kBlockKeys + j * 8 + 2 * lane] = 0.f;
+            partial[warp * kBlockKeys + j * 8 + 2 * lane + 1] = 0.f;
           }
         }
         __syncthreads();

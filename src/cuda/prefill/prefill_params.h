@@ -14,7 +14,7 @@
 
 namespace kascade::cuda::prefill {
 
-constexpr int kWarps = 4;
+constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kRowsPerWarp = 16;                     // one m16 MMA row block per warp
 constexpr int kBlockRows = kWarps * kRowsPerWarp;    // query rows per CTA
