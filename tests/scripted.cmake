@@ -66,3 +66,26 @@ kascade_cli_test(NAME cli_demo_small EXIT 0
 kascade_cli_test(NAME cli_demo_unknown_option EXIT 1 MATCH "unknown option '--bogus'" ARGS demo --bogus)
 kascade_cli_test(NAME cli_demo_bad_layers EXIT 1 MATCH "--layers: expected 2..64, got 1" ARGS demo --layers 1)
 kascade_cli_test(NAME cli_demo_missing_plan EXIT 1 MATCH "no-such-plan.json" ARGS demo --plan no-such-plan.json)
+
+# ---- kascade generate ----------------------------------------------------------------------------
+kascade_cli_test(NAME cli_generate_chat_default_model EXIT 0
+  MATCH "Paris.*prefill: [0-9]+ tokens.*tokens/s \\| decode: .*keys read by attention: 100\\.0% \\| peak RSS: [0-9]+ MiB"
+  ARGS generate --model default --chat --prompt "What is the capital of France?" --max-tokens 24)
+kascade_cli_test(NAME cli_generate_cuda_not_yet EXIT 1 MATCH "backend 'cuda'.*not yet supported"
+  ARGS generate --backend cuda --prompt hi)
+kascade_cli_test(NAME cli_generate_needs_one_prompt EXIT 1 MATCH "exactly one of --prompt and --prompt-file"
+  ARGS generate --model default)
+kascade_cli_test(NAME cli_generate_unknown_option EXIT 1 MATCH "unknown option '--frobnicate'"
+  ARGS generate --prompt hi --frobnicate)
+kascade_cli_test(NAME cli_generate_missing_model EXIT 1 MATCH "model file 'no/such.gguf' does not exist"
+  ARGS generate --model no/such.gguf --prompt hi)
+kascade_cli_test(NAME cli_generate_bad_top_p EXIT 1 MATCH "top_p must be in .0, 1. "
+  ARGS generate --prompt hi --temperature 0.5 --top-p 0)
+kascade_cli_test(NAME cli_generate_plan_shape_mismatch EXIT 1 MATCH "plan"
+  ARGS generate --model default --prompt hi --plan tests/data/plans/tiny-fixed-budget.json)
+kascade_cli_test(NAME cli_generate_not_a_gguf EXIT 1 MATCH "not a GGUF file"
+  ARGS generate --model tests/data/engine/golden_prompts.json --prompt hi)
+kascade_cli_test(NAME cli_generate_with_plan EXIT 0
+  MATCH "Paris.*attention: kascade plan tests/data/plans/smollm2-135m.json.*keys read by attention: [0-9.]+%"
+  ARGS generate --model default --chat --prompt "What is the capital of France?" --max-tokens 24
+       --plan tests/data/plans/smollm2-135m.json)
