@@ -72,11 +72,11 @@ GenerateArgs parse_args(const Args& args) {
       a.threads = parse_int(v, "--threads");
       KASCADE_CHECK(a.threads >= 0, "--threads must be >= 0, got " << a.threads);
     } else {
-      KASCADE_FAIL("unknown option '" << r.peek() << "'\n" << kUsage);
+      KASCADE_FAIL("unknown option '" << r.peek() << "' (see kascade generate --help)");
     }
   }
   KASCADE_CHECK(a.prompt.has_value() != a.prompt_file.has_value(),
-                "give exactly one of --prompt and --prompt-file\n" << kUsage);
+                "give exactly one of --prompt and --prompt-file (see kascade generate --help)");
   KASCADE_CHECK(a.backend == "cpu" || a.backend == "cuda", "--backend must be cpu or cuda, got '" << a.backend << "'");
   engine::Sampler check(a.sampling);  // validates temperature and top-p before any work
   (void)check;
