@@ -7,11 +7,12 @@
 // non-negative decimal integers. Anything else is an error naming the byte offset.
 #include "kascade/npy.h"
 
+#include "file_io.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <sstream>
 
@@ -305,11 +306,8 @@ NpyArray parse_npy(const uint8_t* data, size_t size, const std::string& name) {
 }
 
 NpyArray read_npy(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  KASCADE_CHECK(in.is_open(), path << ": cannot open (" << std::strerror(errno) << ")");
-  std::vector<uint8_t> buffer((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  KASCADE_CHECK(!in.bad(), path << ": read error");
-  return parse_npy(buffer.data(), buffer.size(), path);
+  const std::vector<uint8_t> bytes = detail::read_file(path, SIZE_MAX - 1);
+  return parse_npy(bytes.data(), bytes.size(), path);
 }
 
 std::vector<uint8_t> encode_npy(DType dtype, const std::vector<int64_t>& shape, const void* data) {
@@ -352,21 +350,7 @@ void write_npy(const std::string& path, DType dtype, const std::vector<int64_t>&
   } catch (const Error& e) {
     KASCADE_FAIL(path << ": " << e.what());
   }
-  const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  KASCADE_CHECK(f != nullptr, tmp << ": cannot create (" << std::strerror(errno) << ")");
-  const bool written = std::fwrite(encoded.data(), 1, encoded.size(), f) == encoded.size();
-  const int write_errno = errno;
-  const bool closed = std::fclose(f) == 0;
-  if (!written || !closed) {
-    std::remove(tmp.c_str());
-    KASCADE_FAIL(tmp << ": write failed (" << std::strerror(written ? errno : write_errno) << ")");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int rename_errno = errno;
-    std::remove(tmp.c_str());
-    KASCADE_FAIL(path << ": cannot rename " << tmp << " into place (" << std::strerror(rename_errno) << ")");
-  }
+  detail::write_file_atomically(path, encoded.data(), encoded.size());
 }
 
 }  // namespace kascade

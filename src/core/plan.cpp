@@ -6,11 +6,12 @@
 // JSON path, so a plan built in code and a plan read from a file fail with the same message.
 #include "kascade/plan.h"
 
+#include "file_io.h"
+
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -435,16 +436,8 @@ Plan parse_plan(const std::string& text, const std::string& name) {
 }
 
 Plan load_plan(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  KASCADE_CHECK(in.is_open(), path << ": cannot open (" << std::strerror(errno) << ")");
-  std::string text;
-  char buffer[1 << 16];
-  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
-    text.append(buffer, static_cast<size_t>(in.gcount()));
-    KASCADE_CHECK(text.size() <= kMaxPlanBytes, path << ": larger than " << kMaxPlanBytes << " bytes: not a plan");
-  }
-  KASCADE_CHECK(!in.bad(), path << ": read error");
-  return parse_plan(text, path);
+  const std::vector<uint8_t> bytes = detail::read_file(path, kMaxPlanBytes);
+  return parse_plan(std::string(bytes.begin(), bytes.end()), path);
 }
 
 std::string to_json(const Plan& plan) {
@@ -499,20 +492,7 @@ void save_plan(const std::string& path, const Plan& plan) {
   } catch (const Error& e) {
     KASCADE_FAIL(path << ": not saved: " << e.what());
   }
-  const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  KASCADE_CHECK(f != nullptr, tmp << ": cannot create (" << std::strerror(errno) << ")");
-  const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  const bool closed = std::fclose(f) == 0;
-  if (!written || !closed) {
-    std::remove(tmp.c_str());
-    KASCADE_FAIL(tmp << ": write failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int rename_errno = errno;
-    std::remove(tmp.c_str());
-    KASCADE_FAIL(path << ": cannot rename " << tmp << " into place (" << std::strerror(rename_errno) << ")");
-  }
+  detail::write_file_atomically(path, text.data(), text.size());
 }
 
 Plan make_uniform_plan(const std::string& model_name, int layers, int hq, int hkv, int head_dim,

@@ -171,6 +171,17 @@ TEST(NpyRead, MissingFileNamesThePath) {
   }
 }
 
+TEST(NpyRead, DirectoryIsNotAFile) {
+  try {
+    read_npy(std::string(KASCADE_TEST_DATA) + "/npy");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/npy: is a directory"), std::string::npos) << e.what();
+  }
+}
+
+TEST(NpyRead, NullBufferIsAnError) { EXPECT_THROW(parse_npy(nullptr, 16, "x.npy"), Error); }
+
 TEST(NpyRead, TypedAccessChecksTheElementType) {
   NpyArray a = read_npy(fixture("f4_2x3.npy"));
   EXPECT_THROW(a.data<int32_t>(), Error);

@@ -147,6 +147,25 @@ TEST(Plan, SaveAndLoad) {
   EXPECT_THROW(load_plan(dir.file("missing.json")), Error);
 }
 
+TEST(Plan, LoadRejectsDirectoriesAndHugeFiles) {
+  TempDir dir;
+  try {
+    load_plan(dir.file(""));
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is a directory"), std::string::npos) << e.what();
+  }
+  const std::string huge = dir.file("huge.json");
+  std::ofstream(huge) << "{}";
+  fs::resize_file(huge, (16u << 20) + 1);  // sparse: cheap to make, one byte over the cap
+  try {
+    load_plan(huge);
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("huge.json: larger than 16777216 bytes"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Plan, RolesAnchorsAndHeadMap) {
   const Plan p = parse_plan(base_plan_json().dump(), "base");
   EXPECT_EQ(p.role_of(0), Role::Dense);
@@ -256,6 +275,7 @@ TEST(PlanMalformed, EachRuleNamesItsField) {
       {"layers int64", [](Json& j) { j["model"]["layers"] = int64_t{1} << 40; }, "model.layers: 1099511627776 does not fit"},
       {"layers uint64", [](Json& j) { j["model"]["layers"] = uint64_t{1} << 63; }, "model.layers: 9223372036854775808 does not fit in a 32-bit integer"},
       {"hq zero", [](Json& j) { j["model"]["hq"] = 0; }, "model.hq: 0 is out of range"},
+      {"hq huge", [](Json& j) { j["model"]["hq"] = 8192; }, "model.hq: 8192 is out of range [1, 4096]"},
       {"hkv zero", [](Json& j) { j["model"]["hkv"] = 0; }, "model.hkv: 0 is out of range [1, 4]"},
       {"hkv above hq", [](Json& j) { j["model"]["hkv"] = 8; }, "model.hkv: 8 is out of range [1, 4]"},
       {"hq not multiple", [](Json& j) { j["model"]["hkv"] = 3; }, "model.hq: 4 is not a multiple of hkv = 3"},
