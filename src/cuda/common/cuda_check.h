@@ -10,6 +10,13 @@
 
 #include "kascade/error.h"
 
+namespace kascade::cuda {
+// Throws kascade::Error for a failed CUDA call named `what` (for checks outside the macro).
+[[noreturn]] inline void throw_cuda_error(const char* what, cudaError_t status) {
+  KASCADE_FAIL(what << " failed: " << cudaGetErrorName(status) << " (" << cudaGetErrorString(status) << ")");
+}
+}  // namespace kascade::cuda
+
 #define KASCADE_CUDA_CHECK(call)                                                              \
   do {                                                                                        \
     const cudaError_t kascade_cuda_status_ = (call);                                          \

@@ -170,11 +170,7 @@ void run_split_pass(const CallContext& c, const cuda::DecodeSplitParams& p) {
   dispatch_type_and_dim(c.shape.dtype, c.shape.head_dim, [&](auto type_tag, auto dim_tag) {
     using T = decltype(type_tag);
     constexpr int kDim = decltype(dim_tag)::value;
-    if (p.group <= 4) {
-      cuda::launch_decode_split<T, kDim, 4, Role>(p, grid, c.stream);
-    } else {
-      cuda::launch_decode_split<T, kDim, 8, Role>(p, grid, c.stream);
-    }
+    cuda::launch_decode_split<T, kDim, Role>(p, grid, c.stream);
   });
   KASCADE_CUDA_CHECK(cudaGetLastError());
 }

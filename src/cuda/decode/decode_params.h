@@ -15,7 +15,7 @@
 namespace kascade::cuda {
 
 constexpr int kDecodeThreads = 128;  // 4 warps per (split, kv head, sequence) block
-constexpr int kMaxGroupCap = 8;      // largest GQA group a decode kernel is instantiated for
+constexpr int kMaxGroupCap = 8;      // largest GQA group: heads fill rows 0..7 of the 16-row MMA tile
 constexpr int kMaxDecodeSplits = 256;
 
 // What one split pass computes. Roles are policies of the single split kernel template.
@@ -96,7 +96,7 @@ struct PooledTopkParams {
 };
 
 // Host launchers (explicitly instantiated per storage type and head dim; see instantiations/).
-template <typename T, int kHeadDim, int kGroupCap, typename Role>
+template <typename T, int kHeadDim, typename Role>
 void launch_decode_split(const DecodeSplitParams& params, dim3 grid, cudaStream_t stream);
 
 template <typename T>

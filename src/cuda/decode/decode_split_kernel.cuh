@@ -1,63 +1,76 @@
-// src/cuda/decode/decode_split_kernel.cuh — one split of split-KV flash-decoding, for every role.
+// src/cuda/decode/decode_split_kernel.cuh — one split of split-KV flash-decoding, for every role,
+// on tensor cores.
 //
-// A block owns (split, kv head, sequence) and computes, for all G query heads of the group at once
-// (each K/V row is read once for the whole group), the online-softmax statistics and, when the role
-// reads values, the unnormalised output of its share of the keys. decode_combine merges the splits.
+// A block owns (split, kv head, sequence); its 4 warps take tiles of 16 keys in turn. The G query
+// heads of the group are the M dimension of mma.m16n8k16 (rows G..15 are zero), so each K/V row is
+// read once for the whole group and the arithmetic costs a few MMAs per tile instead of thousands
+// of scalar FMAs and shuffles (the scalar version of this kernel was issue-bound at ~2 TB/s).
 //
-// Work layout (memory-bound: the goal is 16-byte loads with several rows in flight per thread):
-//   a row of D elements is read by D/8 lanes, 8 elements (16 bytes) each; a warp covers
-//   32/(D/8) rows side by side ("row slots") and kUnroll such groups per step, all loads of a step
-//   issued before the first use. Dot products are reduced across the row's lanes with xor shuffles,
-//   so every lane of a row slot holds the full logits and keeps identical softmax statistics.
-// Key sources: positions 0..n-1 (dense roles) or the entries of a selection (SparseSplit), always
-// translated through the page table, so contiguous caches are the one-page case.
+// Data path, per warp and tile (memory-bound: the goal is every byte once, many bytes in flight):
+//   cp.async (16 B, zero-fill past the end) of the tile's K and V rows into a warp-private
+//   kStages-deep ring in shared memory, each lane copying exactly the 16-byte chunks it will itself
+//   read back (no block barriers in the main loop). Row addresses go through the page table once per
+//   tile (lanes 0..15 translate one key each and broadcast by shuffle).
+//   S = Q K^T: lane (g, t) supplies key g's elements {32c + 8t .. 32c + 8t + 7 : c} as B fragments.
+//   The head dimension is thus permuted, identically for Q (loaded the same way), which leaves the
+//   dot products unchanged and makes every fragment register a plain 16-byte load's word.
+//   Online softmax in the log2 domain on the fp32 accumulators (scale applied in fp32, exact q).
+//   O += P V: P is re-packed from the S accumulators (the C layout of two n-tiles is the A layout);
+//   V fragments pair two keys' values at one d with a byte permute; output column (n-tile j, n) is
+//   d = 64 (j / 8) + 8 n + j % 8, undone when the block merges its warps.
+// Roles are policies (decode_params.h): values or not, logits written or not, keys 0..n-1 or a
+// selection's entries.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cmath>
 
+#include "../common/cuda_check.h"
 #include "../common/device_math.cuh"
+#include "../common/mma_sm80.cuh"
 #include "decode_params.h"
 
 namespace kascade::cuda {
 
-// Merges statistics and accumulators (m, l, acc) of two disjoint key sets into the first.
-template <int kGroupCap, int kElems>
-__device__ __forceinline__ void merge_softmax_state(float (&m)[kGroupCap], float (&l)[kGroupCap],
-                                                    float (&acc)[kGroupCap][kElems], int h, float m_other,
-                                                    float l_other, const float (&acc_other)[kElems]) {
-  const float m_new = fmaxf(m[h], m_other);
-  if (m_new == -INFINITY) return;  // both sides empty
-  const float scale_self = exp2f(m[h] - m_new);
-  const float scale_other = exp2f(m_other - m_new);
-  l[h] = l[h] * scale_self + l_other * scale_other;
-#pragma unroll
-  for (int e = 0; e < kElems; ++e) acc[h][e] = acc[h][e] * scale_self + acc_other[e] * scale_other;
-  m[h] = m_new;
-}
+constexpr int kTileKeys = 16;  // keys per warp tile: the k extent of the P V product
+constexpr int kDecodeStages = 3;
 
-template <typename T, int kHeadDim, int kGroupCap, typename Role>
-__global__ void __launch_bounds__(kDecodeThreads)
+template <int kHeadDim, typename Role>
+struct SplitTileShape {
+  static constexpr int kWarps = kDecodeThreads / kWarpSize;
+  static constexpr int kKChunks = kHeadDim / 32;  // 16-byte chunks of one key a lane reads for S
+  static constexpr int kVChunks = kHeadDim / 64;  // 16-byte chunks of one key a lane reads for O
+  static constexpr int kKSteps = kHeadDim / 16;   // mma k steps of S = Q K^T
+  static constexpr int kNTiles = kHeadDim / 8;    // mma n tiles of O
+  // Per lane and stage: 2 keys x kKChunks for K, 4 keys x kVChunks for V (16-byte slots).
+  static constexpr int kKSlots = 2 * kKChunks;
+  static constexpr int kVSlots = Role::kReadsValues ? 4 * kVChunks : 0;
+  static constexpr int kSlotsPerStage = kKSlots + kVSlots;
+  static constexpr size_t kPipelineBytes = size_t{16} * kSlotsPerStage * kDecodeStages * kWarpSize * kWarps;
+  static constexpr size_t kMergeBytes = sizeof(float) * kWarps * kMaxGroupCap * (kHeadDim + 2);
+  static constexpr size_t kSmemBytes = kPipelineBytes > kMergeBytes ? kPipelineBytes : kMergeBytes;
+  static_assert(kHeadDim == 64 || kHeadDim == 128, "head dim must be 64 or 128");
+};
+
+// Byte permute selectors that pair the low (or high) halves of two words: {x.lo, y.lo} / {x.hi, y.hi}.
+constexpr uint32_t kPairLowHalves = 0x5410;
+constexpr uint32_t kPairHighHalves = 0x7632;
+
+template <typename T, int kHeadDim, typename Role>
+__global__ void __launch_bounds__(kDecodeThreads, 2)
     decode_split_kernel(const __grid_constant__ DecodeSplitParams p) {
-  constexpr int kElems = 8;                              // one 16-byte vector per lane
-  constexpr int kLanesPerRow = kHeadDim / kElems;        // 16 (D=128) or 8 (D=64)
-  constexpr int kRowSlots = kWarpSize / kLanesPerRow;    // rows a warp reads side by side
-  constexpr int kWarps = kDecodeThreads / kWarpSize;
-  constexpr int kUnroll = 4;                             // row groups in flight per step
-  constexpr int kRowsPerWarpStep = kRowSlots * kWarps;   // distance between a warp's unrolled rows
-  constexpr int kRowsPerBlockStep = kRowsPerWarpStep * kUnroll;
-  constexpr int kAccElems = Role::kReadsValues ? kElems : 1;
-  static_assert(kHeadDim % (kElems * 4) == 0 && kLanesPerRow <= kWarpSize, "head dim must be 64 or 128");
-  static_assert(kGroupCap <= kLanesPerRow, "a row's lanes write the group's logits, one head each");
+  using Shape = SplitTileShape<kHeadDim, Role>;
+  using Mma = Mma16816<T>;
+  extern __shared__ __align__(16) unsigned char smem[];
 
   const int split = blockIdx.x;
   const int kv_head = blockIdx.y;
   const int b = blockIdx.z;
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
-  const int row_slot = lane / kLanesPerRow;
-  const int lane_in_row = lane % kLanesPerRow;
+  const int g = lane / 4;  // mma row (query head) and B column (key of an n-tile)
+  const int t = lane % 4;
   const int group = p.group;
   const int first_q_head = kv_head * group;
 
@@ -70,215 +83,225 @@ __global__ void __launch_bounds__(kDecodeThreads)
     num_keys = min(p.sel_counts[b * p.num_sets + set], p.sel_kmax);
   }
   const int chunk = (num_keys + p.num_splits - 1) / p.num_splits;
-  const int begin = split * chunk;
+  const int begin = min(num_keys, split * chunk);
   const int end = min(num_keys, begin + chunk);
+  const int num_tiles = (end - begin + kTileKeys - 1) / kTileKeys;
+  const int my_tiles = warp < num_tiles ? (num_tiles - warp + Shape::kWarps - 1) / Shape::kWarps : 0;
 
-  // Query fragment of every head of the group, pre-scaled into the log2 domain.
-  float q[kGroupCap][kElems];
+  // Q as A fragments (rows = heads of the group; rows >= G and g + 8 are zero).
+  uint32_t q_frag[Shape::kKSteps][2];
+  {
+    uint32_t words[Shape::kKChunks * 4] = {};
+    if (g < group) {
+      const T* q_row = static_cast<const T*>(p.q) + (static_cast<int64_t>(b) * p.num_q_heads + first_q_head + g) * kHeadDim;
 #pragma unroll
-  for (int h = 0; h < kGroupCap; ++h) {
-    if (h < group) {
-      const T* q_row = static_cast<const T*>(p.q) +
-                       (static_cast<int64_t>(b) * p.num_q_heads + first_q_head + h) * kHeadDim;
-      widen8<T>(*reinterpret_cast<const uint4*>(q_row + lane_in_row * kElems), q[h]);
-#pragma unroll
-      for (int e = 0; e < kElems; ++e) q[h][e] *= p.scale_log2;
-    } else {
-#pragma unroll
-      for (int e = 0; e < kElems; ++e) q[h][e] = 0.f;
+      for (int c = 0; c < Shape::kKChunks; ++c) {
+        const uint4 v = *reinterpret_cast<const uint4*>(q_row + c * 32 + t * 8);
+        words[4 * c] = v.x;
+        words[4 * c + 1] = v.y;
+        words[4 * c + 2] = v.z;
+        words[4 * c + 3] = v.w;
+      }
     }
-  }
-
-  float m[kGroupCap], l[kGroupCap], acc[kGroupCap][kAccElems];
 #pragma unroll
-  for (int h = 0; h < kGroupCap; ++h) {
-    m[h] = -INFINITY;
-    l[h] = 0.f;
-#pragma unroll
-    for (int e = 0; e < kAccElems; ++e) acc[h][e] = 0.f;
+    for (int s = 0; s < Shape::kKSteps; ++s) {
+      q_frag[s][0] = words[2 * s];
+      q_frag[s][1] = words[2 * s + 1];
+    }
   }
 
   const int32_t* pages = p.page_indices + p.page_indptr[b];
-  const int64_t head_offset = kv_head * p.head_stride + lane_in_row * kElems;
-  const T* k_base = static_cast<const T*>(p.k) + head_offset;
-  const T* v_base = static_cast<const T*>(p.v) + head_offset;
-  float* score_rows = nullptr;  // this lane's head row of the logits (lane_in_row < group)
-  if constexpr (Role::kWritesScores) {
-    score_rows = p.scores + (static_cast<int64_t>(b) * p.num_q_heads + first_q_head + lane_in_row) * p.score_stride;
-  }
+  const T* k_head = static_cast<const T*>(p.k) + kv_head * p.head_stride;
+  const T* v_head = static_cast<const T*>(p.v) + kv_head * p.head_stride;
+  uint4* ring = reinterpret_cast<uint4*>(smem) + static_cast<size_t>(warp) * kDecodeStages * Shape::kSlotsPerStage * kWarpSize;
 
-  // Warp-uniform loop: every lane runs the same trip count, so full-mask shuffles are safe.
-  for (int base = begin + warp * kRowSlots; base < end; base += kRowsPerBlockStep) {
-    int key[kUnroll];
-    bool valid[kUnroll];
-#pragma unroll
-    for (int j = 0; j < kUnroll; ++j) {
-      const int pos = base + j * kRowsPerWarpStep + row_slot;
-      valid[j] = pos < end;
-      if constexpr (Role::kIndexedKeys) {
-        key[j] = valid[j] ? key_list[pos] : 0;
-      } else {
-        key[j] = valid[j] ? pos : 0;
-      }
-    }
-    int64_t offset[kUnroll];
-#pragma unroll
-    for (int j = 0; j < kUnroll; ++j) {
+  // Issues the copies of this warp's i-th tile into ring stage i % kStages (always commits a group).
+  auto issue_tile = [&](int i) {
+    if (i < my_tiles) {
+      const int tile_begin = begin + (warp + i * Shape::kWarps) * kTileKeys;
+      // Lanes 0..15 translate one key each (lanes 16..31 repeat them); everyone gets them by shuffle.
+      const int pos = tile_begin + lane % kTileKeys;
+      const bool valid = pos < end;
+      int key = 0;
+      if (valid) key = Role::kIndexedKeys ? key_list[pos] : pos;
       uint32_t page_slot, in_page;
-      p.page_size.divmod(static_cast<uint32_t>(key[j]), page_slot, in_page);
-      const int64_t page = valid[j] ? pages[page_slot] : 0;
-      offset[j] = page * p.page_stride + static_cast<int64_t>(in_page) * p.token_stride;
-    }
-    uint4 k_raw[kUnroll];
-    uint4 v_raw[kUnroll];
+      p.page_size.divmod(static_cast<uint32_t>(key), page_slot, in_page);
+      const int64_t offset = valid ? pages[page_slot] * p.page_stride + static_cast<int64_t>(in_page) * p.token_stride : 0;
+      uint4* stage = ring + static_cast<size_t>(i % kDecodeStages) * Shape::kSlotsPerStage * kWarpSize;
 #pragma unroll
-    for (int j = 0; j < kUnroll; ++j) {
-      k_raw[j] = valid[j] ? load_streaming16(k_base + offset[j]) : make_uint4(0, 0, 0, 0);
+      for (int nt = 0; nt < 2; ++nt) {  // K rows of keys g and 8 + g
+        const int src = nt * 8 + g;
+        const int64_t key_offset = __shfl_sync(kFullMask, offset, src);
+        const bool key_valid = __shfl_sync(kFullMask, valid, src);
+#pragma unroll
+        for (int c = 0; c < Shape::kKChunks; ++c) {
+          cp_async16(stage + (nt * Shape::kKChunks + c) * kWarpSize + lane, k_head + key_offset + c * 32 + t * 8, key_valid);
+        }
+      }
       if constexpr (Role::kReadsValues) {
-        v_raw[j] = valid[j] ? load_streaming16(v_base + offset[j]) : make_uint4(0, 0, 0, 0);
-      }
-    }
-
-    float s[kUnroll][kGroupCap];
 #pragma unroll
-    for (int j = 0; j < kUnroll; ++j) {
-      float k_f[kElems];
-      widen8<T>(k_raw[j], k_f);
+        for (int r = 0; r < 4; ++r) {  // V rows of keys 2t, 2t + 1, 2t + 8, 2t + 9
+          const int src = 2 * t + (r & 1) + (r >> 1) * 8;
+          const int64_t key_offset = __shfl_sync(kFullMask, offset, src);
+          const bool key_valid = __shfl_sync(kFullMask, valid, src);
 #pragma unroll
-      for (int h = 0; h < kGroupCap; ++h) {
-        float dot = 0.f;
-#pragma unroll
-        for (int e = 0; e < kElems; ++e) dot = fmaf(q[h][e], k_f[e], dot);
-        s[j][h] = dot;
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < kUnroll; ++j) {
-#pragma unroll
-      for (int h = 0; h < kGroupCap; ++h) {
-        if (h < group) {
-#pragma unroll
-          for (int offset_lanes = kLanesPerRow / 2; offset_lanes > 0; offset_lanes /= 2) {
-            s[j][h] += __shfl_xor_sync(kFullMask, s[j][h], offset_lanes);
+          for (int c = 0; c < Shape::kVChunks; ++c) {
+            cp_async16(stage + (Shape::kKSlots + r * Shape::kVChunks + c) * kWarpSize + lane,
+                       v_head + key_offset + c * 64 + g * 8, key_valid);
           }
         }
-        if (!valid[j]) s[j][h] = -INFINITY;
       }
     }
+    cp_async_commit();
+  };
 
-    if constexpr (Role::kWritesScores) {
+  float m_row = -INFINITY;  // running max of row g (log2 domain), equal across the quad
+  float l_part = 0.f;       // this lane's share of the running sum of row g
+  float o[Role::kReadsValues ? Shape::kNTiles : 1][4];
 #pragma unroll
-      for (int j = 0; j < kUnroll; ++j) {
-        float mine = 0.f;
+  for (int j = 0; j < (Role::kReadsValues ? Shape::kNTiles : 1); ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  float* score_row = nullptr;
+  if constexpr (Role::kWritesScores) {
+    score_row = p.scores + (static_cast<int64_t>(b) * p.num_q_heads + first_q_head + g) * p.score_stride;
+  }
+
 #pragma unroll
-        for (int h = 0; h < kGroupCap; ++h) {
-          if (lane_in_row == h) mine = s[j][h];
+  for (int i = 0; i < kDecodeStages - 1; ++i) issue_tile(i);
+  for (int i = 0; i < my_tiles; ++i) {
+    cp_async_wait<kDecodeStages - 2>();
+    __syncwarp();
+    issue_tile(i + kDecodeStages - 1);
+    const uint4* stage = ring + static_cast<size_t>(i % kDecodeStages) * Shape::kSlotsPerStage * kWarpSize;
+    const int tile_begin = begin + (warp + i * Shape::kWarps) * kTileKeys;
+
+    // S = Q K^T for two n-tiles of 8 keys.
+    float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int c = 0; c < Shape::kKChunks; ++c) {
+        const uint4 kv = stage[(nt * Shape::kKChunks + c) * kWarpSize + lane];
+        Mma::run(s[nt], q_frag[2 * c][0], 0u, q_frag[2 * c][1], 0u, kv.x, kv.y);
+        Mma::run(s[nt], q_frag[2 * c + 1][0], 0u, q_frag[2 * c + 1][1], 0u, kv.z, kv.w);
+      }
+    }
+    // Row g's logits of keys nt * 8 + 2t + e, scaled into the log2 domain, masked past the end.
+    float x[2][2];
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int pos = tile_begin + nt * 8 + 2 * t + e;
+        x[nt][e] = pos < end ? s[nt][e] * p.scale_log2 : -INFINITY;
+        tile_max = fmaxf(tile_max, x[nt][e]);
+        if constexpr (Role::kWritesScores) {
+          if (pos < end && g < group) score_row[pos] = x[nt][e];
         }
-        if (valid[j] && lane_in_row < group) score_rows[key[j]] = mine;
       }
     }
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 1));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 2));
+    const float m_new = fmaxf(m_row, tile_max);
+    // m_new is -inf only if no key of the split has been seen yet (then every p is 0).
+    const float m_safe = m_new == -INFINITY ? 0.f : m_new;
+    const float correction = exp2f(m_row - m_safe);
+    float prob[2][2];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) prob[nt][e] = exp2f(x[nt][e] - m_safe);
+    }
+    l_part = l_part * correction + (prob[0][0] + prob[0][1]) + (prob[1][0] + prob[1][1]);
+    m_row = m_new;
 
-    float v_f[Role::kReadsValues ? kUnroll : 1][kElems];
+    if constexpr (Role::kReadsValues) {
+      const uint32_t p_lo = Mma::pack(prob[0][0], prob[0][1]);  // keys 2t, 2t + 1
+      const uint32_t p_hi = Mma::pack(prob[1][0], prob[1][1]);  // keys 2t + 8, 2t + 9
+#pragma unroll
+      for (int c = 0; c < Shape::kVChunks; ++c) {
+        const uint4 v0 = stage[(Shape::kKSlots + 0 * Shape::kVChunks + c) * kWarpSize + lane];
+        const uint4 v1 = stage[(Shape::kKSlots + 1 * Shape::kVChunks + c) * kWarpSize + lane];
+        const uint4 v2 = stage[(Shape::kKSlots + 2 * Shape::kVChunks + c) * kWarpSize + lane];
+        const uint4 v3 = stage[(Shape::kKSlots + 3 * Shape::kVChunks + c) * kWarpSize + lane];
+        const uint32_t w0[4] = {v0.x, v0.y, v0.z, v0.w};
+        const uint32_t w1[4] = {v1.x, v1.y, v1.z, v1.w};
+        const uint32_t w2[4] = {v2.x, v2.y, v2.z, v2.w};
+        const uint32_t w3[4] = {v3.x, v3.y, v3.z, v3.w};
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {  // n-tile j = 8c + e holds element e of this lane's chunk
+          const int j = c * 8 + e;
+          const uint32_t selector = (e & 1) ? kPairHighHalves : kPairLowHalves;
+          const uint32_t b0 = __byte_perm(w0[e / 2], w1[e / 2], selector);
+          const uint32_t b1 = __byte_perm(w2[e / 2], w3[e / 2], selector);
+          o[j][0] *= correction;
+          o[j][1] *= correction;
+          Mma::run(o[j], p_lo, 0u, p_hi, 0u, b0, b1);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+  // Row sums across the quad; then merge the warps through shared memory (reusing the ring).
+  l_part += __shfl_xor_sync(kFullMask, l_part, 1);
+  l_part += __shfl_xor_sync(kFullMask, l_part, 2);
+  __syncthreads();
+  float* merge_o = reinterpret_cast<float*>(smem);                                   // [warps][8][D]
+  float* merge_ml = merge_o + Shape::kWarps * kMaxGroupCap * kHeadDim;                // [warps][8][2]
+  if (g < group) {
     if constexpr (Role::kReadsValues) {
 #pragma unroll
-      for (int j = 0; j < kUnroll; ++j) widen8<T>(v_raw[j], v_f[j]);
-    }
-#pragma unroll
-    for (int h = 0; h < kGroupCap; ++h) {
-      if (h >= group) continue;
-      float step_max = s[0][h];
-#pragma unroll
-      for (int j = 1; j < kUnroll; ++j) step_max = fmaxf(step_max, s[j][h]);
-      const float m_new = fmaxf(m[h], step_max);
-      if (m_new == -INFINITY) continue;  // no valid key yet in this row slot
-      const float correction = exp2f(m[h] - m_new);
-      float prob[kUnroll];
-      float prob_sum = 0.f;
-#pragma unroll
-      for (int j = 0; j < kUnroll; ++j) {
-        prob[j] = exp2f(s[j][h] - m_new);
-        prob_sum += prob[j];
-      }
-      l[h] = l[h] * correction + prob_sum;
-      m[h] = m_new;
-      if constexpr (Role::kReadsValues) {
-#pragma unroll
-        for (int e = 0; e < kElems; ++e) {
-          float a = acc[h][e] * correction;
-#pragma unroll
-          for (int j = 0; j < kUnroll; ++j) a = fmaf(prob[j], v_f[j][e], a);
-          acc[h][e] = a;
-        }
+      for (int j = 0; j < Shape::kNTiles; ++j) {
+        const int d0 = 64 * (j / 8) + 8 * (2 * t) + j % 8;
+        float* row = merge_o + (warp * kMaxGroupCap + g) * kHeadDim;
+        row[d0] = o[j][0];
+        row[d0 + 8] = o[j][1];
       }
     }
-  }
-
-  // Merge the row slots of the warp (lanes kLanesPerRow apart hold the same dims of other rows).
-#pragma unroll
-  for (int offset_lanes = kLanesPerRow; offset_lanes < kWarpSize; offset_lanes *= 2) {
-#pragma unroll
-    for (int h = 0; h < kGroupCap; ++h) {
-      if (h >= group) continue;
-      const float m_other = __shfl_xor_sync(kFullMask, m[h], offset_lanes);
-      const float l_other = __shfl_xor_sync(kFullMask, l[h], offset_lanes);
-      float acc_other[kAccElems];
-#pragma unroll
-      for (int e = 0; e < kAccElems; ++e) acc_other[e] = __shfl_xor_sync(kFullMask, acc[h][e], offset_lanes);
-      merge_softmax_state<kGroupCap, kAccElems>(m, l, acc, h, m_other, l_other, acc_other);
-    }
-  }
-
-  // Merge the warps through shared memory; warp 0's first row slot writes the split's result.
-  __shared__ float smem_acc[kWarps][kGroupCap][kLanesPerRow][kAccElems];
-  __shared__ float2 smem_ml[kWarps][kGroupCap];
-  if (row_slot == 0) {
-#pragma unroll
-    for (int h = 0; h < kGroupCap; ++h) {
-#pragma unroll
-      for (int e = 0; e < kAccElems; ++e) smem_acc[warp][h][lane_in_row][e] = acc[h][e];
-      if (lane_in_row == 0) smem_ml[warp][h] = make_float2(m[h], l[h]);
+    if (t == 0) {
+      merge_ml[(warp * kMaxGroupCap + g) * 2] = m_row;
+      merge_ml[(warp * kMaxGroupCap + g) * 2 + 1] = l_part;
     }
   }
   __syncthreads();
-  if (warp != 0 || row_slot != 0) return;
-  for (int other = 1; other < kWarps; ++other) {
+  const int out_dims = Role::kReadsValues ? kHeadDim : 1;
+  for (int idx = threadIdx.x; idx < group * out_dims; idx += kDecodeThreads) {
+    const int h = idx / out_dims;
+    const int d = idx % out_dims;
+    float m_max = -INFINITY;
 #pragma unroll
-    for (int h = 0; h < kGroupCap; ++h) {
-      if (h >= group) continue;
-      const float2 ml = smem_ml[other][h];
-      float acc_other[kAccElems];
+    for (int w = 0; w < Shape::kWarps; ++w) m_max = fmaxf(m_max, merge_ml[(w * kMaxGroupCap + h) * 2]);
+    const float m_safe = m_max == -INFINITY ? 0.f : m_max;
+    float acc = 0.f, l_sum = 0.f;
 #pragma unroll
-      for (int e = 0; e < kAccElems; ++e) acc_other[e] = smem_acc[other][h][lane_in_row][e];
-      merge_softmax_state<kGroupCap, kAccElems>(m, l, acc, h, ml.x, ml.y, acc_other);
+    for (int w = 0; w < Shape::kWarps; ++w) {
+      const float weight = exp2f(merge_ml[(w * kMaxGroupCap + h) * 2] - m_safe);
+      l_sum += merge_ml[(w * kMaxGroupCap + h) * 2 + 1] * weight;
+      if constexpr (Role::kReadsValues) acc += merge_o[(w * kMaxGroupCap + h) * kHeadDim + d] * weight;
     }
-  }
-#pragma unroll
-  for (int h = 0; h < kGroupCap; ++h) {
-    if (h >= group) continue;
     const int64_t row = (static_cast<int64_t>(b) * p.num_q_heads + first_q_head + h) * p.num_splits + split;
-    if (lane_in_row == 0) p.partial_ml[row] = make_float2(m[h], l[h]);
-    if constexpr (Role::kReadsValues) {
-      float4* dst = reinterpret_cast<float4*>(p.partial_out + row * kHeadDim + lane_in_row * kElems);
-      dst[0] = make_float4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]);
-      dst[1] = make_float4(acc[h][4], acc[h][5], acc[h][6], acc[h][7]);
-    }
+    if (d == 0) p.partial_ml[row] = make_float2(m_max, l_sum);
+    if constexpr (Role::kReadsValues) p.partial_out[row * kHeadDim + d] = acc;
   }
 }
 
-template <typename T, int kHeadDim, int kGroupCap, typename Role>
+template <typename T, int kHeadDim, typename Role>
 void launch_decode_split(const DecodeSplitParams& params, dim3 grid, cudaStream_t stream) {
-  decode_split_kernel<T, kHeadDim, kGroupCap, Role><<<grid, kDecodeThreads, 0, stream>>>(params);
+  constexpr size_t kSmem = SplitTileShape<kHeadDim, Role>::kSmemBytes;
+  // Above 48 KB of dynamic shared memory a kernel must opt in once (not a stream operation, so it
+  // is also safe while a graph is being captured).
+  static const cudaError_t opt_in = cudaFuncSetAttribute(decode_split_kernel<T, kHeadDim, Role>,
+                                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
+  if (opt_in != cudaSuccess) throw_cuda_error("cudaFuncSetAttribute(decode_split_kernel)", opt_in);
+  decode_split_kernel<T, kHeadDim, Role><<<grid, kDecodeThreads, kSmem, stream>>>(params);
 }
 
-// Explicit instantiation of every (group cap, role) launcher for one storage type and head dim.
+// Explicit instantiation of every role's launcher for one storage type and head dim.
 #define KASCADE_INSTANTIATE_DECODE_SPLIT(T, D)                                                     \
-  template void launch_decode_split<T, D, 4, DenseSplit>(const DecodeSplitParams&, dim3, cudaStream_t);  \
-  template void launch_decode_split<T, D, 8, DenseSplit>(const DecodeSplitParams&, dim3, cudaStream_t);  \
-  template void launch_decode_split<T, D, 4, Layer0Split>(const DecodeSplitParams&, dim3, cudaStream_t); \
-  template void launch_decode_split<T, D, 8, Layer0Split>(const DecodeSplitParams&, dim3, cudaStream_t); \
-  template void launch_decode_split<T, D, 4, ScoresSplit>(const DecodeSplitParams&, dim3, cudaStream_t); \
-  template void launch_decode_split<T, D, 8, ScoresSplit>(const DecodeSplitParams&, dim3, cudaStream_t); \
-  template void launch_decode_split<T, D, 4, SparseSplit>(const DecodeSplitParams&, dim3, cudaStream_t); \
-  template void launch_decode_split<T, D, 8, SparseSplit>(const DecodeSplitParams&, dim3, cudaStream_t);
+  template void launch_decode_split<T, D, DenseSplit>(const DecodeSplitParams&, dim3, cudaStream_t);  \
+  template void launch_decode_split<T, D, Layer0Split>(const DecodeSplitParams&, dim3, cudaStream_t); \
+  template void launch_decode_split<T, D, ScoresSplit>(const DecodeSplitParams&, dim3, cudaStream_t); \
+  template void launch_decode_split<T, D, SparseSplit>(const DecodeSplitParams&, dim3, cudaStream_t);
 
 }  // namespace kascade::cuda
