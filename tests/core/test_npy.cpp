@@ -233,6 +233,15 @@ TEST(NpyWrite, ErrorsLeaveNoFile) {
   EXPECT_EQ(dir.entries(), 0u);
   EXPECT_THROW(write_npy(dir.file("missing_dir/out.npy"), DType::F32, {1}, &x), Error);
   EXPECT_EQ(dir.entries(), 0u);
+  // The final rename fails when the path is a directory: the temporary must not stay behind.
+  fs::create_directories(dir.file("taken/inner"));
+  try {
+    write_npy(dir.file("taken"), DType::F32, {1}, &x);
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot rename"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(dir.entries(), 1u);
 }
 
 // ---- malformed input, one rule at a time ---------------------------------------------------------------

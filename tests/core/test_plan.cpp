@@ -271,6 +271,8 @@ TEST(PlanMalformed, EachRuleNamesItsField) {
       {"layers zero", [](Json& j) { j["model"]["layers"] = 0; }, "model.layers: 0 is out of range [1, 4096]"},
       {"layers huge", [](Json& j) { j["model"]["layers"] = 5000; }, "model.layers: 5000 is out of range"},
       {"layers float", [](Json& j) { j["model"]["layers"] = 4.0; }, "model.layers: expected an integer, got a number"},
+      {"layers object", [](Json& j) { j["model"]["layers"] = Json::object(); },
+       "model.layers: expected an integer, got an object"},
       {"layers bool", [](Json& j) { j["model"]["layers"] = true; }, "model.layers: expected an integer, got a boolean"},
       {"layers int64", [](Json& j) { j["model"]["layers"] = int64_t{1} << 40; }, "model.layers: 1099511627776 does not fit"},
       {"layers uint64", [](Json& j) { j["model"]["layers"] = uint64_t{1} << 63; }, "model.layers: 9223372036854775808 does not fit in a 32-bit integer"},
