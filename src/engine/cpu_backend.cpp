@@ -177,30 +177,12 @@ class CpuBackend final : public Backend {
       const int h = task / query_blocks, g = h / group;
       const int t0 = (task % query_blocks) * kQueriesPerTask, t1 = std::min(count, t0 + kQueriesPerTask);
       std::vector<float> scores(static_cast<size_t>(n_ + count));
-      std::vector<double> acc(static_cast<size_t>(d));
       const float* kg = kc + static_cast<size_t>(g) * capacity_ * d;
       const float* vg = vc + static_cast<size_t>(g) * capacity_ * d;
       for (int t = t0; t < t1; ++t) {
-        const float* q = &q_[(static_cast<size_t>(t) * c_.hq + h) * d];
-        const int keys = n_ + t + 1;  // causal: positions 0..n_+t
-        float max_s = -INFINITY;
-        for (int j = 0; j < keys; ++j) {
-          const float* kr = kg + static_cast<size_t>(j) * d;
-          float s = 0;
-          for (int i = 0; i < d; ++i) s += q[i] * kr[i];
-          scores[static_cast<size_t>(j)] = s * scale;
-          max_s = std::max(max_s, scores[static_cast<size_t>(j)]);
-        }
-        double sum = 0;
-        std::fill(acc.begin(), acc.end(), 0.0);
-        for (int j = 0; j < keys; ++j) {
-          const float p = std::exp(scores[static_cast<size_t>(j)] - max_s);
-          sum += p;
-          const float* vr = vg + static_cast<size_t>(j) * d;
-          for (int i = 0; i < d; ++i) acc[static_cast<size_t>(i)] += static_cast<double>(p) * vr[i];
-        }
-        float* out = &att_[(static_cast<size_t>(t) * c_.hq + h) * d];
-        for (int i = 0; i < d; ++i) out[i] = static_cast<float>(acc[static_cast<size_t>(i)] / sum);
+        // Causal: the query at position n_ + t sees keys 0..n_ + t.
+        cpu::attend_one_query(&q_[(static_cast<size_t>(t) * c_.hq + h) * d], kg, vg, n_ + t + 1, d, scale,
+                              scores.data(), &att_[(static_cast<size_t>(t) * c_.hq + h) * d]);
       }
     });
     for (int t = 0; t < count; ++t) {

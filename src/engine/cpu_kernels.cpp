@@ -168,6 +168,33 @@ void matmul_rows(const float* x, int tokens, int in, const float* w, int out, fl
 
 }  // namespace
 
+KASCADE_SIMD_CLONES
+void attend_one_query(const float* q, const float* keys, const float* values, int n_keys, int d, float scale,
+                      float* scores, float* out) {
+  const int d8 = d / 8 * 8;
+  float max_s = -INFINITY;
+  for (int j = 0; j < n_keys; ++j) {
+    const float* k = keys + static_cast<int64_t>(j) * d;
+    v8 acc = {};
+    for (int i = 0; i < d8; i += 8) acc += load8(q + i) * load8(k + i);
+    float s = sum8(acc);
+    for (int i = d8; i < d; ++i) s += q[i] * k[i];
+    s *= scale;
+    scores[j] = s;
+    max_s = std::max(max_s, s);
+  }
+  float sum = 0;
+  for (int i = 0; i < d; ++i) out[i] = 0;
+  for (int j = 0; j < n_keys; ++j) {
+    const float p = std::exp(scores[j] - max_s);
+    sum += p;
+    const float* v = values + static_cast<int64_t>(j) * d;
+    for (int i = 0; i < d; ++i) out[i] += p * v[i];
+  }
+  const float inv = 1.0f / sum;
+  for (int i = 0; i < d; ++i) out[i] *= inv;
+}
+
 void matmul(ThreadPool& pool, const float* x, int tokens, int in, const float* w, int out, float* y,
             const float* bias) {
   // Enough tasks to balance the pool, each a whole number of 4-row blocks.

@@ -55,6 +55,11 @@ void rms_norm(const float* x, const float* weight, int rows, int width, float ep
 // Rotates each head of `x` ([tokens][heads * head_dim]) for positions first_pos.. first_pos+tokens-1.
 void apply_rope(const ModelConfig& c, float* x, int tokens, int heads, int first_pos);
 
+// Softmax attention of one query over keys/values [n_keys][d] (rows contiguous): out [d].
+// `scores` is scratch of n_keys floats. Scores and the max-subtracted softmax are fp32.
+void attend_one_query(const float* q, const float* keys, const float* values, int n_keys, int d, float scale,
+                      float* scores, float* out);
+
 // out[i] = silu(gate[i]) * up[i].
 void swiglu(const float* gate, const float* up, int64_t n, float* out);
 
