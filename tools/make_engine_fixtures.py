@@ -4,6 +4,7 @@
   python3 tools/make_engine_fixtures.py quant        # quant.gguf: every tensor type + expected values
   python3 tools/make_engine_fixtures.py tokenizer    # tokenizer_ids.json from the `tokenizers` package
   python3 tools/make_engine_fixtures.py golden     # golden_prompts.json: prompt ids for tools/golden_logits.py
+  python3 tools/make_engine_fixtures.py tiny       # tiny_<arch>.gguf + tiny_logits.json (numpy forward)
   python3 tools/make_engine_fixtures.py all
 
 quant.gguf holds, for each supported storage type, a 2-row tensor `<type>` whose raw blocks are
@@ -215,10 +216,139 @@ def make_golden_prompts(path):
         f.write("\n")
 
 
+# ---- tiny models: llama, qwen2, qwen3 -----------------------------------------------------------
+# Random fp32 weights in Hugging Face's layout, written the way llama.cpp's converter writes
+# them (llama: q/k rows permuted so that RoPE pairs adjacent dimensions; qwen: unchanged), and
+# logits from a float64 NumPy forward pass written from the Hugging Face model definitions
+# (rotate_half RoPE, GQA, SwiGLU, RMSNorm; qwen2 q/k/v bias; qwen3 per-head q/k RMSNorm).
+TINY = {
+    # arch: (layers, dim, ffn, hq, hkv, head_dim, vocab, rope_base, tied, rope_freq_factors)
+    "llama": (2, 32, 48, 4, 2, 8, 40, 10000.0, False, [1.0, 2.0, 8.0, 32.0]),
+    "qwen2": (2, 32, 48, 4, 1, 8, 40, 1000000.0, True, None),
+    "qwen3": (2, 32, 48, 4, 2, 16, 40, 1000000.0, True, None),
+}
+TINY_TOKENS = [3, 17, 39, 5, 22, 0, 11, 11, 34, 23, 8, 30, 2]
+TINY_EPS = 1e-6
+
+
+def llama_cpp_permute(w, n_head):
+    # convert_hf_to_gguf.LlamaModel.permute: HF's halves layout -> adjacent pairs, per head.
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def tiny_weights(arch, rng):
+    layers, dim, ffn, hq, hkv, d, vocab, _, tied, _ = TINY[arch]
+    r = lambda *shape: (rng.standard_normal(shape) * 0.2).astype(np.float32)
+    w = {"token_embd": r(vocab, dim), "output_norm": (1 + r(dim)).astype(np.float32), "layers": []}
+    if not tied:
+        w["output"] = r(vocab, dim)
+    for _ in range(layers):
+        lw = {"attn_norm": 1 + r(dim), "q": r(hq * d, dim), "k": r(hkv * d, dim), "v": r(hkv * d, dim),
+              "o": r(dim, hq * d), "ffn_norm": 1 + r(dim), "gate": r(ffn, dim), "up": r(ffn, dim), "down": r(dim, ffn)}
+        if arch == "qwen2":
+            lw.update(bq=r(hq * d), bk=r(hkv * d), bv=r(hkv * d))
+        if arch == "qwen3":
+            lw.update(q_norm=1 + r(d), k_norm=1 + r(d))
+        w["layers"].append({k: v.astype(np.float32) for k, v in lw.items()})
+    return w
+
+
+def tiny_forward(arch, w, tokens):
+    layers, dim, ffn, hq, hkv, d, vocab, base, tied, factors = TINY[arch]
+    f64 = lambda a: np.asarray(a, dtype=np.float64)
+    norm = lambda x, g: x / np.sqrt((x * x).mean(-1, keepdims=True) + TINY_EPS) * f64(g)
+    inv_freq = 1.0 / base ** (np.arange(0, d, 2, dtype=np.float64) / d)
+    if factors is not None:
+        inv_freq = inv_freq / np.asarray(factors)
+    T = len(tokens)
+    ang = np.arange(T)[:, None] * inv_freq[None, :]
+    cos = np.cos(np.concatenate([ang, ang], -1))[:, None, :]
+    sin = np.sin(np.concatenate([ang, ang], -1))[:, None, :]
+
+    def rope(x):  # [T, H, d], HF rotate_half
+        rot = np.concatenate([-x[..., d // 2:], x[..., : d // 2]], -1)
+        return x * cos + rot * sin
+
+    x = f64(w["token_embd"])[tokens]
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    for lw in w["layers"]:
+        h = norm(x, lw["attn_norm"])
+        q = h @ f64(lw["q"]).T + (f64(lw["bq"]) if "bq" in lw else 0)
+        k = h @ f64(lw["k"]).T + (f64(lw["bk"]) if "bk" in lw else 0)
+        v = h @ f64(lw["v"]).T + (f64(lw["bv"]) if "bv" in lw else 0)
+        q, k, v = q.reshape(T, hq, d), k.reshape(T, hkv, d), v.reshape(T, hkv, d)
+        if "q_norm" in lw:
+            q, k = norm(q, lw["q_norm"]), norm(k, lw["k_norm"])
+        q, k = rope(q), rope(k)
+        out = np.zeros((T, hq, d))
+        for head in range(hq):
+            g = head // (hq // hkv)
+            s = q[:, head] @ k[:, g].T / np.sqrt(d) + mask
+            p = np.exp(s - s.max(-1, keepdims=True))
+            p /= p.sum(-1, keepdims=True)
+            out[:, head] = p @ v[:, g]
+        x = x + out.reshape(T, hq * d) @ f64(lw["o"]).T
+        h = norm(x, lw["ffn_norm"])
+        gate, up = h @ f64(lw["gate"]).T, h @ f64(lw["up"]).T
+        x = x + (gate / (1 + np.exp(-gate)) * up) @ f64(lw["down"]).T
+    x = norm(x, w["output_norm"])
+    return x @ f64(w["output"] if "output" in w else w["token_embd"]).T
+
+
+def make_tiny(out_dir):
+    import gguf
+
+    rng = np.random.default_rng(7)
+    doc = {"tokens": TINY_TOKENS, "logits": {}}
+    for arch, (layers, dim, ffn, hq, hkv, d, vocab, base, tied, factors) in TINY.items():
+        w = tiny_weights(arch, rng)
+        doc["logits"][arch] = [[round(float(v), 7) for v in row] for row in tiny_forward(arch, w, TINY_TOKENS)]
+        gw = gguf.GGUFWriter(os.path.join(out_dir, "tiny_%s.gguf" % arch), arch)
+        gw.add_string("general.name", "tiny-" + arch)
+        gw.add_uint32(arch + ".block_count", layers)
+        gw.add_uint32(arch + ".embedding_length", dim)
+        gw.add_uint32(arch + ".feed_forward_length", ffn)
+        gw.add_uint32(arch + ".attention.head_count", hq)
+        gw.add_uint32(arch + ".attention.head_count_kv", hkv)
+        gw.add_uint32(arch + ".attention.key_length", d)
+        gw.add_uint32(arch + ".attention.value_length", d)
+        gw.add_uint32(arch + ".context_length", 256)
+        gw.add_float32(arch + ".attention.layer_norm_rms_epsilon", TINY_EPS)
+        gw.add_float32(arch + ".rope.freq_base", base)
+        gw.add_tensor("token_embd.weight", w["token_embd"])
+        gw.add_tensor("output_norm.weight", w["output_norm"])
+        if not tied:
+            gw.add_tensor("output.weight", w["output"])
+        if factors is not None:
+            gw.add_tensor("rope_freqs.weight", np.asarray(factors, dtype=np.float32))
+        for i, lw in enumerate(w["layers"]):
+            b = "blk.%d." % i
+            q, k = lw["q"], lw["k"]
+            if arch == "llama":
+                q, k = llama_cpp_permute(q, hq), llama_cpp_permute(k, hkv)
+            for name, arr in [("attn_norm", lw["attn_norm"]), ("attn_q", q), ("attn_k", k), ("attn_v", lw["v"]),
+                              ("attn_output", lw["o"]), ("ffn_norm", lw["ffn_norm"]), ("ffn_gate", lw["gate"]),
+                              ("ffn_up", lw["up"]), ("ffn_down", lw["down"])]:
+                gw.add_tensor(b + name + ".weight", arr)
+            if arch == "qwen2":
+                for name in ("q", "k", "v"):
+                    gw.add_tensor(b + "attn_%s.bias" % name, lw["b" + name])
+            if arch == "qwen3":
+                gw.add_tensor(b + "attn_q_norm.weight", lw["q_norm"])
+                gw.add_tensor(b + "attn_k_norm.weight", lw["k_norm"])
+        gw.write_header_to_file()
+        gw.write_kv_data_to_file()
+        gw.write_tensors_to_file()
+        gw.close()
+    with open(os.path.join(out_dir, "tiny_logits.json"), "w") as f:
+        json.dump(doc, f)
+        f.write("\n")
+
+
 def main(argv):
     what = argv[1] if len(argv) > 1 else "all"
-    if what not in ("quant", "tokenizer", "golden", "all"):
-        sys.exit("usage: make_engine_fixtures.py [quant|tokenizer|golden|all]")
+    if what not in ("quant", "tokenizer", "golden", "tiny", "all"):
+        sys.exit("usage: make_engine_fixtures.py [quant|tokenizer|golden|tiny|all]")
     os.makedirs(OUT_DIR, exist_ok=True)
     if what in ("quant", "all"):
         make_quant(os.path.join(OUT_DIR, "quant.gguf"))
@@ -226,6 +356,8 @@ def main(argv):
         make_tokenizer(os.path.join(OUT_DIR, "tokenizer_ids.json"))
     if what in ("golden", "all"):
         make_golden_prompts(os.path.join(OUT_DIR, "golden_prompts.json"))
+    if what in ("tiny", "all"):
+        make_tiny(OUT_DIR)
 
 
 if __name__ == "__main__":

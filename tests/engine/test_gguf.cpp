@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "gguf_builder.h"
 #include "kascade/engine/gguf.h"
 #include "kascade/error.h"
 
@@ -25,37 +26,7 @@ std::vector<uint8_t> read_bytes(const std::string& path) {
   return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
 
-// Builds GGUF bytes field by field, so each test can break exactly one thing.
-struct Builder {
-  std::vector<uint8_t> bytes;
-  template <typename T>
-  Builder& put(T v) {
-    const uint8_t* p = reinterpret_cast<const uint8_t*>(&v);
-    bytes.insert(bytes.end(), p, p + sizeof(T));
-    return *this;
-  }
-  Builder& str(const std::string& s) {
-    put<uint64_t>(s.size());
-    bytes.insert(bytes.end(), s.begin(), s.end());
-    return *this;
-  }
-  Builder& header(uint64_t tensors, uint64_t kvs, uint32_t version = 3) {
-    return put<uint32_t>(0x46554747u).put<uint32_t>(version).put<uint64_t>(tensors).put<uint64_t>(kvs);
-  }
-  Builder& kv_u32(const std::string& key, uint32_t v) { return str(key).put<uint32_t>(4).put<uint32_t>(v); }
-  // A 1-D F32 tensor info of `n` elements at `offset`.
-  Builder& tensor_f32(const std::string& name, uint64_t n, uint64_t offset) {
-    return str(name).put<uint32_t>(1).put<uint64_t>(n).put<uint32_t>(0).put<uint64_t>(offset);
-  }
-  Builder& pad_to(size_t alignment) {
-    while (bytes.size() % alignment) bytes.push_back(0);
-    return *this;
-  }
-  Builder& floats(int n, float v) {
-    for (int i = 0; i < n; ++i) put<float>(v);
-    return *this;
-  }
-};
+using Builder = kascade::engine::test::GgufBuilder;
 
 std::string parse_error(const std::vector<uint8_t>& b) {
   try {
