@@ -116,8 +116,7 @@ struct KeyRowPipeline {
   static_assert(kBlockKeys % kRowsPerPass == 0, "block rows must split evenly over the threads");
 
   int position_ahead[kRows];  // positions of the block after next (-1: past the keys)
-  int page_next[kRows];       // page ids of the next block
-  int slot_next[kRows];       // slots in the page of the next block (-1: zero-fill)
+  int token_next[kRows];      // page id * P + slot of the next block's rows (-1: zero-fill)
 
   __device__ __forceinline__ void fetch_positions(const KeySource& keys, int v0) {
     const int n = keys.size();
@@ -134,23 +133,30 @@ struct KeyRowPipeline {
       const int pos = position_ahead[j];
       uint32_t page_in_seq = 0, slot = 0;
       if (pos >= 0) kv.page_size.divmod(static_cast<uint32_t>(pos), page_in_seq, slot);
-      page_next[j] = pos >= 0 ? __ldg(seq_pages + page_in_seq) : 0;
-      slot_next[j] = pos >= 0 ? static_cast<int>(slot) : -1;
+      token_next[j] = pos >= 0 ? __ldg(seq_pages + page_in_seq) * static_cast<int>(kv.page_size.divisor) +
+                                     static_cast<int>(slot)
+                               : -1;
     }
   }
-  // cp.async of the next block's rows from `pool` (K or V) into the swizzled tile `dst`.
+  // This thread's column of kv head `kv_head` in `pool` (K or V): the base issue() adds rows to.
   template <typename T>
-  __device__ __forceinline__ void issue(T* dst, const T* pool, const KvView& kv, int kv_head) const {
+  __device__ static __forceinline__ const T* column_base(const T* pool, const KvView& kv, int kv_head) {
+    return pool + static_cast<int64_t>(kv_head) * kv.head_stride + (threadIdx.x % kChunks) * kChunkElems;
+  }
+  // cp.async of the next block's rows (from a column_base of K or V) into the swizzled tile `dst`.
+  template <typename T>
+  __device__ __forceinline__ void issue(T* dst, const T* base, const KvView& kv) const {
     const int chunk = threadIdx.x % kChunks;
 #pragma unroll
     for (int j = 0; j < kRows; ++j) {
       const int r = static_cast<int>(threadIdx.x) / kChunks + j * kRowsPerPass;
-      const bool valid = slot_next[j] >= 0;
-      const T* src = pool;  // any valid address when zero-filling
-      if (valid)
-        src = pool + static_cast<int64_t>(page_next[j]) * kv.page_stride +
-              static_cast<int64_t>(slot_next[j]) * kv.token_stride + static_cast<int64_t>(kv_head) * kv.head_stride +
-              chunk * kChunkElems;
+      const bool valid = token_next[j] >= 0;
+      const T* src = base;  // any valid address when zero-filling
+      if (valid) {
+        uint32_t page, slot;
+        kv.page_size.divmod(static_cast<uint32_t>(token_next[j]), page, slot);
+        src = base + static_cast<int64_t>(page) * kv.page_stride + static_cast<int64_t>(slot) * kv.token_stride;
+      }
       cp_async_16(dst + SwizzledTile<D>::offset(r, chunk), src, valid);
     }
   }
@@ -181,27 +187,28 @@ __device__ __forceinline__ void load_q_rows(T* dst, const T* q, int64_t first_ro
   }
 }
 
-// A fragments of this warp's 16 query rows for all D/16 k-steps.
-template <int D, typename T>
-__device__ __forceinline__ void load_q_fragments(uint32_t (&qf)[D / 16][4], const T* q_smem) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int row = warp * kRowsPerWarp + (lane % 16);
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    const int chunk = kk * 2 + lane / 16;
-    ldmatrix_x4(qf[kk], q_smem + SwizzledTile<D>::offset(row, chunk));
-  }
+// First row of m-tile m of this warp (each warp owns kMTiles x 16 consecutive rows).
+__device__ __forceinline__ int warp_row(int m) {
+  return static_cast<int>(threadIdx.x / 32) * kRowsPerWarp + m * 16;
 }
 
-// s[j][*] = Q(16 rows of this warp) . K(keys j*8 .. j*8+7 of the block)^T, fp32, unscaled.
+// s[m][j][*] = Q(rows of m-tile m) . K(keys j*8 .. j*8+7 of the block)^T, fp32, unscaled.
+// Q fragments are read from smem per k-step (registers go to the accumulators); each K fragment
+// serves all kMTiles m-tiles, which halves the smem traffic per MMA against one m-tile per warp.
 template <int D, typename T>
-__device__ __forceinline__ void compute_scores(float (&s)[kBlockKeys / 8][4], const uint32_t (&qf)[D / 16][4],
+__device__ __forceinline__ void compute_scores(float (&s)[kMTiles][kBlockKeys / 8][4], const T* q_smem,
                                                const T* k_smem) {
   const int lane = threadIdx.x % 32;
 #pragma unroll
-  for (int j = 0; j < kBlockKeys / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+  for (int m = 0; m < kMTiles; ++m)
+#pragma unroll
+    for (int j = 0; j < kBlockKeys / 8; ++j) s[m][j][0] = s[m][j][1] = s[m][j][2] = s[m][j][3] = 0.f;
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t a[kMTiles][4];
+#pragma unroll
+    for (int m = 0; m < kMTiles; ++m)
+      ldmatrix_x4(a[m], q_smem + SwizzledTile<D>::offset(warp_row(m) + lane % 16, kk * 2 + lane / 16));
 #pragma unroll
     for (int jj = 0; jj < kBlockKeys / 16; ++jj) {
       // Two 8-key blocks (16 keys) x 16 dims: matrices (keys +0, d +0), (keys +0, d +8),
@@ -210,8 +217,11 @@ __device__ __forceinline__ void compute_scores(float (&s)[kBlockKeys / 8][4], co
       const int chunk = kk * 2 + (lane / 8) % 2;
       uint32_t b[4];
       ldmatrix_x4(b, k_smem + SwizzledTile<D>::offset(key, chunk));
-      Elem<T>::mma(s[2 * jj], qf[kk], b[0], b[1]);
-      Elem<T>::mma(s[2 * jj + 1], qf[kk], b[2], b[3]);
+#pragma unroll
+      for (int m = 0; m < kMTiles; ++m) {
+        Elem<T>::mma(s[m][2 * jj], a[m], b[0], b[1]);
+        Elem<T>::mma(s[m][2 * jj + 1], a[m], b[2], b[3]);
+      }
     }
   }
 }
@@ -257,50 +267,54 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
   const int unmasked_end = keys.list_count + (pos_lo + 1 - keys.range_begin);
 
   const T* q = static_cast<const T*>(p.q);
-  const T* kpool = static_cast<const T*>(p.kv.k);
-  const T* vpool = static_cast<const T*>(p.kv.v);
+  const T* kbase = KeyRowPipeline<D>::column_base(static_cast<const T*>(p.kv.k), p.kv, kv_head);
+  const T* vbase = KeyRowPipeline<D>::column_base(static_cast<const T*>(p.kv.v), p.kv, kv_head);
   const int valid_rows = num_pos * p.group;
   load_q_rows<D>(q_smem, q, g.q_begin + first_local, p.num_q_heads, kv_head * p.group, p.group, valid_rows);
   const int32_t* seq_pages = p.kv.page_indices + p.kv.page_indptr[b];
   KeyRowPipeline<D> rows;
   rows.start(keys, p.kv, seq_pages);
-  rows.issue(k_smem, kpool, p.kv, kv_head);
-  if (kOutput) rows.issue(v_smem, vpool, p.kv, kv_head);
+  rows.issue(k_smem, kbase, p.kv);
+  if (kOutput) rows.issue(v_smem, vbase, p.kv);
   cp_async_commit();
   rows.fetch_positions(keys, kBlockKeys);
   rows.fetch_pages(p.kv, seq_pages);
   rows.fetch_positions(keys, 2 * kBlockKeys);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  // This thread's two rows: warp*16 + lane/4 and +8. Rows past valid_rows get position pos_lo
-  // so that their softmax stays finite; they are never stored.
-  int row_pos[2];
+  // This thread's rows: warp_row(m) + lane/4 (+8). Rows past valid_rows get position pos_lo so
+  // that their softmax stays finite; they are never stored.
+  int row_pos[kMTiles][2];
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int r = warp * kRowsPerWarp + lane / 4 + 8 * i;
-    row_pos[i] = r < valid_rows ? pos_lo + r / p.group : pos_lo;
-  }
+  for (int m = 0; m < kMTiles; ++m)
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int r = warp_row(m) + lane / 4 + 8 * i;
+      row_pos[m][i] = r < valid_rows ? pos_lo + r / p.group : pos_lo;
+    }
 
-  uint32_t qf[D / 16][4];
-  float acc[kOutput ? D / 8 : 1][4];
-  if (kOutput) {
+  constexpr int kAccCols = kOutput ? D / 8 : 1;
+  float acc[kMTiles][kAccCols][4];
 #pragma unroll
-    for (int j = 0; j < (kOutput ? D / 8 : 1); ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-  }
-  float row_max[2] = {-INFINITY, -INFINITY};
-  float row_sum[2] = {0.f, 0.f};
+  for (int m = 0; m < kMTiles; ++m)
+#pragma unroll
+    for (int j = 0; j < kAccCols; ++j) acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0.f;
+  float row_max[kMTiles][2], row_sum[kMTiles][2];
+#pragma unroll
+  for (int m = 0; m < kMTiles; ++m)
+#pragma unroll
+    for (int i = 0; i < 2; ++i) row_max[m][i] = -INFINITY, row_sum[m][i] = 0.f;
 
   const int num_blocks = (num_keys + kBlockKeys - 1) / kBlockKeys;
   const bool warp_active = warp * kRowsPerWarp < valid_rows;
   for (int it = 0; it < num_blocks; ++it) {
     cp_async_wait_all();
     __syncthreads();
-    if (it == 0) load_q_fragments<D>(qf, q_smem);
     const int buf = it & 1;
     if (it + 1 < num_blocks) {
       const int nbuf = buf ^ 1;
-      rows.issue(k_smem + nbuf * AttendSmem<D, T>::kTileElems, kpool, p.kv, kv_head);
-      if (kOutput) rows.issue(v_smem + nbuf * AttendSmem<D, T>::kTileElems, vpool, p.kv, kv_head);
+      rows.issue(k_smem + nbuf * AttendSmem<D, T>::kTileElems, kbase, p.kv);
+      if (kOutput) rows.issue(v_smem + nbuf * AttendSmem<D, T>::kTileElems, vbase, p.kv);
     }
     cp_async_commit();
     if (it + 2 < num_blocks) {
@@ -309,61 +323,68 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
     }
     if (!warp_active) continue;  // this warp's rows are all padding: nothing to compute
 
-    float s[kBlockKeys / 8][4];
-    compute_scores<D>(s, qf, k_smem + buf * AttendSmem<D, T>::kTileElems);
+    float s[kMTiles][kBlockKeys / 8][4];
+    compute_scores<D>(s, q_smem, k_smem + buf * AttendSmem<D, T>::kTileElems);
 
     const int v0 = it * kBlockKeys;
     const bool needs_mask = v0 + kBlockKeys > min(unmasked_end, num_keys);
 #pragma unroll
-    for (int j = 0; j < kBlockKeys / 8; ++j) {
+    for (int m = 0; m < kMTiles; ++m)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float x = s[j][e] * p.scale_log2;
-        if (needs_mask) {
-          const int v = v0 + j * 8 + 2 * (lane % 4) + (e & 1);
-          bool visible = v < num_keys;
-          if (visible && v >= keys.list_count) visible = keys.range_begin + (v - keys.list_count) <= row_pos[e / 2];
-          if (!visible) x = -INFINITY;
+      for (int j = 0; j < kBlockKeys / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float x = s[m][j][e] * p.scale_log2;
+          if (needs_mask) {
+            const int v = v0 + j * 8 + 2 * (lane % 4) + (e & 1);
+            bool visible = v < num_keys;
+            if (visible && v >= keys.list_count)
+              visible = keys.range_begin + (v - keys.list_count) <= row_pos[m][e / 2];
+            if (!visible) x = -INFINITY;
+          }
+          s[m][j][e] = x;
         }
-        s[j][e] = x;
-      }
-    }
-    // Online softmax over the thread's two rows; the 4 lanes of a row are lanes 4r..4r+3.
+    // Online softmax over the thread's rows; the 4 lanes of a row are lanes 4r..4r+3.
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      float m = row_max[i];
+    for (int m = 0; m < kMTiles; ++m)
 #pragma unroll
-      for (int j = 0; j < kBlockKeys / 8; ++j) m = fmaxf(m, fmaxf(s[j][2 * i], s[j][2 * i + 1]));
-      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
-      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-      // A row whose keys so far are all masked keeps m = -inf; use 0 so exp2 gives 0, not NaN.
-      const float m_safe = m == -INFINITY ? 0.f : m;
-      const float correction = exp2f(row_max[i] - m_safe);
-      row_max[i] = m;
-      float sum = 0.f;
+      for (int i = 0; i < 2; ++i) {
+        float mx = row_max[m][i];
 #pragma unroll
-      for (int j = 0; j < kBlockKeys / 8; ++j) {
-        s[j][2 * i] = exp2f(s[j][2 * i] - m_safe);
-        s[j][2 * i + 1] = exp2f(s[j][2 * i + 1] - m_safe);
-        sum += s[j][2 * i] + s[j][2 * i + 1];
-      }
-      row_sum[i] = row_sum[i] * correction + sum;
-      if (kOutput) {
+        for (int j = 0; j < kBlockKeys / 8; ++j) mx = fmaxf(mx, fmaxf(s[m][j][2 * i], s[m][j][2 * i + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        // A row whose keys so far are all masked keeps -inf; use 0 so exp2 gives 0, not NaN.
+        const float m_safe = mx == -INFINITY ? 0.f : mx;
+        const float correction = exp2f(row_max[m][i] - m_safe);
+        row_max[m][i] = mx;
+        float sum = 0.f;
 #pragma unroll
-        for (int j = 0; j < (kOutput ? D / 8 : 1); ++j) {
-          acc[j][2 * i] *= correction;
-          acc[j][2 * i + 1] *= correction;
+        for (int j = 0; j < kBlockKeys / 8; ++j) {
+          s[m][j][2 * i] = exp2f(s[m][j][2 * i] - m_safe);
+          s[m][j][2 * i + 1] = exp2f(s[m][j][2 * i + 1] - m_safe);
+          sum += s[m][j][2 * i] + s[m][j][2 * i + 1];
+        }
+        row_sum[m][i] = row_sum[m][i] * correction + sum;
+#pragma unroll
+        for (int j = 0; j < kAccCols; ++j) {
+          acc[m][j][2 * i] *= correction;
+          acc[m][j][2 * i + 1] *= correction;
         }
       }
-    }
     if (kOutput) {
       const T* vb = v_smem + buf * AttendSmem<D, T>::kTileElems;
 #pragma unroll
       for (int kk = 0; kk < kBlockKeys / 16; ++kk) {
         // P as the A operand: the accumulator layout of key blocks 2kk, 2kk+1 is the A layout.
-        const uint32_t a[4] = {Elem<T>::pack(s[2 * kk][0], s[2 * kk][1]), Elem<T>::pack(s[2 * kk][2], s[2 * kk][3]),
-                               Elem<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                               Elem<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+        uint32_t a[kMTiles][4];
+#pragma unroll
+        for (int m = 0; m < kMTiles; ++m) {
+          a[m][0] = Elem<T>::pack(s[m][2 * kk][0], s[m][2 * kk][1]);
+          a[m][1] = Elem<T>::pack(s[m][2 * kk][2], s[m][2 * kk][3]);
+          a[m][2] = Elem<T>::pack(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
+          a[m][3] = Elem<T>::pack(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
+        }
 #pragma unroll
         for (int jd = 0; jd < D / 16; ++jd) {
           // V rows are keys (the k dimension): transposed loads give the B fragments of two
@@ -372,8 +393,11 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
           const int chunk = jd * 2 + lane / 16;
           uint32_t bv[4];
           ldmatrix_x4_trans(bv, vb + SwizzledTile<D>::offset(key, chunk));
-          Elem<T>::mma(acc[2 * jd], a, bv[0], bv[1]);
-          Elem<T>::mma(acc[2 * jd + 1], a, bv[2], bv[3]);
+#pragma unroll
+          for (int m = 0; m < kMTiles; ++m) {
+            Elem<T>::mma(acc[m][2 * jd], a[m], bv[0], bv[1]);
+            Elem<T>::mma(acc[m][2 * jd + 1], a[m], bv[2], bv[3]);
+          }
         }
       }
     }
@@ -382,28 +406,28 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
 
   // Epilogue: full row sums, then output and LSE of valid rows.
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 1);
-    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 2);
-  }
+  for (int m = 0; m < kMTiles; ++m)
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int r = warp * kRowsPerWarp + lane / 4 + 8 * i;
-    if (r >= valid_rows) continue;
-    const int64_t qrow = g.q_begin + first_local + r / p.group;
-    const int head = kv_head * p.group + r % p.group;
-    const int64_t row_index = qrow * p.num_q_heads + head;
-    if (p.lse_log2 != nullptr && lane % 4 == 0) p.lse_log2[row_index] = row_max[i] + log2f(row_sum[i]);
-    if (kOutput) {
-      const float inv = 1.f / row_sum[i];
-      T* out = static_cast<T*>(p.out) + row_index * D;
+    for (int i = 0; i < 2; ++i) {
+      float total = row_sum[m][i];
+      total += __shfl_xor_sync(0xffffffffu, total, 1);
+      total += __shfl_xor_sync(0xffffffffu, total, 2);
+      const int r = warp_row(m) + lane / 4 + 8 * i;
+      if (r >= valid_rows) continue;
+      const int64_t qrow = g.q_begin + first_local + r / p.group;
+      const int head = kv_head * p.group + r % p.group;
+      const int64_t row_index = qrow * p.num_q_heads + head;
+      if (p.lse_log2 != nullptr && lane % 4 == 0) p.lse_log2[row_index] = row_max[m][i] + log2f(total);
+      if (kOutput) {
+        const float inv = 1.f / total;
+        T* out = static_cast<T*>(p.out) + row_index * D;
 #pragma unroll
-      for (int j = 0; j < (kOutput ? D / 8 : 1); ++j) {
-        const uint32_t packed = Elem<T>::pack(acc[j][2 * i] * inv, acc[j][2 * i + 1] * inv);
-        *reinterpret_cast<uint32_t*>(out + j * 8 + 2 * (lane % 4)) = packed;
+        for (int j = 0; j < kAccCols; ++j) {
+          const uint32_t packed = Elem<T>::pack(acc[m][j][2 * i] * inv, acc[m][j][2 * i + 1] * inv);
+          *reinterpret_cast<uint32_t*>(out + j * 8 + 2 * (lane % 4)) = packed;
+        }
       }
     }
-  }
 }
 
 // ---- pooled mass ------------------------------------------------------------------------------
@@ -469,33 +493,34 @@ __global__ void __launch_bounds__(kThreads) pooled_mass_kernel(const __grid_cons
       }
       KeyRowPipeline<D> rows;
       rows.start(keys, p.kv, seq_pages);
-      rows.issue(k_smem, kpool, p.kv, kv_head);
+      const T* kbase = KeyRowPipeline<D>::column_base(kpool, p.kv, kv_head);
+      rows.issue(k_smem, kbase, p.kv);
       cp_async_commit();
       rows.fetch_positions(keys, kBlockKeys);
       rows.fetch_pages(p.kv, seq_pages);
       rows.fetch_positions(keys, 2 * kBlockKeys);
 
-      // LSE of this thread's two rows; rows past the tile get +inf so that their mass is 0.
-      float row_lse[2];
+      // LSE of this thread's rows; rows past the tile get +inf so that their mass is 0.
+      float row_lse[kMTiles][2];
 #pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const int r = warp * kRowsPerWarp + lane / 4 + 8 * i;
-        row_lse[i] = INFINITY;
-        if (r < chunk_rows) {
-          const int tr = row0 + r;
-          const int64_t qrow = g.q_begin + (tile_b - g.p0) + tr / p.group;
-          row_lse[i] = p.lse_log2[qrow * p.num_q_heads + kv_head * p.group + tr % p.group];
+      for (int m = 0; m < kMTiles; ++m)
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const int r = warp_row(m) + lane / 4 + 8 * i;
+          row_lse[m][i] = INFINITY;
+          if (r < chunk_rows) {
+            const int tr = row0 + r;
+            const int64_t qrow = g.q_begin + (tile_b - g.p0) + tr / p.group;
+            row_lse[m][i] = p.lse_log2[qrow * p.num_q_heads + kv_head * p.group + tr % p.group];
+          }
         }
-      }
 
-      uint32_t qf[D / 16][4];
       const bool warp_active = warp * kRowsPerWarp < chunk_rows;
       for (int it = 0; it < num_key_blocks; ++it) {
         cp_async_wait_all();
         __syncthreads();
-        if (it == 0) load_q_fragments<D>(qf, q_smem);
         const int buf = it & 1;
-        if (it + 1 < num_key_blocks) rows.issue(k_smem + (buf ^ 1) * kBlockKeys * D, kpool, p.kv, kv_head);
+        if (it + 1 < num_key_blocks) rows.issue(k_smem + (buf ^ 1) * kBlockKeys * D, kbase, p.kv);
         cp_async_commit();
         if (it + 2 < num_key_blocks) {
           rows.fetch_pages(p.kv, seq_pages);
@@ -503,13 +528,17 @@ __global__ void __launch_bounds__(kThreads) pooled_mass_kernel(const __grid_cons
         }
 
         if (warp_active) {
-          float s[kBlockKeys / 8][4];
-          compute_scores<D>(s, qf, k_smem + buf * kBlockKeys * D);
-          // Column sums of exp2(s2 - lse) over the warp's 16 rows.
+          float s[kMTiles][kBlockKeys / 8][4];
+          compute_scores<D>(s, q_smem, k_smem + buf * kBlockKeys * D);
+          // Column sums of exp2(s2 - lse) over the warp's rows.
 #pragma unroll
           for (int j = 0; j < kBlockKeys / 8; ++j) {
-            float c0 = exp2f(s[j][0] * p.scale_log2 - row_lse[0]) + exp2f(s[j][2] * p.scale_log2 - row_lse[1]);
-            float c1 = exp2f(s[j][1] * p.scale_log2 - row_lse[0]) + exp2f(s[j][3] * p.scale_log2 - row_lse[1]);
+            float c0 = 0.f, c1 = 0.f;
+#pragma unroll
+            for (int m = 0; m < kMTiles; ++m) {
+              c0 += exp2f(s[m][j][0] * p.scale_log2 - row_lse[m][0]) + exp2f(s[m][j][2] * p.scale_log2 - row_lse[m][1]);
+              c1 += exp2f(s[m][j][1] * p.scale_log2 - row_lse[m][0]) + exp2f(s[m][j][3] * p.scale_log2 - row_lse[m][1]);
+            }
 #pragma unroll
             for (int off = 4; off < 32; off *= 2) {
               c0 += __shfl_xor_sync(0xffffffffu, c0, off);

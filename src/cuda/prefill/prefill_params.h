@@ -14,9 +14,10 @@
 
 namespace kascade::cuda::prefill {
 
-constexpr int kWarps = 8;
+constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
-constexpr int kRowsPerWarp = 16;                     // one m16 MMA row block per warp
+constexpr int kMTiles = 2;                           // m16 MMA row blocks per warp (share K/V fragments)
+constexpr int kRowsPerWarp = 16 * kMTiles;
 constexpr int kBlockRows = kWarps * kRowsPerWarp;    // query rows per CTA
 constexpr int kBlockKeys = 64;                       // keys per main-loop step
 constexpr int kKeysPerMassCta = 1024;                // keys one pooled-mass CTA reduces
