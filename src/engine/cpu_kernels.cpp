@@ -91,7 +91,7 @@ inline v8 load8(const float* p) {
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
-inline float sum8(v8 v) {
+inline float sum8(const v8& v) {
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
