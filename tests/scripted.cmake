@@ -34,8 +34,14 @@ kascade_cli_test(NAME cli_plan_check_mismatch EXIT 1 MATCH "model\\.hkv is 3 but
   ARGS plan check ${plans}/smollm2-135m.json --layers 30 --hq 9 --hkv 1 --head-dim 64)
 kascade_cli_test(NAME cli_plan_check_missing_option EXIT 1 MATCH "--head-dim is required"
   ARGS plan check ${plans}/smollm2-135m.json --layers 30 --hq 9 --hkv 3)
-kascade_cli_test(NAME cli_plan_check_unknown_option EXIT 1 MATCH "unknown argument '--heads'"
+kascade_cli_test(NAME cli_plan_check_unknown_option EXIT 1 MATCH "unknown option '--heads'"
   ARGS plan check ${plans}/smollm2-135m.json --layers 30 --heads 9)
+kascade_cli_test(NAME cli_plan_check_options_first EXIT 0 MATCH "^ok: "
+  ARGS plan check --layers=30 --hq 9 --hkv 3 --head-dim 64 ${plans}/smollm2-135m.json)
+kascade_cli_test(NAME cli_plan_check_repeated_option EXIT 1 MATCH "--hq given more than once"
+  ARGS plan check ${plans}/smollm2-135m.json --layers 30 --hq 9 --hq 3 --hkv 3 --head-dim 64)
+kascade_cli_test(NAME cli_plan_check_two_files EXIT 1 MATCH "more than one FILE"
+  ARGS plan check ${plans}/smollm2-135m.json ${plans}/smollm2-135m.json --layers 30 --hq 9 --hkv 3 --head-dim 64)
 kascade_cli_test(NAME cli_plan_check_bad_number EXIT 1 MATCH "--layers: expected an integer, got '3x'"
   ARGS plan check ${plans}/smollm2-135m.json --layers 3x --hq 9 --hkv 3 --head-dim 64)
 kascade_cli_test(NAME cli_plan_show_invalid EXIT 1
@@ -43,6 +49,8 @@ kascade_cli_test(NAME cli_plan_show_invalid EXIT 1
   ARGS plan show ${plans}/invalid/head-map-out-of-range.json)
 kascade_cli_test(NAME cli_plan_show_missing_file EXIT 1 MATCH "nonexistent\\.json: cannot open"
   ARGS plan show ${plans}/nonexistent.json)
+kascade_cli_test(NAME cli_plan_show_extra_argument EXIT 1 MATCH "unexpected argument 'more'"
+  ARGS plan show ${plans}/smollm2-135m.json more)
 kascade_cli_test(NAME cli_plan_no_action EXIT 1 MATCH "missing subcommand" ARGS plan)
 kascade_cli_test(NAME cli_plan_unknown_action EXIT 1 MATCH "unknown subcommand 'edit'" ARGS plan edit x.json)
 
@@ -89,3 +97,5 @@ kascade_cli_test(NAME cli_generate_with_plan EXIT 0
   MATCH "Paris.*attention: kascade plan tests/data/plans/smollm2-135m.json.*keys read by attention: [0-9.]+%"
   ARGS generate --model default --chat --prompt "What is the capital of France?" --max-tokens 24
        --plan tests/data/plans/smollm2-135m.json)
+kascade_cli_test(NAME cli_generate_context_limit EXIT 1 MATCH "exceeds the model's context length of 8192 tokens"
+  ARGS generate --model default --prompt hi --max-tokens 9000)

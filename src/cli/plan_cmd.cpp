@@ -101,29 +101,42 @@ void show(const std::string& path) {
   std::fputs(out.str().c_str(), stdout);
 }
 
-void check(const std::string& path, OptionReader& options) {
-  std::string layers, hq, hkv, head_dim;
+// FILE and the four shape options, in any order; each exactly once.
+void check(OptionReader& options) {
+  const char* const names[] = {"--layers", "--hq", "--hkv", "--head-dim"};
+  std::string values[4];
+  std::string path;
   while (!options.done()) {
-    if (options.take_value("--layers", layers) || options.take_value("--hq", hq) || options.take_value("--hkv", hkv) ||
-        options.take_value("--head-dim", head_dim))
-      continue;
-    KASCADE_FAIL("plan check: unknown argument '" << options.peek() << "' (expected --layers, --hq, --hkv, --head-dim)");
+    bool taken = false;
+    for (int i = 0; i < 4 && !taken; ++i) {
+      std::string value;
+      if (!options.take_value(names[i], value)) continue;
+      KASCADE_CHECK(values[i].empty(), "plan check: " << names[i] << " given more than once");
+      KASCADE_CHECK(!value.empty(), "plan check: " << names[i] << " needs a value");
+      values[i] = value;
+      taken = true;
+    }
+    if (taken) continue;
+    const std::string arg = options.next("argument");
+    KASCADE_CHECK(arg.rfind("-", 0) != 0,
+                  "plan check: unknown option '" << arg << "' (expected --layers, --hq, --hkv, --head-dim)");
+    KASCADE_CHECK(path.empty(), "plan check: more than one FILE ('" << path << "', '" << arg << "')");
+    path = arg;
   }
-  for (const auto& [name, value] : {std::pair<const char*, const std::string&>{"--layers", layers},
-                                    {"--hq", hq}, {"--hkv", hkv}, {"--head-dim", head_dim}})
-    KASCADE_CHECK(!value.empty(), "plan check: " << name << " is required");
-  const int model_layers = parse_int(layers, "--layers");
-  const int model_hq = parse_int(hq, "--hq");
-  const int model_hkv = parse_int(hkv, "--hkv");
-  const int model_head_dim = parse_int(head_dim, "--head-dim");
+  KASCADE_CHECK(!path.empty(), "plan check: missing FILE");
+  int shape[4];
+  for (int i = 0; i < 4; ++i) {
+    KASCADE_CHECK(!values[i].empty(), "plan check: " << names[i] << " is required");
+    shape[i] = parse_int(values[i], names[i]);
+  }
   const Plan plan = load_plan(path);
   try {
-    check_plan_matches(plan, model_layers, model_hq, model_hkv, model_head_dim);
+    check_plan_matches(plan, shape[0], shape[1], shape[2], shape[3]);
   } catch (const Error& e) {
     KASCADE_FAIL(path << ": " << e.what());
   }
   std::printf("ok: %s: plan for '%s' matches %d layers, hq %d, hkv %d, head_dim %d\n", path.c_str(),
-              plan.model_name.c_str(), model_layers, model_hq, model_hkv, model_head_dim);
+              plan.model_name.c_str(), shape[0], shape[1], shape[2], shape[3]);
 }
 
 int run_plan(const Args& args) {
@@ -134,16 +147,16 @@ int run_plan(const Args& args) {
   }
   KASCADE_CHECK(!options.done(), "missing subcommand (show or check; see kascade plan --help)");
   const std::string action = options.next("subcommand");
-  KASCADE_CHECK(action == "show" || action == "check",
-                "unknown subcommand '" << action << "' (expected show or check)");
-  KASCADE_CHECK(!options.done() && options.peek().rfind("-", 0) != 0, "plan " << action << ": missing FILE");
-  const std::string path = options.next("FILE");
-  if (action == "show") {
-    KASCADE_CHECK(options.done(), "plan show: unexpected argument '" << options.peek() << "'");
-    show(path);
-  } else {
-    check(path, options);
+  if (action == "check") {
+    check(options);
+    return 0;
   }
+  KASCADE_CHECK(action == "show", "unknown subcommand '" << action << "' (expected show or check)");
+  KASCADE_CHECK(!options.done(), "plan show: missing FILE");
+  const std::string path = options.next("FILE");
+  KASCADE_CHECK(path.rfind("-", 0) != 0, "plan show: unknown option '" << path << "'");
+  KASCADE_CHECK(options.done(), "plan show: unexpected argument '" << options.peek() << "'");
+  show(path);
   return 0;
 }
 
