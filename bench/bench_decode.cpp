@@ -9,6 +9,7 @@
 //
 //   kascade-bench-decode --baseline cudnn.json --out bench/results/decode_h100.json
 //       [--models llama8b,smollm] [--contexts 8192,32768,131072] [--batches 1,8,64] [--commit SHA]
+//       [--layout nhd|hnd]   page layout [P, Hkv, D] (default) or [Hkv, P, D]
 //
 // gbps counts the KV bytes the role must read (dense, layer0: all K and V; anchor: all K plus the
 // selected K and V rows; reuse: the selected rows) over the measured time.
@@ -58,6 +59,7 @@ struct Options {
   std::vector<int> contexts = {8192, 32768, 131072};
   std::vector<int> batches = {1, 8, 64};
   int page_size = 16;
+  bool heads_major = false;  // --layout hnd: pages [P, Hkv, D] -> [Hkv, P, D]
   double rho = 0.1;
   std::string baseline;
   std::string out;
@@ -96,6 +98,9 @@ Options parse_options(int argc, char** argv) {
     } else if (arg == "--page-size") {
       o.page_size = std::stoi(value);
       KASCADE_CHECK(o.page_size > 0, "--page-size must be positive");
+    } else if (arg == "--layout") {
+      KASCADE_CHECK(value == "nhd" || value == "hnd", "--layout must be nhd or hnd, got " << value);
+      o.heads_major = value == "hnd";
     } else if (arg == "--rho") {
       o.rho = std::stod(value);
       KASCADE_CHECK(o.rho > 0 && o.rho <= 1, "--rho must be in (0, 1]");
@@ -207,6 +212,10 @@ json measure_shape(const Options& o, const ModelShape& m, int batch, int context
   t.kv.head_dim = m.head_dim;
   t.kv.page_size = p;
   t.kv.set_packed_strides();
+  if (o.heads_major) {  // each (page, kv head) is P contiguous rows
+    t.kv.token_stride = m.head_dim;
+    t.kv.head_stride = static_cast<int64_t>(p) * m.head_dim;
+  }
   t.kv.page_indptr = d_indptr.as<int32_t>();
   t.kv.page_indices = d_indices.as<int32_t>();
   t.kv.seq_lens = d_lens.as<int32_t>();
@@ -240,7 +249,7 @@ json measure_shape(const Options& o, const ModelShape& m, int batch, int context
   auto record = [&](const std::string& role, double ms, double bytes) {
     json r = {{"phase", "decode"}, {"impl", "kascade"}, {"role", role}, {"model", m.name}, {"batch", batch},
               {"context", context}, {"hq", m.hq}, {"hkv", m.hkv}, {"head_dim", m.head_dim}, {"dtype", "bf16"},
-              {"rho", o.rho}, {"page_size", p}, {"ms", ms}};
+              {"rho", o.rho}, {"page_size", p}, {"layout", o.heads_major ? "hnd" : "nhd"}, {"ms", ms}};
     r["ratio_vs_cudnn"] = std::isnan(cudnn_ms) ? json(nullptr) : json(ms / cudnn_ms);
     if (bytes > 0) r["gbps"] = bytes / (ms * 1e-3) / 1e9;
     records.push_back(r);
@@ -287,9 +296,9 @@ json measure_shape(const Options& o, const ModelShape& m, int batch, int context
   sched["speedup_vs_kascade_dense"] = kScheduleLayers * role_ms[DecodeRole::Dense] / schedule_ms;
   records.back() = sched;
 
-  std::printf("%-13s B=%-3d n=%-6d cudnn %8.3f | dense %8.3f (%.2fx, %4.0f GB/s) layer0 %8.3f (%.2f) anchor %8.3f (%.2f) "
+  std::printf("%s %-13s B=%-3d n=%-6d cudnn %8.3f | dense %8.3f (%.2fx, %4.0f GB/s) layer0 %8.3f (%.2f) anchor %8.3f (%.2f) "
               "reuse %7.3f (%.3f) | schedule %.2f ms/layer, %.2fx vs cudnn\n",
-              m.name.c_str(), batch, context, cudnn_ms, role_ms[DecodeRole::Dense],
+              o.heads_major ? "hnd" : "nhd", m.name.c_str(), batch, context, cudnn_ms, role_ms[DecodeRole::Dense],
               cudnn_ms / role_ms[DecodeRole::Dense], records[0]["gbps"].get<double>(), role_ms[DecodeRole::Layer0],
               role_ms[DecodeRole::Layer0] / cudnn_ms, role_ms[DecodeRole::Anchor], role_ms[DecodeRole::Anchor] / cudnn_ms,
               role_ms[DecodeRole::Reuse], role_ms[DecodeRole::Reuse] / cudnn_ms, schedule_ms / kScheduleLayers,

@@ -8,9 +8,10 @@
 //
 // Data path, per warp and tile (memory-bound: the goal is every byte once, many bytes in flight):
 //   cp.async (16 B, zero-fill past the end) of the tile's K and V rows into a warp-private
-//   kStages-deep ring in shared memory, each lane copying exactly the 16-byte chunks it will itself
-//   read back (no block barriers in the main loop). Row addresses go through the page table once per
-//   tile (lanes 0..15 translate one key each and broadcast by shuffle).
+//   kStages-deep ring in shared memory, whole rows per copy instruction (full 128-byte lines per
+//   L2 request: copying only the chunks a lane consumes made two requests per line and left the
+//   kernel L2-bound at 2.6 TB/s). Row addresses go through the page table one tile ahead of the
+//   copies (lanes 0..15 translate one key each and broadcast by shuffle).
 //   S = Q K^T: lane (g, t) supplies key g's elements {32c + 8t .. 32c + 8t + 7 : c} as B fragments.
 //   The head dimension is thus permuted, identically for Q (loaded the same way), which leaves the
 //   dot products unchanged and makes every fragment register a plain 16-byte load's word.
@@ -43,15 +44,32 @@ struct SplitTileShape {
   static constexpr int kVChunks = kHeadDim / 64;  // 16-byte chunks of one key a lane reads for O
   static constexpr int kKSteps = kHeadDim / 16;   // mma k steps of S = Q K^T
   static constexpr int kNTiles = kHeadDim / 8;    // mma n tiles of O
-  // Per lane and stage: 2 keys x kKChunks for K, 4 keys x kVChunks for V (16-byte slots).
-  static constexpr int kKSlots = 2 * kKChunks;
-  static constexpr int kVSlots = Role::kReadsValues ? 4 * kVChunks : 0;
-  static constexpr int kSlotsPerStage = kKSlots + kVSlots;
-  static constexpr size_t kPipelineBytes = size_t{16} * kSlotsPerStage * kDecodeStages * kWarpSize * kWarps;
+  // A stage holds the tile's K rows then its V rows, [16 rows][kChunksPerRow] 16-byte chunks each.
+  // A copy instruction moves whole rows (kRowsPerCopy rows of 32 lanes x 16 B), so each L2 request
+  // covers full 128-byte lines; the consumers' reads are made conflict-free by swizzles (below).
+  static constexpr int kChunksPerRow = kHeadDim / 8;
+  static constexpr int kRowsPerCopy = kWarpSize / kChunksPerRow;
+  static constexpr int kCopiesPerTile = kTileKeys / kRowsPerCopy;
+  static constexpr int kRowsChunks = kTileKeys * kChunksPerRow;  // 16-byte chunks of K (or V) per stage
+  static constexpr int kChunksPerStage = kRowsChunks * (Role::kReadsValues ? 2 : 1);
+  static constexpr size_t kPipelineBytes = size_t{16} * kChunksPerStage * kDecodeStages * kWarps;
   static constexpr size_t kMergeBytes = sizeof(float) * kWarps * kMaxGroupCap * (kHeadDim + 2);
   static constexpr size_t kSmemBytes = kPipelineBytes > kMergeBytes ? kPipelineBytes : kMergeBytes;
   static_assert(kHeadDim == 64 || kHeadDim == 128, "head dim must be 64 or 128");
 };
+
+// Shared-memory chunk slots. S reads (lane g, t): row 8 nt + g, chunk 4c + t; the 8 lanes of a
+// quarter-warp span rows 2k, 2k + 1, so flipping bit 2 of the chunk on odd rows puts them in 8
+// distinct 16-byte bank groups. O reads: rows 2t + a, chunk 8c + g; xor-ing (row / 2) % 4 into
+// bits 1-2 does the same. Copies write 8 consecutive chunks of one row per quarter-warp: distinct.
+template <int kChunksPerRow>
+__device__ __forceinline__ int k_slot(int row, int chunk) {
+  return row * kChunksPerRow + (chunk ^ ((row & 1) << 2));
+}
+template <int kChunksPerRow>
+__device__ __forceinline__ int v_slot(int row, int chunk) {
+  return kTileKeys * kChunksPerRow + row * kChunksPerRow + (chunk ^ (((row >> 1) & 3) << 1));
+}
 
 // Byte permute selectors that pair the low (or high) halves of two words: {x.lo, y.lo} / {x.hi, y.hi}.
 constexpr uint32_t kPairLowHalves = 0x5410;
@@ -82,7 +100,8 @@ __global__ void __launch_bounds__(kDecodeThreads, 2)
     key_list = p.sel_indices + (static_cast<int64_t>(b) * p.num_sets + set) * p.sel_kmax;
     num_keys = min(p.sel_counts[b * p.num_sets + set], p.sel_kmax);
   }
-  const int chunk = (num_keys + p.num_splits - 1) / p.num_splits;
+  // Splits start at multiples of the tile, so that logits are stored as aligned pairs.
+  const int chunk = ((num_keys + p.num_splits - 1) / p.num_splits + kTileKeys - 1) / kTileKeys * kTileKeys;
   const int begin = min(num_keys, split * chunk);
   const int end = min(num_keys, begin + chunk);
   const int num_tiles = (end - begin + kTileKeys - 1) / kTileKeys;
@@ -113,42 +132,47 @@ __global__ void __launch_bounds__(kDecodeThreads, 2)
   const int32_t* pages = p.page_indices + p.page_indptr[b];
   const T* k_head = static_cast<const T*>(p.k) + kv_head * p.head_stride;
   const T* v_head = static_cast<const T*>(p.v) + kv_head * p.head_stride;
-  uint4* ring = reinterpret_cast<uint4*>(smem) + static_cast<size_t>(warp) * kDecodeStages * Shape::kSlotsPerStage * kWarpSize;
+  uint4* ring = reinterpret_cast<uint4*>(smem) + static_cast<size_t>(warp) * kDecodeStages * Shape::kChunksPerStage;
 
+  // Address pipeline. Lane l translates key l % 16 of a tile: its position (a selection entry for
+  // the sparse role) is loaded two tiles before the tile's copies are issued and its page-table
+  // entry one tile before, so that no warp waits on a dependent index load in the main loop.
+  struct KeyRef {
+    int key;
+    bool valid;
+  };
+  struct RowRef {
+    int page;
+    uint32_t in_page;
+    bool valid;
+  };
+  auto key_of_tile = [&](int i) {
+    const int pos = begin + (warp + i * Shape::kWarps) * kTileKeys + lane % kTileKeys;
+    KeyRef r{0, i < my_tiles && pos < end};
+    if (r.valid) r.key = Role::kIndexedKeys ? key_list[pos] : pos;
+    return r;
+  };
+  auto row_of_key = [&](const KeyRef& k) {
+    uint32_t page_slot;
+    RowRef r{0, 0u, k.valid};
+    p.page_size.divmod(static_cast<uint32_t>(k.key), page_slot, r.in_page);
+    if (k.valid) r.page = pages[page_slot];
+    return r;
+  };
   // Issues the copies of this warp's i-th tile into ring stage i % kStages (always commits a group).
-  auto issue_tile = [&](int i) {
+  auto issue_tile = [&](int i, const RowRef& mine) {
     if (i < my_tiles) {
-      const int tile_begin = begin + (warp + i * Shape::kWarps) * kTileKeys;
-      // Lanes 0..15 translate one key each (lanes 16..31 repeat them); everyone gets them by shuffle.
-      const int pos = tile_begin + lane % kTileKeys;
-      const bool valid = pos < end;
-      int key = 0;
-      if (valid) key = Role::kIndexedKeys ? key_list[pos] : pos;
-      uint32_t page_slot, in_page;
-      p.page_size.divmod(static_cast<uint32_t>(key), page_slot, in_page);
-      const int64_t offset = valid ? pages[page_slot] * p.page_stride + static_cast<int64_t>(in_page) * p.token_stride : 0;
-      uint4* stage = ring + static_cast<size_t>(i % kDecodeStages) * Shape::kSlotsPerStage * kWarpSize;
+      const int64_t offset = mine.valid ? mine.page * p.page_stride + static_cast<int64_t>(mine.in_page) * p.token_stride : 0;
+      uint4* stage = ring + static_cast<size_t>(i % kDecodeStages) * Shape::kChunksPerStage;
+      const int chunk = lane % Shape::kChunksPerRow;
 #pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {  // K rows of keys g and 8 + g
-        const int src = nt * 8 + g;
-        const int64_t key_offset = __shfl_sync(kFullMask, offset, src);
-        const bool key_valid = __shfl_sync(kFullMask, valid, src);
-#pragma unroll
-        for (int c = 0; c < Shape::kKChunks; ++c) {
-          cp_async16(stage + (nt * Shape::kKChunks + c) * kWarpSize + lane, k_head + key_offset + c * 32 + t * 8, key_valid);
-        }
-      }
-      if constexpr (Role::kReadsValues) {
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {  // V rows of keys 2t, 2t + 1, 2t + 8, 2t + 9
-          const int src = 2 * t + (r & 1) + (r >> 1) * 8;
-          const int64_t key_offset = __shfl_sync(kFullMask, offset, src);
-          const bool key_valid = __shfl_sync(kFullMask, valid, src);
-#pragma unroll
-          for (int c = 0; c < Shape::kVChunks; ++c) {
-            cp_async16(stage + (Shape::kKSlots + r * Shape::kVChunks + c) * kWarpSize + lane,
-                       v_head + key_offset + c * 64 + g * 8, key_valid);
-          }
+      for (int copy = 0; copy < Shape::kCopiesPerTile; ++copy) {
+        const int row = copy * Shape::kRowsPerCopy + lane / Shape::kChunksPerRow;
+        const int64_t row_offset = __shfl_sync(kFullMask, offset, row) + chunk * 8;
+        const bool row_valid = __shfl_sync(kFullMask, mine.valid, row);
+        cp_async16(stage + k_slot<Shape::kChunksPerRow>(row, chunk), k_head + row_offset, row_valid);
+        if constexpr (Role::kReadsValues) {
+          cp_async16(stage + v_slot<Shape::kChunksPerRow>(row, chunk), v_head + row_offset, row_valid);
         }
       }
     }
@@ -166,12 +190,16 @@ __global__ void __launch_bounds__(kDecodeThreads, 2)
   }
 
 #pragma unroll
-  for (int i = 0; i < kDecodeStages - 1; ++i) issue_tile(i);
+  for (int i = 0; i < kDecodeStages - 1; ++i) issue_tile(i, row_of_key(key_of_tile(i)));
+  RowRef next_row = row_of_key(key_of_tile(kDecodeStages - 1));
+  KeyRef next_key = key_of_tile(kDecodeStages);
   for (int i = 0; i < my_tiles; ++i) {
     cp_async_wait<kDecodeStages - 2>();
     __syncwarp();
-    issue_tile(i + kDecodeStages - 1);
-    const uint4* stage = ring + static_cast<size_t>(i % kDecodeStages) * Shape::kSlotsPerStage * kWarpSize;
+    issue_tile(i + kDecodeStages - 1, next_row);
+    next_row = row_of_key(next_key);
+    next_key = key_of_tile(i + kDecodeStages + 1);
+    const uint4* stage = ring + static_cast<size_t>(i % kDecodeStages) * Shape::kChunksPerStage;
     const int tile_begin = begin + (warp + i * Shape::kWarps) * kTileKeys;
 
     // S = Q K^T for two n-tiles of 8 keys.
@@ -180,7 +208,7 @@ __global__ void __launch_bounds__(kDecodeThreads, 2)
     for (int nt = 0; nt < 2; ++nt) {
 #pragma unroll
       for (int c = 0; c < Shape::kKChunks; ++c) {
-        const uint4 kv = stage[(nt * Shape::kKChunks + c) * kWarpSize + lane];
+        const uint4 kv = stage[k_slot<Shape::kChunksPerRow>(nt * 8 + g, 4 * c + t)];
         Mma::run(s[nt], q_frag[2 * c][0], 0u, q_frag[2 * c][1], 0u, kv.x, kv.y);
         Mma::run(s[nt], q_frag[2 * c + 1][0], 0u, q_frag[2 * c + 1][1], 0u, kv.z, kv.w);
       }
@@ -190,13 +218,17 @@ __global__ void __launch_bounds__(kDecodeThreads, 2)
     float tile_max = -INFINITY;
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt) {
+      const int pos = tile_begin + nt * 8 + 2 * t;  // even: the split and tile starts are
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const int pos = tile_begin + nt * 8 + 2 * t + e;
-        x[nt][e] = pos < end ? s[nt][e] * p.scale_log2 : -INFINITY;
+        x[nt][e] = pos + e < end ? s[nt][e] * p.scale_log2 : -INFINITY;
         tile_max = fmaxf(tile_max, x[nt][e]);
-        if constexpr (Role::kWritesScores) {
-          if (pos < end && g < group) score_row[pos] = x[nt][e];
+      }
+      if constexpr (Role::kWritesScores) {
+        if (g < group && pos + 1 < end) {
+          *reinterpret_cast<float2*>(score_row + pos) = make_float2(x[nt][0], x[nt][1]);
+        } else if (g < group && pos < end) {
+          score_row[pos] = x[nt][0];
         }
       }
     }
@@ -220,10 +252,10 @@ __global__ void __launch_bounds__(kDecodeThreads, 2)
       const uint32_t p_hi = Mma::pack(prob[1][0], prob[1][1]);  // keys 2t + 8, 2t + 9
 #pragma unroll
       for (int c = 0; c < Shape::kVChunks; ++c) {
-        const uint4 v0 = stage[(Shape::kKSlots + 0 * Shape::kVChunks + c) * kWarpSize + lane];
-        const uint4 v1 = stage[(Shape::kKSlots + 1 * Shape::kVChunks + c) * kWarpSize + lane];
-        const uint4 v2 = stage[(Shape::kKSlots + 2 * Shape::kVChunks + c) * kWarpSize + lane];
-        const uint4 v3 = stage[(Shape::kKSlots + 3 * Shape::kVChunks + c) * kWarpSize + lane];
+        const uint4 v0 = stage[v_slot<Shape::kChunksPerRow>(2 * t + 0 + 0, 8 * c + g)];
+        const uint4 v1 = stage[v_slot<Shape::kChunksPerRow>(2 * t + 1 + 0, 8 * c + g)];
+        const uint4 v2 = stage[v_slot<Shape::kChunksPerRow>(2 * t + 0 + 8, 8 * c + g)];
+        const uint4 v3 = stage[v_slot<Shape::kChunksPerRow>(2 * t + 1 + 8, 8 * c + g)];
         const uint32_t w0[4] = {v0.x, v0.y, v0.z, v0.w};
         const uint32_t w1[4] = {v1.x, v1.y, v1.z, v1.w};
         const uint32_t w2[4] = {v2.x, v2.y, v2.z, v2.w};
