@@ -1,0 +1,110 @@
+// kascade/eval/harness.h — the accuracy study: every (policy, rho) on the same synthetic
+// examples, scored by exact match and by the log-likelihood of the answer, summarised as
+// tables (markdown + JSON).
+//
+// How one example is run (the protocol `kascade eval` documents): the context (instructions and
+// haystack) is prefilled once with dense attention and shared; then, for each (policy, rho),
+// the query (the question) and the answer tokens are appended with teacher forcing, every one
+// of them attended as a decode step of the policy (SPEC 4: a new query over all keys before
+// it), and the cache is cut back to the context. Processing the query + answer rows in one
+// forward call with per-row decode attention computes exactly what token-by-token decoding
+// computes, at a fraction of the weight traffic.
+//   correct        the greedy (argmax) token equals the answer token at every answer position:
+//                  greedy decoding would produce the answer, token for token.
+//   answer_logprob the mean log-probability of the answer tokens (nats per token).
+//
+//   kascade::eval::EvalConfig cfg;  cfg.tasks = {"passkey"};  cfg.lengths = {1024};  ...
+//   kascade::eval::EvalResults r = kascade::eval::run_eval(model, tok, &plan, cfg, on_progress);
+//   std::string md = kascade::eval::to_markdown(r);  nlohmann::json j = kascade::eval::to_json(r);
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "kascade/eval/policy.h"
+
+namespace kascade::engine {
+struct Model;
+class Tokenizer;
+}  // namespace kascade::engine
+
+namespace kascade::eval {
+
+struct EvalConfig {
+  std::vector<std::string> tasks;
+  std::vector<int> lengths;
+  std::vector<std::string> policies;
+  std::vector<double> rhos;
+  int examples = 2;   // per task and length
+  uint64_t seed = 1;
+  SparsityParams params;  // k_min, tile, budget mode (rho is set per run)
+  int threads = 0;        // engine threads (0: all)
+};
+
+// One (example, policy, rho) run.
+struct RunScore {
+  std::string task;
+  int length = 0;
+  int index = 0;
+  std::string policy;
+  double rho = 0;           // 1 for dense
+  bool correct = false;
+  double answer_logprob = 0;  // mean over the answer tokens, nats
+  int answer_tokens = 0;
+  std::string greedy_text;  // the argmax tokens at the answer positions
+  double keys_fraction = 1;   // keys attended / dense keys, over the query and answer rows
+};
+
+struct EvalResults {
+  EvalConfig config;
+  std::string model_name;
+  std::string plan_name;  // the plan's path or "" (no plan)
+  std::vector<RunScore> runs;
+  double seconds = 0;
+};
+
+// ---- the pieces run_eval is made of (each tested on its own) --------------------------------
+// A chunk of `tokens` queries at positions first..first+tokens-1 (q [hq][tokens][d], k/v
+// [hkv][first+tokens][d]) attended row by row as decode steps of `policy`: row t sees keys
+// 0..first+t. out [hq][tokens][d]. Returns the keys attended (summed over heads and rows).
+double attend_rows_as_decode(SelectionPolicy& policy, const SparsityParams& params, int layer, int first, int tokens,
+                             int hq, int hkv, int d, const float* q, const float* k, const float* v, float* out);
+
+struct AnswerScore {
+  bool correct = false;
+  double mean_logprob = 0;
+  std::vector<int32_t> greedy;
+};
+// logits [rows][vocab]; row first_row + j predicts answer[j] (teacher forcing).
+AnswerScore score_answer(const float* logits, int rows, int vocab, int first_row, const std::vector<int32_t>& answer);
+
+// Runs the whole study. `plan` may be null when no policy needs one. on_progress(done, total,
+// line) after each example.
+EvalResults run_eval(const engine::Model& model, const engine::Tokenizer& tok, const Plan* plan,
+                     const std::string& plan_name, const EvalConfig& config,
+                     const std::function<void(int, int, const std::string&)>& on_progress);
+
+// ---- summaries -----------------------------------------------------------------------------
+// One row per (policy, rho), averaged over tasks, lengths and examples; `by_length` and
+// `by_task` the same split per length and per task. Log-likelihood deltas are paired with the
+// dense run of the same example (0 when there is no dense run).
+struct Summary {
+  std::string policy;
+  double rho = 0;
+  std::string group;  // "all", a length ("2048") or a task name
+  int runs = 0;
+  double accuracy = 0;         // percent
+  double answer_logprob = 0;   // mean nats per token
+  double delta_logprob = 0;    // mean of (policy - dense) per example, nats per token
+  double keys_fraction = 0;
+};
+std::vector<Summary> summarize(const EvalResults& results);
+
+std::string to_markdown(const EvalResults& results, const std::string& provenance);
+nlohmann::json to_json(const EvalResults& results, const nlohmann::json& provenance);
+
+}  // namespace kascade::eval

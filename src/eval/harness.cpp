@@ -1,0 +1,236 @@
+// The pieces of the accuracy study that do not drive the model: rows attended as decode
+// steps, answer scoring, summaries and their markdown/JSON reports (kascade/eval/harness.h).
+#include "kascade/eval/harness.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <iomanip>
+#include <map>
+#include <sstream>
+#include <tuple>
+
+#include "kascade/error.h"
+
+namespace kascade::eval {
+
+double attend_rows_as_decode(SelectionPolicy& policy, const SparsityParams& params, int layer, int first, int tokens,
+                             int hq, int hkv, int d, const float* q, const float* k, const float* v, float* out) {
+  KASCADE_CHECK(first >= 0 && tokens >= 1, "layer " << layer << ": bad rows first=" << first << " tokens=" << tokens);
+  const size_t n_all = static_cast<size_t>(first) + tokens, dd = static_cast<size_t>(d);
+  std::vector<float> q_row(static_cast<size_t>(hq) * dd), out_row(q_row.size());
+  std::vector<float> k_rows(static_cast<size_t>(hkv) * n_all * dd), v_rows(k_rows.size());
+  double keys = 0;
+  for (int t = 0; t < tokens; ++t) {
+    // Row t is the decode step at position first + t: its keys are 0..first + t, contiguous
+    // per kv head as the oracle takes them.
+    const size_t n = static_cast<size_t>(first) + t + 1;
+    for (int h = 0; h < hq; ++h) {
+      std::memcpy(&q_row[h * dd], q + (static_cast<size_t>(h) * tokens + t) * dd, sizeof(float) * dd);
+    }
+    for (int g = 0; g < hkv; ++g) {
+      std::memcpy(&k_rows[g * n * dd], k + g * n_all * dd, sizeof(float) * n * dd);
+      std::memcpy(&v_rows[g * n * dd], v + g * n_all * dd, sizeof(float) * n * dd);
+    }
+    const LayerInputs in{layer, Phase::Decode, hq, hkv, 1, static_cast<int>(n), d,
+                         q_row.data(), k_rows.data(), v_rows.data()};
+    keys += attend_layer(policy, params, in, out_row.data());
+    for (int h = 0; h < hq; ++h) {
+      std::memcpy(out + (static_cast<size_t>(h) * tokens + t) * dd, &out_row[h * dd], sizeof(float) * dd);
+    }
+  }
+  return keys;
+}
+
+AnswerScore score_answer(const float* logits, int rows, int vocab, int first_row, const std::vector<int32_t>& answer) {
+  KASCADE_CHECK(!answer.empty(), "score_answer: empty answer");
+  KASCADE_CHECK(first_row >= 0 && first_row + static_cast<int>(answer.size()) <= rows,
+                "score_answer: answer rows " << first_row << ".." << first_row + answer.size() - 1
+                                             << " are outside the " << rows << " logit rows");
+  AnswerScore s;
+  double total = 0;
+  for (size_t j = 0; j < answer.size(); ++j) {
+    const float* row = logits + static_cast<size_t>(first_row + static_cast<int>(j)) * vocab;
+    KASCADE_CHECK(answer[j] >= 0 && answer[j] < vocab, "score_answer: token " << answer[j] << " is outside the vocabulary");
+    int best = 0;
+    for (int i = 0; i < vocab; ++i) {
+      KASCADE_CHECK(std::isfinite(row[i]), "score_answer: logit " << i << " of row " << first_row + j << " is "
+                                                                  << row[i]);
+      if (row[i] > row[best]) best = i;
+    }
+    double sum = 0;
+    for (int i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(row[i]) - row[best]);
+    total += static_cast<double>(row[answer[j]]) - row[best] - std::log(sum);
+    s.greedy.push_back(best);
+  }
+  s.mean_logprob = total / static_cast<double>(answer.size());
+  s.correct = s.greedy == answer;
+  return s;
+}
+
+namespace {
+
+using ExampleKey = std::tuple<std::string, int, int>;  // task, length, index
+
+struct Accumulator {
+  int runs = 0, correct = 0, paired = 0;
+  double logprob = 0, delta = 0, keys = 0;
+};
+
+std::string fixed(double v, int digits) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(digits) << v;
+  return os.str();
+}
+
+std::string config_label(const Summary& s) { return s.policy == "dense" ? "dense" : s.policy + " @ " + fixed(s.rho, 2); }
+
+}  // namespace
+
+std::vector<Summary> summarize(const EvalResults& results) {
+  std::map<ExampleKey, double> dense_logprob;
+  for (const RunScore& r : results.runs) {
+    if (r.policy == "dense") dense_logprob[{r.task, r.length, r.index}] = r.answer_logprob;
+  }
+  // Groups in the order of the config: all, each length, each task.
+  std::vector<std::string> groups = {"all"};
+  for (int length : results.config.lengths) groups.push_back(std::to_string(length));
+  for (const std::string& task : results.config.tasks) groups.push_back(task);
+  std::vector<std::pair<std::string, double>> configs;
+  for (const RunScore& r : results.runs) {
+    const std::pair<std::string, double> c{r.policy, r.rho};
+    if (std::find(configs.begin(), configs.end(), c) == configs.end()) configs.push_back(c);
+  }
+  std::vector<Summary> out;
+  for (const auto& [policy, rho] : configs) {
+    for (const std::string& group : groups) {
+      Accumulator a;
+      for (const RunScore& r : results.runs) {
+        if (r.policy != policy || r.rho != rho) continue;
+        if (group != "all" && group != std::to_string(r.length) && group != r.task) continue;
+        ++a.runs;
+        a.correct += r.correct ? 1 : 0;
+        a.logprob += r.answer_logprob;
+        a.keys += r.keys_fraction;
+        auto d = dense_logprob.find({r.task, r.length, r.index});
+        if (d != dense_logprob.end()) {
+          a.delta += r.answer_logprob - d->second;
+          ++a.paired;
+        }
+      }
+      if (a.runs == 0) continue;
+      Summary s;
+      s.policy = policy;
+      s.rho = rho;
+      s.group = group;
+      s.runs = a.runs;
+      s.accuracy = 100.0 * a.correct / a.runs;
+      s.answer_logprob = a.logprob / a.runs;
+      s.delta_logprob = a.paired > 0 ? a.delta / a.paired : 0;
+      s.keys_fraction = a.keys / a.runs;
+      out.push_back(s);
+    }
+  }
+  return out;
+}
+
+std::string to_markdown(const EvalResults& results, const std::string& provenance) {
+  const std::vector<Summary> summary = summarize(results);
+  auto find = [&summary](const std::string& policy, double rho, const std::string& group) -> const Summary* {
+    for (const Summary& s : summary) {
+      if (s.policy == policy && s.rho == rho && s.group == group) return &s;
+    }
+    return nullptr;
+  };
+  std::ostringstream md;
+  md << "# kascade eval\n\n" << provenance << "\n\n";
+  md << "Exact match (%) of the greedy answer, mean answer log-likelihood (nats/token) and its change "
+        "against dense on the same examples, and the fraction of keys attended over the query and "
+        "answer tokens. "
+     << results.config.examples << " example(s) per task and length.\n\n";
+  md << "| policy | all | ";
+  for (int length : results.config.lengths) md << length << " | ";
+  md << "log-lik | Δ vs dense | keys |\n|---|---:|";
+  for (size_t i = 0; i < results.config.lengths.size(); ++i) md << "---:|";
+  md << "---:|---:|---:|\n";
+  for (const Summary& s : summary) {
+    if (s.group != "all") continue;
+    md << "| " << config_label(s) << " | " << fixed(s.accuracy, 1) << " | ";
+    for (int length : results.config.lengths) {
+      const Summary* l = find(s.policy, s.rho, std::to_string(length));
+      md << (l ? fixed(l->accuracy, 1) : "-") << " | ";
+    }
+    md << fixed(s.answer_logprob, 3) << " | " << (s.policy == "dense" ? "" : (s.delta_logprob >= 0 ? "+" : ""))
+       << (s.policy == "dense" ? "—" : fixed(s.delta_logprob, 3)) << " | " << fixed(100 * s.keys_fraction, 1)
+       << "% |\n";
+  }
+  md << "\nPer task: exact match (%) / Δ log-likelihood vs dense (nats/token).\n\n| policy | ";
+  for (const std::string& task : results.config.tasks) md << task << " | ";
+  md << "\n|---|";
+  for (size_t i = 0; i < results.config.tasks.size(); ++i) md << "---:|";
+  md << "\n";
+  for (const Summary& s : summary) {
+    if (s.group != "all") continue;
+    md << "| " << config_label(s) << " | ";
+    for (const std::string& task : results.config.tasks) {
+      const Summary* t = find(s.policy, s.rho, task);
+      if (!t) {
+        md << "- | ";
+        continue;
+      }
+      md << fixed(t->accuracy, 0) << " / " << (t->delta_logprob >= 0 ? "+" : "") << fixed(t->delta_logprob, 3)
+         << " | ";
+    }
+    md << "\n";
+  }
+  return md.str();
+}
+
+nlohmann::json to_json(const EvalResults& results, const nlohmann::json& provenance) {
+  nlohmann::json j;
+  j["format"] = "kascade-eval";
+  j["version"] = 1;
+  j["provenance"] = provenance;
+  j["model"] = results.model_name;
+  j["plan"] = results.plan_name;
+  j["seconds"] = results.seconds;
+  const EvalConfig& c = results.config;
+  j["config"] = {{"tasks", c.tasks},
+                 {"lengths", c.lengths},
+                 {"policies", c.policies},
+                 {"rhos", c.rhos},
+                 {"examples", c.examples},
+                 {"seed", c.seed},
+                 {"k_min", c.params.k_min},
+                 {"tile", c.params.tile},
+                 {"budget", to_string(c.params.budget)}};
+  nlohmann::json summary = nlohmann::json::array();
+  for (const Summary& s : summarize(results)) {
+    summary.push_back({{"policy", s.policy},
+                       {"rho", s.rho},
+                       {"group", s.group},
+                       {"runs", s.runs},
+                       {"accuracy", s.accuracy},
+                       {"answer_logprob", s.answer_logprob},
+                       {"delta_logprob", s.delta_logprob},
+                       {"keys_fraction", s.keys_fraction}});
+  }
+  j["summary"] = summary;
+  nlohmann::json runs = nlohmann::json::array();
+  for (const RunScore& r : results.runs) {
+    runs.push_back({{"task", r.task},
+                    {"length", r.length},
+                    {"index", r.index},
+                    {"policy", r.policy},
+                    {"rho", r.rho},
+                    {"correct", r.correct},
+                    {"answer_logprob", r.answer_logprob},
+                    {"answer_tokens", r.answer_tokens},
+                    {"greedy_text", r.greedy_text},
+                    {"keys_fraction", r.keys_fraction}});
+  }
+  j["runs"] = runs;
+  return j;
+}
+
+}  // namespace kascade::eval
