@@ -25,6 +25,19 @@
 #include "prefill_params.h"
 #include "kascade/budget.h"
 
+// wgmma (sm_90a) computes Q.K^T and P.V; other targets use mma.sync (ldmatrix fragments) for both.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define KASCADE_PREFILL_WGMMA 1
+#else
+#define KASCADE_PREFILL_WGMMA 0
+#endif
+// P.V through wgmma too (P from registers, V from smem MN-major) unless KASCADE_PREFILL_PV_MMA_SYNC.
+#if KASCADE_PREFILL_WGMMA && !defined(KASCADE_PREFILL_PV_MMA_SYNC)
+#define KASCADE_PREFILL_WGMMA_PV 1
+#else
+#define KASCADE_PREFILL_WGMMA_PV 0
+#endif
+
 namespace kascade::cuda::prefill {
 
 // ---- element types -----------------------------------------------------------------------
@@ -41,6 +54,76 @@ template <> struct Elem<__nv_bfloat16> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
+  // wgmma m64n64k16, A and B K-major from smem (descriptors), fp32 accumulators in the
+  // mma.sync C layout of 8 n-blocks; scale_d = 0 overwrites the accumulators.
+  static __device__ __forceinline__ void wgmma_64x64(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b,
+                                                     int scale_d) {
+#if KASCADE_PREFILL_WGMMA
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+#else
+    (void)d, (void)desc_a, (void)desc_b, (void)scale_d;
+#endif
+  }
+  // wgmma m64n64k16 with A (P) from registers in the mma.sync A layout and B (V) from smem,
+  // MN-major (transposed); accumulates into d (the mma.sync C layout of 8 n-blocks).
+  static __device__ __forceinline__ void wgmma_pv(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc_b) {
+#if KASCADE_PREFILL_WGMMA
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+#else
+    (void)d, (void)a, (void)desc_b;
+#endif
+  }
+  // wgmma m64n128k16 with A (P) from registers in the mma.sync A layout and B (V) from smem,
+  // MN-major (transposed); accumulates into d (the mma.sync C layout of 16 n-blocks).
+  static __device__ __forceinline__ void wgmma_pv(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc_b) {
+#if KASCADE_PREFILL_WGMMA
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, 1, 1, 1, 1;\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
+          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
+          "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
+          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),
+          "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
+          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
+          "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
+          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
+          "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+#else
+    (void)d, (void)a, (void)desc_b;
+#endif
+  }
 };
 template <> struct Elem<__half> {
   static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
@@ -53,6 +136,76 @@ template <> struct Elem<__half> {
         "{%0,%1,%2,%3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  // wgmma m64n64k16, A and B K-major from smem (descriptors), fp32 accumulators in the
+  // mma.sync C layout of 8 n-blocks; scale_d = 0 overwrites the accumulators.
+  static __device__ __forceinline__ void wgmma_64x64(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b,
+                                                     int scale_d) {
+#if KASCADE_PREFILL_WGMMA
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+#else
+    (void)d, (void)desc_a, (void)desc_b, (void)scale_d;
+#endif
+  }
+  // wgmma m64n64k16 with A (P) from registers in the mma.sync A layout and B (V) from smem,
+  // MN-major (transposed); accumulates into d (the mma.sync C layout of 8 n-blocks).
+  static __device__ __forceinline__ void wgmma_pv(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc_b) {
+#if KASCADE_PREFILL_WGMMA
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+#else
+    (void)d, (void)a, (void)desc_b;
+#endif
+  }
+  // wgmma m64n128k16 with A (P) from registers in the mma.sync A layout and B (V) from smem,
+  // MN-major (transposed); accumulates into d (the mma.sync C layout of 16 n-blocks).
+  static __device__ __forceinline__ void wgmma_pv(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc_b) {
+#if KASCADE_PREFILL_WGMMA
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, 1, 1, 1, 1;\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
+          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
+          "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
+          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),
+          "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
+          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
+          "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
+          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
+          "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+#else
+    (void)d, (void)a, (void)desc_b;
+#endif
   }
 };
 
@@ -80,14 +233,19 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
                : "r"(smem_addr(p)));
 }
 
-// A smem tile of rows x D 16-bit elements with its 16-byte chunks XOR-swizzled by (row % 8), so
-// that ldmatrix reading 8 rows at one column touches 8 different bank groups.
-template <int D>
+// A smem tile of kRows x D 16-bit elements in the layout wgmma calls K-major with 128-byte
+// swizzle: D is cut into 64-element (128-byte) column panels stored one after the other
+// ([D / 64][kRows][64]); inside a panel, 16-byte chunk c of row r sits at chunk c ^ (r % 8).
+// ldmatrix reading 8 rows at one logical chunk therefore touches 8 different bank groups, and
+// the same bytes are a valid wgmma operand (8-row groups 1024 bytes apart, panel base 1024-aligned).
+constexpr int kPanelElems = 64;
+template <int D, int kRows>
 struct SwizzledTile {
-  static constexpr int kChunksPerRow = D / kChunkElems;
-  static_assert(kChunksPerRow % 8 == 0, "swizzle needs at least 8 chunks per row");
+  static_assert(D % kPanelElems == 0, "head dim must be a multiple of the 64-element panel");
+  static_assert(kRows % 8 == 0, "swizzle atoms are 8 rows");
+  static constexpr int kPanelStride = kRows * kPanelElems;  // elements between column panels
   __device__ static __forceinline__ int offset(int row, int chunk) {
-    return row * D + ((chunk ^ (row & 7)) * kChunkElems);
+    return (chunk / 8) * kPanelStride + row * kPanelElems + (((chunk & 7) ^ (row & 7)) * kChunkElems);
   }
 };
 
@@ -157,7 +315,7 @@ struct KeyRowPipeline {
         kv.page_size.divmod(static_cast<uint32_t>(token_next[j]), page, slot);
         src = base + static_cast<int64_t>(page) * kv.page_stride + static_cast<int64_t>(slot) * kv.token_stride;
       }
-      cp_async_16(dst + SwizzledTile<D>::offset(r, chunk), src, valid);
+      cp_async_16(dst + SwizzledTile<D, kBlockKeys>::offset(r, chunk), src, valid);
     }
   }
   // Prologue: positions and pages of block 0 resolved (stalls once), block 1's positions in flight.
@@ -183,21 +341,74 @@ __device__ __forceinline__ void load_q_rows(T* dst, const T* q, int64_t first_ro
       const int64_t row = first_row + r / group;
       src = q + (row * num_q_heads + first_head + r % group) * D + chunk * kChunkElems;
     }
-    cp_async_16(dst + SwizzledTile<D>::offset(r, chunk), src, valid);
+    cp_async_16(dst + SwizzledTile<D, kBlockRows>::offset(r, chunk), src, valid);
   }
 }
 
-// First row of m-tile m of this warp (each warp owns kMTiles x 16 consecutive rows).
-__device__ __forceinline__ int warp_row(int m) {
-  return static_cast<int>(threadIdx.x / 32) * kRowsPerWarp + m * 16;
+// Rows of m-tile m of this warp: m * 64 + warp * 16 + 0..15. The four warps together own a
+// 64-row slab per m-tile, which is what one wgmma of the warpgroup computes.
+static_assert(kWarps == 4, "one warpgroup per CTA");
+__device__ __forceinline__ int warp_row(int m) { return m * 64 + static_cast<int>(threadIdx.x / 32) * 16; }
+
+// Shared-memory matrix descriptor of a K-major, 128-byte-swizzled operand (SwizzledTile): start
+// address, leading byte offset 16 (unused with this swizzle), 1024 bytes between 8-row groups.
+__device__ __forceinline__ uint64_t sw128_descriptor(const void* p) {
+  const uint64_t addr = smem_addr(p);
+  return ((addr & 0x3FFFF) >> 4) | (uint64_t{16 >> 4} << 16) | (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
+}
+
+// Descriptor of an MN-major (transposed) 128-byte-swizzled operand: V [keys][D] as B of P.V,
+// where keys are K and D is N. 64-element N panels are kPanelStrideBytes apart (leading byte
+// offset), groups of 8 keys 1024 bytes apart (stride byte offset).
+template <int kPanelStrideBytes>
+__device__ __forceinline__ uint64_t sw128_mn_descriptor(const void* p) {
+  static_assert(kPanelStrideBytes % 16 == 0 && (kPanelStrideBytes >> 4) < (1 << 14), "descriptor field");
+  const uint64_t addr = smem_addr(p);
+  return ((addr & 0x3FFFF) >> 4) | (uint64_t{kPanelStrideBytes >> 4} << 16) | (uint64_t{1024 >> 4} << 32) |
+         (uint64_t{1} << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+#if KASCADE_PREFILL_WGMMA
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_commit_and_wait() {
+#if KASCADE_PREFILL_WGMMA
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+// Makes this thread's cp.async writes to smem visible to the async proxy (wgmma operand reads);
+// called after the copies completed and before the barrier that publishes them.
+__device__ __forceinline__ void fence_smem_for_async_proxy() {
+#if KASCADE_PREFILL_WGMMA
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
 }
 
 // s[m][j][*] = Q(rows of m-tile m) . K(keys j*8 .. j*8+7 of the block)^T, fp32, unscaled.
-// Q fragments are read from smem per k-step (registers go to the accumulators); each K fragment
-// serves all kMTiles m-tiles, which halves the smem traffic per MMA against one m-tile per warp.
+// Every warp of the CTA must call it (wgmma is warpgroup-wide).
 template <int D, typename T>
 __device__ __forceinline__ void compute_scores(float (&s)[kMTiles][kBlockKeys / 8][4], const T* q_smem,
                                                const T* k_smem) {
+#if KASCADE_PREFILL_WGMMA
+  // K-step kk reads column panel kk / 4 at a 32-byte offset (kk % 4) inside the swizzled row.
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const int panel = kk / 4, within = (kk % 4) * 16;
+    const uint64_t desc_k = sw128_descriptor(k_smem + panel * SwizzledTile<D, kBlockKeys>::kPanelStride + within);
+#pragma unroll
+    for (int m = 0; m < kMTiles; ++m) {
+      const uint64_t desc_q =
+          sw128_descriptor(q_smem + panel * SwizzledTile<D, kBlockRows>::kPanelStride + m * 64 * kPanelElems + within);
+      Elem<T>::wgmma_64x64(s[m], desc_q, desc_k, kk > 0 ? 1 : 0);
+    }
+  }
+  wgmma_commit_and_wait();
+#else
+  // mma.sync: Q fragments from smem per k-step; each K fragment serves all m-tiles.
   const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int m = 0; m < kMTiles; ++m)
@@ -208,7 +419,7 @@ __device__ __forceinline__ void compute_scores(float (&s)[kMTiles][kBlockKeys / 
     uint32_t a[kMTiles][4];
 #pragma unroll
     for (int m = 0; m < kMTiles; ++m)
-      ldmatrix_x4(a[m], q_smem + SwizzledTile<D>::offset(warp_row(m) + lane % 16, kk * 2 + lane / 16));
+      ldmatrix_x4(a[m], q_smem + SwizzledTile<D, kBlockRows>::offset(warp_row(m) + lane % 16, kk * 2 + lane / 16));
 #pragma unroll
     for (int jj = 0; jj < kBlockKeys / 16; ++jj) {
       // Two 8-key blocks (16 keys) x 16 dims: matrices (keys +0, d +0), (keys +0, d +8),
@@ -216,7 +427,7 @@ __device__ __forceinline__ void compute_scores(float (&s)[kMTiles][kBlockKeys / 
       const int key = jj * 16 + (lane / 16) * 8 + (lane % 8);
       const int chunk = kk * 2 + (lane / 8) % 2;
       uint32_t b[4];
-      ldmatrix_x4(b, k_smem + SwizzledTile<D>::offset(key, chunk));
+      ldmatrix_x4(b, k_smem + SwizzledTile<D, kBlockKeys>::offset(key, chunk));
 #pragma unroll
       for (int m = 0; m < kMTiles; ++m) {
         Elem<T>::mma(s[m][2 * jj], a[m], b[0], b[1]);
@@ -224,6 +435,13 @@ __device__ __forceinline__ void compute_scores(float (&s)[kMTiles][kBlockKeys / 
       }
     }
   }
+#endif
+}
+
+// The swizzled operand tiles need 1024-byte alignment; the dynamic smem request includes the slack.
+constexpr size_t kSmemAlign = 1024;
+__device__ __forceinline__ unsigned char* align_smem(unsigned char* p) {
+  return p + ((kSmemAlign - (smem_addr(p) & (kSmemAlign - 1))) & (kSmemAlign - 1));
 }
 
 // ---- attention ------------------------------------------------------------------------------
@@ -231,7 +449,7 @@ template <int D, typename T>
 struct AttendSmem {
   static constexpr int kTileElems = kBlockKeys * D;
   static constexpr size_t bytes(bool with_v) {
-    return sizeof(T) * (size_t(kBlockRows) * D + 2 * size_t(kTileElems) * (with_v ? 2 : 1));
+    return kSmemAlign + sizeof(T) * (size_t(kBlockRows) * D + 2 * size_t(kTileElems) * (with_v ? 2 : 1));
   }
 };
 
@@ -240,7 +458,7 @@ struct AttendSmem {
 template <int D, typename T, bool kOutput>
 __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant__ AttendParams p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  T* q_smem = reinterpret_cast<T*>(smem_raw);
+  T* q_smem = reinterpret_cast<T*>(align_smem(smem_raw));
   T* k_smem = q_smem + kBlockRows * D;                 // [2][kBlockKeys][D]
   T* v_smem = k_smem + 2 * AttendSmem<D, T>::kTileElems;  // [2][kBlockKeys][D] (kOutput only)
 
@@ -281,7 +499,7 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
   rows.fetch_pages(p.kv, seq_pages);
   rows.fetch_positions(keys, 2 * kBlockKeys);
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int lane = threadIdx.x % 32;
   // This thread's rows: warp_row(m) + lane/4 (+8). Rows past valid_rows get position pos_lo so
   // that their softmax stays finite; they are never stored.
   int row_pos[kMTiles][2];
@@ -306,9 +524,10 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
     for (int i = 0; i < 2; ++i) row_max[m][i] = -INFINITY, row_sum[m][i] = 0.f;
 
   const int num_blocks = (num_keys + kBlockKeys - 1) / kBlockKeys;
-  const bool warp_active = warp * kRowsPerWarp < valid_rows;
+  const bool warp_active = warp_row(0) < valid_rows;
   for (int it = 0; it < num_blocks; ++it) {
     cp_async_wait_all();
+    fence_smem_for_async_proxy();
     __syncthreads();
     const int buf = it & 1;
     if (it + 1 < num_blocks) {
@@ -321,10 +540,10 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
       rows.fetch_pages(p.kv, seq_pages);
       rows.fetch_positions(keys, (it + 3) * kBlockKeys);
     }
-    if (!warp_active) continue;  // this warp's rows are all padding: nothing to compute
-
     float s[kMTiles][kBlockKeys / 8][4];
     compute_scores<D>(s, q_smem, k_smem + buf * AttendSmem<D, T>::kTileElems);
+    // A warp whose rows are all padding skips the rest, except where P.V is warpgroup-wide wgmma.
+    if (!KASCADE_PREFILL_WGMMA_PV && !warp_active) continue;
 
     const int v0 = it * kBlockKeys;
     const bool needs_mask = v0 + kBlockKeys > min(unmasked_end, num_keys);
@@ -372,8 +591,32 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
           acc[m][j][2 * i + 1] *= correction;
         }
       }
-    if (kOutput) {
+    if constexpr (kOutput) {
       const T* vb = v_smem + buf * AttendSmem<D, T>::kTileElems;
+#if KASCADE_PREFILL_WGMMA_PV
+      // P packed to the storage type as the register A operand (the accumulator layout of key
+      // blocks 2kk, 2kk+1 is the A layout of k-step kk); V k-step kk = keys 16kk.. = 2 swizzle
+      // atoms of 8 keys, 16 * 64 elements further.
+      uint32_t pa[kMTiles][kBlockKeys / 16][4];
+#pragma unroll
+      for (int m = 0; m < kMTiles; ++m)
+#pragma unroll
+        for (int kk = 0; kk < kBlockKeys / 16; ++kk) {
+          pa[m][kk][0] = Elem<T>::pack(s[m][2 * kk][0], s[m][2 * kk][1]);
+          pa[m][kk][1] = Elem<T>::pack(s[m][2 * kk][2], s[m][2 * kk][3]);
+          pa[m][kk][2] = Elem<T>::pack(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
+          pa[m][kk][3] = Elem<T>::pack(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
+        }
+      constexpr int kPanelBytes = SwizzledTile<D, kBlockKeys>::kPanelStride * int(sizeof(T));
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kBlockKeys / 16; ++kk) {
+        const uint64_t desc_v = sw128_mn_descriptor<kPanelBytes>(vb + kk * 16 * kPanelElems);
+#pragma unroll
+        for (int m = 0; m < kMTiles; ++m) Elem<T>::wgmma_pv(acc[m], pa[m][kk], desc_v);
+      }
+      wgmma_commit_and_wait();
+#else
 #pragma unroll
       for (int kk = 0; kk < kBlockKeys / 16; ++kk) {
         // P as the A operand: the accumulator layout of key blocks 2kk, 2kk+1 is the A layout.
@@ -392,7 +635,7 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
           const int key = kk * 16 + ((lane / 8) % 2) * 8 + (lane % 8);
           const int chunk = jd * 2 + lane / 16;
           uint32_t bv[4];
-          ldmatrix_x4_trans(bv, vb + SwizzledTile<D>::offset(key, chunk));
+          ldmatrix_x4_trans(bv, vb + SwizzledTile<D, kBlockKeys>::offset(key, chunk));
 #pragma unroll
           for (int m = 0; m < kMTiles; ++m) {
             Elem<T>::mma(acc[m][2 * jd], a[m], bv[0], bv[1]);
@@ -400,6 +643,7 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
           }
         }
       }
+#endif
     }
   }
   cp_async_wait_all();
@@ -434,7 +678,7 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
 template <int D, typename T>
 struct MassSmem {
   static constexpr size_t bytes() {
-    return sizeof(T) * (size_t(kBlockRows) * D + 2 * size_t(kBlockKeys) * D) +
+    return kSmemAlign + sizeof(T) * (size_t(kBlockRows) * D + 2 * size_t(kBlockKeys) * D) +
            sizeof(float) * (kWarps * kBlockKeys + kKeysPerMassCta);
   }
 };
@@ -445,7 +689,7 @@ struct MassSmem {
 template <int D, typename T>
 __global__ void __launch_bounds__(kThreads) pooled_mass_kernel(const __grid_constant__ MassParams p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  T* q_smem = reinterpret_cast<T*>(smem_raw);
+  T* q_smem = reinterpret_cast<T*>(align_smem(smem_raw));
   T* k_smem = q_smem + kBlockRows * D;                       // [2][kBlockKeys][D]
   float* partial = reinterpret_cast<float*>(k_smem + 2 * kBlockKeys * D);  // [kWarps][kBlockKeys]
   float* key_mass = partial + kWarps * kBlockKeys;           // [kKeysPerMassCta]
@@ -488,7 +732,7 @@ __global__ void __launch_bounds__(kThreads) pooled_mass_kernel(const __grid_cons
             const int64_t qrow = g.q_begin + (tile_b - g.p0) + tr / p.group;
             src = q + (qrow * p.num_q_heads + kv_head * p.group + tr % p.group) * D + chunk * kChunkElems;
           }
-          cp_async_16(q_smem + SwizzledTile<D>::offset(r, chunk), src, valid);
+          cp_async_16(q_smem + SwizzledTile<D, kBlockRows>::offset(r, chunk), src, valid);
         }
       }
       KeyRowPipeline<D> rows;
@@ -515,9 +759,10 @@ __global__ void __launch_bounds__(kThreads) pooled_mass_kernel(const __grid_cons
           }
         }
 
-      const bool warp_active = warp * kRowsPerWarp < chunk_rows;
+      const bool warp_active = warp_row(0) < chunk_rows;
       for (int it = 0; it < num_key_blocks; ++it) {
         cp_async_wait_all();
+        fence_smem_for_async_proxy();
         __syncthreads();
         const int buf = it & 1;
         if (it + 1 < num_key_blocks) rows.issue(k_smem + (buf ^ 1) * kBlockKeys * D, kbase, p.kv);
@@ -527,9 +772,9 @@ __global__ void __launch_bounds__(kThreads) pooled_mass_kernel(const __grid_cons
           rows.fetch_positions(keys, (it + 3) * kBlockKeys);
         }
 
+        float s[kMTiles][kBlockKeys / 8][4];
+        compute_scores<D>(s, q_smem, k_smem + buf * kBlockKeys * D);
         if (warp_active) {
-          float s[kMTiles][kBlockKeys / 8][4];
-          compute_scores<D>(s, q_smem, k_smem + buf * kBlockKeys * D);
           // Column sums of exp2(s2 - lse) over the warp's rows.
 #pragma unroll
           for (int j = 0; j < kBlockKeys / 8; ++j) {
