@@ -1,18 +1,25 @@
-// prefill_kernels.cuh — device code of the prefill family (SPEC 5), tensor cores via mma.sync.
+// prefill_kernels.cuh — device code of the prefill family (SPEC 5) on tensor cores: wgmma on
+// sm_90a (Q.K^T with both operands in smem, P.V with P from registers), mma.sync m16n8k16 with
+// ldmatrix fragments on other targets.
 //
 // Layering (bottom up):
-//   - fragment helpers: ldmatrix / mma.sync m16n8k16 (bf16 or fp16 in, fp32 accumulate), the
-//     128-thread cp.async tile loader that reads Q rows or paged K/V rows into swizzled smem;
+//   - MMA helpers: mma.sync / wgmma (bf16 or fp16 in, fp32 accumulate), smem descriptors, and the
+//     cp.async loaders that copy Q rows or paged K/V rows into 128-byte-swizzled smem tiles
+//     (SwizzledTile: a layout both ldmatrix and wgmma read);
 //   - KeySource: the keys one CTA attends to, as a virtual index range: first `list_count`
 //     gathered positions (a tile's selection), then the contiguous range [range_begin, range_end)
 //     under the causal mask (the diagonal; for dense attention the whole prefix);
-//   - attend_kernel<Cfg, kOutput>: flash attention over a KeySource for one CTA of query rows.
-//     Rows are (position, head of the GQA group) pairs, so the K/V rows loaded once serve the
-//     whole group. kOutput=false is the anchor's LSE-only pass (no P·V, no V loads);
+//   - KeyRowPipeline: the K/V row addresses (selection entry -> page id) fetched two blocks ahead;
+//   - attend_kernel<D, T, kOutput>: flash attention over a KeySource for one CTA of 128 query rows
+//     (one warpgroup, two 64-row slabs). Rows are (position, head of the GQA group) pairs, so the
+//     K/V rows loaded once serve the whole group. kOutput=false is the anchor's LSE-only pass
+//     (no P.V, no V loads);
 //   - pooled_mass_kernel: recomputes scores per key block and reduces exp(s - lse) over a
 //     tile's T x G rows (or T x Hq with all-heads pooling) into per-key mass, for keys < b;
 //   (the per-tile top-k over the pooled mass is in prefill_topk.cu.)
 // Scores live in the log2 domain: s2 = q.k * scale * log2(e); the LSE buffers hold log2 values.
+// Not done yet (measured gap to cuDNN): TMA loads, warp specialisation, and overlapping the
+// softmax of one block with the MMAs of the next.
 #pragma once
 
 #include <cuda_bf16.h>

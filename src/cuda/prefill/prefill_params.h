@@ -14,9 +14,15 @@
 
 namespace kascade::cuda::prefill {
 
+// One warpgroup per CTA, 128 query rows (two 64-row wgmma slabs), 64 keys per step. Measured
+// on the H100, Llama-3.1-8B shape, 32k dense causal (TFLOP/s; cuDNN SDPA 590 in the same runs):
+//   4 warps x 16 rows, mma.sync, 64 rows per CTA ......................... 136
+//   8 warps x 16 rows, K/V addresses fetched two blocks ahead ............ 187
+//   4 warps x 2 m16 tiles (K/V fragments shared by both), mma.sync ...... 210
+//   same tiles, Q.K^T and P.V on wgmma (sm_90a) .......................... 296
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
-constexpr int kMTiles = 2;                           // m16 MMA row blocks per warp (share K/V fragments)
+constexpr int kMTiles = 2;                           // 16-row MMA tiles per warp (one per 64-row slab)
 constexpr int kRowsPerWarp = 16 * kMTiles;
 constexpr int kBlockRows = kWarps * kRowsPerWarp;    // query rows per CTA
 constexpr int kBlockKeys = 64;                       // keys per main-loop step
