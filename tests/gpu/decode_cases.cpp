@@ -39,6 +39,7 @@ struct DecodeSpec {
   Pooling pooling = Pooling::Group;
   bool remap_heads = false;  // reuse: a non-identity head map
   float scale = NAN;
+  float q_amplitude = 2.5f;  // 0: every logit is 0, all keys tie (the top-k's tie-breaking path)
   uint64_t seed = 1;
 };
 
@@ -53,6 +54,7 @@ std::string describe(const DecodeSpec& s) {
   os << ",pool=" << to_string(s.pooling);
   if (s.remap_heads) os << ",map=permuted";
   if (!std::isnan(s.scale)) os << ",scale=" << s.scale;
+  if (s.q_amplitude != 2.5f) os << ",q_amp=" << s.q_amplitude;
   os << ",seed=" << s.seed;
   return os.str();
 }
@@ -220,7 +222,7 @@ class DecodeCase : public TestCase {
     const SparsityParams sp = sparsity_of(s_);
     const int batch = shape.batch, d = s_.head_dim;
     // Queries of amplitude 2.5 give peaked but not one-hot attention (logit std ~2.5).
-    const StorageArray q = random_storage(s_.dtype, static_cast<size_t>(batch) * s_.hq * d, 2.5f, rng);
+    const StorageArray q = random_storage(s_.dtype, static_cast<size_t>(batch) * s_.hq * d, s_.q_amplitude, rng);
     PagedCache cache;
     cache.build(s_, s_.lens, 0, rng);
 
@@ -565,6 +567,14 @@ void make_decode_cases(CaseList& cases) {
     add(s);
     s.k_multiple = 1;
     s.lens = {100, 127, 128, 1};  // n at or below k_min: the whole context is selected
+    add(s);
+  }
+  // All keys tie (zero queries): the selection must still have k(n) keys and the oracle's mass.
+  for (DecodeRole role : {DecodeRole::Layer0, DecodeRole::Anchor}) {
+    DecodeSpec s;
+    s.role = role;
+    s.lens = {3000, 129, 20000};
+    s.q_amplitude = 0.f;
     add(s);
   }
   // Long contexts (ragged, up to 130k keys).

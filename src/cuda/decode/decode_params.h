@@ -82,6 +82,7 @@ struct PooledTopkParams {
   int64_t score_stride;
   const float2* head_ml;         // [B, Hq] (max, sum) of exp2 over keys 0..n-1
   float* pooled;                 // [B, num_sets, score_stride] scratch: pooled probabilities
+  int32_t* candidates;           // [B, num_sets, score_stride] scratch: keys of the threshold's bin
   int32_t* sel_indices;          // [B, num_sets, sel_kmax]
   int32_t* sel_counts;           // [B, num_sets]
   const int32_t* seq_lens;       // [B]

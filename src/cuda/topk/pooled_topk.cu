@@ -4,9 +4,11 @@
 // from decode_combine and the log2-domain logits s_h[i] of the split pass:
 //   P[i] = sum over the set's heads h of 2^(s_h[i] - M_h) / L_h          (pass 1, stored as fp32)
 // then a radix select on the bit patterns of the non-negative floats P[i] (their unsigned order is
-// their numeric order) finds the k-th largest value T in three digit passes (12 + 12 + 8 bits),
-// and an ordered block compaction writes every i with P[i] > T plus the lowest-index ones with
-// P[i] == T: the selection is ascending and breaks ties toward the lower index, as the oracle does.
+// their numeric order) finds the k-th largest value T in three digits (12 + 12 + 8 bits): the first
+// from a histogram built in pass 1, the other two over the candidates of the threshold's first-digit
+// bin only (collected in pass 2), and an ordered block compaction (pass 3) writes every i with
+// P[i] > T plus the lowest-index ones with P[i] == T: the selection is ascending and breaks ties
+// toward the lower index, as the oracle does. Full passes read 16 bytes (4 keys) per thread.
 // No sort, no allocation. k = kascade::budget_k(n, rho, k_min, k_multiple) is computed here, on the
 // device, from the step's own n.
 #include <cuda_runtime.h>
@@ -27,11 +29,30 @@ constexpr int kWideBins = 1 << kWideDigitBits;
 constexpr int kLastDigitBits = 8;
 static_assert(2 * kWideDigitBits + kLastDigitBits == 32, "the digits must cover the 32 key bits");
 
+constexpr int kKeysPerVector = 4;  // keys per 16-byte load in the full passes
+
 struct RadixState {
   uint32_t prefix;     // the bits of the k-th largest key fixed so far
   uint32_t mask;       // which bits `prefix` fixes
   int remaining;       // how many keys still to take among those matching `prefix`
+  int collected;       // candidates gathered so far (pass 2's shared counter)
 };
+
+__device__ __forceinline__ int top_digit(float mass) { return __float_as_uint(mass) >> (32 - kWideDigitBits); }
+
+// bits[e] = pooled_bits[first + e] for first + e < n (a 16-byte load when all four exist).
+__device__ __forceinline__ void load_bits4(const uint32_t* pooled_bits, int first, int n, uint32_t (&bits)[4]) {
+  if (first + kKeysPerVector <= n) {
+    const uint4 v = reinterpret_cast<const uint4*>(pooled_bits)[first / kKeysPerVector];
+    bits[0] = v.x;
+    bits[1] = v.y;
+    bits[2] = v.z;
+    bits[3] = v.w;
+  } else {
+#pragma unroll
+    for (int e = 0; e < kKeysPerVector; ++e) bits[e] = first + e < n ? pooled_bits[first + e] : 0u;
+  }
+}
 
 // Given a histogram of the current digit, fixes the digit holding the `remaining`-th largest key.
 // Every thread calls it; on return state is updated (from shared memory) for the whole block.
@@ -56,6 +77,7 @@ __device__ void select_digit(const int* histogram, int num_bins, int shift, Radi
         shared_state->prefix = state.prefix | (static_cast<uint32_t>(bin) << shift);
         shared_state->mask = state.mask | (static_cast<uint32_t>(num_bins - 1) << shift);
         shared_state->remaining = state.remaining - count_above;
+        shared_state->collected = state.collected;
         break;
       }
       count_above += in_bin;
@@ -96,31 +118,74 @@ __global__ void __launch_bounds__(kTopkThreads) pooled_topk_kernel(const __grid_
   clear_histogram(histogram, kWideBins);
   __syncthreads();
 
-  // Pass 1: pooled probabilities, stored, and the histogram of their top digit.
+  // Pass 1: pooled probabilities, stored, and the histogram of their top digit. Four keys per
+  // thread and step (16-byte loads and stores; rows are 16-byte aligned, score_stride % 4 == 0).
   const float* scores = p.scores + (static_cast<int64_t>(b) * p.num_q_heads + first_head) * p.score_stride;
   float* pooled = p.pooled + (static_cast<int64_t>(b) * p.num_sets + set) * p.score_stride;
   const uint32_t* pooled_bits = reinterpret_cast<const uint32_t*>(pooled);
-  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+  const int n_vec = n / kKeysPerVector;
+  for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {
+    float4 mass = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int h = 0; h < p.heads_per_set; ++h) {
+      const float2 stats = head_stats[h];
+      const float4 s = reinterpret_cast<const float4*>(scores + h * p.score_stride)[v];
+      mass.x += exp2f(s.x - stats.x) * stats.y;
+      mass.y += exp2f(s.y - stats.x) * stats.y;
+      mass.z += exp2f(s.z - stats.x) * stats.y;
+      mass.w += exp2f(s.w - stats.x) * stats.y;
+    }
+    reinterpret_cast<float4*>(pooled)[v] = mass;
+    atomicAdd(&histogram[top_digit(mass.x)], 1);
+    atomicAdd(&histogram[top_digit(mass.y)], 1);
+    atomicAdd(&histogram[top_digit(mass.z)], 1);
+    atomicAdd(&histogram[top_digit(mass.w)], 1);
+  }
+  for (int i = n_vec * kKeysPerVector + threadIdx.x; i < n; i += blockDim.x) {
     float mass = 0.f;
     for (int h = 0; h < p.heads_per_set; ++h) {
       const float2 stats = head_stats[h];
       mass += exp2f(scores[h * p.score_stride + i] - stats.x) * stats.y;
     }
     pooled[i] = mass;
-    atomicAdd(&histogram[__float_as_uint(mass) >> (32 - kWideDigitBits)], 1);
+    atomicAdd(&histogram[top_digit(mass)], 1);
   }
   __syncthreads();
-  RadixState state{0u, 0u, k};
+  RadixState state{0u, 0u, k, 0};
   select_digit(histogram, kWideBins, 32 - kWideDigitBits, state, &shared_state, scan_scratch);
 
-  // Passes 2 and 3: the next digits among the keys that match the prefix so far.
+  // Pass 2: the keys in the threshold's top-digit bin are the only ones
+  // whose fate is open; collect their positions (in any order: the rest is histograms).
+  int32_t* candidates = p.candidates + (static_cast<int64_t>(b) * p.num_sets + set) * p.score_stride;
+  if (threadIdx.x == 0) shared_state.collected = 0;
+  __syncthreads();
+  const int lane = threadIdx.x % kWarpSize;
+  for (int base = 0; base < n; base += blockDim.x * kKeysPerVector) {
+    const int first = base + threadIdx.x * kKeysPerVector;
+    uint32_t bits[kKeysPerVector];
+    load_bits4(pooled_bits, first, n, bits);
+    int mine = 0;
+#pragma unroll
+    for (int e = 0; e < kKeysPerVector; ++e) mine += (first + e < n && (bits[e] & state.mask) == state.prefix) ? 1 : 0;
+    const int inclusive = warp_inclusive_sum(mine);
+    int warp_base = 0;
+    if (lane == kWarpSize - 1 && inclusive > 0) warp_base = atomicAdd(&shared_state.collected, inclusive);
+    int slot = __shfl_sync(kFullMask, warp_base, kWarpSize - 1) + inclusive - mine;
+#pragma unroll
+    for (int e = 0; e < kKeysPerVector; ++e) {
+      if (first + e < n && (bits[e] & state.mask) == state.prefix) candidates[slot++] = first + e;
+    }
+  }
+  __syncthreads();
+  const int num_candidates = shared_state.collected;
+
+  // Passes 3 and 4: the remaining digits, over the candidates only.
   const int shifts[2] = {kLastDigitBits, 0};
   const int bins[2] = {kWideBins, 1 << kLastDigitBits};
   for (int pass = 0; pass < 2; ++pass) {
     clear_histogram(histogram, bins[pass]);
     __syncthreads();
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-      const uint32_t bits = pooled_bits[i];
+    for (int j = threadIdx.x; j < num_candidates; j += blockDim.x) {
+      const uint32_t bits = pooled_bits[candidates[j]];
       if ((bits & state.mask) == state.prefix) atomicAdd(&histogram[(bits >> shifts[pass]) & (bins[pass] - 1)], 1);
     }
     __syncthreads();
@@ -132,18 +197,32 @@ __global__ void __launch_bounds__(kTopkThreads) pooled_topk_kernel(const __grid_
   const int equal_wanted = state.remaining;
   int greater_before = 0;  // running counts over earlier tiles
   int equal_before = 0;
-  for (int tile = 0; tile < n; tile += blockDim.x) {
-    const int i = tile + threadIdx.x;
-    const uint32_t bits = i < n ? pooled_bits[i] : 0u;
-    const int greater = (i < n && bits > threshold) ? 1 : 0;
-    const int equal = (i < n && bits == threshold) ? 1 : 0;
-    // Both flags in one scan: tile totals are at most 1024, so 16 bits each suffice.
+  for (int base = 0; base < n; base += blockDim.x * kKeysPerVector) {
+    const int first = base + threadIdx.x * kKeysPerVector;
+    uint32_t bits[kKeysPerVector];
+    load_bits4(pooled_bits, first, n, bits);
+    int greater = 0, equal = 0;
+#pragma unroll
+    for (int e = 0; e < kKeysPerVector; ++e) {
+      greater += (first + e < n && bits[e] > threshold) ? 1 : 0;
+      equal += (first + e < n && bits[e] == threshold) ? 1 : 0;
+    }
+    // Both counts in one scan: a tile holds 4096 keys, so 16 bits each suffice.
     int tile_total = 0;
     const int packed_before = block_exclusive_sum((greater << 16) | equal, scan_scratch, tile_total);
-    const int greater_rank = greater_before + (packed_before >> 16);
-    const int equal_rank = equal_before + (packed_before & 0xffff);
-    const int out_pos = greater_rank + min(equal_rank, equal_wanted);
-    if (greater || (equal && equal_rank < equal_wanted)) selection[out_pos] = i;
+    int greater_rank = greater_before + (packed_before >> 16);
+    int equal_rank = equal_before + (packed_before & 0xffff);
+#pragma unroll
+    for (int e = 0; e < kKeysPerVector; ++e) {
+      if (first + e >= n) break;
+      if (bits[e] > threshold) {
+        selection[greater_rank + min(equal_rank, equal_wanted)] = first + e;
+        ++greater_rank;
+      } else if (bits[e] == threshold) {
+        if (equal_rank < equal_wanted) selection[greater_rank + equal_rank] = first + e;
+        ++equal_rank;
+      }
+    }
     greater_before += tile_total >> 16;
     equal_before += tile_total & 0xffff;
   }
