@@ -83,7 +83,7 @@ int num_selections(int num_kv_heads, const SparsityParams& sp) {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-void check_args(const PrefillArgs& a, const SparsityParams& sp) {
+void check_args(const PrefillArgs& a) {
   const PagedKV& kv = a.kv;
   KASCADE_CHECK(kv.dtype == DType::BF16 || kv.dtype == DType::F16,
                 "prefill: dtype " << dtype_name(kv.dtype) << " is not supported (supported: bf16, f16)");
@@ -107,7 +107,6 @@ void check_args(const PrefillArgs& a, const SparsityParams& sp) {
                     kv.page_stride % kChunkElems == 0,
                 "prefill: kv strides (page " << kv.page_stride << ", token " << kv.token_stride << ", head "
                                              << kv.head_stride << ") must be multiples of 8 elements");
-  (void)sp;
 }
 
 KvView make_kv_view(const PagedKV& kv) {
@@ -229,14 +228,14 @@ SelectionShape prefill_selection_shape(const PrefillBatch& batch, int num_kv_hea
 }
 
 size_t prefill_workspace_size(const PrefillArgs& args, const SparsityParams& sp, Role role) {
-  check_args(args, sp);
+  check_args(args);
   const BatchGeometry g = inspect_batch(args.host, sp);
   if (role != Role::Anchor) return 0;
   return workspace_layout(args, sp, g).total;
 }
 
 void prefill_dense(const PrefillArgs& a, const SparsityParams& sp, CUstream_st* stream) {
-  check_args(a, sp);
+  check_args(a);
   const BatchGeometry g = inspect_batch(a.host, sp);
   if (g.total_q == 0) return;
   KASCADE_CHECK(a.out != nullptr, "prefill_dense: output pointer is null");
@@ -248,7 +247,7 @@ void prefill_dense(const PrefillArgs& a, const SparsityParams& sp, CUstream_st* 
 
 void prefill_anchor(const PrefillArgs& a, const SparsityParams& sp, bool dense_output, const SelectionBuffer& sel,
                     void* workspace, size_t workspace_bytes, CUstream_st* stream) {
-  check_args(a, sp);
+  check_args(a);
   const BatchGeometry g = inspect_batch(a.host, sp);
   check_selection(sel, a, sp);
   const WorkspaceLayout w = workspace_layout(a, sp, g);
@@ -331,7 +330,7 @@ void prefill_anchor(const PrefillArgs& a, const SparsityParams& sp, bool dense_o
 
 void prefill_reuse(const PrefillArgs& a, const SparsityParams& sp, const SelectionBuffer& sel,
                    const int32_t* head_map, CUstream_st* stream) {
-  check_args(a, sp);
+  check_args(a);
   const BatchGeometry g = inspect_batch(a.host, sp);
   check_selection(sel, a, sp);
   if (g.total_q == 0) return;
