@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "kascade/error.h"
+#include "kascade/eval/tasks.h"
 
 namespace kascade::eval {
 
@@ -40,6 +41,24 @@ double attend_rows_as_decode(SelectionPolicy& policy, const SparsityParams& para
     }
   }
   return keys;
+}
+
+void validate_config(const EvalConfig& c, const Plan* plan) {
+  KASCADE_CHECK(!c.tasks.empty() && !c.lengths.empty() && !c.policies.empty(),
+                "eval: give at least one task, one length and one policy");
+  KASCADE_CHECK(c.examples >= 1, "eval: examples per task and length must be >= 1, got " << c.examples);
+  bool sparse = false;
+  for (const std::string& p : c.policies) sparse = sparse || p != "dense";
+  KASCADE_CHECK(!sparse || !c.rhos.empty(), "eval: sparse policies need at least one rho");
+  for (double rho : c.rhos) KASCADE_CHECK(rho > 0 && rho <= 1, "eval: rho must be in (0, 1], got " << rho);
+  for (int length : c.lengths) KASCADE_CHECK(length >= 1, "eval: length must be positive, got " << length);
+  for (const std::string& task : c.tasks) {
+    KASCADE_CHECK(std::find(task_names().begin(), task_names().end(), task) != task_names().end(),
+                  "eval: unknown task '" << task << "'");
+  }
+  // Every policy name (and the plan it needs) is checked before any model work.
+  const PolicyContext ctx{c.params, plan ? plan->layers : 1, plan};
+  for (const std::string& p : c.policies) make_policy(p, ctx);
 }
 
 AnswerScore score_answer(const float* logits, int rows, int vocab, int first_row, const std::vector<int32_t>& answer) {

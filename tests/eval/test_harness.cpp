@@ -162,3 +162,45 @@ TEST(Reports, MarkdownAndJsonCarryTheTable) {
 
 }  // namespace
 }  // namespace kascade::eval
+
+namespace kascade::eval {
+namespace {
+
+TEST(ValidateConfig, NamesTheProblem) {
+  EvalConfig c;
+  c.tasks = {"passkey"};
+  c.lengths = {1024};
+  c.policies = {"dense", "streaming"};
+  c.rhos = {0.1};
+  EXPECT_NO_THROW(validate_config(c, nullptr));
+  auto message = [](const EvalConfig& bad, const Plan* plan) {
+    try {
+      validate_config(bad, plan);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EvalConfig bad = c;
+  bad.policies = {"kascade"};
+  EXPECT_NE(message(bad, nullptr).find("needs a plan"), std::string::npos);
+  bad = c;
+  bad.rhos = {1.5};
+  EXPECT_NE(message(bad, nullptr).find("rho must be in (0, 1]"), std::string::npos);
+  bad = c;
+  bad.rhos.clear();
+  EXPECT_NE(message(bad, nullptr).find("need at least one rho"), std::string::npos);
+  bad = c;
+  bad.tasks = {"haystack"};
+  EXPECT_NE(message(bad, nullptr).find("unknown task 'haystack'"), std::string::npos);
+  bad = c;
+  bad.examples = 0;
+  EXPECT_NE(message(bad, nullptr).find("examples"), std::string::npos);
+  const Plan plan = make_uniform_plan("t", 4, 4, 2, 8, {0, 2});
+  bad = c;
+  bad.policies = {"kascade", "omnikv", "kascade-pooled"};
+  EXPECT_EQ(message(bad, &plan), "no error");
+}
+
+}  // namespace
+}  // namespace kascade::eval

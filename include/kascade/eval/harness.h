@@ -82,7 +82,11 @@ struct AnswerScore {
 // logits [rows][vocab]; row first_row + j predicts answer[j] (teacher forcing).
 AnswerScore score_answer(const float* logits, int rows, int vocab, int first_row, const std::vector<int32_t>& answer);
 
-// Runs the whole study. `plan` may be null when no policy needs one. on_progress(done, total,
+// Throws kascade::Error naming the problem unless the config can run: non-empty task, length
+// and policy lists, known names, rho in (0, 1], a plan for the policies that need one.
+void validate_config(const EvalConfig& config, const Plan* plan);
+
+// Runs the whole study (validate_config first). `plan` may be null when no policy needs one. on_progress(done, total,
 // line) after each example.
 EvalResults run_eval(const engine::Model& model, const engine::Tokenizer& tok, const Plan* plan,
                      const std::string& plan_name, const EvalConfig& config,
