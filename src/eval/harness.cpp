@@ -164,9 +164,11 @@ std::string to_markdown(const EvalResults& results, const std::string& provenanc
   std::ostringstream md;
   md << "# kascade eval\n\n" << provenance << "\n\n";
   md << "Exact match (%) of the greedy answer, mean answer log-likelihood (nats/token) and its change "
-        "against dense on the same examples, and the fraction of keys attended over the query and "
-        "answer tokens. "
-     << results.config.examples << " example(s) per task and length.\n\n";
+        "against dense on the same examples, and the fraction of keys attended"
+     << (results.config.sparse_prefill ? " over the prompt and the answer (every policy prefills the whole prompt)"
+                                       : " over the query and answer tokens (the context is prefilled densely and shared)")
+     << ". " << results.config.examples << " example(s) per task and length, k_min " << results.config.params.k_min
+     << ".\n\n";
   md << "| policy | all | ";
   for (int length : results.config.lengths) md << length << " | ";
   md << "log-lik | Δ vs dense | keys |\n|---|---:|";
@@ -222,7 +224,8 @@ nlohmann::json to_json(const EvalResults& results, const nlohmann::json& provena
                  {"seed", c.seed},
                  {"k_min", c.params.k_min},
                  {"tile", c.params.tile},
-                 {"budget", to_string(c.params.budget)}};
+                 {"budget", to_string(c.params.budget)},
+                 {"prefill", c.sparse_prefill ? "sparse" : "dense"}};
   nlohmann::json summary = nlohmann::json::array();
   for (const Summary& s : summarize(results)) {
     summary.push_back({{"policy", s.policy},

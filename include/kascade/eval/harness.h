@@ -8,7 +8,8 @@
 // of them attended as a decode step of the policy (SPEC 4: a new query over all keys before
 // it), and the cache is cut back to the context. Processing the query + answer rows in one
 // forward call with per-row decode attention computes exactly what token-by-token decoding
-// computes, at a fraction of the weight traffic.
+// computes, at a fraction of the weight traffic. With EvalConfig::sparse_prefill the whole
+// prompt is prefilled through the policy instead (one prefill per run).
 //   correct        the greedy (argmax) token equals the answer token at every answer position:
 //                  greedy decoding would produce the answer, token for token.
 //   answer_logprob the mean log-probability of the answer tokens (nats per token).
@@ -43,6 +44,11 @@ struct EvalConfig {
   uint64_t seed = 1;
   SparsityParams params;  // k_min, tile, budget mode (rho is set per run)
   int threads = 0;        // engine threads (0: all)
+  // false (default): the context is prefilled once with dense attention and shared; the query
+  // and answer rows go through each policy as decode steps. true: each policy also prefills the
+  // whole prompt (context and query, SPEC 5 tiles; "decode only" policies prefill densely),
+  // then the answer rows as decode steps: the full method, one prefill per (policy, rho).
+  bool sparse_prefill = false;
 };
 
 // One (example, policy, rho) run.
