@@ -37,6 +37,7 @@ using cuda::kMaxDecodeSplits;
 
 constexpr int kMinKeysPerSplit = 1024;     // below this a split's fixed cost (prologue, merge, combine) shows
 constexpr int kTargetBlocksPerSm = 16;     // several waves, so that ragged tails even out
+constexpr int kMaxMassChunks = 64;         // blocks per selection set in the top-k's first pass
 constexpr size_t kWorkspaceAlignment = 256;
 
 size_t align_up(size_t x) { return (x + kWorkspaceAlignment - 1) / kWorkspaceAlignment * kWorkspaceAlignment; }
@@ -67,7 +68,8 @@ struct DecodePlan {
   int sparse_splits = 0;   // splits of the pass over a selection
   int64_t score_stride = 0;
   size_t partial_out_offset = 0, partial_ml_offset = 0, head_ml_offset = 0, scores_offset = 0, pooled_offset = 0,
-         candidates_offset = 0;
+         candidates_offset = 0, histogram_offset = 0;
+  int mass_chunks = 1;     // blocks per selection set computing pooled masses
   size_t total_bytes = 0;
 };
 
@@ -109,6 +111,16 @@ DecodePlan plan_decode(const DecodeShape& s, DecodeRole role, const SparsityPara
   offset = align_up(offset + per_set_bytes);
   plan.candidates_offset = offset;
   offset = align_up(offset + per_set_bytes);
+  const int64_t sets = static_cast<int64_t>(s.batch) * decode_selection_sets(s, sp);
+  if (role_selects(role)) {
+    // Few sets (small batches) leave SMs idle in the one-block-per-set top-k: spread its first
+    // pass over chunks of >= kMinKeysPerSplit keys, up to ~2 blocks per SM in all.
+    const int64_t wanted = (2 * static_cast<int64_t>(num_sms) + sets - 1) / sets;
+    const int64_t by_length = std::max<int64_t>(1, s.max_seq_len / kMinKeysPerSplit);
+    plan.mass_chunks = static_cast<int>(std::clamp<int64_t>(std::min(wanted, by_length), 1, kMaxMassChunks));
+  }
+  plan.histogram_offset = offset;
+  offset = align_up(offset + (plan.mass_chunks > 1 ? sets * cuda::kTopkDigitBins * sizeof(int) : 0));
   plan.total_bytes = offset;
   return plan;
 }
@@ -204,6 +216,8 @@ void run_topk(const CallContext& c, const DecodeSelection& sel) {
   p.head_ml = at<float2>(c.ws, c.plan.head_ml_offset);
   p.pooled = at<float>(c.ws, c.plan.pooled_offset);
   p.candidates = at<int32_t>(c.ws, c.plan.candidates_offset);
+  p.digit_histogram = at<int>(c.ws, c.plan.histogram_offset);
+  p.mass_chunks = c.plan.mass_chunks;
   p.sel_indices = sel.indices;
   p.sel_counts = sel.counts;
   p.seq_lens = c.t.kv.seq_lens;

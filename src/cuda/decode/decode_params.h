@@ -83,6 +83,8 @@ struct PooledTopkParams {
   const float2* head_ml;         // [B, Hq] (max, sum) of exp2 over keys 0..n-1
   float* pooled;                 // [B, num_sets, score_stride] scratch: pooled probabilities
   int32_t* candidates;           // [B, num_sets, score_stride] scratch: keys of the threshold's bin
+  int* digit_histogram;          // [B, num_sets, 4096] scratch (mass_chunks > 1 only)
+  int mass_chunks;               // blocks per set computing the pooled masses (1: fused)
   int32_t* sel_indices;          // [B, num_sets, sel_kmax]
   int32_t* sel_counts;           // [B, num_sets]
   const int32_t* seq_lens;       // [B]
@@ -103,6 +105,7 @@ void launch_decode_split(const DecodeSplitParams& params, dim3 grid, cudaStream_
 template <typename T>
 void launch_decode_combine(const DecodeCombineParams& params, cudaStream_t stream);
 
+constexpr int kTopkDigitBins = 4096;  // bins of the first radix digit (12 bits)
 void launch_pooled_topk(const PooledTopkParams& params, int batch, cudaStream_t stream);
 
 }  // namespace kascade::cuda

@@ -9,6 +9,7 @@
 // bin only (collected in pass 2), and an ordered block compaction (pass 3) writes every i with
 // P[i] > T plus the lowest-index ones with P[i] == T: the selection is ascending and breaks ties
 // toward the lower index, as the oracle does. Full passes read 16 bytes (4 keys) per thread.
+// With few sets (small batches) pass 1 runs first in its own kernel over chunks of the keys.
 // No sort, no allocation. k = kascade::budget_k(n, rho, k_min, k_multiple) is computed here, on the
 // device, from the step's own n.
 #include <cuda_runtime.h>
@@ -26,6 +27,7 @@ namespace {
 constexpr int kTopkThreads = 1024;
 constexpr int kWideDigitBits = 12;
 constexpr int kWideBins = 1 << kWideDigitBits;
+static_assert(kWideBins == kTopkDigitBins, "the workspace histogram is sized by kTopkDigitBins");
 constexpr int kLastDigitBits = 8;
 static_assert(2 * kWideDigitBits + kLastDigitBits == 32, "the digits must cover the 32 key bits");
 
@@ -85,10 +87,81 @@ __device__ void select_digit(const int* histogram, int num_bins, int shift, Radi
   }
   __syncthreads();
   state = *shared_state;
+  __syncthreads();  // everyone has read it before shared_state is written again
 }
 
 __device__ __forceinline__ void clear_histogram(int* histogram, int num_bins) {
   for (int i = threadIdx.x; i < num_bins; i += blockDim.x) histogram[i] = 0;
+}
+
+// Pooled probabilities of keys [begin, end) of set `set` of sequence b, stored in p.pooled, and
+// their top digits counted in the shared `histogram`. begin is a multiple of 4: four keys per
+// thread and step (16-byte loads and stores; rows are 16-byte aligned, score_stride % 4 == 0).
+__device__ void pooled_mass_range(const PooledTopkParams& p, int b, int set, int begin, int end,
+                                  const float2* head_stats, int* histogram) {
+  const int first_head = set * p.heads_per_set;
+  const float* scores = p.scores + (static_cast<int64_t>(b) * p.num_q_heads + first_head) * p.score_stride;
+  float* pooled = p.pooled + (static_cast<int64_t>(b) * p.num_sets + set) * p.score_stride;
+  const int vec_end = begin + (end - begin) / kKeysPerVector * kKeysPerVector;
+  for (int v = begin / kKeysPerVector + threadIdx.x; v < vec_end / kKeysPerVector; v += blockDim.x) {
+    float4 mass = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int h = 0; h < p.heads_per_set; ++h) {
+      const float2 stats = head_stats[h];
+      const float4 s = reinterpret_cast<const float4*>(scores + h * p.score_stride)[v];
+      mass.x += exp2f(s.x - stats.x) * stats.y;
+      mass.y += exp2f(s.y - stats.x) * stats.y;
+      mass.z += exp2f(s.z - stats.x) * stats.y;
+      mass.w += exp2f(s.w - stats.x) * stats.y;
+    }
+    reinterpret_cast<float4*>(pooled)[v] = mass;
+    atomicAdd(&histogram[top_digit(mass.x)], 1);
+    atomicAdd(&histogram[top_digit(mass.y)], 1);
+    atomicAdd(&histogram[top_digit(mass.z)], 1);
+    atomicAdd(&histogram[top_digit(mass.w)], 1);
+  }
+  for (int i = vec_end + threadIdx.x; i < end; i += blockDim.x) {
+    float mass = 0.f;
+    for (int h = 0; h < p.heads_per_set; ++h) {
+      const float2 stats = head_stats[h];
+      mass += exp2f(scores[h * p.score_stride + i] - stats.x) * stats.y;
+    }
+    pooled[i] = mass;
+    atomicAdd(&histogram[top_digit(mass)], 1);
+  }
+}
+
+// Loads (M_h, 1 / L_h) of the set's heads into shared memory.
+__device__ void load_head_stats(const PooledTopkParams& p, int b, int set, float2* head_stats) {
+  const int first_head = set * p.heads_per_set;
+  for (int h = threadIdx.x; h < p.heads_per_set; h += blockDim.x) {
+    const float2 ml = p.head_ml[static_cast<int64_t>(b) * p.num_q_heads + first_head + h];
+    head_stats[h] = make_float2(ml.x, ml.y > 0.f ? 1.f / ml.y : 0.f);
+  }
+}
+
+// Pass 1 spread over p.mass_chunks blocks per set (grid: chunks x sets), for batches whose
+// sets alone would leave most multiprocessors idle; the histograms meet in global memory
+// (p.digit_histogram, zeroed before the launch).
+__global__ void __launch_bounds__(kTopkThreads) pooled_mass_kernel(const __grid_constant__ PooledTopkParams p) {
+  extern __shared__ float2 head_stats[];  // [heads_per_set]
+  __shared__ int histogram[kWideBins];
+  const int set = blockIdx.y % p.num_sets;
+  const int b = blockIdx.y / p.num_sets;
+  const int n = min(p.seq_lens[b], p.max_seq_len);
+  const int64_t budget = budget_k(n, p.rho, p.k_min, p.k_multiple);
+  if (budget >= n) return;  // the whole context is selected; pooled_topk_kernel needs no masses
+  const int chunk = ((n + p.mass_chunks - 1) / p.mass_chunks + kKeysPerVector - 1) / kKeysPerVector * kKeysPerVector;
+  const int begin = min(n, static_cast<int>(blockIdx.x) * chunk);
+  const int end = min(n, begin + chunk);
+  load_head_stats(p, b, set, head_stats);
+  clear_histogram(histogram, kWideBins);
+  __syncthreads();
+  pooled_mass_range(p, b, set, begin, end, head_stats, histogram);
+  __syncthreads();
+  int* global_histogram = p.digit_histogram + (static_cast<int64_t>(b) * p.num_sets + set) * kWideBins;
+  for (int i = threadIdx.x; i < kWideBins; i += blockDim.x) {
+    if (histogram[i] != 0) atomicAdd(&global_histogram[i], histogram[i]);
+  }
 }
 
 __global__ void __launch_bounds__(kTopkThreads) pooled_topk_kernel(const __grid_constant__ PooledTopkParams p) {
@@ -110,44 +183,19 @@ __global__ void __launch_bounds__(kTopkThreads) pooled_topk_kernel(const __grid_
     return;
   }
 
-  const int first_head = set * p.heads_per_set;
-  for (int h = threadIdx.x; h < p.heads_per_set; h += blockDim.x) {
-    const float2 ml = p.head_ml[static_cast<int64_t>(b) * p.num_q_heads + first_head + h];
-    head_stats[h] = make_float2(ml.x, ml.y > 0.f ? 1.f / ml.y : 0.f);
-  }
+  load_head_stats(p, b, set, head_stats);
   clear_histogram(histogram, kWideBins);
   __syncthreads();
 
-  // Pass 1: pooled probabilities, stored, and the histogram of their top digit. Four keys per
-  // thread and step (16-byte loads and stores; rows are 16-byte aligned, score_stride % 4 == 0).
-  const float* scores = p.scores + (static_cast<int64_t>(b) * p.num_q_heads + first_head) * p.score_stride;
+  // Pass 1: pooled probabilities, stored, and the histogram of their top digit (already done by
+  // pooled_mass_kernel's blocks when the sets are too few to fill the GPU).
   float* pooled = p.pooled + (static_cast<int64_t>(b) * p.num_sets + set) * p.score_stride;
   const uint32_t* pooled_bits = reinterpret_cast<const uint32_t*>(pooled);
-  const int n_vec = n / kKeysPerVector;
-  for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {
-    float4 mass = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int h = 0; h < p.heads_per_set; ++h) {
-      const float2 stats = head_stats[h];
-      const float4 s = reinterpret_cast<const float4*>(scores + h * p.score_stride)[v];
-      mass.x += exp2f(s.x - stats.x) * stats.y;
-      mass.y += exp2f(s.y - stats.x) * stats.y;
-      mass.z += exp2f(s.z - stats.x) * stats.y;
-      mass.w += exp2f(s.w - stats.x) * stats.y;
-    }
-    reinterpret_cast<float4*>(pooled)[v] = mass;
-    atomicAdd(&histogram[top_digit(mass.x)], 1);
-    atomicAdd(&histogram[top_digit(mass.y)], 1);
-    atomicAdd(&histogram[top_digit(mass.z)], 1);
-    atomicAdd(&histogram[top_digit(mass.w)], 1);
-  }
-  for (int i = n_vec * kKeysPerVector + threadIdx.x; i < n; i += blockDim.x) {
-    float mass = 0.f;
-    for (int h = 0; h < p.heads_per_set; ++h) {
-      const float2 stats = head_stats[h];
-      mass += exp2f(scores[h * p.score_stride + i] - stats.x) * stats.y;
-    }
-    pooled[i] = mass;
-    atomicAdd(&histogram[top_digit(mass)], 1);
+  if (p.mass_chunks > 1) {
+    const int* global_histogram = p.digit_histogram + (static_cast<int64_t>(b) * p.num_sets + set) * kWideBins;
+    for (int i = threadIdx.x; i < kWideBins; i += blockDim.x) histogram[i] = global_histogram[i];
+  } else {
+    pooled_mass_range(p, b, set, 0, n, head_stats, histogram);
   }
   __syncthreads();
   RadixState state{0u, 0u, k, 0};
@@ -232,7 +280,13 @@ __global__ void __launch_bounds__(kTopkThreads) pooled_topk_kernel(const __grid_
 
 void launch_pooled_topk(const PooledTopkParams& params, int batch, cudaStream_t stream) {
   const size_t head_stats_bytes = sizeof(float2) * static_cast<size_t>(params.heads_per_set);
-  pooled_topk_kernel<<<batch * params.num_sets, kTopkThreads, head_stats_bytes, stream>>>(params);
+  const int sets = batch * params.num_sets;
+  if (params.mass_chunks > 1) {
+    KASCADE_CUDA_CHECK(cudaMemsetAsync(params.digit_histogram, 0, sizeof(int) * kWideBins * sets, stream));
+    pooled_mass_kernel<<<dim3(params.mass_chunks, sets), kTopkThreads, head_stats_bytes, stream>>>(params);
+    KASCADE_CUDA_CHECK(cudaGetLastError());
+  }
+  pooled_topk_kernel<<<sets, kTopkThreads, head_stats_bytes, stream>>>(params);
   KASCADE_CUDA_CHECK(cudaGetLastError());
 }
 
