@@ -1,0 +1,65 @@
+// src/engine/cuda/layer_kernels.h — the fused element-wise kernels of the CUDA forward pass.
+//
+// Everything between the GEMMs (cuBLAS) and attention (src/cuda): embedding gather, residual add
+// fused with RMSNorm, the q/k/v epilogue (bias, per-head q/k norm, RoPE incl. llama3 frequency
+// factors, cache append) and SwiGLU. The residual stream and GEMM outputs are fp32; everything a
+// GEMM or attention reads is bf16. All pointers are device pointers; calls are asynchronous on
+// `stream` and allocate nothing.
+//
+//   embed_rows(ids, T, table, dim, x, s);                           // x[t] = table[ids[t]]
+//   add_rms_norm(x, delta, w, rows, dim, eps, h, s);                // x += delta; h = norm(x) * w
+//   qkv_epilogue(p, s);                                             // q out, k/v into the cache
+//   swiglu(gate_up, T, ffn, act, s);                                // act = silu(gate) * up
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace kascade::engine::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// x[t][:] = float(table[ids[t]][:]) for t < tokens.
+void embed_rows(const int32_t* ids, int tokens, const bf16* table, int dim, float* x, cudaStream_t stream);
+
+// Per row: x += delta (skipped when delta is null; x is updated in place), then
+// out = x / sqrt(mean(x^2) + eps) * weight in bf16.
+void add_rms_norm(float* x, const float* delta, const float* weight, int rows, int width, float eps, bf16* out,
+                  cudaStream_t stream);
+
+// How RoPE pairs a head's dimensions (model.h RopeStyle): (2i, 2i+1) or (i, i + D/2).
+enum class RopePairs { Adjacent, Halves };
+
+// The projections' epilogue for `tokens` tokens at positions first_pos.. of one sequence.
+struct QkvEpilogueParams {
+  const float* qkv = nullptr;      // [tokens, (hq + 2 hkv) * D]: q heads, then k heads, then v heads
+  const float* bias = nullptr;     // [(hq + 2 hkv) * D] or null (qwen2)
+  const float* q_norm = nullptr;   // [D] or null: per-head RMSNorm of q before RoPE (qwen3)
+  const float* k_norm = nullptr;   // [D] or null
+  const float* inv_freq = nullptr; // [D / 2] RoPE frequencies (llama3 factors already divided in)
+  float position_scale = 1.f;      // positions are divided by this (linear rope scaling)
+  RopePairs pairs = RopePairs::Adjacent;
+  float eps = 1e-5f;               // of q_norm / k_norm
+  int tokens = 0;
+  int hq = 0;
+  int hkv = 0;
+  int head_dim = 0;                // 64 or 128
+  int first_pos = 0;
+  bf16* q_out = nullptr;           // [tokens, hq, D]
+  // The paged cache of this layer: element (pos, h, d) lives at
+  // pool[page_indices[pos / page_size] * page_stride + (pos % page_size) * token_stride + h * D + d].
+  bf16* k_pool = nullptr;
+  bf16* v_pool = nullptr;
+  const int32_t* page_indices = nullptr;
+  int page_size = 16;
+  int64_t page_stride = 0;
+  int64_t token_stride = 0;
+};
+void qkv_epilogue(const QkvEpilogueParams& p, cudaStream_t stream);
+
+// out[t][i] = silu(gate_up[t][i]) * gate_up[t][ffn + i] in bf16.
+void swiglu(const float* gate_up, int tokens, int ffn, bf16* out, cudaStream_t stream);
+
+}  // namespace kascade::engine::cuda

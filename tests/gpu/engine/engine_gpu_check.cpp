@@ -1,0 +1,432 @@
+// engine-gpu-check — the CUDA backend against the CPU backend, and its tokens/s.
+//
+// The models are random-weight models built in memory (a fixed seed): the SmolLM2-135M shape
+// (30 layers, dim 576, 9 query / 3 kv heads of 64, ffn 1536, vocab 49152) and a small Qwen3-like
+// model that exercises what SmolLM2 does not (D = 128, q/k/v bias, per-head q/k norm, RoPE in
+// halves with llama3 frequency factors and linear position scaling, a non-identity head map).
+// Random weights travel as a seed, where the real GGUF (98 MB) is more than one device call
+// carries; the backends' arithmetic does not depend on where the weights came from, and the
+// golden test (tests/engine) already ties the CPU backend to transformers on the real model.
+//
+// Check: a prompt is prefilled in chunks (so later chunks start at p0 > 0), then a few greedy
+// decode steps run at growing context; at every position the CUDA logits are compared with the
+// CPU backend's (fp32), dense and with a plan (SPEC 4-5 roles through the kernels vs the oracle):
+//   - top-1 equal wherever the CPU's top-1 margin exceeds 0.25 of the row's std;
+//   - max |difference| of a row at most 0.25 of the CPU row's std (bf16 weights and activations
+//     over 30 layers: ~0.3% relative error per GEMM, a few % at the logits; the row std is ~24);
+//   - relative L2 error of every row at most --max-rel-l2;
+//   - the same fraction of keys read (the attention statistics use the same budget arithmetic).
+// Bench: a prompt of --bench-context minus --decode-steps tokens, then --decode-steps greedy
+// decode steps that end at --bench-context, dense and with the plan, on the SmolLM2-shaped model
+// (the speed does not depend on the weights); results in the bench/results format.
+//
+//   engine-gpu-check --plan tests/data/plans/smollm2-135m.json --out DIR [--commit SHA]
+//                    [--check-only | --bench-only] [--bench-context 8192] [--decode-steps 64]
+// Exit status 0 when every check passes, 1 when one fails, 2 on bad usage or an error.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+#include <nlohmann/json.hpp>
+
+#include "kascade/engine/backend.h"
+#include "kascade/engine/cuda_backend.h"
+#include "kascade/engine/model.h"
+#include "kascade/error.h"
+#include "kascade/plan.h"
+
+namespace {
+
+using kascade::Plan;
+using kascade::engine::Backend;
+using kascade::engine::BackendOptions;
+using kascade::engine::Model;
+using kascade::engine::ModelConfig;
+using Json = nlohmann::json;
+
+// Rows whose CPU top-1 margin is below this share of the row's std are near-ties that bf16
+// rounding may legitimately flip (the top-2 gap of 49152 Gaussian logits is ~0.2 std on average).
+constexpr double kMarginSigmas = 0.25;
+
+struct Options {
+  std::string plan_path = "tests/data/plans/smollm2-135m.json";
+  std::string out_dir = ".";
+  std::string commit = "unknown";
+  bool check = true;
+  bool bench = true;
+  int prompt_tokens = 700;
+  int chunk = 256;
+  int check_decode_steps = 6;
+  int bench_context = 8192;
+  int decode_steps = 64;
+  int bench_chunk = 2048;
+  double max_diff_sigmas = 0.25;
+  double max_rel_l2 = 0.05;
+};
+
+// ---- random models --------------------------------------------------------------------------
+class Filler {
+ public:
+  explicit Filler(uint64_t seed) : rng_(seed) {}
+  std::vector<float> normal(size_t n, double stddev, double mean = 0) {
+    std::normal_distribution<float> dist(static_cast<float>(mean), static_cast<float>(stddev));
+    std::vector<float> v(n);
+    for (float& x : v) x = dist(rng_);
+    return v;
+  }
+  std::mt19937_64& rng() { return rng_; }
+
+ private:
+  std::mt19937_64 rng_;
+};
+
+// Scales chosen so that attention is peaked (score std ~2) and the residual stream stays O(1):
+// q/k gain 1.5, output projections of the attention and FFN blocks scaled by 0.5.
+Model random_model(const ModelConfig& config, uint64_t seed) {
+  Model m;
+  m.config = config;
+  const ModelConfig& c = m.config;
+  Filler f(seed);
+  const size_t dim = static_cast<size_t>(c.dim), qd = static_cast<size_t>(c.hq) * c.head_dim,
+               kvd = static_cast<size_t>(c.hkv) * c.head_dim, ffn = static_cast<size_t>(c.ffn);
+  const double in_scale = 1.0 / std::sqrt(static_cast<double>(dim));
+  m.token_embd = f.normal(static_cast<size_t>(c.vocab) * dim, 1.0);
+  for (int l = 0; l < c.layers; ++l) {
+    kascade::engine::LayerWeights w;
+    w.attn_norm = f.normal(dim, 0.1, 1.0);
+    w.wq = f.normal(qd * dim, 1.5 * in_scale);
+    w.wk = f.normal(kvd * dim, 1.5 * in_scale);
+    w.wv = f.normal(kvd * dim, in_scale);
+    w.wo = f.normal(dim * qd, 0.5 / std::sqrt(static_cast<double>(qd)));
+    if (c.qkv_bias) {
+      w.bq = f.normal(qd, 0.1);
+      w.bk = f.normal(kvd, 0.1);
+      w.bv = f.normal(kvd, 0.1);
+    }
+    if (c.qk_norm) {
+      w.q_norm = f.normal(static_cast<size_t>(c.head_dim), 0.1, 1.5);
+      w.k_norm = f.normal(static_cast<size_t>(c.head_dim), 0.1, 1.5);
+    }
+    w.ffn_norm = f.normal(dim, 0.1, 1.0);
+    w.w_gate = f.normal(ffn * dim, in_scale);
+    w.w_up = f.normal(ffn * dim, in_scale);
+    w.w_down = f.normal(dim * ffn, 0.5 / std::sqrt(static_cast<double>(ffn)));
+    m.layers.push_back(std::move(w));
+  }
+  m.output_norm = f.normal(dim, 0.1, 1.0);
+  // An untied output matrix: with tied embeddings a random model's argmax is its input token.
+  if (!c.tied_embeddings) m.output = f.normal(static_cast<size_t>(c.vocab) * dim, 1.0);
+  return m;
+}
+
+ModelConfig smollm2_shape() {
+  ModelConfig c;
+  c.name = "random-smollm2-135m-shape";
+  c.layers = 30;
+  c.dim = 576;
+  c.ffn = 1536;
+  c.hq = 9;
+  c.hkv = 3;
+  c.head_dim = 64;
+  c.vocab = 49152;
+  c.context = 8192;
+  c.rms_eps = 1e-5f;
+  c.rope_base = 100000.f;
+  c.tied_embeddings = false;
+  return c;
+}
+
+ModelConfig qwen3_like_shape() {
+  ModelConfig c;
+  c.name = "random-qwen3-like";
+  c.arch = kascade::engine::Architecture::Qwen3;
+  c.layers = 4;
+  c.dim = 256;
+  c.ffn = 512;
+  c.hq = 8;
+  c.hkv = 2;
+  c.head_dim = 128;
+  c.vocab = 4096;
+  c.context = 4096;
+  c.rms_eps = 1e-6f;
+  c.rope_base = 500000.f;
+  c.rope_position_scale = 2.f;
+  c.rope_style = kascade::engine::RopeStyle::Halves;
+  for (int i = 0; i < c.head_dim / 2; ++i) c.rope_freq_factors.push_back(i < 16 ? 1.f : i < 48 ? 2.5f : 8.f);
+  c.qkv_bias = true;
+  c.qk_norm = true;
+  return c;
+}
+
+std::vector<int32_t> random_tokens(int n, int vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int32_t> dist(0, vocab - 1);
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (int32_t& t : ids) t = dist(rng);
+  return ids;
+}
+
+int argmax(const float* row, int n) { return static_cast<int>(std::max_element(row, row + n) - row); }
+
+// ---- the check ------------------------------------------------------------------------------
+struct RowStats {
+  int rows = 0, compared_top1 = 0, top1_mismatches = 0, diff_failures = 0, l2_failures = 0;
+  double max_abs_diff = 0, max_diff_sigmas = 0, max_rel_l2 = 0;
+
+  void add(const float* cpu, const float* gpu, int vocab, const Options& o) {
+    ++rows;
+    double mean = 0;
+    for (int i = 0; i < vocab; ++i) mean += cpu[i];
+    mean /= vocab;
+    double var = 0, diff2 = 0, ref2 = 0, max_diff = 0;
+    for (int i = 0; i < vocab; ++i) {
+      var += (cpu[i] - mean) * (cpu[i] - mean);
+      const double d = static_cast<double>(gpu[i]) - cpu[i];
+      diff2 += d * d;
+      ref2 += static_cast<double>(cpu[i]) * cpu[i];
+      max_diff = std::max(max_diff, std::fabs(d));
+    }
+    const double sigma = std::sqrt(var / vocab);
+    const double rel_l2 = std::sqrt(diff2 / std::max(ref2, 1e-30));
+    max_abs_diff = std::max(max_abs_diff, max_diff);
+    max_diff_sigmas = std::max(max_diff_sigmas, max_diff / sigma);
+    max_rel_l2 = std::max(max_rel_l2, rel_l2);
+    if (!(max_diff <= o.max_diff_sigmas * sigma)) ++diff_failures;  // NaN fails too
+    if (!(rel_l2 <= o.max_rel_l2)) ++l2_failures;
+    const int top = argmax(cpu, vocab);
+    double second = -INFINITY;
+    for (int i = 0; i < vocab; ++i) {
+      if (i != top) second = std::max(second, static_cast<double>(cpu[i]));
+    }
+    if (cpu[top] - second > kMarginSigmas * sigma) {
+      ++compared_top1;
+      if (argmax(gpu, vocab) != top) ++top1_mismatches;
+    }
+  }
+  bool passed() const { return top1_mismatches == 0 && diff_failures == 0 && l2_failures == 0 && rows > 0; }
+  Json to_json() const {
+    return Json{{"rows", rows},
+                {"top1_compared", compared_top1},
+                {"top1_mismatches", top1_mismatches},
+                {"rows_over_diff_bound", diff_failures},
+                {"rows_over_rel_l2_bound", l2_failures},
+                {"max_abs_diff", max_abs_diff},
+                {"max_diff_over_row_std", max_diff_sigmas},
+                {"max_rel_l2", max_rel_l2}};
+  }
+};
+
+Json check_case(const std::string& name, const Model& model, const Plan* plan, const Options& o, bool& all_passed) {
+  BackendOptions bo;
+  bo.prefill_chunk = o.chunk;
+  auto cpu = kascade::engine::make_backend("cpu", model, plan, bo);
+  auto gpu = kascade::engine::make_cuda_backend(model, plan, bo);
+  const int vocab = model.config.vocab;
+  const std::vector<int32_t> prompt = random_tokens(o.prompt_tokens, vocab, 1234);
+  RowStats stats;
+  const std::vector<float> lc = cpu->forward(prompt, true);
+  const std::vector<float> lg = gpu->forward(prompt, true);
+  for (int t = 0; t < o.prompt_tokens; ++t) {
+    stats.add(&lc[static_cast<size_t>(t) * vocab], &lg[static_cast<size_t>(t) * vocab], vocab, o);
+  }
+  int next = argmax(&lc[static_cast<size_t>(o.prompt_tokens - 1) * vocab], vocab);
+  for (int step = 0; step < o.check_decode_steps; ++step) {
+    const std::vector<float> dc = cpu->forward({next}, false);
+    const std::vector<float> dg = gpu->forward({next}, false);
+    stats.add(dc.data(), dg.data(), vocab, o);
+    next = argmax(dc.data(), vocab);
+  }
+  const double fc = cpu->stats().keys_read_fraction(), fg = gpu->stats().keys_read_fraction();
+  const bool keys_equal = std::fabs(fc - fg) <= 1e-9;
+  const bool passed = stats.passed() && keys_equal;
+  all_passed = all_passed && passed;
+  Json j = stats.to_json();
+  j["name"] = name;
+  j["model"] = model.config.name;
+  j["plan"] = plan ? "anchors " + Json(plan->anchors).dump() : "dense";
+  j["prompt_tokens"] = o.prompt_tokens;
+  j["chunk"] = o.chunk;
+  j["decode_steps"] = o.check_decode_steps;
+  j["keys_read_fraction_cpu"] = fc;
+  j["keys_read_fraction_cuda"] = fg;
+  j["passed"] = passed;
+  std::printf("%-28s %s  rows %d  top1 %d/%d agree  max|diff| %.4f (%.4f row std)  max rel L2 %.2e  keys read %.4f/%.4f\n",
+              name.c_str(), passed ? "PASS" : "FAIL", stats.rows, stats.compared_top1 - stats.top1_mismatches,
+              stats.compared_top1, stats.max_abs_diff, stats.max_diff_sigmas, stats.max_rel_l2, fc, fg);
+  std::fflush(stdout);
+  return j;
+}
+
+// ---- the bench ------------------------------------------------------------------------------
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+std::vector<Json> bench_mode(const Model& model, const Plan* plan, const Options& o) {
+  constexpr int kPrefillReps = 3;
+  BackendOptions bo;
+  bo.prefill_chunk = o.bench_chunk;
+  auto gpu = kascade::engine::make_cuda_backend(model, plan, bo);
+  const int prompt_tokens = o.bench_context - o.decode_steps;
+  const std::vector<int32_t> prompt = random_tokens(prompt_tokens, model.config.vocab, 99);
+  // Warm-up: cache growth, workspaces, selection buffers and cuBLAS heuristics of both phases.
+  gpu->forward(prompt, false);
+  gpu->forward({0}, false);
+  std::vector<double> prefill_s;
+  std::vector<float> logits;
+  for (int rep = 0; rep < kPrefillReps; ++rep) {
+    gpu->reset();
+    const auto start = std::chrono::steady_clock::now();
+    logits = gpu->forward(prompt, false);
+    prefill_s.push_back(seconds_since(start));
+  }
+  std::sort(prefill_s.begin(), prefill_s.end());
+  const double prefill_fraction = gpu->stats().keys_read_fraction();
+  const double prefill_median = prefill_s[prefill_s.size() / 2];
+  int next = argmax(logits.data(), model.config.vocab);
+  const auto decode_start = std::chrono::steady_clock::now();
+  for (int step = 0; step < o.decode_steps; ++step) {
+    logits = gpu->forward({next}, false);
+    next = argmax(logits.data(), model.config.vocab);
+  }
+  const double decode_s = seconds_since(decode_start);
+  const ModelConfig& c = model.config;
+  const Json base{{"phase", "e2e"},    {"impl", "kascade-engine-cuda"}, {"role", plan ? "schedule" : "dense"},
+                  {"batch", 1},        {"context", o.bench_context},   {"hq", c.hq},
+                  {"hkv", c.hkv},      {"head_dim", c.head_dim},       {"dtype", "bf16"},
+                  {"rho", plan ? Json(plan->rho) : Json(1.0)},          {"page_size", 16},
+                  {"layers", c.layers}, {"model", c.name}};
+  Json prefill = base, decode = base;
+  prefill["stage"] = "prefill";
+  prefill["tokens"] = prompt_tokens;
+  prefill["chunk"] = o.bench_chunk;
+  prefill["ms"] = prefill_median * 1e3;
+  prefill["tokens_per_s"] = prompt_tokens / prefill_median;
+  prefill["keys_read_fraction"] = prefill_fraction;
+  decode["stage"] = "decode";
+  decode["tokens"] = o.decode_steps;
+  decode["ms"] = decode_s * 1e3 / o.decode_steps;  // per token
+  decode["tokens_per_s"] = o.decode_steps / decode_s;
+  decode["keys_read_fraction"] = gpu->stats().keys_read_fraction();
+  std::printf("bench %-8s prefill %d tokens: %.1f ms (%.0f tokens/s)  decode %d..%d: %.3f ms/token (%.1f tokens/s)\n",
+              plan ? "kascade" : "dense", prompt_tokens, prefill_median * 1e3, prompt_tokens / prefill_median,
+              prompt_tokens, o.bench_context, decode_s * 1e3 / o.decode_steps, o.decode_steps / decode_s);
+  std::fflush(stdout);
+  return {prefill, decode};
+}
+
+void write_json(const std::string& path, const Json& j) {
+  std::ofstream f(path);
+  KASCADE_CHECK(f, "cannot write " << path);
+  f << j.dump(2) << "\n";
+  KASCADE_CHECK(f.good(), "writing " << path << " failed");
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+int to_int(const std::string& flag, const std::string& value) {
+  size_t used = 0;
+  int v = 0;
+  try {
+    v = std::stoi(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  KASCADE_CHECK(used == value.size() && v > 0, flag << ": expected a positive integer, got '" << value << "'");
+  return v;
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      KASCADE_CHECK(i + 1 < argc, a << ": missing value");
+      return argv[++i];
+    };
+    if (a == "--plan") o.plan_path = value();
+    else if (a == "--out") o.out_dir = value();
+    else if (a == "--commit") o.commit = value();
+    else if (a == "--check-only") o.bench = false;
+    else if (a == "--bench-only") o.check = false;
+    else if (a == "--bench-context") o.bench_context = to_int(a, value());
+    else if (a == "--decode-steps") o.decode_steps = to_int(a, value());
+    else if (a == "--prompt-tokens") o.prompt_tokens = to_int(a, value());
+    else KASCADE_FAIL("unknown option '" << a << "'");
+  }
+  return o;
+}
+
+int run(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  KASCADE_CHECK(o.decode_steps < o.bench_context, "--decode-steps " << o.decode_steps
+                                                      << " must be below --bench-context " << o.bench_context);
+  const Plan plan = kascade::load_plan(o.plan_path);
+  cudaDeviceProp prop{};
+  int device = 0;
+  const cudaError_t status = cudaGetDevice(&device);
+  KASCADE_CHECK(status == cudaSuccess, "no CUDA device: " << cudaGetErrorString(status));
+  KASCADE_CHECK(cudaGetDeviceProperties(&prop, device) == cudaSuccess, "cudaGetDeviceProperties failed");
+  std::printf("device: %s\n", prop.name);
+
+  const Model smol = random_model(smollm2_shape(), 42);
+  bool all_passed = true;
+  if (o.check) {
+    Json cases = Json::array();
+    cases.push_back(check_case("smollm2-shape dense", smol, nullptr, o, all_passed));
+    cases.push_back(check_case("smollm2-shape plan", smol, &plan, o, all_passed));
+    const Model qwen = random_model(qwen3_like_shape(), 7);
+    Plan qplan = kascade::make_uniform_plan(qwen.config.name, qwen.config.layers, qwen.config.hq, qwen.config.hkv,
+                                            qwen.config.head_dim, {0, 2});
+    qplan.head_map[1] = {1, 0};  // reuse layers read the other kv head's selection
+    qplan.head_map[3] = {1, 1};
+    Options qo = o;
+    qo.chunk = 96;  // chunks of three 32-token tiles
+    qo.prompt_tokens = 500;
+    cases.push_back(check_case("qwen3-like dense", qwen, nullptr, qo, all_passed));
+    cases.push_back(check_case("qwen3-like plan", qwen, &qplan, qo, all_passed));
+    write_json(o.out_dir + "/engine_check.json",
+               Json{{"device", prop.name}, {"commit", o.commit}, {"date", utc_now()}, {"cases", cases},
+                    {"bounds", {{"max_diff_over_row_std", o.max_diff_sigmas}, {"max_rel_l2", o.max_rel_l2},
+                                {"top1_margin_over_row_std", kMarginSigmas}}},
+                    {"passed", all_passed}});
+  }
+  if (o.bench) {
+    Json records = Json::array();
+    for (const Plan* p : {static_cast<const Plan*>(nullptr), &plan}) {
+      for (Json& r : bench_mode(smol, p, o)) records.push_back(std::move(r));
+    }
+    std::string command = "engine-gpu-check";
+    for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
+    write_json(o.out_dir + "/engine_bench.json", Json{{"device", prop.name}, {"commit", o.commit},
+                                                      {"date", utc_now()}, {"command", command},
+                                                      {"records", records}});
+  }
+  std::printf("%s\n", all_passed ? "all checks passed" : "SOME CHECKS FAILED");
+  return all_passed ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "engine-gpu-check: %s\n", e.what());
+    return 2;
+  }
+}
