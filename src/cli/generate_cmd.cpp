@@ -125,6 +125,10 @@ int run_generate(const Args& args) {
     ids.insert(ids.end(), body.begin(), body.end());
   }
 
+  KASCADE_CHECK(static_cast<int64_t>(ids.size()) + a.max_tokens <= model.config.context,
+                "the prompt (" << ids.size() << " tokens) plus --max-tokens " << a.max_tokens
+                               << " exceeds the model's context length of " << model.config.context << " tokens");
+
   engine::BackendOptions bopt;
   bopt.threads = a.threads;
   const bool progress_tty = isatty(STDERR_FILENO) != 0;

@@ -54,6 +54,7 @@ class CpuBackend final : public Backend {
   int position() const override { return n_; }
   AttentionStats stats() const override { return stats_; }
   void set_attention_hook(AttentionHook hook) override { hook_ = std::move(hook); }
+  void set_query_key_hook(QueryKeyHook hook) override { qk_hook_ = std::move(hook); }
 
   std::vector<float> forward(const std::vector<int32_t>& tokens, bool all_logits) override {
     KASCADE_CHECK(!tokens.empty(), "forward: no tokens");
@@ -105,6 +106,7 @@ class CpuBackend final : public Backend {
       }
       cpu::apply_rope(c_, q_.data(), count, c_.hq, n_);
       cpu::apply_rope(c_, k_.data(), count, c_.hkv, n_);
+      if (qk_hook_) qk_hook_(l, n_, count, q_.data(), k_.data());
       append_kv(l, count);
       if (plan_) {
         planned_attention(l, count);
@@ -264,21 +266,14 @@ class CpuBackend final : public Backend {
   std::vector<ref::Selection> selections_;  // per anchor slot: its latest selection
   AttentionStats stats_;
   AttentionHook hook_;
+  QueryKeyHook qk_hook_;
   // Scratch buffers, reused across calls.
   std::vector<float> x_, h_, q_, k_, v_, att_, o_, gate_, up_, qh_, kh_, vh_;
 };
 
 }  // namespace
 
-void check_backend_available(const std::string& kind) {
-  KASCADE_CHECK(kind != "cuda", "backend 'cuda': the engine's CUDA backend is not yet supported in this build "
-                                "(use --backend cpu)");
-  KASCADE_CHECK(kind == "cpu", "unknown backend '" << kind << "' (supported: cpu)");
-}
-
-std::unique_ptr<Backend> make_backend(const std::string& kind, const Model& model, const Plan* plan,
-                                      const BackendOptions& options) {
-  check_backend_available(kind);
+std::unique_ptr<Backend> make_cpu_backend(const Model& model, const Plan* plan, const BackendOptions& options) {
   return std::make_unique<CpuBackend>(model, plan, options);
 }
 

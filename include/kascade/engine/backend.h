@@ -31,6 +31,12 @@ struct Model;
 // attn_l(x_l)). The pointers are valid during the call only.
 using AttentionHook = std::function<void(int layer, int tokens, int dim, const float* residual, const float* attn_out)>;
 
+// Called for every layer of every forward() with that step's queries and keys after q/k norm
+// and RoPE, exactly what attention scores: q [tokens][Hq * D], k [tokens][Hkv * D], for
+// positions first_position .. first_position + tokens - 1 (calibration's pooled statistics).
+using QueryKeyHook =
+    std::function<void(int layer, int first_position, int tokens, const float* q, const float* k)>;
+
 // Keys read by attention, summed over layers, heads and queries: a dense or anchor layer reads
 // every causal key (t + 1 for the query at t; anchors rank all of them), a reuse layer its
 // selection plus, in prefill, the diagonal of its tile.
@@ -59,14 +65,18 @@ class Backend {
   virtual std::vector<float> forward(const std::vector<int32_t>& tokens, bool all_logits) = 0;
   virtual AttentionStats stats() const = 0;
   virtual void set_attention_hook(AttentionHook hook) = 0;
+  // Backends that cannot expose q and k throw kascade::Error naming themselves.
+  virtual void set_query_key_hook(QueryKeyHook hook);
 };
 
-// Throws unless this build can run backend `kind`: "cpu"; "cuda" is not available yet.
+// Throws unless this build can run backend `kind`: "cpu" always; "cuda" when the engine's CUDA
+// backend (src/engine/cuda/, include/kascade/engine/cuda_backend.h) is part of the build.
 void check_backend_available(const std::string& kind);
 
-// "cpu" (fp32, threaded) or "cuda" (not in this build yet: a clear error). `plan` may be null
-// (dense attention); it must outlive the backend and match the model's shape.
+// "cpu" (fp32, threaded) or "cuda". `plan` may be null (dense attention); it must outlive the
+// backend and match the model's shape.
 std::unique_ptr<Backend> make_backend(const std::string& kind, const Model& model, const Plan* plan,
                                       const BackendOptions& options);
+std::unique_ptr<Backend> make_cpu_backend(const Model& model, const Plan* plan, const BackendOptions& options);
 
 }  // namespace kascade::engine
