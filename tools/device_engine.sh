@@ -8,6 +8,8 @@
 #   mkdir -p .carry/engine && cp build-engine-cuda/bin/engine-gpu-check .carry/engine/
 # then on the GPU machine, from the repository root (the plan file is read from the tree):
 #   tools/device_engine.sh [engine-gpu-check options]
+# With no options the check and the bench run as two processes (a fault in one leaves the other's
+# results), logged to check.log and bench.log.
 # It links cuBLAS and the CUDA runtime dynamically: the toolkit's lib64 and the cuBLAS wheel that
 # ships with PyTorch are searched. Logs and JSON go to $OUT (or ./device-out when OUT is unset).
 set -euo pipefail
@@ -22,4 +24,15 @@ if ! ls /usr/local/cuda/lib64/libcublas.so.13 >/dev/null 2>&1; then
 fi
 export LD_LIBRARY_PATH="$(echo $lib_dirs | tr ' ' ':')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>&1 | tee "$OUT_DIR/gpu.txt" || true
-"$BIN_DIR/engine-gpu-check" --out "$OUT_DIR" --commit "${COMMIT:-unknown}" "$@" 2>&1 | tee "$OUT_DIR/engine-gpu-check.log"
+run() {
+  local log=$1
+  shift
+  "$BIN_DIR/engine-gpu-check" --out "$OUT_DIR" --commit "${COMMIT:-unknown}" "$@" 2>&1 | tee "$OUT_DIR/$log"
+}
+if [ $# -eq 0 ]; then
+  status=0
+  run check.log --check-only || status=1
+  run bench.log --bench-only || status=1
+  exit $status
+fi
+run engine-gpu-check.log "$@"

@@ -63,7 +63,7 @@ struct Options {
   std::string commit = "unknown";
   bool check = true;
   bool bench = true;
-  int prompt_tokens = 700;
+  int prompt_tokens = 520;  // chunks of 256, 256 and 8 tokens
   int chunk = 256;
   int check_decode_steps = 6;
   int bench_context = 8192;
