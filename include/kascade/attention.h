@@ -97,7 +97,10 @@ void decode_anchor(const DecodeTensors& t, const DecodeShape& shape, const Spars
                    const DecodeSelection& selection, Workspace ws, cudaStream_t stream);
 
 // Attention of the heads of kv head g over set head_map[g] of `selection` (an anchor's output).
-// head_map: device [num_kv_heads] int32, or nullptr for the identity; ignored with Pooling::All.
+// head_map: device [num_kv_heads] int32 in [0, num_kv_heads), or nullptr for the identity; ignored
+// with Pooling::All. Device contents are not checked on the host (that would need a sync): an
+// out-of-range map entry gives its heads an empty key set (zero output), and selection entries
+// outside [0, n) are skipped, never read out of bounds. Plans are validated when loaded.
 void decode_reuse(const DecodeTensors& t, const DecodeShape& shape, const SparsityParams& sparsity,
                   const DecodeSelection& selection, const int32_t* head_map, Workspace ws,
                   cudaStream_t stream);

@@ -512,6 +512,79 @@ class DecodeApiErrorsCase : public TestCase {
   }
 };
 
+// Device data the host cannot check: a head-map entry out of range must give its heads an empty
+// key set (zero output) and a selection entry outside [0, n) must be skipped, never read.
+class DecodeReuseGuardsCase : public TestCase {
+ public:
+  std::string op() const override { return "decode_reuse_guards"; }
+  std::string vars() const override { return "type=bf16,D=128,hq=8,hkv=2,page=16,lens=[3000 500],map=[1 7],seed=11"; }
+  CaseResult run() override {
+    std::mt19937_64 rng(11);
+    DecodeSpec s;
+    s.lens = {3000, 500};
+    const int batch = 2, d = s.head_dim, group = s.hq / s.hkv;
+    DecodeShape shape{batch, s.hq, s.hkv, d, s.dtype, 3000};
+    const SparsityParams sp = sparsity_of(s);
+    PagedCache cache;
+    cache.build(s, s.lens, 0, rng);
+    const StorageArray q = random_storage(s.dtype, static_cast<size_t>(batch) * s.hq * d, 2.5f, rng);
+    const int sets = decode_selection_sets(shape, sp);
+    const int64_t k_max = decode_selection_kmax(shape, sp);
+    std::vector<int32_t> indices, counts;
+    random_selection(cache.lens, sp, sets, k_max, rng, indices, counts);
+    // Corrupt entry 5 of set 1 of every sequence: the oracle's expectation drops that entry.
+    std::vector<int32_t> expected_indices = indices, expected_counts = counts;
+    for (int b = 0; b < batch; ++b) {
+      int32_t* row = indices.data() + (static_cast<size_t>(b) * sets + 1) * k_max;
+      row[5] = cache.lens[b] + 5;
+      int32_t* expected_row = expected_indices.data() + (static_cast<size_t>(b) * sets + 1) * k_max;
+      const int count = expected_counts[b * sets + 1]--;
+      std::copy(expected_row + 6, expected_row + count, expected_row + 5);
+      expected_row[count - 1] = -1;
+    }
+    const std::vector<int32_t> head_map = {1, 7};
+    DeviceBuffer d_q(q.bits.size() * 2), d_sel(indices.size() * 4), d_counts(counts.size() * 4), d_map(8);
+    d_q.upload(q.bits.data(), q.bits.size() * 2);
+    d_sel.upload(indices.data(), indices.size() * 4);
+    d_counts.upload(counts.data(), counts.size() * 4);
+    d_map.upload(head_map.data(), 8);
+    const size_t out_elems = static_cast<size_t>(batch) * s.hq * d;
+    GuardedBuffer d_out(out_elems * 2);
+    const size_t ws_bytes = decode_workspace_size(shape, DecodeRole::Reuse, sp);
+    DeviceBuffer d_ws(ws_bytes);
+    DecodeTensors t;
+    t.q = d_q.get();
+    t.out = d_out.get();
+    t.kv = cache.device_view();
+    t.num_q_heads = s.hq;
+    const DecodeSelection sel{static_cast<int32_t*>(d_sel.get()), static_cast<int32_t*>(d_counts.get()), sets, k_max};
+    decode_reuse(t, shape, sp, sel, static_cast<const int32_t*>(d_map.get()), {d_ws.get(), ws_bytes}, nullptr);
+    KASCADE_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::string guard = d_out.check_guards("out");
+    if (!guard.empty()) return CaseResult::fail(guard);
+    std::vector<uint16_t> bits(out_elems);
+    d_out.download(bits.data(), out_elems * 2);
+    const std::vector<float> out = widen(s.dtype, bits);
+    // kv head 0 reads the cleaned set 1 (the oracle, identity-mapped onto a copy of it).
+    ref::Call call;
+    call.params = sp;
+    call.role = Role::Reuse;
+    call.head_map = {1, 1};
+    const auto input = split_selection(expected_indices, expected_counts, batch, sets, k_max);
+    const ref::BatchResult expected = ref::decode_batch(call, q.values.data(), s.hq, cache.host_view(), &input);
+    for (int b = 0; b < batch; ++b) {
+      const size_t first = static_cast<size_t>(b) * s.hq * d;
+      const std::string close = ref::check_close("kv head 0 out", expected.out.data() + first, out.data() + first,
+                                                 static_cast<size_t>(group) * d, ref::output_tolerance(s.dtype));
+      if (!close.empty()) return CaseResult::fail("sequence " + std::to_string(b) + ": " + close);
+      for (size_t i = first + static_cast<size_t>(group) * d; i < first + static_cast<size_t>(s.hq) * d; ++i) {
+        if (out[i] != 0.f) return CaseResult::fail("kv head 1 (map entry 7) is not zero at element " + std::to_string(i));
+      }
+    }
+    return CaseResult::pass();
+  }
+};
+
 void make_decode_cases(CaseList& cases) {
   uint64_t seed = 100;
   auto add = [&](DecodeSpec s) {
@@ -589,6 +662,7 @@ void make_decode_cases(CaseList& cases) {
   }
   cases.push_back(std::make_unique<DecodeGraphCase>());
   cases.push_back(std::make_unique<DecodeApiErrorsCase>());
+  cases.push_back(std::make_unique<DecodeReuseGuardsCase>());
 }
 
 CaseRegistrar decode_registrar("decode", make_decode_cases);

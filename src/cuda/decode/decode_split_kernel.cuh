@@ -97,8 +97,11 @@ __global__ void __launch_bounds__(kDecodeThreads, 2)
   int num_keys = n;
   if constexpr (Role::kIndexedKeys) {
     const int set = p.num_sets == 1 ? 0 : (p.head_map != nullptr ? p.head_map[kv_head] : kv_head);
-    key_list = p.sel_indices + (static_cast<int64_t>(b) * p.num_sets + set) * p.sel_kmax;
-    num_keys = min(p.sel_counts[b * p.num_sets + set], p.sel_kmax);
+    // Device data cannot be validated on the host without a sync: a head-map entry outside
+    // [0, num_sets) reads no set (zero output) instead of memory past the selection buffer.
+    const bool set_valid = set >= 0 && set < p.num_sets;
+    key_list = p.sel_indices + (static_cast<int64_t>(b) * p.num_sets + (set_valid ? set : 0)) * p.sel_kmax;
+    num_keys = set_valid ? min(p.sel_counts[b * p.num_sets + set], p.sel_kmax) : 0;
   }
   // Splits start at multiples of the tile, so that logits are stored as aligned pairs.
   const int chunk = ((num_keys + p.num_splits - 1) / p.num_splits + kTileKeys - 1) / kTileKeys * kTileKeys;
@@ -150,6 +153,8 @@ __global__ void __launch_bounds__(kDecodeThreads, 2)
     const int pos = begin + (warp + i * Shape::kWarps) * kTileKeys + lane % kTileKeys;
     KeyRef r{0, i < my_tiles && pos < end};
     if (r.valid) r.key = Role::kIndexedKeys ? key_list[pos] : pos;
+    // A selection entry outside [0, n) is skipped rather than looked up past the page table.
+    if constexpr (Role::kIndexedKeys) r.valid = r.valid && r.key >= 0 && r.key < n;
     return r;
   };
   auto row_of_key = [&](const KeyRef& k) {
