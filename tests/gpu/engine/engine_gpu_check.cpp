@@ -179,8 +179,10 @@ int argmax(const float* row, int n) { return static_cast<int>(std::max_element(r
 
 // ---- the check ------------------------------------------------------------------------------
 struct RowStats {
+  static constexpr size_t kListedRows = 24;
   int rows = 0, compared_top1 = 0, top1_mismatches = 0, diff_failures = 0, l2_failures = 0;
   double max_abs_diff = 0, max_diff_sigmas = 0, max_rel_l2 = 0;
+  std::vector<int> failed_rows;  // the first kListedRows rows (positions) over a bound
 
   void add(const float* cpu, const float* gpu, int vocab, const Options& o) {
     ++rows;
@@ -200,8 +202,11 @@ struct RowStats {
     max_abs_diff = std::max(max_abs_diff, max_diff);
     max_diff_sigmas = std::max(max_diff_sigmas, max_diff / sigma);
     max_rel_l2 = std::max(max_rel_l2, rel_l2);
-    if (!(max_diff <= o.max_diff_sigmas * sigma)) ++diff_failures;  // NaN fails too
-    if (!(rel_l2 <= o.max_rel_l2)) ++l2_failures;
+    const bool diff_ok = max_diff <= o.max_diff_sigmas * sigma;  // NaN fails too
+    const bool l2_ok = rel_l2 <= o.max_rel_l2;
+    if (!diff_ok) ++diff_failures;
+    if (!l2_ok) ++l2_failures;
+    if ((!diff_ok || !l2_ok) && failed_rows.size() < kListedRows) failed_rows.push_back(rows - 1);
     const int top = argmax(cpu, vocab);
     double second = -INFINITY;
     for (int i = 0; i < vocab; ++i) {
@@ -221,15 +226,57 @@ struct RowStats {
                 {"rows_over_rel_l2_bound", l2_failures},
                 {"max_abs_diff", max_abs_diff},
                 {"max_diff_over_row_std", max_diff_sigmas},
-                {"max_rel_l2", max_rel_l2}};
+                {"max_rel_l2", max_rel_l2},
+                {"first_failed_rows", failed_rows}};
   }
 };
+
+// The attention block's output of every layer of every forward step (backend.h AttentionHook).
+class LayerTrace {
+ public:
+  kascade::engine::AttentionHook hook() {
+    return [this](int layer, int tokens, int dim, const float*, const float* attn_out) {
+      if (layer == 0) steps_.emplace_back();
+      steps_.back().emplace_back(attn_out, attn_out + static_cast<size_t>(tokens) * dim);
+    };
+  }
+  const std::vector<std::vector<std::vector<float>>>& steps() const { return steps_; }
+
+ private:
+  std::vector<std::vector<std::vector<float>>> steps_;  // [step][layer][tokens * dim]
+};
+
+double rel_l2(const std::vector<float>& ref, const std::vector<float>& got) {
+  double diff2 = 0, ref2 = 0;
+  for (size_t i = 0; i < ref.size() && i < got.size(); ++i) {
+    diff2 += (static_cast<double>(got[i]) - ref[i]) * (static_cast<double>(got[i]) - ref[i]);
+    ref2 += static_cast<double>(ref[i]) * ref[i];
+  }
+  return ref.size() == got.size() ? std::sqrt(diff2 / std::max(ref2, 1e-30)) : INFINITY;
+}
+
+// Per forward step, the relative L2 error of every layer's attention block output: where a role's
+// error first appears (errors of earlier layers propagate into later ones).
+Json compare_traces(const LayerTrace& cpu, const LayerTrace& gpu) {
+  Json steps = Json::array();
+  for (size_t s = 0; s < cpu.steps().size() && s < gpu.steps().size(); ++s) {
+    Json layers = Json::array();
+    for (size_t l = 0; l < cpu.steps()[s].size() && l < gpu.steps()[s].size(); ++l) {
+      layers.push_back(std::round(rel_l2(cpu.steps()[s][l], gpu.steps()[s][l]) * 1e5) / 1e5);
+    }
+    steps.push_back(layers);
+  }
+  return steps;
+}
 
 Json check_case(const std::string& name, const Model& model, const Plan* plan, const Options& o, bool& all_passed) {
   BackendOptions bo;
   bo.prefill_chunk = o.chunk;
   auto cpu = kascade::engine::make_backend("cpu", model, plan, bo);
   auto gpu = kascade::engine::make_cuda_backend(model, plan, bo);
+  LayerTrace cpu_trace, gpu_trace;
+  cpu->set_attention_hook(cpu_trace.hook());
+  gpu->set_attention_hook(gpu_trace.hook());
   const int vocab = model.config.vocab;
   const std::vector<int32_t> prompt = random_tokens(o.prompt_tokens, vocab, 1234);
   RowStats stats;
@@ -259,6 +306,12 @@ Json check_case(const std::string& name, const Model& model, const Plan* plan, c
   j["keys_read_fraction_cpu"] = fc;
   j["keys_read_fraction_cuda"] = fg;
   j["passed"] = passed;
+  j["attention_rel_l2_per_step_and_layer"] = compare_traces(cpu_trace, gpu_trace);
+  for (const Json& step : j["attention_rel_l2_per_step_and_layer"]) {
+    std::printf("  attn rel L2 by layer:");
+    for (const Json& e : step) std::printf(" %.3f", e.get<double>());
+    std::printf("\n");
+  }
   std::printf("%-28s %s  rows %d  top1 %d/%d agree  max|diff| %.4f (%.4f row std)  max rel L2 %.2e  keys read %.4f/%.4f\n",
               name.c_str(), passed ? "PASS" : "FAIL", stats.rows, stats.compared_top1 - stats.top1_mismatches,
               stats.compared_top1, stats.max_abs_diff, stats.max_diff_sigmas, stats.max_rel_l2, fc, fg);
@@ -389,6 +442,9 @@ int run(int argc, char** argv) {
     Json cases = Json::array();
     cases.push_back(check_case("smollm2-shape dense", smol, nullptr, o, all_passed));
     cases.push_back(check_case("smollm2-shape plan", smol, &plan, o, all_passed));
+    Plan full = plan;  // rho = 1: every key selected, so the sparse paths must equal dense
+    full.rho = 1.0;
+    cases.push_back(check_case("smollm2-shape plan rho=1", smol, &full, o, all_passed));
     const Model qwen = random_model(qwen3_like_shape(), 7);
     Plan qplan = kascade::make_uniform_plan(qwen.config.name, qwen.config.layers, qwen.config.hq, qwen.config.hkv,
                                             qwen.config.head_dim, {0, 2});
