@@ -8,7 +8,7 @@
 //   - selections (layer0, anchor): well formed, counts = k(n), covered pooled mass within 1e-3 of
 //     the oracle's selection (kascade::ref::compare_selections);
 //   - determinism: a second run gives bitwise identical outputs and selections.
-// The graph case captures layer0 + reuse in a CUDA graph, then replays it after changing the
+// The graph case captures all four roles in a CUDA graph, then replays it after changing the
 // sequence lengths and page tables in device memory.
 #include <algorithm>
 #include <cmath>
@@ -346,63 +346,122 @@ class DecodeCase : public TestCase {
 };
 
 // Layer 0 and a reuse layer captured once in a CUDA graph, replayed with new lengths and page tables.
+// Every role captured once in a CUDA graph (layer 0 -> reuse of its selection through a head
+// map -> an anchor with its own selection -> dense), replayed after changing the sequence lengths
+// and the page tables in device memory; each replay is compared with the oracle.
 class DecodeGraphCase : public TestCase {
  public:
   std::string op() const override { return "decode_graph"; }
-  std::string vars() const override { return "type=bf16,D=128,hq=8,hkv=2,page=16,lens=[3000 17 1200]->[2100 4000 130],seed=7"; }
+  std::string vars() const override {
+    return "type=bf16,D=128,hq=8,hkv=2,page=16,lens=[3000 17 1200]->[2100 4000 130],roles=layer0,reuse,anchor,dense,seed=7";
+  }
 
   CaseResult run() override {
     std::mt19937_64 rng(7);
     DecodeSpec s;
     s.hq = 8;
     s.hkv = 2;
-    s.remap_heads = true;
     const std::vector<std::vector<int>> steps = {{3000, 17, 1200}, {2100, 4000, 130}};
     const int max_len = 4096;
-    const int batch = 3, d = s.head_dim;
+    const int batch = 3, d = s.head_dim, hq = s.hq;
     DecodeShape shape{batch, s.hq, s.hkv, d, s.dtype, max_len};
     const SparsityParams sp = sparsity_of(s);
+    const double tol = ref::output_tolerance(s.dtype);
     const int64_t capacity_pages = 3 * max_len / s.page_size + 8;
-    // Two layers' caches. Both read layer 0's page-table buffers (one table per step, as an engine
-    // keeps it); layer 1's pool holds different values at the same pages.
-    PagedCache layer0, layer1;
-    layer0.build(s, steps[0], capacity_pages, rng);
-    layer1.build(s, steps[0], capacity_pages, rng);
+    // Two layers' caches. Both read cache A's page-table buffers (one table per step, as an engine
+    // keeps it); cache B's pool holds different values at the same pages.
+    PagedCache cache_a, cache_b;
+    cache_a.build(s, steps[0], capacity_pages, rng);
+    cache_b.build(s, steps[0], capacity_pages, rng);
     auto share_table = [&]() {
-      layer1.batch = layer0.batch;
-      layer1.lens = layer0.lens;
-      layer1.page_indptr = layer0.page_indptr;
-      layer1.page_indices = layer0.page_indices;
+      cache_b.batch = cache_a.batch;
+      cache_b.lens = cache_a.lens;
+      cache_b.page_indptr = cache_a.page_indptr;
+      cache_b.page_indices = cache_a.page_indices;
     };
     share_table();
-    const StorageArray q0 = random_storage(s.dtype, static_cast<size_t>(batch) * s.hq * d, 2.5f, rng);
-    const StorageArray q1 = random_storage(s.dtype, static_cast<size_t>(batch) * s.hq * d, 2.5f, rng);
-    DeviceBuffer d_q0(q0.bits.size() * 2), d_q1(q1.bits.size() * 2);
-    d_q0.upload(q0.bits.data(), q0.bits.size() * 2);
-    d_q1.upload(q1.bits.data(), q1.bits.size() * 2);
-    const size_t out_elems = static_cast<size_t>(batch) * s.hq * d;
-    GuardedBuffer d_out0(out_elems * 2), d_out1(out_elems * 2);
+    const size_t q_elems = static_cast<size_t>(batch) * hq * d;
+    std::vector<StorageArray> q;
+    std::vector<std::unique_ptr<DeviceBuffer>> d_q;
+    std::vector<std::unique_ptr<GuardedBuffer>> d_out;
+    for (int layer = 0; layer < 4; ++layer) {
+      q.push_back(random_storage(s.dtype, q_elems, 2.5f, rng));
+      d_q.push_back(std::make_unique<DeviceBuffer>(q_elems * 2));
+      d_q.back()->upload(q.back().bits.data(), q_elems * 2);
+      d_out.push_back(std::make_unique<GuardedBuffer>(q_elems * 2));
+    }
     const int sets = decode_selection_sets(shape, sp);
     const int64_t k_max = decode_selection_kmax(shape, sp);
-    GuardedBuffer d_sel(static_cast<size_t>(batch) * sets * k_max * 4), d_counts(static_cast<size_t>(batch) * sets * 4);
-    std::vector<int32_t> head_map = {1, 1};
+    const size_t sel_bytes = static_cast<size_t>(batch) * sets * k_max * 4, count_bytes = static_cast<size_t>(batch) * sets * 4;
+    GuardedBuffer d_sel0(sel_bytes), d_counts0(count_bytes), d_sel2(sel_bytes), d_counts2(count_bytes);
+    const std::vector<int32_t> head_map = {1, 1};
     DeviceBuffer d_map(head_map.size() * 4);
     d_map.upload(head_map.data(), head_map.size() * 4);
-    const size_t ws_bytes = std::max(decode_workspace_size(shape, DecodeRole::Layer0, sp),
-                                     decode_workspace_size(shape, DecodeRole::Reuse, sp));
+    size_t ws_bytes = 0;
+    for (DecodeRole role : {DecodeRole::Dense, DecodeRole::Layer0, DecodeRole::Anchor, DecodeRole::Reuse}) {
+      ws_bytes = std::max(ws_bytes, decode_workspace_size(shape, role, sp));
+    }
     DeviceBuffer d_ws(ws_bytes);
-    const DecodeSelection sel{static_cast<int32_t*>(d_sel.get()), static_cast<int32_t*>(d_counts.get()), sets, k_max};
-    DecodeTensors t0;
-    t0.q = d_q0.get();
-    t0.out = d_out0.get();
-    t0.kv = layer0.device_view();
-    t0.num_q_heads = s.hq;
-    DecodeTensors t1 = t0;
-    t1.q = d_q1.get();
-    t1.out = d_out1.get();
-    t1.kv = layer0.device_view();
-    t1.kv.k = layer1.d_pool.get();
-    t1.kv.v = static_cast<const uint16_t*>(layer1.d_pool.get()) + layer1.v_offset;
+    const Workspace ws{d_ws.get(), ws_bytes};
+    const DecodeSelection sel0{static_cast<int32_t*>(d_sel0.get()), static_cast<int32_t*>(d_counts0.get()), sets, k_max};
+    const DecodeSelection sel2{static_cast<int32_t*>(d_sel2.get()), static_cast<int32_t*>(d_counts2.get()), sets, k_max};
+    // Layers 0 and 3 read cache A, layers 1 and 2 cache B.
+    auto tensors = [&](int layer) {
+      DecodeTensors t;
+      t.q = d_q[layer]->get();
+      t.out = d_out[layer]->get();
+      t.kv = cache_a.device_view();
+      if (layer == 1 || layer == 2) {
+        t.kv.k = cache_b.d_pool.get();
+        t.kv.v = static_cast<const uint16_t*>(cache_b.d_pool.get()) + cache_b.v_offset;
+      }
+      t.num_q_heads = hq;
+      return t;
+    };
+    auto output = [&](int layer) {
+      std::vector<uint16_t> bits(q_elems);
+      d_out[layer]->download(bits.data(), q_elems * 2);
+      return widen(s.dtype, bits);
+    };
+    auto selection = [&](const GuardedBuffer& indices_buf, const GuardedBuffer& counts_buf) {
+      std::vector<int32_t> indices(static_cast<size_t>(batch) * sets * k_max), counts(static_cast<size_t>(batch) * sets);
+      indices_buf.download(indices.data(), indices.size() * 4);
+      counts_buf.download(counts.data(), counts.size() * 4);
+      return split_selection(indices, counts, batch, sets, k_max);
+    };
+    auto check_step = [&]() -> std::string {
+      ref::Call call;
+      call.params = sp;
+      call.role = Role::Dense;
+      ref::Call anchor_call = call;
+      anchor_call.role = Role::Anchor;
+      ref::Call reuse_call = call;
+      reuse_call.role = Role::Reuse;
+      // Layer 0: dense output and its selection.
+      const ref::BatchResult dense0 = ref::decode_batch(call, q[0].values.data(), hq, cache_a.host_view());
+      std::string problem = ref::check_close("layer0 out", dense0.out.data(), output(0).data(), q_elems, tol);
+      const auto actual0 = selection(d_sel0, d_counts0);
+      if (problem.empty()) problem = compare_decode_selections(anchor_call, q[0].values, hq, cache_a, dense0.selections, actual0);
+      if (!problem.empty()) return "layer 0: " + problem;
+      // Layer 1: reuse of layer 0's selection through the head map.
+      reuse_call.head_map.assign(head_map.begin(), head_map.end());
+      const ref::BatchResult reused = ref::decode_batch(reuse_call, q[1].values.data(), hq, cache_b.host_view(), &actual0);
+      problem = ref::check_close("reuse out", reused.out.data(), output(1).data(), q_elems, tol);
+      if (!problem.empty()) return "layer 1: " + problem;
+      // Layer 2: an anchor's selection, and its output given that selection.
+      const ref::BatchResult anchor = ref::decode_batch(anchor_call, q[2].values.data(), hq, cache_b.host_view());
+      const auto actual2 = selection(d_sel2, d_counts2);
+      problem = compare_decode_selections(anchor_call, q[2].values, hq, cache_b, anchor.selections, actual2);
+      if (!problem.empty()) return "layer 2 selection: " + problem;
+      reuse_call.head_map.clear();
+      const ref::BatchResult given = ref::decode_batch(reuse_call, q[2].values.data(), hq, cache_b.host_view(), &actual2);
+      problem = ref::check_close("anchor out", given.out.data(), output(2).data(), q_elems, tol);
+      if (!problem.empty()) return "layer 2: " + problem;
+      // Layer 3: dense.
+      const ref::BatchResult dense3 = ref::decode_batch(call, q[3].values.data(), hq, cache_a.host_view());
+      problem = ref::check_close("dense out", dense3.out.data(), output(3).data(), q_elems, tol);
+      return problem.empty() ? "" : "layer 3: " + problem;
+    };
 
     cudaStream_t stream;
     KASCADE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -411,22 +470,24 @@ class DecodeGraphCase : public TestCase {
     std::string failure;
     try {
       KASCADE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-      decode_layer0(t0, shape, sp, sel, {d_ws.get(), ws_bytes}, stream);
-      decode_reuse(t1, shape, sp, sel, static_cast<const int32_t*>(d_map.get()), {d_ws.get(), ws_bytes}, stream);
+      decode_layer0(tensors(0), shape, sp, sel0, ws, stream);
+      decode_reuse(tensors(1), shape, sp, sel0, static_cast<const int32_t*>(d_map.get()), ws, stream);
+      decode_anchor(tensors(2), shape, sp, sel2, ws, stream);
+      decode_dense(tensors(3), shape, sp, ws, stream);
       KASCADE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
       KASCADE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
       for (size_t step = 0; step < steps.size() && failure.empty(); ++step) {
         if (step > 0) {
-          layer0.repage(steps[step], rng);
+          cache_a.repage(steps[step], rng);
           share_table();
         }
-        d_out0.poison();
-        d_out1.poison();
-        d_sel.poison();
+        for (auto& out : d_out) out->poison();
+        d_sel0.poison();
+        d_sel2.poison();
         KASCADE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
         KASCADE_CUDA_CHECK(cudaStreamSynchronize(stream));
-        failure = check_step(layer0, layer1, q0.values, q1.values, head_map, d_out0, d_out1, d_sel, d_counts, sp,
-                             sets, k_max, step);
+        failure = check_step();
+        if (!failure.empty()) failure = "step " + std::to_string(step) + ", " + failure;
       }
     } catch (...) {
       if (exec) cudaGraphExecDestroy(exec);
@@ -438,43 +499,6 @@ class DecodeGraphCase : public TestCase {
     cudaGraphDestroy(graph);
     cudaStreamDestroy(stream);
     return failure.empty() ? CaseResult::pass() : CaseResult::fail(failure);
-  }
-
- private:
-  static std::string check_step(const PagedCache& layer0, const PagedCache& layer1, const std::vector<float>& q0,
-                                const std::vector<float>& q1, const std::vector<int32_t>& head_map,
-                                const GuardedBuffer& d_out0, const GuardedBuffer& d_out1, const GuardedBuffer& d_sel,
-                                const GuardedBuffer& d_counts, const SparsityParams& sp, int sets, int64_t k_max,
-                                size_t step) {
-    const int batch = layer0.batch, hq = 8, d = layer0.head_dim;
-    const size_t out_elems = static_cast<size_t>(batch) * hq * d;
-    std::vector<uint16_t> bits(out_elems);
-    d_out0.download(bits.data(), out_elems * 2);
-    const std::vector<float> out0 = widen(layer0.dtype, bits);
-    d_out1.download(bits.data(), out_elems * 2);
-    const std::vector<float> out1 = widen(layer0.dtype, bits);
-    std::vector<int32_t> indices(static_cast<size_t>(batch) * sets * k_max), counts(static_cast<size_t>(batch) * sets);
-    d_sel.download(indices.data(), indices.size() * 4);
-    d_counts.download(counts.data(), counts.size() * 4);
-    const auto actual = split_selection(indices, counts, batch, sets, k_max);
-    const std::string prefix = "step " + std::to_string(step) + ": ";
-    ref::Call call;
-    call.params = sp;
-    call.role = Role::Dense;
-    const ref::BatchResult dense = ref::decode_batch(call, q0.data(), hq, layer0.host_view());
-    const double tol = ref::output_tolerance(layer0.dtype);
-    std::string problem = ref::check_close("layer0 out", dense.out.data(), out0.data(), out_elems, tol);
-    if (!problem.empty()) return prefix + problem;
-    ref::Call anchor_call = call;
-    anchor_call.role = Role::Anchor;
-    problem = compare_decode_selections(anchor_call, q0, hq, layer0, dense.selections, actual);
-    if (!problem.empty()) return prefix + "selection: " + problem;
-    ref::Call reuse_call = call;
-    reuse_call.role = Role::Reuse;
-    reuse_call.head_map.assign(head_map.begin(), head_map.end());
-    const ref::BatchResult reused = ref::decode_batch(reuse_call, q1.data(), hq, layer1.host_view(), &actual);
-    problem = ref::check_close("reuse out", reused.out.data(), out1.data(), out_elems, tol);
-    return problem.empty() ? "" : prefix + problem;
   }
 };
 
