@@ -1,6 +1,6 @@
 // src/cuda/common/device_math.cuh — small device helpers shared by the kernel families.
 //
-// - Vec8: eight 16-bit storage elements (one 16-byte load) widened to fp32.
+// - StorageTraits: fp32 -> storage type (bf16 / fp16) conversion for outputs.
 // - FastDivmod: division by a run-time constant (the page size) through a multiply-high, so that
 //   the per-row page lookup costs a few instructions instead of a 32-bit integer division.
 // - Warp/block scans used by the top-k selection.
@@ -22,38 +22,13 @@ struct StorageTraits;
 
 template <>
 struct StorageTraits<__nv_bfloat16> {
-  __device__ static float2 to_float2(uint32_t packed) {
-    __nv_bfloat162 h = *reinterpret_cast<const __nv_bfloat162*>(&packed);
-    return __bfloat1622float2(h);
-  }
   __device__ static __nv_bfloat16 from_float(float x) { return __float2bfloat16_rn(x); }
 };
 
 template <>
 struct StorageTraits<__half> {
-  __device__ static float2 to_float2(uint32_t packed) {
-    __half2 h = *reinterpret_cast<const __half2*>(&packed);
-    return __half22float2(h);
-  }
   __device__ static __half from_float(float x) { return __float2half_rn(x); }
 };
-
-// Widens one 16-byte vector of eight 16-bit values into out[0..7].
-template <typename T>
-__device__ __forceinline__ void widen8(const uint4& raw, float (&out)[8]) {
-  const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = StorageTraits<T>::to_float2(words[i]);
-    out[2 * i] = f.x;
-    out[2 * i + 1] = f.y;
-  }
-}
-
-// Read-only 16-byte load that bypasses L1 allocation (KV rows are read once per call).
-__device__ __forceinline__ uint4 load_streaming16(const void* ptr) {
-  return __ldg(reinterpret_cast<const uint4*>(ptr));
-}
 
 // n / d and n % d for 0 <= n < 2^31 and a divisor fixed at launch (Granlund-Montgomery).
 struct FastDivmod {
