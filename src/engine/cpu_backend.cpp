@@ -130,6 +130,11 @@ class CpuBackend final : public Backend {
     const float* last = x_.data() + static_cast<size_t>(count - rows) * dim;
     cpu::rms_norm(last, m_.output_norm.data(), rows, dim, c_.rms_eps, h_.data());
     cpu::matmul(pool_, h_.data(), rows, dim, m_.output_matrix(), c_.vocab, logits);
+    // A non-finite logit means the weights or the arithmetic went wrong: say so, never pass it on.
+    for (size_t i = 0; i < static_cast<size_t>(rows) * c_.vocab; ++i) {
+      KASCADE_CHECK(std::isfinite(logits[i]), "forward: logit " << i % c_.vocab << " of position "
+                                                   << n_ - rows + static_cast<int>(i / c_.vocab) << " is not finite");
+    }
   }
 
   // ---- KV cache: per layer [hkv][capacity][head_dim] -------------------------------------------

@@ -112,3 +112,16 @@ TEST(ModelLoading, UnsupportedRopeScaling) {
   b.kv_str("llama.rope.scaling.type", "yarn");
   EXPECT_NE(load_error(b.bytes).find("rope.scaling.type 'yarn' is not supported"), std::string::npos);
 }
+
+TEST(ModelLoading, NonFiniteLogitsAreAnErrorNotOutput) {
+  const GgufFile gguf = GgufFile::open(kData + "tiny_llama.gguf");
+  kascade::engine::Model model = kascade::engine::load_model(gguf);
+  model.output_norm[3] = NAN;  // poisons every logit
+  auto backend = kascade::engine::make_backend("cpu", model, nullptr, {});
+  try {
+    backend->forward({1, 2}, false);
+    FAIL() << "NaN logits were returned";
+  } catch (const kascade::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is not finite"), std::string::npos) << e.what();
+  }
+}
