@@ -32,7 +32,8 @@
 // 16 MiB + 256 MiB at 128k tokens for Hq 32 / Hkv 8.
 //
 // Supported: bf16 and fp16, head dim 64 and 128, Hq % Hkv == 0 with G = Hq / Hkv <= 8, tiles
-// 16/32/64, any page size; rows of q, k, v must be 16-byte aligned (head strides multiple of 8).
+// 16/32/64, any page size; rows of q, k, v must be 16-byte aligned (head strides multiple of 8);
+// batch x Hkv <= 65535; a K/V pool of fewer than 2^31 tokens (pages x page size).
 // Errors (unsupported shape, inconsistent batch, a buffer too small) throw kascade::Error.
 #pragma once
 

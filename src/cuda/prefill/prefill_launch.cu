@@ -30,7 +30,7 @@ using cuda::prefill::kChunkElems;
 using cuda::prefill::kKeysPerMassCta;
 
 constexpr size_t kWorkspaceAlign = 256;
-constexpr int kMaxGridY = 65535;
+constexpr int kMaxGridY = 65535;  // also the limit of gridDim.z
 
 size_t align_up(size_t x) { return (x + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign; }
 
@@ -97,6 +97,9 @@ void check_args(const PrefillArgs& a) {
   KASCADE_CHECK(kv.batch == a.host.batch,
                 "prefill: kv.batch " << kv.batch << " differs from PrefillBatch::batch " << a.host.batch);
   KASCADE_CHECK(kv.page_size > 0, "prefill: page size must be positive, got " << kv.page_size);
+  // Grid y/z carry kv heads, sequences and (sequence, selection) pairs.
+  KASCADE_CHECK(int64_t{a.host.batch} * kv.num_kv_heads <= kMaxGridY,
+                "prefill: batch " << a.host.batch << " x kv heads " << kv.num_kv_heads << " exceeds " << kMaxGridY);
   if (a.host.batch == 0) return;
   KASCADE_CHECK(a.q != nullptr && a.q_indptr != nullptr && kv.k != nullptr && kv.v != nullptr &&
                     kv.page_indptr != nullptr && kv.page_indices != nullptr && kv.seq_lens != nullptr,
