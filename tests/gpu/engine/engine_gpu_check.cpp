@@ -10,7 +10,8 @@
 //
 // Check: a prompt is prefilled in chunks (so later chunks start at p0 > 0), then a few greedy
 // decode steps run at growing context; at every position the CUDA logits are compared with the
-// CPU backend's (fp32), dense and with a plan (SPEC 4-5 roles through the kernels vs the oracle):
+// CPU backend's (fp32), dense and with a plan (SPEC 4-5 roles through the kernels vs the oracle;
+// plans on models with peaked attention, see run()):
 //   - top-1 equal wherever the CPU's top-1 margin exceeds 0.25 of the row's std;
 //   - max |difference| of a row at most 0.25 of the CPU row's std (bf16 weights and activations
 //     over 30 layers: ~0.3% relative error per GEMM, a few % at the logits; the row std is ~24);
@@ -56,6 +57,8 @@ using Json = nlohmann::json;
 // Rows whose CPU top-1 margin is below this share of the row's std are near-ties that bf16
 // rounding may legitimately flip (the top-2 gap of 49152 Gaussian logits is ~0.2 std on average).
 constexpr double kMarginSigmas = 0.25;
+constexpr double kFlatGain = 1.5;    // q/k entry std of the flat-attention model
+constexpr double kPeakedGain = 3.5;  // and of the peaked-attention models
 
 struct Options {
   std::string plan_path = "tests/data/plans/smollm2-135m.json";
@@ -89,9 +92,10 @@ class Filler {
   std::mt19937_64 rng_;
 };
 
-// Scales chosen so that attention is peaked (score std ~2) and the residual stream stays O(1):
-// q/k gain 1.5, output projections of the attention and FFN blocks scaled by 0.5.
-Model random_model(const ModelConfig& config, uint64_t seed) {
+// Output projections of the attention and FFN blocks are scaled by 0.5 so that the residual
+// stream stays O(1). `qk_gain` sets the std of q and k entries and so the score std (~gain^2):
+// 1.5 gives flat attention (scores of std ~2), 3.5 peaked attention (std ~12).
+Model random_model(const ModelConfig& config, uint64_t seed, double qk_gain) {
   Model m;
   m.config = config;
   const ModelConfig& c = m.config;
@@ -103,8 +107,8 @@ Model random_model(const ModelConfig& config, uint64_t seed) {
   for (int l = 0; l < c.layers; ++l) {
     kascade::engine::LayerWeights w;
     w.attn_norm = f.normal(dim, 0.1, 1.0);
-    w.wq = f.normal(qd * dim, 1.5 * in_scale);
-    w.wk = f.normal(kvd * dim, 1.5 * in_scale);
+    w.wq = f.normal(qd * dim, qk_gain * in_scale);
+    w.wk = f.normal(kvd * dim, qk_gain * in_scale);
     w.wv = f.normal(kvd * dim, in_scale);
     w.wo = f.normal(dim * qd, 0.5 / std::sqrt(static_cast<double>(qd)));
     if (c.qkv_bias) {
@@ -113,8 +117,8 @@ Model random_model(const ModelConfig& config, uint64_t seed) {
       w.bv = f.normal(kvd, 0.1);
     }
     if (c.qk_norm) {
-      w.q_norm = f.normal(static_cast<size_t>(c.head_dim), 0.1, 1.5);
-      w.k_norm = f.normal(static_cast<size_t>(c.head_dim), 0.1, 1.5);
+      w.q_norm = f.normal(static_cast<size_t>(c.head_dim), 0.1, qk_gain);
+      w.k_norm = f.normal(static_cast<size_t>(c.head_dim), 0.1, qk_gain);
     }
     w.ffn_norm = f.normal(dim, 0.1, 1.0);
     w.w_gate = f.normal(ffn * dim, in_scale);
@@ -436,16 +440,24 @@ int run(int argc, char** argv) {
   KASCADE_CHECK(cudaGetDeviceProperties(&prop, device) == cudaSuccess, "cudaGetDeviceProperties failed");
   std::printf("device: %s\n", prop.name);
 
-  const Model smol = random_model(smollm2_shape(), 42);
+  const Model smol = random_model(smollm2_shape(), 42, kFlatGain);
   bool all_passed = true;
   if (o.check) {
+    // Plans are checked on peaked models. With flat random attention the pooled masses have many
+    // near-ties at the k-th key, bf16 rounding flips some of them (legitimately: SPEC 7 compares
+    // selections by covered mass), and random values turn each flip into a few % of a layer's
+    // output, compounding over 30 layers (measured: 0.41 relative L2 at the logits on H100).
+    // Peaked attention (scores of std ~12) leaves almost no mass near the boundary, so a flip costs
+    // < 1% while a wrong selection (head map, slot, tile) still loses most of the mass.
     Json cases = Json::array();
     cases.push_back(check_case("smollm2-shape dense", smol, nullptr, o, all_passed));
-    cases.push_back(check_case("smollm2-shape plan", smol, &plan, o, all_passed));
     Plan full = plan;  // rho = 1: every key selected, so the sparse paths must equal dense
     full.rho = 1.0;
     cases.push_back(check_case("smollm2-shape plan rho=1", smol, &full, o, all_passed));
-    const Model qwen = random_model(qwen3_like_shape(), 7);
+    const Model peaked = random_model(smollm2_shape(), 43, kPeakedGain);
+    cases.push_back(check_case("smollm2-peaked dense", peaked, nullptr, o, all_passed));
+    cases.push_back(check_case("smollm2-peaked plan", peaked, &plan, o, all_passed));
+    const Model qwen = random_model(qwen3_like_shape(), 7, kPeakedGain);
     Plan qplan = kascade::make_uniform_plan(qwen.config.name, qwen.config.layers, qwen.config.hq, qwen.config.hkv,
                                             qwen.config.head_dim, {0, 2});
     qplan.head_map[1] = {1, 0};  // reuse layers read the other kv head's selection
