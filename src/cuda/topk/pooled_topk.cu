@@ -24,6 +24,8 @@
 namespace kascade::cuda {
 namespace {
 
+// Measured (H100, 128k keys): 512 threads per block made layer 0 0.3 % (batch 64) to 12 % (batch 1)
+// slower than 1024.
 constexpr int kTopkThreads = 1024;
 constexpr int kWideDigitBits = 12;
 constexpr int kWideBins = 1 << kWideDigitBits;
