@@ -209,8 +209,7 @@ Example niah(Builder& b, Rng& rng, int keys, const char* task) {
                      "will quiz you about the numbers afterwards."}));
   for (int i = 0; i < keys; ++i) b.needle(magic_needle(b, names[static_cast<size_t>(i)], numbers[static_cast<size_t>(i)]), rng.uniform());
   b.question(b.encode({" What is the special magic number for", " " + names[asked],
-                       " mentioned in the provided text? The special magic number for", " " + names[asked],
-                       " mentioned in the provided text is:"}));
+                       "? The special magic number for", " " + names[asked], " is:"}));
   b.answer(b.encode({" " + numbers[asked]}), numbers[asked]);
   return b.finish(task, 0, 0, essay_filler(b, rng));
 }
@@ -266,8 +265,8 @@ Example common_words(Builder& b, Rng& rng) {
   const double shares[3] = {0.10, 0.07, 0.05};
   b.header(b.encode({"Below is a list of words. Some of them appear more often than others. Memorize the ones that "
                      "appear most often.\n"}));
-  b.question(b.encode({"\nQuestion: What are the three most common words in the list above? Answer: The three most "
-                       "common words, from the most frequent, are:"}));
+  b.question(b.encode({"\nQuestion: What are the three most common words in the list? Answer: The three most common "
+                       "words are:"}));
   b.answer(b.encode({" " + top[0], " " + top[1], " " + top[2]}), top[0] + " " + top[1] + " " + top[2]);
   return b.finish("common-words", 0, 0, [&b, &rng, pool, top, shares]() {
     const double u = rng.uniform();
