@@ -4,6 +4,7 @@
   python3 tools/make_engine_fixtures.py quant        # quant.gguf: every tensor type + expected values
   python3 tools/make_engine_fixtures.py tokenizer    # tokenizer_ids.json from the `tokenizers` package
   python3 tools/make_engine_fixtures.py golden     # golden_prompts.json: prompt ids for tools/golden_logits.py
+  python3 tools/make_engine_fixtures.py pretok     # tokenizer_<pre>.gguf + ids for other pre-tokenizers
   python3 tools/make_engine_fixtures.py tiny       # tiny_<arch>.gguf + tiny_logits.json (numpy forward)
   python3 tools/make_engine_fixtures.py all
 
@@ -127,6 +128,9 @@ CORPUS = [
     "x",
     "zero-width\u200bjoiner\u200d and combining e\u0301",
     "control\u0004bytes\u0001 and bell\u0007 DEL\u007f",
+    "Call 1234567 or 0012300 in 2020, 202 45 times.",
+    "WE'RE HERE, DON'T GO! It'S fine.",
+    "visit www.example.com/now.\n\n\n   indented\n\tend",
 ]
 
 
@@ -156,6 +160,88 @@ def smollm2_reference_tokenizer():
     control = [AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, token_types) if ty == 3]
     tok.add_special_tokens(control)
     return tok
+
+
+# ---- other pre-tokenizers: llama-bpe (Llama 3), qwen2, gpt-2 ----------------------------------
+# A reduced vocabulary (SmolLM2's specials, byte tokens and the results of its first merges) in a
+# GGUF that names another pre-tokenizer, and the ids `tokenizers` gives with that family's
+# regex (as its tokenizer.json declares it: Split(regex, isolated) + ByteLevel without regex).
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+               r"\s*[\r\n]+|\s+(?!\S)|\s+")
+PRETOKENIZERS = {"llama-bpe": (LLAMA3_REGEX, True), "qwen2": (QWEN2_REGEX, False), "gpt-2": (None, False)}
+REDUCED_MERGES = 2000
+# Merges SmolLM2 lacks, added so that the families' regexes give different ids: digit runs
+# (llama-bpe groups up to 3 digits, qwen2 splits each), "'T" (case-insensitive contractions)
+# and ".com" (llama-bpe lets one punctuation character lead a word).
+EXTRA_MERGES = ["1 2", "12 3", "0 0", "00 0", "' T", ". c", ".c om", "2 0", "20 2", "4 5"]
+
+
+def reduced_smollm2_vocab():
+    import gguf
+
+    reader = gguf.GGUFReader(default_model_path())
+
+    def strings(key):
+        field = reader.fields[key]
+        return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
+
+    tokens = strings("tokenizer.ggml.tokens")
+    types_field = reader.fields["tokenizer.ggml.token_type"]
+    types = [int(types_field.parts[i][0]) for i in types_field.data]
+    merges = strings("tokenizer.ggml.merges")[:REDUCED_MERGES]
+    keep = {i for i, t in enumerate(types) if t == 3}
+    index = {t: i for i, t in enumerate(tokens)}
+    keep |= {i for i, t in enumerate(tokens) if len(t) == 1}
+    for m in merges:
+        a, b = m.split(" ", 1)
+        keep |= {index[a], index[b], index[a + b]}
+    ids = sorted(keep)
+    out_tokens, out_types = [tokens[i] for i in ids], [types[i] for i in ids]
+    for m in EXTRA_MERGES:
+        a, b = m.split(" ", 1)
+        assert a in out_tokens and b in out_tokens, m
+        if a + b not in out_tokens:
+            out_tokens.append(a + b)
+            out_types.append(1)
+    return out_tokens, out_types, merges + EXTRA_MERGES
+
+
+def make_pretokenizers(out_dir):
+    import gguf
+    from tokenizers import AddedToken, Regex, Tokenizer, models, pre_tokenizers
+
+    tokens, types, merges = reduced_smollm2_vocab()
+    doc = {"reference": "tokenizers, reduced SmolLM2 vocabulary (%d tokens, %d merges)" % (len(tokens), len(merges)),
+           "pre_tokenizers": {}}
+    for pre, (regex, ignore_merges) in PRETOKENIZERS.items():
+        w = gguf.GGUFWriter(os.path.join(out_dir, "tokenizer_%s.gguf" % pre), "llama")
+        w.add_string("tokenizer.ggml.model", "gpt2")
+        w.add_string("tokenizer.ggml.pre", pre)
+        w.add_array("tokenizer.ggml.tokens", tokens)
+        w.add_array("tokenizer.ggml.token_type", types)
+        w.add_array("tokenizer.ggml.merges", merges)
+        w.add_uint32("tokenizer.ggml.eos_token_id", tokens.index("<|endoftext|>"))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)},
+                                   merges=[tuple(m.split(" ", 1)) for m in merges], ignore_merges=ignore_merges))
+        if regex is None:
+            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        else:
+            tok.pre_tokenizer = pre_tokenizers.Sequence([
+                pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                for t, ty in zip(tokens, types) if ty == 3])
+        doc["pre_tokenizers"][pre] = [{"text": text, "ids": tok.encode(text, add_special_tokens=False).ids}
+                                      for text in CORPUS]
+    with open(os.path.join(out_dir, "tokenizer_pretok_ids.json"), "w", encoding="utf-8") as f:
+        json.dump(doc, f, ensure_ascii=False)
+        f.write("\n")
 
 
 def make_tokenizer(path):
@@ -347,8 +433,8 @@ def make_tiny(out_dir):
 
 def main(argv):
     what = argv[1] if len(argv) > 1 else "all"
-    if what not in ("quant", "tokenizer", "golden", "tiny", "all"):
-        sys.exit("usage: make_engine_fixtures.py [quant|tokenizer|golden|tiny|all]")
+    if what not in ("quant", "tokenizer", "golden", "tiny", "pretok", "all"):
+        sys.exit("usage: make_engine_fixtures.py [quant|tokenizer|golden|tiny|pretok|all]")
     os.makedirs(OUT_DIR, exist_ok=True)
     if what in ("quant", "all"):
         make_quant(os.path.join(OUT_DIR, "quant.gguf"))
@@ -356,6 +442,8 @@ def main(argv):
         make_tokenizer(os.path.join(OUT_DIR, "tokenizer_ids.json"))
     if what in ("golden", "all"):
         make_golden_prompts(os.path.join(OUT_DIR, "golden_prompts.json"))
+    if what in ("pretok", "all"):
+        make_pretokenizers(OUT_DIR)
     if what in ("tiny", "all"):
         make_tiny(OUT_DIR)
 

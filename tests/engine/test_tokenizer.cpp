@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine_test_model.h"
+#include "gguf_builder.h"
 #include "kascade/engine/tokenizer.h"
 #include "kascade/error.h"
 
@@ -94,4 +95,45 @@ TEST(Tokenizer, Utf8PrefixStopsAtIncompleteOrInvalidBytes) {
   EXPECT_EQ(complete_utf8_prefix("\xf0\x9f\x99\x82"), 4u);
   EXPECT_EQ(complete_utf8_prefix("a\x80" "b"), 1u);            // a stray continuation byte
   EXPECT_EQ(complete_utf8_prefix("\xc0\xaf"), 0u);          // overlong '/'
+}
+
+// The other pre-tokenizers on a reduced vocabulary (tokenizer_<pre>.gguf) against `tokenizers`
+// configured as each family's tokenizer.json declares it.
+class PreTokenizer : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PreTokenizer, IdsEqualTheReferenceTokenizer) {
+  const std::string pre = GetParam();
+  const kascade::engine::GgufFile gguf =
+      kascade::engine::GgufFile::open(std::string(KASCADE_TEST_DATA) + "/engine/tokenizer_" + pre + ".gguf");
+  const Tokenizer tok = Tokenizer::from_gguf(gguf);
+  std::ifstream f(std::string(KASCADE_TEST_DATA) + "/engine/tokenizer_pretok_ids.json");
+  const nlohmann::json doc = nlohmann::json::parse(f);
+  const auto& cases = doc["pre_tokenizers"][pre];
+  ASSERT_GE(cases.size(), 20u);
+  for (const auto& c : cases) {
+    const std::string text = c["text"];
+    EXPECT_EQ(tok.encode(text), c["ids"].get<std::vector<int32_t>>()) << pre << ": " << text;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, PreTokenizer, ::testing::Values("llama-bpe", "qwen2", "gpt-2"),
+                         [](const auto& param_info) {
+                           std::string name = param_info.param;
+                           for (char& ch : name) ch = ch == '-' ? '_' : ch;
+                           return name;
+                         });
+
+TEST(Tokenizer, UnknownPreTokenizerIsAnError) {
+  kascade::engine::test::GgufBuilder b;
+  b.header(0, 4).kv_str("tokenizer.ggml.model", "gpt2").kv_str("tokenizer.ggml.pre", "mystery");
+  b.str("tokenizer.ggml.tokens").put<uint32_t>(9).put<uint32_t>(8).put<uint64_t>(1).str("a");
+  b.str("tokenizer.ggml.merges").put<uint32_t>(9).put<uint32_t>(8).put<uint64_t>(0);
+  const kascade::engine::GgufFile gguf = kascade::engine::GgufFile::parse(b.bytes.data(), b.bytes.size(), "t.gguf");
+  try {
+    Tokenizer::from_gguf(gguf);
+    FAIL() << "accepted an unknown pre-tokenizer";
+  } catch (const kascade::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tokenizer.ggml.pre 'mystery' is not supported"), std::string::npos)
+        << e.what();
+  }
 }
