@@ -123,12 +123,45 @@ INSTANTIATE_TEST_SUITE_P(Families, PreTokenizer, ::testing::Values("llama-bpe", 
                            return name;
                          });
 
-TEST(Tokenizer, UnknownPreTokenizerIsAnError) {
+namespace {
+
+// A one-token tokenizer with the given pre-tokenizer and chat template (GGUF bytes).
+std::vector<uint8_t> minimal_tokenizer(const std::string& pre, const std::string& chat_template) {
   kascade::engine::test::GgufBuilder b;
-  b.header(0, 4).kv_str("tokenizer.ggml.model", "gpt2").kv_str("tokenizer.ggml.pre", "mystery");
+  b.header(0, chat_template.empty() ? 4 : 5).kv_str("tokenizer.ggml.model", "gpt2").kv_str("tokenizer.ggml.pre", pre);
   b.str("tokenizer.ggml.tokens").put<uint32_t>(9).put<uint32_t>(8).put<uint64_t>(1).str("a");
   b.str("tokenizer.ggml.merges").put<uint32_t>(9).put<uint32_t>(8).put<uint64_t>(0);
-  const kascade::engine::GgufFile gguf = kascade::engine::GgufFile::parse(b.bytes.data(), b.bytes.size(), "t.gguf");
+  if (!chat_template.empty()) b.kv_str("tokenizer.chat_template", chat_template);
+  return b.bytes;
+}
+
+}  // namespace
+
+TEST(Tokenizer, Llama3AndQwenChatTemplates) {
+  const std::vector<uint8_t> llama3 = minimal_tokenizer(
+      "llama-bpe", "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}");
+  const auto g1 = kascade::engine::GgufFile::parse(llama3.data(), llama3.size(), "llama3.gguf");
+  const Tokenizer t1 = Tokenizer::from_gguf(g1);
+  EXPECT_EQ(t1.chat_format(), kascade::engine::ChatFormat::Llama3);
+  EXPECT_EQ(t1.apply_chat_template({{"user", "Hi"}}, true),
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  // Qwen writes its default system turn with a Jinja "\n" escape.
+  const std::vector<uint8_t> qwen = minimal_tokenizer(
+      "qwen2", "{{- '<|im_start|>system\\nYou are Qwen.<|im_end|>\\n' }}{{ '<|im_start|>' + message['role'] }}");
+  const auto g2 = kascade::engine::GgufFile::parse(qwen.data(), qwen.size(), "qwen.gguf");
+  const Tokenizer t2 = Tokenizer::from_gguf(g2);
+  EXPECT_EQ(t2.apply_chat_template({{"user", "Hi"}}, true),
+            "<|im_start|>system\nYou are Qwen.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  // No template: --chat is an error.
+  const std::vector<uint8_t> none = minimal_tokenizer("gpt-2", "");
+  const auto g3 = kascade::engine::GgufFile::parse(none.data(), none.size(), "none.gguf");
+  EXPECT_THROW(Tokenizer::from_gguf(g3).apply_chat_template({{"user", "Hi"}}, true), kascade::Error);
+}
+
+TEST(Tokenizer, UnknownPreTokenizerIsAnError) {
+  const std::vector<uint8_t> bytes = minimal_tokenizer("mystery", "");
+  const kascade::engine::GgufFile gguf = kascade::engine::GgufFile::parse(bytes.data(), bytes.size(), "t.gguf");
   try {
     Tokenizer::from_gguf(gguf);
     FAIL() << "accepted an unknown pre-tokenizer";
