@@ -10,6 +10,7 @@
 #include "kascade/budget.h"
 #include "kascade/calibrate.h"
 #include "kascade/calibrate_collect.h"
+#include "kascade/reference.h"
 
 namespace {
 
@@ -60,6 +61,45 @@ CalibrationStats collect(const std::vector<LayerQK>& layers, Pooling pooling) {
   }
   stats.end_prompt();
   return stats;
+}
+
+// pooled_masses (fp32, vectorised, threaded) against the oracle's fp64 ref::pooled_mass.
+void expect_matches_oracle(int hq, int hkv, int n, int d, int tile, Pooling pooling, float spread, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, spread);
+  std::vector<float> q(static_cast<size_t>(hq) * n * d), k(static_cast<size_t>(hkv) * n * d);
+  for (float& x : q) x = normal(rng);
+  for (float& x : k) x = normal(rng);
+  const kascade::PooledMasses fast = kascade::pooled_masses(q.data(), k.data(), {hq, hkv, n, d, NAN, pooling}, tile);
+  kascade::ref::Call call;
+  call.phase = kascade::Phase::Prefill;
+  call.role = kascade::Role::Anchor;
+  call.params.tile = tile;
+  call.params.pooling = pooling;
+  const kascade::ref::Pooled oracle = kascade::ref::pooled_mass(call, q.data(), k.data(), hq, hkv, n, n, d);
+  ASSERT_EQ(fast.sets, oracle.num_sets);
+  ASSERT_EQ(fast.tiles, oracle.num_tiles);
+  ASSERT_EQ(fast.n, n);
+  // Each entry sums at most T * (heads per set) probabilities: fp32 keeps it to ~1e-6 of that.
+  const double tolerance = 2e-6 * tile * (hq / fast.sets);
+  for (int s = 0; s < fast.sets; ++s) {
+    for (int tau = 0; tau < fast.tiles; ++tau) {
+      const size_t row = static_cast<size_t>(s) * fast.tiles + tau;
+      ASSERT_NEAR(fast.diagonal[row], oracle.tile_diagonal(s, tau), tolerance) << "set " << s << " tile " << tau;
+      const double* expected = oracle.tile_mass(s, tau);
+      for (int i = 0; i < n; ++i) {
+        ASSERT_NEAR(fast.mass[row * n + i], expected[i], tolerance) << "set " << s << " tile " << tau << " key " << i;
+      }
+    }
+  }
+}
+
+TEST(CollectAttention, PooledMassesMatchTheOracle) {
+  expect_matches_oracle(6, 3, 200, 16, 32, Pooling::Group, 1.0f, 11);   // n not a multiple of the tile
+  expect_matches_oracle(4, 1, 77, 8, 16, Pooling::Group, 3.0f, 12);     // one kv head, peaked
+  expect_matches_oracle(6, 2, 130, 16, 32, Pooling::All, 1.0f, 13);     // all-heads pooling
+  expect_matches_oracle(3, 3, 64, 64, 32, Pooling::Group, 0.5f, 14);    // G = 1, D = 64, flat
+  expect_matches_oracle(9, 3, 31, 64, 32, Pooling::Group, 1.0f, 15);    // one partial tile
 }
 
 TEST(CollectAttention, PermutedHeadsAreFoundByTheHeadMap) {
