@@ -3,13 +3,14 @@
 #
 # Binaries are built elsewhere (CUDA 13, sm_90a) and copied to BIN_DIR (default .carry/bin):
 #   cmake -S . -B build-decode -G Ninja -DKASCADE_CUDA=ON
-#   cmake --build build-decode --target test-gpu-ops kascade-bench-decode
-#   mkdir -p .carry/bin && cp build-decode/bin/{test-gpu-ops,kascade-bench-decode} .carry/bin/
+#   cmake --build build-decode --target test-gpu-ops kascade-bench
+#   mkdir -p .carry/bin && cp build-decode/bin/{test-gpu-ops,kascade-bench} .carry/bin/
 # then on the GPU machine:
 #   tools/device_decode.sh test [-o FILTER]     the GPU-vs-oracle suite
 #   tools/device_decode.sh sanitize             compute-sanitizer memcheck + racecheck on a small grid
 #   tools/device_decode.sh bench OUT.json [--models ..] [--contexts ..] [--batches ..]
-#                                               cuDNN baseline, then kascade-bench-decode (COMMIT=sha)
+#                                               cuDNN baseline (bench/run_baseline.py --phase decode),
+#                                               then kascade-bench decode (COMMIT=sha)
 # Logs and results go to $OUT (or ./device-out when OUT is unset).
 set -euo pipefail
 BIN_DIR=${BIN_DIR:-.carry/bin}
@@ -34,8 +35,8 @@ case "$mode" in
   bench)
     result=${1:?usage: tools/device_decode.sh bench OUT.json [options]}
     shift
-    PYTHONUNBUFFERED=1 python3 bench/run_cudnn.py --out "$OUT_DIR/cudnn.json" "$@" 2>&1 | tee "$OUT_DIR/cudnn.log"
-    "$BIN_DIR/kascade-bench-decode" --baseline "$OUT_DIR/cudnn.json" --out "$result" --commit "${COMMIT:-unknown}" "$@" 2>&1 | tee "$OUT_DIR/bench.log"
+    PYTHONUNBUFFERED=1 python3 bench/run_baseline.py --phase decode --out "$OUT_DIR/cudnn.json" "$@" 2>&1 | tee "$OUT_DIR/cudnn.log"
+    "$BIN_DIR/kascade-bench" decode --baseline "$OUT_DIR/cudnn.json" --out "$result" --commit "${COMMIT:-unknown}" "$@" 2>&1 | tee "$OUT_DIR/bench.log"
     ;;
   *)
     echo "tools/device_decode.sh: unknown mode '$mode' (test, sanitize, bench)" >&2

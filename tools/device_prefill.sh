@@ -1,12 +1,13 @@
 #!/bin/bash
 # tools/device_prefill.sh — the prefill checks and benchmark, run on the GPU machine over binaries
-# built on the CPU machine (cmake --build BUILD --target test-gpu-ops kascade-bench-prefill).
+# built on the CPU machine (cmake --build BUILD --target test-gpu-ops kascade-bench).
 #
 #   tools/device_prefill.sh BUILD_BIN OUT_DIR COMMIT [test|sanitize|bench]...
 #
 # test      test-gpu-ops -o prefill (every prefill case against the CPU oracle)
 # sanitize  compute-sanitizer memcheck over the prefill cases of test-gpu-ops
-# bench     cuDNN SDPA causal baseline (bench/run_cudnn_prefill.py), then kascade-bench-prefill;
+# bench     cuDNN SDPA causal baseline (bench/run_baseline.py --phase prefill), then
+#           kascade-bench prefill;
 #           writes OUT_DIR/cudnn_prefill.json and OUT_DIR/prefill_bench.json
 set -u -o pipefail
 bin=$1 out=$2 commit=$3
@@ -20,8 +21,8 @@ for step in "$@"; do
       compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/test-gpu-ops" -o prefill 2>&1 |
         tail -n 40 | tee "$out/prefill_memcheck.log" || status=1 ;;
     bench)
-      python3 bench/run_cudnn_prefill.py --out "$out/cudnn_prefill.json" ${SHAPES:+--shapes $SHAPES} || status=1
-      "$bin/kascade-bench-prefill" --baseline "$out/cudnn_prefill.json" --out "$out/prefill_bench.json" \
+      python3 bench/run_baseline.py --phase prefill --out "$out/cudnn_prefill.json" ${SHAPES:+--shapes $SHAPES} || status=1
+      "$bin/kascade-bench" prefill --baseline "$out/cudnn_prefill.json" --out "$out/prefill_bench.json" \
         --commit "$commit" ${SHAPES:+--shapes $SHAPES} || status=1 ;;
     *) echo "device_prefill.sh: unknown step '$step' (test, sanitize, bench)" >&2; exit 2 ;;
   esac
