@@ -43,7 +43,9 @@
 
 #include "kascade/engine/backend.h"
 #include "kascade/engine/cuda_backend.h"
+#include "kascade/engine/gguf.h"
 #include "kascade/engine/model.h"
+#include "kascade/engine/tokenizer.h"
 #include "kascade/error.h"
 #include "kascade/plan.h"
 #include "kascade/reference.h"
@@ -64,6 +66,7 @@ constexpr double kFlatGain = 1.5;  // q/k entry std: scores of std ~2, as flat a
 
 struct Options {
   std::string plan_path = "tests/data/plans/smollm2-135m.json";
+  std::string model_path;  // a GGUF: check and bench the real model instead of random weights
   std::string out_dir = ".";
   std::string commit = "unknown";
   bool check = true;
@@ -357,7 +360,7 @@ class AttentionReplay {
 // backend's run. `gate_logits` is false for plans on random weights (see run()): their logit
 // differences are reported, the replay decides.
 Json check_case(const std::string& name, const Model& model, const Plan* plan, const Options& o, bool gate_logits,
-                bool& all_passed) {
+                bool& all_passed, const std::vector<int32_t>* text_prompt = nullptr) {
   BackendOptions bo;
   bo.prefill_chunk = o.chunk;
   auto cpu = kascade::engine::make_backend("cpu", model, plan, bo);
@@ -365,15 +368,16 @@ Json check_case(const std::string& name, const Model& model, const Plan* plan, c
   AttentionReplay replay(model, plan);
   replay.attach(*gpu);
   const int vocab = model.config.vocab;
-  const std::vector<int32_t> prompt = random_tokens(o.prompt_tokens, vocab, 1234);
+  const std::vector<int32_t> prompt = text_prompt ? *text_prompt : random_tokens(o.prompt_tokens, vocab, 1234);
   RowStats stats;
   const std::vector<float> lc = cpu->forward(prompt, true);
   const std::vector<float> lg = gpu->forward(prompt, true);
-  for (int t = 0; t < o.prompt_tokens; ++t) {
+  const int prompt_tokens = static_cast<int>(prompt.size());
+  for (int t = 0; t < prompt_tokens; ++t) {
     stats.add(&lc[static_cast<size_t>(t) * vocab], &lg[static_cast<size_t>(t) * vocab], vocab, o);
   }
   // Both backends decode the CPU's greedy tokens, so that their inputs stay equal.
-  int next = argmax(&lc[static_cast<size_t>(o.prompt_tokens - 1) * vocab], vocab);
+  int next = argmax(&lc[static_cast<size_t>(prompt_tokens - 1) * vocab], vocab);
   for (int step = 0; step < o.check_decode_steps; ++step) {
     const std::vector<float> dc = cpu->forward({next}, false);
     const std::vector<float> dg = gpu->forward({next}, false);
@@ -389,7 +393,8 @@ Json check_case(const std::string& name, const Model& model, const Plan* plan, c
   j["name"] = name;
   j["model"] = model.config.name;
   j["plan"] = plan ? "anchors " + Json(plan->anchors).dump() + ", rho " + std::to_string(plan->rho) : "dense";
-  j["prompt_tokens"] = o.prompt_tokens;
+  j["prompt_tokens"] = prompt_tokens;
+  j["prompt"] = text_prompt ? "text" : "random tokens";
   j["chunk"] = o.chunk;
   j["decode_steps"] = o.check_decode_steps;
   j["logits_gated"] = gate_logits;
@@ -485,6 +490,50 @@ std::string utc_now() {
   return buf;
 }
 
+void bench_all(const Model& model, const Plan& plan, const Options& o, const std::string& device, int argc,
+               char** argv, const std::string& file) {
+  Json records = Json::array();
+  for (const Plan* p : {static_cast<const Plan*>(nullptr), &plan}) {
+    for (Json& r : bench_mode(model, p, o)) records.push_back(std::move(r));
+  }
+  std::string command = "engine-gpu-check";
+  for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
+  write_json(o.out_dir + "/" + file, Json{{"device", device}, {"commit", o.commit}, {"date", utc_now()},
+                                          {"command", command}, {"records", records}});
+}
+
+// The real model (--model): a text prompt of --prompt-tokens tokens through both backends, dense
+// and with the plan (both gated: real attention is peaked and reuse layers share their anchor's
+// keys, which is what Kascade relies on), then the bench on its weights.
+int run_real_model(const Options& o, const Plan& plan, const std::string& device, int argc, char** argv) {
+  const kascade::engine::GgufFile gguf = kascade::engine::GgufFile::open(o.model_path);
+  const Model model = kascade::engine::load_model(gguf);
+  const kascade::engine::Tokenizer tok = kascade::engine::Tokenizer::from_gguf(gguf);
+  const std::string paragraph =
+      "The river town kept its records in a stone hall by the bridge. Each spring the clerks copied the "
+      "ledgers of the mills, the ferries and the granaries, and every autumn they compared the copies "
+      "with the harvest tallies brought in from the farms upstream. ";
+  std::string text;
+  std::vector<int32_t> ids;
+  for (int part = 0; static_cast<int>(ids.size()) < o.prompt_tokens; ++part) {
+    text += "Chapter " + std::to_string(part + 1) + ". " + paragraph;
+    ids = tok.encode(text, false);
+  }
+  ids.resize(static_cast<size_t>(o.prompt_tokens));
+  bool all_passed = true;
+  if (o.check) {
+    Json cases = Json::array();
+    cases.push_back(check_case(model.config.name + " dense", model, nullptr, o, true, all_passed, &ids));
+    cases.push_back(check_case(model.config.name + " plan", model, &plan, o, true, all_passed, &ids));
+    write_json(o.out_dir + "/engine_check_real.json",
+               Json{{"device", device}, {"commit", o.commit}, {"date", utc_now()}, {"model", o.model_path},
+                    {"cases", cases}, {"passed", all_passed}});
+  }
+  if (o.bench) bench_all(model, plan, o, device, argc, argv, "engine_bench_real.json");
+  std::printf("%s\n", all_passed ? "all checks passed" : "SOME CHECKS FAILED");
+  return all_passed ? 0 : 1;
+}
+
 int to_int(const std::string& flag, const std::string& value) {
   size_t used = 0;
   int v = 0;
@@ -506,6 +555,7 @@ Options parse(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--plan") o.plan_path = value();
+    else if (a == "--model") o.model_path = value();
     else if (a == "--out") o.out_dir = value();
     else if (a == "--commit") o.commit = value();
     else if (a == "--check-only") o.bench = false;
@@ -531,6 +581,7 @@ int run(int argc, char** argv) {
   KASCADE_CHECK(cudaGetDeviceProperties(&prop, device) == cudaSuccess, "cudaGetDeviceProperties failed");
   std::printf("device: %s\n", prop.name);
 
+  if (!o.model_path.empty()) return run_real_model(o, plan, prop.name, argc, argv);
   const Model smol = random_model(smollm2_shape(), 42, kFlatGain);
   bool all_passed = true;
   if (o.check) {
@@ -563,17 +614,7 @@ int run(int argc, char** argv) {
                                 {"top1_margin_over_row_std", kMarginSigmas}}},
                     {"passed", all_passed}});
   }
-  if (o.bench) {
-    Json records = Json::array();
-    for (const Plan* p : {static_cast<const Plan*>(nullptr), &plan}) {
-      for (Json& r : bench_mode(smol, p, o)) records.push_back(std::move(r));
-    }
-    std::string command = "engine-gpu-check";
-    for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
-    write_json(o.out_dir + "/engine_bench.json", Json{{"device", prop.name}, {"commit", o.commit},
-                                                      {"date", utc_now()}, {"command", command},
-                                                      {"records", records}});
-  }
+  if (o.bench) bench_all(smol, plan, o, prop.name, argc, argv, "engine_bench.json");
   std::printf("%s\n", all_passed ? "all checks passed" : "SOME CHECKS FAILED");
   return all_passed ? 0 : 1;
 }
