@@ -100,3 +100,59 @@ kascade_cli_test(NAME cli_generate_with_plan EXIT 0
        --plan tests/data/plans/smollm2-135m.json)
 kascade_cli_test(NAME cli_generate_context_limit EXIT 1 MATCH "exceeds the model's context length of 8192 tokens"
   ARGS generate --model default --prompt hi --max-tokens 9000)
+
+# ---- kascade calibrate ---------------------------------------------------------------------------
+# A short end-to-end calibration of the default model (one 160-token built-in prompt), whose plan
+# and report the next tests read: the plan passes `kascade plan check`, the report plots.
+set(calibrate_out ${CMAKE_BINARY_DIR}/cli_calibrate)
+file(MAKE_DIRECTORY ${calibrate_out})
+kascade_cli_test(NAME cli_calibrate_builtin EXIT 0
+  MATCH "calibrating .* on builtin multi-hop QA v1, seed 3; 1 prompts x 160 tokens.*calibrated on 1 prompts.*\n  m=2 score [0-9.]+ anchors: 0 [0-9]+\n\\* m=3 score [0-9.]+ anchors: 0 [0-9]+ [0-9]+\nplan \\(m=3\\) written to"
+  ARGS calibrate --model default --prompts 1 --length 160 --seed 3 --anchors 2..3 --name smollm2-test
+       --out ${calibrate_out}/plan.json --report ${calibrate_out}/report.json)
+set_tests_properties(cli_calibrate_builtin PROPERTIES FIXTURES_SETUP calibrated_plan)
+kascade_cli_test(NAME cli_calibrate_plan_checks EXIT 0 MATCH "^ok: .*matches 30 layers, hq 9, hkv 3, head_dim 64\n$"
+  ARGS plan check ${calibrate_out}/plan.json --layers 30 --hq 9 --hkv 3 --head-dim 64)
+kascade_cli_test(NAME cli_calibrate_plan_provenance EXIT 0
+  MATCH "model: smollm2-test.*anchors \\(3\\).*dev_set: builtin multi-hop QA v1, seed 3; 1 prompts x 160 tokens.*tool_version: kascade [0-9.]+ calibrate.*notes: k_cal 64, tile 32, anchors 2\\.\\.3, chose m 3"
+  ARGS plan show ${calibrate_out}/plan.json)
+set_tests_properties(cli_calibrate_plan_checks cli_calibrate_plan_provenance PROPERTIES FIXTURES_REQUIRED calibrated_plan)
+if(Python3_Interpreter_FOUND)
+  add_test(NAME cli_calibrate_plot
+           COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tools/plot_calibration.py
+                   ${calibrate_out}/report.json ${calibrate_out}/pictures)
+  set_tests_properties(cli_calibrate_plot PROPERTIES FIXTURES_REQUIRED calibrated_plan LABELS cli
+                       PASS_REGULAR_EXPRESSION "layer_scores\\.png\n.*importance\\.png\n.*coverage\\.png")
+endif()
+kascade_cli_test(NAME cli_calibrate_jsonl_all_pooled EXIT 0
+  MATCH "on tests/data/calibrate/devset.jsonl; 2 prompts, at most 160 tokens.*\\* m=2 score"
+  ARGS calibrate --model default --dev-set tests/data/calibrate/devset.jsonl --length 160 --anchors 2
+       --pooling all --out ${calibrate_out}/all-pooled.json)
+kascade_cli_test(NAME cli_calibrate_needs_out EXIT 1 MATCH "--out PLAN.json is required" ARGS calibrate --prompts 1)
+kascade_cli_test(NAME cli_calibrate_unknown_option EXIT 1 MATCH "unknown option '--anchor'"
+  ARGS calibrate --anchor 3..8 --out x.json)
+kascade_cli_test(NAME cli_calibrate_bad_range EXIT 1 MATCH "--anchors: expected LO..HI with 1 <= LO <= HI, got '8..3'"
+  ARGS calibrate --anchors 8..3 --out x.json)
+kascade_cli_test(NAME cli_calibrate_bad_range_number EXIT 1 MATCH "--anchors \\(last count\\): expected an integer, got 'x'"
+  ARGS calibrate --anchors 3..x --out x.json)
+kascade_cli_test(NAME cli_calibrate_choose_outside EXIT 1 MATCH "--choose 9 is outside the --anchors range 3..8"
+  ARGS calibrate --choose 9 --out x.json)
+kascade_cli_test(NAME cli_calibrate_too_short EXIT 1
+  MATCH "--length 96 is too short: with tile 32 and k_cal 64 a prompt needs more than 96 tokens"
+  ARGS calibrate --length 96 --out x.json)
+kascade_cli_test(NAME cli_calibrate_bad_rho EXIT 1 MATCH "--rho must be in .0, 1., got 0" ARGS calibrate --rho 0 --out x.json)
+kascade_cli_test(NAME cli_calibrate_bad_pooling EXIT 1 MATCH "pooling" ARGS calibrate --pooling heads --out x.json)
+kascade_cli_test(NAME cli_calibrate_zero_prompts EXIT 1 MATCH "--prompts must be >= 1, got 0" ARGS calibrate --prompts 0 --out x.json)
+kascade_cli_test(NAME cli_calibrate_same_outputs EXIT 1 MATCH "--report and --out name the same file"
+  ARGS calibrate --out ${calibrate_out}/same.json --report ${calibrate_out}/same.json)
+kascade_cli_test(NAME cli_calibrate_out_dir_missing EXIT 1 MATCH "--out: directory 'no/such/dir' of 'no/such/dir/plan.json' does not exist"
+  ARGS calibrate --out no/such/dir/plan.json)
+kascade_cli_test(NAME cli_calibrate_too_many_anchors EXIT 1 MATCH "--anchors 3..40: the model has only 30 layers"
+  ARGS calibrate --anchors 3..40 --out ${calibrate_out}/unused.json)
+kascade_cli_test(NAME cli_calibrate_missing_dev_set EXIT 1 MATCH "no/such.jsonl: cannot open the development set"
+  ARGS calibrate --dev-set no/such.jsonl --out ${calibrate_out}/unused.json)
+kascade_cli_test(NAME cli_calibrate_short_prompt EXIT 1
+  MATCH "short.jsonl: prompt 2 has [0-9]+ tokens; calibration needs more than 96"
+  ARGS calibrate --dev-set tests/data/calibrate/short.jsonl --out ${calibrate_out}/unused.json)
+kascade_cli_test(NAME cli_calibrate_too_few_file_prompts EXIT 1 MATCH "devset.jsonl: --prompts 3 but the file has 2 prompts"
+  ARGS calibrate --dev-set tests/data/calibrate/devset.jsonl --prompts 3 --out ${calibrate_out}/unused.json)
