@@ -91,7 +91,7 @@ TEST(Forward, PlanWithRhoOneEqualsDense) {
   EXPECT_DOUBLE_EQ(sparse->stats().keys_read_fraction(), 1.0);
 }
 
-TEST(Forward, SparsePlanReadsFewerKeysAndStaysClose) {
+TEST(Forward, SparsePlanChangesLogitsAndReadsFewerKeys) {
   std::vector<int32_t> ids = long_prompt();
   ids.resize(160);  // 5 tiles of 32
   const kascade::Plan plan = smollm2_plan(0.1, 16);
