@@ -70,10 +70,20 @@ endif()
 # ---- kascade demo --------------------------------------------------------------------------------
 kascade_cli_test(NAME cli_demo_small EXIT 0
   MATCH "layer +role.*\n +0 +layer0 +256 \\(100\\.0%\\).*\n +1 +anchor +128 \\(50\\.0%\\).*\n +2 +reuse +128.*worst output error"
-  ARGS demo --layers 3 --context 256)
-kascade_cli_test(NAME cli_demo_unknown_option EXIT 1 MATCH "unknown option '--bogus'" ARGS demo --bogus)
-kascade_cli_test(NAME cli_demo_bad_layers EXIT 1 MATCH "--layers: expected 2..64, got 1" ARGS demo --layers 1)
+  ARGS demo --synthetic --layers 3 --context 256)
+kascade_cli_test(NAME cli_demo_synthetic_unknown_option EXIT 1 MATCH "unknown option '--bogus'" ARGS demo --synthetic --bogus)
+kascade_cli_test(NAME cli_demo_synthetic_bad_layers EXIT 1 MATCH "--layers: expected 2..64, got 1" ARGS demo --synthetic --layers 1)
+kascade_cli_test(NAME cli_demo_synthetic_missing_plan EXIT 1 MATCH "no-such-plan.json" ARGS demo --synthetic --plan no-such-plan.json)
+kascade_cli_test(NAME cli_demo_unknown_option EXIT 1 MATCH "unknown option '--layers'" ARGS demo --layers 3)
+kascade_cli_test(NAME cli_demo_bad_length EXIT 1 MATCH "--length: expected 256..8192 tokens, got 100" ARGS demo --length 100)
+kascade_cli_test(NAME cli_demo_unknown_task EXIT 1 MATCH "--task: unknown task 'trivia'" ARGS demo --task trivia)
 kascade_cli_test(NAME cli_demo_missing_plan EXIT 1 MATCH "no-such-plan.json" ARGS demo --plan no-such-plan.json)
+kascade_cli_test(NAME cli_demo_wrong_model_plan EXIT 1 MATCH "layers"
+  ARGS demo --backend cpu --plan tests/data/plans/llama3-8b-all-pooled.json)
+# The model demo end to end on the default model (a short prompt, to keep CI fast).
+kascade_cli_test(NAME cli_demo_model EXIT 0
+  MATCH "hidden answer is \"[0-9]+\".*\ndense +\" [0-9]+.* yes .*\nkascade +\" [0-9]+.* yes .*agreement: same answer"
+  ARGS demo --backend cpu --length 512 --plan tests/data/plans/smollm2-135m.json)
 
 # ---- kascade generate ----------------------------------------------------------------------------
 kascade_cli_test(NAME cli_generate_chat_default_model EXIT 0
