@@ -81,7 +81,7 @@ namespace {
 // Eight fp32 lanes: one AVX register, or two SSE registers on the baseline target. The helpers
 // below are inlined file-local functions, so the -Wpsabi note about passing 32-byte vectors
 // without AVX concerns no real ABI boundary.
-#if defined(__GNUC__) && !defined(__clang__)
+#if defined(__GNUC__)  // GCC and clang
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 typedef float v8 __attribute__((vector_size(32)));
