@@ -3,9 +3,10 @@
 // ldmatrix fragments on other targets.
 //
 // Layering (bottom up):
-//   - MMA helpers: mma.sync / wgmma (bf16 or fp16 in, fp32 accumulate), smem descriptors, and the
-//     cp.async loaders that copy Q rows or paged K/V rows into 128-byte-swizzled smem tiles
-//     (SwizzledTile: a layout both ldmatrix and wgmma read);
+//   - MMA helpers: mma.sync / wgmma (bf16 or fp16 in, fp32 accumulate; mma.sync and cp.async are
+//     the ../common/mma_sm80.cuh primitives), smem descriptors, and the cp.async loaders that copy
+//     Q rows or paged K/V rows into 128-byte-swizzled smem tiles (SwizzledTile: a layout both
+//     ldmatrix and wgmma read);
 //   - KeySource: the keys one CTA attends to, as a virtual index range: first `list_count`
 //     gathered positions (a tile's selection), then the contiguous range [range_begin, range_end)
 //     under the causal mask (the diagonal; for dense attention the whole prefix);
@@ -29,6 +30,7 @@
 
 #include "../common/cuda_check.h"
 #include "../common/device_math.cuh"
+#include "../common/mma_sm80.cuh"
 #include "prefill_params.h"
 #include "kascade/budget.h"
 
@@ -47,187 +49,102 @@
 
 namespace kascade::cuda::prefill {
 
-// ---- element types -----------------------------------------------------------------------
-template <typename T> struct Elem;
-template <> struct Elem<__nv_bfloat16> {
-  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&v);
-  }
-  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-  // wgmma m64n64k16, A and B K-major from smem (descriptors), fp32 accumulators in the
-  // mma.sync C layout of 8 n-blocks; scale_d = 0 overwrites the accumulators.
-  static __device__ __forceinline__ void wgmma_64x64(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b,
-                                                     int scale_d) {
+// ---- tensor-core instructions ----------------------------------------------------------------
+// mma.sync m16n8k16 and the fp32 -> bf16/fp16 packing are Mma16816<T> (../common/mma_sm80.cuh).
+// The wgmma instructions are written once for both storage types: KASCADE_ASM_FOR_STORAGE_TYPE
+// splices the PTX type name ("bf16" / "f16") into the instruction text.
+
+// d += A.B on one m16n8k16 tile, A as the four registers of an ldmatrix_x4 fragment.
+template <typename T>
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  Mma16816<T>::run(d, a[0], a[1], a[2], a[3], b0, b1);
+}
+
+// Operands of the wgmma accumulators d[n-block][4] (the mma.sync C layout of 8 or 16 n-blocks):
+// n-block j is operands %4j .. %4j+3. Asm text must be a string literal, so the operand
+// references are spelled by the preprocessor ten at a time: "%<tens>0, ..., %<tens>9" (no tens
+// digit for %0 .. %9).
+#define KASCADE_WGMMA_ACC_BLOCK(j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
+#define KASCADE_WGMMA_ACC_8_BLOCKS(first)                                                          \
+  KASCADE_WGMMA_ACC_BLOCK(first + 0), KASCADE_WGMMA_ACC_BLOCK(first + 1),                          \
+  KASCADE_WGMMA_ACC_BLOCK(first + 2), KASCADE_WGMMA_ACC_BLOCK(first + 3),                          \
+  KASCADE_WGMMA_ACC_BLOCK(first + 4), KASCADE_WGMMA_ACC_BLOCK(first + 5),                          \
+  KASCADE_WGMMA_ACC_BLOCK(first + 6), KASCADE_WGMMA_ACC_BLOCK(first + 7)
+#define KASCADE_WGMMA_REFS_TEN(tens)                                                               \
+  "%" #tens "0, %" #tens "1, %" #tens "2, %" #tens "3, %" #tens "4, "                              \
+  "%" #tens "5, %" #tens "6, %" #tens "7, %" #tens "8, %" #tens "9"
+#define KASCADE_WGMMA_REFS_0_31                                                                    \
+  KASCADE_WGMMA_REFS_TEN() ", " KASCADE_WGMMA_REFS_TEN(1) ", " KASCADE_WGMMA_REFS_TEN(2) ", %30, %31"
+#define KASCADE_WGMMA_REFS_0_63                                                                    \
+  KASCADE_WGMMA_REFS_TEN() ", " KASCADE_WGMMA_REFS_TEN(1) ", " KASCADE_WGMMA_REFS_TEN(2) ", "      \
+  KASCADE_WGMMA_REFS_TEN(3) ", " KASCADE_WGMMA_REFS_TEN(4) ", " KASCADE_WGMMA_REFS_TEN(5) ", "     \
+  "%60, %61, %62, %63"
+
+// Q.K^T: m64n64k16 with A (%32) and B (%33) K-major smem descriptors; scale_d (%34) = 0 makes
+// the instruction overwrite the accumulators.
+#define KASCADE_WGMMA_QK_TEXT(TYPE)                                                                \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                                     \
+  "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " "                                  \
+  "{" KASCADE_WGMMA_REFS_0_31 "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+// P.V: A (P) from four registers in the mma.sync A layout, B (V) MN-major (transposed) from a
+// smem descriptor; accumulates. N = 64 (8 n-blocks) or 128 (16 n-blocks).
+#define KASCADE_WGMMA_PV64_TEXT(TYPE)                                                              \
+  "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " "                                  \
+  "{" KASCADE_WGMMA_REFS_0_31 "}, {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
+#define KASCADE_WGMMA_PV128_TEXT(TYPE)                                                             \
+  "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                                 \
+  "{" KASCADE_WGMMA_REFS_0_63 "}, {%64, %65, %66, %67}, %68, 1, 1, 1, 1;\n"
+
+// wgmma m64n64k16, A and B K-major from smem (descriptors), fp32 accumulators in the mma.sync
+// C layout of 8 n-blocks; scale_d = 0 overwrites the accumulators.
+template <typename T>
+__device__ __forceinline__ void wgmma_64x64(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
 #if KASCADE_PREFILL_WGMMA
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
-          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+  KASCADE_ASM_FOR_STORAGE_TYPE(T, KASCADE_WGMMA_QK_TEXT,
+                               : KASCADE_WGMMA_ACC_8_BLOCKS(0)
+                               : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 #else
-    (void)d, (void)desc_a, (void)desc_b, (void)scale_d;
+  (void)d, (void)desc_a, (void)desc_b, (void)scale_d;
 #endif
-  }
-  // wgmma m64n64k16 with A (P) from registers in the mma.sync A layout and B (V) from smem,
-  // MN-major (transposed); accumulates into d (the mma.sync C layout of 8 n-blocks).
-  static __device__ __forceinline__ void wgmma_pv(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc_b) {
+}
+// wgmma m64n64k16 with A (P) from registers in the mma.sync A layout and B (V) from smem,
+// MN-major (transposed); accumulates into d (the mma.sync C layout of 8 n-blocks).
+template <typename T>
+__device__ __forceinline__ void wgmma_pv(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc_b) {
 #if KASCADE_PREFILL_WGMMA
-    asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
-          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+  KASCADE_ASM_FOR_STORAGE_TYPE(T, KASCADE_WGMMA_PV64_TEXT,
+                               : KASCADE_WGMMA_ACC_8_BLOCKS(0)
+                               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
 #else
-    (void)d, (void)a, (void)desc_b;
+  (void)d, (void)a, (void)desc_b;
 #endif
-  }
-  // wgmma m64n128k16 with A (P) from registers in the mma.sync A layout and B (V) from smem,
-  // MN-major (transposed); accumulates into d (the mma.sync C layout of 16 n-blocks).
-  static __device__ __forceinline__ void wgmma_pv(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc_b) {
+}
+// The same with N = 128: d is the mma.sync C layout of 16 n-blocks.
+template <typename T>
+__device__ __forceinline__ void wgmma_pv(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc_b) {
 #if KASCADE_PREFILL_WGMMA
-    asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, 1, 1, 1, 1;\n"
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
-          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
-          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
-          "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
-          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),
-          "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
-          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
-          "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
-          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
-          "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+  KASCADE_ASM_FOR_STORAGE_TYPE(T, KASCADE_WGMMA_PV128_TEXT,
+                               : KASCADE_WGMMA_ACC_8_BLOCKS(0), KASCADE_WGMMA_ACC_8_BLOCKS(8)
+                               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
 #else
-    (void)d, (void)a, (void)desc_b;
+  (void)d, (void)a, (void)desc_b;
 #endif
-  }
-};
-template <> struct Elem<__half> {
-  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    __half2 v = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&v);
-  }
-  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-  // wgmma m64n64k16, A and B K-major from smem (descriptors), fp32 accumulators in the
-  // mma.sync C layout of 8 n-blocks; scale_d = 0 overwrites the accumulators.
-  static __device__ __forceinline__ void wgmma_64x64(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b,
-                                                     int scale_d) {
-#if KASCADE_PREFILL_WGMMA
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
-          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
-#else
-    (void)d, (void)desc_a, (void)desc_b, (void)scale_d;
-#endif
-  }
-  // wgmma m64n64k16 with A (P) from registers in the mma.sync A layout and B (V) from smem,
-  // MN-major (transposed); accumulates into d (the mma.sync C layout of 8 n-blocks).
-  static __device__ __forceinline__ void wgmma_pv(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc_b) {
-#if KASCADE_PREFILL_WGMMA
-    asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
-          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
-#else
-    (void)d, (void)a, (void)desc_b;
-#endif
-  }
-  // wgmma m64n128k16 with A (P) from registers in the mma.sync A layout and B (V) from smem,
-  // MN-major (transposed); accumulates into d (the mma.sync C layout of 16 n-blocks).
-  static __device__ __forceinline__ void wgmma_pv(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc_b) {
-#if KASCADE_PREFILL_WGMMA
-    asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, 1, 1, 1, 1;\n"
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
-          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
-          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
-          "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
-          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),
-          "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
-          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
-          "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
-          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
-          "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
-#else
-    (void)d, (void)a, (void)desc_b;
-#endif
-  }
-};
+}
+#undef KASCADE_WGMMA_ACC_BLOCK
+#undef KASCADE_WGMMA_ACC_8_BLOCKS
+#undef KASCADE_WGMMA_REFS_TEN
+#undef KASCADE_WGMMA_REFS_0_31
+#undef KASCADE_WGMMA_REFS_0_63
+#undef KASCADE_WGMMA_QK_TEXT
+#undef KASCADE_WGMMA_PV64_TEXT
+#undef KASCADE_WGMMA_PV128_TEXT
 
 // ---- low-level helpers ---------------------------------------------------------------------
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// 16-byte async copy; src_bytes = 0 zero-fills the destination (invalid rows).
-__device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+// cp.async (cp_async16 with zero fill, cp_async_commit, cp_async_wait) is in ../common/mma_sm80.cuh.
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -322,7 +239,7 @@ struct KeyRowPipeline {
         kv.page_size.divmod(static_cast<uint32_t>(token_next[j]), page, slot);
         src = base + static_cast<int64_t>(page) * kv.page_stride + static_cast<int64_t>(slot) * kv.token_stride;
       }
-      cp_async_16(dst + SwizzledTile<D, kBlockKeys>::offset(r, chunk), src, valid);
+      cp_async16(dst + SwizzledTile<D, kBlockKeys>::offset(r, chunk), src, valid);
     }
   }
   // Prologue: positions and pages of block 0 resolved (stalls once), block 1's positions in flight.
@@ -348,7 +265,7 @@ __device__ __forceinline__ void load_q_rows(T* dst, const T* q, int64_t first_ro
       const int64_t row = first_row + r / group;
       src = q + (row * num_q_heads + first_head + r % group) * D + chunk * kChunkElems;
     }
-    cp_async_16(dst + SwizzledTile<D, kBlockRows>::offset(r, chunk), src, valid);
+    cp_async16(dst + SwizzledTile<D, kBlockRows>::offset(r, chunk), src, valid);
   }
 }
 
@@ -410,7 +327,7 @@ __device__ __forceinline__ void compute_scores(float (&s)[kMTiles][kBlockKeys / 
     for (int m = 0; m < kMTiles; ++m) {
       const uint64_t desc_q =
           sw128_descriptor(q_smem + panel * SwizzledTile<D, kBlockRows>::kPanelStride + m * 64 * kPanelElems + within);
-      Elem<T>::wgmma_64x64(s[m], desc_q, desc_k, kk > 0 ? 1 : 0);
+      wgmma_64x64<T>(s[m], desc_q, desc_k, kk > 0 ? 1 : 0);
     }
   }
   wgmma_commit_and_wait();
@@ -437,12 +354,23 @@ __device__ __forceinline__ void compute_scores(float (&s)[kMTiles][kBlockKeys / 
       ldmatrix_x4(b, k_smem + SwizzledTile<D, kBlockKeys>::offset(key, chunk));
 #pragma unroll
       for (int m = 0; m < kMTiles; ++m) {
-        Elem<T>::mma(s[m][2 * jj], a[m], b[0], b[1]);
-        Elem<T>::mma(s[m][2 * jj + 1], a[m], b[2], b[3]);
+        mma_16816<T>(s[m][2 * jj], a[m], b[0], b[1]);
+        mma_16816<T>(s[m][2 * jj + 1], a[m], b[2], b[3]);
       }
     }
   }
 #endif
+}
+
+// P (the probabilities of one m-tile, in the accumulator layout of 8 key blocks) packed to the
+// storage type as the A fragment of k-step kk: the C layout of key blocks 2kk, 2kk+1 is the A
+// layout of keys 16kk .. 16kk+15.
+template <typename T>
+__device__ __forceinline__ void pack_p_fragment(uint32_t (&a)[4], const float (&p)[kBlockKeys / 8][4], int kk) {
+  a[0] = Mma16816<T>::pack(p[2 * kk][0], p[2 * kk][1]);
+  a[1] = Mma16816<T>::pack(p[2 * kk][2], p[2 * kk][3]);
+  a[2] = Mma16816<T>::pack(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+  a[3] = Mma16816<T>::pack(p[2 * kk + 1][2], p[2 * kk + 1][3]);
 }
 
 // The swizzled operand tiles need 1024-byte alignment; the dynamic smem request includes the slack.
@@ -533,7 +461,7 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
   const int num_blocks = (num_keys + kBlockKeys - 1) / kBlockKeys;
   const bool warp_active = warp_row(0) < valid_rows;
   for (int it = 0; it < num_blocks; ++it) {
-    cp_async_wait_all();
+    cp_async_wait<0>();
     fence_smem_for_async_proxy();
     __syncthreads();
     const int buf = it & 1;
@@ -601,40 +529,29 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
     if constexpr (kOutput) {
       const T* vb = v_smem + buf * AttendSmem<D, T>::kTileElems;
 #if KASCADE_PREFILL_WGMMA_PV
-      // P packed to the storage type as the register A operand (the accumulator layout of key
-      // blocks 2kk, 2kk+1 is the A layout of k-step kk); V k-step kk = keys 16kk.. = 2 swizzle
-      // atoms of 8 keys, 16 * 64 elements further.
+      // P as the register A operand of k-step kk (pack_p_fragment); V k-step kk = keys 16kk.. =
+      // 2 swizzle atoms of 8 keys, 16 * 64 elements further.
       uint32_t pa[kMTiles][kBlockKeys / 16][4];
 #pragma unroll
       for (int m = 0; m < kMTiles; ++m)
 #pragma unroll
-        for (int kk = 0; kk < kBlockKeys / 16; ++kk) {
-          pa[m][kk][0] = Elem<T>::pack(s[m][2 * kk][0], s[m][2 * kk][1]);
-          pa[m][kk][1] = Elem<T>::pack(s[m][2 * kk][2], s[m][2 * kk][3]);
-          pa[m][kk][2] = Elem<T>::pack(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
-          pa[m][kk][3] = Elem<T>::pack(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
-        }
+        for (int kk = 0; kk < kBlockKeys / 16; ++kk) pack_p_fragment<T>(pa[m][kk], s[m], kk);
       constexpr int kPanelBytes = SwizzledTile<D, kBlockKeys>::kPanelStride * int(sizeof(T));
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < kBlockKeys / 16; ++kk) {
         const uint64_t desc_v = sw128_mn_descriptor<kPanelBytes>(vb + kk * 16 * kPanelElems);
 #pragma unroll
-        for (int m = 0; m < kMTiles; ++m) Elem<T>::wgmma_pv(acc[m], pa[m][kk], desc_v);
+        for (int m = 0; m < kMTiles; ++m) wgmma_pv<T>(acc[m], pa[m][kk], desc_v);
       }
       wgmma_commit_and_wait();
 #else
 #pragma unroll
       for (int kk = 0; kk < kBlockKeys / 16; ++kk) {
-        // P as the A operand: the accumulator layout of key blocks 2kk, 2kk+1 is the A layout.
+        // P as the A operand of k-step kk (pack_p_fragment).
         uint32_t a[kMTiles][4];
 #pragma unroll
-        for (int m = 0; m < kMTiles; ++m) {
-          a[m][0] = Elem<T>::pack(s[m][2 * kk][0], s[m][2 * kk][1]);
-          a[m][1] = Elem<T>::pack(s[m][2 * kk][2], s[m][2 * kk][3]);
-          a[m][2] = Elem<T>::pack(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
-          a[m][3] = Elem<T>::pack(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
-        }
+        for (int m = 0; m < kMTiles; ++m) pack_p_fragment<T>(a[m], s[m], kk);
 #pragma unroll
         for (int jd = 0; jd < D / 16; ++jd) {
           // V rows are keys (the k dimension): transposed loads give the B fragments of two
@@ -645,15 +562,15 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
           ldmatrix_x4_trans(bv, vb + SwizzledTile<D, kBlockKeys>::offset(key, chunk));
 #pragma unroll
           for (int m = 0; m < kMTiles; ++m) {
-            Elem<T>::mma(acc[m][2 * jd], a[m], bv[0], bv[1]);
-            Elem<T>::mma(acc[m][2 * jd + 1], a[m], bv[2], bv[3]);
+            mma_16816<T>(acc[m][2 * jd], a[m], bv[0], bv[1]);
+            mma_16816<T>(acc[m][2 * jd + 1], a[m], bv[2], bv[3]);
           }
         }
       }
 #endif
     }
   }
-  cp_async_wait_all();
+  cp_async_wait<0>();
 
   // Epilogue: full row sums, then output and LSE of valid rows.
 #pragma unroll
@@ -674,7 +591,7 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
         T* out = static_cast<T*>(p.out) + row_index * D;
 #pragma unroll
         for (int j = 0; j < kAccCols; ++j) {
-          const uint32_t packed = Elem<T>::pack(acc[m][j][2 * i] * inv, acc[m][j][2 * i + 1] * inv);
+          const uint32_t packed = Mma16816<T>::pack(acc[m][j][2 * i] * inv, acc[m][j][2 * i + 1] * inv);
           *reinterpret_cast<uint32_t*>(out + j * 8 + 2 * (lane % 4)) = packed;
         }
       }
@@ -739,7 +656,7 @@ __global__ void __launch_bounds__(kThreads) pooled_mass_kernel(const __grid_cons
             const int64_t qrow = g.q_begin + (tile_b - g.p0) + tr / p.group;
             src = q + (qrow * p.num_q_heads + kv_head * p.group + tr % p.group) * D + chunk * kChunkElems;
           }
-          cp_async_16(q_smem + SwizzledTile<D, kBlockRows>::offset(r, chunk), src, valid);
+          cp_async16(q_smem + SwizzledTile<D, kBlockRows>::offset(r, chunk), src, valid);
         }
       }
       KeyRowPipeline<D> rows;
@@ -768,7 +685,7 @@ __global__ void __launch_bounds__(kThreads) pooled_mass_kernel(const __grid_cons
 
       const bool warp_active = warp_row(0) < chunk_rows;
       for (int it = 0; it < num_key_blocks; ++it) {
-        cp_async_wait_all();
+        cp_async_wait<0>();
         fence_smem_for_async_proxy();
         __syncthreads();
         const int buf = it & 1;
@@ -817,7 +734,7 @@ __global__ void __launch_bounds__(kThreads) pooled_mass_kernel(const __grid_cons
         }
         // The next iteration's __syncthreads orders these reads before `partial` is rewritten.
       }
-      cp_async_wait_all();
+      cp_async_wait<0>();
       __syncthreads();  // q_smem / k_smem are reloaded for the next row chunk
     }
   }
