@@ -167,25 +167,37 @@ WorkspaceLayout workspace_layout(const PrefillArgs& a, const SparsityParams& sp,
   return w;
 }
 
-AttendParams make_attend_params(const PrefillArgs& a, const SparsityParams& sp, const BatchGeometry& g,
-                                bool sparse) {
-  AttendParams p{};
+// The fields AttendParams and MassParams share: queries, batch arrays, cache view, heads, tile
+// and the log2-domain softmax scale.
+template <typename Params>
+void set_query_fields(Params& p, const PrefillArgs& a, const SparsityParams& sp) {
   p.q = a.q;
   p.q_indptr = a.q_indptr;
   p.seq_lens = a.kv.seq_lens;
   p.kv = make_kv_view(a.kv);
-  p.out = a.out;
   p.num_q_heads = a.num_q_heads;
   p.group = a.num_q_heads / a.kv.num_kv_heads;
   p.tile = sp.tile;
+  p.scale_log2 = sp.scale_for(a.kv.head_dim) * cuda::kLog2e;
+}
+
+AttendParams make_attend_params(const PrefillArgs& a, const SparsityParams& sp, const BatchGeometry& g,
+                                bool sparse) {
+  AttendParams p{};
+  set_query_fields(p, a, sp);
+  p.out = a.out;
   p.positions_per_cta = positions_per_cta(p.group, sp.tile, sparse);
   p.num_position_blocks = (g.max_nq + p.positions_per_cta - 1) / p.positions_per_cta;
-  p.scale_log2 = sp.scale_for(a.kv.head_dim) * cuda::kLog2e;
   return p;
 }
 
-dim3 attend_grid(const AttendParams& p, const PrefillArgs& a) {
-  return dim3(p.num_position_blocks, a.kv.num_kv_heads, a.host.batch);
+// Launches the attention kernel of the call's storage type and head dim (grid: position block,
+// kv head, sequence).
+void attend(const PrefillArgs& a, const AttendParams& p, bool with_output, cudaStream_t stream) {
+  const dim3 grid(p.num_position_blocks, a.kv.num_kv_heads, a.host.batch);
+  dispatch(a.kv.dtype, a.kv.head_dim, [&](auto d, auto elem) {
+    PrefillKernels<decltype(d)::value, decltype(elem)>::attend(p, with_output, grid, stream);
+  });
 }
 
 void check_selection(const SelectionBuffer& sel, const PrefillArgs& a, const SparsityParams& sp) {
@@ -213,9 +225,7 @@ void sparse_attend(const PrefillArgs& a, const SparsityParams& sp, const BatchGe
   p.k_max = sel.shape.k_max;
   // A selection with k_max = 0 has no index storage; any non-null pointer marks the sparse path.
   if (p.sel_indices == nullptr) p.sel_indices = sel.counts;
-  dispatch(a.kv.dtype, a.kv.head_dim, [&](auto d, auto elem) {
-    PrefillKernels<decltype(d)::value, decltype(elem)>::attend(p, true, attend_grid(p, a), stream);
-  });
+  attend(a, p, /*with_output=*/true, stream);
 }
 
 }  // namespace
@@ -242,10 +252,7 @@ void prefill_dense(const PrefillArgs& a, const SparsityParams& sp, CUstream_st* 
   const BatchGeometry g = inspect_batch(a.host, sp);
   if (g.total_q == 0) return;
   KASCADE_CHECK(a.out != nullptr, "prefill_dense: output pointer is null");
-  AttendParams p = make_attend_params(a, sp, g, /*sparse=*/false);
-  dispatch(a.kv.dtype, a.kv.head_dim, [&](auto d, auto elem) {
-    PrefillKernels<decltype(d)::value, decltype(elem)>::attend(p, true, attend_grid(p, a), stream);
-  });
+  attend(a, make_attend_params(a, sp, g, /*sparse=*/false), /*with_output=*/true, stream);
 }
 
 void prefill_anchor(const PrefillArgs& a, const SparsityParams& sp, bool dense_output, const SelectionBuffer& sel,
@@ -268,26 +275,17 @@ void prefill_anchor(const PrefillArgs& a, const SparsityParams& sp, bool dense_o
   // 1. Exact row LSE over keys 0..t (with the dense output for layer 0).
   AttendParams dense = make_attend_params(a, sp, g, /*sparse=*/false);
   dense.lse_log2 = lse;
-  dispatch(a.kv.dtype, a.kv.head_dim, [&](auto d, auto elem) {
-    PrefillKernels<decltype(d)::value, decltype(elem)>::attend(dense, dense_output, attend_grid(dense, a), stream);
-  });
+  attend(a, dense, dense_output, stream);
 
   // 2. Pooled mass and top-k, one chunk of tiles at a time (bounded workspace).
   MassParams mp{};
-  mp.q = a.q;
-  mp.q_indptr = a.q_indptr;
-  mp.seq_lens = a.kv.seq_lens;
-  mp.kv = make_kv_view(a.kv);
+  set_query_fields(mp, a, sp);
   mp.lse_log2 = lse;
   mp.mass = mass;
   mp.mass_stride = w.mass_stride;
   mp.chunk_tiles = w.chunk_tiles;
   mp.num_selections = s_count;
-  mp.num_q_heads = a.num_q_heads;
   mp.num_kv_heads = a.kv.num_kv_heads;
-  mp.group = a.num_q_heads / a.kv.num_kv_heads;
-  mp.tile = sp.tile;
-  mp.scale_log2 = dense.scale_log2;
 
   TopkParams tp{};
   tp.q_indptr = a.q_indptr;
