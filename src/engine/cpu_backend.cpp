@@ -26,9 +26,31 @@ int resolve_threads(int requested) {
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
-class CpuBackend final : public Backend {
+// One sequence's state: its KV cache, the anchors' latest selections and its statistics.
+struct Sequence {
+  int n = 0;          // tokens in the cache
+  int capacity = 0;   // positions allocated per kv head
+  std::vector<std::vector<float>> k_cache, v_cache;  // per layer [hkv][capacity][head_dim]
+  std::vector<ref::Selection> selections;            // per anchor slot
+  AttentionStats stats;
+};
+
+// The tokens of one sequence in one step: rows [row, row + count) of the step's activations.
+struct Segment {
+  Sequence* seq;
+  const int32_t* tokens;
+  int count;
+  int row;
+  float* logits;  // [count or 1][vocab], or null
+  bool all_logits;
+};
+
+// The forward pass over any number of sequences at once: the matmuls, norms and the MLP run over
+// the rows of all of them together (the weights are read once per step); RoPE, the KV cache and
+// attention are per sequence.
+class CpuCore {
  public:
-  CpuBackend(const Model& model, const Plan* plan, const BackendOptions& options)
+  CpuCore(const Model& model, const Plan* plan, const BackendOptions& options)
       : m_(model), c_(model.config), plan_(plan), options_(options), pool_(resolve_threads(options.threads)) {
     KASCADE_CHECK(options.prefill_chunk >= 1, "prefill chunk must be at least 1 token, got " << options.prefill_chunk);
     chunk_ = options.prefill_chunk;
@@ -37,50 +59,38 @@ class CpuBackend final : public Backend {
       // Prefill tiles are aligned at each chunk's first position: whole tiles per chunk keep
       // the tiling of a long prompt the same as in one call.
       chunk_ = (chunk_ + plan_->tile - 1) / plan_->tile * plan_->tile;
-      selections_.resize(plan_->anchors.size());
     }
-    k_cache_.resize(static_cast<size_t>(c_.layers));
-    v_cache_.resize(static_cast<size_t>(c_.layers));
   }
 
-  const char* name() const override { return "cpu"; }
+  int chunk() const { return chunk_; }
+  const BackendOptions& options() const { return options_; }
+  void set_attention_hook(AttentionHook hook) { hook_ = std::move(hook); }
+  void set_query_key_hook(QueryKeyHook hook) { qk_hook_ = std::move(hook); }
 
-  void reset() override {
-    n_ = 0;
-    stats_ = AttentionStats{};
-    for (ref::Selection& s : selections_) s = ref::Selection{};
+  void reset(Sequence& s) const {
+    s.n = 0;
+    s.stats = AttentionStats{};
+    s.k_cache.resize(static_cast<size_t>(c_.layers));
+    s.v_cache.resize(static_cast<size_t>(c_.layers));
+    s.selections.assign(plan_ ? plan_->anchors.size() : 0, ref::Selection{});
   }
 
-  int position() const override { return n_; }
-  AttentionStats stats() const override { return stats_; }
-  void set_attention_hook(AttentionHook hook) override { hook_ = std::move(hook); }
-  void set_query_key_hook(QueryKeyHook hook) override { qk_hook_ = std::move(hook); }
-
-  std::vector<float> forward(const std::vector<int32_t>& tokens, bool all_logits) override {
-    KASCADE_CHECK(!tokens.empty(), "forward: no tokens");
+  void check_tokens(const std::vector<int32_t>& tokens) const {
     for (int32_t t : tokens) {
       KASCADE_CHECK(t >= 0 && t < c_.vocab, "forward: token id " << t << " is outside the vocabulary [0, " << c_.vocab << ")");
     }
-    const int total = static_cast<int>(tokens.size());
-    std::vector<float> logits(static_cast<size_t>(all_logits ? total : 1) * c_.vocab);
-    for (int done = 0; done < total;) {
-      const int count = std::min(chunk_, total - done);
-      const bool last = done + count == total;
-      float* out = all_logits ? logits.data() + static_cast<size_t>(done) * c_.vocab : (last ? logits.data() : nullptr);
-      forward_chunk(tokens.data() + done, count, out, all_logits);
-      done += count;
-      if (options_.on_prefill_progress && total > 1) options_.on_prefill_progress(done, total);
-    }
-    return logits;
   }
 
- private:
-  // Runs `count` tokens at positions n_.. and writes logits of every token (all) or of the last
-  // one (when `logits` is non-null).
-  void forward_chunk(const int32_t* tokens, int count, float* logits, bool all) {
+  // Runs every segment's tokens at its sequence's next positions; writes the requested logits.
+  void step(std::vector<Segment>& segments) {
     const int dim = c_.dim, d = c_.head_dim, qd = c_.hq * d, kvd = c_.hkv * d;
-    ensure_capacity(n_ + count);
-    const size_t T = static_cast<size_t>(count);
+    int total = 0;
+    for (Segment& sg : segments) {
+      sg.row = total;
+      total += sg.count;
+      ensure_capacity(*sg.seq, sg.seq->n + sg.count);
+    }
+    const size_t T = static_cast<size_t>(total);
     x_.resize(T * dim);
     h_.resize(T * dim);
     q_.resize(T * qd);
@@ -90,155 +100,179 @@ class CpuBackend final : public Backend {
     o_.resize(T * dim);
     gate_.resize(T * c_.ffn);
     up_.resize(T * c_.ffn);
-    for (int t = 0; t < count; ++t) {
-      std::memcpy(&x_[static_cast<size_t>(t) * dim], &m_.token_embd[static_cast<size_t>(tokens[t]) * dim],
-                  sizeof(float) * dim);
+    for (const Segment& sg : segments) {
+      for (int t = 0; t < sg.count; ++t) {
+        std::memcpy(&x_[static_cast<size_t>(sg.row + t) * dim], &m_.token_embd[static_cast<size_t>(sg.tokens[t]) * dim],
+                    sizeof(float) * dim);
+      }
     }
     for (int l = 0; l < c_.layers; ++l) {
       const LayerWeights& w = m_.layers[static_cast<size_t>(l)];
-      cpu::rms_norm(x_.data(), w.attn_norm.data(), count, dim, c_.rms_eps, h_.data());
-      cpu::matmul(pool_, h_.data(), count, dim, w.wq.data(), qd, q_.data(), c_.qkv_bias ? w.bq.data() : nullptr);
-      cpu::matmul(pool_, h_.data(), count, dim, w.wk.data(), kvd, k_.data(), c_.qkv_bias ? w.bk.data() : nullptr);
-      cpu::matmul(pool_, h_.data(), count, dim, w.wv.data(), kvd, v_.data(), c_.qkv_bias ? w.bv.data() : nullptr);
+      cpu::rms_norm(x_.data(), w.attn_norm.data(), total, dim, c_.rms_eps, h_.data());
+      cpu::matmul(pool_, h_.data(), total, dim, w.wq.data(), qd, q_.data(), c_.qkv_bias ? w.bq.data() : nullptr);
+      cpu::matmul(pool_, h_.data(), total, dim, w.wk.data(), kvd, k_.data(), c_.qkv_bias ? w.bk.data() : nullptr);
+      cpu::matmul(pool_, h_.data(), total, dim, w.wv.data(), kvd, v_.data(), c_.qkv_bias ? w.bv.data() : nullptr);
       if (c_.qk_norm) {
-        cpu::rms_norm(q_.data(), w.q_norm.data(), count * c_.hq, d, c_.rms_eps, q_.data());
-        cpu::rms_norm(k_.data(), w.k_norm.data(), count * c_.hkv, d, c_.rms_eps, k_.data());
+        cpu::rms_norm(q_.data(), w.q_norm.data(), total * c_.hq, d, c_.rms_eps, q_.data());
+        cpu::rms_norm(k_.data(), w.k_norm.data(), total * c_.hkv, d, c_.rms_eps, k_.data());
       }
-      cpu::apply_rope(c_, q_.data(), count, c_.hq, n_);
-      cpu::apply_rope(c_, k_.data(), count, c_.hkv, n_);
-      if (qk_hook_) qk_hook_(l, n_, count, q_.data(), k_.data());
-      append_kv(l, count);
-      if (plan_) {
-        planned_attention(l, count);
-      } else {
-        dense_attention(l, count);
+      for (const Segment& sg : segments) {
+        float* q = q_.data() + static_cast<size_t>(sg.row) * qd;
+        float* k = k_.data() + static_cast<size_t>(sg.row) * kvd;
+        cpu::apply_rope(c_, q, sg.count, c_.hq, sg.seq->n);
+        cpu::apply_rope(c_, k, sg.count, c_.hkv, sg.seq->n);
+        if (qk_hook_) qk_hook_(l, sg.seq->n, sg.count, q, k);
+        append_kv(sg, l);
+        if (plan_) {
+          planned_attention(sg, l);
+        } else {
+          dense_attention(sg, l);
+        }
       }
-      cpu::matmul(pool_, att_.data(), count, qd, w.wo.data(), dim, o_.data());
-      if (hook_) hook_(l, count, dim, x_.data(), o_.data());
+      cpu::matmul(pool_, att_.data(), total, qd, w.wo.data(), dim, o_.data());
+      if (hook_) {
+        for (const Segment& sg : segments) {
+          const size_t off = static_cast<size_t>(sg.row) * dim;
+          hook_(l, sg.count, dim, x_.data() + off, o_.data() + off);
+        }
+      }
       for (size_t i = 0; i < T * dim; ++i) x_[i] += o_[i];
 
-      cpu::rms_norm(x_.data(), w.ffn_norm.data(), count, dim, c_.rms_eps, h_.data());
-      cpu::matmul(pool_, h_.data(), count, dim, w.w_gate.data(), c_.ffn, gate_.data());
-      cpu::matmul(pool_, h_.data(), count, dim, w.w_up.data(), c_.ffn, up_.data());
+      cpu::rms_norm(x_.data(), w.ffn_norm.data(), total, dim, c_.rms_eps, h_.data());
+      cpu::matmul(pool_, h_.data(), total, dim, w.w_gate.data(), c_.ffn, gate_.data());
+      cpu::matmul(pool_, h_.data(), total, dim, w.w_up.data(), c_.ffn, up_.data());
       cpu::swiglu(gate_.data(), up_.data(), static_cast<int64_t>(T) * c_.ffn, gate_.data());
-      cpu::matmul(pool_, gate_.data(), count, c_.ffn, w.w_down.data(), dim, o_.data());
+      cpu::matmul(pool_, gate_.data(), total, c_.ffn, w.w_down.data(), dim, o_.data());
       for (size_t i = 0; i < T * dim; ++i) x_[i] += o_[i];
     }
-    n_ += count;
-    if (!logits) return;
-    const int rows = all ? count : 1;
-    const float* last = x_.data() + static_cast<size_t>(count - rows) * dim;
+    for (const Segment& sg : segments) sg.seq->n += sg.count;
+    for (const Segment& sg : segments) {
+      if (sg.logits) write_logits(sg);
+    }
+  }
+
+ private:
+  void write_logits(const Segment& sg) {
+    const int dim = c_.dim;
+    const int rows = sg.all_logits ? sg.count : 1;
+    const float* last = x_.data() + static_cast<size_t>(sg.row + sg.count - rows) * dim;
+    h_.resize(static_cast<size_t>(rows) * dim);
     cpu::rms_norm(last, m_.output_norm.data(), rows, dim, c_.rms_eps, h_.data());
-    cpu::matmul(pool_, h_.data(), rows, dim, m_.output_matrix(), c_.vocab, logits);
+    cpu::matmul(pool_, h_.data(), rows, dim, m_.output_matrix(), c_.vocab, sg.logits);
     // A non-finite logit means the weights or the arithmetic went wrong: say so, never pass it on.
     for (size_t i = 0; i < static_cast<size_t>(rows) * c_.vocab; ++i) {
-      KASCADE_CHECK(std::isfinite(logits[i]), "forward: logit " << i % c_.vocab << " of position "
-                                                   << n_ - rows + static_cast<int>(i / c_.vocab) << " is not finite");
+      KASCADE_CHECK(std::isfinite(sg.logits[i]), "forward: logit " << i % c_.vocab << " of position "
+                                                      << sg.seq->n - rows + static_cast<int>(i / c_.vocab)
+                                                      << " is not finite");
     }
   }
 
   // ---- KV cache: per layer [hkv][capacity][head_dim] -------------------------------------------
-  void ensure_capacity(int needed) {
-    if (needed <= capacity_) return;
+  void ensure_capacity(Sequence& s, int needed) const {
+    if (needed <= s.capacity) return;
     constexpr int kInitialCapacity = 64;
-    int cap = std::max(kInitialCapacity, capacity_);
+    int cap = std::max(kInitialCapacity, s.capacity);
     while (cap < needed) cap *= 2;
     const size_t d = static_cast<size_t>(c_.head_dim);
     for (int l = 0; l < c_.layers; ++l) {
-      for (auto* cache : {&k_cache_[static_cast<size_t>(l)], &v_cache_[static_cast<size_t>(l)]}) {
+      for (auto* cache : {&s.k_cache[static_cast<size_t>(l)], &s.v_cache[static_cast<size_t>(l)]}) {
         std::vector<float> grown(static_cast<size_t>(c_.hkv) * cap * d);
-        for (int g = 0; g < c_.hkv && n_ > 0; ++g) {
-          std::memcpy(&grown[static_cast<size_t>(g) * cap * d], &(*cache)[static_cast<size_t>(g) * capacity_ * d],
-                      sizeof(float) * static_cast<size_t>(n_) * d);
+        for (int g = 0; g < c_.hkv && s.n > 0; ++g) {
+          std::memcpy(&grown[static_cast<size_t>(g) * cap * d], &(*cache)[static_cast<size_t>(g) * s.capacity * d],
+                      sizeof(float) * static_cast<size_t>(s.n) * d);
         }
         cache->swap(grown);
       }
     }
-    capacity_ = cap;
+    s.capacity = cap;
   }
 
-  float* cache_row(std::vector<float>& cache, int g, int pos) {
-    return &cache[(static_cast<size_t>(g) * capacity_ + pos) * c_.head_dim];
+  float* cache_row(const Sequence& s, std::vector<float>& cache, int g, int pos) const {
+    return &cache[(static_cast<size_t>(g) * s.capacity + pos) * c_.head_dim];
   }
 
-  void append_kv(int layer, int count) {
+  void append_kv(const Segment& sg, int layer) {
     const int d = c_.head_dim;
-    for (int t = 0; t < count; ++t) {
+    Sequence& s = *sg.seq;
+    for (int t = 0; t < sg.count; ++t) {
       for (int g = 0; g < c_.hkv; ++g) {
-        const size_t src = (static_cast<size_t>(t) * c_.hkv + g) * d;
-        std::memcpy(cache_row(k_cache_[static_cast<size_t>(layer)], g, n_ + t), &k_[src], sizeof(float) * d);
-        std::memcpy(cache_row(v_cache_[static_cast<size_t>(layer)], g, n_ + t), &v_[src], sizeof(float) * d);
+        const size_t src = (static_cast<size_t>(sg.row + t) * c_.hkv + g) * d;
+        std::memcpy(cache_row(s, s.k_cache[static_cast<size_t>(layer)], g, s.n + t), &k_[src], sizeof(float) * d);
+        std::memcpy(cache_row(s, s.v_cache[static_cast<size_t>(layer)], g, s.n + t), &v_[src], sizeof(float) * d);
       }
     }
   }
 
   // ---- dense causal attention -------------------------------------------------------------------
-  void dense_attention(int layer, int count) {
-    const int d = c_.head_dim, group = c_.hq / c_.hkv;
+  void dense_attention(const Segment& sg, int layer) {
+    const int d = c_.head_dim, group = c_.hq / c_.hkv, count = sg.count;
+    Sequence& s = *sg.seq;
+    const int n0 = s.n;
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
     constexpr int kQueriesPerTask = 16;
     const int query_blocks = (count + kQueriesPerTask - 1) / kQueriesPerTask;
-    const float* kc = k_cache_[static_cast<size_t>(layer)].data();
-    const float* vc = v_cache_[static_cast<size_t>(layer)].data();
+    const float* kc = s.k_cache[static_cast<size_t>(layer)].data();
+    const float* vc = s.v_cache[static_cast<size_t>(layer)].data();
     pool_.parallel_for(c_.hq * query_blocks, [&](int task) {
       const int h = task / query_blocks, g = h / group;
       const int t0 = (task % query_blocks) * kQueriesPerTask, t1 = std::min(count, t0 + kQueriesPerTask);
-      std::vector<float> scores(static_cast<size_t>(n_ + count));
-      const float* kg = kc + static_cast<size_t>(g) * capacity_ * d;
-      const float* vg = vc + static_cast<size_t>(g) * capacity_ * d;
+      std::vector<float> scores(static_cast<size_t>(n0 + count));
+      const float* kg = kc + static_cast<size_t>(g) * s.capacity * d;
+      const float* vg = vc + static_cast<size_t>(g) * s.capacity * d;
       for (int t = t0; t < t1; ++t) {
-        // Causal: the query at position n_ + t sees keys 0..n_ + t.
-        cpu::attend_one_query(&q_[(static_cast<size_t>(t) * c_.hq + h) * d], kg, vg, n_ + t + 1, d, scale,
-                              scores.data(), &att_[(static_cast<size_t>(t) * c_.hq + h) * d]);
+        // Causal: the query at position n0 + t sees keys 0..n0 + t.
+        const size_t row = (static_cast<size_t>(sg.row + t) * c_.hq + h) * d;
+        cpu::attend_one_query(&q_[row], kg, vg, n0 + t + 1, d, scale, scores.data(), &att_[row]);
       }
     });
     for (int t = 0; t < count; ++t) {
-      const double keys = static_cast<double>(n_ + t + 1) * c_.hq;
-      stats_.keys_read += keys;
-      stats_.keys_dense += keys;
+      const double keys = static_cast<double>(n0 + t + 1) * c_.hq;
+      s.stats.keys_read += keys;
+      s.stats.keys_dense += keys;
     }
   }
 
   // ---- attention through the plan (the CPU oracle) ----------------------------------------------
-  void planned_attention(int layer, int count) {
-    const int d = c_.head_dim, n = n_ + count, group = c_.hq / c_.hkv;
+  void planned_attention(const Segment& sg, int layer) {
+    Sequence& s = *sg.seq;
+    const int d = c_.head_dim, count = sg.count, n0 = s.n, n = n0 + count, group = c_.hq / c_.hkv;
     ref::Call call;
     call.phase = count == 1 ? Phase::Decode : Phase::Prefill;
     call.role = plan_->role_of(layer);
     call.params = plan_->params();
-    call.p0 = call.phase == Phase::Prefill ? n_ : 0;
+    call.p0 = call.phase == Phase::Prefill ? n0 : 0;
     if (call.role == Role::Reuse) call.head_map = plan_->head_map[static_cast<size_t>(layer)];
     // The oracle takes q [Hq, nq, D] and k, v [Hkv, n, D].
     qh_.resize(static_cast<size_t>(c_.hq) * count * d);
     for (int t = 0; t < count; ++t) {
       for (int h = 0; h < c_.hq; ++h) {
-        std::memcpy(&qh_[(static_cast<size_t>(h) * count + t) * d], &q_[(static_cast<size_t>(t) * c_.hq + h) * d],
-                    sizeof(float) * d);
+        std::memcpy(&qh_[(static_cast<size_t>(h) * count + t) * d],
+                    &q_[(static_cast<size_t>(sg.row + t) * c_.hq + h) * d], sizeof(float) * d);
       }
     }
     kh_.resize(static_cast<size_t>(c_.hkv) * n * d);
     vh_.resize(kh_.size());
     for (int g = 0; g < c_.hkv; ++g) {
-      std::memcpy(&kh_[static_cast<size_t>(g) * n * d], cache_row(k_cache_[static_cast<size_t>(layer)], g, 0),
+      std::memcpy(&kh_[static_cast<size_t>(g) * n * d], cache_row(s, s.k_cache[static_cast<size_t>(layer)], g, 0),
                   sizeof(float) * static_cast<size_t>(n) * d);
-      std::memcpy(&vh_[static_cast<size_t>(g) * n * d], cache_row(v_cache_[static_cast<size_t>(layer)], g, 0),
+      std::memcpy(&vh_[static_cast<size_t>(g) * n * d], cache_row(s, s.v_cache[static_cast<size_t>(layer)], g, 0),
                   sizeof(float) * static_cast<size_t>(n) * d);
     }
     const size_t slot = static_cast<size_t>(plan_->anchor_slot(layer));
-    const ref::Selection* reuse = call.role == Role::Reuse ? &selections_[slot] : nullptr;
+    const ref::Selection* reuse = call.role == Role::Reuse ? &s.selections[slot] : nullptr;
     ref::Result r = ref::attend(call, qh_.data(), kh_.data(), vh_.data(), c_.hq, c_.hkv, count, n, d, reuse);
     for (int t = 0; t < count; ++t) {
       for (int h = 0; h < c_.hq; ++h) {
-        std::memcpy(&att_[(static_cast<size_t>(t) * c_.hq + h) * d], &r.out[(static_cast<size_t>(h) * count + t) * d],
-                    sizeof(float) * d);
+        std::memcpy(&att_[(static_cast<size_t>(sg.row + t) * c_.hq + h) * d],
+                    &r.out[(static_cast<size_t>(h) * count + t) * d], sizeof(float) * d);
       }
     }
     double dense = 0;
-    for (int t = 0; t < count; ++t) dense += static_cast<double>(n_ + t + 1) * c_.hq;
-    stats_.keys_dense += dense;
+    for (int t = 0; t < count; ++t) dense += static_cast<double>(n0 + t + 1) * c_.hq;
+    s.stats.keys_dense += dense;
     if (call.role != Role::Reuse) {
-      stats_.keys_read += dense;
-      selections_[slot] = std::move(r.selection);
+      s.stats.keys_read += dense;
+      s.selections[slot] = std::move(r.selection);
       return;
     }
     // A reuse head reads its selection, plus in prefill the diagonal keys b..t of its tile.
@@ -246,14 +280,14 @@ class CpuBackend final : public Backend {
     for (int g = 0; g < c_.hkv; ++g) {
       const int set = sel.num_sets == 1 ? 0 : call.head_map.empty() ? g : call.head_map[static_cast<size_t>(g)];
       if (call.phase == Phase::Decode) {
-        stats_.keys_read += static_cast<double>(group) * sel.row_count(set, 0);
+        s.stats.keys_read += static_cast<double>(group) * sel.row_count(set, 0);
         continue;
       }
       for (int tau = 0; tau < sel.num_tiles; ++tau) {
-        const int64_t b = tile_begin(n_, tau, plan_->tile);
-        const int64_t e = tile_end(n_, n, tau, plan_->tile);
+        const int64_t b = tile_begin(n0, tau, plan_->tile);
+        const int64_t e = tile_end(n0, n, tau, plan_->tile);
         for (int64_t t = b; t < e; ++t) {
-          stats_.keys_read += static_cast<double>(group) * (sel.row_count(set, tau) + (t - b + 1));
+          s.stats.keys_read += static_cast<double>(group) * (sel.row_count(set, tau) + (t - b + 1));
         }
       }
     }
@@ -265,21 +299,110 @@ class CpuBackend final : public Backend {
   BackendOptions options_;
   ThreadPool pool_;
   int chunk_ = 512;
-  int n_ = 0;
-  int capacity_ = 0;
-  std::vector<std::vector<float>> k_cache_, v_cache_;
-  std::vector<ref::Selection> selections_;  // per anchor slot: its latest selection
-  AttentionStats stats_;
   AttentionHook hook_;
   QueryKeyHook qk_hook_;
-  // Scratch buffers, reused across calls.
+  // Scratch buffers, reused across steps.
   std::vector<float> x_, h_, q_, k_, v_, att_, o_, gate_, up_, qh_, kh_, vh_;
+};
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend(const Model& model, const Plan* plan, const BackendOptions& options)
+      : vocab_(model.config.vocab), core_(model, plan, options) {
+    core_.reset(seq_);
+  }
+  const char* name() const override { return "cpu"; }
+  void reset() override { core_.reset(seq_); }
+  int position() const override { return seq_.n; }
+  AttentionStats stats() const override { return seq_.stats; }
+  void set_attention_hook(AttentionHook hook) override { core_.set_attention_hook(std::move(hook)); }
+  void set_query_key_hook(QueryKeyHook hook) override { core_.set_query_key_hook(std::move(hook)); }
+
+  std::vector<float> forward(const std::vector<int32_t>& tokens, bool all_logits) override {
+    KASCADE_CHECK(!tokens.empty(), "forward: no tokens");
+    core_.check_tokens(tokens);
+    const int total = static_cast<int>(tokens.size());
+    const int vocab = vocab_;
+    std::vector<float> logits(static_cast<size_t>(all_logits ? total : 1) * vocab);
+    for (int done = 0; done < total;) {
+      const int count = std::min(core_.chunk(), total - done);
+      const bool last = done + count == total;
+      float* out = all_logits ? logits.data() + static_cast<size_t>(done) * vocab : (last ? logits.data() : nullptr);
+      std::vector<Segment> segments{{&seq_, tokens.data() + done, count, 0, out, all_logits}};
+      core_.step(segments);
+      done += count;
+      if (core_.options().on_prefill_progress && total > 1) core_.options().on_prefill_progress(done, total);
+    }
+    return logits;
+  }
+
+ private:
+  int vocab_;
+  CpuCore core_;
+  Sequence seq_;
+};
+
+class CpuBatchBackend final : public BatchBackend {
+ public:
+  CpuBatchBackend(const Model& model, const Plan* plan, int batch, const BackendOptions& options)
+      : model_(model), core_(model, plan, options) {
+    KASCADE_CHECK(batch >= 1, "batch backend: batch size must be at least 1, got " << batch);
+    seqs_.resize(static_cast<size_t>(batch));
+    for (Sequence& s : seqs_) core_.reset(s);
+  }
+  int batch_size() const override { return static_cast<int>(seqs_.size()); }
+  void reset() override {
+    for (Sequence& s : seqs_) core_.reset(s);
+  }
+  int position(int seq) const override { return at(seq).n; }
+  AttentionStats stats(int seq) const override { return at(seq).stats; }
+
+  std::vector<std::vector<float>> forward(const std::vector<std::vector<int32_t>>& tokens) override {
+    KASCADE_CHECK(tokens.size() == seqs_.size(), "batch forward: " << tokens.size() << " token lists for a batch of "
+                                                                    << seqs_.size());
+    const int vocab = model_.config.vocab;
+    std::vector<std::vector<float>> logits(seqs_.size());
+    std::vector<size_t> done(seqs_.size(), 0);
+    for (size_t b = 0; b < seqs_.size(); ++b) {
+      core_.check_tokens(tokens[b]);
+      if (!tokens[b].empty()) logits[b].resize(static_cast<size_t>(vocab));
+    }
+    // Each step takes the next chunk of every sequence that still has tokens.
+    for (;;) {
+      std::vector<Segment> segments;
+      for (size_t b = 0; b < seqs_.size(); ++b) {
+        const size_t left = tokens[b].size() - done[b];
+        if (left == 0) continue;
+        const int count = static_cast<int>(std::min<size_t>(static_cast<size_t>(core_.chunk()), left));
+        const bool last = done[b] + static_cast<size_t>(count) == tokens[b].size();
+        segments.push_back({&seqs_[b], tokens[b].data() + done[b], count, 0, last ? logits[b].data() : nullptr, false});
+        done[b] += static_cast<size_t>(count);
+      }
+      if (segments.empty()) break;
+      core_.step(segments);
+    }
+    return logits;
+  }
+
+ private:
+  const Sequence& at(int seq) const {
+    KASCADE_CHECK(seq >= 0 && seq < batch_size(), "batch backend: sequence " << seq << " is outside [0, " << batch_size() << ")");
+    return seqs_[static_cast<size_t>(seq)];
+  }
+  const Model& model_;
+  CpuCore core_;
+  std::vector<Sequence> seqs_;
 };
 
 }  // namespace
 
 std::unique_ptr<Backend> make_cpu_backend(const Model& model, const Plan* plan, const BackendOptions& options) {
   return std::make_unique<CpuBackend>(model, plan, options);
+}
+
+std::unique_ptr<BatchBackend> make_cpu_batch_backend(const Model& model, const Plan* plan, int batch,
+                                                     const BackendOptions& options) {
+  return std::make_unique<CpuBatchBackend>(model, plan, batch, options);
 }
 
 }  // namespace kascade::engine

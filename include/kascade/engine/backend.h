@@ -69,6 +69,22 @@ class Backend {
   virtual void set_query_key_hook(QueryKeyHook hook);
 };
 
+// Several independent sequences advanced together (a batch of prompts). Each step stacks the
+// new tokens of every sequence, so the weights are read once per step for all of them (decode of
+// B sequences costs about the weight traffic of one); each sequence keeps its own KV cache,
+// selections and statistics. Prefill goes in chunks, the next chunk of every sequence per step.
+class BatchBackend {
+ public:
+  virtual ~BatchBackend() = default;
+  virtual int batch_size() const = 0;
+  virtual void reset() = 0;                 // empties every sequence
+  virtual int position(int seq) const = 0;
+  virtual AttentionStats stats(int seq) const = 0;
+  // tokens[b] is appended to sequence b (an empty list leaves it as it is). Returns, for every
+  // sequence with new tokens, the logits of its last one ([vocab]); an empty vector otherwise.
+  virtual std::vector<std::vector<float>> forward(const std::vector<std::vector<int32_t>>& tokens) = 0;
+};
+
 // Throws unless this build can run backend `kind`: "cpu" always; "cuda" when the engine's CUDA
 // backend (src/engine/cuda/, include/kascade/engine/cuda_backend.h) is part of the build.
 void check_backend_available(const std::string& kind);
@@ -78,5 +94,8 @@ void check_backend_available(const std::string& kind);
 std::unique_ptr<Backend> make_backend(const std::string& kind, const Model& model, const Plan* plan,
                                       const BackendOptions& options);
 std::unique_ptr<Backend> make_cpu_backend(const Model& model, const Plan* plan, const BackendOptions& options);
+// A CPU batch of `batch` sequences (hooks are a single-sequence feature: not offered here).
+std::unique_ptr<BatchBackend> make_cpu_batch_backend(const Model& model, const Plan* plan, int batch,
+                                                     const BackendOptions& options);
 
 }  // namespace kascade::engine

@@ -18,6 +18,7 @@
 namespace kascade::engine {
 
 class Backend;
+class BatchBackend;
 class Tokenizer;
 
 struct GenerateOptions {
@@ -44,5 +45,14 @@ struct GenerateResult {
 // Runs the prompt through `backend` (which must be empty) and generates up to max_tokens tokens.
 GenerateResult generate(Backend& backend, const Tokenizer& tok, const std::vector<int32_t>& prompt,
                         const GenerateOptions& options);
+
+// The same for a batch: prompt b runs in sequence b of `backend` (empty, batch_size() ==
+// prompts.size()). Each sequence samples with seed `options.sampling.seed + b` and stops on its
+// own; a stopped sequence sits out the remaining steps. on_text is not called (the texts are in
+// the results). Times are the batch's: prefill_seconds for all prompts, decode_seconds for all
+// decode steps.
+std::vector<GenerateResult> generate_batch(BatchBackend& backend, const Tokenizer& tok,
+                                           const std::vector<std::vector<int32_t>>& prompts,
+                                           const GenerateOptions& options);
 
 }  // namespace kascade::engine
