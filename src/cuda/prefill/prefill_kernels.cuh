@@ -743,7 +743,7 @@ __global__ void __launch_bounds__(kThreads) pooled_mass_kernel(const __grid_cons
 }
 
 // ---- launchers --------------------------------------------------------------------------------
-// Raises a kernel's dynamic shared-memory limit once per process (the limit is per function).
+// Raises a kernel's dynamic shared-memory limit (the limit is per function).
 template <typename Kernel>
 inline void allow_dynamic_smem(Kernel kernel, size_t bytes) {
   if (bytes > 48 * 1024) {
@@ -752,29 +752,28 @@ inline void allow_dynamic_smem(Kernel kernel, size_t bytes) {
   }
 }
 
-template <int D, typename T>
-void PrefillKernels<D, T>::attend(const AttendParams& p, bool with_output, dim3 grid, cudaStream_t stream) {
-  if (with_output) {
-    constexpr size_t kSmem = AttendSmem<D, T>::bytes(true);
-    static const bool ready = (allow_dynamic_smem(attend_kernel<D, T, true>, kSmem), true);
-    (void)ready;
-    attend_kernel<D, T, true><<<grid, kThreads, kSmem, stream>>>(p);
-  } else {
-    constexpr size_t kSmem = AttendSmem<D, T>::bytes(false);
-    static const bool ready = (allow_dynamic_smem(attend_kernel<D, T, false>, kSmem), true);
-    (void)ready;
-    attend_kernel<D, T, false><<<grid, kThreads, kSmem, stream>>>(p);
-  }
+// Launches kKernel with kSmem bytes of dynamic shared memory, raising its limit once per process
+// (the flag is per instantiation, so per kernel).
+template <auto kKernel, size_t kSmem, typename Params>
+void launch_with_smem(const Params& p, dim3 grid, cudaStream_t stream) {
+  static const bool ready = (allow_dynamic_smem(kKernel, kSmem), true);
+  (void)ready;
+  kKernel<<<grid, kThreads, kSmem, stream>>>(p);
   KASCADE_CUDA_CHECK(cudaGetLastError());
 }
 
 template <int D, typename T>
+void PrefillKernels<D, T>::attend(const AttendParams& p, bool with_output, dim3 grid, cudaStream_t stream) {
+  if (with_output) {
+    launch_with_smem<attend_kernel<D, T, true>, AttendSmem<D, T>::bytes(true)>(p, grid, stream);
+  } else {
+    launch_with_smem<attend_kernel<D, T, false>, AttendSmem<D, T>::bytes(false)>(p, grid, stream);
+  }
+}
+
+template <int D, typename T>
 void PrefillKernels<D, T>::pooled_mass(const MassParams& p, dim3 grid, cudaStream_t stream) {
-  constexpr size_t kSmem = MassSmem<D, T>::bytes();
-  static const bool ready = (allow_dynamic_smem(pooled_mass_kernel<D, T>, kSmem), true);
-  (void)ready;
-  pooled_mass_kernel<D, T><<<grid, kThreads, kSmem, stream>>>(p);
-  KASCADE_CUDA_CHECK(cudaGetLastError());
+  launch_with_smem<pooled_mass_kernel<D, T>, MassSmem<D, T>::bytes()>(p, grid, stream);
 }
 
 }  // namespace kascade::cuda::prefill
