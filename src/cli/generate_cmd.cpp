@@ -26,13 +26,22 @@ namespace kascade::cli {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: kascade generate [--model PATH|default] (--prompt TEXT | --prompt-file FILE) [--chat]\n"
+    "usage: kascade generate [--model PATH|default] (--prompt TEXT | --prompt-file FILE)... [--chat]\n"
     "                        [--plan PLAN] [--backend cpu|cuda] [--max-tokens N] [--temperature T]\n"
-    "                        [--top-p P] [--seed S] [--threads N]";
+    "                        [--top-p P] [--seed S] [--threads N]\n"
+    "Several --prompt/--prompt-file options run as one batch (CPU backend); prompt b samples\n"
+    "with seed S + b.";
+
+// One prompt as given: its text, or the file to read it from.
+struct PromptSource {
+  bool from_file = false;
+  std::string value;
+};
 
 struct GenerateArgs {
   std::string model = "default";
-  std::optional<std::string> prompt, prompt_file, plan;
+  std::vector<PromptSource> prompts;
+  std::optional<std::string> plan;
   bool chat = false;
   std::string backend = "cpu";
   int max_tokens = 128;
@@ -48,9 +57,9 @@ GenerateArgs parse_args(const Args& args) {
     if (r.take_value("--model", v)) {
       a.model = v;
     } else if (r.take_value("--prompt", v)) {
-      a.prompt = v;
+      a.prompts.push_back({false, v});
     } else if (r.take_value("--prompt-file", v)) {
-      a.prompt_file = v;
+      a.prompts.push_back({true, v});
     } else if (r.take_flag("--chat")) {
       a.chat = true;
     } else if (r.take_value("--plan", v)) {
@@ -75,8 +84,9 @@ GenerateArgs parse_args(const Args& args) {
       KASCADE_FAIL("unknown option '" << r.peek() << "' (see kascade generate --help)");
     }
   }
-  KASCADE_CHECK(a.prompt.has_value() != a.prompt_file.has_value(),
-                "give exactly one of --prompt and --prompt-file (see kascade generate --help)");
+  KASCADE_CHECK(!a.prompts.empty(), "give a prompt: --prompt TEXT or --prompt-file FILE (see kascade generate --help)");
+  KASCADE_CHECK(a.prompts.size() == 1 || a.backend == "cpu",
+                "a batch of " << a.prompts.size() << " prompts runs on the cpu backend only");
   KASCADE_CHECK(a.backend == "cpu" || a.backend == "cuda", "--backend must be cpu or cuda, got '" << a.backend << "'");
   engine::Sampler check(a.sampling);  // validates temperature and top-p before any work
   (void)check;
@@ -104,9 +114,13 @@ int run_generate(const Args& args) {
   }
   const GenerateArgs a = parse_args(args);
   // Everything that can fail on bad input is checked before any text is written.
-  const std::string prompt_text = a.prompt ? *a.prompt : read_text_file(*a.prompt_file);
-  KASCADE_CHECK(!prompt_text.empty(), "the prompt is empty");
-  engine::check_utf8(prompt_text, "prompt");
+  std::vector<std::string> texts;
+  for (const PromptSource& p : a.prompts) {
+    texts.push_back(p.from_file ? read_text_file(p.value) : p.value);
+    const std::string what = "prompt " + std::to_string(texts.size());
+    KASCADE_CHECK(!texts.back().empty(), what << " is empty");
+    engine::check_utf8(texts.back(), what.c_str());
+  }
   std::optional<Plan> plan;
   if (a.plan) plan = load_plan(*a.plan);
   engine::check_backend_available(a.backend);
@@ -116,18 +130,21 @@ int run_generate(const Args& args) {
   const engine::Model model = engine::load_model(gguf);
   if (plan) check_plan_matches(*plan, model.config.layers, model.config.hq, model.config.hkv, model.config.head_dim);
 
-  std::vector<int32_t> ids;
-  if (a.chat) {
-    ids = tok.encode(tok.apply_chat_template({{"user", prompt_text}}, /*add_generation_prompt=*/true));
-  } else {
-    if (tok.add_bos()) ids.push_back(tok.bos_id());
-    const std::vector<int32_t> body = tok.encode(prompt_text);
-    ids.insert(ids.end(), body.begin(), body.end());
+  std::vector<std::vector<int32_t>> prompts;
+  for (const std::string& text : texts) {
+    std::vector<int32_t> ids;
+    if (a.chat) {
+      ids = tok.encode(tok.apply_chat_template({{"user", text}}, /*add_generation_prompt=*/true));
+    } else {
+      if (tok.add_bos()) ids.push_back(tok.bos_id());
+      const std::vector<int32_t> body = tok.encode(text);
+      ids.insert(ids.end(), body.begin(), body.end());
+    }
+    KASCADE_CHECK(static_cast<int64_t>(ids.size()) + a.max_tokens <= model.config.context,
+                  "prompt " << prompts.size() + 1 << " (" << ids.size() << " tokens) plus --max-tokens " << a.max_tokens
+                            << " exceeds the model's context length of " << model.config.context << " tokens");
+    prompts.push_back(std::move(ids));
   }
-
-  KASCADE_CHECK(static_cast<int64_t>(ids.size()) + a.max_tokens <= model.config.context,
-                "the prompt (" << ids.size() << " tokens) plus --max-tokens " << a.max_tokens
-                               << " exceeds the model's context length of " << model.config.context << " tokens");
 
   engine::BackendOptions bopt;
   bopt.threads = a.threads;
@@ -138,29 +155,54 @@ int run_generate(const Args& args) {
     if (progress_tty && done == total) std::fprintf(stderr, "\n");
     std::fflush(stderr);
   };
-  auto backend = engine::make_backend(a.backend, model, plan ? &*plan : nullptr, bopt);
-  std::fprintf(stderr, "model: %s (%s, %d layers, %d/%d heads, head dim %d), %s, attention: %s\n",
-               model.config.name.c_str(), engine::to_string(model.config.arch), model.config.layers, model.config.hq,
-               model.config.hkv, model.config.head_dim, backend->name(),
-               plan ? ("kascade plan " + *a.plan).c_str() : "dense");
-
+  const Plan* plan_ptr = plan ? &*plan : nullptr;
+  const std::string attention = plan ? "kascade plan " + *a.plan : "dense";
+  auto describe = [&](const char* backend_name) {
+    std::fprintf(stderr, "model: %s (%s, %d layers, %d/%d heads, head dim %d), %s, attention: %s\n",
+                 model.config.name.c_str(), engine::to_string(model.config.arch), model.config.layers, model.config.hq,
+                 model.config.hkv, model.config.head_dim, backend_name, attention.c_str());
+  };
   engine::GenerateOptions gopt;
   gopt.max_tokens = a.max_tokens;
   gopt.sampling = a.sampling;
-  gopt.on_text = [](const std::string& s) {
-    std::fwrite(s.data(), 1, s.size(), stdout);
-    std::fflush(stdout);
-  };
-  const engine::GenerateResult r = engine::generate(*backend, tok, ids, gopt);
-  std::printf("\n");
+
+  std::vector<engine::GenerateResult> results;
+  if (prompts.size() == 1) {
+    auto backend = engine::make_backend(a.backend, model, plan_ptr, bopt);
+    describe(backend->name());
+    gopt.on_text = [](const std::string& s) {
+      std::fwrite(s.data(), 1, s.size(), stdout);
+      std::fflush(stdout);
+    };
+    results.push_back(engine::generate(*backend, tok, prompts[0], gopt));
+    std::printf("\n");
+  } else {
+    auto backend = engine::make_cpu_batch_backend(model, plan_ptr, static_cast<int>(prompts.size()), bopt);
+    const std::string name = "cpu, batch of " + std::to_string(prompts.size());
+    describe(name.c_str());
+    results = engine::generate_batch(*backend, tok, prompts, gopt);
+    for (size_t b = 0; b < results.size(); ++b) std::printf("[%zu] %s\n", b + 1, results[b].text.c_str());
+  }
   std::fflush(stdout);
-  const size_t decode_steps = r.tokens.size() > 1 ? r.tokens.size() - 1 : 0;
+
+  // Totals over the batch (one prompt: that prompt's numbers).
+  int prompt_tokens = 0;
+  size_t decode_tokens = 0;
+  double keys_read = 0;
+  bool all_stopped = true;
+  for (const engine::GenerateResult& r : results) {
+    prompt_tokens += r.prompt_tokens;
+    decode_tokens += r.tokens.size() > 1 ? r.tokens.size() - 1 : 0;
+    keys_read += r.keys_read_fraction / static_cast<double>(results.size());
+    all_stopped = all_stopped && r.stopped;
+  }
+  const double prefill_s = results[0].prefill_seconds, decode_s = results[0].decode_seconds;
   std::fprintf(stderr,
                "prefill: %d tokens, %.2f s, %.1f tokens/s | decode: %zu tokens, %.2f s, %.1f tokens/s | "
                "keys read by attention: %.1f%% | peak RSS: %.0f MiB%s\n",
-               r.prompt_tokens, r.prefill_seconds, r.prefill_tokens_per_second(), decode_steps, r.decode_seconds,
-               r.decode_tokens_per_second(), 100.0 * r.keys_read_fraction, peak_rss_mib(),
-               r.stopped ? "" : " (stopped at --max-tokens)");
+               prompt_tokens, prefill_s, prefill_s > 0 ? prompt_tokens / prefill_s : 0.0, decode_tokens, decode_s,
+               decode_s > 0 ? static_cast<double>(decode_tokens) / decode_s : 0.0, 100.0 * keys_read, peak_rss_mib(),
+               all_stopped ? "" : " (stopped at --max-tokens)");
   return 0;
 }
 
