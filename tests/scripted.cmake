@@ -92,7 +92,7 @@ kascade_cli_test(NAME cli_generate_chat_default_model EXIT 0
 # Without the engine's CUDA backend in the build, or without a GPU: one clear error either way.
 kascade_cli_test(NAME cli_generate_cuda_unavailable EXIT 1 MATCH "[Cc][Uu][Dd][Aa]|GPU"
   ARGS generate --backend cuda --prompt hi)
-kascade_cli_test(NAME cli_generate_needs_one_prompt EXIT 1 MATCH "exactly one of --prompt and --prompt-file"
+kascade_cli_test(NAME cli_generate_needs_a_prompt EXIT 1 MATCH "give a prompt: --prompt TEXT or --prompt-file FILE"
   ARGS generate --model default)
 kascade_cli_test(NAME cli_generate_unknown_option EXIT 1 MATCH "unknown option '--frobnicate'"
   ARGS generate --prompt hi --frobnicate)
@@ -166,3 +166,9 @@ kascade_cli_test(NAME cli_calibrate_short_prompt EXIT 1
   ARGS calibrate --dev-set tests/data/calibrate/short.jsonl --out ${calibrate_out}/unused.json)
 kascade_cli_test(NAME cli_calibrate_too_few_file_prompts EXIT 1 MATCH "devset.jsonl: --prompts 3 but the file has 2 prompts"
   ARGS calibrate --dev-set tests/data/calibrate/devset.jsonl --prompts 3 --out ${calibrate_out}/unused.json)
+kascade_cli_test(NAME cli_generate_batch EXIT 0
+  MATCH "\\[1\\] The capital of France is Paris\\.\n\\[2\\] .*cpu, batch of 2.*keys read by attention"
+  ARGS generate --model default --chat --prompt "What is the capital of France?" --prompt "What is 2+2?"
+       --max-tokens 16)
+kascade_cli_test(NAME cli_generate_batch_cpu_only EXIT 1 MATCH "batch of 2 prompts runs on the cpu backend only"
+  ARGS generate --backend cuda --prompt a --prompt b)
