@@ -172,3 +172,12 @@ kascade_cli_test(NAME cli_generate_batch EXIT 0
        --max-tokens 16)
 kascade_cli_test(NAME cli_generate_batch_cpu_only EXIT 1 MATCH "batch of 2 prompts runs on the cpu backend only"
   ARGS generate --backend cuda --prompt a --prompt b)
+
+# ---- kascade generate: the default model runs with its shipped plan ------------------------------
+kascade_cli_test(NAME cli_generate_default_plan EXIT 0
+  MATCH "attention: kascade plan [^\n]*plans/smollm2-135m-instruct\\.json\n.*keys read by attention"
+  ARGS generate --prompt "The capital of France is" --max-tokens 2)
+kascade_cli_test(NAME cli_generate_dense_flag EXIT 0 MATCH "attention: dense\n"
+  ARGS generate --dense --prompt "The capital of France is" --max-tokens 2)
+kascade_cli_test(NAME cli_generate_dense_and_plan EXIT 1 MATCH "--dense and --plan exclude each other"
+  ARGS generate --dense --plan plans/smollm2-135m-instruct.json --prompt hi)

@@ -27,8 +27,10 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: kascade generate [--model PATH|default] (--prompt TEXT | --prompt-file FILE)... [--chat]\n"
-    "                        [--plan PLAN] [--backend cpu|cuda] [--max-tokens N] [--temperature T]\n"
-    "                        [--top-p P] [--seed S] [--threads N]\n"
+    "                        [--plan PLAN | --dense] [--backend cpu|cuda] [--max-tokens N]\n"
+    "                        [--temperature T] [--top-p P] [--seed S] [--threads N]\n"
+    "--model default runs with its shipped plan (plans/smollm2-135m-instruct.json) unless --plan\n"
+    "or --dense is given; other models run dense unless --plan is given.\n"
     "Several --prompt/--prompt-file options run as one batch (CPU backend); prompt b samples\n"
     "with seed S + b.";
 
@@ -42,6 +44,7 @@ struct GenerateArgs {
   std::string model = "default";
   std::vector<PromptSource> prompts;
   std::optional<std::string> plan;
+  bool dense = false;  // dense attention even for the default model
   bool chat = false;
   std::string backend = "cpu";
   int max_tokens = 128;
@@ -64,6 +67,8 @@ GenerateArgs parse_args(const Args& args) {
       a.chat = true;
     } else if (r.take_value("--plan", v)) {
       a.plan = v;
+    } else if (r.take_flag("--dense")) {
+      a.dense = true;
     } else if (r.take_value("--backend", v)) {
       a.backend = v;
     } else if (r.take_value("--max-tokens", v)) {
@@ -84,6 +89,7 @@ GenerateArgs parse_args(const Args& args) {
       KASCADE_FAIL("unknown option '" << r.peek() << "' (see kascade generate --help)");
     }
   }
+  KASCADE_CHECK(!(a.dense && a.plan), "--dense and --plan exclude each other");
   KASCADE_CHECK(!a.prompts.empty(), "give a prompt: --prompt TEXT or --prompt-file FILE (see kascade generate --help)");
   KASCADE_CHECK(a.prompts.size() == 1 || a.backend == "cpu",
                 "a batch of " << a.prompts.size() << " prompts runs on the cpu backend only");
@@ -121,8 +127,11 @@ int run_generate(const Args& args) {
     KASCADE_CHECK(!texts.back().empty(), what << " is empty");
     engine::check_utf8(texts.back(), what.c_str());
   }
+  // The default model's calibrated plan is the default attention (docs/calibration.md).
+  std::optional<std::string> plan_path = a.plan;
+  if (!plan_path && !a.dense && a.model == "default") plan_path = engine::default_plan_path();
   std::optional<Plan> plan;
-  if (a.plan) plan = load_plan(*a.plan);
+  if (plan_path) plan = load_plan(*plan_path);
   engine::check_backend_available(a.backend);
   const std::string path = engine::resolve_model_path(a.model);
   const engine::GgufFile gguf = engine::GgufFile::open(path);
@@ -156,7 +165,7 @@ int run_generate(const Args& args) {
     std::fflush(stderr);
   };
   const Plan* plan_ptr = plan ? &*plan : nullptr;
-  const std::string attention = plan ? "kascade plan " + *a.plan : "dense";
+  const std::string attention = plan ? "kascade plan " + *plan_path : "dense";
   auto describe = [&](const char* backend_name) {
     std::fprintf(stderr, "model: %s (%s, %d layers, %d/%d heads, head dim %d), %s, attention: %s\n",
                  model.config.name.c_str(), engine::to_string(model.config.arch), model.config.layers, model.config.hq,
