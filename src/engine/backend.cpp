@@ -13,6 +13,12 @@ void Backend::set_query_key_hook(QueryKeyHook) {
   KASCADE_FAIL("backend '" << name() << "' does not provide the query/key hook");
 }
 
+void Backend::set_attention_override(AttentionOverride) {
+  KASCADE_FAIL("backend '" << name() << "' does not support an attention override");
+}
+
+void Backend::truncate(int) { KASCADE_FAIL("backend '" << name() << "' does not support truncate"); }
+
 void check_backend_available(const std::string& kind) {
 #if !defined(KASCADE_ENGINE_HAVE_CUDA)
   KASCADE_CHECK(kind != "cuda", "backend 'cuda': this build does not include the engine's CUDA backend "

@@ -66,6 +66,7 @@ class CpuCore {
   const BackendOptions& options() const { return options_; }
   void set_attention_hook(AttentionHook hook) { hook_ = std::move(hook); }
   void set_query_key_hook(QueryKeyHook hook) { qk_hook_ = std::move(hook); }
+  void set_attention_override(AttentionOverride attention) { override_ = std::move(attention); }
 
   void reset(Sequence& s) const {
     s.n = 0;
@@ -123,7 +124,9 @@ class CpuCore {
         cpu::apply_rope(c_, k, sg.count, c_.hkv, sg.seq->n);
         if (qk_hook_) qk_hook_(l, sg.seq->n, sg.count, q, k);
         append_kv(sg, l);
-        if (plan_) {
+        if (override_) {
+          overridden_attention(sg, l);
+        } else if (plan_) {
           planned_attention(sg, l);
         } else {
           dense_attention(sg, l);
@@ -232,17 +235,12 @@ class CpuCore {
     }
   }
 
-  // ---- attention through the plan (the CPU oracle) ----------------------------------------------
-  void planned_attention(const Segment& sg, int layer) {
+  // ---- attention in the oracle's layout (the plan, or an override) -------------------------------
+  // The segment's q as [Hq, count, D] in qh_ and its sequence's keys and values 0..n-1 as
+  // [Hkv, n, D] in kh_ and vh_: the layout the oracle takes.
+  void gather_oracle_layout(const Segment& sg, int layer) {
     Sequence& s = *sg.seq;
-    const int d = c_.head_dim, count = sg.count, n0 = s.n, n = n0 + count, group = c_.hq / c_.hkv;
-    ref::Call call;
-    call.phase = count == 1 ? Phase::Decode : Phase::Prefill;
-    call.role = plan_->role_of(layer);
-    call.params = plan_->params();
-    call.p0 = call.phase == Phase::Prefill ? n0 : 0;
-    if (call.role == Role::Reuse) call.head_map = plan_->head_map[static_cast<size_t>(layer)];
-    // The oracle takes q [Hq, nq, D] and k, v [Hkv, n, D].
+    const int d = c_.head_dim, count = sg.count, n = s.n + count;
     qh_.resize(static_cast<size_t>(c_.hq) * count * d);
     for (int t = 0; t < count; ++t) {
       for (int h = 0; h < c_.hq; ++h) {
@@ -258,15 +256,44 @@ class CpuCore {
       std::memcpy(&vh_[static_cast<size_t>(g) * n * d], cache_row(s, s.v_cache[static_cast<size_t>(layer)], g, 0),
                   sizeof(float) * static_cast<size_t>(n) * d);
     }
-    const size_t slot = static_cast<size_t>(plan_->anchor_slot(layer));
-    const ref::Selection* reuse = call.role == Role::Reuse ? &s.selections[slot] : nullptr;
-    ref::Result r = ref::attend(call, qh_.data(), kh_.data(), vh_.data(), c_.hq, c_.hkv, count, n, d, reuse);
+  }
+
+  // Attention output [Hq, count, D] back into the segment's rows of att_.
+  void scatter_oracle_output(const Segment& sg, const float* out) {
+    const int d = c_.head_dim, count = sg.count;
     for (int t = 0; t < count; ++t) {
       for (int h = 0; h < c_.hq; ++h) {
         std::memcpy(&att_[(static_cast<size_t>(sg.row + t) * c_.hq + h) * d],
-                    &r.out[(static_cast<size_t>(h) * count + t) * d], sizeof(float) * d);
+                    &out[(static_cast<size_t>(h) * count + t) * d], sizeof(float) * d);
       }
     }
+  }
+
+  void overridden_attention(const Segment& sg, int layer) {
+    Sequence& s = *sg.seq;
+    gather_oracle_layout(sg, layer);
+    oh_.resize(qh_.size());
+    const LayerAttentionCall call{layer,    s.n,        sg.count,   c_.hq,      c_.hkv,
+                                  c_.head_dim, qh_.data(), kh_.data(), vh_.data(), oh_.data()};
+    s.stats.keys_read += override_(call);
+    for (int t = 0; t < sg.count; ++t) s.stats.keys_dense += static_cast<double>(s.n + t + 1) * c_.hq;
+    scatter_oracle_output(sg, oh_.data());
+  }
+
+  void planned_attention(const Segment& sg, int layer) {
+    Sequence& s = *sg.seq;
+    const int d = c_.head_dim, count = sg.count, n0 = s.n, n = n0 + count, group = c_.hq / c_.hkv;
+    ref::Call call;
+    call.phase = count == 1 ? Phase::Decode : Phase::Prefill;
+    call.role = plan_->role_of(layer);
+    call.params = plan_->params();
+    call.p0 = call.phase == Phase::Prefill ? n0 : 0;
+    if (call.role == Role::Reuse) call.head_map = plan_->head_map[static_cast<size_t>(layer)];
+    gather_oracle_layout(sg, layer);
+    const size_t slot = static_cast<size_t>(plan_->anchor_slot(layer));
+    const ref::Selection* reuse = call.role == Role::Reuse ? &s.selections[slot] : nullptr;
+    ref::Result r = ref::attend(call, qh_.data(), kh_.data(), vh_.data(), c_.hq, c_.hkv, count, n, d, reuse);
+    scatter_oracle_output(sg, r.out.data());
     double dense = 0;
     for (int t = 0; t < count; ++t) dense += static_cast<double>(n0 + t + 1) * c_.hq;
     s.stats.keys_dense += dense;
@@ -301,8 +328,9 @@ class CpuCore {
   int chunk_ = 512;
   AttentionHook hook_;
   QueryKeyHook qk_hook_;
+  AttentionOverride override_;
   // Scratch buffers, reused across steps.
-  std::vector<float> x_, h_, q_, k_, v_, att_, o_, gate_, up_, qh_, kh_, vh_;
+  std::vector<float> x_, h_, q_, k_, v_, att_, o_, gate_, up_, qh_, kh_, vh_, oh_;
 };
 
 class CpuBackend final : public Backend {
@@ -317,6 +345,15 @@ class CpuBackend final : public Backend {
   AttentionStats stats() const override { return seq_.stats; }
   void set_attention_hook(AttentionHook hook) override { core_.set_attention_hook(std::move(hook)); }
   void set_query_key_hook(QueryKeyHook hook) override { core_.set_query_key_hook(std::move(hook)); }
+  void set_attention_override(AttentionOverride attention) override {
+    core_.set_attention_override(std::move(attention));
+  }
+  void truncate(int position) override {
+    KASCADE_CHECK(position >= 0 && position <= seq_.n,
+                  "truncate: position " << position << " is outside the cached 0.." << seq_.n << " tokens");
+    // Cache rows past `position` are overwritten by the next forward(); anchors select afresh.
+    seq_.n = position;
+  }
 
   std::vector<float> forward(const std::vector<int32_t>& tokens, bool all_logits) override {
     KASCADE_CHECK(!tokens.empty(), "forward: no tokens");

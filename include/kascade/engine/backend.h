@@ -46,6 +46,22 @@ struct AttentionStats {
   double keys_read_fraction() const { return keys_dense > 0 ? keys_read / keys_dense : 1.0; }
 };
 
+// One layer's attention call handed to an AttentionOverride, in the CPU oracle's layout
+// (kascade/reference.h): queries at positions first..first+tokens-1 over keys 0..first+tokens-1.
+struct LayerAttentionCall {
+  int layer = 0;
+  int first = 0;   // tokens in the cache before this call
+  int tokens = 0;  // queries in this call
+  int hq = 0, hkv = 0, head_dim = 0;
+  const float* q = nullptr;  // [hq][tokens][head_dim], after q/k norm and RoPE
+  const float* k = nullptr;  // [hkv][first + tokens][head_dim], after q/k norm and RoPE
+  const float* v = nullptr;  // [hkv][first + tokens][head_dim]
+  float* out = nullptr;      // [hq][tokens][head_dim], written by the override
+};
+// Computes a layer's attention in place of dense attention or the plan (accuracy studies plug
+// their selection rules in here) and returns the keys it attended, summed over heads and queries.
+using AttentionOverride = std::function<double(const LayerAttentionCall&)>;
+
 struct BackendOptions {
   int threads = 0;            // 0: all hardware threads
   int prefill_chunk = 512;    // tokens per forward step in prefill (rounded to the plan's tile)
@@ -67,6 +83,12 @@ class Backend {
   virtual void set_attention_hook(AttentionHook hook) = 0;
   // Backends that cannot expose q and k throw kascade::Error naming themselves.
   virtual void set_query_key_hook(QueryKeyHook hook);
+  // While set (non-empty), every layer's attention is the override's instead of dense or the
+  // plan's. Backends that cannot run it throw kascade::Error naming themselves.
+  virtual void set_attention_override(AttentionOverride attention);
+  // Drops the tokens after `position` (0 <= position <= position()): the next forward() appends
+  // at `position`, as if the dropped tokens had never been run (a shared prefix, many suffixes).
+  virtual void truncate(int position);
 };
 
 // Several independent sequences advanced together (a batch of prompts). Each step stacks the
