@@ -181,3 +181,26 @@ kascade_cli_test(NAME cli_generate_dense_flag EXIT 0 MATCH "attention: dense\n"
   ARGS generate --dense --prompt "The capital of France is" --max-tokens 2)
 kascade_cli_test(NAME cli_generate_dense_and_plan EXIT 1 MATCH "--dense and --plan exclude each other"
   ARGS generate --dense --plan plans/smollm2-135m-instruct.json --prompt hi)
+
+# ---- kascade eval --------------------------------------------------------------------------------
+kascade_cli_test(NAME cli_eval_small EXIT 0
+  MATCH "\\| policy \\| all \\| 320 \\| log-lik \\| Δ vs dense \\| keys \\|.*\\| dense \\| [0-9.]+ \\| [0-9.]+ \\| -?[0-9.]+ \\| — \\| 100\\.0% \\|.*\\| streaming @ 0\\.25 \\| [0-9.]+ \\| [0-9.]+ \\| -?[0-9.]+ \\| [-+][0-9.]+ \\| [0-9.]+% \\|.*\\| quest @ 0\\.25 \\|.*\\| passkey \\|"
+  ARGS eval --tasks passkey --lengths 320 --examples 1 --policies dense,streaming,quest --rho 0.25
+       --out ${CMAKE_BINARY_DIR}/cli_eval_small)
+kascade_cli_test(NAME cli_eval_needs_out EXIT 1 MATCH "--out DIR is required" ARGS eval --tasks passkey)
+kascade_cli_test(NAME cli_eval_unknown_option EXIT 1 MATCH "unknown option '--needles'" ARGS eval --needles 3 --out x)
+kascade_cli_test(NAME cli_eval_unknown_task EXIT 1 MATCH "--tasks: unknown 'haystack' \\(known: passkey, niah-single"
+  ARGS eval --tasks passkey,haystack --out x)
+kascade_cli_test(NAME cli_eval_unknown_policy EXIT 1 MATCH "--policies: unknown 'h2o'" ARGS eval --policies h2o --out x)
+kascade_cli_test(NAME cli_eval_policy_needs_plan EXIT 1 MATCH "policy 'kascade' needs a plan \\(--plan\\)"
+  ARGS eval --policies dense,kascade --out x)
+kascade_cli_test(NAME cli_eval_bad_rho EXIT 1 MATCH "--rho: each value must be in \\(0, 1.*, got 1\\.5"
+  ARGS eval --rho 0.1,1.5 --out x)
+kascade_cli_test(NAME cli_eval_bad_length EXIT 1 MATCH "--lengths: expected an integer, got '1k'"
+  ARGS eval --lengths 1k --out x)
+kascade_cli_test(NAME cli_eval_bad_prefill EXIT 1 MATCH "--prefill must be dense or sparse, got 'half'"
+  ARGS eval --prefill half --out x)
+kascade_cli_test(NAME cli_eval_plan_mismatch EXIT 1 MATCH "model\\.layers is 32 but the model has 30"
+  ARGS eval --plan tests/data/plans/llama3-8b-all-pooled.json --policies kascade --lengths 320 --out x)
+kascade_cli_test(NAME cli_eval_out_is_a_file EXIT 1 MATCH "--out: 'README\\.md' exists and is not a directory"
+  ARGS eval --policies dense --out README.md)

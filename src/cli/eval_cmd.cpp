@@ -1,0 +1,246 @@
+// `kascade eval`: the accuracy study of issue 7 — synthetic long-context tasks at exact token
+// lengths, every selection policy of SPEC 8 at equal key budgets, exact match and answer
+// log-likelihood, written as a markdown table and JSON (tools/plot_eval.py draws them).
+#include <unistd.h>
+
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+
+#include "command.h"
+#include "kascade/engine/gguf.h"
+#include "kascade/engine/model.h"
+#include "kascade/engine/model_path.h"
+#include "kascade/engine/tokenizer.h"
+#include "kascade/error.h"
+#include "kascade/eval/harness.h"
+#include "kascade/eval/tasks.h"
+#include "kascade/plan.h"
+
+namespace kascade::cli {
+namespace {
+
+constexpr const char* kUsage =
+    "usage: kascade eval --out DIR [--model PATH|default] [--plan PLAN] [--quick]\n"
+    "                    [--tasks T,...] [--lengths N,...] [--policies P,...] [--rho R,...]\n"
+    "                    [--examples N] [--seed S] [--k-min K] [--prefill dense|sparse] [--threads N]\n"
+    "  tasks:    passkey, niah-single, niah-multikey, vartrack, kv-uuid, common-words (default: all)\n"
+    "  policies: dense, oracle, kascade, kascade-pooled, streaming, quest, omnikv (default: all;\n"
+    "            kascade, kascade-pooled and omnikv need --plan)\n"
+    "  --quick:  lengths 1024,2048 and 1 example per task and length (about 15 minutes on 2 CPU\n"
+    "            cores); without it: lengths 1024,2048,4096,8192 and 4 examples\n"
+    "  --rho:    budgets k = max(k_min, floor(rho * n)) (default 0.05,0.1,0.2) with --k-min\n"
+    "            (default 16: at these lengths SPEC's 128 would make rho 0.05 and 0.1 the same k)\n"
+    "  --prefill: dense (default): the context is prefilled once densely, the question and answer\n"
+    "            go through each policy as decode steps; sparse: each policy prefills the whole\n"
+    "            prompt (SPEC 5 tiles; quest and omnikv are decode-only and prefill densely)\n"
+    "writes DIR/eval.md and DIR/eval.json and prints the table";
+
+constexpr int kQuickExamples = 1;
+constexpr int kFullExamples = 4;
+// k_min of the study: small enough that k = floor(rho * n) at 1k-8k tokens for every rho given.
+constexpr int kEvalKMin = 16;
+
+struct EvalArgs {
+  std::string model = "default";
+  std::optional<std::string> plan, out, tasks, lengths, policies, rhos;
+  std::optional<int> examples, k_min;
+  bool quick = false;
+  bool sparse_prefill = false;
+  int seed = 1;
+  int threads = 0;
+};
+
+std::vector<std::string> split_list(const std::string& s, const char* what) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    KASCADE_CHECK(!item.empty(), what << ": empty item in '" << s << "'");
+    out.push_back(item);
+  }
+  KASCADE_CHECK(!out.empty(), what << ": empty list");
+  return out;
+}
+
+EvalArgs parse_args(const Args& args) {
+  EvalArgs a;
+  OptionReader r(args);
+  std::string v;
+  while (!r.done()) {
+    if (r.take_value("--model", v)) {
+      a.model = v;
+    } else if (r.take_value("--plan", v)) {
+      a.plan = v;
+    } else if (r.take_value("--out", v)) {
+      a.out = v;
+    } else if (r.take_value("--tasks", v)) {
+      a.tasks = v;
+    } else if (r.take_value("--lengths", v)) {
+      a.lengths = v;
+    } else if (r.take_value("--policies", v)) {
+      a.policies = v;
+    } else if (r.take_value("--rho", v)) {
+      a.rhos = v;
+    } else if (r.take_value("--examples", v)) {
+      a.examples = parse_int(v, "--examples");
+      KASCADE_CHECK(*a.examples >= 1, "--examples must be >= 1, got " << *a.examples);
+    } else if (r.take_value("--k-min", v)) {
+      a.k_min = parse_int(v, "--k-min");
+      KASCADE_CHECK(*a.k_min >= 0, "--k-min must be >= 0, got " << *a.k_min);
+    } else if (r.take_value("--seed", v)) {
+      a.seed = parse_int(v, "--seed");
+      KASCADE_CHECK(a.seed >= 0, "--seed must be >= 0, got " << a.seed);
+    } else if (r.take_value("--threads", v)) {
+      a.threads = parse_int(v, "--threads");
+      KASCADE_CHECK(a.threads >= 0, "--threads must be >= 0, got " << a.threads);
+    } else if (r.take_value("--prefill", v)) {
+      KASCADE_CHECK(v == "dense" || v == "sparse", "--prefill must be dense or sparse, got '" << v << "'");
+      a.sparse_prefill = v == "sparse";
+    } else if (r.take_flag("--quick")) {
+      a.quick = true;
+    } else {
+      KASCADE_FAIL("unknown option '" << r.peek() << "' (see kascade eval --help)");
+    }
+  }
+  KASCADE_CHECK(a.out.has_value(), "--out DIR is required (see kascade eval --help)");
+  return a;
+}
+
+void check_known(const std::vector<std::string>& given, const std::vector<std::string>& known, const char* what) {
+  for (const std::string& g : given) {
+    bool found = false;
+    for (const std::string& k : known) found = found || k == g;
+    if (found) continue;
+    std::string list;
+    for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
+    KASCADE_FAIL(what << ": unknown '" << g << "' (known: " << list << ")");
+  }
+}
+
+eval::EvalConfig make_config(const EvalArgs& a, const Plan* plan) {
+  eval::EvalConfig c;
+  c.tasks = a.tasks ? split_list(*a.tasks, "--tasks") : eval::task_names();
+  check_known(c.tasks, eval::task_names(), "--tasks");
+  c.policies = a.policies ? split_list(*a.policies, "--policies") : eval::policy_names();
+  check_known(c.policies, eval::policy_names(), "--policies");
+  const std::string lengths = a.lengths ? *a.lengths : (a.quick ? "1024,2048" : "1024,2048,4096,8192");
+  for (const std::string& s : split_list(lengths, "--lengths")) {
+    const int n = parse_int(s, "--lengths");
+    KASCADE_CHECK(n >= 256, "--lengths: each length must be >= 256 tokens, got " << n);
+    c.lengths.push_back(n);
+  }
+  for (const std::string& s : split_list(a.rhos ? *a.rhos : "0.05,0.1,0.2", "--rho")) {
+    const double rho = parse_double(s, "--rho");
+    KASCADE_CHECK(rho > 0 && rho <= 1, "--rho: each value must be in (0, 1], got " << s);
+    c.rhos.push_back(rho);
+  }
+  c.examples = a.examples ? *a.examples : (a.quick ? kQuickExamples : kFullExamples);
+  c.seed = static_cast<uint64_t>(a.seed);
+  if (plan) c.params = plan->params();
+  c.params.k_min = a.k_min ? *a.k_min : kEvalKMin;
+  c.threads = a.threads;
+  c.sparse_prefill = a.sparse_prefill;
+  eval::validate_config(c, plan);
+  return c;
+}
+
+std::string git_commit() {
+  std::FILE* p = popen("git rev-parse --short=12 HEAD 2>/dev/null", "r");
+  if (!p) return "unknown";
+  char buf[64] = {0};
+  const bool ok = std::fgets(buf, sizeof buf, p) != nullptr;
+  pclose(p);
+  std::string s = ok ? buf : "";
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s.empty() ? "unknown" : s;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+void write_file(const std::filesystem::path& path, const std::string& text) {
+  const std::filesystem::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    KASCADE_CHECK(f.good(), "cannot write '" << tmp.string() << "'");
+    f << text;
+    KASCADE_CHECK(f.good(), "error writing '" << tmp.string() << "'");
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+int run_eval_command(const Args& args) {
+  if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
+    std::printf("%s\n", kUsage);
+    return 0;
+  }
+  const EvalArgs a = parse_args(args);
+  // Everything that can fail on bad input is checked before the long run and before any file.
+  std::optional<Plan> plan;
+  if (a.plan) plan = load_plan(*a.plan);
+  const eval::EvalConfig config = make_config(a, plan ? &*plan : nullptr);
+  const std::filesystem::path out_dir(*a.out);
+  KASCADE_CHECK(!std::filesystem::exists(out_dir) || std::filesystem::is_directory(out_dir),
+                "--out: '" << out_dir.string() << "' exists and is not a directory");
+  const std::string model_path = engine::resolve_model_path(a.model);
+  const engine::GgufFile gguf = engine::GgufFile::open(model_path);
+  const engine::Tokenizer tok = engine::Tokenizer::from_gguf(gguf);
+  const engine::Model model = engine::load_model(gguf);
+  const engine::ModelConfig& mc = model.config;
+  if (plan) check_plan_matches(*plan, mc.layers, mc.hq, mc.hkv, mc.head_dim);
+  for (int length : config.lengths) {
+    KASCADE_CHECK(mc.context <= 0 || length <= mc.context,
+                  "--lengths: " << length << " is beyond the model's context of " << mc.context << " tokens");
+  }
+
+  std::string command = "kascade eval";
+  for (const std::string& s : args) command += " " + s;
+  const std::string commit = git_commit();
+  const std::string date = utc_now();
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  std::fprintf(stderr, "eval: %s, %zu task(s) x %zu length(s) x %d example(s), %zu policies, rho %s, k_min %d\n",
+               model.config.name.c_str(), config.tasks.size(), config.lengths.size(), config.examples,
+               config.policies.size(), a.rhos ? a.rhos->c_str() : "0.05,0.1,0.2", config.params.k_min);
+  const eval::EvalResults results = eval::run_eval(
+      model, tok, plan ? &*plan : nullptr, a.plan ? *a.plan : "", config,
+      [tty](int done, int total, const std::string& line) {
+        std::fprintf(stderr, tty ? "\r\033[K[%d/%d] %s" : "[%d/%d] %s\n", done, total, line.c_str());
+        if (tty && done == total) std::fprintf(stderr, "\n");
+        std::fflush(stderr);
+      });
+
+  std::ostringstream prov;
+  prov << "Model `" << std::filesystem::path(model_path).filename().string() << "` (" << model.config.name
+       << "), plan `" << (a.plan ? *a.plan : "none") << "`, commit `" << commit << "`, " << date << ", "
+       << static_cast<int>(results.seconds) << " s on the CPU backend.\n\nCommand: `" << command << "`";
+  const nlohmann::json provenance = {{"model_file", std::filesystem::path(model_path).filename().string()},
+                                     {"plan", a.plan ? *a.plan : ""},
+                                     {"commit", commit},
+                                     {"date", date},
+                                     {"command", command},
+                                     {"backend", "cpu"}};
+  const std::string markdown = eval::to_markdown(results, prov.str());
+  const std::string json =
+      eval::to_json(results, provenance).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  std::filesystem::create_directories(out_dir);
+  write_file(out_dir / "eval.md", markdown);
+  write_file(out_dir / "eval.json", json);
+  std::fwrite(markdown.data(), 1, markdown.size(), stdout);
+  std::fprintf(stderr, "wrote %s and %s (%.0f s)\n", (out_dir / "eval.md").string().c_str(),
+               (out_dir / "eval.json").string().c_str(), results.seconds);
+  return 0;
+}
+
+const Command reg("eval", "accuracy of Kascade and other selection policies on long-context tasks", run_eval_command);
+
+}  // namespace
+}  // namespace kascade::cli
