@@ -12,7 +12,6 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
-#include <sys/stat.h>
 #include <vector>
 
 #include "command.h"
@@ -29,8 +28,6 @@
 
 namespace kascade::cli {
 namespace {
-
-constexpr const char* kDefaultPlanFile = "smollm2-135m-instruct.json";
 
 struct ModelDemoOptions {
   std::string model = "default";
@@ -68,20 +65,6 @@ ModelDemoOptions parse_model_demo_options(const Args& args) {
   for (const std::string& t : eval::task_names()) known_task |= t == o.task;
   KASCADE_CHECK(known_task, "--task: unknown task '" << o.task << "'");
   return o;
-}
-
-bool file_exists(const std::string& path) {
-  struct stat st;
-  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-// The plan shipped for the default model: $KASCADE_PLAN_DIR, else the source tree's plans/.
-std::string resolve_plan_path(const std::string& plan) {
-  if (plan != "default") return plan;
-  const char* dir = std::getenv("KASCADE_PLAN_DIR");
-  const std::string path = std::string(dir ? dir : KASCADE_SOURCE_DIR "/plans") + "/" + kDefaultPlanFile;
-  KASCADE_CHECK(file_exists(path), "--plan default: " << path << " does not exist (set KASCADE_PLAN_DIR or pass --plan FILE)");
-  return path;
 }
 
 struct RunResult {
@@ -127,7 +110,7 @@ std::string choose_backend(const ModelDemoOptions& o, const engine::Model& model
 
 int run_model_demo(const Args& args) {
   const ModelDemoOptions o = parse_model_demo_options(args);
-  const std::string plan_path = resolve_plan_path(o.plan);
+  const std::string plan_path = o.plan == "default" ? engine::default_plan_path() : o.plan;
   const Plan plan = load_plan(plan_path);
   const engine::GgufFile gguf = engine::GgufFile::open(engine::resolve_model_path(o.model));
   const engine::Tokenizer tok = engine::Tokenizer::from_gguf(gguf);
