@@ -4,8 +4,8 @@
 // fraction of keys attention read. Uses the GPU when this build has the CUDA backend and a GPU
 // is present (and says so when it falls back to the CPU).
 //
-//   kascade demo                         # niah-single at 2048 tokens, default model and plan
-//   kascade demo --length 4096 --task passkey --backend cpu
+//   kascade demo                         # passkey at 2048 tokens, default model and plan
+//   kascade demo --length 4096 --task niah-single --backend cpu
 //   kascade demo --synthetic             # no model: a synthetic layer stack (demo_synthetic.cpp)
 #include <cstdio>
 #include <algorithm>
@@ -32,7 +32,7 @@ namespace {
 struct ModelDemoOptions {
   std::string model = "default";
   std::string plan = "default";
-  std::string task = "niah-single";
+  std::string task = "passkey";
   int length = 2048;
   int index = 0;
   uint64_t seed = 7;
