@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "../temp_dir.h"
 #include "kascade/npy.h"
 
 using namespace kascade;
@@ -63,21 +64,9 @@ std::string parse_error(const std::vector<uint8_t>& bytes) {
     EXPECT_EQ(msg_.rfind("x.npy: ", 0), 0u) << msg_;                          \
   } while (0)
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() /
-            ("kascade_npy_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  size_t entries() const { return static_cast<size_t>(std::distance(fs::directory_iterator(path_), fs::directory_iterator())); }
-
- private:
-  fs::path path_;
+// A scratch directory named after this file's tests.
+struct TempDir : kascade::testing::TempDir {
+  TempDir() : kascade::testing::TempDir("npy") {}
 };
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../temp_dir.h"
 #include "kascade/plan.h"
 
 using namespace kascade;
@@ -53,21 +54,9 @@ std::string validate_error(const Plan& plan) {
   return "";
 }
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() /
-            ("kascade_plan_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  size_t entries() const { return static_cast<size_t>(std::distance(fs::directory_iterator(path_), fs::directory_iterator())); }
-
- private:
-  fs::path path_;
+// A scratch directory named after this file's tests.
+struct TempDir : kascade::testing::TempDir {
+  TempDir() : kascade::testing::TempDir("plan") {}
 };
 
 }  // namespace
