@@ -31,7 +31,7 @@ constexpr const char* kUsage =
     "  tasks:    passkey, niah-single, niah-multikey, vartrack, kv-uuid, common-words (default: all)\n"
     "  policies: dense, oracle, kascade, kascade-pooled, streaming, quest, omnikv (default: all;\n"
     "            kascade, kascade-pooled and omnikv need --plan)\n"
-    "  --quick:  lengths 1024,2048 and 1 example per task and length (about 15 minutes on 2 CPU\n"
+    "  --quick:  lengths 1024,2048 and 1 example per task and length (15-20 minutes on 2 CPU\n"
     "            cores); without it: lengths 1024,2048,4096,8192 and 4 examples\n"
     "  --rho:    budgets k = max(k_min, floor(rho * n)) (default 0.05,0.1,0.2) with --k-min\n"
     "            (default 16: at these lengths SPEC's 128 would make rho 0.05 and 0.1 the same k)\n"
