@@ -83,7 +83,7 @@ kascade_cli_test(NAME cli_demo_wrong_model_plan EXIT 1 MATCH "layers"
 # The model demo end to end on the default model (a short prompt, to keep CI fast).
 kascade_cli_test(NAME cli_demo_model EXIT 0
   MATCH "hidden answer is \"[0-9]+\".*\ndense +\" [0-9]+.* yes .*\nkascade +\" [0-9]+.* yes .*agreement: same answer"
-  ARGS demo --backend cpu --length 512 --plan tests/data/plans/smollm2-135m.json)
+  ARGS demo --backend cpu --task niah-single --length 512 --plan tests/data/plans/smollm2-135m.json)
 
 # ---- kascade generate ----------------------------------------------------------------------------
 kascade_cli_test(NAME cli_generate_chat_default_model EXIT 0
