@@ -72,17 +72,13 @@ struct RunResult {
   bool correct = false;
 };
 
-RunResult answer(const engine::Model& model, const engine::Tokenizer& tok, const Plan* plan, const std::string& backend,
-                 const ModelDemoOptions& o, const eval::Example& ex) {
-  engine::BackendOptions bopt;
-  bopt.threads = o.threads;
-  auto be = engine::make_backend(backend, model, plan, bopt);
+RunResult answer(engine::Backend& be, const engine::Tokenizer& tok, const eval::Example& ex) {
   std::vector<int32_t> prompt = ex.context;
   prompt.insert(prompt.end(), ex.query.begin(), ex.query.end());
   engine::GenerateOptions gopt;
   gopt.max_tokens = static_cast<int>(ex.answer.size()) + 4;
   RunResult r;
-  r.gen = engine::generate(*be, tok, prompt, gopt);
+  r.gen = engine::generate(be, tok, prompt, gopt);
   // Exact match: the answer's tokens come first (the task tokenizes values on their own).
   r.correct = r.gen.tokens.size() >= ex.answer.size() &&
               std::equal(ex.answer.begin(), ex.answer.end(), r.gen.tokens.begin());
@@ -95,16 +91,21 @@ std::string one_line(std::string s) {
   return s;
 }
 
-// Picks the backend: cuda when asked, or when auto and a GPU backend can be made.
-std::string choose_backend(const ModelDemoOptions& o, const engine::Model& model) {
-  if (o.backend != "auto") return o.backend;
+engine::BackendOptions backend_options(const ModelDemoOptions& o) {
+  engine::BackendOptions bopt;
+  bopt.threads = o.threads;
+  return bopt;
+}
+
+// The backend of the dense run: cuda when asked, or when auto and a GPU backend can be made
+// (the probe itself is that backend, so the weights are loaded once for it).
+std::unique_ptr<engine::Backend> make_dense_backend(const ModelDemoOptions& o, const engine::Model& model) {
+  if (o.backend != "auto") return engine::make_backend(o.backend, model, nullptr, backend_options(o));
   try {
-    engine::check_backend_available("cuda");
-    engine::make_backend("cuda", model, nullptr, engine::BackendOptions{});
-    return "cuda";
+    return engine::make_backend("cuda", model, nullptr, backend_options(o));
   } catch (const Error& e) {
     std::printf("(no GPU backend here: %s; running on the CPU)\n", e.what());
-    return "cpu";
+    return engine::make_backend("cpu", model, nullptr, backend_options(o));
   }
 }
 
@@ -119,7 +120,8 @@ int run_model_demo(const Args& args) {
   eval::TaskTokenizer tt{[&](const std::string& s) { return tok.encode(s, false); },
                          tok.add_bos() ? tok.bos_id() : -1};
   const eval::Example ex = eval::make_example(o.task, o.length, o.index, o.seed, tt);
-  const std::string backend = choose_backend(o, model);
+  std::unique_ptr<engine::Backend> dense_backend = make_dense_backend(o, model);
+  const std::string backend = dense_backend->name();
 
   std::printf("kascade demo: %s, %d layers, %d/%d heads; backend %s\n", model.config.name.c_str(),
               model.config.layers, model.config.hq, model.config.hkv, backend.c_str());
@@ -131,8 +133,11 @@ int run_model_demo(const Args& args) {
   std::printf("question: ...%s\n\n", one_line(tok.decode(ex.query)).c_str());
   std::fflush(stdout);
 
-  const RunResult dense = answer(model, tok, nullptr, backend, o, ex);
-  const RunResult sparse = answer(model, tok, &plan, backend, o, ex);
+  const RunResult dense = answer(*dense_backend, tok, ex);
+  dense_backend.reset();  // free its cache (and GPU memory) before the Kascade run
+  const std::unique_ptr<engine::Backend> sparse_backend =
+      engine::make_backend(backend, model, &plan, backend_options(o));
+  const RunResult sparse = answer(*sparse_backend, tok, ex);
   std::printf("%-8s  %-28s  %-7s  %9s  %11s  %9s\n", "", "answer", "correct", "prefill s", "decode tok/s",
               "keys read");
   const struct {
