@@ -36,6 +36,9 @@ struct ModelConfig {
   int head_dim = 0;
   int vocab = 0;
   int context = 0;     // trained context length
+  // Sliding-window attention (Mistral): a query at position t sees keys max(0, t-W+1)..t.
+  // 0 means no window (every causal key).
+  int sliding_window = 0;
   float rms_eps = 1e-5f;
   float rope_base = 10000.f;
   float rope_position_scale = 1.f;       // linear rope scaling: positions are divided by this
