@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""Tiny Hugging Face model directories and transformers' logits for the engine's HF golden tests.
+
+Two steps, on two machines:
+
+  python3 tools/make_hf_fixtures.py tokenizers tests/data/hf
+      (here: needs the `tokenizers` package) trains a small byte-level BPE tokenizer per model
+      directory (tokenizer.json, tokenizer_config.json), writes the prompts as token ids
+      (prompts.json) and the ids `tokenizers` assigns to a varied corpus (tokenizer_ids.json).
+
+  python3 tools/make_hf_fixtures.py models tests/data/hf OUT_DIR
+      (on the GPU machine: needs torch and transformers) builds random-weight models of each
+      architecture, saves them with save_pretrained (safetensors) into OUT_DIR/<name>/, reloads
+      them in fp32 and records the logits of every prompt position (top-10 ids and values,
+      logits.json). Copy the directories' files next to their tokenizer files in tests/data/hf.
+
+The models (hidden 64, 4 query / 2 kv heads, vocab 512):
+  llama    LlamaForCausalLM, 3 layers, llama3 rope scaling, bf16, sharded (index + 2 files)
+  mistral  MistralForCausalLM, 2 layers, sliding window 16 (the long prompt has 48 tokens), f16
+  qwen2    Qwen2ForCausalLM, 2 layers, q/k/v bias, tied embeddings, bf16
+  qwen3    Qwen3ForCausalLM, 2 layers, q/k norm, head_dim 32 (not hidden / heads), f32
+Weights are stored in those dtypes and the reference runs in fp32 on the CPU with eager
+attention, so both sides compute from exactly the stored values.
+"""
+import json
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+TOP = 10
+VOCAB = 512
+SLIDING_WINDOW = 16
+
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+               r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+LLAMA3_TEMPLATE = (
+    "{{- bos_token }}{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + "
+    "'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}")
+CHATML_TEMPLATE = (
+    "{%- if messages[0]['role'] != 'system' %}{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+
+# Each model directory's tokenizer: pre-tokenizer family, special tokens, which are BOS/EOS.
+TOKENIZERS = {
+    "llama": dict(pre="llama3", specials=["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                                          "<|end_header_id|>", "<|eot_id|>"],
+                  bos="<|begin_of_text|>", eos="<|eot_id|>", template=LLAMA3_TEMPLATE, merges_as_strings=False),
+    "mistral": dict(pre="digits+bytelevel", specials=["<unk>", "<s>", "</s>"], bos="<s>", eos="</s>",
+                    template=None, merges_as_strings=True),
+    "qwen2": dict(pre="qwen2", specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"], bos=None,
+                  eos="<|im_end|>", template=CHATML_TEMPLATE, merges_as_strings=False),
+    "qwen3": dict(pre="qwen2", specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"], bos=None,
+                  eos="<|im_end|>", template=CHATML_TEMPLATE, merges_as_strings=True, non_special=["<think>"]),
+}
+
+TRAINING_TEXT = """The quick brown fox jumps over the lazy dog. A model reads a long prompt and answers.
+Sparse attention keeps the keys that matter: anchor layers pick the top keys, the other layers reuse them.
+In 2024 there were 365 days and 8760 hours; 3.14159 is close to pi, and 1,000,000 is a million.
+def attention(q, k, v):\n    scores = q @ k.T / math.sqrt(d)\n    return softmax(scores) @ v\n
+for (int i = 0; i < n; ++i) { total += weights[i] * values[i]; }
+It's what they're saying: we've seen it, I'm sure, you'll see, he'd agree. DON'T PANIC!
+Unicode text: café, naïve, façade, Ünïcödé, “quotes”, 你好世界, Привет мир, αβγ, 🙂🚀.
+Whitespace   runs,\ttabs,\nnew lines\n\n and    trailing spaces   \n"""
+
+PROMPT_TEXT = ("Once upon a time, in a small town by the sea, there lived an old fisherman who told stories "
+               "about the stars. Every night the children came to listen, and every night he began again: "
+               "the sky is a map, and the map is a story, and the story is ours to keep.")
+
+
+def pre_tokenizer(kind):
+    from tokenizers import Regex, pre_tokenizers
+    if kind == "digits+bytelevel":
+        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    regex = {"llama3": LLAMA3_REGEX, "qwen2": QWEN2_REGEX}[kind]
+    return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
+                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+
+def train_tokenizer(spec):
+    from tokenizers import AddedToken, Tokenizer, decoders, models, processors, trainers
+    from make_engine_fixtures import CORPUS
+    tok = Tokenizer(models.BPE(ignore_merges=spec["pre"] == "llama3"))
+    tok.pre_tokenizer = pre_tokenizer(spec["pre"])
+    tok.decoder = decoders.ByteLevel()
+    from tokenizers import pre_tokenizers
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB - 8, special_tokens=spec["specials"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([TRAINING_TEXT, PROMPT_TEXT] * 4 + CORPUS, trainer=trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in spec.get("non_special", [])])
+    if spec["bos"]:
+        bos_id = tok.token_to_id(spec["bos"])
+        tok.post_processor = processors.TemplateProcessing(single=spec["bos"] + " $A", pair=spec["bos"] + " $A $B",
+                                                           special_tokens=[(spec["bos"], bos_id)])
+    return tok
+
+
+def make_tokenizers(data_dir):
+    from make_engine_fixtures import CORPUS
+    ids_doc = {"reference": None, "models": {}}
+    prompts_doc = {"prompts": {}}
+    for name, spec in TOKENIZERS.items():
+        import tokenizers
+        ids_doc["reference"] = "tokenizers %s" % tokenizers.__version__
+        tok = train_tokenizer(spec)
+        out = os.path.join(data_dir, name)
+        os.makedirs(out, exist_ok=True)
+        path = os.path.join(out, "tokenizer.json")
+        tok.save(path)
+        doc = json.load(open(path, encoding="utf-8"))
+        if spec["merges_as_strings"]:  # the older "a b" form, which tokenizers still reads
+            doc["model"]["merges"] = [" ".join(m) for m in doc["model"]["merges"]]
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(doc, f, ensure_ascii=False, indent=1)
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 256,
+                  "eos_token": spec["eos"], "bos_token": spec["bos"], "add_bos_token": spec["bos"] is not None}
+        if spec["template"]:
+            config["chat_template"] = spec["template"]
+        with open(os.path.join(out, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump(config, f, ensure_ascii=False, indent=1)
+        # The saved file, read back, is what the reference ids come from.
+        from tokenizers import Tokenizer
+        ref = Tokenizer.from_file(path)
+        cases = [{"text": t, "ids": ref.encode(t, add_special_tokens=False).ids} for t in CORPUS]
+        cases += [{"text": s + " between " + s, "ids": ref.encode(s + " between " + s, add_special_tokens=False).ids}
+                  for s in spec["specials"] + spec.get("non_special", [])]
+        ids_doc["models"][name] = cases
+        ids = ref.encode(PROMPT_TEXT, add_special_tokens=False).ids
+        assert len(ids) >= 48, "prompt text is too short: %d tokens" % len(ids)
+        prompts_doc["prompts"][name] = [
+            {"name": "short", "text": "The sky is a map, and the map is a story.",
+             "ids": ref.encode("The sky is a map, and the map is a story.", add_special_tokens=False).ids},
+            {"name": "long48", "ids": ids[:48]},
+        ]
+        print(name, "vocab", ref.get_vocab_size(), "prompt tokens", len(ids))
+    with open(os.path.join(data_dir, "tokenizer_ids.json"), "w", encoding="utf-8") as f:
+        json.dump(ids_doc, f, ensure_ascii=False)
+        f.write("\n")
+    with open(os.path.join(data_dir, "prompts.json"), "w", encoding="utf-8") as f:
+        json.dump(prompts_doc, f)
+        f.write("\n")
+
+
+# ---- models (GPU machine) -----------------------------------------------------------------------
+def llama3_inv_freq(theta, head_dim, factor, low, high, original):
+    """The llama3 rope scaling of transformers' _compute_llama3_parameters, in float64."""
+    out = []
+    for i in range(head_dim // 2):
+        f = theta ** (-2.0 * i / head_dim)
+        wavelen = 2 * math.pi / f
+        if wavelen > original / low:
+            f = f / factor
+        elif wavelen >= original / high:
+            smooth = (original / wavelen - low) / (high - low)
+            f = (1 - smooth) * f / factor + smooth * f
+        out.append(f)
+    return out
+
+
+def build(name, token_ids):
+    import torch
+    import transformers as tf
+    common = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
+                  bos_token_id=token_ids.get("bos"), eos_token_id=token_ids["eos"])
+    if name == "llama":
+        rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 32}
+        cfg = tf.LlamaConfig(**dict(common, num_hidden_layers=3), rope_theta=10000.0, rope_scaling=dict(rope),
+                             tie_word_embeddings=False)
+        model, dtype, shard = tf.LlamaForCausalLM(cfg), torch.bfloat16, "60KB"
+    elif name == "mistral":
+        cfg = tf.MistralConfig(**common, rope_theta=10000.0, sliding_window=SLIDING_WINDOW, head_dim=16,
+                               tie_word_embeddings=False)
+        model, dtype, shard = tf.MistralForCausalLM(cfg), torch.float16, None
+    elif name == "qwen2":
+        cfg = tf.Qwen2Config(**common, rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False)
+        model, dtype, shard = tf.Qwen2ForCausalLM(cfg), torch.bfloat16, None
+    else:
+        cfg = tf.Qwen3Config(**common, rope_theta=1000000.0, head_dim=32, tie_word_embeddings=False,
+                             use_sliding_window=False)
+        model, dtype, shard = tf.Qwen3ForCausalLM(cfg), torch.float32, None
+    gen = torch.Generator().manual_seed(1234 + len(name))
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if "norm" in pname:
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif "embed_tokens" in pname:
+                p.copy_(0.5 * torch.randn(p.shape, generator=gen))
+            else:  # projections and biases
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    if name == "llama":  # the model must run the scaling the config names, not plain RoPE
+        want = llama3_inv_freq(10000.0, 16, 8.0, 1.0, 4.0, 32)
+        got = model.model.rotary_emb.inv_freq.double().tolist()
+        assert max(abs(a - b) / b for a, b in zip(want, got)) < 1e-5, (want, got)
+    return model.to(dtype), shard
+
+
+def make_models(data_dir, out_dir):
+    import torch
+    import transformers as tf
+    from transformers import AutoModelForCausalLM
+    torch.set_grad_enabled(False)
+    prompts = json.load(open(os.path.join(data_dir, "prompts.json"), encoding="utf-8"))["prompts"]
+    for name, spec in TOKENIZERS.items():
+        vocab = json.load(open(os.path.join(data_dir, name, "tokenizer.json"), encoding="utf-8"))["model"]["vocab"]
+        token_ids = {"bos": vocab[spec["bos"]] if spec["bos"] else None, "eos": vocab[spec["eos"]]}
+        model, shard = build(name, token_ids)
+        out = os.path.join(out_dir, name)
+        kwargs = {"max_shard_size": shard} if shard else {}
+        model.save_pretrained(out, safe_serialization=True, **kwargs)
+        ref = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
+        doc = {"model": name, "architecture": type(ref).__name__, "top": TOP,
+               "reference": "transformers %s, torch %s, fp32 CPU, eager attention" % (tf.__version__, torch.__version__),
+               "prompts": []}
+        for p in prompts[name]:
+            ids = torch.tensor([p["ids"]], dtype=torch.long)
+            logits = ref(input_ids=ids).logits[0].float()
+            values, indices = torch.topk(logits, TOP, dim=-1)
+            entry = {"name": p["name"], "ids": p["ids"], "top_ids": indices.tolist(),
+                     "top_values": [[round(float(v), 6) for v in row] for row in values]}
+            if name == "mistral":  # the window must change the answer, or the test proves nothing
+                ref.config.sliding_window = None
+                full = ref(input_ids=ids).logits[0].float()
+                ref.config.sliding_window = SLIDING_WINDOW
+                again = ref(input_ids=ids).logits[0].float()
+                assert torch.equal(again, logits), "restoring the window did not restore the logits"
+                entry["max_diff_without_window"] = float((full - logits).abs().max())
+            doc["prompts"].append(entry)
+            print(name, p["name"], len(p["ids"]), "tokens; last top-1", int(indices[-1, 0]),
+                  {k: v for k, v in entry.items() if k == "max_diff_without_window"})
+        with open(os.path.join(out, "logits.json"), "w", encoding="utf-8") as f:
+            json.dump(doc, f)
+            f.write("\n")
+        print(name, sorted(os.listdir(out)))
+
+
+def main(argv):
+    if len(argv) == 3 and argv[1] == "tokenizers":
+        make_tokenizers(argv[2])
+    elif len(argv) == 4 and argv[1] == "models":
+        make_models(argv[2], argv[3])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
