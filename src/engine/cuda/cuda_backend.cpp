@@ -14,6 +14,9 @@
 // page table is the identity over the pool, which grows by doubling (pages are copied, so their
 // indices stay valid). Selections live in one device buffer per anchor, written by the anchor's
 // call and read by its reuse layers within the same chunk.
+//
+// With an attention override (backend.h) every layer's attention is the caller's, computed on the
+// host from the step's q and the cache rows (host_attention.h); truncate() cuts the cache back.
 #include "kascade/engine/cuda_backend.h"
 
 #include <cublas_v2.h>
@@ -26,6 +29,7 @@
 
 #include "common/cuda_check.h"
 #include "device_buffer.h"
+#include "host_attention.h"
 #include "kascade/attention.h"
 #include "kascade/attention_prefill.h"
 #include "kascade/budget.h"
@@ -139,6 +143,15 @@ class CudaBackend final : public Backend {
   AttentionStats stats() const override { return stats_; }
   void set_attention_hook(AttentionHook hook) override { hook_ = std::move(hook); }
   void set_query_key_hook(QueryKeyHook hook) override { qk_hook_ = std::move(hook); }
+  void set_attention_override(AttentionOverride attention) override { override_ = std::move(attention); }
+  // Cache rows past `position` are overwritten by the next forward(). Selections never outlive
+  // the chunk that made them (an anchor selects afresh in every chunk and decode step, and its
+  // reuse layers read it within that chunk), so with a plan nothing depends on dropped tokens.
+  void truncate(int position) override {
+    KASCADE_CHECK(position >= 0 && position <= n_,
+                  "truncate: position " << position << " is outside the cached 0.." << n_ << " tokens");
+    n_ = position;
+  }
 
   std::vector<float> forward(const std::vector<int32_t>& tokens, bool all_logits) override {
     KASCADE_CHECK(!tokens.empty(), "forward: no tokens");
@@ -403,8 +416,22 @@ class CudaBackend final : public Backend {
     qk_hook_(layer, n_, count, hook_q_.data(), hook_k_.data());
   }
 
+  // The override's attention on the host over the cache rows 0..n_+count-1 (contiguous: the
+  // page table is the identity), counted as the CPU backend counts an override.
+  void overridden_attention(int layer, int count) {
+    const DeviceLayer& w = layers_[static_cast<size_t>(layer)];
+    const cuda::AttentionShape shape{c_.hq, c_.hkv, c_.head_dim};
+    stats_.keys_read += host_attention_.run(override_, layer, n_, count, shape, q_.as<bf16>(), w.k_pool.as<bf16>(),
+                                            w.v_pool.as<bf16>(), att_.as<bf16>(), stream_);
+    for (int64_t t = n_; t < n_ + count; ++t) stats_.keys_dense += static_cast<double>(t + 1) * c_.hq;
+  }
+
   // Attention of layer `layer` for the chunk's `count` queries into att_, by the plan's role.
   void attention(int layer, int count) {
+    if (override_) {
+      overridden_attention(layer, count);
+      return;
+    }
     const Role role = plan_ ? plan_->role_of(layer) : Role::Dense;
     const bool planned = plan_ != nullptr;
     SelectionSlot* slot = planned ? &selections_[static_cast<size_t>(plan_->anchor_slot(layer))] : nullptr;
@@ -500,6 +527,8 @@ class CudaBackend final : public Backend {
   std::vector<float> hook_residual_, hook_attn_;
   QueryKeyHook qk_hook_;
   std::vector<float> hook_q_, hook_k_;
+  AttentionOverride override_;
+  cuda::HostAttention host_attention_;
 };
 
 }  // namespace

@@ -19,6 +19,13 @@
 //     per GEMM, a few % at the logits after 30 layers). Gated for dense and rho = 1, reported
 //     for the sparse plans (see run());
 //   - the same fraction of keys read (the attention statistics use the same budget arithmetic).
+// Override: the CUDA backend with an attention override that is the CPU oracle's dense attention
+// (computed on the host from the backend's own bf16 q/k/v) against the same backend's dense
+// kernels: the same logit bounds as the dense check, and every key counted as read.
+// Truncate: prompt, suffix A, truncate to the prompt, suffix B (a prefill chunk, then a decode
+// step) against a fresh backend that ran prompt and suffix B: the logits must agree to 1e-3 of
+// the row std (the same computation: in practice bitwise), with the plan's kernels and with the
+// override.
 // Bench: a prompt of --bench-context minus --decode-steps tokens, then --decode-steps greedy
 // decode steps that end at --bench-context, dense and with the plan, on the SmolLM2-shaped model
 // (the speed does not depend on the weights); results in the bench/results format.
@@ -80,6 +87,7 @@ struct Options {
   double max_diff_sigmas = 0.25;
   double max_rel_l2 = 0.05;
   double max_replay_rel_l2 = 0.03;  // attention block output vs the oracle on the same inputs
+  double max_truncate_diff_sigmas = 1e-3;  // truncate + re-run vs a fresh run
 };
 
 // ---- random models --------------------------------------------------------------------------
@@ -421,6 +429,128 @@ Json check_case(const std::string& name, const Model& model, const Plan* plan, c
   return j;
 }
 
+// ---- the attention override and truncate ------------------------------------------------------
+// The override the check installs: the CPU oracle's dense attention on the call's rows (a prefill
+// chunk at p0 = first, or one decode step), as the accuracy harness installs its policies.
+double oracle_dense_attention(const kascade::engine::LayerAttentionCall& c) {
+  kascade::ref::Call call;
+  call.phase = c.tokens == 1 ? kascade::Phase::Decode : kascade::Phase::Prefill;
+  call.role = kascade::Role::Dense;
+  call.p0 = call.phase == kascade::Phase::Prefill ? c.first : 0;
+  const int n = c.first + c.tokens;
+  const kascade::ref::Result r = kascade::ref::attend(call, c.q, c.k, c.v, c.hq, c.hkv, c.tokens, n, c.head_dim);
+  std::copy(r.out.begin(), r.out.end(), c.out);
+  double keys = 0;
+  for (int t = c.first; t < n; ++t) keys += static_cast<double>(t + 1) * c.hq;
+  return keys;
+}
+
+Json check_override(const std::string& name, const Model& model, const Options& o, bool& all_passed) {
+  BackendOptions bo;
+  bo.prefill_chunk = o.chunk;
+  auto kernels = kascade::engine::make_cuda_backend(model, nullptr, bo);
+  auto host = kascade::engine::make_cuda_backend(model, nullptr, bo);
+  host->set_attention_override(oracle_dense_attention);
+  const int vocab = model.config.vocab;
+  const std::vector<int32_t> prompt = random_tokens(o.prompt_tokens, vocab, 1234);
+  RowStats stats;
+  const std::vector<float> lk = kernels->forward(prompt, true);
+  const std::vector<float> lh = host->forward(prompt, true);
+  for (size_t t = 0; t < prompt.size(); ++t) stats.add(&lk[t * vocab], &lh[t * vocab], vocab, o);
+  int next = argmax(&lk[(prompt.size() - 1) * vocab], vocab);
+  for (int step = 0; step < o.check_decode_steps; ++step) {
+    const std::vector<float> dk = kernels->forward({next}, false);
+    const std::vector<float> dh = host->forward({next}, false);
+    stats.add(dk.data(), dh.data(), vocab, o);
+    next = argmax(dk.data(), vocab);
+  }
+  const double fraction = host->stats().keys_read_fraction();
+  const bool passed = stats.passed() && std::fabs(fraction - 1.0) <= 1e-12;
+  all_passed = all_passed && passed;
+  Json j = stats.to_json();
+  j["name"] = name;
+  j["model"] = model.config.name;
+  j["compared"] = "CUDA backend: dense kernels vs override = CPU oracle dense attention";
+  j["prompt_tokens"] = o.prompt_tokens;
+  j["chunk"] = o.chunk;
+  j["decode_steps"] = o.check_decode_steps;
+  j["keys_read_fraction_override"] = fraction;
+  j["passed"] = passed;
+  std::printf("%-26s %s  logits: top1 %d/%d agree, max|diff| %.4f (%.4f row std), max rel L2 %.2e, rows over "
+              "bounds %d  keys read %.4f\n",
+              name.c_str(), passed ? "PASS" : "FAIL", stats.compared_top1 - stats.top1_mismatches,
+              stats.compared_top1, stats.max_abs_diff, stats.max_diff_sigmas, stats.max_rel_l2,
+              std::max(stats.diff_failures, stats.l2_failures), fraction);
+  std::fflush(stdout);
+  return j;
+}
+
+Json check_truncate(const std::string& name, const Model& model, const Plan* plan, bool with_override,
+                    const Options& o, bool& all_passed) {
+  BackendOptions bo;
+  bo.prefill_chunk = o.chunk;
+  auto cut = kascade::engine::make_cuda_backend(model, plan, bo);
+  auto fresh = kascade::engine::make_cuda_backend(model, plan, bo);
+  if (with_override) {
+    cut->set_attention_override(oracle_dense_attention);
+    fresh->set_attention_override(oracle_dense_attention);
+  }
+  const int vocab = model.config.vocab;
+  const std::vector<int32_t> prompt = random_tokens(o.prompt_tokens, vocab, 1234);
+  const std::vector<int32_t> suffix_a = random_tokens(45, vocab, 5), suffix_b = random_tokens(37, vocab, 6);
+  const int decode_token = 17;
+  cut->forward(prompt, false);
+  cut->forward(suffix_a, true);
+  cut->truncate(static_cast<int>(prompt.size()));
+  bool position_ok = cut->position() == static_cast<int>(prompt.size());
+  std::vector<float> lc = cut->forward(suffix_b, true);
+  const std::vector<float> dc = cut->forward({decode_token}, false);
+  lc.insert(lc.end(), dc.begin(), dc.end());
+  fresh->forward(prompt, false);
+  std::vector<float> lf = fresh->forward(suffix_b, true);
+  const std::vector<float> df = fresh->forward({decode_token}, false);
+  lf.insert(lf.end(), df.begin(), df.end());
+  // A position past the cache is refused with an error.
+  bool refused = false;
+  try {
+    cut->truncate(cut->position() + 1);
+  } catch (const kascade::Error&) {
+    refused = true;
+  }
+  const size_t rows = lc.size() / vocab;
+  double worst_sigmas = 0;
+  int identical_rows = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    const float* a = &lc[r * vocab];
+    const float* b = &lf[r * vocab];
+    double mean = 0, var = 0, max_diff = 0;
+    for (int i = 0; i < vocab; ++i) mean += b[i];
+    mean /= vocab;
+    for (int i = 0; i < vocab; ++i) {
+      var += (b[i] - mean) * (b[i] - mean);
+      const double d = std::fabs(static_cast<double>(a[i]) - b[i]);
+      max_diff = std::isnan(d) ? INFINITY : std::max(max_diff, d);
+    }
+    worst_sigmas = std::max(worst_sigmas, max_diff / std::sqrt(var / vocab));
+    identical_rows += max_diff == 0 ? 1 : 0;
+  }
+  const bool passed = position_ok && refused && worst_sigmas <= o.max_truncate_diff_sigmas;
+  all_passed = all_passed && passed;
+  std::printf("%-26s %s  truncate + re-run vs fresh: max|diff| %.2e row std, %d/%zu rows bitwise equal%s%s\n",
+              name.c_str(), passed ? "PASS" : "FAIL", worst_sigmas, identical_rows, rows,
+              position_ok ? "" : ", WRONG POSITION", refused ? "" : ", OUT-OF-RANGE TRUNCATE NOT REFUSED");
+  std::fflush(stdout);
+  return Json{{"name", name},
+              {"model", model.config.name},
+              {"plan", plan ? "anchors " + Json(plan->anchors).dump() : "dense"},
+              {"override", with_override ? "CPU oracle dense attention" : "none"},
+              {"rows", rows},
+              {"max_diff_over_row_std", worst_sigmas},
+              {"bitwise_equal_rows", identical_rows},
+              {"bound_diff_over_row_std", o.max_truncate_diff_sigmas},
+              {"passed", passed}};
+}
+
 // ---- the bench ------------------------------------------------------------------------------
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -602,6 +732,9 @@ int run(int argc, char** argv) {
     full.rho = 1.0;
     cases.push_back(check_case("smollm2-shape plan rho=1", smol, &full, o, true, all_passed));
     cases.push_back(check_case("smollm2-shape plan", smol, &plan, o, false, all_passed));
+    cases.push_back(check_override("smollm2-shape override", smol, o, all_passed));
+    cases.push_back(check_truncate("smollm2-shape plan truncate", smol, &plan, false, o, all_passed));
+    cases.push_back(check_truncate("smollm2-shape override trunc", smol, nullptr, true, o, all_passed));
     const Model qwen = random_model(qwen3_like_shape(), 7, kFlatGain);
     Plan qplan = kascade::make_uniform_plan(qwen.config.name, qwen.config.layers, qwen.config.hq, qwen.config.hkv,
                                             qwen.config.head_dim, {0, 2});
