@@ -147,6 +147,7 @@ class Mode {
 
 std::unique_ptr<Mode> make_decode_mode();
 std::unique_ptr<Mode> make_prefill_mode();
+std::unique_ptr<Mode> make_engine_mode();  // bench_engine.cpp
 
 // Parses argv[2..] (common options, then the mode's), reads the baseline, measures and writes the
 // result document to --out; throws kascade::Error on any bad input before measuring anything.

@@ -1,7 +1,8 @@
-// bench/kascade_bench.cpp — kascade-bench: the one benchmark binary (decode and prefill modes).
+// bench/kascade_bench.cpp — kascade-bench: the one benchmark binary (decode, prefill and engine modes).
 //
 //   kascade-bench decode  --out FILE [--baseline BASELINE.json] [--rho 0.1] [--commit SHA] [decode options]
 //   kascade-bench prefill --out FILE [--baseline BASELINE.json] [--rho 0.1] [--commit SHA] [prefill options]
+//   kascade-bench engine  --out FILE [--rho 0.1] [--commit SHA] [engine options]
 //
 // The harness (options, cold-L2 event timing, baseline lookup, result JSON) is bench_harness.h;
 // each mode is one file (bench_decode.cpp, bench_prefill.cpp). Bad input is one error line and
@@ -22,6 +23,7 @@ std::vector<std::unique_ptr<Mode>> all_modes() {
   std::vector<std::unique_ptr<Mode>> modes;
   modes.push_back(kascade::bench::make_decode_mode());
   modes.push_back(kascade::bench::make_prefill_mode());
+  modes.push_back(kascade::bench::make_engine_mode());
   return modes;
 }
 
@@ -51,7 +53,7 @@ int run(int argc, char** argv) {
       return 0;
     }
   }
-  std::fprintf(stderr, "kascade-bench: %s (modes: decode, prefill; kascade-bench --help)\n",
+  std::fprintf(stderr, "kascade-bench: %s (modes: decode, prefill, engine; kascade-bench --help)\n",
                first.empty() ? "missing MODE" : ("unknown mode '" + first + "'").c_str());
   return 1;
 }

@@ -170,8 +170,8 @@ kascade_cli_test(NAME cli_generate_batch EXIT 0
   MATCH "\\[1\\] The capital of France is Paris\\.\n\\[2\\] .*cpu, batch of 2.*keys read by attention"
   ARGS generate --model default --chat --prompt "What is the capital of France?" --prompt "What is 2+2?"
        --max-tokens 16)
-kascade_cli_test(NAME cli_generate_batch_cpu_only EXIT 1 MATCH "batch of 2 prompts runs on the cpu backend only"
-  ARGS generate --backend cuda --prompt a --prompt b)
+kascade_cli_test(NAME cli_generate_graphs_need_cuda EXIT 1 MATCH "--no-cuda-graphs applies to --backend cuda only"
+  ARGS generate --no-cuda-graphs --prompt a --prompt b)
 
 # ---- kascade generate: the default model runs with its shipped plan ------------------------------
 kascade_cli_test(NAME cli_generate_default_plan EXIT 0

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# tools/device_engine.sh — run engine-gpu-check (the CUDA backend's logits against the CPU
-# backend's, then tokens/s dense vs Kascade) on a GPU machine.
+# tools/device_engine.sh — run engine-gpu-check (the CUDA backends' logits against the CPU
+# backend's, batches against single sequences, decode graphs against eager launches, then tokens/s
+# dense vs Kascade) or the engine benchmark (kascade-bench engine) on a GPU machine.
 #
-# The binary is built elsewhere (CUDA 13, sm_90a) and copied to BIN_DIR (default .carry/engine):
+# The binaries are built elsewhere (CUDA 13, sm_90a) and copied to BIN_DIR (default .carry/engine):
 #   cmake -S . -B build-engine-cuda -G Ninja -DKASCADE_CUDA=ON
-#   cmake --build build-engine-cuda --target engine-gpu-check
-#   mkdir -p .carry/engine && cp build-engine-cuda/bin/engine-gpu-check .carry/engine/
+#   cmake --build build-engine-cuda --target engine-gpu-check kascade-bench
+#   mkdir -p .carry/engine && cp build-engine-cuda/bin/{engine-gpu-check,kascade-bench} .carry/engine/
 # then on the GPU machine, from the repository root (the plan file is read from the tree):
 #   tools/device_engine.sh [engine-gpu-check options]
+#   tools/device_engine.sh --engine-bench [kascade-bench engine options]   # -> $OUT/engine_bench.json
 # With no options the check and the bench run as two processes (a fault in one leaves the other's
 # results), logged to check.log and bench.log.
 # It links cuBLAS and the CUDA runtime dynamically: the toolkit's lib64 and the cuBLAS wheel that
@@ -29,6 +31,12 @@ run() {
   shift
   "$BIN_DIR/engine-gpu-check" --out "$OUT_DIR" --commit "${COMMIT:-unknown}" "$@" 2>&1 | tee "$OUT_DIR/$log"
 }
+if [ "${1:-}" = "--engine-bench" ]; then
+  shift
+  "$BIN_DIR/kascade-bench" engine --out "$OUT_DIR/engine_bench.json" --commit "${COMMIT:-unknown}" "$@" 2>&1 |
+    tee "$OUT_DIR/engine_bench.log"
+  exit "${PIPESTATUS[0]}"
+fi
 if [ $# -eq 0 ]; then
   status=0
   run check.log --check-only || status=1

@@ -27,12 +27,13 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: kascade generate [--model PATH|default] (--prompt TEXT | --prompt-file FILE)... [--chat]\n"
-    "                        [--plan PLAN | --dense] [--backend cpu|cuda] [--max-tokens N]\n"
+    "                        [--plan PLAN | --dense] [--backend cpu|cuda] [--no-cuda-graphs] [--max-tokens N]\n"
     "                        [--temperature T] [--top-p P] [--seed S] [--threads N]\n"
     "--model default runs with its shipped plan (plans/smollm2-135m-instruct.json) unless --plan\n"
     "or --dense is given; other models run dense unless --plan is given.\n"
-    "Several --prompt/--prompt-file options run as one batch (CPU backend); prompt b samples\n"
-    "with seed S + b.";
+    "Several --prompt/--prompt-file options run as one batch (on either backend); prompt b samples\n"
+    "with seed S + b. --no-cuda-graphs launches every CUDA decode step's kernels instead of\n"
+    "replaying a captured graph.";
 
 // One prompt as given: its text, or the file to read it from.
 struct PromptSource {
@@ -46,7 +47,7 @@ struct GenerateArgs {
   std::optional<std::string> plan;
   bool dense = false;  // dense attention even for the default model
   bool chat = false;
-  std::string backend = "cpu";
+  engine::BackendChoice backend;
   int max_tokens = 128;
   engine::SamplingParams sampling;
   int threads = 0;
@@ -70,7 +71,9 @@ GenerateArgs parse_args(const Args& args) {
     } else if (r.take_flag("--dense")) {
       a.dense = true;
     } else if (r.take_value("--backend", v)) {
-      a.backend = v;
+      a.backend.kind = v;
+    } else if (r.take_flag("--no-cuda-graphs")) {
+      a.backend.cuda_graphs = false;
     } else if (r.take_value("--max-tokens", v)) {
       a.max_tokens = parse_int(v, "--max-tokens");
       KASCADE_CHECK(a.max_tokens >= 0, "--max-tokens must be >= 0, got " << a.max_tokens);
@@ -91,9 +94,9 @@ GenerateArgs parse_args(const Args& args) {
   }
   KASCADE_CHECK(!(a.dense && a.plan), "--dense and --plan exclude each other");
   KASCADE_CHECK(!a.prompts.empty(), "give a prompt: --prompt TEXT or --prompt-file FILE (see kascade generate --help)");
-  KASCADE_CHECK(a.prompts.size() == 1 || a.backend == "cpu",
-                "a batch of " << a.prompts.size() << " prompts runs on the cpu backend only");
-  KASCADE_CHECK(a.backend == "cpu" || a.backend == "cuda", "--backend must be cpu or cuda, got '" << a.backend << "'");
+  KASCADE_CHECK(a.backend.kind == "cpu" || a.backend.kind == "cuda",
+                "--backend must be cpu or cuda, got '" << a.backend.kind << "'");
+  KASCADE_CHECK(a.backend.cuda_graphs || a.backend.kind == "cuda", "--no-cuda-graphs applies to --backend cuda only");
   engine::Sampler check(a.sampling);  // validates temperature and top-p before any work
   (void)check;
   return a;
@@ -132,7 +135,7 @@ int run_generate(const Args& args) {
   if (!plan_path && !a.dense && a.model == "default") plan_path = engine::default_plan_path();
   std::optional<Plan> plan;
   if (plan_path) plan = load_plan(*plan_path);
-  engine::check_backend_available(a.backend);
+  engine::check_backend_available(a.backend.kind);
   const std::string path = engine::resolve_model_path(a.model);
   const engine::GgufFile gguf = engine::GgufFile::open(path);
   const engine::Tokenizer tok = engine::Tokenizer::from_gguf(gguf);
@@ -186,8 +189,8 @@ int run_generate(const Args& args) {
     results.push_back(engine::generate(*backend, tok, prompts[0], gopt));
     std::printf("\n");
   } else {
-    auto backend = engine::make_cpu_batch_backend(model, plan_ptr, static_cast<int>(prompts.size()), bopt);
-    const std::string name = "cpu, batch of " + std::to_string(prompts.size());
+    auto backend = engine::make_batch_backend(a.backend, model, plan_ptr, static_cast<int>(prompts.size()), bopt);
+    const std::string name = a.backend.kind + ", batch of " + std::to_string(prompts.size());
     describe(name.c_str());
     results = engine::generate_batch(*backend, tok, prompts, gopt);
     for (size_t b = 0; b < results.size(); ++b) std::printf("[%zu] %s\n", b + 1, results[b].text.c_str());

@@ -7,7 +7,45 @@
 #include "kascade/engine/tokenizer.h"
 #include "kascade/error.h"
 
+#if defined(KASCADE_ENGINE_HAVE_CUDA)
+#include "kascade/engine/cuda_backend.h"
+#endif
+
 namespace kascade::engine {
+
+namespace {
+void check_choice(const BackendChoice& choice) {
+  check_backend_available(choice.kind);
+  KASCADE_CHECK(choice.kind == "cuda" || choice.cuda_graphs,
+                "CUDA graphs are a feature of the cuda backend; backend '" << choice.kind << "' has none to turn off");
+}
+}  // namespace
+
+std::unique_ptr<Backend> make_backend(const BackendChoice& choice, const Model& model, const Plan* plan,
+                                      const BackendOptions& options) {
+  check_choice(choice);
+#if defined(KASCADE_ENGINE_HAVE_CUDA)
+  if (choice.kind == "cuda") {
+    CudaOptions cuda;
+    cuda.decode_graphs = choice.cuda_graphs;
+    return make_cuda_backend(model, plan, options, cuda);
+  }
+#endif
+  return make_cpu_backend(model, plan, options);
+}
+
+std::unique_ptr<BatchBackend> make_batch_backend(const BackendChoice& choice, const Model& model, const Plan* plan,
+                                                 int batch, const BackendOptions& options) {
+  check_choice(choice);
+#if defined(KASCADE_ENGINE_HAVE_CUDA)
+  if (choice.kind == "cuda") {
+    CudaOptions cuda;
+    cuda.decode_graphs = choice.cuda_graphs;
+    return make_cuda_batch_backend(model, plan, batch, options, cuda);
+  }
+#endif
+  return make_cpu_batch_backend(model, plan, batch, options);
+}
 
 GenerateResult generate(Backend& backend, const Tokenizer& tok, const std::vector<int32_t>& prompt,
                         const GenerateOptions& options) {

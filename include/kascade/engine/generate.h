@@ -6,20 +6,42 @@
 //   opt.on_text = [](const std::string& s) { std::cout << s << std::flush; };
 //   kascade::engine::GenerateResult r = kascade::engine::generate(*backend, tok, prompt_ids, opt);
 //   r.decode_tokens_per_second();
+//
+// make_backend / make_batch_backend pick the backend generation runs on by name ("cpu" or
+// "cuda"), with the CUDA backend's decode graphs on or off.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "kascade/engine/sampler.h"
+
+namespace kascade {
+struct Plan;
+}
 
 namespace kascade::engine {
 
 class Backend;
 class BatchBackend;
 class Tokenizer;
+struct BackendOptions;
+struct Model;
+
+// Which backend generation runs on.
+struct BackendChoice {
+  std::string kind = "cpu";  // "cpu" or "cuda"
+  bool cuda_graphs = true;   // cuda: decode steps replay CUDA graphs (CudaOptions::decode_graphs)
+};
+// One sequence / a batch of `batch` sequences on the chosen backend; a choice this build cannot
+// run (no CUDA, graphs off for the CPU backend) is an error naming it.
+std::unique_ptr<Backend> make_backend(const BackendChoice& choice, const Model& model, const Plan* plan,
+                                      const BackendOptions& options);
+std::unique_ptr<BatchBackend> make_batch_backend(const BackendChoice& choice, const Model& model, const Plan* plan,
+                                                 int batch, const BackendOptions& options);
 
 struct GenerateOptions {
   int max_tokens = 128;

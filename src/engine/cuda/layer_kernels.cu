@@ -46,9 +46,9 @@ __global__ void embed_rows_kernel(const int32_t* ids, const bf16* table, int dim
   for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = __bfloat162float(row[i]);
 }
 
-__global__ void add_rms_norm_kernel(float* x, const float* delta, const float* weight, int width, float eps,
-                                    bf16* out) {
-  const int64_t row = blockIdx.x;
+__global__ void add_rms_norm_kernel(float* x, const float* delta, const float* weight, const int32_t* row_ids,
+                                    int width, float eps, bf16* out) {
+  const int64_t row = row_ids ? row_ids[blockIdx.x] : blockIdx.x;
   float* xr = x + row * width;
   const float* dr = delta ? delta + row * width : nullptr;
   float squares = 0;
@@ -61,7 +61,7 @@ __global__ void add_rms_norm_kernel(float* x, const float* delta, const float* w
     squares += v * v;
   }
   const float inv = rsqrtf(block_sum(squares) / static_cast<float>(width) + eps);
-  bf16* orow = out + row * width;
+  bf16* orow = out + static_cast<int64_t>(blockIdx.x) * width;
   for (int i = threadIdx.x; i < width; i += kRowThreads) orow[i] = __float2bfloat16_rn(xr[i] * inv * weight[i]);
 }
 
@@ -74,7 +74,7 @@ __global__ void qkv_epilogue_kernel(const __grid_constant__ QkvEpilogueParams p)
   const int t = blockIdx.x;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int d = p.head_dim, half = d / 2;
-  const int pos = p.first_pos + t;
+  const int pos = p.positions[t];
   // Angles in fp64 as the CPU backend computes them: positions reach 1e5+ and fp32 angles would
   // lose the low frequencies' precision.
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
@@ -89,8 +89,8 @@ __global__ void qkv_epilogue_kernel(const __grid_constant__ QkvEpilogueParams p)
   const int heads = p.hq + 2 * p.hkv;
   const int row_width = heads * d;
   const float* row = p.qkv + static_cast<int64_t>(t) * row_width;
-  const int64_t page = p.page_indices[pos / p.page_size];
-  const int64_t cache_row = page * p.page_stride + static_cast<int64_t>(pos % p.page_size) * p.token_stride;
+  const int64_t slot = p.slots[t];
+  const int64_t cache_row = slot / p.page_size * p.page_stride + slot % p.page_size * p.token_stride;
   float* buf = head_buf[warp];
   for (int head = warp; head < heads; head += kEpilogueWarps) {
     const bool is_q = head < p.hq, is_k = !is_q && head < p.hq + p.hkv;
@@ -150,10 +150,10 @@ void embed_rows(const int32_t* ids, int tokens, const bf16* table, int dim, floa
   KASCADE_CUDA_CHECK(cudaGetLastError());
 }
 
-void add_rms_norm(float* x, const float* delta, const float* weight, int rows, int width, float eps, bf16* out,
-                  cudaStream_t stream) {
+void add_rms_norm(float* x, const float* delta, const float* weight, const int32_t* row_ids, int rows, int width,
+                  float eps, bf16* out, cudaStream_t stream) {
   if (rows == 0) return;
-  add_rms_norm_kernel<<<rows, kRowThreads, 0, stream>>>(x, delta, weight, width, eps, out);
+  add_rms_norm_kernel<<<rows, kRowThreads, 0, stream>>>(x, delta, weight, row_ids, width, eps, out);
   KASCADE_CUDA_CHECK(cudaGetLastError());
 }
 

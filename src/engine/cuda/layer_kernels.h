@@ -7,7 +7,7 @@
 // `stream` and allocate nothing.
 //
 //   embed_rows(ids, T, table, dim, x, s);                           // x[t] = table[ids[t]]
-//   add_rms_norm(x, delta, w, rows, dim, eps, h, s);                // x += delta; h = norm(x) * w
+//   add_rms_norm(x, delta, w, nullptr, rows, dim, eps, h, s);       // x += delta; h = norm(x) * w
 //   qkv_epilogue(p, s);                                             // q out, k/v into the cache
 //   swiglu(gate_up, T, ffn, act, s);                                // act = silu(gate) * up
 #pragma once
@@ -24,15 +24,18 @@ using bf16 = __nv_bfloat16;
 // x[t][:] = float(table[ids[t]][:]) for t < tokens.
 void embed_rows(const int32_t* ids, int tokens, const bf16* table, int dim, float* x, cudaStream_t stream);
 
-// Per row: x += delta (skipped when delta is null; x is updated in place), then
-// out = x / sqrt(mean(x^2) + eps) * weight in bf16.
-void add_rms_norm(float* x, const float* delta, const float* weight, int rows, int width, float eps, bf16* out,
-                  cudaStream_t stream);
+// For each output row i of `rows`, with r = row_ids ? row_ids[i] : i (a device array): x[r] +=
+// delta[r] (skipped when delta is null; x is updated in place), then
+// out[i] = x[r] / sqrt(mean(x[r]^2) + eps) * weight in bf16. row_ids gathers the rows whose logits
+// a batch step needs.
+void add_rms_norm(float* x, const float* delta, const float* weight, const int32_t* row_ids, int rows, int width,
+                  float eps, bf16* out, cudaStream_t stream);
 
 // How RoPE pairs a head's dimensions (model.h RopeStyle): (2i, 2i+1) or (i, i + D/2).
 enum class RopePairs { Adjacent, Halves };
 
-// The projections' epilogue for `tokens` tokens at positions first_pos.. of one sequence.
+// The projections' epilogue for `tokens` tokens, each at its own position and cache slot (the
+// tokens of a batch step belong to different sequences).
 struct QkvEpilogueParams {
   const float* qkv = nullptr;      // [tokens, (hq + 2 hkv) * D]: q heads, then k heads, then v heads
   const float* bias = nullptr;     // [(hq + 2 hkv) * D] or null (qwen2)
@@ -46,13 +49,13 @@ struct QkvEpilogueParams {
   int hq = 0;
   int hkv = 0;
   int head_dim = 0;                // 64 or 128
-  int first_pos = 0;
+  const int32_t* positions = nullptr;  // [tokens] device: each token's position (RoPE)
+  // [tokens] device: each token's cache slot, page * page_size + position % page_size; element
+  // (token, h, d) goes to pool[slot / page_size * page_stride + slot % page_size * token_stride + h * D + d].
+  const int32_t* slots = nullptr;
   bf16* q_out = nullptr;           // [tokens, hq, D]
-  // The paged cache of this layer: element (pos, h, d) lives at
-  // pool[page_indices[pos / page_size] * page_stride + (pos % page_size) * token_stride + h * D + d].
-  bf16* k_pool = nullptr;
+  bf16* k_pool = nullptr;          // this layer's paged cache
   bf16* v_pool = nullptr;
-  const int32_t* page_indices = nullptr;
   int page_size = 16;
   int64_t page_stride = 0;
   int64_t token_stride = 0;

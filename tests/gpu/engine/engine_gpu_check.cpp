@@ -26,6 +26,17 @@
 // step) against a fresh backend that ran prompt and suffix B: the logits must agree to 1e-3 of
 // the row std (the same computation: in practice bitwise), with the plan's kernels and with the
 // override.
+// Batch: three prompts of different lengths (520, 300 and 97 tokens: ragged prefill chunks, one
+// sequence done before the others) through the batch backend against each prompt alone through
+// the single-sequence backend, then decode steps (one sequence sits out the last three, so the
+// decode batch shrinks from 3 to 2). Logits of every prompt's last token and every decode step:
+// top-1 equal where the margin exceeds 0.25 row std, max |difference| at most 0.1 row std,
+// centred relative L2 at most 0.02 (the same arithmetic, but GEMMs over other row counts may take
+// other cuBLAS kernels, and one bf16 rounding flip propagates), the same keys-read fractions.
+// Gated for dense and rho = 1, reported for the plan. Graphs: the same batch with decode graphs
+// off must give the graph run's decode logits to 1e-3 of the row std (the same kernels on the same
+// arguments: in practice bitwise), dense and with the plan; the graph run must have replayed
+// every decode step.
 // Bench: a prompt of --bench-context minus --decode-steps tokens, then --decode-steps greedy
 // decode steps that end at --bench-context, dense and with the plan, on the SmolLM2-shaped model
 // (the speed does not depend on the weights); results in the bench/results format.
@@ -88,6 +99,9 @@ struct Options {
   double max_rel_l2 = 0.05;
   double max_replay_rel_l2 = 0.03;  // attention block output vs the oracle on the same inputs
   double max_truncate_diff_sigmas = 1e-3;  // truncate + re-run vs a fresh run
+  double max_batch_diff_sigmas = 0.1;      // batch vs single-sequence runs
+  double max_batch_rel_l2 = 0.02;
+  double max_graph_diff_sigmas = 1e-3;     // decode graphs vs eager launches
 };
 
 // ---- random models --------------------------------------------------------------------------
@@ -551,6 +565,138 @@ Json check_truncate(const std::string& name, const Model& model, const Plan* pla
               {"passed", passed}};
 }
 
+// ---- batches and decode graphs ----------------------------------------------------------------
+// Max |a - b| over b's row std, the worst row of `rows` rows; counts bitwise-equal rows.
+double worst_row_diff_sigmas(const std::vector<float>& a, const std::vector<float>& b, int vocab, int& identical) {
+  double worst = 0;
+  for (size_t r = 0; r < a.size() / vocab; ++r) {
+    const float* x = &a[r * vocab];
+    const float* y = &b[r * vocab];
+    double mean = 0, var = 0, max_diff = 0;
+    for (int i = 0; i < vocab; ++i) mean += y[i];
+    mean /= vocab;
+    for (int i = 0; i < vocab; ++i) {
+      var += (y[i] - mean) * (y[i] - mean);
+      const double d = std::fabs(static_cast<double>(x[i]) - y[i]);
+      max_diff = std::isnan(d) ? INFINITY : std::max(max_diff, d);
+    }
+    worst = std::max(worst, max_diff / std::sqrt(var / vocab));
+    identical += max_diff == 0 ? 1 : 0;
+  }
+  return worst;
+}
+
+Json check_batch(const std::string& name, const Model& model, const Plan* plan, const Options& o, bool gate_logits,
+                 bool& all_passed) {
+  constexpr int kDecodeSteps = 6;
+  constexpr int kSitsOutAfter = 3;  // sequence 1 stops after this many decode steps
+  const std::vector<int> lengths{520, 300, 97};
+  const int batch = static_cast<int>(lengths.size()), vocab = model.config.vocab;
+  BackendOptions bo;
+  bo.prefill_chunk = o.chunk;
+  const auto weights = kascade::engine::upload_cuda_weights(model);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int b = 0; b < batch; ++b) prompts.push_back(random_tokens(lengths[static_cast<size_t>(b)], vocab, 300 + b));
+
+  // Each prompt alone; its greedy tokens become the batch's decode inputs.
+  std::vector<std::vector<std::vector<float>>> single(static_cast<size_t>(batch));  // [b][row][vocab]
+  std::vector<std::vector<int32_t>> tokens(static_cast<size_t>(batch));
+  std::vector<double> single_keys;
+  for (int b = 0; b < batch; ++b) {
+    auto backend = kascade::engine::make_cuda_backend(weights, plan, bo);
+    std::vector<float> logits = backend->forward(prompts[static_cast<size_t>(b)], false);
+    single[static_cast<size_t>(b)].push_back(logits);
+    const int steps = b == 1 ? kSitsOutAfter : kDecodeSteps;
+    for (int s = 0; s < steps; ++s) {
+      const int32_t next = argmax(logits.data(), vocab);
+      tokens[static_cast<size_t>(b)].push_back(next);
+      logits = backend->forward({next}, false);
+      single[static_cast<size_t>(b)].push_back(logits);
+    }
+    single_keys.push_back(backend->stats().keys_read_fraction());
+  }
+
+  // The batch, with decode graphs (default) and without.
+  auto run_batch = [&](bool graphs, std::vector<std::vector<std::vector<float>>>& out, std::vector<double>& keys,
+                       int& replays) {
+    kascade::engine::CudaOptions co;
+    co.decode_graphs = graphs;
+    auto backend = kascade::engine::make_cuda_batch_backend(weights, plan, batch, bo, co);
+    out.assign(static_cast<size_t>(batch), {});
+    std::vector<std::vector<float>> logits = backend->forward(prompts);
+    for (int b = 0; b < batch; ++b) out[static_cast<size_t>(b)].push_back(logits[static_cast<size_t>(b)]);
+    for (int s = 0; s < kDecodeSteps; ++s) {
+      std::vector<std::vector<int32_t>> next(static_cast<size_t>(batch));
+      for (int b = 0; b < batch; ++b) {
+        if (s < static_cast<int>(tokens[static_cast<size_t>(b)].size())) next[static_cast<size_t>(b)] = {tokens[static_cast<size_t>(b)][static_cast<size_t>(s)]};
+      }
+      logits = backend->forward(next);
+      for (int b = 0; b < batch; ++b) {
+        if (!next[static_cast<size_t>(b)].empty()) out[static_cast<size_t>(b)].push_back(logits[static_cast<size_t>(b)]);
+      }
+    }
+    keys.clear();
+    for (int b = 0; b < batch; ++b) keys.push_back(backend->stats(b).keys_read_fraction());
+    replays = backend->graph_replays();
+  };
+  std::vector<std::vector<std::vector<float>>> with_graphs, eager;
+  std::vector<double> keys_graphs, keys_eager;
+  int replays_graphs = 0, replays_eager = 0;
+  run_batch(true, with_graphs, keys_graphs, replays_graphs);
+  run_batch(false, eager, keys_eager, replays_eager);
+
+  Options bounds = o;
+  bounds.max_diff_sigmas = o.max_batch_diff_sigmas;
+  bounds.max_rel_l2 = o.max_batch_rel_l2;
+  RowStats vs_single;
+  double graph_sigmas = 0;
+  int graph_identical = 0, graph_rows = 0;
+  bool keys_equal = true;
+  for (int b = 0; b < batch; ++b) {
+    const auto& ref = single[static_cast<size_t>(b)];
+    for (size_t r = 0; r < ref.size(); ++r) {
+      vs_single.add(ref[r].data(), with_graphs[static_cast<size_t>(b)][r].data(), vocab, bounds);
+      if (r == 0) continue;  // prefill logits: graphs only replay decode steps
+      graph_sigmas = std::max(graph_sigmas, worst_row_diff_sigmas(eager[static_cast<size_t>(b)][r],
+                                                                  with_graphs[static_cast<size_t>(b)][r], vocab,
+                                                                  graph_identical));
+      ++graph_rows;
+    }
+    keys_equal = keys_equal && std::fabs(keys_graphs[static_cast<size_t>(b)] - single_keys[static_cast<size_t>(b)]) <= 1e-9 &&
+                 keys_graphs[static_cast<size_t>(b)] == keys_eager[static_cast<size_t>(b)];
+  }
+  const bool replays_ok = replays_graphs == kDecodeSteps && replays_eager == 0;
+  const bool graphs_ok = graph_sigmas <= o.max_graph_diff_sigmas && replays_ok;
+  const bool passed = (!gate_logits || vs_single.passed()) && keys_equal && graphs_ok;
+  all_passed = all_passed && passed;
+  std::printf("%-26s %s  batch vs single%s: top1 %d/%d agree, max|diff| %.2e row std, max rel L2 %.2e  keys %s | "
+              "graphs vs eager: max|diff| %.2e row std, %d/%d rows bitwise equal, %d replays\n",
+              name.c_str(), passed ? "PASS" : "FAIL", gate_logits ? "" : " (not gated)",
+              vs_single.compared_top1 - vs_single.top1_mismatches, vs_single.compared_top1, vs_single.max_diff_sigmas,
+              vs_single.max_rel_l2, keys_equal ? "equal" : "DIFFER", graph_sigmas, graph_identical, graph_rows,
+              replays_graphs);
+  std::fflush(stdout);
+  Json j = vs_single.to_json();
+  j["name"] = name;
+  j["model"] = model.config.name;
+  j["plan"] = plan ? "anchors " + Json(plan->anchors).dump() + ", rho " + std::to_string(plan->rho) : "dense";
+  j["prompt_lengths"] = lengths;
+  j["chunk"] = o.chunk;
+  j["decode_steps"] = kDecodeSteps;
+  j["sequence_1_sits_out_after"] = kSitsOutAfter;
+  j["logits_gated"] = gate_logits;
+  j["bounds"] = {{"max_diff_over_row_std", o.max_batch_diff_sigmas}, {"max_rel_l2", o.max_batch_rel_l2},
+                 {"graph_max_diff_over_row_std", o.max_graph_diff_sigmas}};
+  j["keys_read_fraction_single"] = single_keys;
+  j["keys_read_fraction_batch"] = keys_graphs;
+  j["graph_vs_eager_max_diff_over_row_std"] = graph_sigmas;
+  j["graph_vs_eager_bitwise_rows"] = graph_identical;
+  j["graph_vs_eager_rows"] = graph_rows;
+  j["graph_replays"] = replays_graphs;
+  j["passed"] = passed;
+  return j;
+}
+
 // ---- the bench ------------------------------------------------------------------------------
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -735,6 +881,9 @@ int run(int argc, char** argv) {
     cases.push_back(check_override("smollm2-shape override", smol, o, all_passed));
     cases.push_back(check_truncate("smollm2-shape plan truncate", smol, &plan, false, o, all_passed));
     cases.push_back(check_truncate("smollm2-shape override trunc", smol, nullptr, true, o, all_passed));
+    cases.push_back(check_batch("smollm2-shape batch dense", smol, nullptr, o, true, all_passed));
+    cases.push_back(check_batch("smollm2-shape batch rho=1", smol, &full, o, true, all_passed));
+    cases.push_back(check_batch("smollm2-shape batch plan", smol, &plan, o, false, all_passed));
     const Model qwen = random_model(qwen3_like_shape(), 7, kFlatGain);
     Plan qplan = kascade::make_uniform_plan(qwen.config.name, qwen.config.layers, qwen.config.hq, qwen.config.hkv,
                                             qwen.config.head_dim, {0, 2});

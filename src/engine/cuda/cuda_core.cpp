@@ -1,0 +1,677 @@
+// The CUDA forward pass over a batch of sequences (cuda_core.h).
+//
+// Per layer, for the T stacked rows of a step (single-token segments first, then prefill chunks):
+//   add_rms_norm (previous layer's FFN residual fused in)  -> h bf16 [T, dim]
+//   GEMM h x [wq; wk; wv]^T                                 -> qkv fp32 [T, (Hq + 2 Hkv) D]
+//   qkv_epilogue: bias, q/k norm, RoPE at each row's position, k/v into each row's cache slot
+//   attention: one decode call (rows 0..nd-1), one prefill call (rows nd..T-1) -> att bf16
+//   GEMM att x wo^T -> o fp32; add_rms_norm (x += o) -> h; GEMM h x [w_gate; w_up]^T -> fp32
+//   swiglu -> bf16 [T, ffn]; GEMM x w_down^T -> o fp32 (added into x by the next norm)
+// then the final norm of the rows whose logits are wanted (gathered by index) and the output GEMM.
+#include "cuda_core.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "common/cuda_check.h"
+#include "kascade/attention.h"
+#include "kascade/attention_prefill.h"
+#include "kascade/budget.h"
+#include "kascade/error.h"
+#include "kascade/plan.h"
+#include "kascade/tensor.h"
+#include "layer_kernels.h"
+
+#define KASCADE_CUBLAS_CHECK(call)                                                                        \
+  do {                                                                                                    \
+    const cublasStatus_t kascade_cublas_status_ = (call);                                                 \
+    KASCADE_CHECK(kascade_cublas_status_ == CUBLAS_STATUS_SUCCESS,                                        \
+                  #call << " failed: " << cublasGetStatusString(kascade_cublas_status_) << " at " << __FILE__ \
+                        << ":" << __LINE__);                                                              \
+  } while (0)
+
+namespace kascade::engine {
+
+namespace {
+
+using cuda::bf16;
+using cuda::DeviceBuffer;
+
+constexpr int kInitialPagesPerSequence = 64;  // 1024 tokens before the first growth
+constexpr int64_t kMinLengthBound = int64_t{kInitialPagesPerSequence} * kPageSize;
+// cuBLAS's own workspace, fixed so that captured GEMMs never allocate (32 MiB suits Hopper).
+constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
+
+int64_t next_power_of_two(int64_t v) {
+  int64_t p = 1;
+  while (p < v) p *= 2;
+  return p;
+}
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+}  // namespace
+
+// Where the current step's arrays live in host_meta_ (and, at the same offsets, in meta_). The
+// order puts every array of a decode-only step at offsets that depend on its batch size alone,
+// so that a captured graph's pointers stay valid for every later step of that size.
+struct CudaCore::Geometry {
+  std::vector<CudaSegment>* segments = nullptr;
+  int total = 0;        // rows (tokens) of the step
+  int decode = 0;       // single-token segments, rows 0..decode-1
+  int prefill = 0;      // longer segments, after them
+  int logit_rows = 0;   // rows whose logits are computed
+  bool graph = false;   // replayed from a CUDA graph
+  std::vector<int> row;          // per segment: its first row
+  std::vector<int> first_logit;  // per segment: its first logit row, or -1
+  // offsets (in int32) of the arrays
+  size_t ids = 0, positions = 0, slots = 0, logit_row_ids = 0, dec_seq_lens = 0, dec_page_indptr = 0,
+         pf_seq_lens = 0, pf_q_indptr = 0, pf_page_indptr = 0, dec_page_indices = 0, pf_page_indices = 0, ints = 0;
+};
+
+CudaCore::CudaCore(std::shared_ptr<const CudaWeights> weights, const Plan* plan, const BackendOptions& options,
+                   const CudaOptions& cuda_options, int sequences)
+    : w_(std::move(weights)),
+      c_(w_->config),
+      plan_(plan),
+      options_(options),
+      cuda_options_(cuda_options),
+      sequences_(sequences) {
+  KASCADE_CHECK(sequences >= 1, "backend 'cuda': batch size must be at least 1, got " << sequences);
+  KASCADE_CHECK(options.prefill_chunk >= 1, "prefill chunk must be at least 1 token, got " << options.prefill_chunk);
+  KASCADE_CHECK(cuda_options.reserve_tokens >= 0,
+                "backend 'cuda': reserve_tokens must be >= 0, got " << cuda_options.reserve_tokens);
+  const DecodeShape shape{1, c_.hq, c_.hkv, c_.head_dim, DType::BF16, 1};
+  const char* why = nullptr;
+  KASCADE_CHECK(decode_supports(shape, &why), "backend 'cuda': model " << c_.name << " (hq " << c_.hq << ", hkv "
+                                                  << c_.hkv << ", head dim " << c_.head_dim
+                                                  << ") is not supported by the attention kernels: " << why);
+  KASCADE_CHECK(c_.sliding_window == 0, "backend 'cuda': model " << c_.name << " uses sliding-window attention (window "
+                                                                  << c_.sliding_window
+                                                                  << "), which the attention kernels do not support");
+  chunk_ = options.prefill_chunk;
+  if (plan_) {
+    check_plan_matches(*plan_, c_.layers, c_.hq, c_.hkv, c_.head_dim);
+    // Whole tiles per chunk keep a long prompt's tiling equal to one call's (as the CPU backend).
+    chunk_ = (chunk_ + plan_->tile - 1) / plan_->tile * plan_->tile;
+    sparsity_ = plan_->params();
+    selections_.resize(plan_->anchors.size());
+  }
+  KASCADE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  KASCADE_CUBLAS_CHECK(cublasCreate(&cublas_));
+  KASCADE_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+  cublas_workspace_.reserve(kCublasWorkspaceBytes);
+  KASCADE_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_.as<void>(), kCublasWorkspaceBytes));
+
+  k_pools_.resize(static_cast<size_t>(c_.layers));
+  v_pools_.resize(static_cast<size_t>(c_.layers));
+  head_maps_.resize(static_cast<size_t>(c_.layers));
+  if (plan_) {
+    for (int l = 0; l < c_.layers; ++l) {
+      if (plan_->role_of(l) != Role::Reuse) continue;
+      const std::vector<int>& map = plan_->head_map[static_cast<size_t>(l)];
+      const std::vector<int32_t> map32(map.begin(), map.end());
+      head_maps_[static_cast<size_t>(l)].upload(map32.data(), map32.size() * sizeof(int32_t));
+    }
+  }
+  const int64_t reserved = round_up(cuda_options.reserve_tokens, kPageSize);
+  length_bound_ = std::max(kMinLengthBound, reserved);
+  const int64_t pages_per_sequence = std::max<int64_t>(kInitialPagesPerSequence, reserved / kPageSize);
+  grow_pool(static_cast<int>(pages_per_sequence * sequences));
+}
+
+CudaCore::~CudaCore() {
+  // Destructors cannot report failures; the device buffers free themselves afterwards.
+  for (auto& entry : graphs_) cudaGraphExecDestroy(entry.second);
+  if (cublas_) cublasDestroy(cublas_);
+  if (stream_) {
+    cudaStreamSynchronize(stream_);
+    cudaStreamDestroy(stream_);
+  }
+  if (host_meta_) cudaFreeHost(host_meta_);
+  if (logits_staging_) cudaFreeHost(logits_staging_);
+}
+
+void CudaCore::check_tokens(const std::vector<int32_t>& tokens) const {
+  for (int32_t t : tokens) {
+    KASCADE_CHECK(t >= 0 && t < c_.vocab, "forward: token id " << t << " is outside the vocabulary [0, " << c_.vocab << ")");
+  }
+}
+
+// ---- buffers and graphs ------------------------------------------------------------------------
+void CudaCore::grow(DeviceBuffer& buffer, size_t bytes) {
+  if (bytes <= buffer.bytes()) return;
+  KASCADE_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the old block may still be in use
+  buffer.reserve(bytes);
+  drop_graphs();
+}
+
+void CudaCore::drop_graphs() {
+  for (auto& entry : graphs_) KASCADE_CUDA_CHECK(cudaGraphExecDestroy(entry.second));
+  graphs_.clear();
+}
+
+// ---- KV cache ------------------------------------------------------------------------------------
+void CudaCore::grow_pool(int pages) {
+  if (pages <= pool_pages_) return;
+  KASCADE_CUDA_CHECK(cudaStreamSynchronize(stream_));  // growth copies on the legacy stream
+  const size_t page_bytes = static_cast<size_t>(kPageSize) * c_.hkv * c_.head_dim * sizeof(uint16_t);
+  for (int l = 0; l < c_.layers; ++l) {
+    k_pools_[static_cast<size_t>(l)].reserve(page_bytes * pages, page_bytes * pool_pages_);
+    v_pools_[static_cast<size_t>(l)].reserve(page_bytes * pages, page_bytes * pool_pages_);
+  }
+  for (int p = pages - 1; p >= pool_pages_; --p) free_pages_.push_back(p);
+  std::sort(free_pages_.rbegin(), free_pages_.rend());
+  pool_pages_ = pages;
+  drop_graphs();
+}
+
+void CudaCore::ensure_pages(CudaSequence& s, int tokens) {
+  const size_t needed = static_cast<size_t>((tokens + kPageSize - 1) / kPageSize);
+  while (s.pages.size() < needed) {
+    if (free_pages_.empty()) grow_pool(2 * pool_pages_);
+    s.pages.push_back(free_pages_.back());
+    free_pages_.pop_back();
+  }
+}
+
+void CudaCore::release_pages(CudaSequence& s, size_t keep) {
+  if (s.pages.size() <= keep) return;
+  free_pages_.insert(free_pages_.end(), s.pages.begin() + static_cast<std::ptrdiff_t>(keep), s.pages.end());
+  s.pages.resize(keep);
+  std::sort(free_pages_.rbegin(), free_pages_.rend());
+}
+
+void CudaCore::reset(CudaSequence& s) {
+  release_pages(s, 0);
+  s.n = 0;
+  s.stats = AttentionStats{};
+}
+
+void CudaCore::truncate(CudaSequence& s, int position) {
+  KASCADE_CHECK(position >= 0 && position <= s.n,
+                "truncate: position " << position << " is outside the cached 0.." << s.n << " tokens");
+  // Selections never outlive the step that made them (anchors select afresh in every chunk and
+  // decode step), so nothing but the cache depends on the dropped tokens.
+  s.n = position;
+  release_pages(s, static_cast<size_t>((position + kPageSize - 1) / kPageSize));
+}
+
+// ---- geometry ------------------------------------------------------------------------------------
+DecodeShape CudaCore::decode_shape(int batch) const {
+  return DecodeShape{batch, c_.hq, c_.hkv, c_.head_dim, DType::BF16, length_bound_};
+}
+
+PagedKV CudaCore::paged_kv(int layer, int batch, const int32_t* page_indptr, const int32_t* seq_lens,
+                           const int32_t* page_indices) const {
+  PagedKV kv;
+  kv.k = k_pools_[static_cast<size_t>(layer)].as<bf16>();
+  kv.v = v_pools_[static_cast<size_t>(layer)].as<bf16>();
+  kv.dtype = DType::BF16;
+  kv.batch = batch;
+  kv.num_kv_heads = c_.hkv;
+  kv.head_dim = c_.head_dim;
+  kv.page_size = kPageSize;
+  kv.set_packed_strides();
+  kv.page_indptr = page_indptr;
+  kv.page_indices = page_indices;
+  kv.seq_lens = seq_lens;
+  return kv;
+}
+
+void CudaCore::prepare(Geometry& g) {
+  std::vector<CudaSegment>& segs = *g.segments;
+  std::stable_partition(segs.begin(), segs.end(), [](const CudaSegment& s) { return s.count == 1; });
+  int64_t longest = 0;
+  size_t dec_pages = 0, pf_pages = 0;
+  for (size_t i = 0; i < segs.size(); ++i) {
+    CudaSegment& sg = segs[i];
+    KASCADE_CHECK(sg.seq && sg.count >= 1, "step: segment " << i << " has no tokens");
+    for (size_t j = 0; j < i; ++j) {
+      KASCADE_CHECK(segs[j].seq != sg.seq, "step: a sequence appears in two segments of one step");
+    }
+    ensure_pages(*sg.seq, sg.seq->n + sg.count);
+    longest = std::max<int64_t>(longest, sg.seq->n + sg.count);
+    (sg.count == 1 ? g.decode : g.prefill) += 1;
+    (sg.count == 1 ? dec_pages : pf_pages) += sg.seq->pages.size();
+    g.row.push_back(g.total);
+    g.first_logit.push_back(sg.logits ? g.logit_rows : -1);
+    g.total += sg.count;
+    if (sg.logits) g.logit_rows += sg.all_logits ? sg.count : 1;
+  }
+  KASCADE_CHECK(static_cast<int>(segs.size()) <= sequences_,
+                "step: " << segs.size() << " segments for a backend of " << sequences_ << " sequences");
+  if (longest > length_bound_) {
+    length_bound_ = next_power_of_two(longest);  // decode grids and selections are sized by it
+    drop_graphs();
+  }
+  g.graph = cuda_options_.decode_graphs && g.prefill == 0 && !hook_ && !qk_hook_ && !override_;
+  if (g.graph) g.logit_rows = g.decode;  // a graph computes every row's logits, whoever asked
+
+  // Layout (see Geometry).
+  const size_t t = static_cast<size_t>(g.total), nd = static_cast<size_t>(g.decode),
+               np = static_cast<size_t>(g.prefill);
+  g.ids = 0;
+  g.positions = t;
+  g.slots = 2 * t;
+  g.logit_row_ids = 3 * t;
+  g.dec_seq_lens = g.logit_row_ids + static_cast<size_t>(g.logit_rows);
+  g.dec_page_indptr = g.dec_seq_lens + nd;
+  g.pf_seq_lens = g.dec_page_indptr + nd + 1;
+  g.pf_q_indptr = g.pf_seq_lens + np;
+  g.pf_page_indptr = g.pf_q_indptr + np + 1;
+  g.dec_page_indices = g.pf_page_indptr + np + 1;
+  g.pf_page_indices = g.dec_page_indices + dec_pages;
+  g.ints = g.pf_page_indices + pf_pages;
+  if (g.ints > host_meta_ints_) {
+    if (host_meta_) KASCADE_CUDA_CHECK(cudaFreeHost(host_meta_));
+    host_meta_ = nullptr;
+    const size_t ints = static_cast<size_t>(next_power_of_two(static_cast<int64_t>(g.ints)));
+    KASCADE_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_meta_), ints * sizeof(int32_t)));
+    host_meta_ints_ = ints;
+  }
+  int32_t* m = host_meta_;
+  m[g.dec_page_indptr] = 0;
+  m[g.pf_q_indptr] = 0;
+  m[g.pf_page_indptr] = 0;
+  size_t dec_page = g.dec_page_indices, pf_page = g.pf_page_indices;
+  int logit = 0;
+  for (size_t i = 0; i < segs.size(); ++i) {
+    const CudaSegment& sg = segs[i];
+    const CudaSequence& s = *sg.seq;
+    for (int k = 0; k < sg.count; ++k) {
+      const size_t r = static_cast<size_t>(g.row[i] + k);
+      const int pos = s.n + k;
+      m[g.ids + r] = sg.tokens[k];
+      m[g.positions + r] = pos;
+      m[g.slots + r] = s.pages[static_cast<size_t>(pos / kPageSize)] * kPageSize + pos % kPageSize;
+    }
+    const bool decode = sg.count == 1;
+    if (g.graph || (sg.logits && sg.all_logits)) {
+      for (int k = 0; k < sg.count; ++k) m[g.logit_row_ids + static_cast<size_t>(logit++)] = g.row[i] + k;
+    } else if (sg.logits) {
+      m[g.logit_row_ids + static_cast<size_t>(logit++)] = g.row[i] + sg.count - 1;
+    }
+    const size_t b = decode ? i : i - nd;  // index within its group
+    if (decode) {
+      m[g.dec_seq_lens + b] = s.n + 1;
+      for (int32_t p : s.pages) m[dec_page++] = p;
+      m[g.dec_page_indptr + b + 1] = static_cast<int32_t>(dec_page - g.dec_page_indices);
+    } else {
+      m[g.pf_seq_lens + b] = s.n + sg.count;
+      m[g.pf_q_indptr + b + 1] = m[g.pf_q_indptr + b] + sg.count;
+      for (int32_t p : s.pages) m[pf_page++] = p;
+      m[g.pf_page_indptr + b + 1] = static_cast<int32_t>(pf_page - g.pf_page_indices);
+    }
+  }
+
+  // Scratch, selections and workspace for this step.
+  const size_t rows = std::max<size_t>(t, static_cast<size_t>(g.logit_rows));
+  const size_t qkv_width = static_cast<size_t>(c_.hq + 2 * c_.hkv) * c_.head_dim;
+  const size_t q_width = static_cast<size_t>(c_.hq) * c_.head_dim;
+  grow(x_, t * c_.dim * sizeof(float));
+  grow(h_, rows * c_.dim * sizeof(uint16_t));
+  grow(qkv_, t * qkv_width * sizeof(float));
+  grow(q_, t * q_width * sizeof(uint16_t));
+  grow(att_, t * q_width * sizeof(uint16_t));
+  grow(o_, t * c_.dim * sizeof(float));
+  grow(gate_up_, t * 2 * c_.ffn * sizeof(float));
+  grow(act_, t * c_.ffn * sizeof(uint16_t));
+  grow(logits_, std::max<size_t>(g.logit_rows, 1) * c_.vocab * sizeof(float));
+  grow(meta_, static_cast<size_t>(next_power_of_two(static_cast<int64_t>(g.ints))) * sizeof(int32_t));
+  if (override_) {
+    const size_t kv = static_cast<size_t>(longest) * c_.hkv * c_.head_dim * sizeof(uint16_t);
+    grow(kv_gather_k_, kv);
+    grow(kv_gather_v_, kv);
+  }
+  size_t workspace = 0;
+  if (plan_ && !override_) {
+    if (g.decode > 0) {
+      const DecodeShape shape = decode_shape(sequences_);
+      const size_t sets = static_cast<size_t>(decode_selection_sets(shape, sparsity_));
+      const size_t kmax = static_cast<size_t>(decode_selection_kmax(shape, sparsity_));
+      for (SelectionSlot& slot : selections_) {
+        grow(slot.decode_indices, std::max<size_t>(sets * kmax * sequences_, 1) * sizeof(int32_t));
+        grow(slot.decode_counts, std::max<size_t>(sets * sequences_, 1) * sizeof(int32_t));
+      }
+    }
+    if (g.prefill > 0) {
+      const PrefillBatch batch{g.prefill, m + g.pf_q_indptr, m + g.pf_seq_lens};
+      const SelectionShape s = prefill_selection_shape(batch, c_.hkv, sparsity_);
+      for (SelectionSlot& slot : selections_) {
+        // Prefill selections are never read by a graph: growing them need not drop the graphs.
+        slot.prefill_indices.reserve(static_cast<size_t>(std::max<int64_t>(s.indices_count(), 1)) * sizeof(int32_t));
+        slot.prefill_counts.reserve(static_cast<size_t>(std::max<int64_t>(s.counts_count(), 1)) * sizeof(int32_t));
+      }
+    }
+  }
+  if (!override_ && g.decode > 0) {
+    const DecodeShape shape = decode_shape(g.decode);
+    for (DecodeRole role : {DecodeRole::Dense, DecodeRole::Layer0, DecodeRole::Anchor, DecodeRole::Reuse}) {
+      if ((role == DecodeRole::Dense) == (plan_ == nullptr)) {
+        workspace = std::max(workspace, decode_workspace_size(shape, role, sparsity_));
+      }
+    }
+  }
+  if (!override_ && g.prefill > 0 && plan_) {
+    PrefillArgs a;
+    a.num_q_heads = c_.hq;
+    a.kv = paged_kv(0, g.prefill, nullptr, nullptr, nullptr);
+    a.host = PrefillBatch{g.prefill, m + g.pf_q_indptr, m + g.pf_seq_lens};
+    workspace = std::max(workspace, prefill_workspace_size(a, sparsity_, Role::Anchor));
+  }
+  grow(workspace_, workspace);
+}
+
+void CudaCore::upload_geometry(const Geometry& g) {
+  KASCADE_CUDA_CHECK(cudaMemcpyAsync(meta_.as<int32_t>(), host_meta_, g.ints * sizeof(int32_t),
+                                     cudaMemcpyHostToDevice, stream_));
+}
+
+// ---- the step --------------------------------------------------------------------------------------
+void CudaCore::step(std::vector<CudaSegment>& segments) {
+  if (segments.empty()) return;
+  Geometry g;
+  g.segments = &segments;
+  prepare(g);
+  upload_geometry(g);
+  if (g.graph) {
+    replay_graph(g);
+  } else {
+    run_forward(g);
+  }
+  if (g.logit_rows > 0) {
+    const size_t floats = static_cast<size_t>(g.logit_rows) * c_.vocab;
+    if (floats > logits_staging_floats_) {
+      if (logits_staging_) KASCADE_CUDA_CHECK(cudaFreeHost(logits_staging_));
+      logits_staging_ = nullptr;
+      KASCADE_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&logits_staging_), floats * sizeof(float)));
+      logits_staging_floats_ = floats;
+    }
+    KASCADE_CUDA_CHECK(cudaMemcpyAsync(logits_staging_, logits_.as<float>(), floats * sizeof(float),
+                                       cudaMemcpyDeviceToHost, stream_));
+  }
+  KASCADE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (size_t i = 0; i < segments.size(); ++i) {
+    CudaSegment& sg = segments[i];
+    if (sg.logits) {
+      // A graph step computed every row; a segment's rows are its own in either layout.
+      const int rows = sg.all_logits ? sg.count : 1;
+      const int first = g.graph ? g.row[i] + (sg.count - rows) : g.first_logit[i];
+      const size_t floats = static_cast<size_t>(rows) * c_.vocab;
+      const float* src = logits_staging_ + static_cast<size_t>(first) * c_.vocab;
+      for (size_t k = 0; k < floats; ++k) {
+        // A non-finite logit means the weights or the arithmetic went wrong: say so, never pass it on.
+        KASCADE_CHECK(std::isfinite(src[k]), "backend 'cuda': logit " << k % c_.vocab << " of position "
+                                                                      << sg.seq->n + sg.count - rows + static_cast<int>(k / c_.vocab)
+                                                                      << " is not finite (" << src[k] << ")");
+      }
+      std::memcpy(sg.logits, src, floats * sizeof(float));
+    }
+    if (!override_) count_keys(sg);
+    sg.seq->n += sg.count;
+  }
+}
+
+void CudaCore::replay_graph(const Geometry& g) {
+  auto found = graphs_.find(g.decode);
+  if (found == graphs_.end()) {
+    cudaGraph_t graph = nullptr;
+    KASCADE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    try {
+      run_forward(g);
+    } catch (const std::exception& e) {
+      cudaStreamEndCapture(stream_, &graph);  // ends the failed capture; its error is the one to report
+      if (graph) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      KASCADE_FAIL("backend 'cuda': capturing the decode step of " << g.decode << " sequence(s) in a CUDA graph "
+                                                                   << "failed (" << e.what()
+                                                                   << "); run without graphs (CudaOptions::decode_graphs "
+                                                                      "= false, kascade generate --no-cuda-graphs)");
+    }
+    const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t made = ended == cudaSuccess ? cudaGraphInstantiate(&exec, graph, 0) : ended;
+    if (graph) cudaGraphDestroy(graph);
+    KASCADE_CHECK(made == cudaSuccess, "backend 'cuda': capturing the decode step of "
+                                           << g.decode << " sequence(s) in a CUDA graph failed ("
+                                           << cudaGetErrorString(made)
+                                           << "); run without graphs (CudaOptions::decode_graphs = false, kascade "
+                                              "generate --no-cuda-graphs)");
+    found = graphs_.emplace(g.decode, exec).first;
+    ++graphs_captured_;
+  }
+  KASCADE_CUDA_CHECK(cudaGraphLaunch(found->second, stream_));
+  ++graph_replays_;
+}
+
+void CudaCore::gemm(const bf16* x, int rows, int in, const bf16* w, int out, float* y) {
+  // Row-major y[rows][out] = x[rows][in] * w[out][in]^T, i.e. column-major y^T = w^T(op T) x^T.
+  const float one = 1.f, zero = 0.f;
+  KASCADE_CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &one, w, CUDA_R_16BF, in, x,
+                                    CUDA_R_16BF, in, &zero, y, CUDA_R_32F, out, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT));
+}
+
+void CudaCore::run_forward(const Geometry& g) {
+  const int dim = c_.dim, qkv_width = (c_.hq + 2 * c_.hkv) * c_.head_dim, q_width = c_.hq * c_.head_dim;
+  const int count = g.total;
+  const int32_t* meta = meta_.as<int32_t>();
+  float* x = x_.as<float>();
+  bf16* h = h_.as<bf16>();
+  float* o = o_.as<float>();
+  cuda::embed_rows(meta + g.ids, count, w_->token_embd.as<bf16>(), dim, x, stream_);
+  const float* pending = nullptr;  // the previous layer's FFN output, added by the next norm
+  for (int l = 0; l < c_.layers; ++l) {
+    const CudaLayerWeights& w = w_->layers[static_cast<size_t>(l)];
+    cuda::add_rms_norm(x, pending, w.attn_norm.as<float>(), nullptr, count, dim, c_.rms_eps, h, stream_);
+    gemm(h, count, dim, w.wqkv.as<bf16>(), qkv_width, qkv_.as<float>());
+    cuda::QkvEpilogueParams e;
+    e.qkv = qkv_.as<float>();
+    e.bias = c_.qkv_bias ? w.bqkv.as<float>() : nullptr;
+    e.q_norm = c_.qk_norm ? w.q_norm.as<float>() : nullptr;
+    e.k_norm = c_.qk_norm ? w.k_norm.as<float>() : nullptr;
+    e.inv_freq = w_->inv_freq.as<float>();
+    e.position_scale = c_.rope_position_scale;
+    e.pairs = c_.rope_style == RopeStyle::Adjacent ? cuda::RopePairs::Adjacent : cuda::RopePairs::Halves;
+    e.eps = c_.rms_eps;
+    e.tokens = count;
+    e.hq = c_.hq;
+    e.hkv = c_.hkv;
+    e.head_dim = c_.head_dim;
+    e.positions = meta + g.positions;
+    e.slots = meta + g.slots;
+    e.q_out = q_.as<bf16>();
+    e.k_pool = k_pools_[static_cast<size_t>(l)].as<bf16>();
+    e.v_pool = v_pools_[static_cast<size_t>(l)].as<bf16>();
+    e.page_size = kPageSize;
+    e.token_stride = static_cast<int64_t>(c_.hkv) * c_.head_dim;
+    e.page_stride = e.token_stride * kPageSize;
+    cuda::qkv_epilogue(e, stream_);
+    if (qk_hook_) call_query_key_hook(l, g);
+    attention(l, g);
+    gemm(att_.as<bf16>(), count, q_width, w.wo.as<bf16>(), dim, o);
+    if (hook_) call_attention_hook(l, g);
+    cuda::add_rms_norm(x, o, w.ffn_norm.as<float>(), nullptr, count, dim, c_.rms_eps, h, stream_);
+    gemm(h, count, dim, w.w_gate_up.as<bf16>(), 2 * c_.ffn, gate_up_.as<float>());
+    cuda::swiglu(gate_up_.as<float>(), count, c_.ffn, act_.as<bf16>(), stream_);
+    gemm(act_.as<bf16>(), count, c_.ffn, w.w_down.as<bf16>(), dim, o);
+    pending = o;
+  }
+  if (g.logit_rows > 0) {
+    cuda::add_rms_norm(x, pending, w_->output_norm.as<float>(), meta + g.logit_row_ids, g.logit_rows, dim, c_.rms_eps,
+                       h, stream_);
+    gemm(h, g.logit_rows, dim, w_->output_matrix(), c_.vocab, logits_.as<float>());
+  }
+}
+
+// ---- attention -------------------------------------------------------------------------------------
+void CudaCore::attention(int layer, const Geometry& g) {
+  if (override_) {
+    overridden_attention(layer, g);
+    return;
+  }
+  if (g.decode > 0) decode_attention(layer, g);
+  if (g.prefill > 0) prefill_attention(layer, g);
+}
+
+void CudaCore::decode_attention(int layer, const Geometry& g) {
+  const int32_t* meta = meta_.as<int32_t>();
+  const DecodeShape shape = decode_shape(g.decode);
+  const DecodeTensors t{q_.as<bf16>(), att_.as<bf16>(),
+                        paged_kv(layer, g.decode, meta + g.dec_page_indptr, meta + g.dec_seq_lens,
+                                 meta + g.dec_page_indices),
+                        c_.hq};
+  const Workspace ws{workspace_.as<void>(), workspace_.bytes()};
+  if (!plan_) {
+    decode_dense(t, shape, sparsity_, ws, stream_);
+    return;
+  }
+  const Role role = plan_->role_of(layer);
+  SelectionSlot& slot = selections_[static_cast<size_t>(plan_->anchor_slot(layer))];
+  // The buffer is sized for the whole batch at the length bound; its layout follows this call's batch.
+  const DecodeSelection sel{slot.decode_indices.as<int32_t>(), slot.decode_counts.as<int32_t>(),
+                            decode_selection_sets(shape, sparsity_), decode_selection_kmax(shape, sparsity_)};
+  switch (role) {
+    case Role::Dense: decode_layer0(t, shape, sparsity_, sel, ws, stream_); break;
+    case Role::Anchor: decode_anchor(t, shape, sparsity_, sel, ws, stream_); break;
+    case Role::Reuse:
+      decode_reuse(t, shape, sparsity_, sel, head_maps_[static_cast<size_t>(layer)].as<int32_t>(), ws, stream_);
+      break;
+  }
+}
+
+void CudaCore::prefill_attention(int layer, const Geometry& g) {
+  const int32_t* meta = meta_.as<int32_t>();
+  const size_t first = static_cast<size_t>(g.decode) * c_.hq * c_.head_dim;
+  PrefillArgs a;
+  a.q = q_.as<bf16>() + first;
+  a.q_indptr = meta + g.pf_q_indptr;
+  a.num_q_heads = c_.hq;
+  a.kv = paged_kv(layer, g.prefill, meta + g.pf_page_indptr, meta + g.pf_seq_lens, meta + g.pf_page_indices);
+  a.out = att_.as<bf16>() + first;
+  a.host = PrefillBatch{g.prefill, host_meta_ + g.pf_q_indptr, host_meta_ + g.pf_seq_lens};
+  if (!plan_) {
+    prefill_dense(a, sparsity_, stream_);
+    return;
+  }
+  const Role role = plan_->role_of(layer);
+  SelectionSlot& slot = selections_[static_cast<size_t>(plan_->anchor_slot(layer))];
+  const SelectionBuffer sel{slot.prefill_indices.as<int32_t>(), slot.prefill_counts.as<int32_t>(),
+                            prefill_selection_shape(a.host, c_.hkv, sparsity_)};
+  if (role == Role::Reuse) {
+    prefill_reuse(a, sparsity_, sel, head_maps_[static_cast<size_t>(layer)].as<int32_t>(), stream_);
+  } else {
+    // Layer 0 is an anchor whose output is dense (SPEC 5.5); its workspace is an anchor's.
+    prefill_anchor(a, sparsity_, role == Role::Dense, sel, workspace_.as<void>(), workspace_.bytes(), stream_);
+  }
+}
+
+// Copies cache rows first..first+count-1 of sequence s (bf16 [count, Hkv, D]) from a layer's pool,
+// one run of consecutive pages at a time.
+void CudaCore::copy_cache_rows(const DeviceBuffer& pool, const CudaSequence& s, int first, int count, void* dst,
+                               cudaMemcpyKind kind) {
+  const size_t row_bytes = static_cast<size_t>(c_.hkv) * c_.head_dim * sizeof(uint16_t);
+  const char* base = pool.as<const char>();
+  char* out = static_cast<char*>(dst);
+  for (int pos = first; pos < first + count;) {
+    const int64_t slot = int64_t{s.pages[static_cast<size_t>(pos / kPageSize)]} * kPageSize + pos % kPageSize;
+    int run = std::min(kPageSize - pos % kPageSize, first + count - pos);
+    // Extend the run across pages that follow each other in the pool.
+    while (pos + run < first + count &&
+           int64_t{s.pages[static_cast<size_t>((pos + run) / kPageSize)]} * kPageSize == slot + run) {
+      run += std::min(kPageSize, first + count - pos - run);
+    }
+    KASCADE_CUDA_CHECK(cudaMemcpyAsync(out, base + slot * row_bytes, run * row_bytes, kind, stream_));
+    out += run * row_bytes;
+    pos += run;
+  }
+}
+
+// The override on the host, one segment at a time, over its sequence's rows 0..n+count-1 gathered
+// into contiguous buffers (HostAttention reads a contiguous cache).
+void CudaCore::overridden_attention(int layer, const Geometry& g) {
+  const cuda::AttentionShape shape{c_.hq, c_.hkv, c_.head_dim};
+  const size_t q_row = static_cast<size_t>(c_.hq) * c_.head_dim;
+  for (size_t i = 0; i < g.segments->size(); ++i) {
+    const CudaSegment& sg = (*g.segments)[i];
+    CudaSequence& s = *sg.seq;
+    const int n = s.n + sg.count;
+    copy_cache_rows(k_pools_[static_cast<size_t>(layer)], s, 0, n, kv_gather_k_.as<void>(), cudaMemcpyDeviceToDevice);
+    copy_cache_rows(v_pools_[static_cast<size_t>(layer)], s, 0, n, kv_gather_v_.as<void>(), cudaMemcpyDeviceToDevice);
+    const size_t first = static_cast<size_t>(g.row[i]) * q_row;
+    s.stats.keys_read += host_attention_.run(override_, layer, s.n, sg.count, shape, q_.as<bf16>() + first,
+                                             kv_gather_k_.as<bf16>(), kv_gather_v_.as<bf16>(), att_.as<bf16>() + first,
+                                             stream_);
+    for (int64_t t = s.n; t < n; ++t) s.stats.keys_dense += static_cast<double>(t + 1) * c_.hq;
+  }
+}
+
+// The hook sees the bf16 q and k that attention reads, widened to fp32, one segment at a time.
+void CudaCore::call_query_key_hook(int layer, const Geometry& g) {
+  for (size_t i = 0; i < g.segments->size(); ++i) {
+    const CudaSegment& sg = (*g.segments)[i];
+    const size_t q_elems = static_cast<size_t>(sg.count) * c_.hq * c_.head_dim;
+    const size_t k_elems = static_cast<size_t>(sg.count) * c_.hkv * c_.head_dim;
+    hook_raw_q_.resize(q_elems);
+    hook_raw_k_.resize(k_elems);
+    KASCADE_CUDA_CHECK(cudaMemcpyAsync(hook_raw_q_.data(),
+                                       q_.as<bf16>() + static_cast<size_t>(g.row[i]) * c_.hq * c_.head_dim,
+                                       q_elems * sizeof(uint16_t), cudaMemcpyDeviceToHost, stream_));
+    copy_cache_rows(k_pools_[static_cast<size_t>(layer)], *sg.seq, sg.seq->n, sg.count, hook_raw_k_.data(),
+                    cudaMemcpyDeviceToHost);
+    KASCADE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    hook_q_.resize(q_elems);
+    hook_k_.resize(k_elems);
+    std::transform(hook_raw_q_.begin(), hook_raw_q_.end(), hook_q_.begin(), bf16_to_float);
+    std::transform(hook_raw_k_.begin(), hook_raw_k_.end(), hook_k_.begin(), bf16_to_float);
+    qk_hook_(layer, sg.seq->n, sg.count, hook_q_.data(), hook_k_.data());
+  }
+}
+
+void CudaCore::call_attention_hook(int layer, const Geometry& g) {
+  for (size_t i = 0; i < g.segments->size(); ++i) {
+    const CudaSegment& sg = (*g.segments)[i];
+    const size_t n = static_cast<size_t>(sg.count) * c_.dim, first = static_cast<size_t>(g.row[i]) * c_.dim;
+    hook_residual_.resize(n);
+    hook_attn_.resize(n);
+    KASCADE_CUDA_CHECK(cudaMemcpyAsync(hook_residual_.data(), x_.as<float>() + first, n * sizeof(float),
+                                       cudaMemcpyDeviceToHost, stream_));
+    KASCADE_CUDA_CHECK(cudaMemcpyAsync(hook_attn_.data(), o_.as<float>() + first, n * sizeof(float),
+                                       cudaMemcpyDeviceToHost, stream_));
+    KASCADE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    hook_(layer, sg.count, c_.dim, hook_residual_.data(), hook_attn_.data());
+  }
+}
+
+// Keys read, counted as the CPU backend counts them (backend.h AttentionStats), from the same
+// budget arithmetic the kernels use (budget.h).
+void CudaCore::count_keys(const CudaSegment& segment) {
+  AttentionStats& stats = segment.seq->stats;
+  const int64_t p0 = segment.seq->n, p1 = p0 + segment.count;
+  double dense = 0;
+  for (int64_t t = p0; t < p1; ++t) dense += static_cast<double>(t + 1) * c_.hq;
+  // Keys a reuse layer reads: its selection (decode), or per tile the selection plus the diagonal.
+  double reuse = dense;
+  if (plan_) {
+    const SparsityParams& sp = sparsity_;
+    reuse = 0;
+    if (segment.count == 1) {
+      reuse = static_cast<double>(c_.hq) * budget_k(p1, sp.rho, sp.k_min, sp.k_multiple);
+    } else {
+      const int64_t tiles = num_tiles(p0, p1, sp.tile);
+      for (int64_t tau = 0; tau < tiles; ++tau) {
+        const int64_t b = tile_begin(p0, tau, sp.tile), e = tile_end(p0, p1, tau, sp.tile);
+        const int64_t k = tile_budget(sp.rolling(), b, p1, sp.rho, sp.k_min, sp.k_multiple);
+        for (int64_t t = b; t < e; ++t) reuse += static_cast<double>(c_.hq) * (k + (t - b + 1));
+      }
+    }
+  }
+  for (int l = 0; l < c_.layers; ++l) {
+    stats.keys_dense += dense;
+    stats.keys_read += plan_ && plan_->role_of(l) == Role::Reuse ? reuse : dense;
+  }
+}
+
+}  // namespace kascade::engine
