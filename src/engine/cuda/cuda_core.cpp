@@ -418,7 +418,9 @@ void CudaCore::replay_graph(const Geometry& g) {
   auto found = graphs_.find(g.decode);
   if (found == graphs_.end()) {
     cudaGraph_t graph = nullptr;
-    KASCADE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    // Relaxed: the kernels' one-time setup (cudaFuncSetAttribute on first use) may run inside
+    // the capture; anything that waits on the stream still fails it, and is reported below.
+    KASCADE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
     try {
       run_forward(g);
     } catch (const std::exception& e) {
