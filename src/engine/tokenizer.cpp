@@ -6,10 +6,12 @@
 #include <pcre2.h>
 
 #include <algorithm>
+#include <fstream>
 #include <limits>
 
 #include "kascade/engine/gguf.h"
 #include "kascade/error.h"
+#include "strict_json.h"
 
 namespace kascade::engine {
 
@@ -144,11 +146,11 @@ struct Tokenizer::PreTokenizer {
   std::vector<pcre2_code*> codes;
   pcre2_match_data* match = nullptr;
 
-  explicit PreTokenizer(const std::vector<const char*>& patterns) {
-    for (const char* p : patterns) {
+  explicit PreTokenizer(const std::vector<std::string>& patterns) {
+    for (const std::string& p : patterns) {
       int err = 0;
       PCRE2_SIZE err_offset = 0;
-      pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(p), PCRE2_ZERO_TERMINATED,
+      pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(p.data()), p.size(),
                                        PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &err, &err_offset, nullptr);
       if (!code) {
         PCRE2_UCHAR msg[256];
@@ -207,34 +209,39 @@ Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
-Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
-  const std::string& name = gguf.name();
-  const std::string model = gguf.get_string("tokenizer.ggml.model");
-  KASCADE_CHECK(model == "gpt2", name << ": tokenizer.ggml.model '" << model
-                                      << "' is not supported (supported: gpt2, the byte-level BPE)");
+// Everything a tokenizer is made of, whichever file it came from (GGUF metadata or tokenizer.json).
+struct Tokenizer::Spec {
+  std::string name;                                         // prefixes errors
+  std::vector<std::string> pieces;                          // per id: GPT-2 byte alphabet, or a special's text
+  std::vector<uint8_t> special;                             // per id: matched in text, decoded as its text
+  std::vector<std::pair<std::string, std::string>> merges;  // in rank order
+  std::vector<std::string> regexes;                         // the pre-tokenizer, applied in sequence
+  bool ignore_merges = false;
+  int32_t bos_id = -1;
+  bool add_bos = false;
+  std::vector<int32_t> stop_ids;                            // besides the end-of-turn tokens found by text
+  std::string chat_template;                                // Jinja source, or empty
+};
+
+Tokenizer Tokenizer::assemble(const Spec& spec) {
+  const std::string& name = spec.name;
   Tokenizer t;
-  t.pieces_ = gguf.get_string_array("tokenizer.ggml.tokens");
+  t.pieces_ = spec.pieces;
   const int64_t n = static_cast<int64_t>(t.pieces_.size());
-  KASCADE_CHECK(n > 0 && n <= std::numeric_limits<int32_t>::max(), name << ": tokenizer.ggml.tokens has " << n << " tokens");
-  std::vector<int64_t> types(static_cast<size_t>(n), 1);
-  if (gguf.has("tokenizer.ggml.token_type")) {
-    types = gguf.get_int_array("tokenizer.ggml.token_type");
-    KASCADE_CHECK(static_cast<int64_t>(types.size()) == n, name << ": tokenizer.ggml.token_type has " << types.size()
-                                                                << " entries for " << n << " tokens");
-  }
+  KASCADE_CHECK(n > 0 && n <= std::numeric_limits<int32_t>::max(), name << ": the vocabulary has " << n << " tokens");
+  KASCADE_CHECK(spec.special.size() == t.pieces_.size(), name << ": special flags do not cover the vocabulary");
 
   // Token bytes: special tokens stand for their own text; the others are in GPT-2's alphabet.
   const std::vector<uint32_t> b2c = byte_to_codepoint();
   std::unordered_map<uint32_t, uint8_t> c2b;
   for (int b = 0; b < 256; ++b) c2b[b2c[b]] = static_cast<uint8_t>(b);
-  t.special_.assign(static_cast<size_t>(n), 0);
+  t.special_ = spec.special;
   t.bytes_.resize(static_cast<size_t>(n));
   for (int64_t id = 0; id < n; ++id) {
     const std::string& piece = t.pieces_[static_cast<size_t>(id)];
     KASCADE_CHECK(t.piece_to_id_.emplace(piece, static_cast<int32_t>(id)).second,
                   name << ": token " << id << " repeats the text of an earlier token");
-    if (types[static_cast<size_t>(id)] == kTokenControl || types[static_cast<size_t>(id)] == kTokenUserDefined) {
-      t.special_[static_cast<size_t>(id)] = 1;
+    if (t.special_[static_cast<size_t>(id)]) {
       t.bytes_[static_cast<size_t>(id)] = piece;
       if (!piece.empty()) t.special_by_length_.push_back(static_cast<int32_t>(id));
       continue;
@@ -258,45 +265,26 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
     if (it != t.piece_to_id_.end()) t.byte_token_[b] = it->second;
   }
 
-  const std::vector<std::string> merges = gguf.get_string_array("tokenizer.ggml.merges");
-  for (size_t rank = 0; rank < merges.size(); ++rank) {
-    const std::string& m = merges[rank];
-    const size_t space = m.find(' ', 1);
-    KASCADE_CHECK(space != std::string::npos, name << ": merge " << rank << " '" << m << "' has no space");
-    auto left = t.piece_to_id_.find(m.substr(0, space));
-    auto right = t.piece_to_id_.find(m.substr(space + 1));
-    auto merged = t.piece_to_id_.find(m.substr(0, space) + m.substr(space + 1));
+  for (size_t rank = 0; rank < spec.merges.size(); ++rank) {
+    const auto& [l, r] = spec.merges[rank];
+    auto left = t.piece_to_id_.find(l);
+    auto right = t.piece_to_id_.find(r);
+    auto merged = t.piece_to_id_.find(l + r);
     KASCADE_CHECK(left != t.piece_to_id_.end() && right != t.piece_to_id_.end() && merged != t.piece_to_id_.end(),
-                  name << ": merge " << rank << " '" << m << "' names a token that is not in the vocabulary");
+                  name << ": merge " << rank << " '" << l << " " << r << "' names a token that is not in the vocabulary");
     const uint64_t key = (static_cast<uint64_t>(left->second) << 32) | static_cast<uint32_t>(right->second);
     t.merge_rank_.emplace(key, static_cast<int32_t>(rank));  // the first (lowest) rank wins
   }
+  t.pre_ = std::make_unique<PreTokenizer>(spec.regexes);
+  t.ignore_merges_ = spec.ignore_merges;
 
-  const std::string pre = gguf.has("tokenizer.ggml.pre") ? gguf.get_string("tokenizer.ggml.pre") : "default";
-  for (const PreTokenizerKind& kind : pre_tokenizer_kinds()) {
-    for (const char* kind_name : kind.names) {
-      if (kind_name && pre == kind_name) {
-        t.pre_ = std::make_unique<PreTokenizer>(kind.regexes);
-        t.ignore_merges_ = kind.ignore_merges;
-      }
-    }
-  }
-  KASCADE_CHECK(t.pre_ != nullptr, name << ": tokenizer.ggml.pre '" << pre
-                                        << "' is not supported (supported: smollm, starcoder, gpt-2, default, "
-                                           "llama-bpe, llama3, qwen2)");
-
-  auto optional_id = [&](const char* key) -> int32_t {
-    if (!gguf.has(key)) return -1;
-    const uint64_t id = gguf.get_uint(key);
-    KASCADE_CHECK(id < static_cast<uint64_t>(n), name << ": " << key << " " << id << " is not a token id");
-    return static_cast<int32_t>(id);
-  };
-  t.bos_id_ = optional_id("tokenizer.ggml.bos_token_id");
-  t.add_bos_ = gguf.has("tokenizer.ggml.add_bos_token") && gguf.get_bool("tokenizer.ggml.add_bos_token");
-  KASCADE_CHECK(!t.add_bos_ || t.bos_id_ >= 0, name << ": add_bos_token is set but bos_token_id is missing");
-  for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
-    const int32_t id = optional_id(key);
-    if (id >= 0) t.stop_ids_.push_back(id);
+  KASCADE_CHECK(spec.bos_id >= -1 && spec.bos_id < n, name << ": bos token id " << spec.bos_id << " is not a token id");
+  t.bos_id_ = spec.bos_id;
+  t.add_bos_ = spec.add_bos;
+  KASCADE_CHECK(!t.add_bos_ || t.bos_id_ >= 0, name << ": BOS is to be added but the model names no BOS token");
+  for (int32_t id : spec.stop_ids) {
+    KASCADE_CHECK(id >= 0 && id < n, name << ": stop token id " << id << " is not a token id");
+    t.stop_ids_.push_back(id);
   }
   // End-of-turn tokens of the supported chat formats, when the vocabulary has them as specials.
   for (const char* text : {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<|eom_id|>"}) {
@@ -306,17 +294,317 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
   std::sort(t.stop_ids_.begin(), t.stop_ids_.end());
   t.stop_ids_.erase(std::unique(t.stop_ids_.begin(), t.stop_ids_.end()), t.stop_ids_.end());
 
-  if (gguf.has("tokenizer.chat_template")) {
-    const std::string& tmpl = gguf.get_string("tokenizer.chat_template");
-    if (tmpl.find("<|im_start|>") != std::string::npos) {
-      t.chat_format_ = ChatFormat::ChatML;
-      t.default_system_ = literal_between(tmpl, "<|im_start|>system\n", "<|im_end|>");
-      if (t.default_system_.empty()) t.default_system_ = literal_between(tmpl, "<|im_start|>system\\n", "<|im_end|>");
-    } else if (tmpl.find("<|start_header_id|>") != std::string::npos) {
-      t.chat_format_ = ChatFormat::Llama3;
-    }
+  const std::string& tmpl = spec.chat_template;
+  if (tmpl.find("<|im_start|>") != std::string::npos) {
+    t.chat_format_ = ChatFormat::ChatML;
+    t.default_system_ = literal_between(tmpl, "<|im_start|>system\n", "<|im_end|>");
+    if (t.default_system_.empty()) t.default_system_ = literal_between(tmpl, "<|im_start|>system\\n", "<|im_end|>");
+  } else if (tmpl.find("<|start_header_id|>") != std::string::npos) {
+    t.chat_format_ = ChatFormat::Llama3;
   }
   return t;
+}
+
+Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
+  Spec spec;
+  spec.name = gguf.name();
+  const std::string& name = spec.name;
+  const std::string model = gguf.get_string("tokenizer.ggml.model");
+  KASCADE_CHECK(model == "gpt2", name << ": tokenizer.ggml.model '" << model
+                                      << "' is not supported (supported: gpt2, the byte-level BPE)");
+  spec.pieces = gguf.get_string_array("tokenizer.ggml.tokens");
+  const size_t n = spec.pieces.size();
+  std::vector<int64_t> types(n, 1);
+  if (gguf.has("tokenizer.ggml.token_type")) {
+    types = gguf.get_int_array("tokenizer.ggml.token_type");
+    KASCADE_CHECK(types.size() == n, name << ": tokenizer.ggml.token_type has " << types.size()
+                                          << " entries for " << n << " tokens");
+  }
+  spec.special.resize(n);
+  for (size_t id = 0; id < n; ++id) spec.special[id] = types[id] == kTokenControl || types[id] == kTokenUserDefined;
+
+  const std::vector<std::string> merges = gguf.get_string_array("tokenizer.ggml.merges");
+  for (size_t rank = 0; rank < merges.size(); ++rank) {
+    const std::string& m = merges[rank];
+    const size_t space = m.find(' ', 1);
+    KASCADE_CHECK(space != std::string::npos, name << ": merge " << rank << " '" << m << "' has no space");
+    spec.merges.emplace_back(m.substr(0, space), m.substr(space + 1));
+  }
+
+  const std::string pre = gguf.has("tokenizer.ggml.pre") ? gguf.get_string("tokenizer.ggml.pre") : "default";
+  bool known = false;
+  for (const PreTokenizerKind& kind : pre_tokenizer_kinds()) {
+    for (const char* kind_name : kind.names) {
+      if (kind_name && pre == kind_name) {
+        spec.regexes.assign(kind.regexes.begin(), kind.regexes.end());
+        spec.ignore_merges = kind.ignore_merges;
+        known = true;
+      }
+    }
+  }
+  KASCADE_CHECK(known, name << ": tokenizer.ggml.pre '" << pre
+                            << "' is not supported (supported: smollm, starcoder, gpt-2, default, "
+                               "llama-bpe, llama3, qwen2)");
+
+  auto optional_id = [&](const char* key) -> int32_t {
+    if (!gguf.has(key)) return -1;
+    const uint64_t id = gguf.get_uint(key);
+    KASCADE_CHECK(id < n, name << ": " << key << " " << id << " is not a token id");
+    return static_cast<int32_t>(id);
+  };
+  spec.bos_id = optional_id("tokenizer.ggml.bos_token_id");
+  spec.add_bos = gguf.has("tokenizer.ggml.add_bos_token") && gguf.get_bool("tokenizer.ggml.add_bos_token");
+  for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
+    const int32_t id = optional_id(key);
+    if (id >= 0) spec.stop_ids.push_back(id);
+  }
+  if (gguf.has("tokenizer.chat_template")) spec.chat_template = gguf.get_string("tokenizer.chat_template");
+  return assemble(spec);
+}
+
+// ---- Hugging Face tokenizer.json ---------------------------------------------------------------
+namespace {
+
+using Json = nlohmann::json;
+
+// A required member of a JSON object, or an error naming the file and the path.
+const Json& member(const Json& j, const char* key, const std::string& where) {
+  KASCADE_CHECK(j.is_object() && j.contains(key), where << ": missing '" << key << "'");
+  return j[key];
+}
+
+bool flag(const Json& j, const char* key, bool fallback) {
+  if (!j.is_object() || !j.contains(key) || j[key].is_null()) return fallback;
+  return j[key].get<bool>();
+}
+
+// A regex that matches `text` literally (PCRE2's \Q..\E quoting, with \E itself spelled out).
+std::string literal_regex(const std::string& text) {
+  std::string out = "\\Q";
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text.compare(i, 2, "\\E") == 0) {
+      out += "\\E\\\\E\\Q";
+      ++i;
+    } else {
+      out += text[i];
+    }
+  }
+  return out + "\\E";
+}
+
+// Appends the regexes of a `pre_tokenizer` node; sets *byte_level when a ByteLevel step is seen.
+void collect_pre_tokenizer(const Json& node, const std::string& where, std::vector<std::string>& regexes,
+                           bool& byte_level) {
+  const std::string type = member(node, "type", where).get<std::string>();
+  if (type == "Sequence") {
+    for (const Json& step : member(node, "pretokenizers", where)) collect_pre_tokenizer(step, where, regexes, byte_level);
+  } else if (type == "ByteLevel") {
+    KASCADE_CHECK(!flag(node, "add_prefix_space", false),
+                  where << ": ByteLevel with add_prefix_space is not supported");
+    if (flag(node, "use_regex", true)) regexes.push_back(kGpt2Regex);
+    byte_level = true;
+  } else if (type == "Split") {
+    const Json& pattern = member(node, "pattern", where);
+    const std::string behavior = member(node, "behavior", where).get<std::string>();
+    KASCADE_CHECK(behavior == "Isolated" && !flag(node, "invert", false),
+                  where << ": Split with behavior '" << behavior << "'"
+                        << (flag(node, "invert", false) ? " inverted" : "") << " is not supported (supported: Isolated)");
+    if (pattern.contains("Regex")) {
+      regexes.push_back(pattern["Regex"].get<std::string>());
+    } else {
+      regexes.push_back(literal_regex(member(pattern, "String", where).get<std::string>()));
+    }
+  } else if (type == "Digits") {
+    regexes.push_back(flag(node, "individual_digits", false) ? "\\p{N}" : "\\p{N}+");
+  } else {
+    KASCADE_FAIL(where << ": pre_tokenizer '" << type
+                       << "' is not supported (supported: ByteLevel, Split, Digits and Sequences of them)");
+  }
+}
+
+// A token named in tokenizer_config.json: a string or {"content": string}.
+std::string token_text(const Json& j) {
+  if (j.is_string()) return j.get<std::string>();
+  if (j.is_object() && j.contains("content") && j["content"].is_string()) return j["content"].get<std::string>();
+  return "";
+}
+
+// An id or a list of ids (eos_token_id in config.json / generation_config.json).
+std::vector<int64_t> id_list(const Json& j) {
+  std::vector<int64_t> out;
+  if (j.is_number_integer()) out.push_back(j.get<int64_t>());
+  if (j.is_array()) {
+    for (const Json& e : j) {
+      if (e.is_number_integer()) out.push_back(e.get<int64_t>());
+    }
+  }
+  return out;
+}
+
+Json optional_json_file(const std::string& path) {
+  std::ifstream probe(path);
+  if (!probe.good()) return Json();
+  return parse_json_strict(read_text_file(path), path);
+}
+
+}  // namespace
+
+Tokenizer Tokenizer::from_hf_directory(const std::string& dir) {
+  Spec spec;
+  const std::string path = dir + "/tokenizer.json";
+  spec.name = path;
+  const Json doc = parse_json_strict(read_text_file(path), path);
+  try {
+    KASCADE_CHECK(doc.is_object(), path << ": not a JSON object");
+    const Json& normalizer = member(doc, "normalizer", path);
+    KASCADE_CHECK(normalizer.is_null(), path << ": normalizer '" << normalizer.value("type", std::string("?"))
+                                             << "' is not supported (byte-level BPE without a normalizer only)");
+    const Json& model = member(doc, "model", path);
+    const std::string type = model.value("type", std::string("BPE"));
+    KASCADE_CHECK(type == "BPE", path << ": model type '" << type << "' is not supported (supported: BPE)");
+    KASCADE_CHECK(!flag(model, "byte_fallback", false), path << ": BPE byte_fallback is not supported");
+    KASCADE_CHECK(!model.contains("dropout") || model["dropout"].is_null(), path << ": BPE dropout is not supported");
+    for (const char* affix : {"continuing_subword_prefix", "end_of_word_suffix"}) {
+      KASCADE_CHECK(!model.contains(affix) || model[affix].is_null() || model[affix].get<std::string>().empty(),
+                    path << ": BPE " << affix << " is not supported");
+    }
+    spec.ignore_merges = flag(model, "ignore_merges", false);
+
+    // Ids: the vocabulary, then the added tokens (which may repeat a vocabulary entry's id).
+    const Json& vocab = member(model, "vocab", path);
+    KASCADE_CHECK(vocab.is_object(), path << ": model.vocab is not an object");
+    const Json& added = doc.contains("added_tokens") && !doc["added_tokens"].is_null() ? doc["added_tokens"] : Json::array();
+    int64_t size = 0;
+    for (const auto& [piece, id] : vocab.items()) {
+      KASCADE_CHECK(id.is_number_unsigned() && id.get<uint64_t>() < (1u << 30),
+                    path << ": vocabulary entry '" << piece << "' has a bad id " << id.dump());
+      size = std::max<int64_t>(size, id.get<int64_t>() + 1);
+    }
+    for (const Json& a : added) {
+      const Json& id = member(a, "id", path);
+      KASCADE_CHECK(id.is_number_unsigned() && id.get<uint64_t>() < (1u << 30), path << ": added token id " << id.dump() << " is bad");
+      size = std::max<int64_t>(size, id.get<int64_t>() + 1);
+    }
+    std::vector<uint8_t> seen(static_cast<size_t>(size), 0);
+    spec.pieces.resize(static_cast<size_t>(size));
+    spec.special.assign(static_cast<size_t>(size), 0);
+    for (const auto& [piece, id] : vocab.items()) {
+      const size_t i = id.get<size_t>();
+      KASCADE_CHECK(!seen[i], path << ": id " << i << " is given to two vocabulary entries");
+      spec.pieces[i] = piece;
+      seen[i] = 1;
+    }
+    for (const Json& a : added) {
+      const size_t i = a["id"].get<size_t>();
+      const std::string content = member(a, "content", path).get<std::string>();
+      KASCADE_CHECK(!flag(a, "lstrip", false) && !flag(a, "rstrip", false) && !flag(a, "single_word", false),
+                    path << ": added token '" << content << "' uses lstrip/rstrip/single_word (not supported)");
+      KASCADE_CHECK(!seen[i] || spec.pieces[i] == content,
+                    path << ": added token '" << content << "' takes id " << i << " of '" << spec.pieces[i] << "'");
+      // Every added token is matched in the text before pre-tokenization, and decodes to its
+      // content, as `tokenizers` does (the GGUF path treats control and user-defined alike).
+      spec.pieces[i] = content;
+      spec.special[i] = 1;
+      seen[i] = 1;
+    }
+    for (int64_t i = 0; i < size; ++i) {
+      KASCADE_CHECK(seen[static_cast<size_t>(i)], path << ": token id " << i << " has no vocabulary entry");
+    }
+
+    for (const Json& m : member(model, "merges", path)) {
+      if (m.is_string()) {  // "left right"
+        const std::string text = m.get<std::string>();
+        const size_t space = text.find(' ', 1);
+        KASCADE_CHECK(space != std::string::npos, path << ": merge '" << text << "' has no space");
+        spec.merges.emplace_back(text.substr(0, space), text.substr(space + 1));
+      } else {  // ["left", "right"]
+        KASCADE_CHECK(m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string(),
+                      path << ": merge " << m.dump() << " is neither \"a b\" nor [a, b]");
+        spec.merges.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
+      }
+    }
+
+    bool byte_level = false;
+    const Json& pre = member(doc, "pre_tokenizer", path);
+    if (!pre.is_null()) collect_pre_tokenizer(pre, path, spec.regexes, byte_level);
+    KASCADE_CHECK(byte_level, path << ": the pre_tokenizer has no ByteLevel step: not a byte-level BPE tokenizer");
+    const Json& decoder = member(doc, "decoder", path);
+    KASCADE_CHECK(decoder.is_null() || decoder.value("type", std::string()) == "ByteLevel",
+                  path << ": decoder '" << decoder.value("type", std::string("?")) << "' is not supported (supported: ByteLevel)");
+
+    // BOS: a TemplateProcessing post-processor that starts with a special token adds it.
+    std::string bos_text;
+    const Json& post = member(doc, "post_processor", path);
+    std::vector<Json> processors;
+    if (!post.is_null()) {
+      if (post.value("type", std::string()) == "Sequence") {
+        for (const Json& p : member(post, "processors", path)) processors.push_back(p);
+      } else {
+        processors.push_back(post);
+      }
+    }
+    for (const Json& p : processors) {
+      const std::string ptype = p.value("type", std::string());
+      if (ptype == "ByteLevel") continue;
+      KASCADE_CHECK(ptype == "TemplateProcessing", path << ": post_processor '" << ptype
+                                                        << "' is not supported (supported: TemplateProcessing, ByteLevel)");
+      const Json& single = member(p, "single", path);
+      if (!single.empty() && single[0].contains("SpecialToken")) {
+        bos_text = member(single[0]["SpecialToken"], "id", path).get<std::string>();
+        spec.add_bos = true;
+      }
+    }
+
+    const Json config = optional_json_file(dir + "/tokenizer_config.json");
+    const Json generation = optional_json_file(dir + "/generation_config.json");
+    const Json model_config = optional_json_file(dir + "/config.json");
+    std::unordered_map<std::string, int32_t> id_of;
+    for (size_t i = 0; i < spec.pieces.size(); ++i) id_of.emplace(spec.pieces[i], static_cast<int32_t>(i));
+    auto lookup = [&](const std::string& text, const char* what) {
+      auto it = id_of.find(text);
+      KASCADE_CHECK(it != id_of.end(), dir << ": " << what << " '" << text << "' is not in the vocabulary");
+      return it->second;
+    };
+    if (config.is_object()) {
+      if (config.contains("bos_token") && !token_text(config["bos_token"]).empty() && bos_text.empty()) {
+        bos_text = token_text(config["bos_token"]);
+      }
+      if (config.contains("add_bos_token") && config["add_bos_token"].is_boolean()) {
+        spec.add_bos = spec.add_bos || config["add_bos_token"].get<bool>();
+      }
+      if (config.contains("eos_token") && !token_text(config["eos_token"]).empty()) {
+        spec.stop_ids.push_back(lookup(token_text(config["eos_token"]), "eos_token"));
+      }
+      if (config.contains("chat_template")) {
+        const Json& tmpl = config["chat_template"];
+        if (tmpl.is_string()) spec.chat_template = tmpl.get<std::string>();
+        // A list of named templates: the default one (the first when none is named so).
+        for (const Json& named : tmpl.is_array() ? tmpl : Json::array()) {
+          if (spec.chat_template.empty() || named.value("name", std::string()) == "default") {
+            spec.chat_template = named.value("template", std::string());
+          }
+        }
+      }
+    }
+    if (spec.chat_template.empty()) {  // newer transformers save the template as its own file
+      std::ifstream jinja(dir + "/chat_template.jinja");
+      if (jinja.good()) spec.chat_template = read_text_file(dir + "/chat_template.jinja");
+    }
+    if (!bos_text.empty()) {
+      spec.bos_id = lookup(bos_text, "bos_token");
+    } else if (model_config.is_object() && model_config.contains("bos_token_id")) {
+      const std::vector<int64_t> ids = id_list(model_config["bos_token_id"]);
+      if (!ids.empty()) spec.bos_id = static_cast<int32_t>(ids[0]);
+    }
+    for (const Json* j : {&generation, &model_config}) {
+      if (j->is_object() && j->contains("eos_token_id")) {
+        for (int64_t id : id_list((*j)["eos_token_id"])) spec.stop_ids.push_back(static_cast<int32_t>(id));
+      }
+    }
+  } catch (const Json::exception& e) {  // a value of the wrong JSON type somewhere above
+    KASCADE_FAIL(path << ": unexpected JSON value: " << e.what());
+  }
+  return assemble(spec);
 }
 
 bool Tokenizer::is_special(int32_t id) const {

@@ -1,5 +1,6 @@
 // kascade/engine/tokenizer.h — the byte-level BPE tokenizer of GPT-2-style models, built from
-// a GGUF file's metadata (tokenizer.ggml.*), and the chat templates of the supported families.
+// a GGUF file's metadata (tokenizer.ggml.*) or a Hugging Face directory's tokenizer.json, and
+// the chat templates of the supported families.
 //
 // Encoding follows Hugging Face `tokenizers`: special (control and user-defined) tokens are
 // matched in the text first; each remaining span is split by the model family's pre-tokenizer
@@ -8,7 +9,7 @@
 // starcoder (digits split one by one, then the GPT-2 regex), gpt-2 / default, llama-bpe /
 // llama3, qwen2. Text must be valid UTF-8.
 //
-//   auto tok = kascade::engine::Tokenizer::from_gguf(gguf);
+//   auto tok = kascade::engine::Tokenizer::from_gguf(gguf);   // or ::from_hf_directory(dir)
 //   std::string prompt = tok.apply_chat_template({{"user", "Hi"}}, /*add_generation_prompt=*/true);
 //   std::vector<int32_t> ids = tok.encode(prompt);          // special tokens recognised
 //   kascade::engine::TextStream stream(tok);
@@ -35,6 +36,11 @@ enum class ChatFormat { None, ChatML, Llama3 };
 class Tokenizer {
  public:
   static Tokenizer from_gguf(const GgufFile& gguf);
+  // A Hugging Face model directory: tokenizer.json (BPE with a ByteLevel pre-tokenizer, optionally
+  // after Split/Digits steps; added tokens; merges as "a b" or [a, b]), and when present
+  // tokenizer_config.json (bos/eos tokens, add_bos_token, chat_template), chat_template.jinja,
+  // generation_config.json and config.json (eos_token_id: stop tokens).
+  static Tokenizer from_hf_directory(const std::string& dir);
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
   ~Tokenizer();
@@ -64,6 +70,8 @@ class Tokenizer {
  private:
   Tokenizer();
   struct PreTokenizer;
+  struct Spec;
+  static Tokenizer assemble(const Spec& spec);
   void encode_span(const std::string& span, std::vector<int32_t>& out) const;
   void bpe_word(const std::string& word, std::vector<int32_t>& out) const;
 
