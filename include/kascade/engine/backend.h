@@ -25,6 +25,7 @@ struct Plan;
 namespace kascade::engine {
 
 struct Model;
+struct ModelConfig;
 
 // Called for every layer of every forward() with the residual stream entering the layer and the
 // attention block's output (after the output projection), both [tokens][dim] (SPEC 6's x_l and
@@ -110,6 +111,10 @@ class BatchBackend {
 // Throws unless this build can run backend `kind`: "cpu" always; "cuda" when the engine's CUDA
 // backend (src/engine/cuda/, include/kascade/engine/cuda_backend.h) is part of the build.
 void check_backend_available(const std::string& kind);
+// Throws unless backend `kind` computes this model exactly: the CUDA backend has no sliding
+// attention window, so a model whose window is shorter than its context is refused there.
+// make_backend() calls it; code that constructs a backend itself should too.
+void check_backend_supports(const std::string& kind, const ModelConfig& config);
 
 // "cpu" (fp32, threaded) or "cuda". `plan` may be null (dense attention); it must outlive the
 // backend and match the model's shape.
