@@ -355,11 +355,7 @@ void CudaCore::prepare(Geometry& g) {
     }
   }
   if (!override_ && g.prefill > 0 && plan_) {
-    PrefillArgs a;
-    a.num_q_heads = c_.hq;
-    a.kv = paged_kv(0, g.prefill, nullptr, nullptr, nullptr);
-    a.host = PrefillBatch{g.prefill, m + g.pf_q_indptr, m + g.pf_seq_lens};
-    workspace = std::max(workspace, prefill_workspace_size(a, sparsity_, Role::Anchor));
+    workspace = std::max(workspace, prefill_workspace_size(prefill_args(0, g), sparsity_, Role::Anchor));
   }
   grow(workspace_, workspace);
 }
@@ -544,7 +540,8 @@ void CudaCore::decode_attention(int layer, const Geometry& g) {
   }
 }
 
-void CudaCore::prefill_attention(int layer, const Geometry& g) {
+// The prefill call of a step: rows decode..total-1, the prefill group's geometry.
+PrefillArgs CudaCore::prefill_args(int layer, const Geometry& g) const {
   const int32_t* meta = meta_.as<int32_t>();
   const size_t first = static_cast<size_t>(g.decode) * c_.hq * c_.head_dim;
   PrefillArgs a;
@@ -554,6 +551,11 @@ void CudaCore::prefill_attention(int layer, const Geometry& g) {
   a.kv = paged_kv(layer, g.prefill, meta + g.pf_page_indptr, meta + g.pf_seq_lens, meta + g.pf_page_indices);
   a.out = att_.as<bf16>() + first;
   a.host = PrefillBatch{g.prefill, host_meta_ + g.pf_q_indptr, host_meta_ + g.pf_seq_lens};
+  return a;
+}
+
+void CudaCore::prefill_attention(int layer, const Geometry& g) {
+  const PrefillArgs a = prefill_args(layer, g);
   if (!plan_) {
     prefill_dense(a, sparsity_, stream_);
     return;

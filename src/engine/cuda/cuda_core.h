@@ -39,6 +39,7 @@
 #include "device_weights.h"
 #include "host_attention.h"
 #include "kascade/attention.h"
+#include "kascade/attention_prefill.h"
 #include "kascade/engine/backend.h"
 #include "kascade/engine/cuda_backend.h"
 #include "kascade/types.h"
@@ -113,6 +114,7 @@ class CudaCore {
   void attention(int layer, const Geometry& g);
   void decode_attention(int layer, const Geometry& g);
   void prefill_attention(int layer, const Geometry& g);
+  PrefillArgs prefill_args(int layer, const Geometry& g) const;
   void overridden_attention(int layer, const Geometry& g);
   void call_query_key_hook(int layer, const Geometry& g);
   void call_attention_hook(int layer, const Geometry& g);
