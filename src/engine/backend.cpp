@@ -1,6 +1,7 @@
 // Backend selection: the CPU backend always, the CUDA backend when this build includes it.
 #include "kascade/engine/backend.h"
 
+#include "kascade/engine/model.h"
 #include "kascade/error.h"
 
 #if defined(KASCADE_ENGINE_HAVE_CUDA)
@@ -27,9 +28,19 @@ void check_backend_available(const std::string& kind) {
   KASCADE_CHECK(kind == "cpu" || kind == "cuda", "unknown backend '" << kind << "' (supported: cpu, cuda)");
 }
 
+void check_backend_supports(const std::string& kind, const ModelConfig& config) {
+  // The CUDA kernels attend to every causal key: a window shorter than the model's context would
+  // be ignored silently once a sequence outgrows it.
+  KASCADE_CHECK(kind != "cuda" || config.sliding_window == 0 || config.sliding_window >= config.context,
+                "backend 'cuda': model '" << config.name << "' uses a sliding attention window of "
+                                          << config.sliding_window << " tokens (context " << config.context
+                                          << "), which the CUDA backend does not implement; use --backend cpu");
+}
+
 std::unique_ptr<Backend> make_backend(const std::string& kind, const Model& model, const Plan* plan,
                                       const BackendOptions& options) {
   check_backend_available(kind);
+  check_backend_supports(kind, model.config);
 #if defined(KASCADE_ENGINE_HAVE_CUDA)
   if (kind == "cuda") return make_cuda_backend(model, plan, options);
 #endif

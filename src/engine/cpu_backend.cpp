@@ -85,6 +85,11 @@ class CpuCore {
   // Runs every segment's tokens at its sequence's next positions; writes the requested logits.
   void step(std::vector<Segment>& segments) {
     const int dim = c_.dim, d = c_.head_dim, qd = c_.hq * d, kvd = c_.hkv * d;
+    // Before anything changes, so that a refused step leaves every sequence as it was.
+    for (const Segment& sg : segments) {
+      if (override_) check_window_allows_full_attention(*sg.seq, sg.count, "attention override");
+      else if (plan_) check_window_allows_full_attention(*sg.seq, sg.count, "Kascade plan");
+    }
     int total = 0;
     for (Segment& sg : segments) {
       sg.row = total;
@@ -223,16 +228,34 @@ class CpuCore {
       const float* kg = kc + static_cast<size_t>(g) * s.capacity * d;
       const float* vg = vc + static_cast<size_t>(g) * s.capacity * d;
       for (int t = t0; t < t1; ++t) {
-        // Causal: the query at position n0 + t sees keys 0..n0 + t.
+        // Causal: the query at position n0 + t sees keys 0..n0 + t, or with a sliding window
+        // W only the last W of them, max(0, n0 + t - W + 1)..n0 + t.
+        const int first = first_visible_key(n0 + t);
         const size_t row = (static_cast<size_t>(sg.row + t) * c_.hq + h) * d;
-        cpu::attend_one_query(&q_[row], kg, vg, n0 + t + 1, d, scale, scores.data(), &att_[row]);
+        cpu::attend_one_query(&q_[row], kg + static_cast<size_t>(first) * d, vg + static_cast<size_t>(first) * d,
+                              n0 + t + 1 - first, d, scale, scores.data(), &att_[row]);
       }
     });
     for (int t = 0; t < count; ++t) {
-      const double keys = static_cast<double>(n0 + t + 1) * c_.hq;
+      const double keys = static_cast<double>(n0 + t + 1 - first_visible_key(n0 + t)) * c_.hq;
       s.stats.keys_read += keys;
       s.stats.keys_dense += keys;
     }
+  }
+
+  // The first key a query at `position` attends to in dense attention.
+  int first_visible_key(int position) const {
+    return c_.sliding_window > 0 ? std::max(0, position - c_.sliding_window + 1) : 0;
+  }
+
+  // Plans and attention overrides compute SPEC's attention, which has no window: on a model with
+  // a sliding window they agree with it only while every key is inside the window.
+  void check_window_allows_full_attention(const Sequence& s, int count, const char* what) const {
+    const int last = s.n + count - 1;
+    KASCADE_CHECK(c_.sliding_window == 0 || last < c_.sliding_window,
+                  what << " on a model with a sliding attention window of " << c_.sliding_window
+                       << " tokens: position " << last << " would attend beyond the window, and Kascade's attention "
+                       << "(SPEC) has no window; use dense attention (no plan) for sequences longer than the window");
   }
 
   // ---- attention in the oracle's layout (the plan, or an override) -------------------------------

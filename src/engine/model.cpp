@@ -93,6 +93,8 @@ ModelConfig read_config(const GgufFile& g) {
                            << " differs from the head dimension " << c.head_dim << " (partial rotary is not supported)");
   }
   c.context = g.has(p + "context_length") ? bounded(g, p + "context_length", 1, 1 << 24) : 4096;
+  // Mistral converted as "llama" may carry its window; 0 (or absent) means none.
+  if (g.has(p + "attention.sliding_window")) c.sliding_window = bounded(g, p + "attention.sliding_window", 0, 1 << 24);
   c.rms_eps = static_cast<float>(g.get_float(p + "attention.layer_norm_rms_epsilon"));
   KASCADE_CHECK(c.rms_eps > 0 && c.rms_eps < 1, g.name() << ": layer_norm_rms_epsilon " << c.rms_eps << " is not in (0, 1)");
   c.rope_base = g.has(p + "rope.freq_base") ? static_cast<float>(g.get_float(p + "rope.freq_base")) : 10000.f;

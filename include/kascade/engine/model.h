@@ -1,12 +1,17 @@
-// kascade/engine/model.h — a Llama-family decoder's shape and fp32 weights, loaded from GGUF.
+// kascade/engine/model.h — a Llama-family decoder's shape and fp32 weights, loaded from GGUF
+// or from a Hugging Face model directory (config.json + safetensors).
 //
-// Supported architectures (general.architecture): llama (Llama 2/3 incl. llama3 rope scaling
-// through the rope_freqs tensor, SmolLM2, Mistral), qwen2 (q/k/v bias) and qwen3 (per-head
-// q/k RMSNorm). Every tensor is checked against the shape the metadata implies and dequantized
-// to fp32 at load; a missing tensor, a wrong shape or an unsupported option is an error naming it.
+// Supported architectures: GGUF general.architecture llama (Llama 2/3 incl. llama3 rope scaling
+// through the rope_freqs tensor, SmolLM2, Mistral with llama.attention.sliding_window), qwen2
+// (q/k/v bias) and qwen3 (per-head q/k RMSNorm); HF LlamaForCausalLM (llama3 rope scaling
+// from rope_scaling / rope_parameters), MistralForCausalLM (sliding_window), Qwen2ForCausalLM,
+// Qwen3ForCausalLM. Every tensor is checked against the shape the config implies and converted
+// to fp32 at load; a missing tensor, a wrong shape, a tensor no layer reads (HF) or an
+// unsupported option is an error naming it.
 //
 //   kascade::engine::GgufFile gguf = kascade::engine::GgufFile::open(path);
 //   kascade::engine::Model model = kascade::engine::load_model(gguf);
+//   kascade::engine::Model hf = kascade::engine::load_hf_model("path/to/hf_dir");
 //   model.config.layers, model.config.hq, ...;   model.layers[l].wq  // [hq*head_dim][dim] row-major
 #pragma once
 
@@ -73,5 +78,10 @@ struct Model {
 Model load_model(const GgufFile& gguf);
 // The config alone (no tensor is read): for tools that only need the shape.
 ModelConfig read_config(const GgufFile& gguf);
+
+// A Hugging Face directory: config.json and model.safetensors or model.safetensors.index.json
+// with its shards. HF checkpoints keep q/k in rotate-half order: rope_style is Halves.
+Model load_hf_model(const std::string& dir);
+ModelConfig read_hf_config(const std::string& dir);
 
 }  // namespace kascade::engine
