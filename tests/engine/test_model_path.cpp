@@ -57,5 +57,20 @@ TEST(ModelPath, ClearErrors) {
   setenv("KASCADE_MODEL_DIR", "/nonexistent/models", 1);
   EXPECT_NE(error_of("default").find("KASCADE_MODEL_DIR is set to '/nonexistent/models'"), std::string::npos);
   EXPECT_NE(error_of("/nonexistent/x.gguf").find("'/nonexistent/x.gguf' does not exist"), std::string::npos);
-  EXPECT_NE(error_of(KASCADE_TEST_DATA).find("is not a file"), std::string::npos);  // a directory
+  // A directory that is not a Hugging Face model directory.
+  EXPECT_NE(error_of(KASCADE_TEST_DATA).find("is a directory without config.json"), std::string::npos);
+}
+
+TEST(ModelPath, OpensGgufFilesAndHuggingFaceDirectories) {
+  const std::string hf = std::string(KASCADE_TEST_DATA) + "/hf/qwen2";
+  const auto dir = kascade::engine::ModelSource::open(hf);
+  EXPECT_TRUE(dir.is_hf_directory());
+  EXPECT_EQ(dir.config().arch, kascade::engine::Architecture::Qwen2);
+  EXPECT_EQ(dir.load().layers.size(), 2u);
+  EXPECT_EQ(dir.tokenizer().chat_format(), kascade::engine::ChatFormat::ChatML);
+  const auto gguf = kascade::engine::ModelSource::open(std::string(KASCADE_TEST_DATA) + "/engine/tiny_qwen3.gguf");
+  EXPECT_FALSE(gguf.is_hf_directory());
+  ASSERT_NE(gguf.gguf(), nullptr);
+  EXPECT_EQ(gguf.config().arch, kascade::engine::Architecture::Qwen3);
+  EXPECT_EQ(gguf.load().config.rope_style, kascade::engine::RopeStyle::Halves);
 }
