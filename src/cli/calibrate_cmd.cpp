@@ -29,7 +29,6 @@
 #include "kascade/calibrate_collect.h"
 #include "kascade/devset.h"
 #include "kascade/engine/backend.h"
-#include "kascade/engine/gguf.h"
 #include "kascade/engine/model.h"
 #include "kascade/engine/model_path.h"
 #include "kascade/engine/tokenizer.h"
@@ -40,7 +39,7 @@ namespace kascade::cli {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: kascade calibrate --out PLAN.json [--report REPORT.json] [--model PATH|default]\n"
+    "usage: kascade calibrate --out PLAN.json [--report REPORT.json] [--model GGUF|HF_DIR|default]\n"
     "                         [--dev-set FILE.jsonl|builtin] [--prompts N] [--length T] [--seed S]\n"
     "                         [--anchors LO..HI] [--choose M] [--rho R] [--k-min K] [--tile T] [--k-cal K]\n"
     "                         [--budget rolling|fixed] [--pooling group|all] [--name NAME] [--notes TEXT]\n"
@@ -291,16 +290,15 @@ int run_calibrate(const Args& args) {
     return 0;
   }
   const CalibrateArgs a = parse_args(args);
-  const std::string path = engine::resolve_model_path(a.model);
-  const engine::GgufFile gguf = engine::GgufFile::open(path);
-  const engine::ModelConfig config = engine::read_config(gguf);
+  const engine::ModelSource source = engine::ModelSource::open(a.model);
+  const engine::ModelConfig config = source.config();
   KASCADE_CHECK(a.m_hi <= config.layers,
                 "--anchors " << a.m_lo << ".." << a.m_hi << ": the model has only " << config.layers << " layers");
   const int chosen = a.choose.value_or(default_anchor_count(config.layers, a.m_lo, a.m_hi));
-  const engine::Tokenizer tok = engine::Tokenizer::from_gguf(gguf);
+  const engine::Tokenizer tok = source.tokenizer();
   CalibrationStats stats(config.layers, a.params.pooling == Pooling::All ? 1 : config.hkv, a.k_cal, a.params.tile);
   const DevSet dev = load_dev_set(a, tok, stats.first_informative_position());
-  const engine::Model model = engine::load_model(gguf);
+  const engine::Model model = source.load();
 
   // The whole prompt in one forward step: every layer's queries and keys of all positions reach
   // the hook at once, as the statistics need them (layers in order, one layer in memory).

@@ -18,7 +18,6 @@
 #include "demo.h"
 #include "kascade/engine/backend.h"
 #include "kascade/engine/generate.h"
-#include "kascade/engine/gguf.h"
 #include "kascade/engine/model.h"
 #include "kascade/engine/model_path.h"
 #include "kascade/engine/tokenizer.h"
@@ -113,9 +112,9 @@ int run_model_demo(const Args& args) {
   const ModelDemoOptions o = parse_model_demo_options(args);
   const std::string plan_path = o.plan == "default" ? engine::default_plan_path() : o.plan;
   const Plan plan = load_plan(plan_path);
-  const engine::GgufFile gguf = engine::GgufFile::open(engine::resolve_model_path(o.model));
-  const engine::Tokenizer tok = engine::Tokenizer::from_gguf(gguf);
-  const engine::Model model = engine::load_model(gguf);
+  const engine::ModelSource source = engine::ModelSource::open(o.model);
+  const engine::Tokenizer tok = source.tokenizer();
+  const engine::Model model = source.load();
   check_plan_matches(plan, model.config.layers, model.config.hq, model.config.hkv, model.config.head_dim);
   eval::TaskTokenizer tt{[&](const std::string& s) { return tok.encode(s, false); },
                          tok.add_bos() ? tok.bos_id() : -1};

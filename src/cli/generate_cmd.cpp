@@ -15,7 +15,6 @@
 #include "command.h"
 #include "kascade/engine/backend.h"
 #include "kascade/engine/generate.h"
-#include "kascade/engine/gguf.h"
 #include "kascade/engine/model.h"
 #include "kascade/engine/model_path.h"
 #include "kascade/engine/tokenizer.h"
@@ -26,7 +25,7 @@ namespace kascade::cli {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: kascade generate [--model PATH|default] (--prompt TEXT | --prompt-file FILE)... [--chat]\n"
+    "usage: kascade generate [--model GGUF|HF_DIR|default] (--prompt TEXT | --prompt-file FILE)... [--chat]\n"
     "                        [--plan PLAN | --dense] [--backend cpu|cuda] [--no-cuda-graphs] [--max-tokens N]\n"
     "                        [--temperature T] [--top-p P] [--seed S] [--threads N]\n"
     "--model default runs with its shipped plan (plans/smollm2-135m-instruct.json) unless --plan\n"
@@ -136,10 +135,9 @@ int run_generate(const Args& args) {
   std::optional<Plan> plan;
   if (plan_path) plan = load_plan(*plan_path);
   engine::check_backend_available(a.backend.kind);
-  const std::string path = engine::resolve_model_path(a.model);
-  const engine::GgufFile gguf = engine::GgufFile::open(path);
-  const engine::Tokenizer tok = engine::Tokenizer::from_gguf(gguf);
-  const engine::Model model = engine::load_model(gguf);
+  const engine::ModelSource source = engine::ModelSource::open(a.model);
+  const engine::Tokenizer tok = source.tokenizer();
+  const engine::Model model = source.load();
   if (plan) check_plan_matches(*plan, model.config.layers, model.config.hq, model.config.hkv, model.config.head_dim);
 
   std::vector<std::vector<int32_t>> prompts;
