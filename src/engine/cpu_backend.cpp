@@ -89,6 +89,8 @@ class CpuCore {
     for (const Segment& sg : segments) {
       if (override_) check_window_allows_full_attention(*sg.seq, sg.count, "attention override");
       else if (plan_) check_window_allows_full_attention(*sg.seq, sg.count, "Kascade plan");
+      // Calibration scores every causal key from the hook's q and k (SPEC 6).
+      if (qk_hook_) check_window_allows_full_attention(*sg.seq, sg.count, "query/key hook (calibration)");
     }
     int total = 0;
     for (Segment& sg : segments) {
@@ -248,8 +250,8 @@ class CpuCore {
     return c_.sliding_window > 0 ? std::max(0, position - c_.sliding_window + 1) : 0;
   }
 
-  // Plans and attention overrides compute SPEC's attention, which has no window: on a model with
-  // a sliding window they agree with it only while every key is inside the window.
+  // Plans, attention overrides and calibration's statistics follow SPEC's attention, which has no
+  // window: on a model with a sliding window they agree with it only while every key is inside it.
   void check_window_allows_full_attention(const Sequence& s, int count, const char* what) const {
     const int last = s.n + count - 1;
     KASCADE_CHECK(c_.sliding_window == 0 || last < c_.sliding_window,

@@ -207,6 +207,11 @@ TEST(HfModel, SlidingWindowRefusesPlansPastTheWindowAndTheCudaBackend) {
   const std::string msg = error_of([&] { backend->forward({7}, false); });
   EXPECT_NE(msg.find("sliding attention window of 16"), std::string::npos) << msg;
   EXPECT_EQ(backend->position(), 16);  // the refused step changed nothing
+  // Calibration's query/key statistics score every causal key: refused past the window too.
+  auto hooked = kascade::engine::make_backend("cpu", mistral, nullptr, {});
+  hooked->set_query_key_hook([](int, int, int, const float*, const float*) {});
+  EXPECT_NE(error_of([&] { hooked->forward(std::vector<int32_t>(17, 7), false); }).find("calibration"),
+            std::string::npos);
   // Dense attention (no plan) runs past the window.
   auto dense = kascade::engine::make_backend("cpu", mistral, nullptr, {});
   EXPECT_EQ(dense->forward(std::vector<int32_t>(40, 7), false).size(), static_cast<size_t>(c.vocab));

@@ -107,6 +107,19 @@ TEST(ModelLoading, WrongTensorShape) {
             std::string::npos);
 }
 
+TEST(ModelLoading, SlidingWindowFromLlamaMetadata) {
+  // A Mistral converted as "llama" with its window: read into the config (0 when absent).
+  GgufBuilder b = llama_header(1, 1);
+  b.kv_u32("llama.attention.sliding_window", 4096);
+  b.tensor_f32("token_embd.weight", {8, 4}, 0).pad_to(32).floats(32, 0.5f);
+  const GgufFile windowed = GgufFile::parse(b.bytes.data(), b.bytes.size(), "mistral.gguf");
+  EXPECT_EQ(kascade::engine::read_config(windowed).sliding_window, 4096);
+  GgufBuilder plain = llama_header(1, 0);
+  plain.tensor_f32("token_embd.weight", {8, 4}, 0).pad_to(32).floats(32, 0.5f);
+  const GgufFile none = GgufFile::parse(plain.bytes.data(), plain.bytes.size(), "llama.gguf");
+  EXPECT_EQ(kascade::engine::read_config(none).sliding_window, 0);
+}
+
 TEST(ModelLoading, UnsupportedRopeScaling) {
   GgufBuilder b = llama_header(0, 1);
   b.kv_str("llama.rope.scaling.type", "yarn");
