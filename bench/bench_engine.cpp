@@ -4,9 +4,10 @@
 // For every model, context n, batch B and attention (dense; Kascade with layer 0 plus four anchors
 // evenly spaced, every other layer reusing, --rho): B random prompts of n tokens are prefilled
 // together (chunks of --prefill-chunk tokens per sequence, one step for all B), then
-// --decode-steps greedy steps of all B sequences with CUDA graphs, then as many without. Times are
-// wall clock around the engine's calls (they end in a host copy of the logits), after an untimed
-// warm-up (a short prefill and a few decode steps: cuBLAS heuristics, buffers, graph capture).
+// greedy decode steps of all B sequences in four blocks of --decode-steps, with CUDA graphs and
+// without in turn. Times are wall clock around the engine's calls (they end in a host copy of the
+// logits), after an untimed warm-up (a short prefill and a few decode steps: cuBLAS heuristics,
+// buffers, graph capture).
 // prefill tokens/s = B n / time; decode tokens/s = B steps / time.
 //
 // Weights are generated on the GPU (bf16, a fixed seed), so the 8B shape needs no 32 GB host model.
@@ -36,6 +37,7 @@ using engine::ModelConfig;
 
 constexpr uint64_t kWeightSeed = 20251216;
 constexpr int kWarmupDecodeSteps = 3;  // the first captures the graph
+constexpr int kDecodeBlocks = 4;       // graphs, eager, graphs, eager
 constexpr int kScheduleAnchorsBesidesLayer0 = 4;
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 constexpr size_t kMemoryMargin = size_t{2} << 30;  // cuBLAS, CUDA context growth, fragmentation
@@ -148,7 +150,7 @@ class EngineMode final : public Mode {
     return "  --models llama-3.1-8b,smollm2-135m  random-weight models of these shapes\n"
            "  --contexts 8192,32768            prompt tokens per sequence\n"
            "  --batches 1,8                    sequences decoded together\n"
-           "  --decode-steps 32                timed decode steps, with graphs and again without\n"
+           "  --decode-steps 32                timed decode steps per block (two blocks with graphs, two without)\n"
            "  --prefill-chunk 2048             prefill tokens per sequence and step\n";
   }
   bool set_option(const std::string& option, const std::string& value) override {
@@ -222,7 +224,7 @@ class EngineMode final : public Mode {
   void measure_one(const ModelConfig& c, const std::shared_ptr<const engine::CudaWeights>& weights, const Plan* plan,
                    int context, int batch, std::mt19937_64& rng, json& records) {
     const char* attention = plan ? "kascade" : "dense";
-    const int reserve = context + kWarmupDecodeSteps + 2 * decode_steps_ + 1;
+    const int reserve = context + kWarmupDecodeSteps + kDecodeBlocks * (decode_steps_ + 1);
     size_t free_bytes = 0, total_bytes = 0;
     KASCADE_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
     const size_t needed = step_bytes(c, batch, reserve, std::min(chunk_, context)) + kMemoryMargin;
@@ -267,29 +269,45 @@ class EngineMode final : public Mode {
     std::printf("%s %-7s n=%-6d B=%d prefill %9.1f ms %10.0f tokens/s  keys read %.3f\n", c.name.c_str(), attention,
                 context, batch, prefill_s * 1e3, batch * static_cast<double>(context) / prefill_s, prefill_keys);
 
-    for (bool graphs : {true, false}) {
+    // Graphs and eager launches alternate (G, E, G, E blocks of --decode-steps steps) so that clock
+    // and power drift after the prefill weighs on both alike; each mode reports its two blocks'
+    // mean.
+    double block_s[2][kDecodeBlocks / 2] = {};
+    int first_context[2] = {0, 0};
+    for (int block = 0; block < kDecodeBlocks; ++block) {
+      const bool graphs = block % 2 == 0;
       backend->set_decode_graphs(graphs);
-      auto next = greedy_next(logits);
-      logits = backend->forward(next);  // untimed: a graph's capture when it is the first
-      const int first_context = backend->position(0);
+      logits = backend->forward(greedy_next(logits));  // untimed: a graph's capture when it is the first
+      if (block < 2) first_context[block] = backend->position(0);
       const int replays_before = backend->graph_replays();
       start = std::chrono::steady_clock::now();
       for (int s = 0; s < decode_steps_; ++s) logits = backend->forward(greedy_next(logits));
-      const double decode_s = seconds_since(start);
+      block_s[block % 2][block / 2] = seconds_since(start);
       KASCADE_CHECK(!graphs || backend->graph_replays() - replays_before == decode_steps_,
                     "engine bench: " << backend->graph_replays() - replays_before << " of " << decode_steps_
                                      << " decode steps replayed a graph");
+    }
+    for (int mode = 0; mode < 2; ++mode) {
+      const bool graphs = mode == 0;
+      double decode_s = 0;
+      json blocks = json::array();
+      for (double b : block_s[mode]) {
+        decode_s += b / (kDecodeBlocks / 2);
+        blocks.push_back(b * 1e3 / decode_steps_);
+      }
       json decode = base;
       decode["stage"] = "decode";
       decode["graphs"] = graphs;
-      decode["decode_contexts"] = {first_context + 1, first_context + decode_steps_};
+      decode["first_decode_context"] = first_context[mode] + 1;
       decode["steps"] = decode_steps_;
+      decode["block_ms"] = blocks;
       decode["ms"] = decode_s * 1e3 / decode_steps_;  // per step of all B sequences
       decode["tokens_per_s"] = batch * static_cast<double>(decode_steps_) / decode_s;
       records.push_back(decode);
-      std::printf("%s %-7s n=%-6d B=%d decode %s %7.3f ms/step %9.1f tokens/s\n", c.name.c_str(), attention, context,
-                  batch, graphs ? "graphs" : "eager ", decode_s * 1e3 / decode_steps_,
-                  batch * static_cast<double>(decode_steps_) / decode_s);
+      std::printf("%s %-7s n=%-6d B=%d decode %s %7.3f ms/step %9.1f tokens/s (blocks %.3f, %.3f ms/step)\n",
+                  c.name.c_str(), attention, context, batch, graphs ? "graphs" : "eager ", decode_s * 1e3 / decode_steps_,
+                  batch * static_cast<double>(decode_steps_) / decode_s, blocks[0].get<double>(),
+                  blocks[1].get<double>());
     }
     std::fflush(stdout);
   }
