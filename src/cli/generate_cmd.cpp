@@ -136,6 +136,7 @@ int run_generate(const Args& args) {
   if (plan_path) plan = load_plan(*plan_path);
   engine::check_backend_available(a.backend.kind);
   const engine::ModelSource source = engine::ModelSource::open(a.model);
+  engine::check_backend_supports(a.backend.kind, source.config());  // before the weights are read
   const engine::Tokenizer tok = source.tokenizer();
   const engine::Model model = source.load();
   if (plan) check_plan_matches(*plan, model.config.layers, model.config.hq, model.config.hkv, model.config.head_dim);
