@@ -204,3 +204,14 @@ kascade_cli_test(NAME cli_eval_plan_mismatch EXIT 1 MATCH "model\\.layers is 32 
   ARGS eval --plan tests/data/plans/llama3-8b-all-pooled.json --policies kascade --lengths 320 --out x)
 kascade_cli_test(NAME cli_eval_out_is_a_file EXIT 1 MATCH "--out: 'README\\.md' exists and is not a directory"
   ARGS eval --policies dense --out README.md)
+
+# ---- Hugging Face model directories (tests/data/hf) ------------------------------------------------
+kascade_cli_test(NAME cli_generate_hf_directory EXIT 0
+  MATCH "model: Qwen2ForCausalLM \\(qwen2, 2 layers.*prefill: [0-9]+ tokens.*stopped at --max-tokens"
+  ARGS generate --model tests/data/hf/qwen2 --chat --prompt "Hi" --max-tokens 4)
+kascade_cli_test(NAME cli_generate_hf_sharded_llama EXIT 0 MATCH "model: LlamaForCausalLM \\(llama, 3 layers"
+  ARGS generate --model tests/data/hf/llama --prompt "The sky is a map" --max-tokens 4)
+kascade_cli_test(NAME cli_generate_directory_without_config EXIT 1 MATCH "is a directory without config.json"
+  ARGS generate --model tests/data/hf --prompt hi)
+kascade_cli_test(NAME cli_generate_hf_window_on_cuda EXIT 1 MATCH "sliding attention window of 16|does not include the engine's CUDA"
+  ARGS generate --model tests/data/hf/mistral --backend cuda --prompt hi)
