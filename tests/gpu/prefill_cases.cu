@@ -429,6 +429,17 @@ std::vector<PrefillSpec> prefill_specs() {
   c = {};
   c.hq = 4, c.hkv = 1, c.seqs = {{4096, 4096}}, c.k_min = 64;
   specs.push_back(c);
+  // Long contexts (the oracle is O(n^2) per head, so one kv head, few query heads, D 64, and the
+  // queries as a chunk at the end of the cache): 32k keys, p0 unaligned, partial last tile, many
+  // 128-key blocks per CTA and 16 pooled-mass key chunks per tile.
+  c = {};
+  c.hq = 4, c.hkv = 1, c.head_dim = 64, c.seqs = {{509, 32001}};
+  specs.push_back(c);
+  // 16k keys, f16, GQA 2, T 16, fixed budget, beside a short fresh prompt.
+  c = {};
+  c.dtype = DType::F16, c.hq = 2, c.hkv = 1, c.head_dim = 64, c.seqs = {{1500, 16411}, {700, 700}};
+  c.tile = 16, c.fixed_budget = true;
+  specs.push_back(c);
   for (size_t i = 0; i < specs.size(); ++i) specs[i].seed = 5000 + i;
   return specs;
 }

@@ -11,16 +11,30 @@
 //     gathered positions (a tile's selection), then the contiguous range [range_begin, range_end)
 //     under the causal mask (the diagonal; for dense attention the whole prefix);
 //   - KeyRowPipeline: the K/V row addresses (selection entry -> page id) fetched two blocks ahead;
+//   - ScoreSlab: Q.K^T of one warpgroup's 64-row slab against a 128-key block, issued
+//     asynchronously (wgmma) in one or two commit groups, and the online-softmax update;
 //   - attend_kernel<D, T, kOutput>: flash attention over a KeySource for one CTA of 128 query rows
-//     (one warpgroup, two 64-row slabs). Rows are (position, head of the GQA group) pairs, so the
-//     K/V rows loaded once serve the whole group. kOutput=false is the anchor's LSE-only pass
-//     (no P.V, no V loads);
-//   - pooled_mass_kernel: recomputes scores per key block and reduces exp(s - lse) over a
-//     tile's T x G rows (or T x Hq with all-heads pooling) into per-key mass, for keys < b;
+//     (two warpgroups, one 64-row slab each; on mma.sync each warp owns 16 rows). Rows are
+//     (position, head of the GQA group) pairs, so the K/V rows loaded once serve the whole group.
+//     kOutput=false is the anchor's LSE-only pass (no P.V, no V loads);
+//   - pooled_mass_kernel: recomputes scores per key block with the same ScoreSlab and reduces
+//     exp(s - lse) over a tile's T x G rows (or T x Hq with all-heads pooling) into per-key mass,
+//     for keys < b;
 //   (the per-tile top-k over the pooled mass is in prefill_topk.cu.)
+//
+// Main-loop schedule (one barrier per 128-key block j; K and V are double-buffered and V runs one
+// block behind K, so the copies of K[j+1] and V[j] are in flight while block j is computed):
+//   barrier (K[j], V[j-1] landed) -> cp.async K[j+1], V[j]
+//   issue S = Q.K[j]^T            (wgmma, async)
+//   issue O += P[j-1].V[j-1]      (wgmma, async; P from registers)
+//   wait for S; mask; online softmax of block j   <- runs while the tensor cores do P.V
+//   wait for P.V; rescale O; pack P[j]
+// The passes without P.V (LSE-only, pooled mass) split S into two 64-key commit groups instead,
+// so the exponentials of the first half run while the second half is multiplied. The two
+// warpgroups of a CTA also interleave on the tensor cores and the special-function units.
 // Scores live in the log2 domain: s2 = q.k * scale * log2(e); the LSE buffers hold log2 values.
-// Not done yet (measured gap to cuDNN): TMA loads, warp specialisation, and overlapping the
-// softmax of one block with the MMAs of the next.
+// Not done yet: TMA loads for contiguous rows, a producer warp with an mbarrier ring (the loads
+// are issued by the compute warps, one barrier per block).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -40,13 +54,6 @@
 #else
 #define KASCADE_PREFILL_WGMMA 0
 #endif
-// P.V through wgmma too (P from registers, V from smem MN-major) unless KASCADE_PREFILL_PV_MMA_SYNC.
-#if KASCADE_PREFILL_WGMMA && !defined(KASCADE_PREFILL_PV_MMA_SYNC)
-#define KASCADE_PREFILL_WGMMA_PV 1
-#else
-#define KASCADE_PREFILL_WGMMA_PV 0
-#endif
-
 namespace kascade::cuda::prefill {
 
 // ---- tensor-core instructions ----------------------------------------------------------------
@@ -80,12 +87,16 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
   KASCADE_WGMMA_REFS_TEN(3) ", " KASCADE_WGMMA_REFS_TEN(4) ", " KASCADE_WGMMA_REFS_TEN(5) ", "     \
   "%60, %61, %62, %63"
 
-// Q.K^T: m64n64k16 with A (%32) and B (%33) K-major smem descriptors; scale_d (%34) = 0 makes
-// the instruction overwrite the accumulators.
-#define KASCADE_WGMMA_QK_TEXT(TYPE)                                                                \
+// Q.K^T: m64nNk16 with A and B K-major smem descriptors, then scale_d; scale_d = 0 makes the
+// instruction overwrite the accumulators. N = 64 (operands %32 .. %34) or 128 (%64 .. %66).
+#define KASCADE_WGMMA_QK64_TEXT(TYPE)                                                              \
   "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                                     \
   "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " "                                  \
   "{" KASCADE_WGMMA_REFS_0_31 "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+#define KASCADE_WGMMA_QK128_TEXT(TYPE)                                                             \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                                     \
+  "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                                 \
+  "{" KASCADE_WGMMA_REFS_0_63 "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
 // P.V: A (P) from four registers in the mma.sync A layout, B (V) MN-major (transposed) from a
 // smem descriptor; accumulates. N = 64 (8 n-blocks) or 128 (16 n-blocks).
 #define KASCADE_WGMMA_PV64_TEXT(TYPE)                                                              \
@@ -95,13 +106,24 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
   "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                                 \
   "{" KASCADE_WGMMA_REFS_0_63 "}, {%64, %65, %66, %67}, %68, 1, 1, 1, 1;\n"
 
-// wgmma m64n64k16, A and B K-major from smem (descriptors), fp32 accumulators in the mma.sync
-// C layout of 8 n-blocks; scale_d = 0 overwrites the accumulators.
+// wgmma m64nNk16 (N = 64 or 128 as the accumulator array says), A and B K-major from smem
+// (descriptors), fp32 accumulators in the mma.sync C layout of N / 8 n-blocks; scale_d = 0
+// overwrites the accumulators.
 template <typename T>
-__device__ __forceinline__ void wgmma_64x64(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+__device__ __forceinline__ void wgmma_ss(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
 #if KASCADE_PREFILL_WGMMA
-  KASCADE_ASM_FOR_STORAGE_TYPE(T, KASCADE_WGMMA_QK_TEXT,
+  KASCADE_ASM_FOR_STORAGE_TYPE(T, KASCADE_WGMMA_QK64_TEXT,
                                : KASCADE_WGMMA_ACC_8_BLOCKS(0)
+                               : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+#else
+  (void)d, (void)desc_a, (void)desc_b, (void)scale_d;
+#endif
+}
+template <typename T>
+__device__ __forceinline__ void wgmma_ss(float (&d)[16][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+#if KASCADE_PREFILL_WGMMA
+  KASCADE_ASM_FOR_STORAGE_TYPE(T, KASCADE_WGMMA_QK128_TEXT,
+                               : KASCADE_WGMMA_ACC_8_BLOCKS(0), KASCADE_WGMMA_ACC_8_BLOCKS(8)
                                : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 #else
   (void)d, (void)desc_a, (void)desc_b, (void)scale_d;
@@ -135,7 +157,8 @@ __device__ __forceinline__ void wgmma_pv(float (&d)[16][4], const uint32_t (&a)[
 #undef KASCADE_WGMMA_REFS_TEN
 #undef KASCADE_WGMMA_REFS_0_31
 #undef KASCADE_WGMMA_REFS_0_63
-#undef KASCADE_WGMMA_QK_TEXT
+#undef KASCADE_WGMMA_QK64_TEXT
+#undef KASCADE_WGMMA_QK128_TEXT
 #undef KASCADE_WGMMA_PV64_TEXT
 #undef KASCADE_WGMMA_PV128_TEXT
 
@@ -188,7 +211,10 @@ struct KeySource {
 // Address pipeline of the K/V rows one thread copies. A key's address needs up to two dependent
 // global loads (its position from the selection list, then its page id), whose latency would stall
 // the copy issue of every block. So the stages run ahead of the copies: positions of block i+2
-// and page ids of block i+1 are loaded while block i is computed, and used one iteration later.
+// and page ids of block i+1 are loaded while block i is computed, and first used one iteration
+// later (issue_next), so that no warp waits on them in the middle of a block. V runs one block
+// behind K (see the main-loop schedule): issue_next keeps the tokens of the rows it copied for
+// the V copies of the same block (issue_prev, called before the next issue_next).
 // Each thread copies chunk (tid % kChunks) of rows tid / kChunks + j * kRowsPerPass.
 template <int D>
 struct KeyRowPipeline {
@@ -198,7 +224,9 @@ struct KeyRowPipeline {
   static_assert(kBlockKeys % kRowsPerPass == 0, "block rows must split evenly over the threads");
 
   int position_ahead[kRows];  // positions of the block after next (-1: past the keys)
-  int token_next[kRows];      // page id * P + slot of the next block's rows (-1: zero-fill)
+  int position_next[kRows];   // positions of the next block
+  int page_next[kRows];       // their page ids (loads in flight until issue_next)
+  int token_prev[kRows];      // page id * P + slot of the rows issue_next copied last (-1: zero-fill)
 
   __device__ __forceinline__ void fetch_positions(const KeySource& keys, int v0) {
     const int n = keys.size();
@@ -208,41 +236,58 @@ struct KeyRowPipeline {
       position_ahead[j] = v < n ? keys.position(v) : -1;
     }
   }
-  // Page ids of the block whose positions were fetched last (their loads are issued here, used later).
+  // Issues the page-id loads of the block whose positions were fetched last.
   __device__ __forceinline__ void fetch_pages(const KvView& kv, const int32_t* seq_pages) {
 #pragma unroll
     for (int j = 0; j < kRows; ++j) {
       const int pos = position_ahead[j];
+      position_next[j] = pos;
       uint32_t page_in_seq = 0, slot = 0;
       if (pos >= 0) kv.page_size.divmod(static_cast<uint32_t>(pos), page_in_seq, slot);
-      token_next[j] = pos >= 0 ? __ldg(seq_pages + page_in_seq) * static_cast<int>(kv.page_size.divisor) +
-                                     static_cast<int>(slot)
-                               : -1;
+      page_next[j] = pos >= 0 ? __ldg(seq_pages + page_in_seq) : 0;
     }
   }
-  // This thread's column of kv head `kv_head` in `pool` (K or V): the base issue() adds rows to.
+  // This thread's column of kv head `kv_head` in `pool` (K or V): the base the copies add rows to.
   template <typename T>
   __device__ static __forceinline__ const T* column_base(const T* pool, const KvView& kv, int kv_head) {
     return pool + static_cast<int64_t>(kv_head) * kv.head_stride + (threadIdx.x % kChunks) * kChunkElems;
   }
   // cp.async of the next block's rows (from a column_base of K or V) into the swizzled tile `dst`.
   template <typename T>
-  __device__ __forceinline__ void issue(T* dst, const T* base, const KvView& kv) const {
+  __device__ __forceinline__ void issue_next(T* dst, const T* base, const KvView& kv) {
     const int chunk = threadIdx.x % kChunks;
 #pragma unroll
     for (int j = 0; j < kRows; ++j) {
       const int r = static_cast<int>(threadIdx.x) / kChunks + j * kRowsPerPass;
-      const bool valid = token_next[j] >= 0;
+      const int pos = position_next[j];
+      const bool valid = pos >= 0;
+      uint32_t page_in_seq = 0, slot = 0;
+      if (valid) kv.page_size.divmod(static_cast<uint32_t>(pos), page_in_seq, slot);
+      token_prev[j] = valid ? page_next[j] * static_cast<int>(kv.page_size.divisor) + static_cast<int>(slot) : -1;
+      const T* src = valid ? base + static_cast<int64_t>(page_next[j]) * kv.page_stride +
+                                 static_cast<int64_t>(slot) * kv.token_stride
+                           : base;  // any valid address when zero-filling
+      cp_async16(dst + SwizzledTile<D, kBlockKeys>::offset(r, chunk), src, valid);
+    }
+  }
+  // cp.async of the rows issue_next copied last (the V rows of the block whose K rows it copied).
+  template <typename T>
+  __device__ __forceinline__ void issue_prev(T* dst, const T* base, const KvView& kv) const {
+    const int chunk = threadIdx.x % kChunks;
+#pragma unroll
+    for (int j = 0; j < kRows; ++j) {
+      const int r = static_cast<int>(threadIdx.x) / kChunks + j * kRowsPerPass;
+      const bool valid = token_prev[j] >= 0;
       const T* src = base;  // any valid address when zero-filling
       if (valid) {
         uint32_t page, slot;
-        kv.page_size.divmod(static_cast<uint32_t>(token_next[j]), page, slot);
+        kv.page_size.divmod(static_cast<uint32_t>(token_prev[j]), page, slot);
         src = base + static_cast<int64_t>(page) * kv.page_stride + static_cast<int64_t>(slot) * kv.token_stride;
       }
       cp_async16(dst + SwizzledTile<D, kBlockKeys>::offset(r, chunk), src, valid);
     }
   }
-  // Prologue: positions and pages of block 0 resolved (stalls once), block 1's positions in flight.
+  // Prologue: positions and page loads of block 0 (issue_next stalls on them once).
   __device__ __forceinline__ void start(const KeySource& keys, const KvView& kv, const int32_t* seq_pages) {
     fetch_positions(keys, 0);
     fetch_pages(kv, seq_pages);
@@ -269,10 +314,21 @@ __device__ __forceinline__ void load_q_rows(T* dst, const T* q, int64_t first_ro
   }
 }
 
-// Rows of m-tile m of this warp: m * 64 + warp * 16 + 0..15. The four warps together own a
-// 64-row slab per m-tile, which is what one wgmma of the warpgroup computes.
-static_assert(kWarps == 4, "one warpgroup per CTA");
-__device__ __forceinline__ int warp_row(int m) { return m * 64 + static_cast<int>(threadIdx.x / 32) * 16; }
+// Warp w owns query rows 16w .. 16w+15 of the CTA; warpgroup g (warps 4g .. 4g+3) owns the 64-row
+// slab 64g .. 64g+63, which is what one wgmma of that warpgroup computes.
+static_assert(kWarps == 4 * kWarpgroups && kBlockRows == kWarpgroups * 64, "one 64-row slab per warpgroup");
+__device__ __forceinline__ int warp_first_row() { return static_cast<int>(threadIdx.x / 32) * kRowsPerWarp; }
+__device__ __forceinline__ int slab_first_row() { return static_cast<int>(threadIdx.x / 128) * 64; }
+// Whether this thread's MMA unit (the warpgroup under wgmma, the warp under mma.sync) holds any
+// of the first `valid_rows` rows. A unit of padding rows only skips the arithmetic; it still
+// copies its share of K/V and meets every barrier.
+__device__ __forceinline__ bool mma_rows_active(int valid_rows) {
+#if KASCADE_PREFILL_WGMMA
+  return slab_first_row() < valid_rows;
+#else
+  return warp_first_row() < valid_rows;
+#endif
+}
 
 // Shared-memory matrix descriptor of a K-major, 128-byte-swizzled operand (SwizzledTile): start
 // address, leading byte offset 16 (unused with this swizzle), 1024 bytes between 8-row groups.
@@ -297,53 +353,84 @@ __device__ __forceinline__ void wgmma_fence() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #endif
 }
-__device__ __forceinline__ void wgmma_commit_and_wait() {
+__device__ __forceinline__ void wgmma_commit() {
 #if KASCADE_PREFILL_WGMMA
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 #endif
 }
-// Makes this thread's cp.async writes to smem visible to the async proxy (wgmma operand reads);
-// called after the copies completed and before the barrier that publishes them.
-__device__ __forceinline__ void fence_smem_for_async_proxy() {
+// Waits until at most kPending of this warpgroup's wgmma commit groups are in flight.
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait() {
 #if KASCADE_PREFILL_WGMMA
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+#endif
+}
+// Ties registers written by an asynchronous wgmma to the program point after its wait, so that
+// the compiler cannot move their reads above it.
+template <int kBlocks>
+__device__ __forceinline__ void wgmma_fence_operands(float (&x)[kBlocks][4]) {
+#if KASCADE_PREFILL_WGMMA
+#pragma unroll
+  for (int j = 0; j < kBlocks; ++j)
+    asm volatile("" : "+f"(x[j][0]), "+f"(x[j][1]), "+f"(x[j][2]), "+f"(x[j][3])::"memory");
+#else
+  (void)x;
+#endif
+}
+// No proxy fence between the cp.async copies and the wgmma reads of the same smem: completion
+// (cp.async.wait_group) plus the CTA barrier publishes them, as in CUTLASS's sm90 cp.async GMMA
+// mainloops. A fence.proxy.async here compiles to MEMBAR.ALL.CTA, which also waits for the
+// copies still in flight for later blocks and so reduced the smem ring to one stage.
+
+// ---- scores of one slab against one key block ---------------------------------------------------
+// s[j][*]: this thread's two rows (warp_first_row() + lane / 4, + 8) against keys 8j .. 8j+7 of the
+// block, in the mma.sync C layout (the wgmma accumulator layout is the same).
+
+// Part [kFirstBlock, kFirstBlock + kBlocks) of S = Q(slab) . K^T through wgmma (N = 8 kBlocks keys),
+// committed as one group.
+template <int D, typename T, int kFirstBlock, int kBlocks>
+__device__ __forceinline__ void issue_score_part(float (&s)[kKeyBlocks8][4], const T* q_slab, const T* k_tile) {
+#if KASCADE_PREFILL_WGMMA
+  static_assert((kBlocks == 8 && kFirstBlock % 8 == 0 && kFirstBlock + 8 <= kKeyBlocks8) ||
+                    (kBlocks == 16 && kFirstBlock == 0 && kKeyBlocks8 == 16),
+                "a score part is 64 or 128 keys");
+  float(&d)[kBlocks][4] = *reinterpret_cast<float(*)[kBlocks][4]>(&s[kFirstBlock]);
+  const T* k_part = k_tile + kFirstBlock * 8 * kPanelElems;  // key rows are 64 elements inside a panel
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    // K-step kk reads column panel kk / 4 at a 32-byte offset (kk % 4) inside the swizzled row.
+    const int panel = kk / 4, within = (kk % 4) * 16;
+    const uint64_t desc_q = sw128_descriptor(q_slab + panel * SwizzledTile<D, kBlockRows>::kPanelStride + within);
+    const uint64_t desc_k = sw128_descriptor(k_part + panel * SwizzledTile<D, kBlockKeys>::kPanelStride + within);
+    wgmma_ss<T>(d, desc_q, desc_k, kk > 0 ? 1 : 0);
+  }
+  wgmma_commit();
+#else
+  (void)s, (void)q_slab, (void)k_tile;
 #endif
 }
 
-// s[m][j][*] = Q(rows of m-tile m) . K(keys j*8 .. j*8+7 of the block)^T, fp32, unscaled.
-// Every warp of the CTA must call it (wgmma is warpgroup-wide).
-template <int D, typename T>
-__device__ __forceinline__ void compute_scores(float (&s)[kMTiles][kBlockKeys / 8][4], const T* q_smem,
-                                               const T* k_smem) {
+// S = Q . K^T (unscaled fp32) for this thread's rows. Under wgmma it is issued asynchronously in
+// kParts commit groups of kBlockKeys / kParts keys, part p complete after wgmma_wait<kParts-1-p>;
+// mma.sync computes the warp's 16 rows at once. Every thread of the CTA whose unit is active
+// calls it (wgmma is warpgroup-wide).
+template <int D, typename T, int kParts>
+__device__ __forceinline__ void issue_scores(float (&s)[kKeyBlocks8][4], const T* q_smem, const T* k_tile) {
+  static_assert(kParts == 1 || kParts == 2, "scores are issued in one or two parts");
 #if KASCADE_PREFILL_WGMMA
-  // K-step kk reads column panel kk / 4 at a 32-byte offset (kk % 4) inside the swizzled row.
+  const T* q_slab = q_smem + slab_first_row() * kPanelElems;
   wgmma_fence();
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    const int panel = kk / 4, within = (kk % 4) * 16;
-    const uint64_t desc_k = sw128_descriptor(k_smem + panel * SwizzledTile<D, kBlockKeys>::kPanelStride + within);
-#pragma unroll
-    for (int m = 0; m < kMTiles; ++m) {
-      const uint64_t desc_q =
-          sw128_descriptor(q_smem + panel * SwizzledTile<D, kBlockRows>::kPanelStride + m * 64 * kPanelElems + within);
-      wgmma_64x64<T>(s[m], desc_q, desc_k, kk > 0 ? 1 : 0);
-    }
-  }
-  wgmma_commit_and_wait();
+  issue_score_part<D, T, 0, kKeyBlocks8 / kParts>(s, q_slab, k_tile);
+  if constexpr (kParts == 2) issue_score_part<D, T, kKeyBlocks8 / 2, kKeyBlocks8 / 2>(s, q_slab, k_tile);
 #else
-  // mma.sync: Q fragments from smem per k-step; each K fragment serves all m-tiles.
+  // mma.sync: the warp's Q fragment per k-step; each K fragment serves both 8-key blocks of 16 keys.
   const int lane = threadIdx.x % 32;
 #pragma unroll
-  for (int m = 0; m < kMTiles; ++m)
-#pragma unroll
-    for (int j = 0; j < kBlockKeys / 8; ++j) s[m][j][0] = s[m][j][1] = s[m][j][2] = s[m][j][3] = 0.f;
+  for (int j = 0; j < kKeyBlocks8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
-    uint32_t a[kMTiles][4];
-#pragma unroll
-    for (int m = 0; m < kMTiles; ++m)
-      ldmatrix_x4(a[m], q_smem + SwizzledTile<D, kBlockRows>::offset(warp_row(m) + lane % 16, kk * 2 + lane / 16));
+    uint32_t a[4];
+    ldmatrix_x4(a, q_smem + SwizzledTile<D, kBlockRows>::offset(warp_first_row() + lane % 16, kk * 2 + lane / 16));
 #pragma unroll
     for (int jj = 0; jj < kBlockKeys / 16; ++jj) {
       // Two 8-key blocks (16 keys) x 16 dims: matrices (keys +0, d +0), (keys +0, d +8),
@@ -351,26 +438,126 @@ __device__ __forceinline__ void compute_scores(float (&s)[kMTiles][kBlockKeys / 
       const int key = jj * 16 + (lane / 16) * 8 + (lane % 8);
       const int chunk = kk * 2 + (lane / 8) % 2;
       uint32_t b[4];
-      ldmatrix_x4(b, k_smem + SwizzledTile<D, kBlockKeys>::offset(key, chunk));
-#pragma unroll
-      for (int m = 0; m < kMTiles; ++m) {
-        mma_16816<T>(s[m][2 * jj], a[m], b[0], b[1]);
-        mma_16816<T>(s[m][2 * jj + 1], a[m], b[2], b[3]);
-      }
+      ldmatrix_x4(b, k_tile + SwizzledTile<D, kBlockKeys>::offset(key, chunk));
+      mma_16816<T>(s[2 * jj], a, b[0], b[1]);
+      mma_16816<T>(s[2 * jj + 1], a, b[2], b[3]);
     }
   }
 #endif
 }
 
-// P (the probabilities of one m-tile, in the accumulator layout of 8 key blocks) packed to the
-// storage type as the A fragment of k-step kk: the C layout of key blocks 2kk, 2kk+1 is the A
-// layout of keys 16kk .. 16kk+15.
+// P (this thread's probabilities of one block, in the accumulator layout of 8-key blocks) packed
+// to the storage type as the A fragment of k-step kk: the C layout of key blocks 2kk, 2kk+1 is the
+// A layout of keys 16kk .. 16kk+15.
 template <typename T>
-__device__ __forceinline__ void pack_p_fragment(uint32_t (&a)[4], const float (&p)[kBlockKeys / 8][4], int kk) {
+__device__ __forceinline__ void pack_p_fragment(uint32_t (&a)[4], const float (&p)[kKeyBlocks8][4], int kk) {
   a[0] = Mma16816<T>::pack(p[2 * kk][0], p[2 * kk][1]);
   a[1] = Mma16816<T>::pack(p[2 * kk][2], p[2 * kk][3]);
   a[2] = Mma16816<T>::pack(p[2 * kk + 1][0], p[2 * kk + 1][1]);
   a[3] = Mma16816<T>::pack(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+}
+
+// O += P . V for one key block: P as register A fragments, V [keys][D] from its swizzled tile.
+// Under wgmma it is issued asynchronously as one commit group; mma.sync computes it at once.
+template <int D, typename T>
+__device__ __forceinline__ void issue_pv(float (&acc)[D / 8][4], const uint32_t (&pa)[kBlockKeys / 16][4],
+                                         const T* v_tile) {
+#if KASCADE_PREFILL_WGMMA
+  // V k-step kk = keys 16kk .. = 2 swizzle atoms of 8 keys, 16 * 64 elements further; N panels of
+  // 64 head dims are a tile panel apart.
+  constexpr int kPanelBytes = SwizzledTile<D, kBlockKeys>::kPanelStride * int(sizeof(T));
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kBlockKeys / 16; ++kk)
+    wgmma_pv<T>(acc, pa[kk], sw128_mn_descriptor<kPanelBytes>(v_tile + kk * 16 * kPanelElems));
+  wgmma_commit();
+#else
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int kk = 0; kk < kBlockKeys / 16; ++kk)
+#pragma unroll
+    for (int jd = 0; jd < D / 16; ++jd) {
+      // V rows are keys (the k dimension): transposed loads give the B fragments of two 8-wide
+      // column blocks of D.
+      const int key = kk * 16 + ((lane / 8) % 2) * 8 + (lane % 8);
+      const int chunk = jd * 2 + lane / 16;
+      uint32_t bv[4];
+      ldmatrix_x4_trans(bv, v_tile + SwizzledTile<D, kBlockKeys>::offset(key, chunk));
+      mma_16816<T>(acc[2 * jd], pa[kk], bv[0], bv[1]);
+      mma_16816<T>(acc[2 * jd + 1], pa[kk], bv[2], bv[3]);
+    }
+#endif
+}
+
+// 2^x on the special-function unit with subnormal results flushed to zero: exp2f adds a range
+// test and two multiplies per call to produce subnormals, which as softmax weights or pooled mass
+// are zero to within the output precision anyway. exp2_ftz(-inf) = 0.
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// ---- online softmax -----------------------------------------------------------------------------
+// Which keys of a block this thread's rows may see: virtual key v is visible when v < num_keys and,
+// for a range key (v >= list_count), its position range_begin + v - list_count is at most the row's
+// position. `needed` is false for blocks wholly visible to every row of the CTA.
+struct BlockMask {
+  bool needed;
+  int v0;  // virtual index of the block's first key
+  int num_keys, list_count, range_begin;
+  int row_pos[2];
+};
+
+// Running max (log2 domain) and this thread's part of the running sum of exp2(s2 - max) of its
+// two rows.
+struct RowSoftmax {
+  float max[2] = {-INFINITY, -INFINITY};
+  float sum[2] = {0.f, 0.f};
+};
+
+// Online-softmax step over key blocks [kFirst, kFirst + kCount) of raw scores s: masks invisible
+// keys, raises the row max (scores scaled by scale_log2 into the log2 domain), turns the scores
+// into exp2(s2 - max) in place and adds them to the row sum. correction[i] = exp2(old max - new max)
+// is the factor for whatever was accumulated against the old max (the output rows).
+template <int kFirst, int kCount>
+__device__ __forceinline__ void softmax_update(float (&s)[kKeyBlocks8][4], RowSoftmax& st, float (&correction)[2],
+                                               const BlockMask& mask, float scale_log2) {
+  const int lane = threadIdx.x % 32;
+  if (mask.needed) {
+#pragma unroll
+    for (int j = kFirst; j < kFirst + kCount; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int v = mask.v0 + j * 8 + 2 * (lane % 4) + (e & 1);
+        bool visible = v < mask.num_keys;
+        if (visible && v >= mask.list_count) visible = mask.range_begin + (v - mask.list_count) <= mask.row_pos[e / 2];
+        if (!visible) s[j][e] = -INFINITY;
+      }
+  }
+  // The 4 lanes of a row are lanes 4r .. 4r+3. scale_log2 > 0, so the max of raw scores scaled is
+  // the max of scaled scores, and exp2(s * scale - max) is one FFMA and one MUFU per score.
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    float raw_max = -INFINITY;
+#pragma unroll
+    for (int j = kFirst; j < kFirst + kCount; ++j) raw_max = fmaxf(raw_max, fmaxf(s[j][2 * i], s[j][2 * i + 1]));
+    raw_max = fmaxf(raw_max, __shfl_xor_sync(0xffffffffu, raw_max, 1));
+    raw_max = fmaxf(raw_max, __shfl_xor_sync(0xffffffffu, raw_max, 2));
+    const float mx = fmaxf(st.max[i], raw_max * scale_log2);
+    // A row whose keys so far are all masked keeps -inf; use 0 so exp2 gives 0, not NaN.
+    const float m_safe = mx == -INFINITY ? 0.f : mx;
+    correction[i] = exp2_ftz(st.max[i] - m_safe);
+    st.max[i] = mx;
+    float sum = 0.f;
+#pragma unroll
+    for (int j = kFirst; j < kFirst + kCount; ++j) {
+      s[j][2 * i] = exp2_ftz(fmaf(s[j][2 * i], scale_log2, -m_safe));
+      s[j][2 * i + 1] = exp2_ftz(fmaf(s[j][2 * i + 1], scale_log2, -m_safe));
+      sum += s[j][2 * i] + s[j][2 * i + 1];
+    }
+    st.sum[i] = st.sum[i] * correction[i] + sum;
+  }
 }
 
 // The swizzled operand tiles need 1024-byte alignment; the dynamic smem request includes the slack.
@@ -378,24 +565,28 @@ constexpr size_t kSmemAlign = 1024;
 __device__ __forceinline__ unsigned char* align_smem(unsigned char* p) {
   return p + ((kSmemAlign - (smem_addr(p) & (kSmemAlign - 1))) & (kSmemAlign - 1));
 }
+constexpr size_t kMaxSmemPerCta = 227 * 1024;  // sm_90 opt-in limit
 
 // ---- attention ------------------------------------------------------------------------------
 template <int D, typename T>
 struct AttendSmem {
   static constexpr int kTileElems = kBlockKeys * D;
   static constexpr size_t bytes(bool with_v) {
-    return kSmemAlign + sizeof(T) * (size_t(kBlockRows) * D + 2 * size_t(kTileElems) * (with_v ? 2 : 1));
+    return kSmemAlign + sizeof(T) * (size_t(kBlockRows) * D + kStages * size_t(kTileElems) * (with_v ? 2 : 1));
   }
+  static_assert(bytes(true) <= kMaxSmemPerCta, "attention tiles exceed the shared memory of a CTA");
 };
 
-// One CTA: P positions x G heads of one kv head, all keys of its KeySource, online softmax.
+// One CTA: P positions x G heads of one kv head, all keys of its KeySource, online softmax; the
+// schedule of its main loop is in the file comment.
 // Grid: x = position block (heaviest first), y = kv head, z = sequence.
 template <int D, typename T, bool kOutput>
-__global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant__ AttendParams p) {
+__global__ void __launch_bounds__(kThreads, 1) attend_kernel(const __grid_constant__ AttendParams p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* q_smem = reinterpret_cast<T*>(align_smem(smem_raw));
-  T* k_smem = q_smem + kBlockRows * D;                 // [2][kBlockKeys][D]
-  T* v_smem = k_smem + 2 * AttendSmem<D, T>::kTileElems;  // [2][kBlockKeys][D] (kOutput only)
+  T* k_smem = q_smem + kBlockRows * D;                          // [kStages][kBlockKeys][D]
+  T* v_smem = k_smem + kStages * AttendSmem<D, T>::kTileElems;  // [kStages][kBlockKeys][D] (kOutput only)
+  constexpr int kTile = AttendSmem<D, T>::kTileElems;
 
   const int b = blockIdx.z, kv_head = blockIdx.y;
   const int block = p.num_position_blocks - 1 - blockIdx.x;  // long causal rows first
@@ -417,7 +608,7 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
   const int num_keys = keys.size();
   // Virtual keys < unmasked_end are visible to every row of the CTA (list keys precede the tile,
   // range keys up to pos_lo precede every row).
-  const int unmasked_end = keys.list_count + (pos_lo + 1 - keys.range_begin);
+  const int unmasked_end = min(num_keys, keys.list_count + (pos_lo + 1 - keys.range_begin));
 
   const T* q = static_cast<const T*>(p.q);
   const T* kbase = KeyRowPipeline<D>::column_base(static_cast<const T*>(p.kv.k), p.kv, kv_head);
@@ -425,198 +616,172 @@ __global__ void __launch_bounds__(kThreads) attend_kernel(const __grid_constant_
   const int valid_rows = num_pos * p.group;
   load_q_rows<D>(q_smem, q, g.q_begin + first_local, p.num_q_heads, kv_head * p.group, p.group, valid_rows);
   const int32_t* seq_pages = p.kv.page_indices + p.kv.page_indptr[b];
+  const int num_blocks = (num_keys + kBlockKeys - 1) / kBlockKeys;
+  // Prologue: copy group 0 = Q and K[0], group 1 = V[0] and K[1]; page ids of block 2 and
+  // positions of block 3 in flight.
   KeyRowPipeline<D> rows;
   rows.start(keys, p.kv, seq_pages);
-  rows.issue(k_smem, kbase, p.kv);
-  if (kOutput) rows.issue(v_smem, vbase, p.kv);
+  rows.issue_next(k_smem, kbase, p.kv);
   cp_async_commit();
   rows.fetch_positions(keys, kBlockKeys);
   rows.fetch_pages(p.kv, seq_pages);
   rows.fetch_positions(keys, 2 * kBlockKeys);
+  if (kOutput) rows.issue_prev(v_smem, vbase, p.kv);
+  if (1 < num_blocks) rows.issue_next(k_smem + kTile, kbase, p.kv);
+  cp_async_commit();
+  rows.fetch_pages(p.kv, seq_pages);
+  rows.fetch_positions(keys, 3 * kBlockKeys);
 
   const int lane = threadIdx.x % 32;
-  // This thread's rows: warp_row(m) + lane/4 (+8). Rows past valid_rows get position pos_lo so
-  // that their softmax stays finite; they are never stored.
-  int row_pos[kMTiles][2];
+  BlockMask mask;
+  mask.num_keys = num_keys, mask.list_count = keys.list_count, mask.range_begin = keys.range_begin;
+  // This thread's rows: warp_first_row() + lane/4 (+8). Rows past valid_rows get position pos_lo
+  // so that their softmax stays finite; they are never stored.
 #pragma unroll
-  for (int m = 0; m < kMTiles; ++m)
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int r = warp_row(m) + lane / 4 + 8 * i;
-      row_pos[m][i] = r < valid_rows ? pos_lo + r / p.group : pos_lo;
-    }
+  for (int i = 0; i < 2; ++i) {
+    const int r = warp_first_row() + lane / 4 + 8 * i;
+    mask.row_pos[i] = r < valid_rows ? pos_lo + r / p.group : pos_lo;
+  }
 
-  constexpr int kAccCols = kOutput ? D / 8 : 1;
-  float acc[kMTiles][kAccCols][4];
+  constexpr int kAccBlocks = kOutput ? D / 8 : 1;
+  float acc[kAccBlocks][4];
 #pragma unroll
-  for (int m = 0; m < kMTiles; ++m)
-#pragma unroll
-    for (int j = 0; j < kAccCols; ++j) acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0.f;
-  float row_max[kMTiles][2], row_sum[kMTiles][2];
-#pragma unroll
-  for (int m = 0; m < kMTiles; ++m)
-#pragma unroll
-    for (int i = 0; i < 2; ++i) row_max[m][i] = -INFINITY, row_sum[m][i] = 0.f;
+  for (int j = 0; j < kAccBlocks; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  uint32_t p_frag[kBlockKeys / 16][4];  // P of the previous block, the A operand of its P.V
+  RowSoftmax softmax;
 
-  const int num_blocks = (num_keys + kBlockKeys - 1) / kBlockKeys;
-  const bool warp_active = warp_row(0) < valid_rows;
+  const bool active = mma_rows_active(valid_rows);
   for (int it = 0; it < num_blocks; ++it) {
-    cp_async_wait<0>();
-    fence_smem_for_async_proxy();
+    // Copy group it (K[it], V[it-1]) has landed (group it+1 may still be in flight); every
+    // unit is done with K[it-1] and V[it-2], whose buffers the copies of group it+2 reuse.
+    cp_async_wait<1>();
     __syncthreads();
-    const int buf = it & 1;
-    if (it + 1 < num_blocks) {
-      const int nbuf = buf ^ 1;
-      rows.issue(k_smem + nbuf * AttendSmem<D, T>::kTileElems, kbase, p.kv);
-      if (kOutput) rows.issue(v_smem + nbuf * AttendSmem<D, T>::kTileElems, vbase, p.kv);
-    }
+    const int buf = it % kStages;
+    if (kOutput && it + 1 < num_blocks) rows.issue_prev(v_smem + ((it + 1) % kStages) * kTile, vbase, p.kv);
+    if (it + 2 < num_blocks) rows.issue_next(k_smem + ((it + 2) % kStages) * kTile, kbase, p.kv);
     cp_async_commit();
-    if (it + 2 < num_blocks) {
+    if (it + 3 < num_blocks) {
       rows.fetch_pages(p.kv, seq_pages);
-      rows.fetch_positions(keys, (it + 3) * kBlockKeys);
+      rows.fetch_positions(keys, (it + 4) * kBlockKeys);
     }
-    float s[kMTiles][kBlockKeys / 8][4];
-    compute_scores<D>(s, q_smem, k_smem + buf * AttendSmem<D, T>::kTileElems);
-    // A warp whose rows are all padding skips the rest, except where P.V is warpgroup-wide wgmma.
-    if (!KASCADE_PREFILL_WGMMA_PV && !warp_active) continue;
+    if (!active) continue;
 
-    const int v0 = it * kBlockKeys;
-    const bool needs_mask = v0 + kBlockKeys > min(unmasked_end, num_keys);
-#pragma unroll
-    for (int m = 0; m < kMTiles; ++m)
-#pragma unroll
-      for (int j = 0; j < kBlockKeys / 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float x = s[m][j][e] * p.scale_log2;
-          if (needs_mask) {
-            const int v = v0 + j * 8 + 2 * (lane % 4) + (e & 1);
-            bool visible = v < num_keys;
-            if (visible && v >= keys.list_count)
-              visible = keys.range_begin + (v - keys.list_count) <= row_pos[m][e / 2];
-            if (!visible) x = -INFINITY;
-          }
-          s[m][j][e] = x;
-        }
-    // Online softmax over the thread's rows; the 4 lanes of a row are lanes 4r..4r+3.
-#pragma unroll
-    for (int m = 0; m < kMTiles; ++m)
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        float mx = row_max[m][i];
-#pragma unroll
-        for (int j = 0; j < kBlockKeys / 8; ++j) mx = fmaxf(mx, fmaxf(s[m][j][2 * i], s[m][j][2 * i + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        // A row whose keys so far are all masked keeps -inf; use 0 so exp2 gives 0, not NaN.
-        const float m_safe = mx == -INFINITY ? 0.f : mx;
-        const float correction = exp2f(row_max[m][i] - m_safe);
-        row_max[m][i] = mx;
-        float sum = 0.f;
-#pragma unroll
-        for (int j = 0; j < kBlockKeys / 8; ++j) {
-          s[m][j][2 * i] = exp2f(s[m][j][2 * i] - m_safe);
-          s[m][j][2 * i + 1] = exp2f(s[m][j][2 * i + 1] - m_safe);
-          sum += s[m][j][2 * i] + s[m][j][2 * i + 1];
-        }
-        row_sum[m][i] = row_sum[m][i] * correction + sum;
-#pragma unroll
-        for (int j = 0; j < kAccCols; ++j) {
-          acc[m][j][2 * i] *= correction;
-          acc[m][j][2 * i + 1] *= correction;
-        }
-      }
+    mask.v0 = it * kBlockKeys;
+    mask.needed = mask.v0 + kBlockKeys > unmasked_end;
+    float s[kKeyBlocks8][4];
+    float correction[2];
     if constexpr (kOutput) {
-      const T* vb = v_smem + buf * AttendSmem<D, T>::kTileElems;
-#if KASCADE_PREFILL_WGMMA_PV
-      // P as the register A operand of k-step kk (pack_p_fragment); V k-step kk = keys 16kk.. =
-      // 2 swizzle atoms of 8 keys, 16 * 64 elements further.
-      uint32_t pa[kMTiles][kBlockKeys / 16][4];
-#pragma unroll
-      for (int m = 0; m < kMTiles; ++m)
-#pragma unroll
-        for (int kk = 0; kk < kBlockKeys / 16; ++kk) pack_p_fragment<T>(pa[m][kk], s[m], kk);
-      constexpr int kPanelBytes = SwizzledTile<D, kBlockKeys>::kPanelStride * int(sizeof(T));
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kBlockKeys / 16; ++kk) {
-        const uint64_t desc_v = sw128_mn_descriptor<kPanelBytes>(vb + kk * 16 * kPanelElems);
-#pragma unroll
-        for (int m = 0; m < kMTiles; ++m) wgmma_pv<T>(acc[m], pa[m][kk], desc_v);
+      issue_scores<D, T, 1>(s, q_smem, k_smem + buf * kTile);
+      if (it > 0) {
+        issue_pv<D, T>(acc, p_frag, v_smem + ((it - 1) % kStages) * kTile);  // V[it-1]
+        wgmma_wait<1>();
+      } else {
+        wgmma_wait<0>();
       }
-      wgmma_commit_and_wait();
-#else
+      wgmma_fence_operands(s);
+      softmax_update<0, kKeyBlocks8>(s, softmax, correction, mask, p.scale_log2);
+      wgmma_wait<0>();
+      wgmma_fence_operands(acc);
 #pragma unroll
-      for (int kk = 0; kk < kBlockKeys / 16; ++kk) {
-        // P as the A operand of k-step kk (pack_p_fragment).
-        uint32_t a[kMTiles][4];
-#pragma unroll
-        for (int m = 0; m < kMTiles; ++m) pack_p_fragment<T>(a[m], s[m], kk);
-#pragma unroll
-        for (int jd = 0; jd < D / 16; ++jd) {
-          // V rows are keys (the k dimension): transposed loads give the B fragments of two
-          // 8-wide column blocks of D.
-          const int key = kk * 16 + ((lane / 8) % 2) * 8 + (lane % 8);
-          const int chunk = jd * 2 + lane / 16;
-          uint32_t bv[4];
-          ldmatrix_x4_trans(bv, vb + SwizzledTile<D, kBlockKeys>::offset(key, chunk));
-#pragma unroll
-          for (int m = 0; m < kMTiles; ++m) {
-            mma_16816<T>(acc[m][2 * jd], a[m], bv[0], bv[1]);
-            mma_16816<T>(acc[m][2 * jd + 1], a[m], bv[2], bv[3]);
-          }
-        }
+      for (int j = 0; j < kAccBlocks; ++j) {
+        acc[j][0] *= correction[0], acc[j][1] *= correction[0];
+        acc[j][2] *= correction[1], acc[j][3] *= correction[1];
       }
-#endif
+#pragma unroll
+      for (int kk = 0; kk < kBlockKeys / 16; ++kk) pack_p_fragment<T>(p_frag[kk], s, kk);
+    } else {
+      // LSE only: the exponentials of the first 64 keys overlap the MMAs of the second 64.
+      issue_scores<D, T, 2>(s, q_smem, k_smem + buf * kTile);
+      wgmma_wait<1>();
+      wgmma_fence_operands(s);
+      softmax_update<0, kKeyBlocks8 / 2>(s, softmax, correction, mask, p.scale_log2);
+      wgmma_wait<0>();
+      wgmma_fence_operands(s);
+      softmax_update<kKeyBlocks8 / 2, kKeyBlocks8 / 2>(s, softmax, correction, mask, p.scale_log2);
     }
   }
-  cp_async_wait<0>();
+  if constexpr (kOutput) {
+    // P.V of the last block.
+    cp_async_wait<0>();
+    __syncthreads();
+    if (active && num_blocks > 0) {
+      issue_pv<D, T>(acc, p_frag, v_smem + ((num_blocks - 1) % kStages) * kTile);
+      wgmma_wait<0>();
+      wgmma_fence_operands(acc);
+    }
+  } else {
+    cp_async_wait<0>();
+  }
 
   // Epilogue: full row sums, then output and LSE of valid rows.
 #pragma unroll
-  for (int m = 0; m < kMTiles; ++m)
+  for (int i = 0; i < 2; ++i) {
+    float total = softmax.sum[i];
+    total += __shfl_xor_sync(0xffffffffu, total, 1);
+    total += __shfl_xor_sync(0xffffffffu, total, 2);
+    const int r = warp_first_row() + lane / 4 + 8 * i;
+    if (r >= valid_rows) continue;
+    const int64_t qrow = g.q_begin + first_local + r / p.group;
+    const int head = kv_head * p.group + r % p.group;
+    const int64_t row_index = qrow * p.num_q_heads + head;
+    if (p.lse_log2 != nullptr && lane % 4 == 0) p.lse_log2[row_index] = softmax.max[i] + log2f(total);
+    if constexpr (kOutput) {
+      const float inv = 1.f / total;
+      T* out = static_cast<T*>(p.out) + row_index * D;
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      float total = row_sum[m][i];
-      total += __shfl_xor_sync(0xffffffffu, total, 1);
-      total += __shfl_xor_sync(0xffffffffu, total, 2);
-      const int r = warp_row(m) + lane / 4 + 8 * i;
-      if (r >= valid_rows) continue;
-      const int64_t qrow = g.q_begin + first_local + r / p.group;
-      const int head = kv_head * p.group + r % p.group;
-      const int64_t row_index = qrow * p.num_q_heads + head;
-      if (p.lse_log2 != nullptr && lane % 4 == 0) p.lse_log2[row_index] = row_max[m][i] + log2f(total);
-      if (kOutput) {
-        const float inv = 1.f / total;
-        T* out = static_cast<T*>(p.out) + row_index * D;
-#pragma unroll
-        for (int j = 0; j < kAccCols; ++j) {
-          const uint32_t packed = Mma16816<T>::pack(acc[m][j][2 * i] * inv, acc[m][j][2 * i + 1] * inv);
-          *reinterpret_cast<uint32_t*>(out + j * 8 + 2 * (lane % 4)) = packed;
-        }
+      for (int j = 0; j < kAccBlocks; ++j) {
+        const uint32_t packed = Mma16816<T>::pack(acc[j][2 * i] * inv, acc[j][2 * i + 1] * inv);
+        *reinterpret_cast<uint32_t*>(out + j * 8 + 2 * (lane % 4)) = packed;
       }
     }
+  }
 }
 
 // ---- pooled mass ------------------------------------------------------------------------------
 template <int D, typename T>
 struct MassSmem {
   static constexpr size_t bytes() {
-    return kSmemAlign + sizeof(T) * (size_t(kBlockRows) * D + 2 * size_t(kBlockKeys) * D) +
-           sizeof(float) * (kWarps * kBlockKeys + kKeysPerMassCta);
+    return kSmemAlign + sizeof(T) * (size_t(kBlockRows) * D + kStages * size_t(kBlockKeys) * D) +
+           sizeof(float) * (2 * kWarps * kBlockKeys + kKeysPerMassCta);
   }
+  static_assert(bytes() <= kMaxSmemPerCta, "pooled-mass tiles exceed the shared memory of a CTA");
 };
+static_assert(kKeysPerMassCta % kBlockKeys == 0, "a pooled-mass CTA reduces whole key blocks");
+
+// Adds exp2(s * scale - lse) of key blocks [kFirst, kFirst + kCount), summed over the warp's 16
+// rows, to the warp's per-key partial sums (lanes 0..3 write them).
+template <int kFirst, int kCount>
+__device__ __forceinline__ void column_mass(const float (&s)[kKeyBlocks8][4], const float (&row_lse)[2],
+                                            float scale_log2, float* warp_partial) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int j = kFirst; j < kFirst + kCount; ++j) {
+    float c0 = exp2_ftz(fmaf(s[j][0], scale_log2, -row_lse[0])) + exp2_ftz(fmaf(s[j][2], scale_log2, -row_lse[1]));
+    float c1 = exp2_ftz(fmaf(s[j][1], scale_log2, -row_lse[0])) + exp2_ftz(fmaf(s[j][3], scale_log2, -row_lse[1]));
+#pragma unroll
+    for (int off = 4; off < 32; off *= 2) {
+      c0 += __shfl_xor_sync(0xffffffffu, c0, off);
+      c1 += __shfl_xor_sync(0xffffffffu, c1, off);
+    }
+    if (lane < 4) {
+      warp_partial[j * 8 + 2 * lane] = c0;
+      warp_partial[j * 8 + 2 * lane + 1] = c1;
+    }
+  }
+}
 
 // One CTA: keys [x * kKeysPerMassCta, ...) of tile tile0 + y of selection s of sequence b.
 // Grid: x = key chunk, y = tile in the chunk, z = b * S + s. Every row chunk of the tile is
-// reduced in a fixed order, so the result is deterministic.
+// reduced in a fixed order, so the result is deterministic. The warps' per-key partial sums of
+// block it are double-buffered and added up after the barrier of block it + 1 (one barrier per block).
 template <int D, typename T>
-__global__ void __launch_bounds__(kThreads) pooled_mass_kernel(const __grid_constant__ MassParams p) {
+__global__ void __launch_bounds__(kThreads, 1) pooled_mass_kernel(const __grid_constant__ MassParams p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* q_smem = reinterpret_cast<T*>(align_smem(smem_raw));
-  T* k_smem = q_smem + kBlockRows * D;                       // [2][kBlockKeys][D]
-  float* partial = reinterpret_cast<float*>(k_smem + 2 * kBlockKeys * D);  // [kWarps][kBlockKeys]
-  float* key_mass = partial + kWarps * kBlockKeys;           // [kKeysPerMassCta]
+  T* k_smem = q_smem + kBlockRows * D;                                           // [kStages][kBlockKeys][D]
+  float* partial = reinterpret_cast<float*>(k_smem + kStages * kBlockKeys * D);  // [2][kWarps][kBlockKeys]
+  float* key_mass = partial + 2 * kWarps * kBlockKeys;                     // [kKeysPerMassCta]
+  constexpr int kTile = kBlockKeys * D;
 
   const int b = blockIdx.z / p.num_selections, sel = blockIdx.z % p.num_selections;
   const int tau = p.tile0 + blockIdx.y;
@@ -639,6 +804,16 @@ __global__ void __launch_bounds__(kThreads) pooled_mass_kernel(const __grid_cons
   const int rows_per_head = tile_len * p.group;
   const KeySource keys = {nullptr, 0, key_lo, key_hi};
   const int32_t* seq_pages = p.kv.page_indices + p.kv.page_indptr[b];
+  // Thread t < kBlockKeys adds the warps' partial sums of key t of a block to key_mass.
+  auto add_partials = [&](int block_index) {
+    if (threadIdx.x < kBlockKeys) {
+      const float* part = partial + (block_index & 1) * kWarps * kBlockKeys;
+      float total = 0.f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) total += part[w * kBlockKeys + threadIdx.x];
+      key_mass[block_index * kBlockKeys + threadIdx.x] += total;
+    }
+  };
 
   for (int kv_head = head_lo; kv_head < head_hi; ++kv_head) {
     for (int row0 = 0; row0 < rows_per_head; row0 += kBlockRows) {
@@ -662,82 +837,64 @@ __global__ void __launch_bounds__(kThreads) pooled_mass_kernel(const __grid_cons
       KeyRowPipeline<D> rows;
       rows.start(keys, p.kv, seq_pages);
       const T* kbase = KeyRowPipeline<D>::column_base(kpool, p.kv, kv_head);
-      rows.issue(k_smem, kbase, p.kv);
+      rows.issue_next(k_smem, kbase, p.kv);  // copy group 0: Q and K[0]
       cp_async_commit();
       rows.fetch_positions(keys, kBlockKeys);
       rows.fetch_pages(p.kv, seq_pages);
       rows.fetch_positions(keys, 2 * kBlockKeys);
+      if (1 < num_key_blocks) rows.issue_next(k_smem + kTile, kbase, p.kv);  // group 1: K[1]
+      cp_async_commit();
+      rows.fetch_pages(p.kv, seq_pages);
+      rows.fetch_positions(keys, 3 * kBlockKeys);
 
       // LSE of this thread's rows; rows past the tile get +inf so that their mass is 0.
-      float row_lse[kMTiles][2];
+      float row_lse[2];
 #pragma unroll
-      for (int m = 0; m < kMTiles; ++m)
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int r = warp_row(m) + lane / 4 + 8 * i;
-          row_lse[m][i] = INFINITY;
-          if (r < chunk_rows) {
-            const int tr = row0 + r;
-            const int64_t qrow = g.q_begin + (tile_b - g.p0) + tr / p.group;
-            row_lse[m][i] = p.lse_log2[qrow * p.num_q_heads + kv_head * p.group + tr % p.group];
-          }
+      for (int i = 0; i < 2; ++i) {
+        const int r = warp_first_row() + lane / 4 + 8 * i;
+        row_lse[i] = INFINITY;
+        if (r < chunk_rows) {
+          const int tr = row0 + r;
+          const int64_t qrow = g.q_begin + (tile_b - g.p0) + tr / p.group;
+          row_lse[i] = p.lse_log2[qrow * p.num_q_heads + kv_head * p.group + tr % p.group];
         }
+      }
 
-      const bool warp_active = warp_row(0) < chunk_rows;
+      const bool active = mma_rows_active(chunk_rows);
       for (int it = 0; it < num_key_blocks; ++it) {
-        cp_async_wait<0>();
-        fence_smem_for_async_proxy();
-        __syncthreads();
-        const int buf = it & 1;
-        if (it + 1 < num_key_blocks) rows.issue(k_smem + (buf ^ 1) * kBlockKeys * D, kbase, p.kv);
+        cp_async_wait<1>();  // K[it] landed (see attend_kernel)
+            __syncthreads();
+        const int buf = it % kStages;
+        if (it + 2 < num_key_blocks) rows.issue_next(k_smem + ((it + 2) % kStages) * kTile, kbase, p.kv);
         cp_async_commit();
-        if (it + 2 < num_key_blocks) {
+        if (it + 3 < num_key_blocks) {
           rows.fetch_pages(p.kv, seq_pages);
-          rows.fetch_positions(keys, (it + 3) * kBlockKeys);
+          rows.fetch_positions(keys, (it + 4) * kBlockKeys);
         }
+        if (it > 0) add_partials(it - 1);
 
-        float s[kMTiles][kBlockKeys / 8][4];
-        compute_scores<D>(s, q_smem, k_smem + buf * kBlockKeys * D);
-        if (warp_active) {
-          // Column sums of exp2(s2 - lse) over the warp's rows.
-#pragma unroll
-          for (int j = 0; j < kBlockKeys / 8; ++j) {
-            float c0 = 0.f, c1 = 0.f;
-#pragma unroll
-            for (int m = 0; m < kMTiles; ++m) {
-              c0 += exp2f(s[m][j][0] * p.scale_log2 - row_lse[m][0]) + exp2f(s[m][j][2] * p.scale_log2 - row_lse[m][1]);
-              c1 += exp2f(s[m][j][1] * p.scale_log2 - row_lse[m][0]) + exp2f(s[m][j][3] * p.scale_log2 - row_lse[m][1]);
-            }
-#pragma unroll
-            for (int off = 4; off < 32; off *= 2) {
-              c0 += __shfl_xor_sync(0xffffffffu, c0, off);
-              c1 += __shfl_xor_sync(0xffffffffu, c1, off);
-            }
-            if (lane < 4) {
-              partial[warp * kBlockKeys + j * 8 + 2 * lane] = c0;
-              partial[warp * kBlockKeys + j * 8 + 2 * lane + 1] = c1;
-            }
-          }
-        } else if (lane < 4) {  // padding rows only: no mass (written so the sum below stays plain)
-#pragma unroll
-          for (int j = 0; j < kBlockKeys / 8; ++j) {
-            partial[warp * kBlockKeys + j * 8 + 2 * lane] = 0.f;
-            partial[warp * kBlockKeys + j * 8 + 2 * lane + 1] = 0.f;
-          }
+        float* warp_partial = partial + (it & 1) * kWarps * kBlockKeys + warp * kBlockKeys;
+        if (active) {
+          // The exponentials of the first 64 keys overlap the MMAs of the second 64.
+          float s[kKeyBlocks8][4];
+          issue_scores<D, T, 2>(s, q_smem, k_smem + buf * kTile);
+          wgmma_wait<1>();
+          wgmma_fence_operands(s);
+          column_mass<0, kKeyBlocks8 / 2>(s, row_lse, p.scale_log2, warp_partial);
+          wgmma_wait<0>();
+          wgmma_fence_operands(s);
+          column_mass<kKeyBlocks8 / 2, kKeyBlocks8 / 2>(s, row_lse, p.scale_log2, warp_partial);
+        } else {
+          // Padding rows only: no mass (written so that the sum stays plain).
+          for (int k = lane; k < kBlockKeys; k += 32) warp_partial[k] = 0.f;
         }
-        __syncthreads();
-        if (threadIdx.x < kBlockKeys) {
-          float total = 0.f;
-#pragma unroll
-          for (int w = 0; w < kWarps; ++w) total += partial[w * kBlockKeys + threadIdx.x];
-          key_mass[it * kBlockKeys + threadIdx.x] += total;
-        }
-        // The next iteration's __syncthreads orders these reads before `partial` is rewritten.
       }
       cp_async_wait<0>();
-      __syncthreads();  // q_smem / k_smem are reloaded for the next row chunk
+      __syncthreads();  // the last block's partial sums are complete; q_smem / k_smem are free
+      add_partials(num_key_blocks - 1);
     }
   }
+  __syncthreads();
   float* out = p.mass + ((int64_t(b) * p.chunk_tiles + blockIdx.y) * p.num_selections + sel) * p.mass_stride;
   for (int i = threadIdx.x; i < key_hi - key_lo; i += kThreads) out[key_lo + i] = key_mass[i];
 }

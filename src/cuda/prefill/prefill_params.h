@@ -14,19 +14,24 @@
 
 namespace kascade::cuda::prefill {
 
-// One warpgroup per CTA, 128 query rows (two 64-row wgmma slabs), 64 keys per step. Measured
-// on the H100, Llama-3.1-8B shape, 32k dense causal (TFLOP/s; cuDNN SDPA 590 in the same runs):
+// Two warpgroups per CTA, each owning one 64-row wgmma slab of the CTA's 128 query rows
+// (warp w owns rows 16w .. 16w+15), 128 keys per main-loop step. Measured on the H100,
+// Llama-3.1-8B shape, 32k dense causal (TFLOP/s; cuDNN SDPA 590 in the same runs):
 //   4 warps x 16 rows, mma.sync, 64 rows per CTA ......................... 136
 //   8 warps x 16 rows, K/V addresses fetched two blocks ahead ............ 187
 //   4 warps x 2 m16 tiles (K/V fragments shared by both), mma.sync ...... 210
-//   same tiles, Q.K^T and P.V on wgmma (sm_90a) .......................... 296
-constexpr int kWarps = 4;
+//   same tiles, Q.K^T and P.V on wgmma (sm_90a), 64-key blocks ........... 296
+//   2 warpgroups x 64 rows, 128-key blocks, P.V of block j-1 in flight
+//   during the softmax of block j (see prefill_kernels.cuh) ............... (bench/results/prefill_h100_v2.json)
+constexpr int kWarpgroups = 2;
+constexpr int kWarps = 4 * kWarpgroups;
 constexpr int kThreads = kWarps * 32;
-constexpr int kMTiles = 2;                           // 16-row MMA tiles per warp (one per 64-row slab)
-constexpr int kRowsPerWarp = 16 * kMTiles;
+constexpr int kRowsPerWarp = 16;                     // one m16 MMA tile per warp
 constexpr int kBlockRows = kWarps * kRowsPerWarp;    // query rows per CTA
-constexpr int kBlockKeys = 64;                       // keys per main-loop step
-constexpr int kKeysPerMassCta = 1024;                // keys one pooled-mass CTA reduces
+constexpr int kBlockKeys = 128;                      // keys per main-loop step
+constexpr int kKeyBlocks8 = kBlockKeys / 8;          // 8-key accumulator blocks per step
+constexpr int kStages = 3;                           // K (and V) tiles in the smem ring: copies run 2 blocks ahead
+constexpr int kKeysPerMassCta = 2048;                // keys one pooled-mass CTA reduces
 constexpr int kTopkThreads = 512;
 constexpr int kChunkElems = 8;                       // 16-byte chunk = 8 x 16-bit elements
 
