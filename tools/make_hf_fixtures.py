@@ -8,6 +8,10 @@ Two steps, on two machines:
       directory (tokenizer.json, tokenizer_config.json), writes the prompts as token ids
       (prompts.json) and the ids `tokenizers` assigns to a varied corpus (tokenizer_ids.json).
 
+  python3 tools/make_hf_fixtures.py nfc-table
+      prints the C++ table of code points that NFC leaves unchanged in any context
+      (src/engine/tokenizer.cpp, kNfcStableRanges), from Python's unicodedata.
+
   python3 tools/make_hf_fixtures.py models tests/data/hf OUT_DIR
       (on the GPU machine: needs torch and transformers) builds random-weight models of each
       architecture, saves them with save_pretrained (safetensors) into OUT_DIR/<name>/, reloads
@@ -57,7 +61,8 @@ TOKENIZERS = {
     "qwen2": dict(pre="qwen2", specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"], bos=None,
                   eos="<|im_end|>", template=CHATML_TEMPLATE, merges_as_strings=False),
     "qwen3": dict(pre="qwen2", specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"], bos=None,
-                  eos="<|im_end|>", template=CHATML_TEMPLATE, merges_as_strings=True, non_special=["<think>"]),
+                  eos="<|im_end|>", template=CHATML_TEMPLATE, merges_as_strings=True, non_special=["<think>"],
+                  nfc=True),
 }
 
 TRAINING_TEXT = """The quick brown fox jumps over the lazy dog. A model reads a long prompt and answers.
@@ -95,6 +100,9 @@ def train_tokenizer(spec):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator([TRAINING_TEXT, PROMPT_TEXT] * 4 + CORPUS, trainer=trainer)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in spec.get("non_special", [])])
+    if spec.get("nfc"):  # as Qwen's own tokenizer.json (set after training: the merges are unchanged)
+        from tokenizers import normalizers
+        tok.normalizer = normalizers.NFC()
     if spec["bos"]:
         bos_id = tok.token_to_id(spec["bos"])
         tok.post_processor = processors.TemplateProcessing(single=spec["bos"] + " $A", pair=spec["bos"] + " $A $B",
@@ -128,9 +136,13 @@ def make_tokenizers(data_dir):
         # The saved file, read back, is what the reference ids come from.
         from tokenizers import Tokenizer
         ref = Tokenizer.from_file(path)
-        cases = [{"text": t, "ids": ref.encode(t, add_special_tokens=False).ids} for t in CORPUS]
-        cases += [{"text": s + " between " + s, "ids": ref.encode(s + " between " + s, add_special_tokens=False).ids}
-                  for s in spec["specials"] + spec.get("non_special", [])]
+        texts = CORPUS + [s + " between " + s for s in spec["specials"] + spec.get("non_special", [])]
+        cases = []
+        for t in texts:
+            case = {"text": t, "ids": ref.encode(t, add_special_tokens=False).ids}
+            if spec.get("nfc"):  # kascade refuses text that NFC might change (see nfc_stable)
+                case["nfc_refused"] = not all(nfc_stable(ord(ch)) for ch in t)
+            cases.append(case)
         ids_doc["models"][name] = cases
         ids = ref.encode(PROMPT_TEXT, add_special_tokens=False).ids
         assert len(ids) >= 48, "prompt text is too short: %d tokens" % len(ids)
@@ -146,6 +158,51 @@ def make_tokenizers(data_dir):
     with open(os.path.join(data_dir, "prompts.json"), "w", encoding="utf-8") as f:
         json.dump(prompts_doc, f)
         f.write("\n")
+
+
+# ---- NFC: the code points kascade accepts under an NFC normalizer -------------------------------
+# kascade does not implement Unicode normalization. Under an NFC normalizer it accepts text made of
+# code points that NFC leaves unchanged in any context (NFC_Quick_Check = Yes and combining class
+# 0, i.e. not changed alone, not a combining mark, not the second half of a canonical
+# composition), within these blocks: Latin, Greek, Cyrillic, punctuation, symbols, CJK, kana,
+# Hangul syllables, fullwidth forms, emoji. Such text is already NFC, so NFC is the identity on it.
+NFC_BLOCKS = [(0, 0x2FF), (0x370, 0x3FF), (0x400, 0x482), (0x2000, 0x206F), (0x2100, 0x214F), (0x2190, 0x23FF),
+              (0x2500, 0x27BF), (0x3000, 0x303F), (0x3041, 0x3096), (0x30A1, 0x30FA), (0x4E00, 0x9FFF),
+              (0xAC00, 0xD7A3), (0xFE0F, 0xFE0F), (0xFF01, 0xFF5E), (0x1F300, 0x1FAFF)]
+_SECOND_OF_COMPOSITION = None
+
+
+def nfc_stable(cp):
+    import unicodedata as u
+    global _SECOND_OF_COMPOSITION
+    if _SECOND_OF_COMPOSITION is None:
+        _SECOND_OF_COMPOSITION = set()
+        for c in range(0x110000):
+            d = u.decomposition(chr(c))
+            if d and not d.startswith("<") and len(d.split()) == 2:
+                _SECOND_OF_COMPOSITION.add(int(d.split()[1], 16))
+    if not any(a <= cp <= b for a, b in NFC_BLOCKS):
+        return False
+    ch = chr(cp)
+    return (u.normalize("NFC", ch) == ch and u.combining(ch) == 0 and cp not in _SECOND_OF_COMPOSITION
+            and u.category(ch) not in ("Cn", "Cs"))
+
+
+def nfc_table():
+    import unicodedata
+    ranges = []
+    for a, b in NFC_BLOCKS:
+        for cp in range(a, b + 1):
+            if not nfc_stable(cp):
+                continue
+            if ranges and ranges[-1][1] + 1 == cp:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+    print("// Unicode %s (Python %s unicodedata), %d ranges." % (unicodedata.unidata_version, sys.version.split()[0],
+                                                                len(ranges)))
+    for i in range(0, len(ranges), 4):
+        print("    " + " ".join("{0x%X, 0x%X}," % tuple(r) for r in ranges[i:i + 4]))
 
 
 # ---- models (GPU machine) -----------------------------------------------------------------------
@@ -243,7 +300,9 @@ def make_models(data_dir, out_dir):
 
 
 def main(argv):
-    if len(argv) == 3 and argv[1] == "tokenizers":
+    if len(argv) == 2 and argv[1] == "nfc-table":
+        nfc_table()
+    elif len(argv) == 3 and argv[1] == "tokenizers":
         make_tokenizers(argv[2])
     elif len(argv) == 4 and argv[1] == "models":
         make_models(argv[2], argv[3])

@@ -37,12 +37,33 @@ TEST_P(HfTokenizer, IdsEqualTheReferenceTokenizer) {
   const Tokenizer tok = Tokenizer::from_hf_directory(kHfData + model);
   const nlohmann::json cases = read_json(kHfData + "tokenizer_ids.json")["models"][model];
   ASSERT_GE(cases.size(), 28u);
+  int refused = 0;
   for (const auto& c : cases) {
     const std::string text = c["text"];
     const std::vector<int32_t> want = c["ids"].get<std::vector<int32_t>>();
+    if (c.value("nfc_refused", false)) {  // NFC might change it: refused, never tokenized differently
+      EXPECT_THROW(tok.encode(text), kascade::Error) << model << ", text: " << text;
+      ++refused;
+      continue;
+    }
     EXPECT_EQ(tok.encode(text), want) << model << ", text: " << text;
     EXPECT_EQ(tok.decode(want), text) << model;  // every byte has a token in these vocabularies
   }
+  EXPECT_EQ(refused, model == "qwen3" ? 2 : 0);  // qwen3's tokenizer.json normalizes to NFC, as Qwen's do
+}
+
+TEST(HfTokenizer, NfcNormalizerRefusesTextNfcCouldChange) {
+  const Tokenizer qwen3 = Tokenizer::from_hf_directory(kHfData + "qwen3");
+  try {
+    qwen3.encode("caf" "e\xcc\x81");  // e + U+0301 COMBINING ACUTE ACCENT: NFC makes it U+00E9
+    FAIL() << "a combining accent was tokenized without normalization";
+  } catch (const kascade::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("U+0301 at byte 4"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(qwen3.encode("\xe2\x84\xab"), kascade::Error);       // U+212B ANGSTROM SIGN: NFC makes it U+00C5
+  EXPECT_FALSE(qwen3.encode("caf\xc3\xa9 \xe4\xbd\xa0\xe5\xa5\xbd").empty());  // precomposed, CJK: accepted
+  // Without a normalizer the same text is tokenized as it is.
+  EXPECT_FALSE(Tokenizer::from_hf_directory(kHfData + "qwen2").encode("caf" "e\xcc\x81").empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, HfTokenizer, ::testing::Values("llama", "mistral", "qwen2", "qwen3"));
@@ -91,7 +112,7 @@ TEST(HfTokenizer, RefusesWhatItCannotReproduce) {
     EXPECT_NE(msg.find(phrase), std::string::npos) << "expected '" << phrase << "' in: " << msg;
   };
   EXPECT_EQ(error_with([](nlohmann::json&) {}), "");
-  expect_error([](nlohmann::json& d) { d["normalizer"] = {{"type", "NFC"}}; }, "normalizer 'NFC' is not supported");
+  expect_error([](nlohmann::json& d) { d["normalizer"] = {{"type", "NFKC"}}; }, "normalizer 'NFKC' is not supported");
   expect_error([](nlohmann::json& d) { d["model"]["type"] = "Unigram"; }, "model type 'Unigram'");
   expect_error([](nlohmann::json& d) { d["model"]["byte_fallback"] = true; }, "byte_fallback");
   expect_error([](nlohmann::json& d) { d["pre_tokenizer"] = {{"type", "Metaspace"}}; }, "pre_tokenizer 'Metaspace'");

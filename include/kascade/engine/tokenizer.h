@@ -39,7 +39,9 @@ class Tokenizer {
   // A Hugging Face model directory: tokenizer.json (BPE with a ByteLevel pre-tokenizer, optionally
   // after Split/Digits steps; added tokens; merges as "a b" or [a, b]), and when present
   // tokenizer_config.json (bos/eos tokens, add_bos_token, chat_template), chat_template.jinja,
-  // generation_config.json and config.json (eos_token_id: stop tokens).
+  // generation_config.json and config.json (eos_token_id: stop tokens). An NFC normalizer is
+  // accepted; encode() then refuses text with characters that NFC could change (no Unicode
+  // normalization is implemented), naming the first one.
   static Tokenizer from_hf_directory(const std::string& dir);
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
@@ -84,6 +86,7 @@ class Tokenizer {
   std::vector<int32_t> special_by_length_; // special token ids, longest text first
   std::unique_ptr<PreTokenizer> pre_;
   bool ignore_merges_ = false;             // emit a whole piece that is in the vocabulary (Llama 3)
+  bool nfc_ = false;                       // NFC normalizer: only text that NFC leaves unchanged
   int32_t bos_id_ = -1;
   bool add_bos_ = false;
   std::vector<int32_t> stop_ids_;
