@@ -4,14 +4,17 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "command.h"
+#include "kascade/engine/backend.h"
 #include "kascade/engine/gguf.h"
 #include "kascade/engine/model.h"
 #include "kascade/engine/model_path.h"
@@ -28,6 +31,7 @@ constexpr const char* kUsage =
     "usage: kascade eval --out DIR [--model PATH|default] [--plan PLAN] [--quick]\n"
     "                    [--tasks T,...] [--lengths N,...] [--policies P,...] [--rho R,...]\n"
     "                    [--examples N] [--seed S] [--k-min K] [--prefill dense|sparse] [--threads N]\n"
+    "                    [--backend cpu|cuda]\n"
     "  tasks:    passkey, niah-single, niah-multikey, vartrack, kv-uuid, common-words (default: all)\n"
     "  policies: dense, oracle, kascade, kascade-pooled, streaming, quest, omnikv (default: all;\n"
     "            kascade, kascade-pooled and omnikv need --plan)\n"
@@ -38,7 +42,11 @@ constexpr const char* kUsage =
     "  --prefill: dense (default): the context is prefilled once densely, the question and answer\n"
     "            go through each policy as decode steps; sparse: each policy prefills the whole\n"
     "            prompt (SPEC 5 tiles; quest and omnikv are decode-only and prefill densely)\n"
-    "writes DIR/eval.md and DIR/eval.json and prints the table";
+    "  --backend: the engine that runs the model (default cpu); with cuda the model and the dense\n"
+    "            prefill run on the GPU and the policies' attention on the host (--threads)\n"
+    "writes DIR/eval.md and DIR/eval.json (rewritten after every example: a run stopped early\n"
+    "leaves the examples it finished, marked partial) and prints the table; the commit in the\n"
+    "provenance is KASCADE_COMMIT when set, else git's HEAD";
 
 constexpr int kQuickExamples = 1;
 constexpr int kFullExamples = 4;
@@ -53,6 +61,7 @@ struct EvalArgs {
   bool sparse_prefill = false;
   int seed = 1;
   int threads = 0;
+  std::string backend = "cpu";
 };
 
 std::vector<std::string> split_list(const std::string& s, const char* what) {
@@ -101,6 +110,8 @@ EvalArgs parse_args(const Args& args) {
     } else if (r.take_value("--prefill", v)) {
       KASCADE_CHECK(v == "dense" || v == "sparse", "--prefill must be dense or sparse, got '" << v << "'");
       a.sparse_prefill = v == "sparse";
+    } else if (r.take_value("--backend", v)) {
+      a.backend = v;
     } else if (r.take_flag("--quick")) {
       a.quick = true;
     } else {
@@ -145,14 +156,31 @@ eval::EvalConfig make_config(const EvalArgs& a, const Plan* plan) {
   c.params.k_min = a.k_min ? *a.k_min : kEvalKMin;
   c.threads = a.threads;
   c.sparse_prefill = a.sparse_prefill;
+  c.backend = a.backend;
+  engine::check_backend_available(c.backend);
   eval::validate_config(c, plan);
   return c;
 }
 
+// The commit of the results' provenance: KASCADE_COMMIT when set (a copy of the tree without its
+// git directory, as on a GPU machine), else the checkout's HEAD, else "unknown".
 std::string git_commit() {
+  if (const char* env = std::getenv("KASCADE_COMMIT"); env != nullptr && *env != '\0') return env;
   std::FILE* p = popen("git rev-parse --short=12 HEAD 2>/dev/null", "r");
   if (!p) return "unknown";
   char buf[64] = {0};
+  const bool ok = std::fgets(buf, sizeof buf, p) != nullptr;
+  pclose(p);
+  std::string s = ok ? buf : "";
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s.empty() ? "unknown" : s;
+}
+
+// The GPU's name for the provenance of a CUDA run (nvidia-smi), "unknown" where it cannot be read.
+std::string gpu_name() {
+  std::FILE* p = popen("nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null", "r");
+  if (!p) return "unknown";
+  char buf[128] = {0};
   const bool ok = std::fgets(buf, sizeof buf, p) != nullptr;
   pclose(p);
   std::string s = ok ? buf : "";
@@ -210,31 +238,54 @@ int run_eval_command(const Args& args) {
   std::fprintf(stderr, "eval: %s, %zu task(s) x %zu length(s) x %d example(s), %zu policies, rho %s, k_min %d\n",
                model.config.name.c_str(), config.tasks.size(), config.lengths.size(), config.examples,
                config.policies.size(), a.rhos ? a.rhos->c_str() : "0.05,0.1,0.2", config.params.k_min);
+  const unsigned host_threads = std::thread::hardware_concurrency();
+  const std::string device = config.backend == "cuda" ? gpu_name() : "cpu";
+  const std::string backend_label =
+      config.backend == "cuda" ? "CUDA backend (" + device + "; policies' attention on " +
+                                     std::to_string(config.threads > 0 ? config.threads : host_threads) +
+                                     " host threads)"
+                               : "CPU backend";
+  const std::string model_file = std::filesystem::path(model_path).filename().string();
+  const int total_examples = static_cast<int>(config.tasks.size() * config.lengths.size()) * config.examples;
+  // The tables are written after every example, so that a run stopped early (a time limit on a
+  // GPU machine) leaves every example it finished; until the last one they say they are partial.
+  auto write_outputs = [&](const eval::EvalResults& results, int done, bool print) {
+    std::ostringstream prov;
+    prov << "Model `" << model_file << "` (" << model.config.name << "), plan `" << (a.plan ? *a.plan : "none")
+         << "`, commit `" << commit << "`, " << date << ", " << static_cast<int>(results.seconds) << " s on the "
+         << backend_label << ".";
+    if (done < total_examples) {
+      prov << " **Partial: " << done << " of " << total_examples << " (task, length, example) done.**";
+    }
+    prov << "\n\nCommand: `" << command << "`";
+    const nlohmann::json provenance = {{"model_file", model_file},
+                                       {"plan", a.plan ? *a.plan : ""},
+                                       {"commit", commit},
+                                       {"date", date},
+                                       {"command", command},
+                                       {"backend", config.backend},
+                                       {"device", device},
+                                       {"examples_done", done},
+                                       {"examples_total", total_examples}};
+    const std::string markdown = eval::to_markdown(results, prov.str());
+    const std::string json =
+        eval::to_json(results, provenance).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+    std::filesystem::create_directories(out_dir);
+    write_file(out_dir / "eval.md", markdown);
+    write_file(out_dir / "eval.json", json);
+    if (print) std::fwrite(markdown.data(), 1, markdown.size(), stdout);
+  };
+  int examples_done = 0;
   const eval::EvalResults results = eval::run_eval(
       model, tok, plan ? &*plan : nullptr, a.plan ? *a.plan : "", config,
-      [tty](int done, int total, const std::string& line) {
+      [tty, &examples_done](int done, int total, const std::string& line) {
+        examples_done = done;
         std::fprintf(stderr, tty ? "\r\033[K[%d/%d] %s" : "[%d/%d] %s\n", done, total, line.c_str());
         if (tty && done == total) std::fprintf(stderr, "\n");
         std::fflush(stderr);
-      });
-
-  std::ostringstream prov;
-  prov << "Model `" << std::filesystem::path(model_path).filename().string() << "` (" << model.config.name
-       << "), plan `" << (a.plan ? *a.plan : "none") << "`, commit `" << commit << "`, " << date << ", "
-       << static_cast<int>(results.seconds) << " s on the CPU backend.\n\nCommand: `" << command << "`";
-  const nlohmann::json provenance = {{"model_file", std::filesystem::path(model_path).filename().string()},
-                                     {"plan", a.plan ? *a.plan : ""},
-                                     {"commit", commit},
-                                     {"date", date},
-                                     {"command", command},
-                                     {"backend", "cpu"}};
-  const std::string markdown = eval::to_markdown(results, prov.str());
-  const std::string json =
-      eval::to_json(results, provenance).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-  std::filesystem::create_directories(out_dir);
-  write_file(out_dir / "eval.md", markdown);
-  write_file(out_dir / "eval.json", json);
-  std::fwrite(markdown.data(), 1, markdown.size(), stdout);
+      },
+      [&](const eval::EvalResults& partial) { write_outputs(partial, examples_done, false); });
+  write_outputs(results, total_examples, true);
   std::fprintf(stderr, "wrote %s and %s (%.0f s)\n", (out_dir / "eval.md").string().c_str(),
                (out_dir / "eval.json").string().c_str(), results.seconds);
   return 0;

@@ -3,11 +3,15 @@
 #include "kascade/eval/harness.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <iomanip>
 #include <map>
+#include <mutex>
 #include <sstream>
+#include <thread>
 #include <tuple>
 
 #include "kascade/error.h"
@@ -16,15 +20,15 @@
 namespace kascade::eval {
 
 double attend_rows_as_decode(SelectionPolicy& policy, const SparsityParams& params, int layer, int first, int tokens,
-                             int hq, int hkv, int d, const float* q, const float* k, const float* v, float* out) {
+                             int hq, int hkv, int d, const float* q, const float* k, const float* v, float* out,
+                             int threads) {
   KASCADE_CHECK(first >= 0 && tokens >= 1, "layer " << layer << ": bad rows first=" << first << " tokens=" << tokens);
+  KASCADE_CHECK(threads >= 0, "layer " << layer << ": thread count must be >= 0, got " << threads);
   const size_t n_all = static_cast<size_t>(first) + tokens, dd = static_cast<size_t>(d);
-  std::vector<float> q_row(static_cast<size_t>(hq) * dd), out_row(q_row.size());
-  std::vector<float> k_rows(static_cast<size_t>(hkv) * n_all * dd), v_rows(k_rows.size());
-  double keys = 0;
-  for (int t = 0; t < tokens; ++t) {
-    // Row t is the decode step at position first + t: its keys are 0..first + t, contiguous
-    // per kv head as the oracle takes them.
+  // Row t is the decode step at position first + t: its keys are 0..first + t, contiguous per kv
+  // head as the oracle takes them. Each worker gathers its rows into buffers of its own.
+  auto attend_row = [&](int t, std::vector<float>& q_row, std::vector<float>& k_rows, std::vector<float>& v_rows,
+                        std::vector<float>& out_row) {
     const size_t n = static_cast<size_t>(first) + t + 1;
     for (int h = 0; h < hq; ++h) {
       std::memcpy(&q_row[h * dd], q + (static_cast<size_t>(h) * tokens + t) * dd, sizeof(float) * dd);
@@ -35,12 +39,38 @@ double attend_rows_as_decode(SelectionPolicy& policy, const SparsityParams& para
     }
     const LayerInputs in{layer, Phase::Decode, hq, hkv, 1, static_cast<int>(n), d,
                          q_row.data(), k_rows.data(), v_rows.data()};
-    keys += attend_layer(policy, params, in, out_row.data());
+    const double keys = attend_layer(policy, params, in, out_row.data());
     for (int h = 0; h < hq; ++h) {
       std::memcpy(out + (static_cast<size_t>(h) * tokens + t) * dd, &out_row[h * dd], sizeof(float) * dd);
     }
-  }
-  return keys;
+    return keys;
+  };
+  std::vector<double> keys(static_cast<size_t>(tokens), 0.0);  // per row, summed in row order below
+  std::atomic<int> next_row{0};
+  std::exception_ptr first_error;
+  std::mutex error_mutex;
+  auto worker = [&]() {
+    std::vector<float> q_row(static_cast<size_t>(hq) * dd), out_row(q_row.size());
+    std::vector<float> k_rows(static_cast<size_t>(hkv) * n_all * dd), v_rows(k_rows.size());
+    for (int t = next_row.fetch_add(1); t < tokens; t = next_row.fetch_add(1)) {
+      try {
+        keys[static_cast<size_t>(t)] = attend_row(t, q_row, k_rows, v_rows, out_row);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!first_error) first_error = std::current_exception();
+      }
+    }
+  };
+  const unsigned hardware = std::max(1u, std::thread::hardware_concurrency());
+  const int workers = std::min(tokens, threads > 0 ? threads : static_cast<int>(hardware));
+  std::vector<std::thread> pool;
+  for (int w = 1; w < workers; ++w) pool.emplace_back(worker);
+  worker();
+  for (std::thread& th : pool) th.join();
+  if (first_error) std::rethrow_exception(first_error);
+  double total = 0;
+  for (double kk : keys) total += kk;
+  return total;
 }
 
 void validate_config(const EvalConfig& c, const Plan* plan) {
@@ -225,7 +255,8 @@ nlohmann::json to_json(const EvalResults& results, const nlohmann::json& provena
                  {"k_min", c.params.k_min},
                  {"tile", c.params.tile},
                  {"budget", to_string(c.params.budget)},
-                 {"prefill", c.sparse_prefill ? "sparse" : "dense"}};
+                 {"prefill", c.sparse_prefill ? "sparse" : "dense"},
+                 {"backend", c.backend}};
   nlohmann::json summary = nlohmann::json::array();
   for (const Summary& s : summarize(results)) {
     summary.push_back({{"policy", s.policy},

@@ -3,12 +3,14 @@
 // Each policy is a selection rule (a pure function below) plus the bookkeeping of which layer
 // selects and which layers read. Selections an anchor (or filter layer) makes are kept per
 // (anchor, context length n) so that a chunk processed as a batch of decode rows, where every
-// row has its own n, pairs each reuse row with its own anchor row.
+// row has its own n, pairs each reuse row with its own anchor row. Rows of one layer may be
+// selected concurrently (attend_rows_as_decode): the store is the only shared state, behind a mutex.
 #include "kascade/eval/policy.h"
 
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <numeric>
 #include <utility>
 
@@ -66,11 +68,20 @@ class OraclePolicy final : public SelectionPolicy {
 };
 
 // Selections made by selecting layers, read by the layers after them, per context length n.
+// Entries are written once per (slot, n) and never moved (std::map nodes are stable), so a
+// reference from get() stays valid while other rows insert theirs.
 class SelectionStore {
  public:
-  void clear() { by_slot_n_.clear(); }
-  void put(int slot, int n, ref::Selection sel) { by_slot_n_[{slot, n}] = std::move(sel); }
+  void clear() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    by_slot_n_.clear();
+  }
+  void put(int slot, int n, ref::Selection sel) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    by_slot_n_[{slot, n}] = std::move(sel);
+  }
   const ref::Selection& get(int slot, int n, int layer) const {
+    std::lock_guard<std::mutex> lock(mutex_);
     auto it = by_slot_n_.find({slot, n});
     KASCADE_CHECK(it != by_slot_n_.end(), "layer " << layer << " reads the selection of slot " << slot
                                                    << " at context length " << n
@@ -79,6 +90,7 @@ class SelectionStore {
   }
 
  private:
+  mutable std::mutex mutex_;
   std::map<std::pair<int, int>, ref::Selection> by_slot_n_;
 };
 

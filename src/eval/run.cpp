@@ -1,6 +1,7 @@
 // The evaluation loop of the accuracy study over the engine (kascade/eval/harness.h): one
 // dense prefill of each example's context, then every (policy, rho) appends the query and the
-// answer as decode rows through its selection rule, and the cache is cut back.
+// answer as decode rows through its selection rule, and the cache is cut back. The backend (CPU
+// or CUDA) runs the model and the dense prefill; the policies' attention runs on the host.
 #include <chrono>
 #include <sstream>
 
@@ -20,7 +21,7 @@ namespace {
 // policy (sparse prefill). Leaves the backend's cache at the context (dense prefill).
 RunScore run_policy(engine::Backend& backend, const engine::Tokenizer& tok, const engine::ModelConfig& mc,
                     const Example& ex, const std::string& name, double rho, SelectionPolicy& policy,
-                    const SparsityParams& params, bool sparse_prefill) {
+                    const SparsityParams& params, bool sparse_prefill, int threads) {
   bool prompt_as_prefill = false;
   double keys = 0;
   backend.set_attention_override([&](const engine::LayerAttentionCall& c) {
@@ -31,7 +32,7 @@ RunScore run_policy(engine::Backend& backend, const engine::Tokenizer& tok, cons
       attended = attend_layer(policy, params, in, c.out);
     } else {
       attended = attend_rows_as_decode(policy, params, c.layer, c.first, c.tokens, c.hq, c.hkv, c.head_dim, c.q, c.k,
-                                       c.v, c.out);
+                                       c.v, c.out, threads);
     }
     keys += attended;
     return attended;
@@ -86,8 +87,10 @@ RunScore run_policy(engine::Backend& backend, const engine::Tokenizer& tok, cons
 
 EvalResults run_eval(const engine::Model& model, const engine::Tokenizer& tok, const Plan* plan,
                      const std::string& plan_name, const EvalConfig& config,
-                     const std::function<void(int, int, const std::string&)>& on_progress) {
+                     const std::function<void(int, int, const std::string&)>& on_progress,
+                     const std::function<void(const EvalResults&)>& on_checkpoint) {
   validate_config(config, plan);
+  engine::check_backend_available(config.backend);
   const engine::ModelConfig& mc = model.config;
   if (plan) check_plan_matches(*plan, mc.layers, mc.hq, mc.hkv, mc.head_dim);
   for (int length : config.lengths) {
@@ -98,7 +101,7 @@ EvalResults run_eval(const engine::Model& model, const engine::Tokenizer& tok, c
                                tok.add_bos() ? tok.bos_id() : -1};
   engine::BackendOptions options;
   options.threads = config.threads;
-  auto backend = engine::make_backend("cpu", model, nullptr, options);
+  auto backend = engine::make_backend(config.backend, model, nullptr, options);
 
   EvalResults results;
   results.config = config;
@@ -107,9 +110,9 @@ EvalResults run_eval(const engine::Model& model, const engine::Tokenizer& tok, c
   const auto start = std::chrono::steady_clock::now();
   const int total = static_cast<int>(config.lengths.size() * config.tasks.size()) * config.examples;
   int done = 0;
-  for (int length : config.lengths) {
-    for (const std::string& task : config.tasks) {
-      for (int index = 0; index < config.examples; ++index) {
+  for (int index = 0; index < config.examples; ++index) {
+    for (int length : config.lengths) {
+      for (const std::string& task : config.tasks) {
         const Example ex = make_example(task, length, index, config.seed, task_tok);
         // Dense-prefill protocol: the context once, dense, shared by every policy.
         if (!config.sparse_prefill) {
@@ -125,7 +128,8 @@ EvalResults run_eval(const engine::Model& model, const engine::Tokenizer& tok, c
             PolicyContext ctx{config.params, mc.layers, plan};
             ctx.params.rho = rho;
             std::unique_ptr<SelectionPolicy> policy = make_policy(name, ctx);
-            const RunScore r = run_policy(*backend, tok, mc, ex, name, rho, *policy, ctx.params, config.sparse_prefill);
+            const RunScore r = run_policy(*backend, tok, mc, ex, name, rho, *policy, ctx.params, config.sparse_prefill,
+                                          config.threads);
             results.runs.push_back(r);
             line << " " << (name == "dense" ? name : name + "@" + std::to_string(rho).substr(0, 4)) << "="
                  << (r.correct ? "ok" : "miss");
@@ -133,6 +137,10 @@ EvalResults run_eval(const engine::Model& model, const engine::Tokenizer& tok, c
         }
         ++done;
         if (on_progress) on_progress(done, total, line.str());
+        if (on_checkpoint) {
+          results.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          on_checkpoint(results);
+        }
       }
     }
   }

@@ -21,8 +21,9 @@ std::vector<float> random_vector(size_t n, unsigned seed) {
 }
 
 TEST(AttendRowsAsDecode, EqualsTokenByTokenDecodeThroughEveryLayer) {
-  // 3 layers, anchors {0, 2}: layer 1 reuses layer 0's selection, which differs per row.
-  constexpr int kLayers = 3, hq = 4, hkv = 2, d = 8, first = 150, tokens = 5, n = first + tokens;
+  // 3 layers, anchors {0, 2}: layer 1 reuses layer 0's selection, which differs per row. The rows
+  // run on one thread and on four (rows in parallel): both must equal decoding bit for bit.
+  constexpr int kLayers = 3, hq = 4, hkv = 2, d = 8, first = 150, tokens = 9, n = first + tokens;
   const Plan plan = make_uniform_plan("t", kLayers, hq, hkv, d, {0, 2});
   SparsityParams p;
   p.rho = 0.1;
@@ -35,42 +36,61 @@ TEST(AttendRowsAsDecode, EqualsTokenByTokenDecodeThroughEveryLayer) {
     v.push_back(random_vector(static_cast<size_t>(hkv) * n * d, 30 + l));
   }
   for (const std::string& name : {std::string("kascade"), std::string("omnikv"), std::string("quest")}) {
-    // All rows of a layer, then the next layer (as the engine calls it).
-    auto batched = make_policy(name, ctx);
-    std::vector<std::vector<float>> out_batched;
-    double keys_batched = 0;
-    for (int l = 0; l < kLayers; ++l) {
-      out_batched.emplace_back(static_cast<size_t>(hq) * tokens * d);
-      keys_batched += attend_rows_as_decode(*batched, p, l, first, tokens, hq, hkv, d, q[l].data(), k[l].data(),
-                                            v[l].data(), out_batched.back().data());
-    }
-    // Every layer for one token, then the next token (decoding).
-    auto stepwise = make_policy(name, ctx);
-    double keys_stepwise = 0;
-    for (int t = 0; t < tokens; ++t) {
+    for (int threads : {1, 4}) {
+      // All rows of a layer, then the next layer (as the engine calls it).
+      auto batched = make_policy(name, ctx);
+      std::vector<std::vector<float>> out_batched;
+      double keys_batched = 0;
       for (int l = 0; l < kLayers; ++l) {
-        std::vector<float> q_row(static_cast<size_t>(hq) * d), k_rows, v_rows, out(static_cast<size_t>(hq) * d);
-        for (int h = 0; h < hq; ++h) {
-          for (int c = 0; c < d; ++c) q_row[static_cast<size_t>(h * d + c)] = q[l][(static_cast<size_t>(h) * tokens + t) * d + c];
-        }
-        const int nt = first + t + 1;
-        for (int g = 0; g < hkv; ++g) {
-          const size_t base = static_cast<size_t>(g) * n * d;
-          k_rows.insert(k_rows.end(), k[l].begin() + base, k[l].begin() + base + static_cast<size_t>(nt) * d);
-          v_rows.insert(v_rows.end(), v[l].begin() + base, v[l].begin() + base + static_cast<size_t>(nt) * d);
-        }
-        const LayerInputs in{l, Phase::Decode, hq, hkv, 1, nt, d, q_row.data(), k_rows.data(), v_rows.data()};
-        keys_stepwise += attend_layer(*stepwise, p, in, out.data());
-        for (int h = 0; h < hq; ++h) {
-          for (int c = 0; c < d; ++c) {
-            EXPECT_EQ(out[static_cast<size_t>(h * d + c)], out_batched[l][(static_cast<size_t>(h) * tokens + t) * d + c])
-                << name << " layer " << l << " row " << t;
+        out_batched.emplace_back(static_cast<size_t>(hq) * tokens * d);
+        keys_batched += attend_rows_as_decode(*batched, p, l, first, tokens, hq, hkv, d, q[l].data(), k[l].data(),
+                                              v[l].data(), out_batched.back().data(), threads);
+      }
+      // Every layer for one token, then the next token (decoding).
+      auto stepwise = make_policy(name, ctx);
+      double keys_stepwise = 0;
+      for (int t = 0; t < tokens; ++t) {
+        for (int l = 0; l < kLayers; ++l) {
+          std::vector<float> q_row(static_cast<size_t>(hq) * d), k_rows, v_rows, out(static_cast<size_t>(hq) * d);
+          for (int h = 0; h < hq; ++h) {
+            for (int c = 0; c < d; ++c) q_row[static_cast<size_t>(h * d + c)] = q[l][(static_cast<size_t>(h) * tokens + t) * d + c];
+          }
+          const int nt = first + t + 1;
+          for (int g = 0; g < hkv; ++g) {
+            const size_t base = static_cast<size_t>(g) * n * d;
+            k_rows.insert(k_rows.end(), k[l].begin() + base, k[l].begin() + base + static_cast<size_t>(nt) * d);
+            v_rows.insert(v_rows.end(), v[l].begin() + base, v[l].begin() + base + static_cast<size_t>(nt) * d);
+          }
+          const LayerInputs in{l, Phase::Decode, hq, hkv, 1, nt, d, q_row.data(), k_rows.data(), v_rows.data()};
+          keys_stepwise += attend_layer(*stepwise, p, in, out.data());
+          for (int h = 0; h < hq; ++h) {
+            for (int c = 0; c < d; ++c) {
+              EXPECT_EQ(out[static_cast<size_t>(h * d + c)], out_batched[l][(static_cast<size_t>(h) * tokens + t) * d + c])
+                  << name << " layer " << l << " row " << t << ", " << threads << " thread(s)";
+            }
           }
         }
       }
+      EXPECT_EQ(keys_batched, keys_stepwise) << name << ", " << threads << " thread(s)";
     }
-    EXPECT_EQ(keys_batched, keys_stepwise) << name;
   }
+}
+
+TEST(AttendRowsAsDecode, AReuseRowWithoutItsAnchorRowIsAnErrorOnAnyThread) {
+  // Layer 1 of a kascade plan reads layer 0's selection; skipping layer 0 must fail loudly from
+  // whichever worker thread meets it, not crash or attend to nothing.
+  constexpr int kLayers = 2, hq = 2, hkv = 1, d = 4, first = 40, tokens = 6, n = first + tokens;
+  const Plan plan = make_uniform_plan("t", kLayers, hq, hkv, d, {0});
+  SparsityParams p;
+  p.k_min = 4;
+  const PolicyContext ctx{p, kLayers, &plan};
+  auto policy = make_policy("kascade", ctx);
+  const std::vector<float> q = random_vector(static_cast<size_t>(hq) * tokens * d, 1);
+  const std::vector<float> kv = random_vector(static_cast<size_t>(hkv) * n * d, 2);
+  std::vector<float> out(q.size());
+  EXPECT_THROW(attend_rows_as_decode(*policy, p, 1, first, tokens, hq, hkv, d, q.data(), kv.data(), kv.data(),
+                                     out.data(), 3),
+               Error);
 }
 
 TEST(ScoreAnswer, TeacherForcedLogLikelihoodAndGreedyMatch) {

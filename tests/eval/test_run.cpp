@@ -78,12 +78,17 @@ TEST(RunEval, ScoresEveryExamplePolicyAndBudget) {
   c.examples = 1;
   c.params.k_min = 8;
   int progress_calls = 0;
-  const EvalResults r = run_eval(d.model, d.tok, nullptr, "", c, [&](int done, int total, const std::string&) {
-    ++progress_calls;
-    EXPECT_EQ(total, 2);
-    EXPECT_EQ(done, progress_calls);
-  });
+  std::vector<size_t> checkpoint_runs;  // runs in the results so far, at each checkpoint
+  const EvalResults r = run_eval(
+      d.model, d.tok, nullptr, "", c,
+      [&](int done, int total, const std::string&) {
+        ++progress_calls;
+        EXPECT_EQ(total, 2);
+        EXPECT_EQ(done, progress_calls);
+      },
+      [&](const EvalResults& so_far) { checkpoint_runs.push_back(so_far.runs.size()); });
   EXPECT_EQ(progress_calls, 2);
+  EXPECT_EQ(checkpoint_runs, (std::vector<size_t>{5, 10}));  // each example adds its 1 + 2 + 2 runs
   ASSERT_EQ(r.runs.size(), 2u * (1 + 2 + 2));
   for (const RunScore& s : r.runs) {
     EXPECT_TRUE(std::isfinite(s.answer_logprob)) << s.policy;

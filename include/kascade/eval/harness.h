@@ -43,7 +43,8 @@ struct EvalConfig {
   int examples = 2;   // per task and length
   uint64_t seed = 1;
   SparsityParams params;  // k_min, tile, budget mode (rho is set per run)
-  int threads = 0;        // engine threads (0: all)
+  int threads = 0;        // engine threads and threads of the policies' host attention (0: all)
+  std::string backend = "cpu";  // the engine backend (engine::make_backend): "cpu" or "cuda"
   // false (default): the context is prefilled once with dense attention and shared; the query
   // and answer rows go through each policy as decode steps. true: each policy also prefills the
   // whole prompt (context and query, SPEC 5 tiles; "decode only" policies prefill densely),
@@ -77,8 +78,11 @@ struct EvalResults {
 // A chunk of `tokens` queries at positions first..first+tokens-1 (q [hq][tokens][d], k/v
 // [hkv][first+tokens][d]) attended row by row as decode steps of `policy`: row t sees keys
 // 0..first+t. out [hq][tokens][d]. Returns the keys attended (summed over heads and rows).
+// Rows are independent (each reads its own anchor rows of earlier layers), so they run on
+// `threads` threads (0: all hardware threads); the result does not depend on the count.
 double attend_rows_as_decode(SelectionPolicy& policy, const SparsityParams& params, int layer, int first, int tokens,
-                             int hq, int hkv, int d, const float* q, const float* k, const float* v, float* out);
+                             int hq, int hkv, int d, const float* q, const float* k, const float* v, float* out,
+                             int threads = 0);
 
 struct AnswerScore {
   bool correct = false;
@@ -92,11 +96,14 @@ AnswerScore score_answer(const float* logits, int rows, int vocab, int first_row
 // and policy lists, known names, rho in (0, 1], a plan for the policies that need one.
 void validate_config(const EvalConfig& config, const Plan* plan);
 
-// Runs the whole study (validate_config first). `plan` may be null when no policy needs one. on_progress(done, total,
-// line) after each example.
+// Runs the whole study (validate_config first). `plan` may be null when no policy needs one.
+// After each example: on_progress(done, total, line), then on_checkpoint(the results so far).
+// Examples run index by index (every task and length of example 0, then of example 1, ...), so
+// that the results so far always cover the whole grid at fewer examples.
 EvalResults run_eval(const engine::Model& model, const engine::Tokenizer& tok, const Plan* plan,
                      const std::string& plan_name, const EvalConfig& config,
-                     const std::function<void(int, int, const std::string&)>& on_progress);
+                     const std::function<void(int, int, const std::string&)>& on_progress,
+                     const std::function<void(const EvalResults&)>& on_checkpoint = nullptr);
 
 // ---- summaries -----------------------------------------------------------------------------
 // One row per (policy, rho), averaged over tasks, lengths and examples; `by_length` and

@@ -72,7 +72,8 @@ class SelectionPolicy {
   virtual const char* name() const = 0;
   // Forgets state carried between layers (selections of anchors) before a new sequence.
   virtual void reset() {}
-  // Layers are called in order 0..L-1 for every forward step.
+  // Layers are called in order 0..L-1 for every forward step. Calls for different rows
+  // (context lengths n) of the same layer may run concurrently.
   virtual KeySet select(const LayerInputs& in) = 0;
 };
 
