@@ -20,6 +20,7 @@ constexpr int64_t kMaxWidth = 1 << 18;
 constexpr int64_t kMaxHeads = 1024;
 constexpr int64_t kMaxVocab = 1 << 22;
 constexpr int64_t kMaxContext = 1 << 24;
+constexpr double kPi = 3.14159265358979323846;
 
 struct ConfigReader {
   const Json& j;
@@ -63,7 +64,7 @@ std::vector<float> llama3_frequency_divisors(const Json& rope, const ConfigReade
   std::vector<float> divisors(static_cast<size_t>(head_dim / 2));
   for (int i = 0; i < head_dim / 2; ++i) {
     const double freq = 1.0 / std::pow(base, 2.0 * i / head_dim);
-    const double wavelen = 2 * M_PI / freq;
+    const double wavelen = 2 * kPi / freq;
     double d = 1.0;
     if (wavelen > low_wavelen) {
       d = factor;
