@@ -15,7 +15,6 @@
 
 #include "command.h"
 #include "kascade/engine/backend.h"
-#include "kascade/engine/gguf.h"
 #include "kascade/engine/model.h"
 #include "kascade/engine/model_path.h"
 #include "kascade/engine/tokenizer.h"
@@ -28,7 +27,7 @@ namespace kascade::cli {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: kascade eval --out DIR [--model PATH|default] [--plan PLAN] [--quick]\n"
+    "usage: kascade eval --out DIR [--model GGUF|HF_DIR|default] [--plan PLAN] [--quick]\n"
     "                    [--tasks T,...] [--lengths N,...] [--policies P,...] [--rho R,...]\n"
     "                    [--examples N] [--seed S] [--k-min K] [--prefill dense|sparse] [--threads N]\n"
     "                    [--backend cpu|cuda]\n"
@@ -219,10 +218,10 @@ int run_eval_command(const Args& args) {
   const std::filesystem::path out_dir(*a.out);
   KASCADE_CHECK(!std::filesystem::exists(out_dir) || std::filesystem::is_directory(out_dir),
                 "--out: '" << out_dir.string() << "' exists and is not a directory");
-  const std::string model_path = engine::resolve_model_path(a.model);
-  const engine::GgufFile gguf = engine::GgufFile::open(model_path);
-  const engine::Tokenizer tok = engine::Tokenizer::from_gguf(gguf);
-  const engine::Model model = engine::load_model(gguf);
+  const engine::ModelSource source = engine::ModelSource::open(a.model);
+  engine::check_backend_supports(config.backend, source.config());  // before the weights are read
+  const engine::Tokenizer tok = source.tokenizer();
+  const engine::Model model = source.load();
   const engine::ModelConfig& mc = model.config;
   if (plan) check_plan_matches(*plan, mc.layers, mc.hq, mc.hkv, mc.head_dim);
   for (int length : config.lengths) {
@@ -245,7 +244,7 @@ int run_eval_command(const Args& args) {
                                      std::to_string(config.threads > 0 ? config.threads : host_threads) +
                                      " host threads)"
                                : "CPU backend";
-  const std::string model_file = std::filesystem::path(model_path).filename().string();
+  const std::string model_file = std::filesystem::path(source.path()).filename().string();
   const int total_examples = static_cast<int>(config.tasks.size() * config.lengths.size()) * config.examples;
   // The tables are written after every example, so that a run stopped early (a time limit on a
   // GPU machine) leaves every example it finished; until the last one they say they are partial.
