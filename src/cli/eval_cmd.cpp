@@ -31,6 +31,7 @@ constexpr const char* kUsage =
     "                    [--tasks T,...] [--lengths N,...] [--policies P,...] [--rho R,...]\n"
     "                    [--examples N] [--seed S] [--k-min K] [--prefill dense|sparse] [--threads N]\n"
     "                    [--backend cpu|cuda]\n"
+    "       kascade eval --from-json FILE --out DIR [--examples N]\n"
     "  tasks:    passkey, niah-single, niah-multikey, vartrack, kv-uuid, common-words (default: all)\n"
     "  policies: dense, oracle, kascade, kascade-pooled, streaming, quest, omnikv (default: all;\n"
     "            kascade, kascade-pooled and omnikv need --plan)\n"
@@ -41,6 +42,8 @@ constexpr const char* kUsage =
     "  --prefill: dense (default): the context is prefilled once densely, the question and answer\n"
     "            go through each policy as decode steps; sparse: each policy prefills the whole\n"
     "            prompt (SPEC 5 tiles; quest and omnikv are decode-only and prefill densely)\n"
+    "  --from-json: the tables again from a stored eval.json, over its first N examples of every\n"
+    "            task and length (all must be there): complete passes of a run stopped part-way\n"
     "  --backend: the engine that runs the model (default cpu); with cuda the model and the dense\n"
     "            prefill run on the GPU and the policies' attention on the host (--threads)\n"
     "writes DIR/eval.md and DIR/eval.json (rewritten after every example: a run stopped early\n"
@@ -54,7 +57,7 @@ constexpr int kEvalKMin = 16;
 
 struct EvalArgs {
   std::string model = "default";
-  std::optional<std::string> plan, out, tasks, lengths, policies, rhos;
+  std::optional<std::string> plan, out, tasks, lengths, policies, rhos, from_json;
   std::optional<int> examples, k_min;
   bool quick = false;
   bool sparse_prefill = false;
@@ -111,6 +114,8 @@ EvalArgs parse_args(const Args& args) {
       a.sparse_prefill = v == "sparse";
     } else if (r.take_value("--backend", v)) {
       a.backend = v;
+    } else if (r.take_value("--from-json", v)) {
+      a.from_json = v;
     } else if (r.take_flag("--quick")) {
       a.quick = true;
     } else {
@@ -205,12 +210,92 @@ void write_file(const std::filesystem::path& path, const std::string& text) {
   std::filesystem::rename(tmp, path);
 }
 
+// The provenance line above the tables, from the provenance JSON (one format for a fresh run and
+// for a summary of a stored one).
+std::string provenance_markdown(const nlohmann::json& prov, const std::string& model_name, double seconds) {
+  std::ostringstream md;
+  const std::string backend = prov.value("backend", "cpu");
+  md << "Model `" << prov.value("model_file", "?") << "` (" << model_name << "), plan `"
+     << (prov.value("plan", "").empty() ? "none" : prov.value("plan", "")) << "`, commit `" << prov.value("commit", "?")
+     << "`, " << prov.value("date", "?") << ", " << static_cast<int>(seconds) << " s on the ";
+  if (backend == "cuda") {
+    md << "CUDA backend (" << prov.value("device", "?") << "; policies' attention on the host";
+    if (prov.contains("host_threads")) md << ", " << prov.at("host_threads") << " threads";
+    md << ").";
+  } else {
+    md << "CPU backend.";
+  }
+  const int done = prov.value("examples_done", 0), total = prov.value("examples_total", 0);
+  if (done < total) md << " **Partial: " << done << " of " << total << " (task, length, example) done.**";
+  md << "\n\nCommand: `" << prov.value("command", "?") << "`";
+  if (prov.contains("summary_of")) {
+    md << "\n\nThis table: the first " << prov.at("summary_examples") << " example(s) of every task and length of `"
+       << prov.at("summary_of").get<std::string>() << "` (`" << prov.at("summary_command").get<std::string>() << "`).";
+  }
+  return md.str();
+}
+
+void write_tables(const std::filesystem::path& out_dir, const eval::EvalResults& results,
+                  const nlohmann::json& provenance, bool print) {
+  const std::string markdown =
+      eval::to_markdown(results, provenance_markdown(provenance, results.model_name, results.seconds));
+  const std::string json =
+      eval::to_json(results, provenance).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  std::filesystem::create_directories(out_dir);
+  write_file(out_dir / "eval.md", markdown);
+  write_file(out_dir / "eval.json", json);
+  if (print) std::fwrite(markdown.data(), 1, markdown.size(), stdout);
+}
+
+// --from-json: the tables of a stored run over its first N examples.
+int summarize_stored(const EvalArgs& a, const Args& args) {
+  KASCADE_CHECK(!a.plan && !a.tasks && !a.lengths && !a.policies && !a.rhos && !a.k_min && !a.quick &&
+                    !a.sparse_prefill && a.backend == "cpu" && a.threads == 0 && a.seed == 1,
+                "--from-json takes only --out and --examples (the stored run fixes everything else)");
+  std::ifstream f(*a.from_json);
+  KASCADE_CHECK(f.good(), "--from-json: cannot read '" << *a.from_json << "'");
+  nlohmann::json stored;
+  try {
+    f >> stored;
+  } catch (const nlohmann::json::exception& e) {
+    KASCADE_FAIL("--from-json: '" << *a.from_json << "' is not valid JSON (" << e.what() << ")");
+  }
+  const eval::EvalResults all = eval::results_from_json(stored);
+  const int examples = a.examples ? *a.examples : all.config.examples;
+  KASCADE_CHECK(examples <= all.config.examples, "--examples " << examples << ": the stored run has "
+                                                                << all.config.examples << " per task and length");
+  const eval::EvalResults kept = eval::keep_examples(all, examples);
+  // Only complete passes: every (task, length, index) of the kept range must have its runs.
+  for (const std::string& task : kept.config.tasks) {
+    for (int length : kept.config.lengths) {
+      for (int index = 0; index < examples; ++index) {
+        bool found = false;
+        for (const eval::RunScore& r : kept.runs) found = found || (r.task == task && r.length == length && r.index == index);
+        KASCADE_CHECK(found, "--from-json: example #" << index << " of " << task << " @ " << length
+                                                      << " is not in the stored run (it stopped before it): use fewer --examples");
+      }
+    }
+  }
+  nlohmann::json provenance = stored.contains("provenance") ? stored.at("provenance") : nlohmann::json::object();
+  provenance["summary_command"] = [&args] {
+    std::string command = "kascade eval";
+    for (const std::string& s : args) command += " " + s;
+    return command;
+  }();
+  provenance["summary_of"] = *a.from_json;
+  provenance["summary_examples"] = examples;
+  provenance["examples_done"] = provenance["examples_total"] = 0;  // the kept passes are complete
+  write_tables(std::filesystem::path(*a.out), kept, provenance, true);
+  return 0;
+}
+
 int run_eval_command(const Args& args) {
   if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
     std::printf("%s\n", kUsage);
     return 0;
   }
   const EvalArgs a = parse_args(args);
+  if (a.from_json) return summarize_stored(a, args);
   // Everything that can fail on bad input is checked before the long run and before any file.
   std::optional<Plan> plan;
   if (a.plan) plan = load_plan(*a.plan);
@@ -238,41 +323,23 @@ int run_eval_command(const Args& args) {
                model.config.name.c_str(), config.tasks.size(), config.lengths.size(), config.examples,
                config.policies.size(), a.rhos ? a.rhos->c_str() : "0.05,0.1,0.2", config.params.k_min);
   const unsigned host_threads = std::thread::hardware_concurrency();
-  const std::string device = config.backend == "cuda" ? gpu_name() : "cpu";
-  const std::string backend_label =
-      config.backend == "cuda" ? "CUDA backend (" + device + "; policies' attention on " +
-                                     std::to_string(config.threads > 0 ? config.threads : host_threads) +
-                                     " host threads)"
-                               : "CPU backend";
   const std::string model_file = std::filesystem::path(source.path()).filename().string();
   const int total_examples = static_cast<int>(config.tasks.size() * config.lengths.size()) * config.examples;
   // The tables are written after every example, so that a run stopped early (a time limit on a
   // GPU machine) leaves every example it finished; until the last one they say they are partial.
   auto write_outputs = [&](const eval::EvalResults& results, int done, bool print) {
-    std::ostringstream prov;
-    prov << "Model `" << model_file << "` (" << model.config.name << "), plan `" << (a.plan ? *a.plan : "none")
-         << "`, commit `" << commit << "`, " << date << ", " << static_cast<int>(results.seconds) << " s on the "
-         << backend_label << ".";
-    if (done < total_examples) {
-      prov << " **Partial: " << done << " of " << total_examples << " (task, length, example) done.**";
-    }
-    prov << "\n\nCommand: `" << command << "`";
-    const nlohmann::json provenance = {{"model_file", model_file},
-                                       {"plan", a.plan ? *a.plan : ""},
-                                       {"commit", commit},
-                                       {"date", date},
-                                       {"command", command},
-                                       {"backend", config.backend},
-                                       {"device", device},
-                                       {"examples_done", done},
-                                       {"examples_total", total_examples}};
-    const std::string markdown = eval::to_markdown(results, prov.str());
-    const std::string json =
-        eval::to_json(results, provenance).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-    std::filesystem::create_directories(out_dir);
-    write_file(out_dir / "eval.md", markdown);
-    write_file(out_dir / "eval.json", json);
-    if (print) std::fwrite(markdown.data(), 1, markdown.size(), stdout);
+    const nlohmann::json provenance = {
+        {"model_file", model_file},
+        {"plan", a.plan ? *a.plan : ""},
+        {"commit", commit},
+        {"date", date},
+        {"command", command},
+        {"backend", config.backend},
+        {"device", config.backend == "cuda" ? gpu_name() : "cpu"},
+        {"host_threads", config.threads > 0 ? config.threads : static_cast<int>(host_threads)},
+        {"examples_done", done},
+        {"examples_total", total_examples}};
+    write_tables(out_dir, results, provenance, print);
   };
   int examples_done = 0;
   const eval::EvalResults results = eval::run_eval(

@@ -286,4 +286,69 @@ nlohmann::json to_json(const EvalResults& results, const nlohmann::json& provena
   return j;
 }
 
+namespace {
+
+// j[key] as T, or an error naming the field (nlohmann's own messages do not say which one).
+template <typename T>
+T field(const nlohmann::json& j, const char* key, const char* where) {
+  KASCADE_CHECK(j.is_object() && j.contains(key), "eval results: " << where << " has no '" << key << "'");
+  try {
+    return j.at(key).get<T>();
+  } catch (const nlohmann::json::exception& e) {
+    KASCADE_FAIL("eval results: " << where << "." << key << " has the wrong type (" << e.what() << ")");
+  }
+}
+
+}  // namespace
+
+EvalResults results_from_json(const nlohmann::json& j) {
+  KASCADE_CHECK(j.is_object() && j.value("format", "") == "kascade-eval",
+                "eval results: not a kascade-eval JSON file (no \"format\": \"kascade-eval\")");
+  KASCADE_CHECK(field<int>(j, "version", "file") == 1, "eval results: unsupported version " << j.at("version"));
+  EvalResults r;
+  r.model_name = field<std::string>(j, "model", "file");
+  r.plan_name = field<std::string>(j, "plan", "file");
+  r.seconds = field<double>(j, "seconds", "file");
+  const nlohmann::json& c = j.at("config");
+  r.config.tasks = field<std::vector<std::string>>(c, "tasks", "config");
+  r.config.lengths = field<std::vector<int>>(c, "lengths", "config");
+  r.config.policies = field<std::vector<std::string>>(c, "policies", "config");
+  r.config.rhos = field<std::vector<double>>(c, "rhos", "config");
+  r.config.examples = field<int>(c, "examples", "config");
+  r.config.seed = field<uint64_t>(c, "seed", "config");
+  r.config.params.k_min = field<int>(c, "k_min", "config");
+  r.config.params.tile = field<int>(c, "tile", "config");
+  r.config.params.budget = parse_budget(field<std::string>(c, "budget", "config"));
+  r.config.sparse_prefill = field<std::string>(c, "prefill", "config") == "sparse";
+  r.config.backend = c.contains("backend") ? field<std::string>(c, "backend", "config") : "cpu";
+  const nlohmann::json& runs = j.at("runs");
+  KASCADE_CHECK(runs.is_array(), "eval results: 'runs' is not an array");
+  for (const nlohmann::json& run : runs) {
+    RunScore s;
+    s.task = field<std::string>(run, "task", "run");
+    s.length = field<int>(run, "length", "run");
+    s.index = field<int>(run, "index", "run");
+    s.policy = field<std::string>(run, "policy", "run");
+    s.rho = field<double>(run, "rho", "run");
+    s.correct = field<bool>(run, "correct", "run");
+    s.answer_logprob = field<double>(run, "answer_logprob", "run");
+    s.answer_tokens = field<int>(run, "answer_tokens", "run");
+    s.greedy_text = field<std::string>(run, "greedy_text", "run");
+    s.keys_fraction = field<double>(run, "keys_fraction", "run");
+    r.runs.push_back(std::move(s));
+  }
+  return r;
+}
+
+EvalResults keep_examples(const EvalResults& results, int examples) {
+  KASCADE_CHECK(examples >= 1, "keep_examples: need at least one example, got " << examples);
+  EvalResults kept = results;
+  kept.config.examples = examples;
+  kept.runs.clear();
+  for (const RunScore& r : results.runs) {
+    if (r.index < examples) kept.runs.push_back(r);
+  }
+  return kept;
+}
+
 }  // namespace kascade::eval

@@ -186,6 +186,52 @@ TEST(Reports, MarkdownAndJsonCarryTheTable) {
 namespace kascade::eval {
 namespace {
 
+TEST(Reports, JsonReadsBackToTheSameTables) {
+  EvalResults r = sample_results();
+  r.seconds = 12.5;
+  r.plan_name = "plan.json";
+  r.config.backend = "cuda";
+  const nlohmann::json j = to_json(r, {{"commit", "abc"}});
+  const EvalResults back = results_from_json(j);
+  EXPECT_EQ(back.config.tasks, r.config.tasks);
+  EXPECT_EQ(back.config.lengths, r.config.lengths);
+  EXPECT_EQ(back.config.backend, "cuda");
+  EXPECT_EQ(back.plan_name, "plan.json");
+  ASSERT_EQ(back.runs.size(), r.runs.size());
+  EXPECT_EQ(to_markdown(back, "p"), to_markdown(r, "p"));
+  EXPECT_EQ(to_json(back, {{"commit", "abc"}}), j);
+}
+
+TEST(Reports, JsonReadErrorsNameTheField) {
+  nlohmann::json j = to_json(sample_results(), nlohmann::json::object());
+  nlohmann::json no_format = j;
+  no_format.erase("format");
+  EXPECT_THROW(results_from_json(no_format), Error);
+  j["runs"][3].erase("answer_logprob");
+  try {
+    results_from_json(j);
+    FAIL() << "a run without answer_logprob was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("answer_logprob"), std::string::npos) << e.what();
+  }
+  j["runs"][3]["answer_logprob"] = "high";
+  EXPECT_THROW(results_from_json(j), Error);
+}
+
+TEST(KeepExamples, KeepsTheFirstIndicesOnly) {
+  EvalResults r = sample_results();
+  r.config.examples = 2;
+  RunScore second = r.runs[0];
+  second.index = 1;
+  r.runs.push_back(second);
+  const EvalResults kept = keep_examples(r, 1);
+  EXPECT_EQ(kept.config.examples, 1);
+  EXPECT_EQ(kept.runs.size(), r.runs.size() - 1);
+  for (const RunScore& s : kept.runs) EXPECT_EQ(s.index, 0);
+  EXPECT_EQ(keep_examples(r, 2).runs.size(), r.runs.size());
+  EXPECT_THROW(keep_examples(r, 0), Error);
+}
+
 TEST(ValidateConfig, NamesTheProblem) {
   EvalConfig c;
   c.tasks = {"passkey"};

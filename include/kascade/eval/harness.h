@@ -124,4 +124,12 @@ std::vector<Summary> summarize(const EvalResults& results);
 std::string to_markdown(const EvalResults& results, const std::string& provenance);
 nlohmann::json to_json(const EvalResults& results, const nlohmann::json& provenance);
 
+// The results stored by to_json (config, model, plan, seconds, every run), read back strictly:
+// a missing or mistyped field throws kascade::Error naming it. The provenance is not part of
+// EvalResults: read it from j["provenance"].
+EvalResults results_from_json(const nlohmann::json& j);
+// The runs of example indices 0..examples-1 only, with config.examples = examples (a table over
+// complete passes of the grid when a run stopped part-way through a later pass).
+EvalResults keep_examples(const EvalResults& results, int examples);
+
 }  // namespace kascade::eval
