@@ -204,6 +204,16 @@ kascade_cli_test(NAME cli_eval_plan_mismatch EXIT 1 MATCH "model\\.layers is 32 
   ARGS eval --plan tests/data/plans/llama3-8b-all-pooled.json --policies kascade --lengths 320 --out x)
 kascade_cli_test(NAME cli_eval_out_is_a_file EXIT 1 MATCH "--out: 'README\\.md' exists and is not a directory"
   ARGS eval --policies dense --out README.md)
+kascade_cli_test(NAME cli_eval_unknown_backend EXIT 1 MATCH "unknown backend 'tpu' \\(supported: cpu, cuda\\)"
+  ARGS eval --backend tpu --out x)
+set(eval_gpu_run bench/results/eval_gpu/run_calibrated/eval.json)
+kascade_cli_test(NAME cli_eval_from_json EXIT 0
+  MATCH "first 1 example\\(s\\) of every task and length.*\\| kascade @ 0\\.10 \\| 12\\.5 \\| 33\\.3 \\| 16\\.7 \\| 0\\.0 \\| 0\\.0 \\|"
+  ARGS eval --from-json ${eval_gpu_run} --examples 1 --out ${CMAKE_BINARY_DIR}/cli_eval_from_json)
+kascade_cli_test(NAME cli_eval_from_json_incomplete EXIT 1
+  MATCH "example #1 of passkey @ 2048 is not in the stored run" ARGS eval --from-json ${eval_gpu_run} --out x)
+kascade_cli_test(NAME cli_eval_from_json_alone EXIT 1 MATCH "--from-json takes only --out and --examples"
+  ARGS eval --from-json ${eval_gpu_run} --lengths 1024 --out x)
 
 # ---- Hugging Face model directories (tests/data/hf) ------------------------------------------------
 kascade_cli_test(NAME cli_generate_hf_directory EXIT 0
