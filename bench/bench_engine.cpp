@@ -305,7 +305,8 @@ class EngineMode final : public Mode {
       decode["tokens_per_s"] = batch * static_cast<double>(decode_steps_) / decode_s;
       records.push_back(decode);
       std::printf("%s %-7s n=%-6d B=%d decode %s %7.3f ms/step %9.1f tokens/s (blocks %.3f, %.3f ms/step)\n",
-                  c.name.c_str(), attention, context, batch, graphs ? "graphs" : "eager ", decode_s * 1e3 / decode_steps_,
+                  c.name.c_str(), attention, context, batch, graphs ? "graphs" : "eager ",
+                  decode_s * 1e3 / decode_steps_,
                   batch * static_cast<double>(decode_steps_) / decode_s, blocks[0].get<double>(),
                   blocks[1].get<double>());
     }

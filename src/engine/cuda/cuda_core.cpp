@@ -135,7 +135,8 @@ CudaCore::~CudaCore() {
 
 void CudaCore::check_tokens(const std::vector<int32_t>& tokens) const {
   for (int32_t t : tokens) {
-    KASCADE_CHECK(t >= 0 && t < c_.vocab, "forward: token id " << t << " is outside the vocabulary [0, " << c_.vocab << ")");
+    KASCADE_CHECK(t >= 0 && t < c_.vocab,
+                  "forward: token id " << t << " is outside the vocabulary [0, " << c_.vocab << ")");
   }
 }
 
@@ -397,11 +398,14 @@ void CudaCore::step(std::vector<CudaSegment>& segments) {
       const int first = g.graph ? g.row[i] + (sg.count - rows) : g.first_logit[i];
       const size_t floats = static_cast<size_t>(rows) * c_.vocab;
       const float* src = logits_staging_ + static_cast<size_t>(first) * c_.vocab;
-      for (size_t k = 0; k < floats; ++k) {
-        // A non-finite logit means the weights or the arithmetic went wrong: say so, never pass it on.
-        KASCADE_CHECK(std::isfinite(src[k]), "backend 'cuda': logit " << k % c_.vocab << " of position "
-                                                                      << sg.seq->n + sg.count - rows + static_cast<int>(k / c_.vocab)
-                                                                      << " is not finite (" << src[k] << ")");
+      // A non-finite logit means the weights or the arithmetic went wrong: say so, never pass it on.
+      for (int row = 0; row < rows; ++row) {
+        const float* logit = src + static_cast<size_t>(row) * c_.vocab;
+        for (int v = 0; v < c_.vocab; ++v) {
+          KASCADE_CHECK(std::isfinite(logit[v]), "backend 'cuda': logit " << v << " of position "
+                                                                          << sg.seq->n + sg.count - rows + row
+                                                                          << " is not finite (" << logit[v] << ")");
+        }
       }
       std::memcpy(sg.logits, src, floats * sizeof(float));
     }
@@ -423,10 +427,9 @@ void CudaCore::replay_graph(const Geometry& g) {
       cudaStreamEndCapture(stream_, &graph);  // ends the failed capture; its error is the one to report
       if (graph) cudaGraphDestroy(graph);
       cudaGetLastError();
-      KASCADE_FAIL("backend 'cuda': capturing the decode step of " << g.decode << " sequence(s) in a CUDA graph "
-                                                                   << "failed (" << e.what()
-                                                                   << "); run without graphs (CudaOptions::decode_graphs "
-                                                                      "= false, kascade generate --no-cuda-graphs)");
+      KASCADE_FAIL("backend 'cuda': capturing the decode step of "
+                   << g.decode << " sequence(s) in a CUDA graph failed (" << e.what()
+                   << "); run without graphs (CudaOptions::decode_graphs = false, kascade generate --no-cuda-graphs)");
     }
     const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
     cudaGraphExec_t exec = nullptr;
@@ -445,6 +448,11 @@ void CudaCore::replay_graph(const Geometry& g) {
 }
 
 void CudaCore::gemm(const bf16* x, int rows, int in, const bf16* w, int out, float* y) {
+  // One row (a decode step of one sequence) streams the weights through gemv (layer_kernels.h).
+  if (rows == 1) {
+    cuda::gemv(x, in, w, out, y, stream_);
+    return;
+  }
   // Row-major y[rows][out] = x[rows][in] * w[out][in]^T, i.e. column-major y^T = w^T(op T) x^T.
   const float one = 1.f, zero = 0.f;
   KASCADE_CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &one, w, CUDA_R_16BF, in, x,

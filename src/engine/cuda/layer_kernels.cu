@@ -142,6 +142,37 @@ __global__ void swiglu_kernel(const float* gate_up, int ffn, bf16* out) {
   }
 }
 
+// One warp per output o: lane l reads weight elements o*in + 8l + 256j (16 bytes) and the same
+// slice of x, so each weight byte is read once and x comes from L1/L2.
+constexpr int kGemvWarps = 8;         // outputs per block
+constexpr int kGemvElemsPerLoad = 8;  // bf16 per 16-byte load
+constexpr int kGemvUnroll = 4;        // loads in flight per lane
+
+__global__ void gemv_kernel(const bf16* __restrict__ x, int in, const bf16* __restrict__ w, int out,
+                            float* __restrict__ y) {
+  const int lane = threadIdx.x % kWarp;
+  const int o = blockIdx.x * kGemvWarps + threadIdx.x / kWarp;
+  if (o >= out) return;
+  const bf16* wrow = w + static_cast<int64_t>(o) * in;
+  float acc = 0.f;
+  constexpr int kStride = kWarp * kGemvElemsPerLoad;
+#pragma unroll kGemvUnroll
+  for (int k = lane * kGemvElemsPerLoad; k < in; k += kStride) {
+    const uint4 wv = __ldg(reinterpret_cast<const uint4*>(wrow + k));
+    const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + k));
+    const __nv_bfloat162* wp = reinterpret_cast<const __nv_bfloat162*>(&wv);
+    const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&xv);
+#pragma unroll
+    for (int i = 0; i < kGemvElemsPerLoad / 2; ++i) {
+      const float2 wf = __bfloat1622float2(wp[i]), xf = __bfloat1622float2(xp[i]);
+      acc = fmaf(xf.x, wf.x, acc);
+      acc = fmaf(xf.y, wf.y, acc);
+    }
+  }
+  acc = warp_sum(acc);
+  if (lane == 0) y[o] = acc;
+}
+
 }  // namespace
 
 void embed_rows(const int32_t* ids, int tokens, const bf16* table, int dim, float* x, cudaStream_t stream) {
@@ -172,4 +203,13 @@ void swiglu(const float* gate_up, int tokens, int ffn, bf16* out, cudaStream_t s
   KASCADE_CUDA_CHECK(cudaGetLastError());
 }
 
+void gemv(const bf16* x, int in, const bf16* w, int out, float* y, cudaStream_t stream) {
+  KASCADE_CHECK(in % kGemvElemsPerLoad == 0,
+                "gemv: input width " << in << " is not a multiple of " << kGemvElemsPerLoad);
+  if (out == 0) return;
+  gemv_kernel<<<(out + kGemvWarps - 1) / kGemvWarps, kGemvWarps * kWarp, 0, stream>>>(x, in, w, out, y);
+  KASCADE_CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace kascade::engine::cuda
+

@@ -627,12 +627,12 @@ Json check_batch(const std::string& name, const Model& model, const Plan* plan, 
     for (int b = 0; b < batch; ++b) out[static_cast<size_t>(b)].push_back(logits[static_cast<size_t>(b)]);
     for (int s = 0; s < kDecodeSteps; ++s) {
       std::vector<std::vector<int32_t>> next(static_cast<size_t>(batch));
-      for (int b = 0; b < batch; ++b) {
-        if (s < static_cast<int>(tokens[static_cast<size_t>(b)].size())) next[static_cast<size_t>(b)] = {tokens[static_cast<size_t>(b)][static_cast<size_t>(s)]};
+      for (size_t b = 0; b < next.size(); ++b) {
+        if (static_cast<size_t>(s) < tokens[b].size()) next[b] = {tokens[b][static_cast<size_t>(s)]};
       }
       logits = backend->forward(next);
-      for (int b = 0; b < batch; ++b) {
-        if (!next[static_cast<size_t>(b)].empty()) out[static_cast<size_t>(b)].push_back(logits[static_cast<size_t>(b)]);
+      for (size_t b = 0; b < next.size(); ++b) {
+        if (!next[b].empty()) out[b].push_back(logits[b]);
       }
     }
     keys.clear();
@@ -662,8 +662,8 @@ Json check_batch(const std::string& name, const Model& model, const Plan* plan, 
                                                                   graph_identical));
       ++graph_rows;
     }
-    keys_equal = keys_equal && std::fabs(keys_graphs[static_cast<size_t>(b)] - single_keys[static_cast<size_t>(b)]) <= 1e-9 &&
-                 keys_graphs[static_cast<size_t>(b)] == keys_eager[static_cast<size_t>(b)];
+    const size_t bi = static_cast<size_t>(b);
+    keys_equal = keys_equal && std::fabs(keys_graphs[bi] - single_keys[bi]) <= 1e-9 && keys_graphs[bi] == keys_eager[bi];
   }
   const bool replays_ok = replays_graphs == kDecodeSteps && replays_eager == 0;
   const bool graphs_ok = graph_sigmas <= o.max_graph_diff_sigmas && replays_ok;
