@@ -69,9 +69,10 @@ void swiglu(const float* gate_up, int tokens, int ffn, bf16* out, cudaStream_t s
 // The GEMM of a one-row step (decode of one sequence): y[o] = sum_k x[k] w[o][k], fp32
 // accumulation and output. With one row the product is a pass over the weights; cuBLAS's kernels
 // for it read them more slowly than this one, which streams each weight row once with 16-byte
-// loads (one warp per output). Measured on H100 in the whole engine: 8B shape decode 9.25 ->
-// 8.78 ms per token, SmolLM2 shape 1.86 -> 1.41 ms; with 8 rows cuBLAS's tensor-core kernels win
-// (16.0 vs 18.0 ms on the 8B shape), so batches stay on cuBLAS. `in` must be a multiple of 8 and
+// loads (one warp per output). Measured on H100 in the whole engine at 8k, batch 1: 8B shape
+// decode 9.25 -> 8.8-9.1 ms per token, SmolLM2 shape 1.86 -> 1.41-1.46 ms; a variant for up to 8
+// rows lost to cuBLAS's tensor-core kernels at 8 rows (18.0 vs 16.0 ms on the 8B shape), so
+// batches stay on cuBLAS. `in` must be a multiple of 8 and
 // the rows 16-byte aligned.
 void gemv(const bf16* x, int in, const bf16* w, int out, float* y, cudaStream_t stream);
 
