@@ -31,8 +31,9 @@
 // the single-sequence backend, then decode steps (one sequence sits out the last three, so the
 // decode batch shrinks from 3 to 2). Logits of every prompt's last token and every decode step:
 // top-1 equal where the margin exceeds 0.25 row std, max |difference| at most 0.1 row std,
-// centred relative L2 at most 0.02 (the same arithmetic, but GEMMs over other row counts may take
-// other cuBLAS kernels, and one bf16 rounding flip propagates), the same keys-read fractions.
+// centred relative L2 at most 0.02 (the same arithmetic, but a GEMM of one row runs through gemv
+// and one of several rows through cuBLAS: their sums are ordered differently, and a flipped bf16
+// rounding propagates), the same keys-read fractions.
 // Gated for dense and rho = 1, reported for the plan. Graphs: the same batch with decode graphs
 // off must give the graph run's decode logits to 1e-3 of the row std (the same kernels on the same
 // arguments: in practice bitwise), dense and with the plan; the graph run must have replayed
