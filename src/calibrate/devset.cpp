@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kascade/error.h"
+#include "kascade/json.h"
 
 namespace kascade {
 
@@ -278,12 +279,7 @@ std::vector<std::string> read_dev_set_jsonl(const std::string& path) {
     ++line_number;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    nlohmann::json record;
-    try {
-      record = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      KASCADE_FAIL(path << ":" << line_number << ": not valid JSON (" << e.what() << ")");
-    }
+    const nlohmann::json record = parse_json_strict(line, path + ":" + std::to_string(line_number));
     KASCADE_CHECK(record.is_object(), path << ":" << line_number << ": expected an object {\"text\": \"...\"}");
     for (const auto& item : record.items()) {
       KASCADE_CHECK(item.key() == "text", path << ":" << line_number << ": unknown key '" << item.key()

@@ -28,6 +28,7 @@
 
 #include "command.h"
 #include "kascade/error.h"
+#include "kascade/json.h"
 #include "kascade/npy.h"
 #include "kascade/reference.h"
 
@@ -42,15 +43,6 @@ struct CaseFile {
   bool has_p0 = false;
   bool has_head_map = false;
 };
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  KASCADE_CHECK(in.good(), path.string() << ": cannot open (missing or unreadable)");
-  std::ostringstream os;
-  os << in.rdbuf();
-  KASCADE_CHECK(!in.bad(), path.string() << ": read error");
-  return os.str();
-}
 
 std::string one_line(std::string s) {
   for (char& c : s)
@@ -76,23 +68,9 @@ std::string json_string(const Json& value, const std::string& file, const char* 
 // Parses case.json strictly: an object with SPEC 9's keys only, each of the right type and value.
 CaseFile parse_case_json(const fs::path& path) {
   const std::string file = path.string();
-  const std::string text = read_text(path);
-  std::set<std::string> top_level_keys;
-  std::string duplicate;
-  Json doc;
-  try {
-    doc = Json::parse(text, [&](int depth, Json::parse_event_t event, Json& parsed) {
-      if (event == Json::parse_event_t::key && depth == 1 && !top_level_keys.insert(parsed.get<std::string>()).second &&
-          duplicate.empty()) {
-        duplicate = parsed.get<std::string>();
-      }
-      return true;
-    });
-  } catch (const Json::exception& e) {
-    KASCADE_FAIL(file << ": not valid JSON: " << one_line(e.what()));
-  }
+  const std::string text = read_text_file(file);
+  const Json doc = parse_json_strict(text, file);
   KASCADE_CHECK(doc.is_object(), file << ": expected a JSON object, got " << doc.type_name());
-  KASCADE_CHECK(duplicate.empty(), file << ": duplicate key '" << duplicate << "'");
 
   CaseFile c;
   ref::Call& call = c.call;

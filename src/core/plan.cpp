@@ -7,6 +7,7 @@
 #include "kascade/plan.h"
 
 #include "file_io.h"
+#include "kascade/json.h"
 
 #include <cerrno>
 #include <cmath>
@@ -118,35 +119,6 @@ std::vector<double> read_number_array(const Json& j, const std::string& path, co
   for (size_t i = 0; i < read_array(j, path, name).size(); ++i)
     out.push_back(read_number(j[i], index_path(path, i), name));
   return out;
-}
-
-// Parses JSON text, rejecting duplicate keys (nlohmann keeps the last one silently) and
-// nesting deeper than any plan needs.
-Json parse_json_strict(const std::string& text, const std::string& name) {
-  std::vector<std::set<std::string>> open_objects;
-  auto callback = [&](int depth, Json::parse_event_t event, Json& parsed) {
-    KASCADE_CHECK(depth <= kMaxJsonDepth, name << ": JSON nested deeper than " << kMaxJsonDepth << " levels");
-    switch (event) {
-      case Json::parse_event_t::object_start: open_objects.emplace_back(); break;
-      case Json::parse_event_t::object_end: open_objects.pop_back(); break;
-      case Json::parse_event_t::key: {
-        const std::string key = parsed.get<std::string>();
-        KASCADE_CHECK(open_objects.back().insert(key).second, name << ": duplicate key '" << key << "'");
-        break;
-      }
-      default: break;
-    }
-    return true;
-  };
-  try {
-    return Json::parse(text, callback, /*allow_exceptions=*/true, /*ignore_comments=*/false);
-  } catch (const Json::exception& e) {
-    // Drop nlohmann's "[json.exception.parse_error.101] " prefix: the rest is the useful part.
-    std::string what = e.what();
-    const size_t bracket = what.find("] ");
-    if (what.rfind("[json.exception", 0) == 0 && bracket != std::string::npos) what = what.substr(bracket + 2);
-    KASCADE_FAIL(name << ": invalid JSON: " << what);
-  }
 }
 
 void validate_anchor_list(const std::vector<int>& anchors, int layers, const std::string& path,
@@ -430,7 +402,7 @@ SparsityParams Plan::params() const {
 Plan parse_plan(const std::string& text, const std::string& name) {
   KASCADE_CHECK(text.size() <= kMaxPlanBytes,
                 name << ": " << text.size() << " bytes is too large for a plan (limit " << kMaxPlanBytes << ")");
-  Plan plan = plan_from_json(parse_json_strict(text, name), name);
+  Plan plan = plan_from_json(parse_json_strict(text, name, kMaxJsonDepth), name);
   validate_plan(plan, name);
   return plan;
 }

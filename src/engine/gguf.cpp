@@ -1,17 +1,13 @@
 // GGUF reader: a bounded cursor over the mapped bytes, then tensor-table validation.
 #include "kascade/engine/gguf.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
 
 #include "kascade/error.h"
+#include "mapped_file.h"
 
 namespace kascade::engine {
 
@@ -180,11 +176,7 @@ int64_t GgufTensor::elements() const {
 
 // ---- the mapping ---------------------------------------------------------------------------
 struct GgufFile::Mapping {
-  void* addr = MAP_FAILED;
-  size_t size = 0;
-  ~Mapping() {
-    if (addr != MAP_FAILED) munmap(addr, size);
-  }
+  MappedFile file;
 };
 
 GgufFile::GgufFile(GgufFile&&) noexcept = default;
@@ -192,25 +184,10 @@ GgufFile& GgufFile::operator=(GgufFile&&) noexcept = default;
 GgufFile::~GgufFile() = default;
 
 GgufFile GgufFile::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  KASCADE_CHECK(fd >= 0, path << ": cannot open: " << std::strerror(errno));
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    KASCADE_FAIL(path << ": not a regular file");
-  }
   GgufFile f;
   f.name_ = path;
-  f.mapping_ = std::make_unique<Mapping>();
-  f.mapping_->size = static_cast<size_t>(st.st_size);
-  if (f.mapping_->size > 0) {
-    f.mapping_->addr = mmap(nullptr, f.mapping_->size, PROT_READ, MAP_PRIVATE, fd, 0);
-  }
-  const int map_errno = errno;
-  ::close(fd);
-  KASCADE_CHECK(f.mapping_->size > 0, path << ": empty file");
-  KASCADE_CHECK(f.mapping_->addr != MAP_FAILED, path << ": mmap failed: " << std::strerror(map_errno));
-  f.parse_all(static_cast<const uint8_t*>(f.mapping_->addr), f.mapping_->size);
+  f.mapping_.reset(new Mapping{MappedFile(path, "empty file")});
+  f.parse_all(f.mapping_->file.data(), f.mapping_->file.size());
   return f;
 }
 

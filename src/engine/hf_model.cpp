@@ -7,7 +7,7 @@
 #include "kascade/engine/model.h"
 #include "kascade/engine/safetensors.h"
 #include "kascade/error.h"
-#include "strict_json.h"
+#include "kascade/json.h"
 
 namespace kascade::engine {
 

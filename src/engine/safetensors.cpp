@@ -2,10 +2,7 @@
 // validation, the tiling of the data section; the sharded index.
 #include "kascade/engine/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -13,8 +10,9 @@
 #include <limits>
 
 #include "kascade/error.h"
+#include "mapped_file.h"
 #include "kascade/tensor.h"
-#include "strict_json.h"
+#include "kascade/json.h"
 
 namespace kascade::engine {
 
@@ -86,11 +84,7 @@ std::vector<float> to_float(const SafetensorsTensor& t) {
 
 // ---- one file -------------------------------------------------------------------------------
 struct SafetensorsFile::Mapping {
-  void* addr = MAP_FAILED;
-  size_t size = 0;
-  ~Mapping() {
-    if (addr != MAP_FAILED) munmap(addr, size);
-  }
+  MappedFile file;
 };
 
 SafetensorsFile::SafetensorsFile(SafetensorsFile&&) noexcept = default;
@@ -98,23 +92,10 @@ SafetensorsFile& SafetensorsFile::operator=(SafetensorsFile&&) noexcept = defaul
 SafetensorsFile::~SafetensorsFile() = default;
 
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  KASCADE_CHECK(fd >= 0, path << ": cannot open: " << std::strerror(errno));
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    KASCADE_FAIL(path << ": not a regular file");
-  }
   SafetensorsFile f;
   f.name_ = path;
-  f.mapping_ = std::make_unique<Mapping>();
-  f.mapping_->size = static_cast<size_t>(st.st_size);
-  if (f.mapping_->size > 0) f.mapping_->addr = mmap(nullptr, f.mapping_->size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_errno = errno;
-  ::close(fd);
-  KASCADE_CHECK(f.mapping_->size > 0, path << ": empty file (a safetensors file starts with an 8-byte header length)");
-  KASCADE_CHECK(f.mapping_->addr != MAP_FAILED, path << ": mmap failed: " << std::strerror(map_errno));
-  f.parse_all(static_cast<const uint8_t*>(f.mapping_->addr), f.mapping_->size);
+  f.mapping_.reset(new Mapping{MappedFile(path, "empty file (a safetensors file starts with an 8-byte header length)")});
+  f.parse_all(f.mapping_->file.data(), f.mapping_->file.size());
   return f;
 }
 

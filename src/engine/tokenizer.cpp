@@ -12,7 +12,7 @@
 
 #include "kascade/engine/gguf.h"
 #include "kascade/error.h"
-#include "strict_json.h"
+#include "kascade/json.h"
 
 namespace kascade::engine {
 

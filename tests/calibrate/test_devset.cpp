@@ -135,7 +135,7 @@ TEST_F(DevSetFile, ReadsTextsInOrderSkippingBlankLines) {
 }
 
 TEST_F(DevSetFile, ErrorsNameTheLine) {
-  EXPECT_KASCADE_ERROR(read_dev_set_jsonl(write("{\"text\": \"a\"}\n{\"text\": \n")), ":2: not valid JSON");
+  EXPECT_KASCADE_ERROR(read_dev_set_jsonl(write("{\"text\": \"a\"}\n{\"text\": \n")), ":2: invalid JSON");
   EXPECT_KASCADE_ERROR(read_dev_set_jsonl(write("[\"a\"]\n")), ":1: expected an object");
   EXPECT_KASCADE_ERROR(read_dev_set_jsonl(write("{\"txt\": \"a\"}\n")), ":1: unknown key 'txt'");
   EXPECT_KASCADE_ERROR(read_dev_set_jsonl(write("{}\n")), ":1: missing \"text\"");

@@ -1,27 +1,19 @@
-// Strict JSON for model files (see strict_json.h).
-#include "strict_json.h"
+// Strict JSON (see kascade/json.h).
+#include "kascade/json.h"
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
 #include <set>
 #include <vector>
 
+#include "file_io.h"
 #include "kascade/error.h"
 
-namespace kascade::engine {
+namespace kascade {
 
-namespace {
-// Far deeper than any model file nests (tokenizer.json: about 6), low enough to stop a stack
-// overflow on "[[[[...".
-constexpr int kMaxJsonDepth = 64;
-}  // namespace
-
-nlohmann::json parse_json_strict(const char* data, size_t size, const std::string& name) {
+nlohmann::json parse_json_strict(const char* data, size_t size, const std::string& name, int max_depth) {
   using Json = nlohmann::json;
   std::vector<std::set<std::string>> open_objects;
   auto callback = [&](int depth, Json::parse_event_t event, Json& parsed) {
-    KASCADE_CHECK(depth <= kMaxJsonDepth, name << ": JSON nested deeper than " << kMaxJsonDepth << " levels");
+    KASCADE_CHECK(depth <= max_depth, name << ": JSON nested deeper than " << max_depth << " levels");
     switch (event) {
       case Json::parse_event_t::object_start: open_objects.emplace_back(); break;
       case Json::parse_event_t::object_end: open_objects.pop_back(); break;
@@ -46,18 +38,8 @@ nlohmann::json parse_json_strict(const char* data, size_t size, const std::strin
 }
 
 std::string read_text_file(const std::string& path, size_t max_bytes) {
-  std::ifstream f(path, std::ios::binary);
-  KASCADE_CHECK(f.good(), path << ": cannot open: " << std::strerror(errno));
-  f.seekg(0, std::ios::end);
-  const std::streamoff size = f.tellg();
-  KASCADE_CHECK(size >= 0, path << ": cannot read its size (not a regular file?)");
-  KASCADE_CHECK(static_cast<uint64_t>(size) <= max_bytes,
-                path << ": " << size << " bytes is more than the " << max_bytes << " this reader accepts");
-  std::string text(static_cast<size_t>(size), '\0');
-  f.seekg(0);
-  f.read(&text[0], size);
-  KASCADE_CHECK(f.gcount() == size, path << ": short read");
-  return text;
+  const std::vector<uint8_t> bytes = detail::read_file(path, max_bytes);
+  return std::string(bytes.begin(), bytes.end());
 }
 
-}  // namespace kascade::engine
+}  // namespace kascade

@@ -1,0 +1,34 @@
+// kascade/json.h — strict JSON reading shared by every parser of the project (plans, case files,
+// Hugging Face config/tokenizer files, safetensors headers): nlohmann's parser plus what it does
+// not check by itself. Duplicate keys are an error (nlohmann silently keeps the last one, so two
+// weights or two plan fields with one name would pass unseen) and nesting is capped (no stack
+// overflow on "[[[[...").
+//
+//   nlohmann::json j = kascade::parse_json_strict(kascade::read_text_file(path), path);
+//
+// Errors are kascade::Error naming the input: "<name>: invalid JSON: ...", "<name>: duplicate key
+// 'x'", "<path>: cannot open: ...".
+#pragma once
+
+#include <cstddef>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace kascade {
+
+// Deeper than any file the project reads nests (tokenizer.json: about 6).
+constexpr int kDefaultMaxJsonDepth = 64;
+
+// Parses `size` bytes at `data`.
+nlohmann::json parse_json_strict(const char* data, size_t size, const std::string& name,
+                                 int max_depth = kDefaultMaxJsonDepth);
+inline nlohmann::json parse_json_strict(const std::string& text, const std::string& name,
+                                        int max_depth = kDefaultMaxJsonDepth) {
+  return parse_json_strict(text.data(), text.size(), name, max_depth);
+}
+
+// The whole file as text; throws naming the path when it cannot be read or holds more than
+// max_bytes bytes.
+std::string read_text_file(const std::string& path, size_t max_bytes = size_t{1} << 30);
+
+}  // namespace kascade
