@@ -38,6 +38,8 @@
 // off must give the graph run's decode logits to 1e-3 of the row std (the same kernels on the same
 // arguments: in practice bitwise), dense and with the plan; the graph run must have replayed
 // every decode step.
+// Random weights: random_cuda_weights gives bitwise the same logits for the same seed and other
+// logits for another, with finite logits for the SmolLM2 shape and the Qwen3-like config.
 // Bench: a prompt of --bench-context minus --decode-steps tokens, then --decode-steps greedy
 // decode steps that end at --bench-context, dense and with the plan, on the SmolLM2-shaped model
 // (the speed does not depend on the weights); results in the bench/results format.
@@ -664,7 +666,8 @@ Json check_batch(const std::string& name, const Model& model, const Plan* plan, 
       ++graph_rows;
     }
     const size_t bi = static_cast<size_t>(b);
-    keys_equal = keys_equal && std::fabs(keys_graphs[bi] - single_keys[bi]) <= 1e-9 && keys_graphs[bi] == keys_eager[bi];
+    keys_equal = keys_equal && std::fabs(keys_graphs[bi] - single_keys[bi]) <= 1e-9 &&
+                 keys_graphs[bi] == keys_eager[bi];
   }
   const bool replays_ok = replays_graphs == kDecodeSteps && replays_eager == 0;
   const bool graphs_ok = graph_sigmas <= o.max_graph_diff_sigmas && replays_ok;
@@ -696,6 +699,32 @@ Json check_batch(const std::string& name, const Model& model, const Plan* plan, 
   j["graph_replays"] = replays_graphs;
   j["passed"] = passed;
   return j;
+}
+
+// ---- weights generated on the device ----------------------------------------------------------
+// random_cuda_weights: the same seed gives the same weights (the same logits, bitwise), another
+// seed other weights; every config branch (q/k/v bias, q/k norm, llama3 factors, untied output)
+// produces finite logits through prefill and decode (the backend refuses a non-finite logit).
+Json check_random_weights(const std::string& name, const ModelConfig& config, bool& all_passed) {
+  BackendOptions bo;
+  bo.prefill_chunk = 256;
+  const std::vector<int32_t> prompt = random_tokens(300, config.vocab, 77);
+  auto run = [&](uint64_t seed) {
+    auto backend = kascade::engine::make_cuda_backend(kascade::engine::random_cuda_weights(config, seed), nullptr, bo);
+    std::vector<float> logits = backend->forward(prompt, false);
+    const std::vector<float> step = backend->forward({argmax(logits.data(), config.vocab)}, false);
+    logits.insert(logits.end(), step.begin(), step.end());
+    return logits;
+  };
+  const std::vector<float> a = run(11), b = run(11), c = run(12);
+  const bool same = a == b, differ = a != c;
+  const bool passed = same && differ;
+  all_passed = all_passed && passed;
+  std::printf("%-26s %s  same seed: %s, another seed: %s\n", name.c_str(), passed ? "PASS" : "FAIL",
+              same ? "bitwise equal logits" : "LOGITS DIFFER", differ ? "other logits" : "THE SAME LOGITS");
+  std::fflush(stdout);
+  return Json{{"name", name}, {"model", config.name}, {"same_seed_bitwise_equal", same},
+              {"other_seed_differs", differ}, {"passed", passed}};
 }
 
 // ---- the bench ------------------------------------------------------------------------------
@@ -895,6 +924,8 @@ int run(int argc, char** argv) {
     qo.prompt_tokens = 500;
     cases.push_back(check_case("qwen3-like dense", qwen, nullptr, qo, true, all_passed));
     cases.push_back(check_case("qwen3-like plan", qwen, &qplan, qo, false, all_passed));
+    cases.push_back(check_random_weights("random weights smollm2", smollm2_shape(), all_passed));
+    cases.push_back(check_random_weights("random weights qwen3-like", qwen3_like_shape(), all_passed));
     write_json(o.out_dir + "/engine_check.json",
                Json{{"device", prop.name}, {"commit", o.commit}, {"date", utc_now()}, {"cases", cases},
                     {"bounds", {{"max_diff_over_row_std", o.max_diff_sigmas}, {"max_rel_l2", o.max_rel_l2},
