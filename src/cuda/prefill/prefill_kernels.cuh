@@ -10,31 +10,34 @@
 //   - KeySource: the keys one CTA attends to, as a virtual index range: first `list_count`
 //     gathered positions (a tile's selection), then the contiguous range [range_begin, range_end)
 //     under the causal mask (the diagonal; for dense attention the whole prefix);
-//   - KeyRowPipeline: the K/V row addresses (selection entry -> page id) fetched two blocks ahead;
-//   - ScoreSlab: Q.K^T of one warpgroup's 64-row slab against a 128-key block, issued
-//     asynchronously (wgmma) in one or two commit groups, and the online-softmax update;
+//   - KeyRowTable: the token (page id * P + slot) of every K/V row of the blocks in the smem ring,
+//     resolved ahead of time by one thread per row (selection entry -> page id);
+//   - issue_scores / issue_pv / softmax_update: Q.K^T of one warpgroup's 64-row slab against a
+//     128-key block issued asynchronously (wgmma) in one or two commit groups, P.V, and the
+//     online-softmax step;
 //   - attend_kernel<D, T, kOutput>: flash attention over a KeySource for one CTA of 128 query rows
 //     (two warpgroups, one 64-row slab each; on mma.sync each warp owns 16 rows). Rows are
 //     (position, head of the GQA group) pairs, so the K/V rows loaded once serve the whole group.
 //     kOutput=false is the anchor's LSE-only pass (no P.V, no V loads);
-//   - pooled_mass_kernel: recomputes scores per key block with the same ScoreSlab and reduces
+//   - pooled_mass_kernel: recomputes scores per key block with the same issue_scores and reduces
 //     exp(s - lse) over a tile's T x G rows (or T x Hq with all-heads pooling) into per-key mass,
 //     for keys < b;
 //   (the per-tile top-k over the pooled mass is in prefill_topk.cu.)
 //
-// Main-loop schedule (one barrier per 128-key block j; K and V are double-buffered and V runs one
-// block behind K, so the copies of K[j+1] and V[j] are in flight while block j is computed):
-//   barrier (K[j], V[j-1] landed) -> cp.async K[j+1], V[j]
+// Main-loop schedule (one barrier per 128-key block j; K and V tiles live in a ring of kStages = 3
+// smem slots, V one block behind K, so the copies run two blocks ahead of the MMAs):
+//   barrier (K[j], V[j-1] landed)
 //   issue S = Q.K[j]^T            (wgmma, async)
 //   issue O += P[j-1].V[j-1]      (wgmma, async; P from registers)
-//   wait for S; mask; online softmax of block j   <- runs while the tensor cores do P.V
+//   cp.async V[j+1], K[j+2]; row-table upkeep      <- while the tensor cores run
+//   wait for S; mask; online softmax of block j    <- while the tensor cores do P.V
 //   wait for P.V; rescale O; pack P[j]
 // The passes without P.V (LSE-only, pooled mass) split S into two 64-key commit groups instead,
 // so the exponentials of the first half run while the second half is multiplied. The two
 // warpgroups of a CTA also interleave on the tensor cores and the special-function units.
 // Scores live in the log2 domain: s2 = q.k * scale * log2(e); the LSE buffers hold log2 values.
-// Not done yet: TMA loads for contiguous rows, a producer warp with an mbarrier ring (the loads
-// are issued by the compute warps, one barrier per block).
+// Not done yet: a producer warp with an mbarrier ring (the copies are issued by the compute
+// warps, and the block barrier keeps the two warpgroups in step), TMA for contiguous rows.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -196,101 +199,128 @@ struct SwizzledTile {
   }
 };
 
+// *ptr through the read-only path when `pred`, else `fallback`, as one predicated load: the row
+// table upkeep runs between the issue of wgmma groups and their wait, where a branch would make
+// ptxas serialise the wgmma pipeline (C7518).
+__device__ __forceinline__ int load_if(bool pred, const int32_t* ptr, int fallback) {
+  int value;
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\nmov.b32 %0, %3;\n@p ld.global.nc.b32 %0, [%1];\n}\n"
+      : "=r"(value)
+      : "l"(ptr), "r"(static_cast<int>(pred)), "r"(fallback));
+  return value;
+}
+
 // The keys a CTA reads, in virtual order: list[0..list_count) then range_begin..range_end-1.
 struct KeySource {
   const int32_t* list;
   int list_count;
   int range_begin, range_end;
   __device__ __forceinline__ int size() const { return list_count + (range_end - range_begin); }
-  // Position of virtual key v (caller guarantees v < size()).
+  // Position of virtual key v, -1 when v >= size() (branch-free, see load_if).
   __device__ __forceinline__ int position(int v) const {
-    return v < list_count ? __ldg(list + v) : range_begin + (v - list_count);
+    const bool in_list = v < list_count;
+    const int listed = load_if(in_list, list + (in_list ? v : 0), 0);
+    return v >= size() ? -1 : in_list ? listed : range_begin + (v - list_count);
   }
 };
 
-// Address pipeline of the K/V rows one thread copies. A key's address needs up to two dependent
-// global loads (its position from the selection list, then its page id), whose latency would stall
-// the copy issue of every block. So the stages run ahead of the copies: positions of block i+2
-// and page ids of block i+1 are loaded while block i is computed, and first used one iteration
-// later (issue_next), so that no warp waits on them in the middle of a block. V runs one block
-// behind K (see the main-loop schedule): issue_next keeps the tokens of the rows it copied for
-// the V copies of the same block (issue_prev, called before the next issue_next).
-// Each thread copies chunk (tid % kChunks) of rows tid / kChunks + j * kRowsPerPass.
+// Row table of the K/V copies: for each of the kStages blocks in the ring, the token index
+// (page id * P + slot) of every key row, -1 for rows past the keys (zero-filled). A key's token
+// needs up to two dependent global loads (its position from the selection list, then its page
+// id), so thread t < kBlockKeys resolves row t of every block ahead of time: the position of
+// block i+2 and the page id of block i+1 are loaded while block i is computed, and the token of
+// block i+1 is written one iteration later, when those loads have long landed. The copies read
+// the table after the block barrier, so each row is resolved once for K and V and for all
+// threads, and no warp waits on a global load in the middle of a block.
 template <int D>
-struct KeyRowPipeline {
+struct KeyRowTable {
   static constexpr int kChunks = D / kChunkElems;
   static constexpr int kRowsPerPass = kThreads / kChunks;
-  static constexpr int kRows = kBlockKeys / kRowsPerPass;
+  static constexpr int kRowsPerThread = kBlockKeys / kRowsPerPass;
   static_assert(kBlockKeys % kRowsPerPass == 0, "block rows must split evenly over the threads");
+  static_assert(kBlockKeys <= kThreads, "one resolving thread per key row");
+  static constexpr size_t kBytes = sizeof(int32_t) * kStages * kBlockKeys;
 
-  int position_ahead[kRows];  // positions of the block after next (-1: past the keys)
-  int position_next[kRows];   // positions of the next block
-  int page_next[kRows];       // their page ids (loads in flight until issue_next)
-  int token_prev[kRows];      // page id * P + slot of the rows issue_next copied last (-1: zero-fill)
+  int position_ahead = -1;  // this thread's row of the block after next (-1: past the keys)
+  int position_next = -1;   // its row of the next block
+  int page_next = 0;        // the page id of position_next (load in flight until publish)
 
-  __device__ __forceinline__ void fetch_positions(const KeySource& keys, int v0) {
-    const int n = keys.size();
-#pragma unroll
-    for (int j = 0; j < kRows; ++j) {
-      const int v = v0 + static_cast<int>(threadIdx.x) / kChunks + j * kRowsPerPass;
-      position_ahead[j] = v < n ? keys.position(v) : -1;
-    }
+  __device__ static __forceinline__ bool resolves() { return threadIdx.x < kBlockKeys; }
+  // Loads the position of this thread's row of block `block`.
+  __device__ __forceinline__ void fetch_position(const KeySource& keys, int block) {
+    const int v = block * kBlockKeys + static_cast<int>(threadIdx.x);
+    position_ahead = resolves() ? keys.position(v) : -1;
   }
-  // Issues the page-id loads of the block whose positions were fetched last.
-  __device__ __forceinline__ void fetch_pages(const KvView& kv, const int32_t* seq_pages) {
-#pragma unroll
-    for (int j = 0; j < kRows; ++j) {
-      const int pos = position_ahead[j];
-      position_next[j] = pos;
-      uint32_t page_in_seq = 0, slot = 0;
-      if (pos >= 0) kv.page_size.divmod(static_cast<uint32_t>(pos), page_in_seq, slot);
-      page_next[j] = pos >= 0 ? __ldg(seq_pages + page_in_seq) : 0;
-    }
+  // Issues the page-id load of the position fetched last.
+  __device__ __forceinline__ void fetch_page(const KvView& kv, const int32_t* seq_pages) {
+    position_next = position_ahead;
+    uint32_t page_in_seq = 0, slot = 0;
+    kv.page_size.divmod(static_cast<uint32_t>(max(position_next, 0)), page_in_seq, slot);
+    page_next = load_if(position_next >= 0, seq_pages + page_in_seq, 0);
+  }
+  // Writes the token of the row whose page was fetched last into `table` (the block's slot).
+  __device__ __forceinline__ void publish(int32_t* table, const KvView& kv) const {
+    uint32_t page_in_seq = 0, slot = 0;
+    kv.page_size.divmod(static_cast<uint32_t>(max(position_next, 0)), page_in_seq, slot);
+    const int token =
+        position_next >= 0 ? page_next * static_cast<int>(kv.page_size.divisor) + static_cast<int>(slot) : -1;
+    if (resolves()) table[threadIdx.x] = token;
   }
   // This thread's column of kv head `kv_head` in `pool` (K or V): the base the copies add rows to.
   template <typename T>
   __device__ static __forceinline__ const T* column_base(const T* pool, const KvView& kv, int kv_head) {
     return pool + static_cast<int64_t>(kv_head) * kv.head_stride + (threadIdx.x % kChunks) * kChunkElems;
   }
-  // cp.async of the next block's rows (from a column_base of K or V) into the swizzled tile `dst`.
+  // cp.async of a block's rows (tokens from its table slot; base from column_base of K or V) into
+  // the swizzled tile `dst`. Thread tid copies chunk tid % kChunks of rows tid / kChunks + j * kRowsPerPass.
+  // With `enabled` false (a block past the keys) the tile is zero-filled instead: the copies stay
+  // unconditional, so that no branch sits inside a wgmma pipeline stage.
   template <typename T>
-  __device__ __forceinline__ void issue_next(T* dst, const T* base, const KvView& kv) {
+  __device__ static __forceinline__ void copy_rows(T* dst, const T* base, const int32_t* table, const KvView& kv,
+                                                   bool enabled = true) {
     const int chunk = threadIdx.x % kChunks;
 #pragma unroll
-    for (int j = 0; j < kRows; ++j) {
+    for (int j = 0; j < kRowsPerThread; ++j) {
       const int r = static_cast<int>(threadIdx.x) / kChunks + j * kRowsPerPass;
-      const int pos = position_next[j];
-      const bool valid = pos >= 0;
-      uint32_t page_in_seq = 0, slot = 0;
-      if (valid) kv.page_size.divmod(static_cast<uint32_t>(pos), page_in_seq, slot);
-      token_prev[j] = valid ? page_next[j] * static_cast<int>(kv.page_size.divisor) + static_cast<int>(slot) : -1;
-      const T* src = valid ? base + static_cast<int64_t>(page_next[j]) * kv.page_stride +
-                                 static_cast<int64_t>(slot) * kv.token_stride
-                           : base;  // any valid address when zero-filling
-      cp_async16(dst + SwizzledTile<D, kBlockKeys>::offset(r, chunk), src, valid);
+      const int token = table[r];
+      const bool valid = enabled && token >= 0;
+      uint32_t page = 0, slot = 0;
+      kv.page_size.divmod(static_cast<uint32_t>(valid ? token : 0), page, slot);
+      const T* src = base + static_cast<int64_t>(page) * kv.page_stride + static_cast<int64_t>(slot) * kv.token_stride;
+      cp_async16(dst + SwizzledTile<D, kBlockKeys>::offset(r, chunk), valid ? src : base, valid);
     }
   }
-  // cp.async of the rows issue_next copied last (the V rows of the block whose K rows it copied).
-  template <typename T>
-  __device__ __forceinline__ void issue_prev(T* dst, const T* base, const KvView& kv) const {
-    const int chunk = threadIdx.x % kChunks;
+  // Prologue: the tokens of blocks 0 .. kStages-1 written to their slots (one stall on the
+  // dependent loads), the page of block kStages and the position of block kStages+1 in flight.
+  // The caller's barrier publishes the slots.
+  __device__ __forceinline__ void start(int32_t* table, const KeySource& keys, const KvView& kv,
+                                        const int32_t* seq_pages) {
+    int positions[kStages];
 #pragma unroll
-    for (int j = 0; j < kRows; ++j) {
-      const int r = static_cast<int>(threadIdx.x) / kChunks + j * kRowsPerPass;
-      const bool valid = token_prev[j] >= 0;
-      const T* src = base;  // any valid address when zero-filling
-      if (valid) {
-        uint32_t page, slot;
-        kv.page_size.divmod(static_cast<uint32_t>(token_prev[j]), page, slot);
-        src = base + static_cast<int64_t>(page) * kv.page_stride + static_cast<int64_t>(slot) * kv.token_stride;
-      }
-      cp_async16(dst + SwizzledTile<D, kBlockKeys>::offset(r, chunk), src, valid);
+    for (int i = 0; i < kStages; ++i) {
+      fetch_position(keys, i);
+      positions[i] = position_ahead;
     }
+#pragma unroll
+    for (int i = 0; i < kStages; ++i) {
+      position_ahead = positions[i];
+      fetch_page(kv, seq_pages);
+      publish(table + i * kBlockKeys, kv);
+    }
+    fetch_position(keys, kStages);
+    fetch_page(kv, seq_pages);
+    fetch_position(keys, kStages + 1);
   }
-  // Prologue: positions and page loads of block 0 (issue_next stalls on them once).
-  __device__ __forceinline__ void start(const KeySource& keys, const KvView& kv, const int32_t* seq_pages) {
-    fetch_positions(keys, 0);
-    fetch_pages(kv, seq_pages);
+  // Per-block upkeep in iteration `it` (after that iteration's copies were issued): writes block
+  // it+kStages into the slot block it used, loads the page of block it+kStages+1 and the position
+  // of block it+kStages+2.
+  // Blocks past the keys resolve to -1 rows, so the upkeep needs no bounds test.
+  __device__ __forceinline__ void advance(int32_t* table, int it, const KeySource& keys, const KvView& kv,
+                                          const int32_t* seq_pages) {
+    publish(table + (it % kStages) * kBlockKeys, kv);
+    fetch_page(kv, seq_pages);
+    fetch_position(keys, it + kStages + 2);
   }
 };
 
@@ -319,12 +349,15 @@ __device__ __forceinline__ void load_q_rows(T* dst, const T* q, int64_t first_ro
 static_assert(kWarps == 4 * kWarpgroups && kBlockRows == kWarpgroups * 64, "one 64-row slab per warpgroup");
 __device__ __forceinline__ int warp_first_row() { return static_cast<int>(threadIdx.x / 32) * kRowsPerWarp; }
 __device__ __forceinline__ int slab_first_row() { return static_cast<int>(threadIdx.x / 128) * 64; }
-// Whether this thread's MMA unit (the warpgroup under wgmma, the warp under mma.sync) holds any
-// of the first `valid_rows` rows. A unit of padding rows only skips the arithmetic; it still
-// copies its share of K/V and meets every barrier.
+// Whether this thread's MMA unit holds any of the first `valid_rows` rows; a unit of padding rows
+// only skips the arithmetic (it still copies its share of K/V and meets every barrier). Under
+// wgmma every warpgroup computes: a wgmma issued inside a branch makes ptxas serialise the whole
+// wgmma pipeline (C7518), which costs more than the padding rows of a partial CTA. Under
+// mma.sync the unit is the warp.
 __device__ __forceinline__ bool mma_rows_active(int valid_rows) {
 #if KASCADE_PREFILL_WGMMA
-  return slab_first_row() < valid_rows;
+  (void)valid_rows;
+  return true;
 #else
   return warp_first_row() < valid_rows;
 #endif
@@ -572,7 +605,8 @@ template <int D, typename T>
 struct AttendSmem {
   static constexpr int kTileElems = kBlockKeys * D;
   static constexpr size_t bytes(bool with_v) {
-    return kSmemAlign + sizeof(T) * (size_t(kBlockRows) * D + kStages * size_t(kTileElems) * (with_v ? 2 : 1));
+    return kSmemAlign + sizeof(T) * (size_t(kBlockRows) * D + kStages * size_t(kTileElems) * (with_v ? 2 : 1)) +
+           KeyRowTable<D>::kBytes;
   }
   static_assert(bytes(true) <= kMaxSmemPerCta, "attention tiles exceed the shared memory of a CTA");
 };
@@ -586,6 +620,7 @@ __global__ void __launch_bounds__(kThreads, 1) attend_kernel(const __grid_consta
   T* q_smem = reinterpret_cast<T*>(align_smem(smem_raw));
   T* k_smem = q_smem + kBlockRows * D;                          // [kStages][kBlockKeys][D]
   T* v_smem = k_smem + kStages * AttendSmem<D, T>::kTileElems;  // [kStages][kBlockKeys][D] (kOutput only)
+  int32_t* row_table = reinterpret_cast<int32_t*>(v_smem + (kOutput ? kStages * AttendSmem<D, T>::kTileElems : 0));
   constexpr int kTile = AttendSmem<D, T>::kTileElems;
 
   const int b = blockIdx.z, kv_head = blockIdx.y;
@@ -611,26 +646,22 @@ __global__ void __launch_bounds__(kThreads, 1) attend_kernel(const __grid_consta
   const int unmasked_end = min(num_keys, keys.list_count + (pos_lo + 1 - keys.range_begin));
 
   const T* q = static_cast<const T*>(p.q);
-  const T* kbase = KeyRowPipeline<D>::column_base(static_cast<const T*>(p.kv.k), p.kv, kv_head);
-  const T* vbase = KeyRowPipeline<D>::column_base(static_cast<const T*>(p.kv.v), p.kv, kv_head);
+  const T* kbase = KeyRowTable<D>::column_base(static_cast<const T*>(p.kv.k), p.kv, kv_head);
+  const T* vbase = KeyRowTable<D>::column_base(static_cast<const T*>(p.kv.v), p.kv, kv_head);
   const int valid_rows = num_pos * p.group;
   load_q_rows<D>(q_smem, q, g.q_begin + first_local, p.num_q_heads, kv_head * p.group, p.group, valid_rows);
   const int32_t* seq_pages = p.kv.page_indices + p.kv.page_indptr[b];
   const int num_blocks = (num_keys + kBlockKeys - 1) / kBlockKeys;
-  // Prologue: copy group 0 = Q and K[0], group 1 = V[0] and K[1]; page ids of block 2 and
-  // positions of block 3 in flight.
-  KeyRowPipeline<D> rows;
-  rows.start(keys, p.kv, seq_pages);
-  rows.issue_next(k_smem, kbase, p.kv);
+  // Prologue: row table of blocks 0 .. kStages-1, then copy group 0 = Q and K[0], group 1 =
+  // V[0] and K[1].
+  KeyRowTable<D> rows;
+  rows.start(row_table, keys, p.kv, seq_pages);
+  __syncthreads();
+  KeyRowTable<D>::copy_rows(k_smem, kbase, row_table, p.kv);
   cp_async_commit();
-  rows.fetch_positions(keys, kBlockKeys);
-  rows.fetch_pages(p.kv, seq_pages);
-  rows.fetch_positions(keys, 2 * kBlockKeys);
-  if (kOutput) rows.issue_prev(v_smem, vbase, p.kv);
-  if (1 < num_blocks) rows.issue_next(k_smem + kTile, kbase, p.kv);
+  if (kOutput) KeyRowTable<D>::copy_rows(v_smem, vbase, row_table, p.kv);
+  KeyRowTable<D>::copy_rows(k_smem + kTile, kbase, row_table + kBlockKeys, p.kv, 1 < num_blocks);
   cp_async_commit();
-  rows.fetch_pages(p.kv, seq_pages);
-  rows.fetch_positions(keys, 3 * kBlockKeys);
 
   const int lane = threadIdx.x % 32;
   BlockMask mask;
@@ -656,28 +687,36 @@ __global__ void __launch_bounds__(kThreads, 1) attend_kernel(const __grid_consta
     // unit is done with K[it-1] and V[it-2], whose buffers the copies of group it+2 reuse.
     cp_async_wait<1>();
     __syncthreads();
+    // The tensor-core work of this block is issued first, so that the copies and the table
+    // upkeep below run while it executes.
     const int buf = it % kStages;
-    if (kOutput && it + 1 < num_blocks) rows.issue_prev(v_smem + ((it + 1) % kStages) * kTile, vbase, p.kv);
-    if (it + 2 < num_blocks) rows.issue_next(k_smem + ((it + 2) % kStages) * kTile, kbase, p.kv);
-    cp_async_commit();
-    if (it + 3 < num_blocks) {
-      rows.fetch_pages(p.kv, seq_pages);
-      rows.fetch_positions(keys, (it + 4) * kBlockKeys);
+    float s[kKeyBlocks8][4];
+    if (active) {
+      issue_scores<D, T, kOutput ? 1 : 2>(s, q_smem, k_smem + buf * kTile);
+      if constexpr (kOutput) {
+        // P.V of the previous block (V[it-1]); an empty commit group in the first iteration, so
+        // that one wait count serves every iteration.
+        if (it > 0) {
+          issue_pv<D, T>(acc, p_frag, v_smem + ((it - 1) % kStages) * kTile);
+        } else {
+          wgmma_commit();
+        }
+      }
     }
+    const int32_t* table_next = row_table + ((it + 1) % kStages) * kBlockKeys;
+    const int32_t* table_after = row_table + ((it + 2) % kStages) * kBlockKeys;
+    if (kOutput)
+      KeyRowTable<D>::copy_rows(v_smem + ((it + 1) % kStages) * kTile, vbase, table_next, p.kv, it + 1 < num_blocks);
+    KeyRowTable<D>::copy_rows(k_smem + ((it + 2) % kStages) * kTile, kbase, table_after, p.kv, it + 2 < num_blocks);
+    cp_async_commit();
+    rows.advance(row_table, it, keys, p.kv, seq_pages);
     if (!active) continue;
 
     mask.v0 = it * kBlockKeys;
     mask.needed = mask.v0 + kBlockKeys > unmasked_end;
-    float s[kKeyBlocks8][4];
     float correction[2];
     if constexpr (kOutput) {
-      issue_scores<D, T, 1>(s, q_smem, k_smem + buf * kTile);
-      if (it > 0) {
-        issue_pv<D, T>(acc, p_frag, v_smem + ((it - 1) % kStages) * kTile);  // V[it-1]
-        wgmma_wait<1>();
-      } else {
-        wgmma_wait<0>();
-      }
+      wgmma_wait<1>();
       wgmma_fence_operands(s);
       softmax_update<0, kKeyBlocks8>(s, softmax, correction, mask, p.scale_log2);
       wgmma_wait<0>();
@@ -691,7 +730,6 @@ __global__ void __launch_bounds__(kThreads, 1) attend_kernel(const __grid_consta
       for (int kk = 0; kk < kBlockKeys / 16; ++kk) pack_p_fragment<T>(p_frag[kk], s, kk);
     } else {
       // LSE only: the exponentials of the first 64 keys overlap the MMAs of the second 64.
-      issue_scores<D, T, 2>(s, q_smem, k_smem + buf * kTile);
       wgmma_wait<1>();
       wgmma_fence_operands(s);
       softmax_update<0, kKeyBlocks8 / 2>(s, softmax, correction, mask, p.scale_log2);
@@ -742,7 +780,7 @@ template <int D, typename T>
 struct MassSmem {
   static constexpr size_t bytes() {
     return kSmemAlign + sizeof(T) * (size_t(kBlockRows) * D + kStages * size_t(kBlockKeys) * D) +
-           sizeof(float) * (2 * kWarps * kBlockKeys + kKeysPerMassCta);
+           sizeof(float) * (2 * kWarps * kBlockKeys + kKeysPerMassCta) + KeyRowTable<D>::kBytes;
   }
   static_assert(bytes() <= kMaxSmemPerCta, "pooled-mass tiles exceed the shared memory of a CTA");
 };
@@ -781,6 +819,7 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_mass_kernel(const __grid_c
   T* k_smem = q_smem + kBlockRows * D;                                           // [kStages][kBlockKeys][D]
   float* partial = reinterpret_cast<float*>(k_smem + kStages * kBlockKeys * D);  // [2][kWarps][kBlockKeys]
   float* key_mass = partial + 2 * kWarps * kBlockKeys;                     // [kKeysPerMassCta]
+  int32_t* row_table = reinterpret_cast<int32_t*>(key_mass + kKeysPerMassCta);  // [kStages][kBlockKeys]
   constexpr int kTile = kBlockKeys * D;
 
   const int b = blockIdx.z / p.num_selections, sel = blockIdx.z % p.num_selections;
@@ -834,18 +873,14 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_mass_kernel(const __grid_c
           cp_async16(q_smem + SwizzledTile<D, kBlockRows>::offset(r, chunk), src, valid);
         }
       }
-      KeyRowPipeline<D> rows;
-      rows.start(keys, p.kv, seq_pages);
-      const T* kbase = KeyRowPipeline<D>::column_base(kpool, p.kv, kv_head);
-      rows.issue_next(k_smem, kbase, p.kv);  // copy group 0: Q and K[0]
+      KeyRowTable<D> rows;
+      rows.start(row_table, keys, p.kv, seq_pages);
+      __syncthreads();
+      const T* kbase = KeyRowTable<D>::column_base(kpool, p.kv, kv_head);
+      KeyRowTable<D>::copy_rows(k_smem, kbase, row_table, p.kv);  // copy group 0: Q and K[0]
       cp_async_commit();
-      rows.fetch_positions(keys, kBlockKeys);
-      rows.fetch_pages(p.kv, seq_pages);
-      rows.fetch_positions(keys, 2 * kBlockKeys);
-      if (1 < num_key_blocks) rows.issue_next(k_smem + kTile, kbase, p.kv);  // group 1: K[1]
-      cp_async_commit();
-      rows.fetch_pages(p.kv, seq_pages);
-      rows.fetch_positions(keys, 3 * kBlockKeys);
+      KeyRowTable<D>::copy_rows(k_smem + kTile, kbase, row_table + kBlockKeys, p.kv, 1 < num_key_blocks);
+      cp_async_commit();  // group 1: K[1]
 
       // LSE of this thread's rows; rows past the tile get +inf so that their mass is 0.
       float row_lse[2];
@@ -863,21 +898,20 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_mass_kernel(const __grid_c
       const bool active = mma_rows_active(chunk_rows);
       for (int it = 0; it < num_key_blocks; ++it) {
         cp_async_wait<1>();  // K[it] landed (see attend_kernel)
-            __syncthreads();
-        const int buf = it % kStages;
-        if (it + 2 < num_key_blocks) rows.issue_next(k_smem + ((it + 2) % kStages) * kTile, kbase, p.kv);
+        __syncthreads();
+        // MMAs first; the copies, the table upkeep and the partial sums of the previous block
+        // run while they execute. The exponentials of the first 64 keys overlap the MMAs of the
+        // second 64.
+        float s[kKeyBlocks8][4];
+        if (active) issue_scores<D, T, 2>(s, q_smem, k_smem + (it % kStages) * kTile);
+        KeyRowTable<D>::copy_rows(k_smem + ((it + 2) % kStages) * kTile, kbase,
+                                  row_table + ((it + 2) % kStages) * kBlockKeys, p.kv, it + 2 < num_key_blocks);
         cp_async_commit();
-        if (it + 3 < num_key_blocks) {
-          rows.fetch_pages(p.kv, seq_pages);
-          rows.fetch_positions(keys, (it + 4) * kBlockKeys);
-        }
+        rows.advance(row_table, it, keys, p.kv, seq_pages);
         if (it > 0) add_partials(it - 1);
 
         float* warp_partial = partial + (it & 1) * kWarps * kBlockKeys + warp * kBlockKeys;
         if (active) {
-          // The exponentials of the first 64 keys overlap the MMAs of the second 64.
-          float s[kKeyBlocks8][4];
-          issue_scores<D, T, 2>(s, q_smem, k_smem + buf * kTile);
           wgmma_wait<1>();
           wgmma_fence_operands(s);
           column_mass<0, kKeyBlocks8 / 2>(s, row_lse, p.scale_log2, warp_partial);
