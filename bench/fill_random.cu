@@ -3,25 +3,17 @@
 #include <cuda_fp16.h>
 
 #include "common/cuda_check.h"
+#include "common/device_math.cuh"
 #include "fill_random.h"
 
 namespace kascade::bench {
 namespace {
 
-__device__ __forceinline__ uint64_t mix64(uint64_t x) {  // splitmix64 finaliser
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
 template <typename T>
 __global__ void fill_kernel(T* data, size_t count, float amplitude, uint64_t seed) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const uint64_t h = mix64(seed * 0x9e3779b97f4a7c15ull + i);
-    const float unit = static_cast<float>(h >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+    const float unit = kascade::cuda::counter_uniform24(seed, i);  // [0, 1)
     const float x = (2.f * unit - 1.f) * amplitude;
     if constexpr (sizeof(T) == 2 && std::is_same_v<T, __half>) {
       data[i] = __float2half_rn(x);

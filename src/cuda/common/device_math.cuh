@@ -4,6 +4,8 @@
 // - FastDivmod: division by a run-time constant (the page size) through a multiply-high, so that
 //   the per-row page lookup costs a few instructions instead of a 32-bit integer division.
 // - Warp/block scans used by the top-k selection.
+// - counter_uniform24: a stateless hash of (seed, index) into [0, 1), for device-side random fills
+//   of large buffers (benchmarks, random-weight models) that must not depend on launch shape.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -81,6 +83,17 @@ __device__ __forceinline__ int block_exclusive_sum(int value, int* scratch, int&
   block_total = scratch[kWarpSize];
   __syncthreads();  // scratch may be reused by the next call
   return result;
+}
+
+// splitmix64's finaliser of seed * golden-ratio + index; the top 24 bits as a float in [0, 1).
+__device__ __forceinline__ float counter_uniform24(uint64_t seed, uint64_t index) {
+  uint64_t x = seed * 0x9e3779b97f4a7c15ull + index;
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebull;
+  x ^= x >> 31;
+  return static_cast<float>(x >> 40) * (1.f / 16777216.f);
 }
 
 }  // namespace kascade::cuda

@@ -2,6 +2,7 @@
 #include <cuda_bf16.h>
 
 #include "common/cuda_check.h"
+#include "common/device_math.cuh"
 #include "device_weights.h"
 
 namespace kascade::engine::cuda {
@@ -11,22 +12,13 @@ constexpr int kFillThreads = 256;
 constexpr int kFillBlocksPerSm = 8;
 constexpr float kTwoPi = 6.283185307179586f;
 
-__device__ __forceinline__ uint64_t mix64(uint64_t x) {  // splitmix64 finaliser
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
 template <bool kBf16>
 __global__ void fill_normal_kernel(void* data, size_t count, float mean, float stddev, uint64_t seed) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const uint64_t h = mix64(seed * 0x9e3779b97f4a7c15ull + i);
-    // Two 24-bit uniforms; u1 in (0, 1] keeps the logarithm finite.
-    const float u1 = (static_cast<float>(h >> 40) + 1.f) * (1.f / 16777216.f);
-    const float u2 = static_cast<float>((h >> 8) & 0xffffffu) * (1.f / 16777216.f);
+    // Two uniforms from two counters (2i, 2i + 1); u1 in (0, 1] keeps the logarithm finite.
+    const float u1 = 1.f - kascade::cuda::counter_uniform24(seed, 2 * i);
+    const float u2 = kascade::cuda::counter_uniform24(seed, 2 * i + 1);
     const float x = mean + stddev * sqrtf(-2.f * logf(u1)) * cosf(kTwoPi * u2);
     if constexpr (kBf16) {
       static_cast<bf16*>(data)[i] = __float2bfloat16_rn(x);
