@@ -7,6 +7,7 @@
 #include <cstring>
 #include <thread>
 
+#include "batch_schedule.h"
 #include "cpu_kernels.h"
 #include "kascade/budget.h"
 #include "kascade/engine/backend.h"
@@ -422,28 +423,13 @@ class CpuBatchBackend final : public BatchBackend {
   std::vector<std::vector<float>> forward(const std::vector<std::vector<int32_t>>& tokens) override {
     KASCADE_CHECK(tokens.size() == seqs_.size(), "batch forward: " << tokens.size() << " token lists for a batch of "
                                                                     << seqs_.size());
-    const int vocab = model_.config.vocab;
-    std::vector<std::vector<float>> logits(seqs_.size());
-    std::vector<size_t> done(seqs_.size(), 0);
-    for (size_t b = 0; b < seqs_.size(); ++b) {
-      core_.check_tokens(tokens[b]);
-      if (!tokens[b].empty()) logits[b].resize(static_cast<size_t>(vocab));
-    }
-    // Each step takes the next chunk of every sequence that still has tokens.
-    for (;;) {
-      std::vector<Segment> segments;
-      for (size_t b = 0; b < seqs_.size(); ++b) {
-        const size_t left = tokens[b].size() - done[b];
-        if (left == 0) continue;
-        const int count = static_cast<int>(std::min<size_t>(static_cast<size_t>(core_.chunk()), left));
-        const bool last = done[b] + static_cast<size_t>(count) == tokens[b].size();
-        segments.push_back({&seqs_[b], tokens[b].data() + done[b], count, 0, last ? logits[b].data() : nullptr, false});
-        done[b] += static_cast<size_t>(count);
-      }
-      if (segments.empty()) break;
-      core_.step(segments);
-    }
-    return logits;
+    for (const std::vector<int32_t>& t : tokens) core_.check_tokens(t);
+    return run_batch_in_chunks<Segment>(
+        tokens, core_.chunk(), static_cast<size_t>(model_.config.vocab),
+        [&](size_t b, const int32_t* first, int count, float* logits) {
+          return Segment{&seqs_[b], first, count, 0, logits, false};
+        },
+        [&](std::vector<Segment>& segments) { core_.step(segments); });
   }
 
  private:

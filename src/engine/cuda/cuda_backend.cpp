@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "../batch_schedule.h"
 #include "cuda_core.h"
 #include "device_weights.h"
 #include "kascade/engine/model.h"
@@ -84,28 +85,13 @@ class CudaBatch final : public CudaBatchBackend {
   std::vector<std::vector<float>> forward(const std::vector<std::vector<int32_t>>& tokens) override {
     KASCADE_CHECK(tokens.size() == seqs_.size(), "batch forward: " << tokens.size() << " token lists for a batch of "
                                                                     << seqs_.size());
-    const size_t vocab = static_cast<size_t>(core_.config().vocab);
-    std::vector<std::vector<float>> logits(seqs_.size());
-    std::vector<size_t> done(seqs_.size(), 0);
-    for (size_t b = 0; b < seqs_.size(); ++b) {
-      core_.check_tokens(tokens[b]);
-      if (!tokens[b].empty()) logits[b].resize(vocab);
-    }
-    // Each step takes the next chunk of every sequence that still has tokens.
-    for (;;) {
-      std::vector<CudaSegment> segments;
-      for (size_t b = 0; b < seqs_.size(); ++b) {
-        const size_t left = tokens[b].size() - done[b];
-        if (left == 0) continue;
-        const int count = static_cast<int>(std::min<size_t>(static_cast<size_t>(core_.chunk()), left));
-        const bool last = done[b] + static_cast<size_t>(count) == tokens[b].size();
-        segments.push_back({&seqs_[b], tokens[b].data() + done[b], count, last ? logits[b].data() : nullptr, false});
-        done[b] += static_cast<size_t>(count);
-      }
-      if (segments.empty()) break;
-      core_.step(segments);
-    }
-    return logits;
+    for (const std::vector<int32_t>& t : tokens) core_.check_tokens(t);
+    return run_batch_in_chunks<CudaSegment>(
+        tokens, core_.chunk(), static_cast<size_t>(core_.config().vocab),
+        [&](size_t b, const int32_t* first, int count, float* logits) {
+          return CudaSegment{&seqs_[b], first, count, logits, false};
+        },
+        [&](std::vector<CudaSegment>& segments) { core_.step(segments); });
   }
 
  private:
