@@ -57,21 +57,7 @@ ModelConfig llama31_8b_shape() {
   c.context = 131072;
   c.rms_eps = 1e-5f;
   c.rope_base = 500000.f;
-  const double factor = 8, low_freq_factor = 1, high_freq_factor = 4, original_context = 8192;
-  const double low_wavelen = original_context / low_freq_factor, high_wavelen = original_context / high_freq_factor;
-  for (int i = 0; i < c.head_dim / 2; ++i) {
-    // The divisor of each frequency, as llama.cpp's rope_freqs tensor stores it.
-    const double freq = 1.0 / std::pow(static_cast<double>(c.rope_base), 2.0 * i / c.head_dim);
-    const double wavelen = 2 * M_PI / freq;
-    double divisor = 1;
-    if (wavelen > low_wavelen) {
-      divisor = factor;
-    } else if (wavelen >= high_wavelen) {
-      const double smooth = (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
-      divisor = 1.0 / ((1 - smooth) / factor + smooth);
-    }
-    c.rope_freq_factors.push_back(static_cast<float>(divisor));
-  }
+  c.rope_freq_factors = engine::llama3_rope_divisors(c.head_dim, c.rope_base, 8, 1, 4, 8192);
   return c;
 }
 

@@ -20,7 +20,6 @@ constexpr int64_t kMaxWidth = 1 << 18;
 constexpr int64_t kMaxHeads = 1024;
 constexpr int64_t kMaxVocab = 1 << 22;
 constexpr int64_t kMaxContext = 1 << 24;
-constexpr double kPi = 3.14159265358979323846;
 
 struct ConfigReader {
   const Json& j;
@@ -48,10 +47,6 @@ struct ConfigReader {
   }
 };
 
-// Llama 3's rope scaling as divisors of the base frequencies (what the GGUF rope_freqs tensor
-// holds): wavelengths beyond original/low_freq_factor are slowed by `factor`, those below
-// original/high_freq_factor kept, the band between interpolated. transformers'
-// _compute_llama3_parameters; llama.cpp's convert_hf_to_gguf writes the same factors.
 std::vector<float> llama3_frequency_divisors(const Json& rope, const ConfigReader& r, int head_dim, double base) {
   const double factor = r.number(rope, "factor", "llama3 rope scaling");
   const double low = r.number(rope, "low_freq_factor", "llama3 rope scaling");
@@ -60,21 +55,7 @@ std::vector<float> llama3_frequency_divisors(const Json& rope, const ConfigReade
   KASCADE_CHECK(factor > 0 && low > 0 && high > low && original > 0,
                 r.file << ": llama3 rope scaling needs factor > 0, 0 < low_freq_factor < high_freq_factor, "
                           "original_max_position_embeddings > 0");
-  const double low_wavelen = original / low, high_wavelen = original / high;
-  std::vector<float> divisors(static_cast<size_t>(head_dim / 2));
-  for (int i = 0; i < head_dim / 2; ++i) {
-    const double freq = 1.0 / std::pow(base, 2.0 * i / head_dim);
-    const double wavelen = 2 * kPi / freq;
-    double d = 1.0;
-    if (wavelen > low_wavelen) {
-      d = factor;
-    } else if (wavelen >= high_wavelen) {
-      const double smooth = (original / wavelen - low) / (high - low);
-      d = 1.0 / ((1 - smooth) / factor + smooth);
-    }
-    divisors[static_cast<size_t>(i)] = static_cast<float>(d);
-  }
-  return divisors;
+  return llama3_rope_divisors(head_dim, base, factor, low, high, original);
 }
 
 ModelConfig parse_hf_config(const Json& j, const std::string& file) {

@@ -2,6 +2,7 @@
 #include "kascade/engine/model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <exception>
 #include <string>
 #include <thread>
@@ -175,6 +176,26 @@ Model load_model(const GgufFile& g) {
   m.output_norm = load_tensor(g, "output_norm.weight", {dim});
   if (!c.tied_embeddings) m.output = load_tensor(g, "output.weight", {dim, c.vocab});
   return m;
+}
+
+std::vector<float> llama3_rope_divisors(int head_dim, double rope_base, double factor, double low_freq_factor,
+                                        double high_freq_factor, double original_context) {
+  constexpr double kPi = 3.14159265358979323846;
+  const double low_wavelen = original_context / low_freq_factor, high_wavelen = original_context / high_freq_factor;
+  std::vector<float> divisors(static_cast<size_t>(head_dim / 2));
+  for (int i = 0; i < head_dim / 2; ++i) {
+    const double freq = 1.0 / std::pow(rope_base, 2.0 * i / head_dim);
+    const double wavelen = 2 * kPi / freq;
+    double d = 1.0;
+    if (wavelen > low_wavelen) {
+      d = factor;
+    } else if (wavelen >= high_wavelen) {
+      const double smooth = (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+      d = 1.0 / ((1 - smooth) / factor + smooth);
+    }
+    divisors[static_cast<size_t>(i)] = static_cast<float>(d);
+  }
+  return divisors;
 }
 
 }  // namespace kascade::engine

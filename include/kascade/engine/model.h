@@ -84,4 +84,12 @@ ModelConfig read_config(const GgufFile& gguf);
 Model load_hf_model(const std::string& dir);
 ModelConfig read_hf_config(const std::string& dir);
 
+// Llama 3's rope scaling as divisors of the base frequencies (ModelConfig::rope_freq_factors,
+// what the GGUF rope_freqs tensor holds): wavelengths beyond original/low_freq_factor are slowed
+// by `factor`, those below original/high_freq_factor kept, the band between interpolated
+// (transformers' _compute_llama3_parameters; llama.cpp's convert_hf_to_gguf writes the same).
+// Llama-3.1: factor 8, low 1, high 4, original context 8192.
+std::vector<float> llama3_rope_divisors(int head_dim, double rope_base, double factor, double low_freq_factor,
+                                        double high_freq_factor, double original_context);
+
 }  // namespace kascade::engine
