@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <fstream>
 #include <iterator>
 #include <memory>
 #include <optional>
@@ -19,6 +18,7 @@
 #include "kascade/engine/model_path.h"
 #include "kascade/engine/tokenizer.h"
 #include "kascade/error.h"
+#include "kascade/json.h"
 #include "kascade/plan.h"
 
 namespace kascade::cli {
@@ -101,14 +101,6 @@ GenerateArgs parse_args(const Args& args) {
   return a;
 }
 
-std::string read_text_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  KASCADE_CHECK(f.good(), "--prompt-file: cannot read '" << path << "'");
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  KASCADE_CHECK(!f.bad(), "--prompt-file: error reading '" << path << "'");
-  return text;
-}
-
 double peak_rss_mib() {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
@@ -124,7 +116,7 @@ int run_generate(const Args& args) {
   // Everything that can fail on bad input is checked before any text is written.
   std::vector<std::string> texts;
   for (const PromptSource& p : a.prompts) {
-    texts.push_back(p.from_file ? read_text_file(p.value) : p.value);
+    texts.push_back(p.from_file ? kascade::read_text_file(p.value) : p.value);
     const std::string what = "prompt " + std::to_string(texts.size());
     KASCADE_CHECK(!texts.back().empty(), what << " is empty");
     engine::check_utf8(texts.back(), what.c_str());
