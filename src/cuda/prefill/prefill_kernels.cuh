@@ -30,10 +30,17 @@
 //   issue S = Q.K[j]^T            (wgmma, async)
 //   issue O += P[j-1].V[j-1]      (wgmma, async; P from registers)
 //   cp.async V[j+1], K[j+2]; row-table upkeep      <- while the tensor cores run
-//   wait for S; mask; online softmax of block j    <- while the tensor cores do P.V
-//   wait for P.V; rescale O; pack P[j]
+//   wait for S; mask; online softmax of block j, P[j] packed into the fragment set the P.V in
+//     flight does not read (two sets, alternating)  <- while the tensor cores do P.V
+//   wait for P.V; rescale O
+// Nothing between a wgmma issue and its wait branches or writes the registers of a wgmma in
+// flight; otherwise ptxas moves the wait up (or serialises the wgmma pipeline) and the overlap is
+// lost. Hence: no branch around the wgmma issue (every warpgroup computes), predicated loads and
+// stores in the row-table upkeep, and steps with and without the causal mask compiled apart.
 // The passes without P.V (LSE-only, pooled mass) split S into two 64-key commit groups instead,
-// so the exponentials of the first half run while the second half is multiplied. The two
+// so the exponentials of the first half can run while the second half is multiplied (so far
+// ptxas keeps that overlap in the pooled-mass pass but still waits for both halves in the
+// LSE-only pass). The two
 // warpgroups of a CTA also interleave on the tensor cores and the special-function units.
 // Scores live in the log2 domain: s2 = q.k * scale * log2(e); the LSE buffers hold log2 values.
 // Not done yet: a producer warp with an mbarrier ring (the copies are issued by the compute
@@ -44,6 +51,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "../common/cuda_check.h"
 #include "../common/device_math.cuh"
@@ -211,6 +219,13 @@ __device__ __forceinline__ int load_if(bool pred, const int32_t* ptr, int fallba
   return value;
 }
 
+// *ptr = value in shared memory when `pred`, as one predicated store (see load_if).
+__device__ __forceinline__ void store_shared_if(bool pred, int32_t* ptr, int value) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %0, 0;\n@p st.shared.b32 [%1], %2;\n}\n" ::"r"(static_cast<int>(pred)),
+               "r"(smem_addr(ptr)), "r"(value)
+               : "memory");
+}
+
 // The keys a CTA reads, in virtual order: list[0..list_count) then range_begin..range_end-1.
 struct KeySource {
   const int32_t* list;
@@ -250,7 +265,8 @@ struct KeyRowTable {
   // Loads the position of this thread's row of block `block`.
   __device__ __forceinline__ void fetch_position(const KeySource& keys, int block) {
     const int v = block * kBlockKeys + static_cast<int>(threadIdx.x);
-    position_ahead = resolves() ? keys.position(v) : -1;
+    const int position = keys.position(v);  // for every thread: a branch here would split the wgmma stage
+    position_ahead = resolves() ? position : -1;
   }
   // Issues the page-id load of the position fetched last.
   __device__ __forceinline__ void fetch_page(const KvView& kv, const int32_t* seq_pages) {
@@ -265,7 +281,7 @@ struct KeyRowTable {
     kv.page_size.divmod(static_cast<uint32_t>(max(position_next, 0)), page_in_seq, slot);
     const int token =
         position_next >= 0 ? page_next * static_cast<int>(kv.page_size.divisor) + static_cast<int>(slot) : -1;
-    if (resolves()) table[threadIdx.x] = token;
+    store_shared_if(resolves(), table + threadIdx.x, token);
   }
   // This thread's column of kv head `kv_head` in `pool` (K or V): the base the copies add rows to.
   template <typename T>
@@ -400,11 +416,14 @@ __device__ __forceinline__ void wgmma_wait() {
 }
 // Ties registers written by an asynchronous wgmma to the program point after its wait, so that
 // the compiler cannot move their reads above it.
-template <int kBlocks>
+// Blocks [kFirst, kFirst + kCount) only (default: all): a fence on the accumulators of a group
+// still in flight would make ptxas wait for it.
+template <int kFirst = 0, int kCount = -1, int kBlocks>
 __device__ __forceinline__ void wgmma_fence_operands(float (&x)[kBlocks][4]) {
 #if KASCADE_PREFILL_WGMMA
+  constexpr int kEnd = kCount < 0 ? kBlocks : kFirst + kCount;
 #pragma unroll
-  for (int j = 0; j < kBlocks; ++j)
+  for (int j = kFirst; j < kEnd; ++j)
     asm volatile("" : "+f"(x[j][0]), "+f"(x[j][1]), "+f"(x[j][2]), "+f"(x[j][3])::"memory");
 #else
   (void)x;
@@ -479,17 +498,6 @@ __device__ __forceinline__ void issue_scores(float (&s)[kKeyBlocks8][4], const T
 #endif
 }
 
-// P (this thread's probabilities of one block, in the accumulator layout of 8-key blocks) packed
-// to the storage type as the A fragment of k-step kk: the C layout of key blocks 2kk, 2kk+1 is the
-// A layout of keys 16kk .. 16kk+15.
-template <typename T>
-__device__ __forceinline__ void pack_p_fragment(uint32_t (&a)[4], const float (&p)[kKeyBlocks8][4], int kk) {
-  a[0] = Mma16816<T>::pack(p[2 * kk][0], p[2 * kk][1]);
-  a[1] = Mma16816<T>::pack(p[2 * kk][2], p[2 * kk][3]);
-  a[2] = Mma16816<T>::pack(p[2 * kk + 1][0], p[2 * kk + 1][1]);
-  a[3] = Mma16816<T>::pack(p[2 * kk + 1][2], p[2 * kk + 1][3]);
-}
-
 // O += P . V for one key block: P as register A fragments, V [keys][D] from its swizzled tile.
 // Under wgmma it is issued asynchronously as one commit group; mma.sync computes it at once.
 template <int D, typename T>
@@ -534,9 +542,9 @@ __device__ __forceinline__ float exp2_ftz(float x) {
 // ---- online softmax -----------------------------------------------------------------------------
 // Which keys of a block this thread's rows may see: virtual key v is visible when v < num_keys and,
 // for a range key (v >= list_count), its position range_begin + v - list_count is at most the row's
-// position. `needed` is false for blocks wholly visible to every row of the CTA.
+// position. Only the blocks that reach past the keys visible to every row of the CTA apply it
+// (the kMasked steps of the main loop).
 struct BlockMask {
-  bool needed;
   int v0;  // virtual index of the block's first key
   int num_keys, list_count, range_begin;
   int row_pos[2];
@@ -549,48 +557,90 @@ struct RowSoftmax {
   float sum[2] = {0.f, 0.f};
 };
 
-// Online-softmax step over key blocks [kFirst, kFirst + kCount) of raw scores s: masks invisible
-// keys, raises the row max (scores scaled by scale_log2 into the log2 domain), turns the scores
-// into exp2(s2 - max) in place and adds them to the row sum. correction[i] = exp2(old max - new max)
-// is the factor for whatever was accumulated against the old max (the output rows).
-template <int kFirst, int kCount>
-__device__ __forceinline__ void softmax_update(float (&s)[kKeyBlocks8][4], RowSoftmax& st, float (&correction)[2],
-                                               const BlockMask& mask, float scale_log2) {
-  const int lane = threadIdx.x % 32;
-  if (mask.needed) {
+// Orders the softmax state before the next asm statement (a wgmma wait): an empty asm that
+// reads and rewrites the registers.
+__device__ __forceinline__ void pin_registers(RowSoftmax& st, float (&correction)[2]) {
+  asm volatile("" : "+f"(st.max[0]), "+f"(st.max[1]), "+f"(st.sum[0]), "+f"(st.sum[1]), "+f"(correction[0]),
+               "+f"(correction[1])::"memory");
+}
+
+// Reduces x[0 .. kCount) pairwise (kCount a power of two); x is overwritten. Compile-time widths
+// keep the array in registers.
+template <int kCount, typename Op>
+__device__ __forceinline__ float tree_reduce(float (&x)[kCount], Op op) {
+  static_assert((kCount & (kCount - 1)) == 0, "tree width must be a power of two");
+  if constexpr (kCount == 1) {
+    return x[0];
+  } else {
+    float half[kCount / 2];
 #pragma unroll
-    for (int j = kFirst; j < kFirst + kCount; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int v = mask.v0 + j * 8 + 2 * (lane % 4) + (e & 1);
-        bool visible = v < mask.num_keys;
-        if (visible && v >= mask.list_count) visible = mask.range_begin + (v - mask.list_count) <= mask.row_pos[e / 2];
-        if (!visible) s[j][e] = -INFINITY;
-      }
+    for (int j = 0; j < kCount / 2; ++j) half[j] = op(x[j], x[j + kCount / 2]);
+    return tree_reduce<kCount / 2>(half, op);
   }
+}
+
+// Online-softmax step over key blocks [kFirst, kFirst + kCount) of raw scores s: masks invisible
+// keys, raises the row max (scores scaled by scale_log2 into the log2 domain) and adds
+// exp2(s2 - max) to the row sum; with kPack the probabilities are also packed to the storage type
+// as the A fragments of P.V (p_out[kk] for keys 16kk .. 16kk+15). correction[i] =
+// exp2(old max - new max) is the factor for whatever was accumulated against the old max.
+// It runs between a wgmma issue and its wait, so it is branch-free (selects) and writes neither
+// s nor the P fragments of the P.V in flight: ptxas tracks the registers of a whole wgmma
+// pipeline stage, and writing any of them makes it wait for every group first.
+template <int kFirst, int kCount, bool kMasked, bool kPack, typename T>
+__device__ __forceinline__ void softmax_update(const float (&s)[kKeyBlocks8][4], RowSoftmax& st,
+                                               float (&correction)[2], const BlockMask& mask, float scale_log2,
+                                               uint32_t (&p_out)[kBlockKeys / 16][4]) {
+  static_assert(!kPack || (kFirst % 2 == 0 && kCount % 2 == 0), "packed P covers whole 16-key steps");
+  const int lane = threadIdx.x % 32;
+  // Score e of key block j, -inf where masked.
+  auto score = [&](int j, int e) {
+    if constexpr (kMasked) {
+      const int v = mask.v0 + j * 8 + 2 * (lane % 4) + (e & 1);
+      const bool in_keys = v < mask.num_keys;
+      const bool causal = (v < mask.list_count) | (mask.range_begin + (v - mask.list_count) <= mask.row_pos[e / 2]);
+      return in_keys & causal ? s[j][e] : -INFINITY;
+    } else {
+      return s[j][e];
+    }
+  };
   // The 4 lanes of a row are lanes 4r .. 4r+3. scale_log2 > 0, so the max of raw scores scaled is
   // the max of scaled scores, and exp2(s * scale - max) is one FFMA and one MUFU per score.
+  // Pairwise (tree) reductions: a running max or sum would be a chain of kCount dependent
+  // instructions per row, which two warps per scheduler cannot hide.
+  float m_safe[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    float raw_max = -INFINITY;
+    float partial[kCount];
 #pragma unroll
-    for (int j = kFirst; j < kFirst + kCount; ++j) raw_max = fmaxf(raw_max, fmaxf(s[j][2 * i], s[j][2 * i + 1]));
+    for (int j = 0; j < kCount; ++j) partial[j] = fmaxf(score(kFirst + j, 2 * i), score(kFirst + j, 2 * i + 1));
+    float raw_max = tree_reduce<kCount>(partial, [](float a, float b) { return fmaxf(a, b); });
     raw_max = fmaxf(raw_max, __shfl_xor_sync(0xffffffffu, raw_max, 1));
     raw_max = fmaxf(raw_max, __shfl_xor_sync(0xffffffffu, raw_max, 2));
     const float mx = fmaxf(st.max[i], raw_max * scale_log2);
     // A row whose keys so far are all masked keeps -inf; use 0 so exp2 gives 0, not NaN.
-    const float m_safe = mx == -INFINITY ? 0.f : mx;
-    correction[i] = exp2_ftz(st.max[i] - m_safe);
+    m_safe[i] = mx == -INFINITY ? 0.f : mx;
+    correction[i] = exp2_ftz(st.max[i] - m_safe[i]);
     st.max[i] = mx;
-    float sum = 0.f;
-#pragma unroll
-    for (int j = kFirst; j < kFirst + kCount; ++j) {
-      s[j][2 * i] = exp2_ftz(fmaf(s[j][2 * i], scale_log2, -m_safe));
-      s[j][2 * i + 1] = exp2_ftz(fmaf(s[j][2 * i + 1], scale_log2, -m_safe));
-      sum += s[j][2 * i] + s[j][2 * i + 1];
-    }
-    st.sum[i] = st.sum[i] * correction[i] + sum;
   }
+  float row_partial[2][kCount];
+#pragma unroll
+  for (int j = 0; j < kCount; ++j) {
+    float prob[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) prob[e] = exp2_ftz(fmaf(score(kFirst + j, e), scale_log2, -m_safe[e / 2]));
+    row_partial[0][j] = prob[0] + prob[1];
+    row_partial[1][j] = prob[2] + prob[3];
+    if constexpr (kPack) {
+      // The C layout of key blocks 2kk, 2kk+1 is the A layout of keys 16kk .. 16kk+15.
+      const int kk = (kFirst + j) / 2, half = (kFirst + j) % 2;
+      p_out[kk][2 * half] = Mma16816<T>::pack(prob[0], prob[1]);
+      p_out[kk][2 * half + 1] = Mma16816<T>::pack(prob[2], prob[3]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+    st.sum[i] = st.sum[i] * correction[i] + tree_reduce<kCount>(row_partial[i], [](float a, float b) { return a + b; });
 }
 
 // The swizzled operand tiles need 1024-byte alignment; the dynamic smem request includes the slack.
@@ -658,6 +708,8 @@ __global__ void __launch_bounds__(kThreads, 1) attend_kernel(const __grid_consta
   rows.start(row_table, keys, p.kv, seq_pages);
   __syncthreads();
   KeyRowTable<D>::copy_rows(k_smem, kbase, row_table, p.kv);
+  // The first step's P.V reads the last V slot with P = 0: zero-filled here, in group 0.
+  if (kOutput) KeyRowTable<D>::copy_rows(v_smem + (kStages - 1) * kTile, vbase, row_table, p.kv, false);
   cp_async_commit();
   if (kOutput) KeyRowTable<D>::copy_rows(v_smem, vbase, row_table, p.kv);
   KeyRowTable<D>::copy_rows(k_smem + kTile, kbase, row_table + kBlockKeys, p.kv, 1 < num_blocks);
@@ -678,11 +730,24 @@ __global__ void __launch_bounds__(kThreads, 1) attend_kernel(const __grid_consta
   float acc[kAccBlocks][4];
 #pragma unroll
   for (int j = 0; j < kAccBlocks; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-  uint32_t p_frag[kBlockKeys / 16][4];  // P of the previous block, the A operand of its P.V
+  // P of blocks 0, 2, 4 .. and 1, 3, 5 ..: the A operands of their P.V (p_even starts as 0 for
+  // the first step's P.V).
+  uint32_t p_even[kBlockKeys / 16][4], p_odd[kBlockKeys / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < kBlockKeys / 16; ++kk)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) p_even[kk][r] = 0u, p_odd[kk][r] = 0u;
   RowSoftmax softmax;
 
   const bool active = mma_rows_active(valid_rows);
-  for (int it = 0; it < num_blocks; ++it) {
+  // One main-loop step per key block; kMasked steps (the blocks reaching past unmasked_end, at
+  // most two per CTA) apply the causal / key-count mask, the others carry no mask code at all, so
+  // that no branch sits between a wgmma issue and its wait (ptxas would move the wait above it).
+  // P alternates between two fragment sets, so that the softmax of block it writes the set
+  // that the P.V in flight (block it-1) does not read.
+  auto step = [&](int it, auto masked_tag, const uint32_t(&p_in)[kBlockKeys / 16][4],
+                  uint32_t(&p_out)[kBlockKeys / 16][4]) {
+    constexpr bool kMasked = decltype(masked_tag)::value;
     // Copy group it (K[it], V[it-1]) has landed (group it+1 may still be in flight); every
     // unit is done with K[it-1] and V[it-2], whose buffers the copies of group it+2 reuse.
     cp_async_wait<1>();
@@ -693,15 +758,9 @@ __global__ void __launch_bounds__(kThreads, 1) attend_kernel(const __grid_consta
     float s[kKeyBlocks8][4];
     if (active) {
       issue_scores<D, T, kOutput ? 1 : 2>(s, q_smem, k_smem + buf * kTile);
-      if constexpr (kOutput) {
-        // P.V of the previous block (V[it-1]); an empty commit group in the first iteration, so
-        // that one wait count serves every iteration.
-        if (it > 0) {
-          issue_pv<D, T>(acc, p_frag, v_smem + ((it - 1) % kStages) * kTile);
-        } else {
-          wgmma_commit();
-        }
-      }
+      // P.V of the previous block (V[it-1]); in the first step P is 0 and the V slot it reads
+      // was zero-filled by the prologue, so every step issues the same groups.
+      if constexpr (kOutput) issue_pv<D, T>(acc, p_in, v_smem + ((it + kStages - 1) % kStages) * kTile);
     }
     const int32_t* table_next = row_table + ((it + 1) % kStages) * kBlockKeys;
     const int32_t* table_after = row_table + ((it + 2) % kStages) * kBlockKeys;
@@ -710,15 +769,17 @@ __global__ void __launch_bounds__(kThreads, 1) attend_kernel(const __grid_consta
     KeyRowTable<D>::copy_rows(k_smem + ((it + 2) % kStages) * kTile, kbase, table_after, p.kv, it + 2 < num_blocks);
     cp_async_commit();
     rows.advance(row_table, it, keys, p.kv, seq_pages);
-    if (!active) continue;
+    if (!active) return;
 
     mask.v0 = it * kBlockKeys;
-    mask.needed = mask.v0 + kBlockKeys > unmasked_end;
     float correction[2];
     if constexpr (kOutput) {
       wgmma_wait<1>();
       wgmma_fence_operands(s);
-      softmax_update<0, kKeyBlocks8>(s, softmax, correction, mask, p.scale_log2);
+      softmax_update<0, kKeyBlocks8, kMasked, true, T>(s, softmax, correction, mask, p.scale_log2, p_out);
+      // Pins the softmax above the P.V wait: the compiler may otherwise sink this register-only
+      // arithmetic past the wait and lose the overlap.
+      pin_registers(softmax, correction);
       wgmma_wait<0>();
       wgmma_fence_operands(acc);
 #pragma unroll
@@ -726,24 +787,46 @@ __global__ void __launch_bounds__(kThreads, 1) attend_kernel(const __grid_consta
         acc[j][0] *= correction[0], acc[j][1] *= correction[0];
         acc[j][2] *= correction[1], acc[j][3] *= correction[1];
       }
-#pragma unroll
-      for (int kk = 0; kk < kBlockKeys / 16; ++kk) pack_p_fragment<T>(p_frag[kk], s, kk);
     } else {
       // LSE only: the exponentials of the first 64 keys overlap the MMAs of the second 64.
       wgmma_wait<1>();
-      wgmma_fence_operands(s);
-      softmax_update<0, kKeyBlocks8 / 2>(s, softmax, correction, mask, p.scale_log2);
+      wgmma_fence_operands<0, kKeyBlocks8 / 2>(s);
+      softmax_update<0, kKeyBlocks8 / 2, kMasked, false, T>(s, softmax, correction, mask, p.scale_log2, p_out);
+      pin_registers(softmax, correction);  // above the wait, as in the output pass
       wgmma_wait<0>();
       wgmma_fence_operands(s);
-      softmax_update<kKeyBlocks8 / 2, kKeyBlocks8 / 2>(s, softmax, correction, mask, p.scale_log2);
+      softmax_update<kKeyBlocks8 / 2, kKeyBlocks8 / 2, kMasked, false, T>(s, softmax, correction, mask,
+                                                                         p.scale_log2, p_out);
     }
-  }
+  };
+  const int unmasked_blocks = min(num_blocks, unmasked_end / kBlockKeys);
+  int it = 0;
+  auto step_with_parity = [&](int i, auto masked_tag) {
+#if KASCADE_PREFILL_WGMMA
+    if (i % 2 == 0) {
+      step(i, masked_tag, p_even, p_odd);
+    } else {
+      step(i, masked_tag, p_odd, p_even);
+    }
+#else
+    step(i, masked_tag, p_even, p_even);  // mma.sync: P.V has read P before the softmax rewrites it
+#endif
+  };
+  for (; it < unmasked_blocks; ++it) step_with_parity(it, std::false_type{});
+  for (; it < num_blocks; ++it) step_with_parity(it, std::true_type{});
   if constexpr (kOutput) {
     // P.V of the last block.
     cp_async_wait<0>();
     __syncthreads();
     if (active && num_blocks > 0) {
-      issue_pv<D, T>(acc, p_frag, v_smem + ((num_blocks - 1) % kStages) * kTile);
+      // The last step (num_blocks - 1) wrote the odd set when num_blocks - 1 is even (two calls,
+      // not a selected reference, so that both sets stay in registers).
+      const T* v_last = v_smem + ((num_blocks - 1) % kStages) * kTile;
+      if (KASCADE_PREFILL_WGMMA && num_blocks % 2 == 1) {
+        issue_pv<D, T>(acc, p_odd, v_last);
+      } else {
+        issue_pv<D, T>(acc, p_even, v_last);
+      }
       wgmma_wait<0>();
       wgmma_fence_operands(acc);
     }
@@ -913,7 +996,7 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_mass_kernel(const __grid_c
         float* warp_partial = partial + (it & 1) * kWarps * kBlockKeys + warp * kBlockKeys;
         if (active) {
           wgmma_wait<1>();
-          wgmma_fence_operands(s);
+          wgmma_fence_operands<0, kKeyBlocks8 / 2>(s);
           column_mass<0, kKeyBlocks8 / 2>(s, row_lse, p.scale_log2, warp_partial);
           wgmma_wait<0>();
           wgmma_fence_operands(s);
