@@ -8,6 +8,13 @@ Two steps, on two machines:
       directory (tokenizer.json, tokenizer_config.json), writes the prompts as token ids
       (prompts.json) and the ids `tokenizers` assigns to a varied corpus (tokenizer_ids.json).
 
+      It also writes the SentencePiece-style BPE tokenizers (byte_fallback, "▁" for spaces) of
+      SPM_TOKENIZERS into tests/data/hf/<name>/ with the ids and decoded text `tokenizers` gives
+      for the corpus (spm_tokenizer_ids.json), a Mistral directory that reuses the
+      mistral model's weights with such a tokenizer (mistral-spm), and llama2/tokenizer.gguf: the
+      llama2 vocabulary as a GGUF "llama" tokenizer whose scores (-id: later merges score lower)
+      make llama.cpp's highest-score merge order equal the merge order.
+
   python3 tools/make_hf_fixtures.py nfc-table
       prints the C++ table of code points that NFC leaves unchanged in any context
       (src/engine/tokenizer.cpp, kNfcStableRanges), from Python's unicodedata.
@@ -110,6 +117,157 @@ def train_tokenizer(spec):
     return tok
 
 
+# ---- SentencePiece-style BPE (Llama 2, Mistral) ---------------------------------------------------
+METASPACE = "\u2581"
+SPM_SPECIALS = ["<unk>", "<s>", "</s>"]
+LLAMA2_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = "
+    "messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}"
+    "{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
+    "'\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}")
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}"
+    "{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}")
+
+# spaces: "normalizer" (Llama 2's Prepend + Replace) or a Metaspace pre-tokenizer (prepend scheme,
+# split); strip: the decoder ends with Strip(" ", 1, 0).
+SPM_TOKENIZERS = {
+    "llama2": dict(vocab=1024, spaces="normalizer", strip=True, template=LLAMA2_TEMPLATE),
+    "mistral-spm": dict(vocab=VOCAB, spaces="metaspace", scheme="first", split=False, strip=True,
+                        template=MISTRAL_TEMPLATE),
+    "spm-split": dict(vocab=768, spaces="metaspace", scheme="always", split=True, strip=False, template=None),
+}
+
+# Texts that exercise what is particular to SentencePiece-style BPE, besides the shared corpus.
+SPM_EXTRA_TEXTS = [
+    " one leading space", "  two leading spaces", "\u2581 a literal metaspace \u2581\u2581x",
+    "<0x41> is the text of a byte token", "\U0001F999 llama, \U0001D518\U0001D52B\U0001D526 math letters",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "the the the the", "end with special</s>", "<s><s> twice",
+    "</s>\n</s>", "\n", " ", "\u00e9\u00e8\u00ea \u00fc\u00f6\u00e4 \u00df",
+]
+
+
+def spm_complete_merges(tokens):
+    """Every split of every token into two tokens, in the order of the token (then of the split):
+    the merge list `tokenizers`' SentencePiece converter writes. With it a BPE merge happens
+    wherever SentencePiece's highest-score merge would, so one vocabulary serves both."""
+    index = {t: i for i, t in enumerate(tokens)}
+    merges = []
+    for t in tokens:
+        for cut in range(1, len(t)):
+            a, b = t[:cut], t[cut:]
+            if a in index and b in index:
+                merges.append((a, b))
+    return merges
+
+
+def train_spm_tokenizer(spec):
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from make_engine_fixtures import CORPUS
+    # Words are learned with a Metaspace split so that merges stay within words, as SentencePiece's
+    # do; the alphabet is limited so that rare characters (CJK, emoji) fall back to <0xNN> bytes.
+    learner = Tokenizer(models.BPE())
+    learner.pre_tokenizer = pre_tokenizers.Metaspace(replacement=METASPACE, prepend_scheme="always", split=True)
+    bytes_tokens = ["<0x%02X>" % b for b in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=spec["vocab"] - len(SPM_SPECIALS) - 256, show_progress=False,
+                                  limit_alphabet=64)
+    learner.train_from_iterator([TRAINING_TEXT, PROMPT_TEXT] * 4 + CORPUS, trainer=trainer)
+    learned = sorted(learner.get_vocab().items(), key=lambda kv: kv[1])
+    tokens = [t for t, _ in learned]
+    vocab = {t: i for i, t in enumerate(SPM_SPECIALS + bytes_tokens + tokens)}
+    assert len(vocab) <= spec["vocab"], (len(vocab), spec["vocab"])  # a small corpus may stop short
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=spm_complete_merges(tokens), unk_token="<unk>", fuse_unk=True,
+                               byte_fallback=True))
+    if spec["spaces"] == "normalizer":
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend(METASPACE), normalizers.Replace(" ", METASPACE)])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=METASPACE, prepend_scheme=spec["scheme"],
+                                                     split=spec["split"])
+    steps = [decoders.Replace(METASPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    tok.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if spec["strip"] else []))
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPM_SPECIALS])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", vocab["<s>"])])
+    return tok, tokens
+
+
+def write_llama_gguf(path, tok, template):
+    """The tokenizer as a GGUF 'llama' vocabulary: normal tokens score -id, so a token made by a
+    later merge scores lower; byte and special tokens score 0 and have their GGUF types."""
+    import gguf
+    pieces = [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
+    types, scores = [], []
+    for i, t in enumerate(pieces):
+        if t == "<unk>":
+            types.append(gguf.TokenType.UNKNOWN)
+        elif t in SPM_SPECIALS:
+            types.append(gguf.TokenType.CONTROL)
+        elif len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+            types.append(gguf.TokenType.BYTE)
+        else:
+            types.append(gguf.TokenType.NORMAL)
+        scores.append(-float(i) if types[-1] == gguf.TokenType.NORMAL else 0.0)
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_tokenizer_model("llama")
+    w.add_token_list(pieces)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(pieces.index("<s>"))
+    w.add_eos_token_id(pieces.index("</s>"))
+    w.add_unk_token_id(pieces.index("<unk>"))
+    w.add_add_bos_token(True)
+    w.add_add_space_prefix(True)
+    w.add_chat_template(template)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def make_spm_tokenizers(data_dir):
+    import shutil
+    from tokenizers import Tokenizer
+    from make_engine_fixtures import CORPUS
+    cases_by_model = {}
+    for name, spec in SPM_TOKENIZERS.items():
+        tok, _ = train_spm_tokenizer(spec)
+        out = os.path.join(data_dir, name)
+        os.makedirs(out, exist_ok=True)
+        path = os.path.join(out, "tokenizer.json")
+        tok.save(path)
+        config = {"tokenizer_class": "LlamaTokenizerFast", "model_max_length": 256, "bos_token": "<s>",
+                  "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True, "add_eos_token": False}
+        if spec["template"]:
+            config["chat_template"] = spec["template"]
+        with open(os.path.join(out, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump(config, f, ensure_ascii=False, indent=1)
+        ref = Tokenizer.from_file(path)  # the saved file, read back, gives the reference ids
+        texts = CORPUS + SPM_EXTRA_TEXTS + [s + " between " + s for s in SPM_SPECIALS]
+        cases = []
+        for t in texts:
+            ids = ref.encode(t, add_special_tokens=False).ids
+            cases.append({"text": t, "ids": ids, "decoded": ref.decode(ids, skip_special_tokens=False)})
+        fallback_ids = set(range(len(SPM_SPECIALS), len(SPM_SPECIALS) + 256))
+        assert sum(any(i in fallback_ids for i in c["ids"]) for c in cases) >= 5, "too little byte fallback"
+        with_bos = ref.encode("Hello world").ids
+        assert with_bos[0] == ref.token_to_id("<s>"), with_bos
+        cases_by_model[name] = cases
+        if name == "llama2":
+            write_llama_gguf(os.path.join(out, "tokenizer.gguf"), ref, spec["template"])
+        if name == "mistral-spm":  # the mistral model's weights (vocab 512, <s> = 1, </s> = 2) with this tokenizer
+            for f in ["config.json", "generation_config.json", "model.safetensors"]:
+                shutil.copy(os.path.join(data_dir, "mistral", f), os.path.join(out, f))
+        print(name, "vocab", ref.get_vocab_size(), "merges", len(json.load(open(path))["model"]["merges"]))
+    return cases_by_model
+
+
 def make_tokenizers(data_dir):
     from make_engine_fixtures import CORPUS
     ids_doc = {"reference": None, "models": {}}
@@ -157,6 +315,10 @@ def make_tokenizers(data_dir):
         f.write("\n")
     with open(os.path.join(data_dir, "prompts.json"), "w", encoding="utf-8") as f:
         json.dump(prompts_doc, f)
+        f.write("\n")
+    spm_doc = {"reference": ids_doc["reference"], "models": make_spm_tokenizers(data_dir)}
+    with open(os.path.join(data_dir, "spm_tokenizer_ids.json"), "w", encoding="utf-8") as f:
+        json.dump(spm_doc, f, ensure_ascii=False)
         f.write("\n")
 
 

@@ -1,12 +1,16 @@
-// Byte-level BPE tokenizer (see tokenizer.h): special-token split, PCRE2 pre-tokenizer,
-// GPT-2 byte alphabet, rank-ordered merges; chat templates of the ChatML and Llama 3 families.
+// BPE tokenizer (see tokenizer.h): special-token split; byte-level (PCRE2 pre-tokenizer, GPT-2
+// byte alphabet) or SentencePiece-style ("▁" for spaces, dummy prefix, byte fallback) symbols;
+// rank-ordered merges; chat templates of the ChatML, Llama 3, Llama 2 and Mistral families.
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "kascade/engine/tokenizer.h"
 
 #include <pcre2.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <queue>
+#include <tuple>
 #include <fstream>
 #include <limits>
 
@@ -19,8 +23,43 @@ namespace kascade::engine {
 namespace {
 
 // GGUF token types (tokenizer.ggml.token_type).
+constexpr int64_t kTokenUnknown = 2;
 constexpr int64_t kTokenControl = 3;
 constexpr int64_t kTokenUserDefined = 4;
+
+// SentencePiece's stand-in for a space, U+2581 LOWER ONE EIGHTH BLOCK.
+const std::string kMetaspace = "\xE2\x96\x81";
+
+// The byte a SentencePiece byte-fallback token "<0xNN>" (two upper-case hex digits) stands for, or -1.
+int fallback_byte(const std::string& piece) {
+  if (piece.size() != 6 || piece.compare(0, 3, "<0x") != 0 || piece[5] != '>') return -1;
+  int value = 0;
+  for (size_t i = 3; i < 5; ++i) {
+    const char c = piece[i];
+    if (c >= '0' && c <= '9') value = value * 16 + (c - '0');
+    else if (c >= 'A' && c <= 'F') value = value * 16 + (c - 'A' + 10);
+    else return -1;
+  }
+  return value;
+}
+
+std::string fallback_piece(int byte) {
+  char text[8];
+  std::snprintf(text, sizeof text, "<0x%02X>", byte);
+  return text;
+}
+
+// `s` with every occurrence of `from` replaced by `to`.
+std::string replace_all(const std::string& s, const std::string& from, const std::string& to) {
+  std::string out;
+  size_t pos = 0;
+  for (size_t hit; (hit = s.find(from, pos)) != std::string::npos; pos = hit + from.size()) {
+    out.append(s, pos, hit - pos);
+    out += to;
+  }
+  out.append(s, pos, std::string::npos);
+  return out;
+}
 
 // The pre-tokenizer regexes of each family, applied in sequence: every regex splits each piece
 // left by the previous one into its matches and the gaps between them (HF "Isolated").
@@ -260,9 +299,15 @@ Tokenizer::~Tokenizer() = default;
 // Everything a tokenizer is made of, whichever file it came from (GGUF metadata or tokenizer.json).
 struct Tokenizer::Spec {
   std::string name;                                         // prefixes errors
-  std::vector<std::string> pieces;                          // per id: GPT-2 byte alphabet, or a special's text
+  std::vector<std::string> pieces;                          // per id: GPT-2 byte alphabet / "▁" text, or a special's text
   std::vector<uint8_t> special;                             // per id: matched in text, decoded as its text
   std::vector<std::pair<std::string, std::string>> merges;  // in rank order
+  std::vector<double> scores;                               // GGUF "llama": merge by score (no merge list)
+  bool sentencepiece = false;
+  DummyPrefix dummy_prefix = DummyPrefix::None;
+  bool prefix_unless_space = false;
+  bool split_at_metaspace = false;
+  bool strip_leading_space = false;
   std::vector<std::string> regexes;                         // the pre-tokenizer, applied in sequence
   bool ignore_merges = false;
   int32_t bos_id = -1;
@@ -280,7 +325,8 @@ Tokenizer Tokenizer::assemble(const Spec& spec) {
   KASCADE_CHECK(n > 0 && n <= std::numeric_limits<int32_t>::max(), name << ": the vocabulary has " << n << " tokens");
   KASCADE_CHECK(spec.special.size() == t.pieces_.size(), name << ": special flags do not cover the vocabulary");
 
-  // Token bytes: special tokens stand for their own text; the others are in GPT-2's alphabet.
+  // Token bytes: special tokens stand for their own text; the others are in GPT-2's alphabet,
+  // or (SentencePiece) text with "▁" for spaces and <0xNN> for single bytes.
   const std::vector<uint32_t> b2c = byte_to_codepoint();
   std::unordered_map<uint32_t, uint8_t> c2b;
   for (int b = 0; b < 256; ++b) c2b[b2c[b]] = static_cast<uint8_t>(b);
@@ -295,6 +341,12 @@ Tokenizer Tokenizer::assemble(const Spec& spec) {
       if (!piece.empty()) t.special_by_length_.push_back(static_cast<int32_t>(id));
       continue;
     }
+    if (spec.sentencepiece) {
+      check_utf8(piece, (name + ": token " + std::to_string(id)).c_str());
+      const int byte = fallback_byte(piece);
+      t.bytes_[static_cast<size_t>(id)] = byte >= 0 ? std::string(1, static_cast<char>(byte)) : replace_all(piece, kMetaspace, " ");
+      continue;
+    }
     for (uint32_t cp : codepoints(piece)) {
       auto it = c2b.find(cp);
       KASCADE_CHECK(it != c2b.end(), name << ": token " << id << " has a character outside the byte alphabet");
@@ -305,7 +357,14 @@ Tokenizer Tokenizer::assemble(const Spec& spec) {
     return t.pieces_[static_cast<size_t>(a)].size() > t.pieces_[static_cast<size_t>(b)].size();
   });
   t.byte_token_.assign(256, -1);
-  for (int b = 0; b < 256; ++b) {
+  for (int b = 0; b < 256 && spec.sentencepiece; ++b) {
+    // Every character outside the vocabulary must be able to fall back to its bytes.
+    auto it = t.piece_to_id_.find(fallback_piece(b));
+    KASCADE_CHECK(it != t.piece_to_id_.end() && !t.special_[static_cast<size_t>(it->second)],
+                  name << ": the byte-fallback token " << fallback_piece(b) << " is not in the vocabulary");
+    t.byte_token_[b] = it->second;
+  }
+  for (int b = 0; b < 256 && !spec.sentencepiece; ++b) {
     std::string piece;
     append_utf8(piece, b2c[b]);
     // Some vocabularies lack a few control bytes; such bytes are dropped, as `tokenizers` does
@@ -322,11 +381,45 @@ Tokenizer Tokenizer::assemble(const Spec& spec) {
     KASCADE_CHECK(left != t.piece_to_id_.end() && right != t.piece_to_id_.end() && merged != t.piece_to_id_.end(),
                   name << ": merge " << rank << " '" << l << " " << r << "' names a token that is not in the vocabulary");
     const uint64_t key = (static_cast<uint64_t>(left->second) << 32) | static_cast<uint32_t>(right->second);
-    t.merge_rank_.emplace(key, static_cast<int32_t>(rank));  // the first (lowest) rank wins
+    t.merges_.emplace(key, Merge{static_cast<int32_t>(rank), merged->second});  // the first (lowest) rank wins
+  }
+  if (!spec.scores.empty()) {
+    // llama.cpp's SentencePiece merge joins any two adjacent symbols whose text is a token, the
+    // token of highest score first and the leftmost pair among equal scores. That is BPE with a
+    // merge (a, b) for every split of every token into two tokens, ranked by the token's score,
+    // equal scores sharing a rank.
+    KASCADE_CHECK(spec.scores.size() == t.pieces_.size(), name << ": " << spec.scores.size() << " token scores for "
+                                                                << n << " tokens");
+    std::vector<double> distinct;
+    for (size_t id = 0; id < spec.scores.size(); ++id) {
+      KASCADE_CHECK(std::isfinite(spec.scores[id]), name << ": token " << id << " has a non-finite score");
+      distinct.push_back(spec.scores[id]);
+    }
+    std::sort(distinct.begin(), distinct.end(), std::greater<double>());
+    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+    for (int64_t id = 0; id < n; ++id) {
+      const std::string& piece = t.pieces_[static_cast<size_t>(id)];
+      const auto rank = static_cast<int32_t>(
+          std::lower_bound(distinct.begin(), distinct.end(), spec.scores[static_cast<size_t>(id)], std::greater<double>()) -
+          distinct.begin());
+      for (size_t cut = 1; cut < piece.size(); ++cut) {
+        if ((static_cast<unsigned char>(piece[cut]) & 0xC0) == 0x80) continue;  // inside a character
+        auto left = t.piece_to_id_.find(piece.substr(0, cut));
+        auto right = t.piece_to_id_.find(piece.substr(cut));
+        if (left == t.piece_to_id_.end() || right == t.piece_to_id_.end()) continue;
+        const uint64_t key = (static_cast<uint64_t>(left->second) << 32) | static_cast<uint32_t>(right->second);
+        t.merges_.emplace(key, Merge{rank, static_cast<int32_t>(id)});
+      }
+    }
   }
   t.pre_ = std::make_unique<PreTokenizer>(spec.regexes);
   t.ignore_merges_ = spec.ignore_merges;
   t.nfc_ = spec.nfc;
+  t.sentencepiece_ = spec.sentencepiece;
+  t.dummy_prefix_ = spec.dummy_prefix;
+  t.prefix_unless_space_ = spec.prefix_unless_space;
+  t.split_at_metaspace_ = spec.split_at_metaspace;
+  t.strip_leading_space_ = spec.strip_leading_space;
 
   KASCADE_CHECK(spec.bos_id >= -1 && spec.bos_id < n, name << ": bos token id " << spec.bos_id << " is not a token id");
   t.bos_id_ = spec.bos_id;
@@ -351,6 +444,17 @@ Tokenizer Tokenizer::assemble(const Spec& spec) {
     if (t.default_system_.empty()) t.default_system_ = literal_between(tmpl, "<|im_start|>system\\n", "<|im_end|>");
   } else if (tmpl.find("<|start_header_id|>") != std::string::npos) {
     t.chat_format_ = ChatFormat::Llama3;
+  } else if (tmpl.find("<<SYS>>") != std::string::npos) {
+    t.chat_format_ = ChatFormat::Llama2;
+  } else if (tmpl.find("[INST]") != std::string::npos) {
+    t.chat_format_ = ChatFormat::Mistral;
+  }
+  if (t.chat_format_ == ChatFormat::Llama2 || t.chat_format_ == ChatFormat::Mistral) {
+    const int32_t eos = spec.stop_ids.empty() ? -1 : spec.stop_ids.front();  // the model's own EOS comes first
+    KASCADE_CHECK(t.bos_id_ >= 0 && eos >= 0 && t.is_special(t.bos_id_) && t.is_special(eos),
+                  name << ": the [INST] chat template needs special BOS and EOS tokens");
+    t.chat_bos_ = t.pieces_[static_cast<size_t>(t.bos_id_)];
+    t.chat_eos_ = t.pieces_[static_cast<size_t>(eos)];
   }
   return t;
 }
@@ -360,8 +464,10 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
   spec.name = gguf.name();
   const std::string& name = spec.name;
   const std::string model = gguf.get_string("tokenizer.ggml.model");
-  KASCADE_CHECK(model == "gpt2", name << ": tokenizer.ggml.model '" << model
-                                      << "' is not supported (supported: gpt2, the byte-level BPE)");
+  KASCADE_CHECK(model == "gpt2" || model == "llama",
+                name << ": tokenizer.ggml.model '" << model
+                     << "' is not supported (supported: gpt2, the byte-level BPE; llama, the SentencePiece-style BPE)");
+  spec.sentencepiece = model == "llama";
   spec.pieces = gguf.get_string_array("tokenizer.ggml.tokens");
   const size_t n = spec.pieces.size();
   std::vector<int64_t> types(n, 1);
@@ -371,9 +477,23 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
                                           << " entries for " << n << " tokens");
   }
   spec.special.resize(n);
-  for (size_t id = 0; id < n; ++id) spec.special[id] = types[id] == kTokenControl || types[id] == kTokenUserDefined;
+  for (size_t id = 0; id < n; ++id) {
+    spec.special[id] = types[id] == kTokenControl || types[id] == kTokenUserDefined || types[id] == kTokenUnknown;
+  }
 
-  const std::vector<std::string> merges = gguf.get_string_array("tokenizer.ggml.merges");
+  if (spec.sentencepiece) {
+    // llama.cpp's SentencePiece tokenizer: a space before every span of text that starts the text
+    // or follows a special token (add_space_prefix, on unless the file says otherwise), merges
+    // by score, and a decoder that drops that space again.
+    KASCADE_CHECK(gguf.has("tokenizer.ggml.scores"), name << ": a 'llama' tokenizer needs tokenizer.ggml.scores");
+    spec.scores = gguf.get_float_array("tokenizer.ggml.scores");
+    const bool prefix = !gguf.has("tokenizer.ggml.add_space_prefix") || gguf.get_bool("tokenizer.ggml.add_space_prefix");
+    spec.dummy_prefix = prefix ? DummyPrefix::EverySpan : DummyPrefix::None;
+    spec.strip_leading_space = prefix;
+  }
+
+  const std::vector<std::string> merges = spec.sentencepiece ? std::vector<std::string>()
+                                                             : gguf.get_string_array("tokenizer.ggml.merges");
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const std::string& m = merges[rank];
     const size_t space = m.find(' ', 1);
@@ -382,10 +502,10 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
   }
 
   const std::string pre = gguf.has("tokenizer.ggml.pre") ? gguf.get_string("tokenizer.ggml.pre") : "default";
-  bool known = false;
+  bool known = spec.sentencepiece;  // no pre-tokenizer: each span is one word
   for (const PreTokenizerKind& kind : pre_tokenizer_kinds()) {
     for (const char* kind_name : kind.names) {
-      if (kind_name && pre == kind_name) {
+      if (kind_name && pre == kind_name && !spec.sentencepiece) {
         spec.regexes.assign(kind.regexes.begin(), kind.regexes.end());
         spec.ignore_merges = kind.ignore_merges;
         known = true;
@@ -403,7 +523,9 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
     return static_cast<int32_t>(id);
   };
   spec.bos_id = optional_id("tokenizer.ggml.bos_token_id");
-  spec.add_bos = gguf.has("tokenizer.ggml.add_bos_token") && gguf.get_bool("tokenizer.ggml.add_bos_token");
+  // llama.cpp adds BOS unless told otherwise for SentencePiece vocabularies, not for byte-level ones.
+  spec.add_bos = gguf.has("tokenizer.ggml.add_bos_token") ? gguf.get_bool("tokenizer.ggml.add_bos_token")
+                                                          : spec.sentencepiece && spec.bos_id >= 0;
   for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
     const int32_t id = optional_id(key);
     if (id >= 0) spec.stop_ids.push_back(id);
@@ -506,20 +628,37 @@ Tokenizer Tokenizer::from_hf_directory(const std::string& dir) {
   const Json doc = parse_json_strict(read_text_file(path), path);
   try {
     KASCADE_CHECK(doc.is_object(), path << ": not a JSON object");
-    const Json& normalizer = member(doc, "normalizer", path);
-    // NFC (Qwen's tokenizers) is accepted for text that is already NFC (check_nfc_stable).
-    const Json& only = normalizer.is_object() && normalizer.value("type", std::string()) == "Sequence" &&
-                               normalizer.contains("normalizers") && normalizer["normalizers"].size() == 1
-                           ? normalizer["normalizers"][0]
-                           : normalizer;
-    spec.nfc = only.is_object() && only.value("type", std::string()) == "NFC";
-    KASCADE_CHECK(normalizer.is_null() || spec.nfc,
-                  path << ": normalizer '" << normalizer.value("type", std::string("?"))
-                       << "' is not supported (supported: none, NFC for text already in NFC)");
     const Json& model = member(doc, "model", path);
     const std::string type = model.value("type", std::string("BPE"));
     KASCADE_CHECK(type == "BPE", path << ": model type '" << type << "' is not supported (supported: BPE)");
-    KASCADE_CHECK(!flag(model, "byte_fallback", false), path << ": BPE byte_fallback is not supported");
+    // byte_fallback marks the SentencePiece-style BPE of Llama 2 and Mistral.
+    spec.sentencepiece = flag(model, "byte_fallback", false);
+
+    // Normalizers: NFC (Qwen; accepted for text that is already NFC, see check_nfc_stable), and
+    // for SentencePiece-style BPE the Llama 2 pair Prepend("▁") + Replace(" ", "▁").
+    const Json& normalizer = member(doc, "normalizer", path);
+    bool spaces_to_metaspace = false;
+    std::vector<Json> normalizers;
+    if (normalizer.is_object() && normalizer.value("type", std::string()) == "Sequence") {
+      for (const Json& n : member(normalizer, "normalizers", path)) normalizers.push_back(n);
+    } else if (!normalizer.is_null()) {
+      normalizers.push_back(normalizer);
+    }
+    for (const Json& n : normalizers) {
+      const std::string ntype = n.value("type", std::string("?"));
+      if (ntype == "NFC") {
+        spec.nfc = true;
+      } else if (spec.sentencepiece && ntype == "Prepend" && n.value("prepend", std::string()) == kMetaspace) {
+        spec.dummy_prefix = DummyPrefix::EverySpan;  // tokenizers prepends to every span between added tokens
+      } else if (spec.sentencepiece && ntype == "Replace" && n.contains("pattern") &&
+                 n["pattern"].value("String", std::string()) == " " && n.value("content", std::string()) == kMetaspace) {
+        spaces_to_metaspace = true;
+      } else {
+        KASCADE_FAIL(path << ": normalizer '" << ntype
+                          << "' is not supported (supported: none, NFC for text already in NFC; with byte_fallback "
+                             "also Prepend(\"\u2581\") and Replace(\" \", \"\u2581\"))");
+      }
+    }
     KASCADE_CHECK(!model.contains("dropout") || model["dropout"].is_null(), path << ": BPE dropout is not supported");
     for (const char* affix : {"continuing_subword_prefix", "end_of_word_suffix"}) {
       KASCADE_CHECK(!model.contains(affix) || model[affix].is_null() || model[affix].get<std::string>().empty(),
@@ -581,13 +720,72 @@ Tokenizer Tokenizer::from_hf_directory(const std::string& dir) {
       }
     }
 
-    bool byte_level = false;
     const Json& pre = member(doc, "pre_tokenizer", path);
-    if (!pre.is_null()) collect_pre_tokenizer(pre, path, spec.regexes, byte_level);
-    KASCADE_CHECK(byte_level, path << ": the pre_tokenizer has no ByteLevel step: not a byte-level BPE tokenizer");
     const Json& decoder = member(doc, "decoder", path);
-    KASCADE_CHECK(decoder.is_null() || decoder.value("type", std::string()) == "ByteLevel",
-                  path << ": decoder '" << decoder.value("type", std::string("?")) << "' is not supported (supported: ByteLevel)");
+    if (spec.sentencepiece) {
+      // Spaces become "▁" in the normalizer or in a Metaspace pre-tokenizer, which may also add
+      // the dummy prefix ("first": only before the span that starts the text) and split words.
+      if (!pre.is_null()) {
+        const std::string ptype = pre.value("type", std::string("?"));
+        KASCADE_CHECK(ptype == "Metaspace", path << ": pre_tokenizer '" << ptype
+                                                 << "' is not supported with byte_fallback (supported: none, Metaspace)");
+        KASCADE_CHECK(pre.value("replacement", kMetaspace) == kMetaspace,
+                      path << ": Metaspace replacement other than \"\u2581\" is not supported");
+        const std::string scheme = pre.contains("prepend_scheme")
+                                       ? pre["prepend_scheme"].get<std::string>()
+                                       : (flag(pre, "add_prefix_space", true) ? "always" : "never");
+        KASCADE_CHECK(scheme == "always" || scheme == "first" || scheme == "never",
+                      path << ": Metaspace prepend_scheme '" << scheme << "' is not supported");
+        KASCADE_CHECK(scheme == "never" || spec.dummy_prefix == DummyPrefix::None,
+                      path << ": both the normalizer and the Metaspace pre-tokenizer add a dummy prefix");
+        if (scheme != "never") {
+          spec.dummy_prefix = scheme == "first" ? DummyPrefix::FirstSpan : DummyPrefix::EverySpan;
+          spec.prefix_unless_space = true;
+        }
+        spec.split_at_metaspace = flag(pre, "split", true);
+        spaces_to_metaspace = true;
+      }
+      KASCADE_CHECK(spaces_to_metaspace, path << ": byte_fallback BPE without Replace(\" \", \"\u2581\") or a Metaspace "
+                                                 "pre-tokenizer is not supported");
+      // Decoders: Metaspace, or the Llama 2 sequence Replace("▁", " "), ByteFallback, Fuse, Strip(" ", 1, 0).
+      std::vector<Json> steps;
+      if (decoder.is_object() && decoder.value("type", std::string()) == "Sequence") {
+        for (const Json& d : member(decoder, "decoders", path)) steps.push_back(d);
+      } else if (!decoder.is_null()) {
+        steps.push_back(decoder);
+      }
+      bool spaces_back = false, bytes_back = false;
+      for (const Json& d : steps) {
+        const std::string dtype = d.value("type", std::string("?"));
+        if (dtype == "Metaspace") {
+          const std::string scheme = d.contains("prepend_scheme")
+                                         ? d["prepend_scheme"].get<std::string>()
+                                         : (flag(d, "add_prefix_space", true) ? "always" : "never");
+          spec.strip_leading_space = scheme != "never";
+          spaces_back = true;
+        } else if (dtype == "Replace" && d.contains("pattern") && d["pattern"].value("String", std::string()) == kMetaspace &&
+                   d.value("content", std::string()) == " ") {
+          spaces_back = true;
+        } else if (dtype == "ByteFallback") {
+          bytes_back = true;
+        } else if (dtype == "Strip" && d.value("content", std::string()) == " " && d.value("start", 0) <= 1 &&
+                   d.value("stop", 0) == 0) {
+          spec.strip_leading_space = d.value("start", 0) == 1;
+        } else {
+          KASCADE_CHECK(dtype == "Fuse", path << ": decoder '" << dtype
+                                             << "' is not supported with byte_fallback (supported: Metaspace, Replace(\"\u2581\", \" \"), "
+                                                "ByteFallback, Fuse, Strip(\" \", 0 or 1, 0))");
+        }
+      }
+      KASCADE_CHECK(spaces_back && bytes_back, path << ": the decoder does not turn \"\u2581\" back into spaces and <0xNN> "
+                                                       "tokens into bytes (supported: Metaspace or Replace + ByteFallback)");
+    } else {
+      bool byte_level = false;
+      if (!pre.is_null()) collect_pre_tokenizer(pre, path, spec.regexes, byte_level);
+      KASCADE_CHECK(byte_level, path << ": the pre_tokenizer has no ByteLevel step: not a byte-level BPE tokenizer");
+      KASCADE_CHECK(decoder.is_null() || decoder.value("type", std::string()) == "ByteLevel",
+                    path << ": decoder '" << decoder.value("type", std::string("?")) << "' is not supported (supported: ByteLevel)");
+    }
 
     // BOS: a TemplateProcessing post-processor that starts with a special token adds it.
     std::string bos_text;
@@ -683,6 +881,7 @@ const std::string& Tokenizer::token_bytes(int32_t id) const {
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   std::string out;
   for (int32_t id : ids) out += token_bytes(id);
+  if (strip_leading_space_ && !out.empty() && out[0] == ' ') out.erase(0, 1);
   return out;
 }
 
@@ -691,7 +890,7 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool parse_speci
   if (nfc_) check_nfc_stable(text);
   std::vector<int32_t> out;
   if (!parse_special || special_by_length_.empty()) {
-    encode_span(text, out);
+    encode_span(text, /*at_text_start=*/true, out);
     return out;
   }
   // Split out special-token strings (leftmost, then longest), encode the text between them.
@@ -709,24 +908,49 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool parse_speci
       ++i;
       continue;
     }
-    if (i > span_start) encode_span(text.substr(span_start, i - span_start), out);
+    if (i > span_start) encode_span(text.substr(span_start, i - span_start), span_start == 0, out);
     out.push_back(found);
     i += pieces_[static_cast<size_t>(found)].size();
     span_start = i;
   }
-  if (span_start < text.size()) encode_span(text.substr(span_start), out);
+  if (span_start < text.size()) encode_span(text.substr(span_start), span_start == 0, out);
   return out;
 }
 
-void Tokenizer::encode_span(const std::string& span, std::vector<int32_t>& out) const {
-  for (const std::string& word : pre_->split(span)) bpe_word(word, out);
+void Tokenizer::encode_span(const std::string& span, bool at_text_start, std::vector<int32_t>& out) const {
+  if (!sentencepiece_) {
+    for (const std::string& word : pre_->split(span)) bpe_word(word, out);
+    return;
+  }
+  if (span.empty()) return;
+  std::string text = replace_all(span, " ", kMetaspace);
+  const bool wants_prefix = dummy_prefix_ == DummyPrefix::EverySpan || (dummy_prefix_ == DummyPrefix::FirstSpan && at_text_start);
+  if (wants_prefix && !(prefix_unless_space_ && text.compare(0, kMetaspace.size(), kMetaspace) == 0)) {
+    text.insert(0, kMetaspace);
+  }
+  if (!split_at_metaspace_) {
+    bpe_word(text, out);
+    return;
+  }
+  // Metaspace split: every "▁" begins a new word (tokenizers' MergedWithNext).
+  size_t word_start = 0;
+  for (size_t hit = text.find(kMetaspace, 1); hit != std::string::npos; hit = text.find(kMetaspace, hit + 1)) {
+    if (hit == word_start) continue;
+    bpe_word(text.substr(word_start, hit - word_start), out);
+    word_start = hit;
+  }
+  bpe_word(text.substr(word_start), out);
 }
 
 void Tokenizer::bpe_word(const std::string& word, std::vector<int32_t>& out) const {
-  if (ignore_merges_) {
-    static const std::vector<uint32_t> b2c = byte_to_codepoint();
+  static const std::vector<uint32_t> b2c = byte_to_codepoint();
+  if (ignore_merges_) {  // a word that is a token is that token, whatever the merges say
     std::string piece;
-    for (unsigned char c : word) append_utf8(piece, b2c[c]);
+    if (sentencepiece_) {
+      piece = word;
+    } else {
+      for (unsigned char c : word) append_utf8(piece, b2c[c]);
+    }
     const int32_t id = find_token(piece);
     if (id >= 0) {
       out.push_back(id);
@@ -735,31 +959,71 @@ void Tokenizer::bpe_word(const std::string& word, std::vector<int32_t>& out) con
   }
   std::vector<int32_t> symbols;
   symbols.reserve(word.size());
-  for (unsigned char c : word) {
-    if (byte_token_[c] >= 0) symbols.push_back(byte_token_[c]);
-  }
-  // Repeatedly merge the adjacent pair of lowest rank (leftmost among equals).
-  while (symbols.size() > 1) {
-    int32_t best_rank = std::numeric_limits<int32_t>::max();
-    size_t best = 0;
-    for (size_t i = 0; i + 1 < symbols.size(); ++i) {
-      const uint64_t key = (static_cast<uint64_t>(symbols[i]) << 32) | static_cast<uint32_t>(symbols[i + 1]);
-      auto it = merge_rank_.find(key);
-      if (it != merge_rank_.end() && it->second < best_rank) {
-        best_rank = it->second;
-        best = i;
+  if (sentencepiece_) {
+    // One symbol per character in the vocabulary; the bytes of any other character fall back to
+    // their <0xNN> tokens.
+    for (size_t i = 0; i < word.size();) {
+      const size_t len = utf8_sequence_length(word, i);
+      const int32_t id = find_token(word.substr(i, len));
+      if (id >= 0 && !is_special(id)) {
+        symbols.push_back(id);
+      } else {
+        for (size_t k = 0; k < len; ++k) symbols.push_back(byte_token_[static_cast<unsigned char>(word[i + k])]);
       }
+      i += len;
     }
-    if (best_rank == std::numeric_limits<int32_t>::max()) break;
-    const std::string merged = pieces_[static_cast<size_t>(symbols[best])] + pieces_[static_cast<size_t>(symbols[best + 1])];
-    symbols[best] = piece_to_id_.at(merged);
-    symbols.erase(symbols.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+  } else {
+    for (unsigned char c : word) {
+      if (byte_token_[c] >= 0) symbols.push_back(byte_token_[c]);
+    }
   }
+  merge_symbols(symbols);
   out.insert(out.end(), symbols.begin(), symbols.end());
 }
 
+void Tokenizer::merge_symbols(std::vector<int32_t>& symbols) const {
+  // Repeatedly merge the adjacent pair of lowest rank, leftmost among equal ranks: a heap of
+  // candidate pairs over a linked list of symbols, so that a long word costs n log n, not n^2.
+  // A popped candidate whose symbols have changed since it was pushed is skipped.
+  const int n = static_cast<int>(symbols.size());
+  if (n < 2) return;
+  std::vector<int> next(static_cast<size_t>(n)), prev(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    next[static_cast<size_t>(i)] = i + 1 < n ? i + 1 : -1;
+    prev[static_cast<size_t>(i)] = i - 1;
+  }
+  using Candidate = std::tuple<int32_t, int, int32_t, int32_t>;  // rank, left position, left id, right id
+  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
+  auto consider = [&](int left) {
+    if (left < 0) return;
+    const int right = next[static_cast<size_t>(left)];
+    if (right < 0) return;
+    const int32_t a = symbols[static_cast<size_t>(left)], b = symbols[static_cast<size_t>(right)];
+    auto it = merges_.find((static_cast<uint64_t>(a) << 32) | static_cast<uint32_t>(b));
+    if (it != merges_.end()) heap.emplace(it->second.rank, left, a, b);
+  };
+  for (int i = 0; i + 1 < n; ++i) consider(i);
+  constexpr int32_t kRemoved = -1;
+  while (!heap.empty()) {
+    const auto [rank, left, a, b] = heap.top();
+    heap.pop();
+    const int right = next[static_cast<size_t>(left)];
+    if (symbols[static_cast<size_t>(left)] != a || right < 0 || symbols[static_cast<size_t>(right)] != b) continue;
+    const auto key = (static_cast<uint64_t>(a) << 32) | static_cast<uint32_t>(b);
+    symbols[static_cast<size_t>(left)] = merges_.at(key).result;
+    symbols[static_cast<size_t>(right)] = kRemoved;
+    next[static_cast<size_t>(left)] = next[static_cast<size_t>(right)];
+    if (next[static_cast<size_t>(right)] >= 0) prev[static_cast<size_t>(next[static_cast<size_t>(right)])] = left;
+    consider(prev[static_cast<size_t>(left)]);
+    consider(left);
+    (void)rank;
+  }
+  symbols.erase(std::remove(symbols.begin(), symbols.end(), kRemoved), symbols.end());
+}
+
 std::string Tokenizer::apply_chat_template(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
-  KASCADE_CHECK(chat_format_ != ChatFormat::None, "this model has no supported chat template (supported: ChatML, Llama 3)");
+  KASCADE_CHECK(chat_format_ != ChatFormat::None,
+                "this model has no supported chat template (supported: ChatML, Llama 3, Llama 2, Mistral)");
   std::string out;
   switch (chat_format_) {
     case ChatFormat::None:
@@ -778,6 +1042,45 @@ std::string Tokenizer::apply_chat_template(const std::vector<ChatMessage>& messa
       }
       if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
       return out;
+    case ChatFormat::Llama2:
+    case ChatFormat::Mistral:
+      // The [INST] templates: an optional leading system message joins the first user turn,
+      // then user and assistant turns alternate. The prompt always ends after "[/INST]", so
+      // there is no separate generation prompt.
+      return inst_prompt(messages);
+  }
+  return out;
+}
+
+std::string Tokenizer::inst_prompt(const std::vector<ChatMessage>& messages) const {
+  const bool llama2 = chat_format_ == ChatFormat::Llama2;
+  auto trim = [](const std::string& s) {  // Jinja's strip()
+    const size_t a = s.find_first_not_of(" \t\n\r\f\v");
+    if (a == std::string::npos) return std::string();
+    return s.substr(a, s.find_last_not_of(" \t\n\r\f\v") - a + 1);
+  };
+  size_t first = 0;
+  std::string system;
+  if (!messages.empty() && messages[0].role == "system") {
+    system = messages[0].content;
+    first = 1;
+  }
+  std::string out = llama2 ? "" : chat_bos_;
+  for (size_t i = first; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    const bool user_turn = (i - first) % 2 == 0;
+    KASCADE_CHECK(m.role == (user_turn ? "user" : "assistant"),
+                  "chat: message " << i + 1 << " has role '" << m.role << "' where the [INST] template expects '"
+                                   << (user_turn ? "user" : "assistant") << "' (a system message may only come first)");
+    std::string content = m.content;
+    if (i == first && first == 1) {
+      content = llama2 ? "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + content : system + "\n\n" + content;
+    }
+    if (user_turn) {
+      out += (llama2 ? chat_bos_ : "") + "[INST] " + (llama2 ? trim(content) : content) + " [/INST]";
+    } else {
+      out += llama2 ? " " + trim(content) + " " + chat_eos_ : content + chat_eos_;
+    }
   }
   return out;
 }
