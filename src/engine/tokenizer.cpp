@@ -449,13 +449,10 @@ Tokenizer Tokenizer::assemble(const Spec& spec) {
   } else if (tmpl.find("[INST]") != std::string::npos) {
     t.chat_format_ = ChatFormat::Mistral;
   }
-  if (t.chat_format_ == ChatFormat::Llama2 || t.chat_format_ == ChatFormat::Mistral) {
-    const int32_t eos = spec.stop_ids.empty() ? -1 : spec.stop_ids.front();  // the model's own EOS comes first
-    KASCADE_CHECK(t.bos_id_ >= 0 && eos >= 0 && t.is_special(t.bos_id_) && t.is_special(eos),
-                  name << ": the [INST] chat template needs special BOS and EOS tokens");
-    t.chat_bos_ = t.pieces_[static_cast<size_t>(t.bos_id_)];
-    t.chat_eos_ = t.pieces_[static_cast<size_t>(eos)];
-  }
+  // The [INST] templates write BOS and EOS as text; the model's own EOS is the first stop id given.
+  const int32_t eos = spec.stop_ids.empty() ? -1 : spec.stop_ids.front();
+  if (t.is_special(t.bos_id_)) t.chat_bos_ = t.pieces_[static_cast<size_t>(t.bos_id_)];
+  if (t.is_special(eos)) t.chat_eos_ = t.pieces_[static_cast<size_t>(eos)];
   return t;
 }
 
@@ -1005,7 +1002,8 @@ void Tokenizer::merge_symbols(std::vector<int32_t>& symbols) const {
   for (int i = 0; i + 1 < n; ++i) consider(i);
   constexpr int32_t kRemoved = -1;
   while (!heap.empty()) {
-    const auto [rank, left, a, b] = heap.top();
+    const int left = std::get<1>(heap.top());
+    const int32_t a = std::get<2>(heap.top()), b = std::get<3>(heap.top());
     heap.pop();
     const int right = next[static_cast<size_t>(left)];
     if (symbols[static_cast<size_t>(left)] != a || right < 0 || symbols[static_cast<size_t>(right)] != b) continue;
@@ -1016,7 +1014,6 @@ void Tokenizer::merge_symbols(std::vector<int32_t>& symbols) const {
     if (next[static_cast<size_t>(right)] >= 0) prev[static_cast<size_t>(next[static_cast<size_t>(right)])] = left;
     consider(prev[static_cast<size_t>(left)]);
     consider(left);
-    (void)rank;
   }
   symbols.erase(std::remove(symbols.begin(), symbols.end(), kRemoved), symbols.end());
 }
@@ -1054,6 +1051,9 @@ std::string Tokenizer::apply_chat_template(const std::vector<ChatMessage>& messa
 
 std::string Tokenizer::inst_prompt(const std::vector<ChatMessage>& messages) const {
   const bool llama2 = chat_format_ == ChatFormat::Llama2;
+  KASCADE_CHECK(!chat_bos_.empty() && !chat_eos_.empty(),
+                "chat: the model's [INST] template needs special BOS and EOS tokens, and this model "
+                    << (chat_bos_.empty() ? "has no special BOS token" : "has no special EOS token"));
   auto trim = [](const std::string& s) {  // Jinja's strip()
     const size_t a = s.find_first_not_of(" \t\n\r\f\v");
     if (a == std::string::npos) return std::string();

@@ -262,3 +262,15 @@ TEST(SpmTokenizer, GgufLlamaVocabularyErrors) {
   std::vector<float> short_scores(scores.begin(), scores.end() - 1);
   EXPECT_NE(gguf_error(llama_gguf(tokens, short_scores)).find("scores for"), std::string::npos);
 }
+
+TEST(SpmTokenizer, InstTemplateWithoutSpecialEosIsAnErrorWhenUsed) {
+  kascade::testing::TempDir dir("spm_no_eos");
+  nlohmann::json config = read_json(kHfData + "mistral-spm/tokenizer_config.json");
+  config["eos_token"] = "e";  // an ordinary token: the template cannot write it as EOS text
+  std::ofstream(dir.file("tokenizer.json")) << read_json(kHfData + "mistral-spm/tokenizer.json").dump();
+  std::ofstream(dir.file("tokenizer_config.json")) << config.dump();
+  const Tokenizer tok = Tokenizer::from_hf_directory(dir.path().string());  // loads: plain prompts work
+  EXPECT_EQ(tok.chat_format(), ChatFormat::Mistral);
+  const std::string msg = error_of([&] { tok.apply_chat_template({{"user", "Hi"}}, true); });
+  EXPECT_NE(msg.find("has no special EOS token"), std::string::npos) << msg;
+}
