@@ -154,6 +154,18 @@ SPM_EXTRA_TEXTS = [
 ]
 
 
+def spm_random_texts(count, seed):
+    """Short texts glued from pieces that stress the SentencePiece path (spaces, special-token
+    text, "▁", byte-token text, characters outside the vocabulary) and random BMP characters."""
+    import random
+    rng = random.Random(seed)
+    pieces = ["the", " the", "  ", " ", "\n", "\t", "a", "story", " map", "Hello", "ing", "3.14", "42", "\u4f60\u597d",
+              "\U0001F642", "caf\u00e9", "e\u0301", "<s>", "</s>", "<unk>", METASPACE, "<0x41>", "def f(x):", "  return",
+              "{", "}", "'s", "DON'T", "\u041f\u0440\u0438", "\u00a0", "\u200b", "x" * 30, ".", ",", "!", "?"]
+    return ["".join(rng.choice(pieces) if rng.random() < 0.8 else chr(rng.randint(32, 0x2FFF))
+                    for _ in range(rng.randint(1, 20))) for _ in range(count)]
+
+
 def spm_complete_merges(tokens):
     """Every split of every token into two tokens, in the order of the token (then of the split):
     the merge list `tokenizers`' SentencePiece converter writes. With it a BPE merge happens
@@ -169,6 +181,7 @@ def spm_complete_merges(tokens):
 
 
 def train_spm_tokenizer(spec):
+    """A SentencePiece-style BPE tokenizer (and its learned tokens) as SPM_TOKENIZERS describes."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from make_engine_fixtures import CORPUS
     # Words are learned with a Metaspace split so that merges stay within words, as SentencePiece's
@@ -237,11 +250,14 @@ def make_spm_tokenizers(data_dir):
     from make_engine_fixtures import CORPUS
     cases_by_model = {}
     for name, spec in SPM_TOKENIZERS.items():
-        tok, _ = train_spm_tokenizer(spec)
         out = os.path.join(data_dir, name)
         os.makedirs(out, exist_ok=True)
         path = os.path.join(out, "tokenizer.json")
-        tok.save(path)
+        # `tokenizers`' trainer breaks ties between equally frequent characters in hash order, which
+        # changes from run to run: a committed tokenizer.json is kept (delete it to train anew),
+        # and everything else is derived from it.
+        if not os.path.exists(path):
+            train_spm_tokenizer(spec)[0].save(path)
         config = {"tokenizer_class": "LlamaTokenizerFast", "model_max_length": 256, "bos_token": "<s>",
                   "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True, "add_eos_token": False}
         if spec["template"]:
@@ -249,7 +265,7 @@ def make_spm_tokenizers(data_dir):
         with open(os.path.join(out, "tokenizer_config.json"), "w", encoding="utf-8") as f:
             json.dump(config, f, ensure_ascii=False, indent=1)
         ref = Tokenizer.from_file(path)  # the saved file, read back, gives the reference ids
-        texts = CORPUS + SPM_EXTRA_TEXTS + [s + " between " + s for s in SPM_SPECIALS]
+        texts = CORPUS + SPM_EXTRA_TEXTS + [s + " between " + s for s in SPM_SPECIALS] + spm_random_texts(200, 6)
         cases = []
         for t in texts:
             ids = ref.encode(t, add_special_tokens=False).ids
