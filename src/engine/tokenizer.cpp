@@ -887,7 +887,7 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool parse_speci
   if (nfc_) check_nfc_stable(text);
   std::vector<int32_t> out;
   if (!parse_special || special_by_length_.empty()) {
-    encode_span(text, /*at_text_start=*/true, out);
+    encode_span(text, wants_dummy_prefix(/*at_text_start=*/true), out);
     return out;
   }
   // Split out special-token strings (leftmost, then longest), encode the text between them.
@@ -905,24 +905,35 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool parse_speci
       ++i;
       continue;
     }
-    if (i > span_start) encode_span(text.substr(span_start, i - span_start), span_start == 0, out);
+    if (i > span_start) encode_span(text.substr(span_start, i - span_start), wants_dummy_prefix(span_start == 0), out);
     out.push_back(found);
     i += pieces_[static_cast<size_t>(found)].size();
     span_start = i;
   }
-  if (span_start < text.size()) encode_span(text.substr(span_start), span_start == 0, out);
+  if (span_start < text.size()) encode_span(text.substr(span_start), wants_dummy_prefix(span_start == 0), out);
   return out;
 }
 
-void Tokenizer::encode_span(const std::string& span, bool at_text_start, std::vector<int32_t>& out) const {
+std::vector<int32_t> Tokenizer::encode_continuation(const std::string& text) const {
+  check_utf8(text, "tokenizer input");
+  if (nfc_) check_nfc_stable(text);
+  std::vector<int32_t> out;
+  encode_span(text, /*dummy_prefix=*/false, out);
+  return out;
+}
+
+bool Tokenizer::wants_dummy_prefix(bool at_text_start) const {
+  return dummy_prefix_ == DummyPrefix::EverySpan || (dummy_prefix_ == DummyPrefix::FirstSpan && at_text_start);
+}
+
+void Tokenizer::encode_span(const std::string& span, bool dummy_prefix, std::vector<int32_t>& out) const {
   if (!sentencepiece_) {
     for (const std::string& word : pre_->split(span)) bpe_word(word, out);
     return;
   }
   if (span.empty()) return;
   std::string text = replace_all(span, " ", kMetaspace);
-  const bool wants_prefix = dummy_prefix_ == DummyPrefix::EverySpan || (dummy_prefix_ == DummyPrefix::FirstSpan && at_text_start);
-  if (wants_prefix && !(prefix_unless_space_ && text.compare(0, kMetaspace.size(), kMetaspace) == 0)) {
+  if (dummy_prefix && !(prefix_unless_space_ && text.compare(0, kMetaspace.size(), kMetaspace) == 0)) {
     text.insert(0, kMetaspace);
   }
   if (!split_at_metaspace_) {

@@ -274,3 +274,16 @@ TEST(SpmTokenizer, InstTemplateWithoutSpecialEosIsAnErrorWhenUsed) {
   const std::string msg = error_of([&] { tok.apply_chat_template({{"user", "Hi"}}, true); });
   EXPECT_NE(msg.find("has no special EOS token"), std::string::npos) << msg;
 }
+
+TEST(SpmTokenizer, ContinuationHasNoDummyPrefix) {
+  for (const char* model : {"llama2", "mistral-spm", "spm-split"}) {
+    const Tokenizer tok = Tokenizer::from_hf_directory(kHfData + model);
+    EXPECT_EQ(tok.encode_continuation(" The sky is a map."), tok.encode("The sky is a map.")) << model;
+    EXPECT_NE(tok.encode_continuation("The sky"), tok.encode("The sky")) << model;  // no "▁" in front
+    const std::vector<int32_t> special_text = tok.encode_continuation("</s>");
+    EXPECT_GT(special_text.size(), 1u) << model;  // special-token text is not parsed
+    EXPECT_EQ(tok.decode(special_text), "</s>") << model;
+  }
+  const Tokenizer qwen = Tokenizer::from_hf_directory(kHfData + "qwen2");  // byte-level: encode without specials
+  EXPECT_EQ(qwen.encode_continuation(" The <|im_end|> sky"), qwen.encode(" The <|im_end|> sky", false));
+}

@@ -61,6 +61,11 @@ class Tokenizer {
 
   // Token ids of `text`; with parse_special, special-token strings in the text become their ids.
   std::vector<int32_t> encode(const std::string& text, bool parse_special = true) const;
+  // Token ids of `text` as a piece in the middle of a longer text: special tokens are not parsed
+  // and no dummy-prefix "▁" is added (SentencePiece-style models), so " The end" gives the ids
+  // of "▁The▁end", which is what encode("The end") gives at the start of a text. For byte-level
+  // models the same as encode(text, false).
+  std::vector<int32_t> encode_continuation(const std::string& text) const;
   // The bytes a sequence of ids stands for (special tokens as their text); for SentencePiece-style
   // models whose decoder strips it, without the leading space of the dummy prefix.
   std::string decode(const std::vector<int32_t>& ids) const;
@@ -87,8 +92,9 @@ class Tokenizer {
   struct PreTokenizer;
   struct Spec;
   static Tokenizer assemble(const Spec& spec);
-  // at_text_start: the span begins at byte 0 of the text (a "first" dummy prefix applies).
-  void encode_span(const std::string& span, bool at_text_start, std::vector<int32_t>& out) const;
+  // Whether a span gets the dummy prefix; at_text_start: it begins at byte 0 of the text.
+  bool wants_dummy_prefix(bool at_text_start) const;
+  void encode_span(const std::string& span, bool dummy_prefix, std::vector<int32_t>& out) const;
   void bpe_word(const std::string& word, std::vector<int32_t>& out) const;
   void merge_symbols(std::vector<int32_t>& symbols) const;
   std::string inst_prompt(const std::vector<ChatMessage>& messages) const;
