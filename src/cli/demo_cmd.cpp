@@ -116,7 +116,7 @@ int run_model_demo(const Args& args) {
   const engine::Tokenizer tok = source.tokenizer();
   const engine::Model model = source.load();
   check_plan_matches(plan, model.config.layers, model.config.hq, model.config.hkv, model.config.head_dim);
-  eval::TaskTokenizer tt{[&](const std::string& s) { return tok.encode(s, false); },
+  eval::TaskTokenizer tt{[&](const std::string& s) { return tok.encode_continuation(s); },
                          tok.add_bos() ? tok.bos_id() : -1};
   const eval::Example ex = eval::make_example(o.task, o.length, o.index, o.seed, tt);
   std::unique_ptr<engine::Backend> dense_backend = make_dense_backend(o, model);

@@ -97,7 +97,7 @@ EvalResults run_eval(const engine::Model& model, const engine::Tokenizer& tok, c
     KASCADE_CHECK(mc.context <= 0 || length <= mc.context,
                   "eval: length " << length << " is beyond the model's context of " << mc.context << " tokens");
   }
-  const TaskTokenizer task_tok{[&tok](const std::string& s) { return tok.encode(s, /*parse_special=*/false); },
+  const TaskTokenizer task_tok{[&tok](const std::string& s) { return tok.encode_continuation(s); },
                                tok.add_bos() ? tok.bos_id() : -1};
   engine::BackendOptions options;
   options.threads = config.threads;
