@@ -4,6 +4,7 @@
 //   test-gpu-ops                 run every case
 //   test-gpu-ops -o decode_reuse only the cases whose op contains "decode_reuse" (comma-separated list)
 //   test-gpu-ops -p 'lens=[1 17'  only the cases whose "op(vars)" contains the pattern
+//   test-gpu-ops -x 16411,32001  skip the cases whose "op(vars)" contains any of the patterns
 //   test-gpu-ops -l              list the cases without running them
 // Exit status: 0 when no case failed (unsupported cases do not fail), 1 otherwise.
 #include <cuda_runtime_api.h>
@@ -107,6 +108,7 @@ int run_main(int argc, char** argv) {
   using namespace kascade::gpu_test;
   std::string filter;
   std::string pattern;
+  std::string exclude;
   bool list_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -114,10 +116,12 @@ int run_main(int argc, char** argv) {
       filter = argv[++i];
     } else if (arg == "-p" && i + 1 < argc) {
       pattern = argv[++i];
+    } else if (arg == "-x" && i + 1 < argc) {
+      exclude = argv[++i];
     } else if (arg == "-l") {
       list_only = true;
     } else {
-      std::fprintf(stderr, "test-gpu-ops: unknown argument '%s' (usage: test-gpu-ops [-o op[,op...]] [-p pattern] [-l])\n",
+      std::fprintf(stderr, "test-gpu-ops: unknown argument '%s' (usage: test-gpu-ops [-o op[,op...]] [-p pattern] [-x pattern[,pattern...]] [-l])\n",
                    arg.c_str());
       return 2;
     }
@@ -137,7 +141,9 @@ int run_main(int argc, char** argv) {
   int passed = 0, failed = 0, unsupported = 0;
   for (auto& test : cases) {
     if (!matches(test->op(), filter)) continue;
-    if (!pattern.empty() && (test->op() + "(" + test->vars() + ")").find(pattern) == std::string::npos) continue;
+    const std::string name = test->op() + "(" + test->vars() + ")";
+    if (!pattern.empty() && name.find(pattern) == std::string::npos) continue;
+    if (!exclude.empty() && matches(name, exclude)) continue;
     if (list_only) {
       std::printf("%s(%s)\n", test->op().c_str(), test->vars().c_str());
       continue;
