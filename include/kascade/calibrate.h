@@ -23,6 +23,13 @@
 //   kascade::CalibrationReport report = kascade::make_report(stats, 3, 8, /*chosen_m=*/5);
 //   kascade::save_plan("plan.json", kascade::make_plan(report, {"smollm2-135m", 30, 9, 3, 64}));
 //
+// The objective of the anchor DP is SPEC 6's by default. Two documented deviations can be asked
+// for (CalibrationObjective): another layer weighting than w, and the mean over tiles instead of
+// the worst tile. A saved report holds w and both coverage matrices, so a plan for another
+// objective is re-made from it without the model:
+//   kascade::CalibrationReport old = kascade::load_report("report.json");
+//   kascade::CalibrationReport variant = kascade::replan(old, 3, 8, 5, {LayerWeight::Uniform, TileAggregate::Min});
+//
 // A tile counts towards the coverage only when its selection is a real choice (its prefix
 // b > k_cal) and it has attention mass. docs/calibration.md gives the math, these rules, the
 // streaming design and the memory bound.
@@ -39,6 +46,32 @@
 #include "kascade/tensor.h"
 
 namespace kascade {
+
+// How the reusing layer j is weighted in the DP objective sum over j of weight[j] * coverage:
+//   Spec     weight = w[j], the importance of SPEC 6 (the default);
+//   Uniform  weight = 1: every layer counts the same (deviation from SPEC 6);
+//   Sqrt     weight = sqrt(w[j]): between the two (deviation from SPEC 6).
+enum class LayerWeight { Spec, Uniform, Sqrt };
+// How one prompt's tiles are aggregated into its coverage: Min, the worst tile (SPEC 6, the
+// default), or Mean, the mean over the counted tiles (deviation from SPEC 6).
+enum class TileAggregate { Min, Mean };
+
+struct CalibrationObjective {
+  LayerWeight layer_weight = LayerWeight::Spec;
+  TileAggregate tile_aggregate = TileAggregate::Min;
+  bool is_spec() const { return layer_weight == LayerWeight::Spec && tile_aggregate == TileAggregate::Min; }
+};
+
+std::string to_string(LayerWeight weight);        // "spec", "uniform", "sqrt"
+std::string to_string(TileAggregate aggregate);   // "min", "mean"
+// The inverse of to_string; throws naming `what` (e.g. "--layer-weight") and the accepted values.
+LayerWeight parse_layer_weight(const std::string& text, const std::string& what);
+TileAggregate parse_tile_aggregate(const std::string& text, const std::string& what);
+// "layer weight spec, tile aggregate min" (+ " (SPEC 6)" or " (deviates from SPEC 6)").
+std::string describe(const CalibrationObjective& objective);
+
+// The DP's per-layer weights for the importance w under `weight` (w must be finite, >= 0 for Sqrt).
+std::vector<double> layer_weights(const std::vector<double>& importance, LayerWeight weight);
 
 // C[l1][l2][g1][g2] for l1 <= l2: the mean over prompts of the worst-tile coverage of reusing
 // layer l1's kv head g1 selection for layer l2's kv head g2 (SPEC 6). Entries with l1 > l2 do
@@ -127,8 +160,9 @@ class CalibrationStats {
   // b > k_cal. Prompts of at most this many tokens add nothing to the coverage.
   int64_t first_informative_position() const;
 
-  // C[l1][l2][g1][g2]; throws when some (l2, g2) has no counted tile in any prompt.
-  CoverageMatrix coverage() const;
+  // C[l1][l2][g1][g2], each prompt's tiles aggregated by `aggregate` (SPEC 6: the worst tile);
+  // throws when some (l2, g2) has no counted tile in any prompt.
+  CoverageMatrix coverage(TileAggregate aggregate = TileAggregate::Min) const;
   // w[l], the mean over all tokens given to add_importance; throws when a layer has none.
   std::vector<double> importance() const;
   // Per layer: the mean over counted (prompt, kv head, tile) of the share of the tile's mass that
@@ -154,6 +188,8 @@ class CalibrationStats {
   int64_t next_tile_ = 0;      // the tile of next_layer_ it expects
   std::vector<int32_t> selections_;       // [L, Hkv, tiles, k_cal]; only tiles with b > k_cal are used
   std::vector<double> prompt_min_;        // [L, L, Hkv, Hkv] worst-tile coverage of the open prompt
+  std::vector<double> prompt_sum_;        // [L, L, Hkv, Hkv] coverage summed over its counted tiles
+  std::vector<int64_t> prompt_tiles_counted_;  // [L, Hkv] counted tiles of (l2, g2) in the open prompt
   std::vector<uint8_t> prompt_has_tile_;  // [L, Hkv] (l2, g2) saw a counted tile in the open prompt
   std::vector<double> prompt_share_sum_;  // [L] top-k mass share summed over counted (g, tau)
   std::vector<int64_t> prompt_share_count_;
@@ -162,6 +198,7 @@ class CalibrationStats {
   // Over closed prompts.
   int64_t prompts_done_ = 0;
   std::vector<double> coverage_sum_;     // [L, L, Hkv, Hkv] sum over prompts of the worst tile
+  std::vector<double> coverage_mean_sum_;  // [L, L, Hkv, Hkv] sum over prompts of the tile mean
   std::vector<int64_t> coverage_count_;  // [L, Hkv] prompts that contributed to (l2, g2)
   std::vector<double> share_sum_;        // [L]
   std::vector<int64_t> share_count_;     // [L]
@@ -173,7 +210,8 @@ class CalibrationStats {
   std::vector<int64_t> importance_count_;  // [L]
 };
 
-// S[l1][l2] = w[l2] * mean over g2 of (max over g1 of C[l1][l2][g1][g2]) for l1 <= l2.
+// S[l1][l2] = w[l2] * mean over g2 of (max over g1 of C[l1][l2][g1][g2]) for l1 <= l2; `importance`
+// is w for SPEC 6, or any per-layer weights (layer_weights) for a variant objective.
 LayerScores layer_scores(const CoverageMatrix& coverage, const std::vector<double>& importance);
 
 // An anchor set A (sorted, contains 0) and its score sum over j of S[a(j)][j].
@@ -208,9 +246,12 @@ struct CalibrationReport {
   int64_t counted_tiles = 0;
   int64_t skipped_trivial_tiles = 0;
   int64_t skipped_zero_mass_tiles = 0;
+  std::string dev_set;                    // what calibration ran on (empty when unknown)
+  CalibrationObjective objective;         // what S, the choices and the head map were made with
   std::vector<double> importance;         // w[l]
-  LayerScores scores;                     // S
-  CoverageMatrix coverage;                // C
+  LayerScores scores;                     // S of the objective
+  CoverageMatrix coverage;                // C, worst tile per prompt (SPEC 6)
+  CoverageMatrix coverage_mean_tile;      // C, mean over tiles per prompt (empty when not recorded)
   std::vector<AnchorChoice> choices;      // best set for each m of the range
   int chosen = -1;                        // index into choices of the set the plan uses
   HeadMap head_map;                       // of the chosen set
@@ -219,12 +260,24 @@ struct CalibrationReport {
 };
 
 // Builds the report from the statistics: S, w, the DP for every m in m_lo..m_hi and the head map
-// of the set with m = chosen_m.
-CalibrationReport make_report(const CalibrationStats& stats, int m_lo, int m_hi, int chosen_m);
+// of the set with m = chosen_m, all under `objective` (SPEC 6 by default).
+CalibrationReport make_report(const CalibrationStats& stats, int m_lo, int m_hi, int chosen_m,
+                              const CalibrationObjective& objective = {});
+
+// The same from a report's w and coverage matrices (no statistics, no model): S, the choices and
+// the head map re-made for another objective or range. Throws when the report lacks the
+// coverage the objective needs (reports of older versions have no mean-tile coverage).
+CalibrationReport replan(const CalibrationReport& report, int m_lo, int m_hi, int chosen_m,
+                         const CalibrationObjective& objective);
 
 nlohmann::json report_to_json(const CalibrationReport& report);
 // Writes report_to_json to `path` (replacing it); throws naming the path on failure.
 void save_report(const CalibrationReport& report, const std::string& path);
+// The inverse of report_to_json (format kascade-calibration-report, version 1): w, both coverage
+// matrices when present, the objective (SPEC 6 when the report does not say), the choices and
+// the head map. `what` names the source in errors.
+CalibrationReport report_from_json(const nlohmann::json& json, const std::string& what);
+CalibrationReport load_report(const std::string& path);
 
 // The model a plan is made for (its identity and shape, SPEC 2).
 struct CalibrationTarget {

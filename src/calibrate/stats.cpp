@@ -62,10 +62,13 @@ CalibrationStats::CalibrationStats(int num_layers, int num_kv_heads, int k_cal, 
   KASCADE_CHECK(tile >= 1, "CalibrationStats: tile must be >= 1, got " << tile);
   const size_t L = static_cast<size_t>(num_layers), H = static_cast<size_t>(num_kv_heads);
   prompt_min_.assign(L * L * H * H, 0.0);
+  prompt_sum_.assign(L * L * H * H, 0.0);
+  prompt_tiles_counted_.assign(L * H, 0);
   prompt_has_tile_.assign(L * H, 0);
   prompt_share_sum_.assign(L, 0.0);
   prompt_share_count_.assign(L, 0);
   coverage_sum_.assign(L * L * H * H, 0.0);
+  coverage_mean_sum_.assign(L * L * H * H, 0.0);
   coverage_count_.assign(L * H, 0);
   share_sum_.assign(L, 0.0);
   share_count_.assign(L, 0);
@@ -109,6 +112,8 @@ void CalibrationStats::begin_prompt(int64_t tiles, int64_t n) {
   next_layer_ = 0;
   next_tile_ = 0;
   std::fill(prompt_min_.begin(), prompt_min_.end(), std::numeric_limits<double>::infinity());
+  std::fill(prompt_sum_.begin(), prompt_sum_.end(), 0.0);
+  std::fill(prompt_tiles_counted_.begin(), prompt_tiles_counted_.end(), 0);
   std::fill(prompt_has_tile_.begin(), prompt_has_tile_.end(), 0);
   std::fill(prompt_share_sum_.begin(), prompt_share_sum_.end(), 0.0);
   std::fill(prompt_share_count_.begin(), prompt_share_count_.end(), 0);
@@ -213,11 +218,15 @@ void CalibrationStats::add_layer_tiles(int layer, int64_t first_tile, const Tens
       for (int64_t i = 0; i < b; ++i) all_candidates += row[i];
       prompt_share_sum_[static_cast<size_t>(layer)] += denominator / (all_candidates + d);
       ++prompt_share_count_[static_cast<size_t>(layer)];
-      prompt_has_tile_[static_cast<size_t>(layer) * static_cast<size_t>(H) + static_cast<size_t>(g2)] = 1;
+      const size_t slot = static_cast<size_t>(layer) * static_cast<size_t>(H) + static_cast<size_t>(g2);
+      prompt_has_tile_[slot] = 1;
+      ++prompt_tiles_counted_[slot];
       for (int l1 = 0; l1 <= layer; ++l1) {
         for (int g1 = 0; g1 < H; ++g1) {
-          double& worst = prompt_min_[cov_index(l1, layer, g1, g2)];
-          worst = std::min(worst, covered(l1, g1) / denominator);
+          const size_t at = cov_index(l1, layer, g1, g2);
+          const double c = covered(l1, g1) / denominator;
+          prompt_min_[at] = std::min(prompt_min_[at], c);
+          prompt_sum_[at] += c;
         }
       }
     }
@@ -241,8 +250,14 @@ void CalibrationStats::end_prompt() {
       const size_t slot = static_cast<size_t>(l2) * static_cast<size_t>(H) + static_cast<size_t>(g2);
       if (!prompt_has_tile_[slot]) continue;  // this prompt has no evidence for (l2, g2)
       ++coverage_count_[slot];
-      for (int l1 = 0; l1 <= l2; ++l1)
-        for (int g1 = 0; g1 < H; ++g1) coverage_sum_[cov_index(l1, l2, g1, g2)] += prompt_min_[cov_index(l1, l2, g1, g2)];
+      const double tiles = static_cast<double>(prompt_tiles_counted_[slot]);
+      for (int l1 = 0; l1 <= l2; ++l1) {
+        for (int g1 = 0; g1 < H; ++g1) {
+          const size_t at = cov_index(l1, l2, g1, g2);
+          coverage_sum_[at] += prompt_min_[at];
+          coverage_mean_sum_[at] += prompt_sum_[at] / tiles;
+        }
+      }
     }
     share_sum_[static_cast<size_t>(l2)] += prompt_share_sum_[static_cast<size_t>(l2)];
     share_count_[static_cast<size_t>(l2)] += prompt_share_count_[static_cast<size_t>(l2)];
@@ -308,6 +323,7 @@ void CalibrationStats::merge(const CalibrationStats& other) {
     for (size_t i = 0; i < into.size(); ++i) into[i] += from[i];
   };
   add_into(coverage_sum_, other.coverage_sum_);
+  add_into(coverage_mean_sum_, other.coverage_mean_sum_);
   add_into(coverage_count_, other.coverage_count_);
   add_into(share_sum_, other.share_sum_);
   add_into(share_count_, other.share_count_);
@@ -331,7 +347,8 @@ int64_t CalibrationStats::first_informative_position() const {
   return (static_cast<int64_t>(k_cal_) / tile_ + 1) * tile_;
 }
 
-CoverageMatrix CalibrationStats::coverage() const {
+CoverageMatrix CalibrationStats::coverage(TileAggregate aggregate) const {
+  const std::vector<double>& per_prompt_sum = aggregate == TileAggregate::Min ? coverage_sum_ : coverage_mean_sum_;
   const int L = num_layers_, H = num_kv_heads_;
   CoverageMatrix result(L, H);
   for (int l2 = 0; l2 < L; ++l2) {
@@ -344,7 +361,7 @@ CoverageMatrix CalibrationStats::coverage() const {
                                    << " candidates, and non-zero attention mass)");
       for (int l1 = 0; l1 <= l2; ++l1)
         for (int g1 = 0; g1 < H; ++g1)
-          result.at(l1, l2, g1, g2) = coverage_sum_[cov_index(l1, l2, g1, g2)] / static_cast<double>(count);
+          result.at(l1, l2, g1, g2) = per_prompt_sum[cov_index(l1, l2, g1, g2)] / static_cast<double>(count);
     }
   }
   return result;

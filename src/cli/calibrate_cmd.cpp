@@ -8,6 +8,11 @@
 // The plan uses m = --choose anchors; by default round(5 L / 32) (the paper's 5 anchors, layer 0
 // included, for 32 layers) clamped to the --anchors range: 5 for SmolLM2's 30 layers. The report
 // has the best set and score for every m of the range, so another m can be picked later.
+//
+// The DP objective is SPEC 6's unless --layer-weight / --tile-aggregate ask for a documented
+// deviation; --from-report re-makes the plan from a saved report (its w and coverage) in
+// seconds, without the model's weights:
+//   kascade calibrate --from-report report.json --layer-weight uniform --out plan.json
 // docs/calibration.md ("Running calibration") describes the options and the shipped plan.
 #include <sys/stat.h>
 #include <unistd.h>
@@ -43,14 +48,22 @@ constexpr const char* kUsage =
     "                         [--dev-set FILE.jsonl|builtin] [--prompts N] [--length T] [--seed S]\n"
     "                         [--anchors LO..HI] [--choose M] [--rho R] [--k-min K] [--tile T] [--k-cal K]\n"
     "                         [--budget rolling|fixed] [--pooling group|all] [--name NAME] [--notes TEXT]\n"
-    "                         [--threads N]\n"
+    "                         [--threads N] [--layer-weight spec|uniform|sqrt] [--tile-aggregate min|mean]\n"
+    "                         [--from-report REPORT.json]\n"
     "  --dev-set   builtin (default): synthetic multi-hop QA generated from --seed (default 1);\n"
     "              FILE: one {\"text\": ...} per line (--prompts defaults to all of them)\n"
     "  --prompts   development prompts (builtin default 8); --length: tokens per prompt (default\n"
     "              2048; file prompts are cut to it)\n"
     "  --anchors   range of anchor counts to solve (default 3..8); --choose: the count the plan\n"
     "              uses (default round(5 L / 32) clamped to the range)\n"
-    "  --rho, --k-min, --tile, --budget, --pooling: the plan's top-k policy (SPEC 3, 5)";
+    "  --rho, --k-min, --tile, --budget, --pooling: the plan's top-k policy (SPEC 3, 5)\n"
+    "  --layer-weight  weight of each reusing layer in the DP: spec (w, SPEC 6, default), uniform (1),\n"
+    "              sqrt (sqrt w); --tile-aggregate: a prompt's coverage is its worst tile (min, SPEC 6,\n"
+    "              default) or the mean over its tiles. Both non-defaults deviate from SPEC 6 and are\n"
+    "              recorded in the plan's provenance\n"
+    "  --from-report  re-plan from a saved report's w and coverage (no forward passes); the model is\n"
+    "              only read for its shape; --dev-set, --prompts, --length, --seed, --k-cal, --tile,\n"
+    "              --pooling, --threads come from the report and may not be given";
 
 constexpr int kDefaultBuiltinPrompts = 8;
 constexpr int kDefaultLength = 2048;
@@ -67,6 +80,9 @@ struct CalibrateArgs {
   int k_cal = kDefaultKCal;
   std::string out, report, name, notes;
   int threads = 0;
+  CalibrationObjective objective;
+  std::string from_report;
+  std::vector<std::string> calibration_only;  // options given that only a fresh calibration uses
 };
 
 // The plan and report are written at the end of a long run: a path that cannot be written is
@@ -101,14 +117,18 @@ CalibrateArgs parse_args(const Args& args) {
     if (r.take_value("--model", v)) {
       a.model = v;
     } else if (r.take_value("--dev-set", v)) {
+      a.calibration_only.push_back("--dev-set");
       KASCADE_CHECK(!v.empty(), "--dev-set: expected builtin or a JSONL file");
       a.dev_set = v;
     } else if (r.take_value("--prompts", v)) {
+      a.calibration_only.push_back("--prompts");
       a.prompts = parse_int(v, "--prompts");
       KASCADE_CHECK(*a.prompts >= 1, "--prompts must be >= 1, got " << *a.prompts);
     } else if (r.take_value("--length", v)) {
+      a.calibration_only.push_back("--length");
       a.length = parse_int(v, "--length");
     } else if (r.take_value("--seed", v)) {
+      a.calibration_only.push_back("--seed");
       const int seed = parse_int(v, "--seed");
       KASCADE_CHECK(seed >= 0, "--seed must be >= 0, got " << seed);
       a.seed = static_cast<uint64_t>(seed);
@@ -123,15 +143,25 @@ CalibrateArgs parse_args(const Args& args) {
       a.params.k_min = parse_int(v, "--k-min");
       KASCADE_CHECK(a.params.k_min >= 0, "--k-min must be >= 0, got " << a.params.k_min);
     } else if (r.take_value("--tile", v)) {
+      a.calibration_only.push_back("--tile");
       a.params.tile = parse_int(v, "--tile");
       KASCADE_CHECK(a.params.tile >= 1, "--tile must be >= 1, got " << a.params.tile);
     } else if (r.take_value("--k-cal", v)) {
+      a.calibration_only.push_back("--k-cal");
       a.k_cal = parse_int(v, "--k-cal");
       KASCADE_CHECK(a.k_cal >= 1, "--k-cal must be >= 1, got " << a.k_cal);
     } else if (r.take_value("--budget", v)) {
       a.params.budget = parse_budget(v);
     } else if (r.take_value("--pooling", v)) {
+      a.calibration_only.push_back("--pooling");
       a.params.pooling = parse_pooling(v);
+    } else if (r.take_value("--layer-weight", v)) {
+      a.objective.layer_weight = parse_layer_weight(v, "--layer-weight");
+    } else if (r.take_value("--tile-aggregate", v)) {
+      a.objective.tile_aggregate = parse_tile_aggregate(v, "--tile-aggregate");
+    } else if (r.take_value("--from-report", v)) {
+      KASCADE_CHECK(!v.empty(), "--from-report: empty path");
+      a.from_report = v;
     } else if (r.take_value("--out", v)) {
       KASCADE_CHECK(!v.empty(), "--out: empty path");
       a.out = v;
@@ -143,6 +173,7 @@ CalibrateArgs parse_args(const Args& args) {
     } else if (r.take_value("--notes", v)) {
       a.notes = v;
     } else if (r.take_value("--threads", v)) {
+      a.calibration_only.push_back("--threads");
       a.threads = parse_int(v, "--threads");
       KASCADE_CHECK(a.threads >= 0, "--threads must be >= 0, got " << a.threads);
     } else {
@@ -151,6 +182,12 @@ CalibrateArgs parse_args(const Args& args) {
   }
   KASCADE_CHECK(!a.out.empty(), "--out PLAN.json is required (see kascade calibrate --help)");
   KASCADE_CHECK(a.report != a.out, "--report and --out name the same file '" << a.out << "'");
+  if (!a.from_report.empty()) {
+    KASCADE_CHECK(a.calibration_only.empty(), a.calibration_only.front()
+                                                  << " cannot be combined with --from-report (the report fixes it)");
+    KASCADE_CHECK(a.report != a.from_report && a.out != a.from_report,
+                  "--from-report '" << a.from_report << "' would be overwritten by --out or --report");
+  }
   check_output_path(a.out, "--out");
   if (!a.report.empty()) check_output_path(a.report, "--report");
   if (a.choose) {
@@ -284,17 +321,10 @@ void write_outputs(const CalibrateArgs& a, const Plan& plan, const CalibrationRe
   }
 }
 
-int run_calibrate(const Args& args) {
-  if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
-    std::printf("%s\n", kUsage);
-    return 0;
-  }
-  const CalibrateArgs a = parse_args(args);
-  const engine::ModelSource source = engine::ModelSource::open(a.model);
-  const engine::ModelConfig config = source.config();
-  KASCADE_CHECK(a.m_hi <= config.layers,
-                "--anchors " << a.m_lo << ".." << a.m_hi << ": the model has only " << config.layers << " layers");
-  const int chosen = a.choose.value_or(default_anchor_count(config.layers, a.m_lo, a.m_hi));
+// Runs the dense model over the development prompts and makes the report (SPEC 6 statistics,
+// the DP under the chosen objective).
+CalibrationReport calibrate(const CalibrateArgs& a, const engine::ModelSource& source, const engine::ModelConfig& config,
+                            int chosen) {
   const engine::Tokenizer tok = source.tokenizer();
   CalibrationStats stats(config.layers, a.params.pooling == Pooling::All ? 1 : config.hkv, a.k_cal, a.params.tile);
   const DevSet dev = load_dev_set(a, tok, stats.first_informative_position());
@@ -346,23 +376,59 @@ int run_calibrate(const Args& args) {
   }
   const double seconds = progress.elapsed_seconds();
 
-  const CalibrationReport report = make_report(stats, a.m_lo, a.m_hi, chosen);
-  PlanProvenance provenance;
-  provenance.dev_set = dev.description;
-  provenance.date = utc_now_iso8601();
-  provenance.tool_version = std::string("kascade ") + KASCADE_VERSION + " calibrate";
-  std::ostringstream notes;
-  notes << "k_cal " << a.k_cal << ", tile " << a.params.tile << ", anchors " << a.m_lo << ".." << a.m_hi << ", chose m "
-        << chosen;
-  if (!a.notes.empty()) notes << "; " << a.notes;
-  provenance.notes = notes.str();
-  const CalibrationTarget target{a.name.empty() ? c.name : a.name, c.layers, c.hq, c.hkv, c.head_dim};
-  const Plan plan = make_plan(report, target, a.params, provenance);
-  write_outputs(a, plan, report);
-
+  CalibrationReport report = make_report(stats, a.m_lo, a.m_hi, chosen, a.objective);
+  report.dev_set = dev.description;
   std::printf("calibrated on %zu prompts (%s) in %s; %lld tiles counted\n", dev.prompts.size(),
               dev.description.c_str(), format_seconds(seconds).c_str(),
               static_cast<long long>(report.counted_tiles));
+  return report;
+}
+
+int run_calibrate(const Args& args) {
+  if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
+    std::printf("%s\n", kUsage);
+    return 0;
+  }
+  const CalibrateArgs a = parse_args(args);
+  const engine::ModelSource source = engine::ModelSource::open(a.model);
+  const engine::ModelConfig config = source.config();
+  KASCADE_CHECK(a.m_hi <= config.layers,
+                "--anchors " << a.m_lo << ".." << a.m_hi << ": the model has only " << config.layers << " layers");
+  const int chosen = a.choose.value_or(default_anchor_count(config.layers, a.m_lo, a.m_hi));
+  PlanProvenance provenance;
+  provenance.date = utc_now_iso8601();
+  provenance.tool_version = std::string("kascade ") + KASCADE_VERSION + " calibrate";
+  SparsityParams params = a.params;
+  CalibrationReport report;
+  if (!a.from_report.empty()) {
+    const CalibrationReport saved = load_report(a.from_report);
+    KASCADE_CHECK(saved.num_layers == config.layers, "--from-report: " << a.from_report << " is for " << saved.num_layers
+                                                                       << " layers, the model has " << config.layers);
+    KASCADE_CHECK(saved.num_kv_heads == config.hkv || saved.num_kv_heads == 1,
+                  "--from-report: " << a.from_report << " has " << saved.num_kv_heads << " selection sets per layer, the model "
+                                    << config.hkv << " kv heads");
+    report = replan(saved, a.m_lo, a.m_hi, chosen, a.objective);
+    params.tile = report.tile;
+    params.pooling = report.num_kv_heads == 1 && config.hkv != 1 ? Pooling::All : Pooling::Group;
+    provenance.dev_set = report.dev_set.empty() ? "as in " + a.from_report : report.dev_set;
+    std::printf("re-planned from %s (%lld prompts, %lld tiles counted)\n", a.from_report.c_str(),
+                static_cast<long long>(report.prompts), static_cast<long long>(report.counted_tiles));
+  } else {
+    report = calibrate(a, source, config, chosen);
+    provenance.dev_set = report.dev_set;
+  }
+  std::ostringstream notes;
+  notes << "k_cal " << report.k_cal << ", tile " << report.tile << ", anchors " << a.m_lo << ".." << a.m_hi
+        << ", chose m " << chosen << ", objective: " << describe(a.objective);
+  if (!a.from_report.empty()) notes << ", re-planned from " << a.from_report;
+  if (!a.notes.empty()) notes << "; " << a.notes;
+  provenance.notes = notes.str();
+  const CalibrationTarget target{a.name.empty() ? config.name : a.name, config.layers, config.hq, config.hkv,
+                                 config.head_dim};
+  const Plan plan = make_plan(report, target, params, provenance);
+  write_outputs(a, plan, report);
+
+  std::printf("objective: %s\n", describe(report.objective).c_str());
   for (size_t i = 0; i < report.choices.size(); ++i) {
     const AnchorChoice& choice = report.choices[i];
     std::printf("%s m=%zu score %.4f anchors:", static_cast<int>(i) == report.chosen ? "*" : " ", choice.anchors.size(),
