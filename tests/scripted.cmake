@@ -145,6 +145,25 @@ kascade_cli_test(NAME cli_calibrate_bad_range EXIT 1 MATCH "--anchors: expected 
   ARGS calibrate --anchors 8..3 --out x.json)
 kascade_cli_test(NAME cli_calibrate_bad_range_number EXIT 1 MATCH "--anchors \\(last count\\): expected an integer, got 'x'"
   ARGS calibrate --anchors 3..x --out x.json)
+kascade_cli_test(NAME cli_calibrate_from_report_uniform EXIT 0
+  MATCH "re-planned from .*report.json \\(1 prompts.*objective: layer weight uniform, tile aggregate min \\(deviates from SPEC 6\\)\n.*\\* m=3 score [0-9.]+ anchors: 0 [0-9]+ [0-9]+"
+  ARGS calibrate --from-report ${calibrate_out}/report.json --anchors 2..3 --layer-weight uniform
+       --out ${calibrate_out}/uniform.json)
+kascade_cli_test(NAME cli_calibrate_from_report_mean EXIT 0
+  MATCH "objective: layer weight sqrt, tile aggregate mean \\(deviates from SPEC 6\\)"
+  ARGS calibrate --from-report ${calibrate_out}/report.json --anchors 2..3 --layer-weight sqrt --tile-aggregate mean
+       --out ${calibrate_out}/sqrt-mean.json)
+set_tests_properties(cli_calibrate_from_report_uniform cli_calibrate_from_report_mean
+                     PROPERTIES FIXTURES_REQUIRED calibrated_plan)
+kascade_cli_test(NAME cli_calibrate_bad_layer_weight EXIT 1
+  MATCH "--layer-weight: expected spec, uniform or sqrt, got 'cubic'" ARGS calibrate --layer-weight cubic --out x.json)
+kascade_cli_test(NAME cli_calibrate_bad_tile_aggregate EXIT 1
+  MATCH "--tile-aggregate: expected min or mean, got 'max'" ARGS calibrate --tile-aggregate max --out x.json)
+kascade_cli_test(NAME cli_calibrate_from_report_fixes_seed EXIT 1
+  MATCH "--seed cannot be combined with --from-report \\(the report fixes it\\)"
+  ARGS calibrate --from-report r.json --seed 2 --out x.json)
+kascade_cli_test(NAME cli_calibrate_from_report_missing EXIT 1 MATCH "load_report: cannot open /nonexistent/r.json"
+  ARGS calibrate --from-report /nonexistent/r.json --out /tmp/kascade-from-report-missing.json)
 kascade_cli_test(NAME cli_calibrate_choose_outside EXIT 1 MATCH "--choose 9 is outside the --anchors range 3..8"
   ARGS calibrate --choose 9 --out x.json)
 kascade_cli_test(NAME cli_calibrate_too_short EXIT 1
