@@ -90,6 +90,20 @@ def plot(report, outdir):
     chosen = report["chosen"]
     anchors = chosen["anchors"]
     title = f"{report['prompts']} prompts, k_cal {report.get('k_cal')}, tile {report.get('tile')}"
+    # The DP's layer weights: w under SPEC 6, else the variant recorded in the report's objective
+    # (kascade calibrate --layer-weight / --tile-aggregate); S divided by them is the coverage.
+    objective = report.get("objective", {"layer_weight": "spec", "tile_aggregate": "min"})
+    weight_name = objective.get("layer_weight", "spec")
+    if weight_name == "spec":
+        weights = w
+    elif weight_name == "uniform":
+        weights = np.ones_like(w)
+    elif weight_name == "sqrt":
+        weights = np.sqrt(np.maximum(w, 0.0))
+    else:
+        fail(f"objective.layer_weight must be spec, uniform or sqrt, got {weight_name!r}")
+    if weight_name != "spec" or objective.get("tile_aggregate", "min") != "min":
+        title += f"; layer weight {weight_name}, tile {objective.get('tile_aggregate', 'min')} (not SPEC 6)"
     os.makedirs(outdir, exist_ok=True)
 
     # Heat maps: S itself, and S / w (the coverage part), rows l1 = anchor, columns l2 = reuser.
@@ -100,11 +114,11 @@ def plot(report, outdir):
     fig.colorbar(im, ax=axes[0], fraction=0.046, pad=0.04)
     axes[0].set_title("layer score S[l1][l2] (log scale)")
     with np.errstate(divide="ignore", invalid="ignore"):
-        cover = np.where(w[None, :] > 0, S / w[None, :], np.nan)
+        cover = np.where(weights[None, :] > 0, S / weights[None, :], np.nan)
     im = axes[1].imshow(cover, cmap="magma", vmin=np.nanmin(cover) if np.isfinite(cover).any() else 0, vmax=1.0,
                         origin="upper")
     fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.04)
-    axes[1].set_title("reuse coverage S / w = mean_g2 max_g1 C")
+    axes[1].set_title(f"reuse coverage S / {'w' if weight_name == 'spec' else weight_name + ' weight'} = mean_g2 max_g1 C")
     for ax in axes:
         ax.set_xlabel("reusing layer l2")
         ax.set_ylabel("anchor layer l1")
