@@ -42,47 +42,12 @@ constexpr int kScheduleAnchorsBesidesLayer0 = 4;
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 constexpr size_t kMemoryMargin = size_t{2} << 30;  // cuBLAS, CUDA context growth, fragmentation
 
-// Llama-3.1-8B: 32 layers, hidden 4096, 32 q / 8 kv heads of 128, FFN 14336, vocab 128256, rope base
-// 500000 with llama3 scaling (factor 8, low/high frequency factors 1 and 4, original context 8192).
-ModelConfig llama31_8b_shape() {
-  ModelConfig c;
-  c.name = "random-llama-3.1-8b-shape";
-  c.layers = 32;
-  c.dim = 4096;
-  c.ffn = 14336;
-  c.hq = 32;
-  c.hkv = 8;
-  c.head_dim = 128;
-  c.vocab = 128256;
-  c.context = 131072;
-  c.rms_eps = 1e-5f;
-  c.rope_base = 500000.f;
-  c.rope_freq_factors = engine::llama3_rope_divisors(c.head_dim, c.rope_base, 8, 1, 4, 8192);
-  return c;
-}
-
-// SmolLM2-135M: 30 layers, hidden 576, 9 q / 3 kv heads of 64, FFN 1536, vocab 49152, tied embeddings.
-ModelConfig smollm2_135m_shape() {
-  ModelConfig c;
-  c.name = "random-smollm2-135m-shape";
-  c.layers = 30;
-  c.dim = 576;
-  c.ffn = 1536;
-  c.hq = 9;
-  c.hkv = 3;
-  c.head_dim = 64;
-  c.vocab = 49152;
-  c.context = 8192;
-  c.rms_eps = 1e-5f;
-  c.rope_base = 100000.f;
-  c.tied_embeddings = true;
-  return c;
-}
-
 ModelConfig model_config(const std::string& key) {
-  if (key == "llama-3.1-8b") return llama31_8b_shape();
-  if (key == "smollm2-135m") return smollm2_135m_shape();
-  KASCADE_FAIL("--models: unknown model '" << key << "' (known: llama-3.1-8b, smollm2-135m)");
+  try {
+    return engine::known_model_shape(key);
+  } catch (const Error& e) {
+    KASCADE_FAIL("--models: " << e.what());
+  }
 }
 
 // Layer 0 and four more anchors every layers / 5 layers, the rest reuse with the identity map.

@@ -229,12 +229,7 @@ void rms_norm(const float* x, const float* weight, int rows, int width, float ep
 void apply_rope(const ModelConfig& c, float* x, int tokens, int heads, int first_pos) {
   const int half = c.head_dim / 2;
   // Frequencies in fp32 as the reference implementations compute them; angles in fp64.
-  std::vector<float> inv_freq(static_cast<size_t>(half));
-  for (int i = 0; i < half; ++i) {
-    float f = static_cast<float>(1.0 / std::pow(static_cast<double>(c.rope_base), 2.0 * i / c.head_dim));
-    if (!c.rope_freq_factors.empty()) f /= c.rope_freq_factors[static_cast<size_t>(i)];
-    inv_freq[static_cast<size_t>(i)] = f;
-  }
+  const std::vector<float> inv_freq = rope_inverse_frequencies(c);
   std::vector<float> cos_t(static_cast<size_t>(half)), sin_t(static_cast<size_t>(half));
   for (int t = 0; t < tokens; ++t) {
     const double pos = static_cast<double>(first_pos + t) / c.rope_position_scale;

@@ -178,6 +178,49 @@ Model load_model(const GgufFile& g) {
   return m;
 }
 
+ModelConfig known_model_shape(const std::string& name) {
+  ModelConfig c;
+  c.name = "random-" + name + "-shape";
+  c.rms_eps = 1e-5f;
+  if (name == "llama-3.1-8b") {
+    c.layers = 32;
+    c.dim = 4096;
+    c.ffn = 14336;
+    c.hq = 32;
+    c.hkv = 8;
+    c.head_dim = 128;
+    c.vocab = 128256;
+    c.context = 131072;
+    c.rope_base = 500000.f;
+    c.rope_freq_factors = llama3_rope_divisors(c.head_dim, c.rope_base, 8, 1, 4, 8192);
+  } else if (name == "smollm2-135m") {
+    c.layers = 30;
+    c.dim = 576;
+    c.ffn = 1536;
+    c.hq = 9;
+    c.hkv = 3;
+    c.head_dim = 64;
+    c.vocab = 49152;
+    c.context = 8192;
+    c.rope_base = 100000.f;
+    c.tied_embeddings = true;
+  } else {
+    KASCADE_FAIL("unknown model shape '" << name << "' (known: llama-3.1-8b, smollm2-135m)");
+  }
+  return c;
+}
+
+std::vector<float> rope_inverse_frequencies(const ModelConfig& c) {
+  const int half = c.head_dim / 2;
+  std::vector<float> inv_freq(static_cast<size_t>(half));
+  for (int i = 0; i < half; ++i) {
+    float f = static_cast<float>(1.0 / std::pow(static_cast<double>(c.rope_base), 2.0 * i / c.head_dim));
+    if (!c.rope_freq_factors.empty()) f /= c.rope_freq_factors[static_cast<size_t>(i)];
+    inv_freq[static_cast<size_t>(i)] = f;
+  }
+  return inv_freq;
+}
+
 std::vector<float> llama3_rope_divisors(int head_dim, double rope_base, double factor, double low_freq_factor,
                                         double high_freq_factor, double original_context) {
   constexpr double kPi = 3.14159265358979323846;

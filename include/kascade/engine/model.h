@@ -84,6 +84,17 @@ ModelConfig read_config(const GgufFile& gguf);
 Model load_hf_model(const std::string& dir);
 ModelConfig read_hf_config(const std::string& dir);
 
+// The exact shapes of known models, for random-weight benchmarks and tests: "llama-3.1-8b"
+// (32 layers, hidden 4096, 32 q / 8 kv heads of 128, FFN 14336, vocab 128256, rope base 500000
+// with llama3 scaling) and "smollm2-135m" (30 layers, hidden 576, 9 q / 3 kv heads of 64, FFN
+// 1536, vocab 49152, tied embeddings). Unknown names throw naming the known ones.
+ModelConfig known_model_shape(const std::string& name);
+
+// RoPE inverse frequencies [head_dim / 2] in fp32, as the reference implementations compute
+// them: base^(-2i/D), divided by rope_freq_factors[i] when the model has them (llama3). The CPU
+// and CUDA backends both use these values, so their rotations agree to the last bit of the table.
+std::vector<float> rope_inverse_frequencies(const ModelConfig& config);
+
 // Llama 3's rope scaling as divisors of the base frequencies (ModelConfig::rope_freq_factors,
 // what the GGUF rope_freqs tensor holds): wavelengths beyond original/low_freq_factor are slowed
 // by `factor`, those below original/high_freq_factor kept, the band between interpolated

@@ -35,17 +35,8 @@ DeviceBuffer upload_f32(const std::vector<float>& v) {
   return b;
 }
 
-// RoPE frequencies in fp32 exactly as the CPU backend computes them (llama3 factors divide).
-DeviceBuffer rope_frequencies(const ModelConfig& c) {
-  const int half = c.head_dim / 2;
-  std::vector<float> inv_freq(static_cast<size_t>(half));
-  for (int i = 0; i < half; ++i) {
-    float f = static_cast<float>(1.0 / std::pow(static_cast<double>(c.rope_base), 2.0 * i / c.head_dim));
-    if (!c.rope_freq_factors.empty()) f /= c.rope_freq_factors[static_cast<size_t>(i)];
-    inv_freq[static_cast<size_t>(i)] = f;
-  }
-  return upload_f32(inv_freq);
-}
+// RoPE frequencies in fp32, the CPU backend's table (rope_inverse_frequencies).
+DeviceBuffer rope_frequencies(const ModelConfig& c) { return upload_f32(rope_inverse_frequencies(c)); }
 
 void check_config(const ModelConfig& c) {
   KASCADE_CHECK(c.layers > 0 && c.dim > 0 && c.ffn > 0 && c.hq > 0 && c.hkv > 0 && c.head_dim > 0 && c.vocab > 0,

@@ -164,19 +164,8 @@ Model random_model(const ModelConfig& config, uint64_t seed, double qk_gain) {
 }
 
 ModelConfig smollm2_shape() {
-  ModelConfig c;
-  c.name = "random-smollm2-135m-shape";
-  c.layers = 30;
-  c.dim = 576;
-  c.ffn = 1536;
-  c.hq = 9;
-  c.hkv = 3;
-  c.head_dim = 64;
-  c.vocab = 49152;
-  c.context = 8192;
-  c.rms_eps = 1e-5f;
-  c.rope_base = 100000.f;
-  c.tied_embeddings = false;
+  ModelConfig c = kascade::engine::known_model_shape("smollm2-135m");
+  c.tied_embeddings = false;  // see random_model: a tied random model's argmax is its input token
   return c;
 }
 
