@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../temp_dir.h"
+#include "hf_test_util.h"
 #include "kascade/engine/backend.h"
 #include "kascade/engine/model.h"
 #include "kascade/engine/tokenizer.h"
@@ -27,18 +28,16 @@
 
 using kascade::engine::Model;
 
+using kascade::testing::error_of;
+using kascade::testing::kHfData;
+using kascade::testing::read_json;
+
 namespace {
 
-const std::string kHfData = std::string(KASCADE_TEST_DATA) + "/hf/";
 // fp32 against fp32 with different summation orders over 2-3 layers; logits are O(1-10). The
 // largest difference seen when the fixtures were made was 9.9e-6 (qwen2; values stored to 1e-6).
 constexpr double kMaxAbsDiff = 5e-5;
 constexpr double kTieMargin = 1e-3;
-
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream f(path);
-  return nlohmann::json::parse(f);
-}
 
 struct Comparison {
   int positions = 0, top1_checked = 0, top1_wrong = 0;
@@ -71,15 +70,6 @@ Comparison compare_with_transformers(const Model& model, const std::string& name
     }
   }
   return cmp;
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const kascade::Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

@@ -13,22 +13,15 @@
 #include <vector>
 
 #include "../temp_dir.h"
+#include "hf_test_util.h"
 #include "kascade/engine/tokenizer.h"
 #include "kascade/error.h"
 
 using kascade::engine::ChatFormat;
 using kascade::engine::Tokenizer;
-
-namespace {
-
-const std::string kHfData = std::string(KASCADE_TEST_DATA) + "/hf/";
-
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream f(path);
-  return nlohmann::json::parse(f);
-}
-
-}  // namespace
+using kascade::testing::error_of;
+using kascade::testing::kHfData;
+using kascade::testing::read_json;
 
 class HfTokenizer : public ::testing::TestWithParam<std::string> {};
 

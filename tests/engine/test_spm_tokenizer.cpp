@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../temp_dir.h"
+#include "hf_test_util.h"
 #include "gguf_builder.h"
 #include "kascade/engine/backend.h"
 #include "kascade/engine/generate.h"
@@ -27,14 +28,11 @@ using kascade::engine::ChatFormat;
 using kascade::engine::GgufFile;
 using kascade::engine::Tokenizer;
 
+using kascade::testing::error_of;
+using kascade::testing::kHfData;
+using kascade::testing::read_json;
+
 namespace {
-
-const std::string kHfData = std::string(KASCADE_TEST_DATA) + "/hf/";
-
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream f(path);
-  return nlohmann::json::parse(f);
-}
 
 const nlohmann::json& reference_cases(const std::string& model) {
   static const nlohmann::json doc = read_json(kHfData + "spm_tokenizer_ids.json");
@@ -60,15 +58,6 @@ void expect_reference_ids(const Tokenizer& tok, const std::string& model) {
     }
   }
   EXPECT_GE(byte_fallback_cases, 5) << "the corpus must exercise byte fallback";
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const kascade::Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace
