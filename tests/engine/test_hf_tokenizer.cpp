@@ -19,7 +19,6 @@
 
 using kascade::engine::ChatFormat;
 using kascade::engine::Tokenizer;
-using kascade::testing::error_of;
 using kascade::testing::kHfData;
 using kascade::testing::read_json;
 
