@@ -28,7 +28,8 @@
 // the worst tile. A saved report holds w and both coverage matrices, so a plan for another
 // objective is re-made from it without the model:
 //   kascade::CalibrationReport old = kascade::load_report("report.json");
-//   kascade::CalibrationReport variant = kascade::replan(old, 3, 8, 5, {kascade::LayerWeight::Uniform, kascade::TileAggregate::Min});
+//   kascade::CalibrationReport variant =
+//       kascade::replan(old, 3, 8, 5, {kascade::LayerWeight::Uniform, kascade::TileAggregate::Min});
 //
 // A tile counts towards the coverage only when its selection is a real choice (its prefix
 // b > k_cal) and it has attention mass. docs/calibration.md gives the math, these rules, the
