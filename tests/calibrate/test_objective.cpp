@@ -16,6 +16,7 @@ using kascade::CalibrationStats;
 using kascade::CoverageMatrix;
 using kascade::LayerWeight;
 using kascade::TileAggregate;
+using kascade::testing::add_single_head_layer;
 using kascade::testing::OwnedTensor;
 
 namespace {
@@ -52,19 +53,6 @@ CalibrationReport crafted_report() {
 }
 
 std::vector<int> chosen_anchors(const CalibrationReport& r) { return r.choices[static_cast<size_t>(r.chosen)].anchors; }
-
-void add_single_head_layer(CalibrationStats& stats, int layer, int64_t n, int tile,
-                           const std::vector<std::vector<float>>& rows, const std::vector<float>& diagonal) {
-  const int64_t tiles = kascade::num_tiles(0, n, tile);
-  OwnedTensor pooled({1, tiles, n});
-  OwnedTensor diag({1, tiles});
-  for (int64_t tau = 0; tau < tiles; ++tau) {
-    for (size_t i = 0; i < rows[static_cast<size_t>(tau)].size(); ++i)
-      pooled.at(0, tau, static_cast<int64_t>(i)) = rows[static_cast<size_t>(tau)][i];
-    diag.at(0, tau) = diagonal[static_cast<size_t>(tau)];
-  }
-  stats.add_layer(layer, pooled.view, diag.view);
-}
 
 }  // namespace
 
