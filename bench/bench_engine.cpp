@@ -56,7 +56,7 @@ Plan schedule_plan(const ModelConfig& c, double rho) {
   std::vector<int> anchors;
   for (int a = 0; a <= kScheduleAnchorsBesidesLayer0; ++a) anchors.push_back(a * stride);
   Plan plan = make_uniform_plan(c.name, c.layers, c.hq, c.hkv, c.head_dim, anchors);
-  plan.rho = rho;
+  plan.sparsity.rho = rho;
   return plan;
 }
 
@@ -165,7 +165,7 @@ class EngineMode final : public Mode {
     r["hkv"] = c.hkv;
     r["head_dim"] = c.head_dim;
     r["dtype"] = "bf16";
-    r["rho"] = plan ? json(plan->rho) : json(1.0);
+    r["rho"] = plan ? json(plan->sparsity.rho) : json(1.0);
     r["anchors"] = plan ? json(plan->anchors) : json::array();
     r["page_size"] = 16;
     r["prefill_chunk"] = chunk_;

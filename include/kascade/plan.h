@@ -82,13 +82,9 @@ struct Plan {
   // Layer roles and head map (SPEC 2).
   std::vector<int> anchors;             // sorted, unique, anchors[0] == 0
   std::vector<std::vector<int>> head_map;  // [layers][hkv]
-  // Top-k policy (SPEC 3, 5).
-  double rho = kDefaultRho;
-  int k_min = kDefaultKMin;
-  int k_multiple = 1;
-  int tile = kDefaultTile;
-  BudgetMode budget = BudgetMode::Rolling;
-  Pooling pooling = Pooling::Group;
+  // Top-k policy (SPEC 3, 5): the "sparsity" object. Its scale is not part of a plan and stays
+  // NaN (the model's own 1/sqrt(D) or configured scale applies).
+  SparsityParams sparsity;
   PlanProvenance provenance;
   std::optional<PlanCalibration> calibration;
 
@@ -101,7 +97,7 @@ struct Plan {
   // Kv head of anchor_of(layer) whose selection kv head `kv_head` of `layer` reads.
   int source_head(int layer, int kv_head) const;
   // The top-k policy as the attention calls take it (scale left to the model: NaN).
-  SparsityParams params() const;
+  const SparsityParams& params() const { return sparsity; }
 };
 
 // Parses plan JSON text; `name` (usually the path) prefixes every error. Validates fully.

@@ -333,12 +333,8 @@ Plan make_plan(const CalibrationReport& report, const CalibrationTarget& model, 
   const AnchorChoice& choice = report.choices[static_cast<size_t>(report.chosen)];
   Plan plan = make_uniform_plan(model.name, model.layers, model.hq, model.hkv, model.head_dim, choice.anchors);
   if (per_group) plan.head_map = report.head_map;
-  plan.rho = params.rho;
-  plan.k_min = params.k_min;
-  plan.k_multiple = params.k_multiple;
-  plan.tile = params.tile;
-  plan.budget = params.budget;
-  plan.pooling = params.pooling;
+  plan.sparsity = params;
+  plan.sparsity.scale = NAN;  // not part of a plan: the model's own scale applies
   plan.provenance = provenance;
   PlanCalibration calibration;
   calibration.k_cal = report.k_cal;

@@ -126,7 +126,7 @@ int run_model_demo(const Args& args) {
               model.config.layers, model.config.hq, model.config.hkv, backend.c_str());
   std::printf("plan: %s (anchors", plan_path.c_str());
   for (int a : plan.anchors) std::printf(" %d", a);
-  std::printf("; rho %.2f, k_min %d)\n", plan.rho, plan.k_min);
+  std::printf("; rho %.2f, k_min %d)\n", plan.sparsity.rho, plan.sparsity.k_min);
   std::printf("prompt: task %s, %d tokens; the hidden answer is \"%s\"\n", o.task.c_str(), o.length,
               one_line(ex.answer_text).c_str());
   std::printf("question: ...%s\n\n", one_line(tok.decode(ex.query)).c_str());

@@ -110,10 +110,10 @@ int run_synthetic_demo(const Args& args) {
     o.hq = plan.hq;
     o.hkv = plan.hkv;
     o.head_dim = plan.head_dim;
-    o.rho = plan.rho;
+    o.rho = plan.sparsity.rho;
   } else {
     plan = make_uniform_plan("synthetic", o.layers, o.hq, o.hkv, o.head_dim, {0, o.layers / 2});
-    plan.rho = o.rho;
+    plan.sparsity.rho = o.rho;
   }
   std::mt19937 rng(o.seed);
   // Heavy positions of each kv head: ~3% of the context, plus the first tokens (attention sinks).
@@ -123,7 +123,7 @@ int run_synthetic_demo(const Args& args) {
     for (int i = 0; i < o.context; ++i) h[i] = (i < 4) || pick(rng);
 
   std::printf("kascade demo: %d layers, Hq %d, Hkv %d, D %d, context %d, rho %.2f, anchors", o.layers, o.hq, o.hkv,
-              o.head_dim, o.context, plan.rho);
+              o.head_dim, o.context, plan.sparsity.rho);
   for (int a : plan.anchors) std::printf(" %d", a);
   std::printf("\n(synthetic data, CPU reference; errors are relative L2 against dense attention)\n\n");
   std::printf("%5s  %-7s  %17s  %10s  %17s  %10s\n", "layer", "role", "decode keys read", "decode err",
@@ -170,7 +170,7 @@ int run_synthetic_demo(const Args& args) {
     const ref::Selection& sd = decode_sel[slot];
     const ref::Selection& sp = prefill_sel[slot];
     const double keys_d = role == Role::Dense ? n : sd.row_count(0, 0);
-    const double keys_p = role == Role::Dense ? n : mean_keys_per_query(sp, plan.tile, nq);
+    const double keys_p = role == Role::Dense ? n : mean_keys_per_query(sp, plan.sparsity.tile, nq);
     const double err_d = ref::relative_l2_error(want_d.out.data(), got_d.out.data(), got_d.out.size());
     const double err_p = ref::relative_l2_error(want_p.out.data(), got_p.out.data(), got_p.out.size());
     read_sparse += keys_d;

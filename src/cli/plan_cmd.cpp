@@ -75,8 +75,8 @@ void show(const std::string& path) {
         << " entries borrow another kv head's selection:\n"
         << borrowed.str();
   }
-  out << "sparsity: rho " << plan.rho << ", k_min " << plan.k_min << ", k_multiple " << plan.k_multiple << ", tile "
-      << plan.tile << ", budget " << to_string(plan.budget) << ", pooling " << to_string(plan.pooling) << "\n";
+  out << "sparsity: rho " << plan.sparsity.rho << ", k_min " << plan.sparsity.k_min << ", k_multiple " << plan.sparsity.k_multiple << ", tile "
+      << plan.sparsity.tile << ", budget " << to_string(plan.sparsity.budget) << ", pooling " << to_string(plan.sparsity.pooling) << "\n";
 
   const PlanProvenance& p = plan.provenance;
   out << "provenance:";

@@ -175,19 +175,19 @@ Plan plan_from_json(const Json& root, const std::string& name) {
   for (size_t j = 0; j < map.size(); ++j) plan.head_map.push_back(read_int_array(map[j], index_path("head_map", j), name));
 
   ObjectReader sparsity(top.required("sparsity"), "sparsity", name);
-  plan.rho = read_number(sparsity.required("rho"), sparsity.path("rho"), name);
-  plan.k_min = read_int(sparsity.required("k_min"), sparsity.path("k_min"), name);
-  plan.k_multiple = read_int(sparsity.required("k_multiple"), sparsity.path("k_multiple"), name);
-  plan.tile = read_int(sparsity.required("tile"), sparsity.path("tile"), name);
+  plan.sparsity.rho = read_number(sparsity.required("rho"), sparsity.path("rho"), name);
+  plan.sparsity.k_min = read_int(sparsity.required("k_min"), sparsity.path("k_min"), name);
+  plan.sparsity.k_multiple = read_int(sparsity.required("k_multiple"), sparsity.path("k_multiple"), name);
+  plan.sparsity.tile = read_int(sparsity.required("tile"), sparsity.path("tile"), name);
   const std::string budget = read_string(sparsity.required("budget"), sparsity.path("budget"), name);
   const std::string pooling = read_string(sparsity.required("pooling"), sparsity.path("pooling"), name);
   try {
-    plan.budget = parse_budget(budget);
+    plan.sparsity.budget = parse_budget(budget);
   } catch (const Error& e) {
     fail_at(name, sparsity.path("budget"), e.what());
   }
   try {
-    plan.pooling = parse_pooling(pooling);
+    plan.sparsity.pooling = parse_pooling(pooling);
   } catch (const Error& e) {
     fail_at(name, sparsity.path("pooling"), e.what());
   }
@@ -297,22 +297,24 @@ void validate_plan(const Plan& plan, const std::string& name) {
         fail_at(name, path,
                 std::to_string(src) + ": layer " + std::to_string(j) + " is an anchor and must map kv head " +
                     std::to_string(g) + " to itself");
-      if (plan.pooling == Pooling::All && src != g)
+      if (plan.sparsity.pooling == Pooling::All && src != g)
         fail_at(name, path,
                 std::to_string(src) + ": with pooling 'all' every layer shares one selection, so the head map must "
                                       "be the identity");
     }
   }
 
-  if (!(plan.rho > 0.0 && plan.rho <= 1.0))  // also rejects NaN
-    fail_at(name, "sparsity.rho", format_double(plan.rho) + " is out of range (0, 1]");
-  check_range(plan.k_min, 1, std::numeric_limits<int>::max(), "sparsity.k_min", name);
-  check_range(plan.k_multiple, 1, std::numeric_limits<int>::max(), "sparsity.k_multiple", name);
-  check_range(plan.tile, 1, std::numeric_limits<int>::max(), "sparsity.tile", name);
-  if (plan.budget != BudgetMode::Rolling && plan.budget != BudgetMode::Fixed)
+  if (!(plan.sparsity.rho > 0.0 && plan.sparsity.rho <= 1.0))  // also rejects NaN
+    fail_at(name, "sparsity.rho", format_double(plan.sparsity.rho) + " is out of range (0, 1]");
+  check_range(plan.sparsity.k_min, 1, std::numeric_limits<int>::max(), "sparsity.k_min", name);
+  check_range(plan.sparsity.k_multiple, 1, std::numeric_limits<int>::max(), "sparsity.k_multiple", name);
+  check_range(plan.sparsity.tile, 1, std::numeric_limits<int>::max(), "sparsity.tile", name);
+  if (plan.sparsity.budget != BudgetMode::Rolling && plan.sparsity.budget != BudgetMode::Fixed)
     fail_at(name, "sparsity.budget", "invalid budget mode");
-  if (plan.pooling != Pooling::Group && plan.pooling != Pooling::All)
+  if (plan.sparsity.pooling != Pooling::Group && plan.sparsity.pooling != Pooling::All)
     fail_at(name, "sparsity.pooling", "invalid pooling mode");
+  if (!std::isnan(plan.sparsity.scale))
+    fail_at(name, "sparsity.scale", "is not part of a plan (the model's own scale applies)");
 
   if (plan.calibration) {
     const PlanCalibration& c = *plan.calibration;
@@ -386,16 +388,6 @@ int Plan::source_head(int layer, int kv_head) const {
   return head_map[layer][kv_head];
 }
 
-SparsityParams Plan::params() const {
-  SparsityParams p;
-  p.rho = rho;
-  p.k_min = k_min;
-  p.k_multiple = k_multiple;
-  p.tile = tile;
-  p.budget = budget;
-  p.pooling = pooling;
-  return p;  // scale stays NaN: the model's own 1/sqrt(D) (or its configured scale)
-}
 
 // ---- I/O ----------------------------------------------------------------------------------------
 
@@ -424,12 +416,12 @@ std::string to_json(const Plan& plan) {
                 {"head_dim", plan.head_dim}};
   j["anchors"] = plan.anchors;
   j["head_map"] = plan.head_map;
-  j["sparsity"] = {{"rho", plan.rho},
-                   {"k_min", plan.k_min},
-                   {"k_multiple", plan.k_multiple},
-                   {"tile", plan.tile},
-                   {"budget", to_string(plan.budget)},
-                   {"pooling", to_string(plan.pooling)}};
+  j["sparsity"] = {{"rho", plan.sparsity.rho},
+                   {"k_min", plan.sparsity.k_min},
+                   {"k_multiple", plan.sparsity.k_multiple},
+                   {"tile", plan.sparsity.tile},
+                   {"budget", to_string(plan.sparsity.budget)},
+                   {"pooling", to_string(plan.sparsity.pooling)}};
   OrderedJson provenance = OrderedJson::object();
   // Optional strings: an empty one is the same as an absent one and is not written.
   if (!plan.provenance.dev_set.empty()) provenance["dev_set"] = plan.provenance.dev_set;

@@ -59,7 +59,7 @@ class CpuCore {
       check_plan_matches(*plan_, c_.layers, c_.hq, c_.hkv, c_.head_dim);
       // Prefill tiles are aligned at each chunk's first position: whole tiles per chunk keep
       // the tiling of a long prompt the same as in one call.
-      chunk_ = (chunk_ + plan_->tile - 1) / plan_->tile * plan_->tile;
+      chunk_ = (chunk_ + plan_->sparsity.tile - 1) / plan_->sparsity.tile * plan_->sparsity.tile;
     }
   }
 
@@ -337,8 +337,8 @@ class CpuCore {
         continue;
       }
       for (int tau = 0; tau < sel.num_tiles; ++tau) {
-        const int64_t b = tile_begin(n0, tau, plan_->tile);
-        const int64_t e = tile_end(n0, n, tau, plan_->tile);
+        const int64_t b = tile_begin(n0, tau, plan_->sparsity.tile);
+        const int64_t e = tile_end(n0, n, tau, plan_->sparsity.tile);
         for (int64_t t = b; t < e; ++t) {
           s.stats.keys_read += static_cast<double>(group) * (sel.row_count(set, tau) + (t - b + 1));
         }

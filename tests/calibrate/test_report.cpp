@@ -124,8 +124,8 @@ TEST(MakePlan, GroupPoolingCarriesAnchorsHeadMapAndCalibration) {
   const kascade::Plan plan = kascade::make_plan(report, {"tiny", L, 6, H, 16}, params, provenance);
   EXPECT_EQ(plan.anchors, report.choices[1].anchors);
   EXPECT_EQ(plan.head_map, report.head_map);
-  EXPECT_EQ(plan.rho, 0.2);
-  EXPECT_EQ(plan.tile, 4);
+  EXPECT_EQ(plan.sparsity.rho, 0.2);
+  EXPECT_EQ(plan.sparsity.tile, 4);
   EXPECT_EQ(plan.provenance.dev_set, "random");
   ASSERT_TRUE(plan.calibration.has_value());
   EXPECT_EQ(plan.calibration->k_cal, 4);
@@ -151,7 +151,7 @@ TEST(MakePlan, AllHeadsPoolingNeedsOneSelectionSet) {
   const CalibrationReport pooled = kascade::make_report(random_stats(4, 1, 3, 4, 5), 2, 2, 2);
   const kascade::Plan plan = kascade::make_plan(pooled, {"tiny", 4, 4, 2, 16}, params);
   for (const std::vector<int>& row : plan.head_map) EXPECT_EQ(row, (std::vector<int>{0, 1}));
-  EXPECT_EQ(plan.pooling, kascade::Pooling::All);
+  EXPECT_EQ(plan.sparsity.pooling, kascade::Pooling::All);
 }
 
 TEST(MakePlan, Mismatches) {

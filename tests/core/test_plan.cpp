@@ -72,12 +72,12 @@ TEST(Plan, ParsesEveryField) {
   EXPECT_EQ(p.head_dim, 8);
   EXPECT_EQ(p.anchors, (std::vector<int>{0, 2}));
   EXPECT_EQ(p.head_map[1], (std::vector<int>{1, 0}));
-  EXPECT_EQ(p.rho, 0.25);
-  EXPECT_EQ(p.k_min, 16);
-  EXPECT_EQ(p.k_multiple, 8);
-  EXPECT_EQ(p.tile, 32);
-  EXPECT_EQ(p.budget, BudgetMode::Fixed);
-  EXPECT_EQ(p.pooling, Pooling::Group);
+  EXPECT_EQ(p.sparsity.rho, 0.25);
+  EXPECT_EQ(p.sparsity.k_min, 16);
+  EXPECT_EQ(p.sparsity.k_multiple, 8);
+  EXPECT_EQ(p.sparsity.tile, 32);
+  EXPECT_EQ(p.sparsity.budget, BudgetMode::Fixed);
+  EXPECT_EQ(p.sparsity.pooling, Pooling::Group);
   EXPECT_EQ(p.provenance.dev_set, "unit");
   EXPECT_EQ(p.provenance.date, "2026-01-01");
   EXPECT_EQ(p.provenance.tool_version, "0.1.0");
@@ -107,11 +107,11 @@ TEST(Plan, OptionalPartsMayBeAbsent) {
 
 TEST(Plan, JsonRoundTripIsExact) {
   Plan p = parse_plan(base_plan_json().dump(), "base");
-  p.rho = 0.1;  // not exactly representable: must survive the text round trip bit for bit
+  p.sparsity.rho = 0.1;  // not exactly representable: must survive the text round trip bit for bit
   p.calibration->importance[1] = 1.0 / 3.0;
   const std::string text = to_json(p);
   const Plan q = parse_plan(text, "round trip");
-  EXPECT_EQ(q.rho, p.rho);
+  EXPECT_EQ(q.sparsity.rho, p.sparsity.rho);
   EXPECT_EQ(q.calibration->importance, p.calibration->importance);
   EXPECT_EQ(q.head_map, p.head_map);
   EXPECT_EQ(q.anchors, p.anchors);
@@ -190,9 +190,9 @@ TEST(Plan, UniformPlan) {
   const Plan p = make_uniform_plan("smollm2-135m", 30, 9, 3, 64, {0, 10, 20});
   EXPECT_EQ(p.head_map.size(), 30u);
   for (const auto& row : p.head_map) EXPECT_EQ(row, (std::vector<int>{0, 1, 2}));
-  EXPECT_EQ(p.rho, kDefaultRho);
-  EXPECT_EQ(p.k_min, kDefaultKMin);
-  EXPECT_EQ(p.tile, kDefaultTile);
+  EXPECT_EQ(p.sparsity.rho, kDefaultRho);
+  EXPECT_EQ(p.sparsity.k_min, kDefaultKMin);
+  EXPECT_EQ(p.sparsity.tile, kDefaultTile);
   EXPECT_EQ(p.role_of(10), Role::Anchor);
   EXPECT_EQ(p.anchor_of(29), 20);
   EXPECT_THROW(make_uniform_plan("m", 4, 4, 2, 8, {1}), Error);        // no layer 0
@@ -206,9 +206,9 @@ TEST(Plan, ExamplePlansLoad) {
   EXPECT_NO_THROW(check_plan_matches(smol, 30, 9, 3, 64));
   EXPECT_EQ(smol.role_of(0), Role::Dense);
   const Plan tiny = load_plan(plan_fixture("tiny-fixed-budget.json"));
-  EXPECT_EQ(tiny.budget, BudgetMode::Fixed);
+  EXPECT_EQ(tiny.sparsity.budget, BudgetMode::Fixed);
   const Plan pooled = load_plan(plan_fixture("llama3-8b-all-pooled.json"));
-  EXPECT_EQ(pooled.pooling, Pooling::All);
+  EXPECT_EQ(pooled.sparsity.pooling, Pooling::All);
   EXPECT_NO_THROW(check_plan_matches(pooled, 32, 32, 8, 128));
 }
 
@@ -383,7 +383,7 @@ TEST(PlanMalformed, NonFiniteValuesInCode) {
   Plan p = parse_plan(base_plan_json().dump(), "base");
   ASSERT_EQ(validate_error(p), "");
   Plan a = p;
-  a.rho = NAN;
+  a.sparsity.rho = NAN;
   EXPECT_EQ(validate_error(a), "p: sparsity.rho: nan is out of range (0, 1]");
   Plan b = p;
   b.calibration->importance[1] = INFINITY;
@@ -398,10 +398,13 @@ TEST(PlanMalformed, NonFiniteValuesInCode) {
   e.calibration->candidates[0].score = NAN;
   EXPECT_EQ(validate_error(e), "p: calibration.candidates[0].score: must be finite");
   Plan f = p;
-  f.budget = static_cast<BudgetMode>(7);
+  f.sparsity.budget = static_cast<BudgetMode>(7);
   EXPECT_EQ(validate_error(f), "p: sparsity.budget: invalid budget mode");
   Plan g = p;
-  g.pooling = static_cast<Pooling>(7);
+  g.sparsity.pooling = static_cast<Pooling>(7);
   EXPECT_EQ(validate_error(g), "p: sparsity.pooling: invalid pooling mode");
+  Plan h = p;  // the JSON has no scale: a plan that sets one could not round-trip
+  h.sparsity.scale = 0.5f;
+  EXPECT_EQ(validate_error(h), "p: sparsity.scale: is not part of a plan (the model's own scale applies)");
   EXPECT_THROW(to_json(a), Error);
 }

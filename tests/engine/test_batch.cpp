@@ -63,8 +63,8 @@ TEST(Batch, DenseBatchEqualsOneSequenceAtATime) { check_batch_equals_singles(nul
 TEST(Batch, PlannedBatchEqualsOneSequenceAtATime) {
   const auto& c = default_model().config;
   kascade::Plan plan = kascade::make_uniform_plan("smollm2-135m", c.layers, c.hq, c.hkv, c.head_dim, {0, 10, 20});
-  plan.k_min = 4;  // sparse even on these short prompts
-  plan.tile = 8;
+  plan.sparsity.k_min = 4;  // sparse even on these short prompts
+  plan.sparsity.tile = 8;
   check_batch_equals_singles(&plan);
 }
 

@@ -88,7 +88,7 @@ TEST(CudaBackend, MatchesCpuDenseOrRefusesInOneLine) {
 TEST(CudaBackend, MatchesCpuThroughAPlanWithRhoOneOrRefusesInOneLine) {
   const auto& c = default_model().config;
   kascade::Plan plan = kascade::make_uniform_plan("smollm2-135m", c.layers, c.hq, c.hkv, c.head_dim, {0, 6, 15, 24});
-  plan.rho = 1.0;  // every key selected: the anchor, layer-0 and reuse kernels must equal dense
+  plan.sparsity.rho = 1.0;  // every key selected: the anchor, layer-0 and reuse kernels must equal dense
   plan.head_map[7] = {2, 0, 1};
   std::unique_ptr<Backend> gpu = cuda_backend_or_reason(&plan);
   if (!gpu) return;

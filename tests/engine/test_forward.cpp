@@ -45,8 +45,8 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
 kascade::Plan smollm2_plan(double rho, int k_min) {
   const auto& c = default_model().config;
   kascade::Plan plan = kascade::make_uniform_plan("smollm2-135m", c.layers, c.hq, c.hkv, c.head_dim, {0, 6, 15, 24});
-  plan.rho = rho;
-  plan.k_min = k_min;
+  plan.sparsity.rho = rho;
+  plan.sparsity.k_min = k_min;
   // A non-identity head map on one reuse layer, so the map is exercised.
   plan.head_map[7] = {2, 0, 1};
   kascade::validate_plan(plan);

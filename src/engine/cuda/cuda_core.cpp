@@ -94,7 +94,7 @@ CudaCore::CudaCore(std::shared_ptr<const CudaWeights> weights, const Plan* plan,
   if (plan_) {
     check_plan_matches(*plan_, c_.layers, c_.hq, c_.hkv, c_.head_dim);
     // Whole tiles per chunk keep a long prompt's tiling equal to one call's (as the CPU backend).
-    chunk_ = (chunk_ + plan_->tile - 1) / plan_->tile * plan_->tile;
+    chunk_ = (chunk_ + plan_->sparsity.tile - 1) / plan_->sparsity.tile * plan_->sparsity.tile;
     sparsity_ = plan_->params();
     selections_.resize(plan_->anchors.size());
   }

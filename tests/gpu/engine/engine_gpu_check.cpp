@@ -409,7 +409,7 @@ Json check_case(const std::string& name, const Model& model, const Plan* plan, c
   Json j = stats.to_json();
   j["name"] = name;
   j["model"] = model.config.name;
-  j["plan"] = plan ? "anchors " + Json(plan->anchors).dump() + ", rho " + std::to_string(plan->rho) : "dense";
+  j["plan"] = plan ? "anchors " + Json(plan->anchors).dump() + ", rho " + std::to_string(plan->sparsity.rho) : "dense";
   j["prompt_tokens"] = prompt_tokens;
   j["prompt"] = text_prompt ? "text" : "random tokens";
   j["chunk"] = o.chunk;
@@ -672,7 +672,7 @@ Json check_batch(const std::string& name, const Model& model, const Plan* plan, 
   Json j = vs_single.to_json();
   j["name"] = name;
   j["model"] = model.config.name;
-  j["plan"] = plan ? "anchors " + Json(plan->anchors).dump() + ", rho " + std::to_string(plan->rho) : "dense";
+  j["plan"] = plan ? "anchors " + Json(plan->anchors).dump() + ", rho " + std::to_string(plan->sparsity.rho) : "dense";
   j["prompt_lengths"] = lengths;
   j["chunk"] = o.chunk;
   j["decode_steps"] = kDecodeSteps;
@@ -753,7 +753,7 @@ std::vector<Json> bench_mode(const Model& model, const Plan* plan, const Options
   const Json base{{"phase", "e2e"},    {"impl", "kascade-engine-cuda"}, {"role", plan ? "schedule" : "dense"},
                   {"batch", 1},        {"context", o.bench_context},   {"hq", c.hq},
                   {"hkv", c.hkv},      {"head_dim", c.head_dim},       {"dtype", "bf16"},
-                  {"rho", plan ? Json(plan->rho) : Json(1.0)},          {"page_size", 16},
+                  {"rho", plan ? Json(plan->sparsity.rho) : Json(1.0)},          {"page_size", 16},
                   {"layers", c.layers}, {"model", c.name}};
   Json prefill = base, decode = base;
   prefill["stage"] = "prefill";
@@ -894,7 +894,7 @@ int run(int argc, char** argv) {
     Json cases = Json::array();
     cases.push_back(check_case("smollm2-shape dense", smol, nullptr, o, true, all_passed));
     Plan full = plan;  // rho = 1: every key selected, so the sparse paths must equal dense
-    full.rho = 1.0;
+    full.sparsity.rho = 1.0;
     cases.push_back(check_case("smollm2-shape plan rho=1", smol, &full, o, true, all_passed));
     cases.push_back(check_case("smollm2-shape plan", smol, &plan, o, false, all_passed));
     cases.push_back(check_override("smollm2-shape override", smol, o, all_passed));
