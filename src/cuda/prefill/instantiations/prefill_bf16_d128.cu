@@ -1,4 +1,0 @@
-// Prefill attention and pooled-mass kernels for bf16 storage, head dim 128 (one unit per pair).
-#include "../prefill_kernels.cuh"
-
-KASCADE_INSTANTIATE_PREFILL(__nv_bfloat16, 128)
