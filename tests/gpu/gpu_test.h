@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/cuda_check.h"
+#include "common/device_buffer.h"
 #include "kascade/tensor.h"
 
 namespace kascade::gpu_test {
@@ -49,31 +50,8 @@ struct CaseRegistrar {
   CaseRegistrar(const char* family, std::function<void(CaseList&)> make_cases);
 };
 
-// Plain device allocation (inputs).
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t bytes);
-  ~DeviceBuffer();
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  DeviceBuffer(DeviceBuffer&& other) noexcept { swap(other); }
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
-    swap(other);
-    return *this;
-  }
-  void* get() const { return ptr_; }
-  size_t bytes() const { return bytes_; }
-  void upload(const void* host, size_t bytes);
-  void download(void* host, size_t bytes) const;
- private:
-  void swap(DeviceBuffer& other) noexcept {
-    std::swap(ptr_, other.ptr_);
-    std::swap(bytes_, other.bytes_);
-  }
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
+// One owning device allocation for the whole program (src/cuda/common/device_buffer.h).
+using ::kascade::cuda::DeviceBuffer;
 
 // Device allocation with sentinel guard regions before and after the payload.
 class GuardedBuffer {

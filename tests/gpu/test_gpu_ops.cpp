@@ -33,21 +33,6 @@ CaseRegistrar::CaseRegistrar(const char* family, std::function<void(CaseList&)> 
   registry()[family] = std::move(make_cases);
 }
 
-DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
-  if (bytes > 0) KASCADE_CUDA_CHECK(cudaMalloc(&ptr_, bytes));
-}
-DeviceBuffer::~DeviceBuffer() {
-  if (ptr_ != nullptr) cudaFree(ptr_);
-}
-void DeviceBuffer::upload(const void* host, size_t bytes) {
-  KASCADE_CHECK(bytes <= bytes_, "DeviceBuffer: upload of " << bytes << " bytes into " << bytes_);
-  if (bytes > 0) KASCADE_CUDA_CHECK(cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice));
-}
-void DeviceBuffer::download(void* host, size_t bytes) const {
-  KASCADE_CHECK(bytes <= bytes_, "DeviceBuffer: download of " << bytes << " bytes from " << bytes_);
-  if (bytes > 0) KASCADE_CUDA_CHECK(cudaMemcpy(host, ptr_, bytes, cudaMemcpyDeviceToHost));
-}
-
 GuardedBuffer::GuardedBuffer(size_t bytes) : bytes_(bytes), storage_(bytes + 2 * kGuardBytes) {
   KASCADE_CUDA_CHECK(cudaMemset(storage_.get(), kSentinel, bytes + 2 * kGuardBytes));
   poison();

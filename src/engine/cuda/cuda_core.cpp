@@ -36,7 +36,7 @@ namespace kascade::engine {
 namespace {
 
 using cuda::bf16;
-using cuda::DeviceBuffer;
+using kascade::cuda::DeviceBuffer;
 
 constexpr int kInitialPagesPerSequence = 64;  // 1024 tokens before the first growth
 constexpr int64_t kMinLengthBound = int64_t{kInitialPagesPerSequence} * kPageSize;

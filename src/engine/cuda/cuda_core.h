@@ -35,7 +35,7 @@
 #include <memory>
 #include <vector>
 
-#include "device_buffer.h"
+#include "common/device_buffer.h"
 #include "device_weights.h"
 #include "host_attention.h"
 #include "kascade/attention.h"
@@ -99,10 +99,10 @@ class CudaCore {
  private:
   struct Geometry;  // the current step's layout (cuda_core.cpp)
   struct SelectionSlot {
-    cuda::DeviceBuffer decode_indices, decode_counts, prefill_indices, prefill_counts;
+    kascade::cuda::DeviceBuffer decode_indices, decode_counts, prefill_indices, prefill_counts;
   };
 
-  void grow(cuda::DeviceBuffer& buffer, size_t bytes);  // reserve; a moved buffer drops the graphs
+  void grow(kascade::cuda::DeviceBuffer& buffer, size_t bytes);  // reserve; a moved buffer drops the graphs
   void drop_graphs();
   void ensure_pages(CudaSequence& s, int tokens);
   void grow_pool(int pages);
@@ -118,7 +118,7 @@ class CudaCore {
   void overridden_attention(int layer, const Geometry& g);
   void call_query_key_hook(int layer, const Geometry& g);
   void call_attention_hook(int layer, const Geometry& g);
-  void copy_cache_rows(const cuda::DeviceBuffer& pool, const CudaSequence& s, int first, int count,
+  void copy_cache_rows(const kascade::cuda::DeviceBuffer& pool, const CudaSequence& s, int first, int count,
                        void* dst, cudaMemcpyKind kind);
   void count_keys(const CudaSegment& segment);
   void gemm(const cuda::bf16* x, int rows, int in, const cuda::bf16* w, int out, float* y);
@@ -138,8 +138,8 @@ class CudaCore {
   cublasHandle_t cublas_ = nullptr;
 
   // KV cache
-  std::vector<cuda::DeviceBuffer> k_pools_, v_pools_;  // per layer [pages, kPageSize, Hkv, D] bf16
-  std::vector<cuda::DeviceBuffer> head_maps_;          // per reuse layer [Hkv] int32
+  std::vector<kascade::cuda::DeviceBuffer> k_pools_, v_pools_;  // per layer [pages, kPageSize, Hkv, D] bf16
+  std::vector<kascade::cuda::DeviceBuffer> head_maps_;          // per reuse layer [Hkv] int32
   int pool_pages_ = 0;
   std::vector<int32_t> free_pages_;  // descending, so that pop_back hands out the lowest page
   int64_t length_bound_ = 0;         // DecodeShape::max_seq_len: bounds every sequence's length
@@ -147,13 +147,13 @@ class CudaCore {
   // step geometry: host staging (pinned) and its device copy
   int32_t* host_meta_ = nullptr;
   size_t host_meta_ints_ = 0;
-  cuda::DeviceBuffer meta_;
+  kascade::cuda::DeviceBuffer meta_;
   float* logits_staging_ = nullptr;  // pinned [rows][vocab]
   size_t logits_staging_floats_ = 0;
 
   std::vector<SelectionSlot> selections_;  // per anchor slot
-  cuda::DeviceBuffer workspace_, cublas_workspace_;
-  cuda::DeviceBuffer x_, h_, qkv_, q_, att_, o_, gate_up_, act_, logits_, kv_gather_k_, kv_gather_v_;
+  kascade::cuda::DeviceBuffer workspace_, cublas_workspace_;
+  kascade::cuda::DeviceBuffer x_, h_, qkv_, q_, att_, o_, gate_up_, act_, logits_, kv_gather_k_, kv_gather_v_;
 
   // graphs by decode batch size
   std::map<int, cudaGraphExec_t> graphs_;

@@ -13,7 +13,7 @@ namespace kascade::engine {
 
 namespace {
 
-using cuda::DeviceBuffer;
+using kascade::cuda::DeviceBuffer;
 
 // Uploads the row-wise concatenation of fp32 matrices as one bf16 matrix (round to nearest even).
 DeviceBuffer upload_bf16(std::initializer_list<const std::vector<float>*> parts) {

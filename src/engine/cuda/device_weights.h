@@ -14,31 +14,31 @@
 #include <memory>
 #include <vector>
 
-#include "device_buffer.h"
+#include "common/device_buffer.h"
 #include "kascade/engine/model.h"
 #include "layer_kernels.h"
 
 namespace kascade::engine {
 
 struct CudaLayerWeights {
-  cuda::DeviceBuffer attn_norm;  // [dim] fp32
-  cuda::DeviceBuffer wqkv;       // [(hq + 2 hkv) D][dim] bf16
-  cuda::DeviceBuffer bqkv;       // [(hq + 2 hkv) D] fp32 (qwen2), else empty
-  cuda::DeviceBuffer q_norm;     // [D] fp32 (qwen3), else empty
-  cuda::DeviceBuffer k_norm;     // [D] fp32 (qwen3), else empty
-  cuda::DeviceBuffer wo;         // [dim][hq D] bf16
-  cuda::DeviceBuffer ffn_norm;   // [dim] fp32
-  cuda::DeviceBuffer w_gate_up;  // [2 ffn][dim] bf16
-  cuda::DeviceBuffer w_down;     // [dim][ffn] bf16
+  kascade::cuda::DeviceBuffer attn_norm;  // [dim] fp32
+  kascade::cuda::DeviceBuffer wqkv;       // [(hq + 2 hkv) D][dim] bf16
+  kascade::cuda::DeviceBuffer bqkv;       // [(hq + 2 hkv) D] fp32 (qwen2), else empty
+  kascade::cuda::DeviceBuffer q_norm;     // [D] fp32 (qwen3), else empty
+  kascade::cuda::DeviceBuffer k_norm;     // [D] fp32 (qwen3), else empty
+  kascade::cuda::DeviceBuffer wo;         // [dim][hq D] bf16
+  kascade::cuda::DeviceBuffer ffn_norm;   // [dim] fp32
+  kascade::cuda::DeviceBuffer w_gate_up;  // [2 ffn][dim] bf16
+  kascade::cuda::DeviceBuffer w_down;     // [dim][ffn] bf16
 };
 
 struct CudaWeights {
   ModelConfig config;
   std::vector<CudaLayerWeights> layers;
-  cuda::DeviceBuffer token_embd;   // [vocab][dim] bf16
-  cuda::DeviceBuffer output;       // [vocab][dim] bf16, empty when tied to token_embd
-  cuda::DeviceBuffer output_norm;  // [dim] fp32
-  cuda::DeviceBuffer inv_freq;     // [D / 2] fp32 RoPE frequencies, llama3 factors divided in
+  kascade::cuda::DeviceBuffer token_embd;   // [vocab][dim] bf16
+  kascade::cuda::DeviceBuffer output;       // [vocab][dim] bf16, empty when tied to token_embd
+  kascade::cuda::DeviceBuffer output_norm;  // [dim] fp32
+  kascade::cuda::DeviceBuffer inv_freq;     // [D / 2] fp32 RoPE frequencies, llama3 factors divided in
 
   const cuda::bf16* output_matrix() const {
     return output.empty() ? token_embd.as<cuda::bf16>() : output.as<cuda::bf16>();

@@ -1,9 +1,11 @@
-// src/engine/cuda/device_buffer.h — an owning, grow-only device allocation.
+// src/cuda/common/device_buffer.h — an owning, grow-only device allocation, for the host code that
+// drives the kernels (the CUDA engine backend, the GPU test and benchmark programs).
 //
-// The backend sizes its scratch and cache buffers by the largest call seen so far; growing
-// frees the old block (after the device is idle) and, when asked, keeps its leading bytes.
+//   DeviceBuffer b(bytes);              // or default-construct, then b.reserve(bytes)
+//   b.upload(host, n);  b.download(host, n);  float* p = b.as<float>();
 //
-//   DeviceBuffer b;  b.reserve(bytes);  float* p = b.as<float>();
+// Growing frees the old block (cudaFree waits for the device) and, when asked, keeps its leading
+// bytes; buffers only move, never copy.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -11,13 +13,15 @@
 #include <cstddef>
 #include <utility>
 
-#include "common/cuda_check.h"
+#include "cuda_check.h"
+#include "kascade/error.h"
 
-namespace kascade::engine::cuda {
+namespace kascade::cuda {
 
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes) { reserve(bytes); }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   DeviceBuffer(DeviceBuffer&& other) noexcept { swap(other); }
@@ -39,7 +43,7 @@ class DeviceBuffer {
                                             cudaMemcpyDeviceToDevice);
       if (status != cudaSuccess) {
         cudaFree(grown);
-        ::kascade::cuda::throw_cuda_error("cudaMemcpy (growing a device buffer)", status);
+        throw_cuda_error("cudaMemcpy (growing a device buffer)", status);
       }
     }
     if (data_) KASCADE_CUDA_CHECK(cudaFree(data_));
@@ -47,12 +51,18 @@ class DeviceBuffer {
     bytes_ = bytes;
   }
 
-  // Allocates exactly `bytes` and copies `host` into it.
+  // Copies `bytes` from the host into the start of the buffer, growing it first if needed.
   void upload(const void* host, size_t bytes) {
     reserve(bytes);
-    KASCADE_CUDA_CHECK(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice));
+    if (bytes > 0) KASCADE_CUDA_CHECK(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice));
+  }
+  // Copies the first `bytes` of the buffer to the host.
+  void download(void* host, size_t bytes) const {
+    KASCADE_CHECK(bytes <= bytes_, "DeviceBuffer: download of " << bytes << " bytes from " << bytes_);
+    if (bytes > 0) KASCADE_CUDA_CHECK(cudaMemcpy(host, data_, bytes, cudaMemcpyDeviceToHost));
   }
 
+  void* get() const { return data_; }
   template <typename T>
   T* as() const {
     return static_cast<T*>(data_);
@@ -69,4 +79,4 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
-}  // namespace kascade::engine::cuda
+}  // namespace kascade::cuda
