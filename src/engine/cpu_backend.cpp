@@ -7,7 +7,7 @@
 #include <cstring>
 #include <thread>
 
-#include "batch_schedule.h"
+#include "backend_front.h"
 #include "cpu_kernels.h"
 #include "kascade/budget.h"
 #include "kascade/engine/backend.h"
@@ -51,6 +51,12 @@ struct Segment {
 // attention are per sequence.
 class CpuCore {
  public:
+  using Sequence = ::kascade::engine::Sequence;
+  using Segment = ::kascade::engine::Segment;
+  static Segment segment(Sequence* seq, const int32_t* tokens, int count, float* logits, bool all_logits) {
+    return Segment{seq, tokens, count, 0, logits, all_logits};
+  }
+
   CpuCore(const Model& model, const Plan* plan, const BackendOptions& options)
       : m_(model), c_(model.config), plan_(plan), options_(options), pool_(resolve_threads(options.threads)) {
     KASCADE_CHECK(options.prefill_chunk >= 1, "prefill chunk must be at least 1 token, got " << options.prefill_chunk);
@@ -63,6 +69,7 @@ class CpuCore {
     }
   }
 
+  int vocab() const { return c_.vocab; }
   int chunk() const { return chunk_; }
   const BackendOptions& options() const { return options_; }
   void set_attention_hook(AttentionHook hook) { hook_ = std::move(hook); }
@@ -75,6 +82,13 @@ class CpuCore {
     s.k_cache.resize(static_cast<size_t>(c_.layers));
     s.v_cache.resize(static_cast<size_t>(c_.layers));
     s.selections.assign(plan_ ? plan_->anchors.size() : 0, ref::Selection{});
+  }
+
+  void truncate(Sequence& s, int position) const {
+    KASCADE_CHECK(position >= 0 && position <= s.n,
+                  "truncate: position " << position << " is outside the cached 0.." << s.n << " tokens");
+    // Cache rows past `position` are overwritten by the next forward(); anchors select afresh.
+    s.n = position;
   }
 
   void check_tokens(const std::vector<int32_t>& tokens) const {
@@ -359,87 +373,15 @@ class CpuCore {
   std::vector<float> x_, h_, q_, k_, v_, att_, o_, gate_, up_, qh_, kh_, vh_, oh_;
 };
 
-class CpuBackend final : public Backend {
+class CpuBackend final : public SequenceFront<CpuCore> {
  public:
-  CpuBackend(const Model& model, const Plan* plan, const BackendOptions& options)
-      : vocab_(model.config.vocab), core_(model, plan, options) {
-    core_.reset(seq_);
-  }
+  using SequenceFront::SequenceFront;
   const char* name() const override { return "cpu"; }
-  void reset() override { core_.reset(seq_); }
-  int position() const override { return seq_.n; }
-  AttentionStats stats() const override { return seq_.stats; }
-  void set_attention_hook(AttentionHook hook) override { core_.set_attention_hook(std::move(hook)); }
-  void set_query_key_hook(QueryKeyHook hook) override { core_.set_query_key_hook(std::move(hook)); }
-  void set_attention_override(AttentionOverride attention) override {
-    core_.set_attention_override(std::move(attention));
-  }
-  void truncate(int position) override {
-    KASCADE_CHECK(position >= 0 && position <= seq_.n,
-                  "truncate: position " << position << " is outside the cached 0.." << seq_.n << " tokens");
-    // Cache rows past `position` are overwritten by the next forward(); anchors select afresh.
-    seq_.n = position;
-  }
-
-  std::vector<float> forward(const std::vector<int32_t>& tokens, bool all_logits) override {
-    KASCADE_CHECK(!tokens.empty(), "forward: no tokens");
-    core_.check_tokens(tokens);
-    const int total = static_cast<int>(tokens.size());
-    const int vocab = vocab_;
-    std::vector<float> logits(static_cast<size_t>(all_logits ? total : 1) * vocab);
-    for (int done = 0; done < total;) {
-      const int count = std::min(core_.chunk(), total - done);
-      const bool last = done + count == total;
-      float* out = all_logits ? logits.data() + static_cast<size_t>(done) * vocab : (last ? logits.data() : nullptr);
-      std::vector<Segment> segments{{&seq_, tokens.data() + done, count, 0, out, all_logits}};
-      core_.step(segments);
-      done += count;
-      if (core_.options().on_prefill_progress && total > 1) core_.options().on_prefill_progress(done, total);
-    }
-    return logits;
-  }
-
- private:
-  int vocab_;
-  CpuCore core_;
-  Sequence seq_;
 };
 
-class CpuBatchBackend final : public BatchBackend {
+class CpuBatchBackend final : public BatchFront<CpuCore> {
  public:
-  CpuBatchBackend(const Model& model, const Plan* plan, int batch, const BackendOptions& options)
-      : model_(model), core_(model, plan, options) {
-    KASCADE_CHECK(batch >= 1, "batch backend: batch size must be at least 1, got " << batch);
-    seqs_.resize(static_cast<size_t>(batch));
-    for (Sequence& s : seqs_) core_.reset(s);
-  }
-  int batch_size() const override { return static_cast<int>(seqs_.size()); }
-  void reset() override {
-    for (Sequence& s : seqs_) core_.reset(s);
-  }
-  int position(int seq) const override { return at(seq).n; }
-  AttentionStats stats(int seq) const override { return at(seq).stats; }
-
-  std::vector<std::vector<float>> forward(const std::vector<std::vector<int32_t>>& tokens) override {
-    KASCADE_CHECK(tokens.size() == seqs_.size(), "batch forward: " << tokens.size() << " token lists for a batch of "
-                                                                    << seqs_.size());
-    for (const std::vector<int32_t>& t : tokens) core_.check_tokens(t);
-    return run_batch_in_chunks<Segment>(
-        tokens, core_.chunk(), static_cast<size_t>(model_.config.vocab),
-        [&](size_t b, const int32_t* first, int count, float* logits) {
-          return Segment{&seqs_[b], first, count, 0, logits, false};
-        },
-        [&](std::vector<Segment>& segments) { core_.step(segments); });
-  }
-
- private:
-  const Sequence& at(int seq) const {
-    KASCADE_CHECK(seq >= 0 && seq < batch_size(), "batch backend: sequence " << seq << " is outside [0, " << batch_size() << ")");
-    return seqs_[static_cast<size_t>(seq)];
-  }
-  const Model& model_;
-  CpuCore core_;
-  std::vector<Sequence> seqs_;
+  using BatchFront::BatchFront;
 };
 
 }  // namespace
@@ -450,7 +392,7 @@ std::unique_ptr<Backend> make_cpu_backend(const Model& model, const Plan* plan, 
 
 std::unique_ptr<BatchBackend> make_cpu_batch_backend(const Model& model, const Plan* plan, int batch,
                                                      const BackendOptions& options) {
-  return std::make_unique<CpuBatchBackend>(model, plan, batch, options);
+  return std::make_unique<CpuBatchBackend>(batch, model, plan, options);
 }
 
 }  // namespace kascade::engine

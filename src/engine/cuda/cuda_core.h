@@ -70,12 +70,19 @@ struct CudaSegment {
 
 class CudaCore {
  public:
+  using Sequence = CudaSequence;
+  using Segment = CudaSegment;
+  static Segment segment(Sequence* seq, const int32_t* tokens, int count, float* logits, bool all_logits) {
+    return Segment{seq, tokens, count, logits, all_logits};
+  }
+
   CudaCore(std::shared_ptr<const CudaWeights> weights, const Plan* plan, const BackendOptions& options,
            const CudaOptions& cuda_options, int sequences);
   ~CudaCore();
   CudaCore(const CudaCore&) = delete;
   CudaCore& operator=(const CudaCore&) = delete;
 
+  int vocab() const { return c_.vocab; }
   int chunk() const { return chunk_; }
   const ModelConfig& config() const { return c_; }
   const BackendOptions& options() const { return options_; }
