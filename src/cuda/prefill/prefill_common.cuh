@@ -16,7 +16,8 @@
 //     128-key block issued asynchronously (wgmma) in one or two commit groups, P.V, and the
 //     online-softmax step;
 //   - attend_kernel<D, T, kOutput> (prefill_attend.cuh): flash attention over a KeySource for one CTA of 128 query rows
-//     (two warpgroups, one 64-row slab each; on mma.sync each warp owns 16 rows). Rows are
+//     (two consumer warpgroups, one 64-row slab each, threads 0..255; on mma.sync each warp owns
+//     16 rows; plus a producer warpgroup, threads 256..383, that issues the K/V copies). Rows are
 //     (position, head of the GQA group) pairs, so the K/V rows loaded once serve the whole group.
 //     kOutput=false is the anchor's LSE-only pass (no P.V, no V loads);
 //   - pooled_mass_kernel (prefill_mass.cuh): recomputes scores per key block with the same issue_scores and reduces
@@ -24,27 +25,27 @@
 //     for keys < b;
 //   (the per-tile top-k over the pooled mass is in prefill_topk.cu.)
 //
-// Main-loop schedule (one barrier per 128-key block j; K and V tiles live in a ring of kStages = 3
-// smem slots, V one block behind K, so the copies run two blocks ahead of the MMAs):
-//   barrier (K[j], V[j-1] landed)
-//   issue S = Q.K[j]^T            (wgmma, async)
-//   issue O += P[j-1].V[j-1]      (wgmma, async; P from registers)
-//   cp.async V[j+1], K[j+2]; row-table upkeep      <- while the tensor cores run
-//   wait for S; mask; online softmax of block j, P[j] packed into the fragment set the P.V in
-//     flight does not read (two sets, alternating)  <- while the tensor cores do P.V
-//   wait for P.V; rescale O
+// Main-loop schedule of attend_kernel (warp-specialised; see prefill_attend.cuh):
+//   producer warpgroup: thread t resolves key row t of block j+1 (selection entry -> page id ->
+//     element offset) while it copies block j: per block, wait until the ring slot is empty
+//     (mbarrier), cp.async the K rows (then the V rows), cp.async.mbarrier.arrive on the slot's
+//     full barrier. kStages-deep rings for K and V (3 slots of 128 keys each);
+//   consumer warpgroup g, block j:
+//     wait K[j] (and V[j-1]) full
+//     take the turn (named barrier): issue S = Q.K[j]^T and O += P[j-1].V[j-1] (wgmma, async),
+//       hand the turn to the other warpgroup (ping-pong: its MMAs run during our softmax)
+//     wait for S; release K[j]; mask; online softmax of block j, P[j] packed into the fragment
+//       set the P.V in flight does not read (two sets, alternating)  <- while the tensor cores do P.V
+//     wait for P.V; release V[j-1]; rescale O
 // Nothing between a wgmma issue and its wait branches or writes the registers of a wgmma in
 // flight; otherwise ptxas moves the wait up (or serialises the wgmma pipeline) and the overlap is
-// lost. Hence: no branch around the wgmma issue (every warpgroup computes), predicated loads and
-// stores in the row-table upkeep, and steps with and without the causal mask compiled apart.
+// lost. Hence: no branch around the wgmma issue (every warpgroup computes), predicated barrier
+// arrivals, and steps with and without the causal mask compiled apart.
 // The passes without P.V (LSE-only, pooled mass) split S into two 64-key commit groups instead,
-// so the exponentials of the first half can run while the second half is multiplied (so far
-// ptxas keeps that overlap in the pooled-mass pass but still waits for both halves in the
-// LSE-only pass). The two
-// warpgroups of a CTA also interleave on the tensor cores and the special-function units.
+// so the exponentials of the first half can run while the second half is multiplied.
 // Scores live in the log2 domain: s2 = q.k * scale * log2(e); the LSE buffers hold log2 values.
-// Not done yet: a producer warp with an mbarrier ring (the copies are issued by the compute
-// warps, and the block barrier keeps the two warpgroups in step), TMA for contiguous rows.
+// The KeyRowTable below serves kernels whose warps all copy (cp.async groups and a CTA barrier
+// per block, as pooled_mass_kernel). Not done yet in attend_kernel: TMA for contiguous rows.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -571,13 +572,13 @@ inline void allow_dynamic_smem(Kernel kernel, size_t bytes) {
   }
 }
 
-// Launches kKernel with kSmem bytes of dynamic shared memory, raising its limit once per process
-// (the flag is per instantiation, so per kernel).
-template <auto kKernel, size_t kSmem, typename Params>
+// Launches kKernel with kBlockThreads threads per CTA and kSmem bytes of dynamic shared memory,
+// raising its limit once per process (the flag is per instantiation, so per kernel).
+template <auto kKernel, size_t kSmem, int kBlockThreads = kThreads, typename Params>
 void launch_with_smem(const Params& p, dim3 grid, cudaStream_t stream) {
   static const bool ready = (allow_dynamic_smem(kKernel, kSmem), true);
   (void)ready;
-  kKernel<<<grid, kThreads, kSmem, stream>>>(p);
+  kKernel<<<grid, kBlockThreads, kSmem, stream>>>(p);
   KASCADE_CUDA_CHECK(cudaGetLastError());
 }
 
