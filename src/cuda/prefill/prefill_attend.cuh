@@ -4,6 +4,7 @@
 // the main loop is described there.
 #pragma once
 
+#include "../common/async_barrier.cuh"
 #include "prefill_common.cuh"
 
 namespace kascade::cuda::prefill {
@@ -98,27 +99,149 @@ __device__ __forceinline__ void softmax_update(const float (&s)[kKeyBlocks8][4],
 }
 
 // ---- attention ------------------------------------------------------------------------------
+// CTA shape: kWarpgroups consumer warpgroups (threads 0 .. kThreads-1, one 64-row slab each, so
+// that the slab helpers of prefill_common.cuh apply to them unchanged) and one producer
+// warpgroup after them that issues every K/V copy into an mbarrier ring of kAttendStages slots.
+constexpr int kAttendProducerThreads = 128;
+constexpr int kAttendThreads = kThreads + kAttendProducerThreads;
+constexpr int kAttendStages = 3;
+// Registers per thread once the roles split (one CTA per SM owns the 64K register file): the
+// producer keeps few, the consumers hold the O accumulators, S and two P fragment sets.
+constexpr int kProducerRegisters = 56;
+constexpr int kConsumerRegisters = 224;
+static_assert(kAttendProducerThreads * kProducerRegisters + kThreads * kConsumerRegisters <= 64 * 1024,
+              "the warpgroups' registers exceed the register file");
+static_assert(kWarpgroups == 2, "the consumer schedule alternates between two warpgroups");
+static_assert(kBlockKeys == 32 * (kAttendProducerThreads / 32), "each producer warp resolves and copies 32 key rows");
+// Named barriers (0 is __syncthreads): Q landed for every consumer; the turn of consumer
+// warpgroup g to issue its MMAs is barrier kTurnBarrier + g.
+constexpr int kQReadyBarrier = 1;
+constexpr int kTurnBarrier = 2;
+
+// The ring's barriers, [K full][K empty][V full][V empty] x kAttendStages. Full: the producer's
+// kAttendProducerThreads copying threads arrive (cp.async, when their copies landed); empty: each
+// consumer warp arrives once it no longer reads the slot.
+struct AttendRing {
+  static constexpr int kBarriers = 4 * kAttendStages;
+  uint64_t* barriers;
+  __device__ __forceinline__ uint64_t* k_full(int block) const { return barriers + block % kAttendStages; }
+  __device__ __forceinline__ uint64_t* k_empty(int block) const {
+    return barriers + kAttendStages + block % kAttendStages;
+  }
+  __device__ __forceinline__ uint64_t* v_full(int block) const {
+    return barriers + 2 * kAttendStages + block % kAttendStages;
+  }
+  __device__ __forceinline__ uint64_t* v_empty(int block) const {
+    return barriers + 3 * kAttendStages + block % kAttendStages;
+  }
+  // Phase parity of block `block`'s use of its slot.
+  __device__ __forceinline__ static int parity(int block) { return (block / kAttendStages) & 1; }
+  __device__ __forceinline__ void init() const {
+    for (int s = 0; s < kAttendStages; ++s) {
+      mbarrier_init(k_full(s), kAttendProducerThreads);
+      mbarrier_init(k_empty(s), kWarps);
+      mbarrier_init(v_full(s), kAttendProducerThreads);
+      mbarrier_init(v_empty(s), kWarps);
+    }
+  }
+};
+
 template <int D, typename T>
 struct AttendSmem {
   static constexpr int kTileElems = kBlockKeys * D;
   static constexpr size_t bytes(bool with_v) {
-    return kSmemAlign + sizeof(T) * (size_t(kBlockRows) * D + kStages * size_t(kTileElems) * (with_v ? 2 : 1)) +
-           KeyRowTable<D>::kBytes;
+    return kSmemAlign +
+           sizeof(T) * (size_t(kBlockRows) * D + kAttendStages * size_t(kTileElems) * (with_v ? 2 : 1)) +
+           sizeof(uint64_t) * AttendRing::kBarriers;
   }
   static_assert(bytes(true) <= kMaxSmemPerCta, "attention tiles exceed the shared memory of a CTA");
 };
 
+// The producer warpgroup: thread t resolves key row t of every block to its element offset in
+// the paged cache, one block ahead (a selected key needs two dependent loads, its position and
+// then its page id, which land while the block before is copied), and each warp copies its 32
+// rows of K (and V) into the ring with cp.async, the offsets passed along by shuffles.
+template <int D, typename T, bool kOutput>
+__device__ __forceinline__ void produce_key_blocks(const AttendParams& p, const KeySource& keys, int num_blocks,
+                                                   int kv_head, const int32_t* seq_pages, T* k_smem, T* v_smem,
+                                                   const AttendRing& ring) {
+  constexpr int kChunks = D / kChunkElems;    // 16-byte chunks of a row
+  constexpr int kRowsPerCopy = 32 / kChunks;  // rows one warp-wide cp.async covers
+  constexpr int kTile = AttendSmem<D, T>::kTileElems;
+  const int resolver = static_cast<int>(threadIdx.x) - kThreads;  // the block row this thread resolves
+  const int warp = resolver / 32, lane = resolver % 32, chunk = lane % kChunks;
+  const int64_t column = int64_t(kv_head) * p.kv.head_stride + chunk * kChunkElems;
+  const T* k_column = static_cast<const T*>(p.kv.k) + column;
+  const T* v_column = static_cast<const T*>(p.kv.v) + column;
+
+  auto page_of = [&](int position) {
+    uint32_t page_in_seq = 0, slot = 0;
+    p.kv.page_size.divmod(static_cast<uint32_t>(max(position, 0)), page_in_seq, slot);
+    return load_if(position >= 0, seq_pages + page_in_seq, 0);
+  };
+  // Element offset of the row at `position` in page `page`; -1 past the keys.
+  auto row_offset = [&](int position, int page) {
+    uint32_t page_in_seq = 0, slot = 0;
+    p.kv.page_size.divmod(static_cast<uint32_t>(max(position, 0)), page_in_seq, slot);
+    return position < 0 ? int64_t{-1} : int64_t(page) * p.kv.page_stride + int64_t(slot) * p.kv.token_stride;
+  };
+  // Copy i writes row r = i * kRowsPerCopy + lane / kChunks of the warp's 32; its swizzled
+  // position (SwizzledTile::offset) splits into a part fixed per lane and a compile-time part,
+  // since r % 8 = (i * kRowsPerCopy) % 8 ^ lane / kChunks (spelled out so that the compiler
+  // does not keep one precomputed offset per copy in registers).
+  static_assert(kChunks % 8 == 0 && kRowsPerCopy <= 8, "a row is whole swizzle atoms");
+  const int lane_row = lane / kChunks;
+  const int lane_swizzle = (chunk % 8) ^ lane_row;
+  const int lane_offset = (chunk / 8) * SwizzledTile<D, kBlockKeys>::kPanelStride + (warp * 32 + lane_row) * kPanelElems;
+  // The warp's rows 32 warp .. 32 warp + 31 of one tile; rows past the keys are zero-filled (a
+  // zero P times stale V could still be NaN).
+  auto copy_rows = [&](T* tile, const T* column_base, int64_t offset) {
+    const uint32_t offset_lo = static_cast<uint32_t>(offset);
+    const uint32_t offset_hi = static_cast<uint32_t>(static_cast<uint64_t>(offset) >> 32);
+    T* lane_tile = tile + lane_offset;
+#pragma unroll
+    for (int i = 0; i < kChunks; ++i) {
+      const int r = i * kRowsPerCopy + lane_row;
+      const uint64_t hi = __shfl_sync(0xffffffffu, offset_hi, r), lo = __shfl_sync(0xffffffffu, offset_lo, r);
+      const int64_t row = static_cast<int64_t>((hi << 32) | lo);
+      const bool valid = row >= 0;
+      T* dst = lane_tile + i * kRowsPerCopy * kPanelElems + (lane_swizzle ^ ((i * kRowsPerCopy) % 8)) * kChunkElems;
+      cp_async16(dst, column_base + (valid ? row : 0), valid);
+    }
+  };
+
+  int position_next = keys.position(resolver);
+  int64_t offset = row_offset(position_next, page_of(position_next));  // block 0: one stall
+  position_next = keys.position(kBlockKeys + resolver);
+  for (int block = 0; block < num_blocks; ++block) {
+    const int page_next = page_of(position_next);                              // block + 1
+    const int position_after = keys.position((block + 2) * kBlockKeys + resolver);  // block + 2
+    const int slot = block % kAttendStages;
+    mbarrier_wait(ring.k_empty(block), AttendRing::parity(block) ^ 1);
+    copy_rows(k_smem + slot * kTile, k_column, offset);
+    cp_async_arrive_noinc(ring.k_full(block));
+    if constexpr (kOutput) {
+      mbarrier_wait(ring.v_empty(block), AttendRing::parity(block) ^ 1);
+      copy_rows(v_smem + slot * kTile, v_column, offset);
+      cp_async_arrive_noinc(ring.v_full(block));
+    }
+    offset = row_offset(position_next, page_next);
+    position_next = position_after;
+  }
+  cp_async_wait<0>();  // no copy outlives its thread
+}
+
 // One CTA: P positions x G heads of one kv head, all keys of its KeySource, online softmax; the
-// schedule of its main loop is in the file comment.
+// schedule of its main loop is in the file comment of prefill_common.cuh.
 // Grid: x = position block (heaviest first), y = kv head, z = sequence.
 template <int D, typename T, bool kOutput>
-__global__ void __launch_bounds__(kThreads, 1) attend_kernel(const __grid_constant__ AttendParams p) {
+__global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_constant__ AttendParams p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  T* q_smem = reinterpret_cast<T*>(align_smem(smem_raw));
-  T* k_smem = q_smem + kBlockRows * D;                          // [kStages][kBlockKeys][D]
-  T* v_smem = k_smem + kStages * AttendSmem<D, T>::kTileElems;  // [kStages][kBlockKeys][D] (kOutput only)
-  int32_t* row_table = reinterpret_cast<int32_t*>(v_smem + (kOutput ? kStages * AttendSmem<D, T>::kTileElems : 0));
   constexpr int kTile = AttendSmem<D, T>::kTileElems;
+  T* q_smem = reinterpret_cast<T*>(align_smem(smem_raw));
+  T* k_smem = q_smem + kBlockRows * D;       // [kAttendStages][kBlockKeys][D]
+  T* v_smem = k_smem + kAttendStages * kTile;  // [kAttendStages][kBlockKeys][D] (kOutput only)
+  const AttendRing ring{reinterpret_cast<uint64_t*>(v_smem + (kOutput ? kAttendStages * kTile : 0))};
 
   const int b = blockIdx.z, kv_head = blockIdx.y;
   const int block = p.num_position_blocks - 1 - blockIdx.x;  // long causal rows first
@@ -138,31 +261,28 @@ __global__ void __launch_bounds__(kThreads, 1) attend_kernel(const __grid_consta
     keys = {p.sel_indices + slot * p.k_max, p.sel_counts[slot], g.p0 + tau * p.tile, pos_hi};
   }
   const int num_keys = keys.size();
+  const int num_blocks = (num_keys + kBlockKeys - 1) / kBlockKeys;
+  const int32_t* seq_pages = p.kv.page_indices + p.kv.page_indptr[b];
+
+  if (threadIdx.x == 0) ring.init();
+  __syncthreads();  // the only CTA-wide barrier: the roles part here
+  if (threadIdx.x >= kThreads) {
+    warpgroup_release_registers<kProducerRegisters>();
+    produce_key_blocks<D, T, kOutput>(p, keys, num_blocks, kv_head, seq_pages, k_smem, v_smem, ring);
+    return;
+  }
+  warpgroup_claim_registers<kConsumerRegisters>();
+
   // Virtual keys < unmasked_end are visible to every row of the CTA (list keys precede the tile,
   // range keys up to pos_lo precede every row).
   const int unmasked_end = min(num_keys, keys.list_count + (pos_lo + 1 - keys.range_begin));
-
-  const T* q = static_cast<const T*>(p.q);
-  const T* kbase = KeyRowTable<D>::column_base(static_cast<const T*>(p.kv.k), p.kv, kv_head);
-  const T* vbase = KeyRowTable<D>::column_base(static_cast<const T*>(p.kv.v), p.kv, kv_head);
   const int valid_rows = num_pos * p.group;
-  load_q_rows<D>(q_smem, q, g.q_begin + first_local, p.num_q_heads, kv_head * p.group, p.group, valid_rows);
-  const int32_t* seq_pages = p.kv.page_indices + p.kv.page_indptr[b];
-  const int num_blocks = (num_keys + kBlockKeys - 1) / kBlockKeys;
-  // Prologue: row table of blocks 0 .. kStages-1, then copy group 0 = Q and K[0], group 1 =
-  // V[0] and K[1].
-  KeyRowTable<D> rows;
-  rows.start(row_table, keys, p.kv, seq_pages);
-  __syncthreads();
-  KeyRowTable<D>::copy_rows(k_smem, kbase, row_table, p.kv);
-  // The first step's P.V reads the last V slot with P = 0: zero-filled here, in group 0.
-  if (kOutput) KeyRowTable<D>::copy_rows(v_smem + (kStages - 1) * kTile, vbase, row_table, p.kv, false);
-  cp_async_commit();
-  if (kOutput) KeyRowTable<D>::copy_rows(v_smem, vbase, row_table, p.kv);
-  KeyRowTable<D>::copy_rows(k_smem + kTile, kbase, row_table + kBlockKeys, p.kv, 1 < num_blocks);
+  load_q_rows<D>(q_smem, static_cast<const T*>(p.q), g.q_begin + first_local, p.num_q_heads, kv_head * p.group,
+                 p.group, valid_rows);
   cp_async_commit();
 
   const int lane = threadIdx.x % 32;
+  const int warpgroup = static_cast<int>(threadIdx.x) / 128;
   BlockMask mask;
   mask.num_keys = num_keys, mask.list_count = keys.list_count, mask.range_begin = keys.range_begin;
   // This thread's rows: warp_first_row() + lane/4 (+8). Rows past valid_rows get position pos_lo
@@ -177,109 +297,124 @@ __global__ void __launch_bounds__(kThreads, 1) attend_kernel(const __grid_consta
   float acc[kAccBlocks][4];
 #pragma unroll
   for (int j = 0; j < kAccBlocks; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-  // P of blocks 0, 2, 4 .. and 1, 3, 5 ..: the A operands of their P.V (p_even starts as 0 for
-  // the first step's P.V).
+  // P of blocks 0, 2, 4 .. and 1, 3, 5 ..: the A operands of their P.V.
   uint32_t p_even[kBlockKeys / 16][4], p_odd[kBlockKeys / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < kBlockKeys / 16; ++kk)
-#pragma unroll
-    for (int r = 0; r < 4; ++r) p_even[kk][r] = 0u, p_odd[kk][r] = 0u;
   RowSoftmax softmax;
-
   const bool active = mma_rows_active(valid_rows);
+  cp_async_wait<0>();
+  named_barrier_sync(kQReadyBarrier, kThreads);  // every consumer's Q rows landed
+
+  // The consumer warpgroups take turns issuing their MMAs (ping-pong): warpgroup g waits for its
+  // turn barrier, issues Q.K^T of block j and P.V of block j-1, and hands the turn over, so that
+  // its softmax of block j runs while the other warpgroup's MMAs occupy the tensor cores.
+  // Warpgroup 1 hands warpgroup 0 the first turn; warpgroup 0 takes one more turn after its last
+  // block, so that every arrival on a turn barrier is matched.
+  auto take_turn = [&] { named_barrier_sync(kTurnBarrier + warpgroup, kThreads); };
+  auto pass_turn = [&] { named_barrier_arrive(kTurnBarrier + (warpgroup ^ 1), kThreads); };
+  if (warpgroup == 1) pass_turn();
+  const bool releases = lane == 0;  // one empty-slot arrival per consumer warp
+
   // One main-loop step per key block; kMasked steps (the blocks reaching past unmasked_end, at
-  // most two per CTA) apply the causal / key-count mask, the others carry no mask code at all, so
-  // that no branch sits between a wgmma issue and its wait (ptxas would move the wait above it).
-  // P alternates between two fragment sets, so that the softmax of block it writes the set
-  // that the P.V in flight (block it-1) does not read.
-  auto step = [&](int it, auto masked_tag, const uint32_t(&p_in)[kBlockKeys / 16][4],
+  // most two per CTA, and the first) apply the causal / key-count mask, the others carry no mask
+  // code at all, so that no branch sits between a wgmma issue and its wait (ptxas would move the
+  // wait above it). kFirst (block 0) has no P.V before it. P alternates between two fragment
+  // sets, so that the softmax of block it writes the set that the P.V in flight (block it-1)
+  // does not read.
+  auto step = [&](int it, auto masked_tag, auto first_tag, const uint32_t(&p_in)[kBlockKeys / 16][4],
                   uint32_t(&p_out)[kBlockKeys / 16][4]) {
     constexpr bool kMasked = decltype(masked_tag)::value;
-    // Copy group it (K[it], V[it-1]) has landed (group it+1 may still be in flight); every
-    // unit is done with K[it-1] and V[it-2], whose buffers the copies of group it+2 reuse.
-    cp_async_wait<1>();
-    __syncthreads();
-    // The tensor-core work of this block is issued first, so that the copies and the table
-    // upkeep below run while it executes.
-    const int buf = it % kStages;
+    constexpr bool kFirst = decltype(first_tag)::value;
+    constexpr bool kWithPv = kOutput && !kFirst;
+    mbarrier_wait(ring.k_full(it), AttendRing::parity(it));
+    if constexpr (kWithPv) mbarrier_wait(ring.v_full(it - 1), AttendRing::parity(it - 1));
+    take_turn();
     float s[kKeyBlocks8][4];
     if (active) {
-      issue_scores<D, T, kOutput ? 1 : 2>(s, q_smem, k_smem + buf * kTile);
-      // P.V of the previous block (V[it-1]); in the first step P is 0 and the V slot it reads
-      // was zero-filled by the prologue, so every step issues the same groups.
-      if constexpr (kOutput) issue_pv<D, T>(acc, p_in, v_smem + ((it + kStages - 1) % kStages) * kTile);
+      issue_scores<D, T, kOutput ? 1 : 2>(s, q_smem, k_smem + (it % kAttendStages) * kTile);
+      if constexpr (kOutput) {  // (kOutput first: the call does not compile for the LSE-only pass)
+        if constexpr (!kFirst) issue_pv<D, T>(acc, p_in, v_smem + ((it - 1) % kAttendStages) * kTile);
+      }
     }
-    const int32_t* table_next = row_table + ((it + 1) % kStages) * kBlockKeys;
-    const int32_t* table_after = row_table + ((it + 2) % kStages) * kBlockKeys;
-    if (kOutput)
-      KeyRowTable<D>::copy_rows(v_smem + ((it + 1) % kStages) * kTile, vbase, table_next, p.kv, it + 1 < num_blocks);
-    KeyRowTable<D>::copy_rows(k_smem + ((it + 2) % kStages) * kTile, kbase, table_after, p.kv, it + 2 < num_blocks);
-    cp_async_commit();
-    rows.advance(row_table, it, keys, p.kv, seq_pages);
-    if (!active) return;
+    pass_turn();
 
     mask.v0 = it * kBlockKeys;
-    float correction[2];
+    float correction[2] = {1.f, 1.f};
     if constexpr (kOutput) {
-      wgmma_wait<1>();
-      wgmma_fence_operands(s);
-      softmax_update<0, kKeyBlocks8, kMasked, true, T>(s, softmax, correction, mask, p.scale_log2, p_out);
-      // Pins the softmax above the P.V wait: the compiler may otherwise sink this register-only
-      // arithmetic past the wait and lose the overlap.
-      pin_registers(softmax, correction);
-      wgmma_wait<0>();
-      wgmma_fence_operands(acc);
+      if (active) {
+        wgmma_wait<kWithPv ? 1 : 0>();
+        wgmma_fence_operands(s);
+      }
+      mbarrier_arrive_if(releases, ring.k_empty(it));
+      if (active) {
+        softmax_update<0, kKeyBlocks8, kMasked, true, T>(s, softmax, correction, mask, p.scale_log2, p_out);
+        // Pins the softmax above the P.V wait: the compiler may otherwise sink this register-only
+        // arithmetic past the wait and lose the overlap.
+        pin_registers(softmax, correction);
+      }
+      if constexpr (kWithPv) {
+        if (active) {
+          wgmma_wait<0>();
+          wgmma_fence_operands(acc);
+        }
+        mbarrier_arrive_if(releases, ring.v_empty(it - 1));
 #pragma unroll
-      for (int j = 0; j < kAccBlocks; ++j) {
-        acc[j][0] *= correction[0], acc[j][1] *= correction[0];
-        acc[j][2] *= correction[1], acc[j][3] *= correction[1];
+        for (int j = 0; j < kAccBlocks; ++j) {
+          acc[j][0] *= correction[0], acc[j][1] *= correction[0];
+          acc[j][2] *= correction[1], acc[j][3] *= correction[1];
+        }
       }
     } else {
       // LSE only: the exponentials of the first 64 keys overlap the MMAs of the second 64.
-      wgmma_wait<1>();
-      wgmma_fence_operands<0, kKeyBlocks8 / 2>(s);
-      softmax_update<0, kKeyBlocks8 / 2, kMasked, false, T>(s, softmax, correction, mask, p.scale_log2, p_out);
-      pin_registers(softmax, correction);  // above the wait, as in the output pass
-      wgmma_wait<0>();
-      wgmma_fence_operands(s);
-      softmax_update<kKeyBlocks8 / 2, kKeyBlocks8 / 2, kMasked, false, T>(s, softmax, correction, mask,
-                                                                         p.scale_log2, p_out);
+      if (active) {
+        wgmma_wait<1>();
+        wgmma_fence_operands<0, kKeyBlocks8 / 2>(s);
+        softmax_update<0, kKeyBlocks8 / 2, kMasked, false, T>(s, softmax, correction, mask, p.scale_log2, p_out);
+        pin_registers(softmax, correction);  // above the wait, as in the output pass
+        wgmma_wait<0>();
+        wgmma_fence_operands(s);
+      }
+      mbarrier_arrive_if(releases, ring.k_empty(it));
+      if (active)
+        softmax_update<kKeyBlocks8 / 2, kKeyBlocks8 / 2, kMasked, false, T>(s, softmax, correction, mask,
+                                                                           p.scale_log2, p_out);
     }
   };
   const int unmasked_blocks = min(num_blocks, unmasked_end / kBlockKeys);
-  int it = 0;
   auto step_with_parity = [&](int i, auto masked_tag) {
 #if KASCADE_PREFILL_WGMMA
     if (i % 2 == 0) {
-      step(i, masked_tag, p_even, p_odd);
+      step(i, masked_tag, std::false_type{}, p_odd, p_even);
     } else {
-      step(i, masked_tag, p_odd, p_even);
+      step(i, masked_tag, std::false_type{}, p_even, p_odd);
     }
 #else
-    step(i, masked_tag, p_even, p_even);  // mma.sync: P.V has read P before the softmax rewrites it
+    step(i, masked_tag, std::false_type{}, p_even, p_even);  // mma.sync: P.V has read P before the softmax rewrites it
 #endif
   };
+  if (num_blocks > 0) step(0, std::true_type{}, std::true_type{}, p_odd, p_even);
+  int it = 1;
   for (; it < unmasked_blocks; ++it) step_with_parity(it, std::false_type{});
   for (; it < num_blocks; ++it) step_with_parity(it, std::true_type{});
   if constexpr (kOutput) {
     // P.V of the last block.
-    cp_async_wait<0>();
-    __syncthreads();
-    if (active && num_blocks > 0) {
-      // The last step (num_blocks - 1) wrote the odd set when num_blocks - 1 is even (two calls,
-      // not a selected reference, so that both sets stay in registers).
-      const T* v_last = v_smem + ((num_blocks - 1) % kStages) * kTile;
-      if (KASCADE_PREFILL_WGMMA && num_blocks % 2 == 1) {
-        issue_pv<D, T>(acc, p_odd, v_last);
-      } else {
-        issue_pv<D, T>(acc, p_even, v_last);
+    if (num_blocks > 0) {
+      const int last = num_blocks - 1;
+      mbarrier_wait(ring.v_full(last), AttendRing::parity(last));
+      if (active) {
+        // The last step wrote the odd set when `last` is odd (two calls, not a selected
+        // reference, so that both sets stay in registers).
+        const T* v_last = v_smem + (last % kAttendStages) * kTile;
+        if (KASCADE_PREFILL_WGMMA && last % 2 == 1) {
+          issue_pv<D, T>(acc, p_odd, v_last);
+        } else {
+          issue_pv<D, T>(acc, p_even, v_last);
+        }
+        wgmma_wait<0>();
+        wgmma_fence_operands(acc);
       }
-      wgmma_wait<0>();
-      wgmma_fence_operands(acc);
     }
-  } else {
-    cp_async_wait<0>();
   }
+  if (warpgroup == 0) take_turn();
 
   // Epilogue: full row sums, then output and LSE of valid rows.
 #pragma unroll
@@ -308,9 +443,9 @@ __global__ void __launch_bounds__(kThreads, 1) attend_kernel(const __grid_consta
 template <int D, typename T>
 void PrefillKernels<D, T>::attend(const AttendParams& p, bool with_output, dim3 grid, cudaStream_t stream) {
   if (with_output) {
-    launch_with_smem<attend_kernel<D, T, true>, AttendSmem<D, T>::bytes(true)>(p, grid, stream);
+    launch_with_smem<attend_kernel<D, T, true>, AttendSmem<D, T>::bytes(true), kAttendThreads>(p, grid, stream);
   } else {
-    launch_with_smem<attend_kernel<D, T, false>, AttendSmem<D, T>::bytes(false)>(p, grid, stream);
+    launch_with_smem<attend_kernel<D, T, false>, AttendSmem<D, T>::bytes(false), kAttendThreads>(p, grid, stream);
   }
 }
 
