@@ -14,12 +14,15 @@
 #include "../common/cuda_check.h"
 #include "kascade/attention_prefill.h"
 #include "kascade/error.h"
+#include "anchor_phases.h"
 #include "prefill_params.h"
 
 namespace kascade {
 namespace {
 
 using cuda::FastDivmod;
+using cuda::prefill::AnchorPhase;
+using cuda::prefill::AnchorPhaseObserver;
 using cuda::prefill::AttendParams;
 using cuda::prefill::KvView;
 using cuda::prefill::MassParams;
@@ -257,6 +260,28 @@ void prefill_dense(const PrefillArgs& a, const SparsityParams& sp, CUstream_st* 
 
 void prefill_anchor(const PrefillArgs& a, const SparsityParams& sp, bool dense_output, const SelectionBuffer& sel,
                     void* workspace, size_t workspace_bytes, CUstream_st* stream) {
+  cuda::prefill::prefill_anchor_observed(a, sp, dense_output, sel, workspace, workspace_bytes, stream, nullptr);
+}
+
+const char* cuda::prefill::anchor_phase_name(AnchorPhase phase) {
+  switch (phase) {
+    case AnchorPhase::Lse: return "lse";
+    case AnchorPhase::Mass: return "mass";
+    case AnchorPhase::Topk: return "topk";
+    case AnchorPhase::Sparse: return "sparse";
+  }
+  return "unknown";
+}
+
+void cuda::prefill::prefill_anchor_observed(const PrefillArgs& a, const SparsityParams& sp, bool dense_output,
+                                            const SelectionBuffer& sel, void* workspace, size_t workspace_bytes,
+                                            cudaStream_t stream, AnchorPhaseObserver* observer) {
+  // Brackets one launch of a phase for the observer.
+  auto observed = [&](AnchorPhase phase, auto&& launch) {
+    if (observer != nullptr) observer->begin(phase, stream);
+    launch();
+    if (observer != nullptr) observer->end(phase, stream);
+  };
   check_args(a);
   const BatchGeometry g = inspect_batch(a.host, sp);
   check_selection(sel, a, sp);
@@ -275,7 +300,7 @@ void prefill_anchor(const PrefillArgs& a, const SparsityParams& sp, bool dense_o
   // 1. Exact row LSE over keys 0..t (with the dense output for layer 0).
   AttendParams dense = make_attend_params(a, sp, g, /*sparse=*/false);
   dense.lse_log2 = lse;
-  attend(a, dense, dense_output, stream);
+  observed(AnchorPhase::Lse, [&] { attend(a, dense, dense_output, stream); });
 
   // 2. Pooled mass and top-k, one chunk of tiles at a time (bounded workspace).
   MassParams mp{};
@@ -318,15 +343,19 @@ void prefill_anchor(const PrefillArgs& a, const SparsityParams& sp, bool dense_o
     if (max_prefix > 0) {
       const dim3 grid(static_cast<unsigned>((max_prefix + kKeysPerMassCta - 1) / kKeysPerMassCta), chunk,
                       g.batch * s_count);
-      dispatch(a.kv.dtype, a.kv.head_dim, [&](auto d, auto elem) {
-        PrefillKernels<decltype(d)::value, decltype(elem)>::pooled_mass(mp, grid, stream);
+      observed(AnchorPhase::Mass, [&] {
+        dispatch(a.kv.dtype, a.kv.head_dim, [&](auto d, auto elem) {
+          PrefillKernels<decltype(d)::value, decltype(elem)>::pooled_mass(mp, grid, stream);
+        });
       });
     }
-    cuda::prefill::launch_topk(tp, dim3(chunk, g.batch * s_count), stream);
+    observed(AnchorPhase::Topk, [&] { cuda::prefill::launch_topk(tp, dim3(chunk, g.batch * s_count), stream); });
   }
 
   // 3. Sparse attention over each tile's selection plus its diagonal.
-  if (!dense_output) sparse_attend(a, sp, g, sel, /*head_map=*/nullptr, stream);
+  if (!dense_output) {
+    observed(AnchorPhase::Sparse, [&] { sparse_attend(a, sp, g, sel, /*head_map=*/nullptr, stream); });
+  }
 }
 
 void prefill_reuse(const PrefillArgs& a, const SparsityParams& sp, const SelectionBuffer& sel,
