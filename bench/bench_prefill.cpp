@@ -6,7 +6,9 @@
 // is the paper's 32 layers (1 layer-0 + 4 anchors + 27 reuse layers) run back to back over the same
 // tensors and timed as a whole. Baseline records (cuDNN SDPA causal and the flash backend, from
 // `bench/run_baseline.py --phase prefill` in the same device run) are read from --baseline; every
-// kascade time gets ratio_vs_cudnn = ms / cuDNN ms of the shape.
+// kascade time gets ratio_vs_cudnn = ms / cuDNN ms of the shape. The layer-0 and anchor records
+// also carry phases_ms: the median time of each anchor phase (row LSE, pooled mass, top-k, sparse
+// pass; cuda/prefill/anchor_phases.h), from CUDA events around each launch in separate cold-L2 runs.
 //
 // tflops counts the FLOPs each role needs (2 per multiply-add):
 //   dense   4 D Hq sum_t (t + 1)                       (causal QK^T and PV)
@@ -25,6 +27,7 @@
 
 #include "bench_harness.h"
 #include "common/cuda_check.h"
+#include "prefill/anchor_phases.h"
 #include "fill_random.h"
 #include "kascade/attention_prefill.h"
 #include "kascade/budget.h"
@@ -55,6 +58,63 @@ std::map<BenchRole, double> role_flops(const ModelShape& m, int n, const Sparsit
           {BenchRole::Anchor, per_key * causal_keys + per_key * mass_keys + 2 * per_key * sparse_keys},
           {BenchRole::Reuse, 2 * per_key * sparse_keys}};
 }
+
+using cuda::prefill::AnchorPhase;
+using cuda::prefill::kAnchorPhaseCount;
+
+// Records a pair of CUDA events around every launch of an anchor call and, once the runs are
+// complete, the time of each phase per run (the sum over its launches).
+class PhaseEvents : public cuda::prefill::AnchorPhaseObserver {
+ public:
+  PhaseEvents() = default;
+  PhaseEvents(const PhaseEvents&) = delete;
+  PhaseEvents& operator=(const PhaseEvents&) = delete;
+  ~PhaseEvents() override {
+    for (cudaEvent_t e : pool_) cudaEventDestroy(e);
+  }
+  void start_run() { runs_.emplace_back(); }
+  void begin(AnchorPhase phase, cudaStream_t stream) override { runs_.back().push_back({phase, record(stream), nullptr}); }
+  void end(AnchorPhase, cudaStream_t stream) override { runs_.back().back().stop = record(stream); }
+  // Median over the last `reps` runs of each phase's milliseconds (the runs must have completed).
+  json median_ms(int reps) const {
+    json phases = json::object();
+    for (int phase = 0; phase < kAnchorPhaseCount; ++phase) {
+      std::vector<float> per_run;
+      for (size_t r = runs_.size() - static_cast<size_t>(reps); r < runs_.size(); ++r) {
+        float total = 0.f;
+        for (const Launch& l : runs_[r]) {
+          if (static_cast<int>(l.phase) != phase) continue;
+          float ms = 0.f;
+          KASCADE_CUDA_CHECK(cudaEventElapsedTime(&ms, l.start, l.stop));
+          total += ms;
+        }
+        per_run.push_back(total);
+      }
+      std::sort(per_run.begin(), per_run.end());
+      phases[cuda::prefill::anchor_phase_name(static_cast<AnchorPhase>(phase))] = per_run[per_run.size() / 2];
+    }
+    return phases;
+  }
+
+ private:
+  struct Launch {
+    AnchorPhase phase;
+    cudaEvent_t start, stop;
+  };
+  cudaEvent_t record(cudaStream_t stream) {
+    if (used_ == pool_.size()) {
+      cudaEvent_t e;
+      KASCADE_CUDA_CHECK(cudaEventCreate(&e));
+      pool_.push_back(e);
+    }
+    cudaEvent_t e = pool_[used_++];
+    KASCADE_CUDA_CHECK(cudaEventRecord(e, stream));
+    return e;
+  }
+  std::vector<cudaEvent_t> pool_;
+  size_t used_ = 0;  // events are never reused: every run's pairs stay readable until median_ms
+  std::vector<std::vector<Launch>> runs_;
+};
 
 class PrefillMode : public Mode {
  public:
@@ -160,6 +220,16 @@ void PrefillMode::measure_shape(const CommonOptions& o, const ModelShape& m, int
     json r = record(role_name(role));
     set_time(r, ms[role], cudnn_ms);
     r["tflops"] = flops.at(role) / (ms[role] * 1e-3) / 1e12;
+    if (role == BenchRole::Layer0 || role == BenchRole::Anchor) {
+      PhaseEvents events;
+      timer.median_ms(reps, [&] {
+        events.start_run();
+        cuda::prefill::prefill_anchor_observed(a, sp, role == BenchRole::Layer0, sel, ws.ptr, ws_bytes, nullptr,
+                                               &events);
+      });
+      r["phases_ms"] = events.median_ms(reps);
+      std::printf("%-13s n=%-6d %-7s phases (ms): %s\n", m.name.c_str(), n, role_name(role), r["phases_ms"].dump().c_str());
+    }
     records.push_back(r);
   }
   const double schedule_ms = timer.median_ms(n >= 100000 ? 1 : 3, [&] {

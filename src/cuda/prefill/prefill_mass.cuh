@@ -1,7 +1,17 @@
 // prefill_mass.cuh — pooled_mass_kernel: the anchor's post-softmax mass of every key before a tile,
 // pooled over the tile's T x G rows (or T x Hq with all-heads pooling), and its launcher.
 // Building blocks are in prefill_common.cuh.
+//
+// The kernel computes the transposed scores S^T = K . Q^T: a 64-key slab of the K block is the
+// MMA's M side (one slab per warpgroup, one 16-key strip per warp under mma.sync) and the 128
+// query rows of the tile are its N side. The sum over query rows that pools the mass then runs
+// inside each thread (its 2 keys x 32 query columns, plain adds), and only the four lanes that
+// share a key exchange their partial sums (2 shuffles). With Q as the M side instead, every
+// 8-key block needed 3 rounds of shuffles over the 8 row groups of a warp and a cross-warp sum
+// through shared memory, which cost as much as the exponentials.
 #pragma once
+
+#include <type_traits>
 
 #include "prefill_common.cuh"
 
@@ -12,46 +22,41 @@ template <int D, typename T>
 struct MassSmem {
   static constexpr size_t bytes() {
     return kSmemAlign + sizeof(T) * (size_t(kBlockRows) * D + kStages * size_t(kBlockKeys) * D) +
-           sizeof(float) * (2 * kWarps * kBlockKeys + kKeysPerMassCta) + KeyRowTable<D>::kBytes;
+           KeyRowTable<D>::kBytes;
   }
   static_assert(bytes() <= kMaxSmemPerCta, "pooled-mass tiles exceed the shared memory of a CTA");
 };
 static_assert(kKeysPerMassCta % kBlockKeys == 0, "a pooled-mass CTA reduces whole key blocks");
+// The K block and the query rows swap MMA sides: both are [128][D] swizzled tiles, so issue_scores
+// reads either as the A (64-row slab) or the B (N = 128) operand.
+static_assert(kBlockRows == kBlockKeys, "the K block and the query rows must be tiles of the same shape");
 
-// Adds exp2(s * scale - lse) of key blocks [kFirst, kFirst + kCount), summed over the warp's 16
-// rows, to the warp's per-key partial sums (lanes 0..3 write them).
+// Adds exp2(s^T * scale - lse(column)) over the query columns of n-blocks [kFirst, kFirst + kCount)
+// of this thread's two keys (accumulator rows lane / 4 and lane / 4 + 8) to mass[0] / mass[1].
+// Two running sums per key keep the add chains short.
 template <int kFirst, int kCount>
-__device__ __forceinline__ void column_mass(const float (&s)[kKeyBlocks8][4], const float (&row_lse)[2],
-                                            float scale_log2, float* warp_partial) {
-  const int lane = threadIdx.x % 32;
+__device__ __forceinline__ void add_key_mass(const float (&st)[kKeyBlocks8][4], const float (&column_lse)[kKeyBlocks8][2],
+                                             float scale_log2, float (&mass)[2][2]) {
 #pragma unroll
   for (int j = kFirst; j < kFirst + kCount; ++j) {
-    float c0 = exp2_ftz(fmaf(s[j][0], scale_log2, -row_lse[0])) + exp2_ftz(fmaf(s[j][2], scale_log2, -row_lse[1]));
-    float c1 = exp2_ftz(fmaf(s[j][1], scale_log2, -row_lse[0])) + exp2_ftz(fmaf(s[j][3], scale_log2, -row_lse[1]));
-#pragma unroll
-    for (int off = 4; off < 32; off *= 2) {
-      c0 += __shfl_xor_sync(0xffffffffu, c0, off);
-      c1 += __shfl_xor_sync(0xffffffffu, c1, off);
-    }
-    if (lane < 4) {
-      warp_partial[j * 8 + 2 * lane] = c0;
-      warp_partial[j * 8 + 2 * lane + 1] = c1;
-    }
+    mass[0][0] += exp2_ftz(fmaf(st[j][0], scale_log2, -column_lse[j][0]));
+    mass[0][1] += exp2_ftz(fmaf(st[j][1], scale_log2, -column_lse[j][1]));
+    mass[1][0] += exp2_ftz(fmaf(st[j][2], scale_log2, -column_lse[j][0]));
+    mass[1][1] += exp2_ftz(fmaf(st[j][3], scale_log2, -column_lse[j][1]));
   }
 }
 
 // One CTA: keys [x * kKeysPerMassCta, ...) of tile tile0 + y of selection s of sequence b.
-// Grid: x = key chunk, y = tile in the chunk, z = b * S + s. Every row chunk of the tile is
-// reduced in a fixed order, so the result is deterministic. The warps' per-key partial sums of
-// block it are double-buffered and added up after the barrier of block it + 1 (one barrier per block).
+// Grid: x = key chunk, y = tile in the chunk, z = b * S + s. A key's mass is summed by one thread
+// (the owner of its accumulator row) over every row chunk of the tile in a fixed order, so the
+// result is deterministic and needs no shared-memory reduction: the owner writes it to the
+// output on the first row chunk and adds to it on the later ones (all-heads pooling, T x G > 128).
 template <int D, typename T>
 __global__ void __launch_bounds__(kThreads, 1) pooled_mass_kernel(const __grid_constant__ MassParams p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* q_smem = reinterpret_cast<T*>(align_smem(smem_raw));
-  T* k_smem = q_smem + kBlockRows * D;                                           // [kStages][kBlockKeys][D]
-  float* partial = reinterpret_cast<float*>(k_smem + kStages * kBlockKeys * D);  // [2][kWarps][kBlockKeys]
-  float* key_mass = partial + 2 * kWarps * kBlockKeys;                     // [kKeysPerMassCta]
-  int32_t* row_table = reinterpret_cast<int32_t*>(key_mass + kKeysPerMassCta);  // [kStages][kBlockKeys]
+  T* k_smem = q_smem + kBlockRows * D;                                                  // [kStages][kBlockKeys][D]
+  int32_t* row_table = reinterpret_cast<int32_t*>(k_smem + kStages * kBlockKeys * D);  // [kStages][kBlockKeys]
   constexpr int kTile = kBlockKeys * D;
 
   const int b = blockIdx.z / p.num_selections, sel = blockIdx.z % p.num_selections;
@@ -63,11 +68,15 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_mass_kernel(const __grid_c
   const int key_lo = blockIdx.x * kKeysPerMassCta;
   if (key_lo >= tile_b) return;
   const int key_hi = min(tile_b, key_lo + kKeysPerMassCta);
-  const int num_key_blocks = (key_hi - key_lo + kBlockKeys - 1) / kBlockKeys;
+  const int key_count = key_hi - key_lo;
+  const int num_key_blocks = (key_count + kBlockKeys - 1) / kBlockKeys;
+  float* out = p.mass + ((int64_t(b) * p.chunk_tiles + blockIdx.y) * p.num_selections + sel) * p.mass_stride + key_lo;
 
-  for (int i = threadIdx.x; i < kKeysPerMassCta; i += kThreads) key_mass[i] = 0.f;
-
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int lane = threadIdx.x % 32;
+  // This thread's keys in a block: accumulator rows warp_first_row() + lane / 4 (+ 8); after the
+  // quad exchange lane 4i holds the first one's total and lane 4i + 1 the second's.
+  const int owned_key = warp_first_row() + lane / 4 + ((lane & 1) ? 8 : 0);
+  const bool writes_key = (lane & 3) < 2;
   const T* q = static_cast<const T*>(p.q);
   const T* kpool = static_cast<const T*>(p.kv.k);
   const int head_lo = p.num_selections == 1 ? 0 : sel;
@@ -75,33 +84,24 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_mass_kernel(const __grid_c
   const int rows_per_head = tile_len * p.group;
   const KeySource keys = {nullptr, 0, key_lo, key_hi};
   const int32_t* seq_pages = p.kv.page_indices + p.kv.page_indptr[b];
-  // Thread t < kBlockKeys adds the warps' partial sums of key t of a block to key_mass.
-  auto add_partials = [&](int block_index) {
-    if (threadIdx.x < kBlockKeys) {
-      const float* part = partial + (block_index & 1) * kWarps * kBlockKeys;
-      float total = 0.f;
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) total += part[w * kBlockKeys + threadIdx.x];
-      key_mass[block_index * kBlockKeys + threadIdx.x] += total;
-    }
+  // Row tr of the tile is (position tr / G, head tr % G) of kv head `kv_head`.
+  auto q_row_index = [&](int kv_head, int tr) {
+    const int64_t position_row = g.q_begin + (tile_b - g.p0) + tr / p.group;
+    return position_row * p.num_q_heads + kv_head * p.group + tr % p.group;
   };
 
+  bool first_pass = true;
   for (int kv_head = head_lo; kv_head < head_hi; ++kv_head) {
     for (int row0 = 0; row0 < rows_per_head; row0 += kBlockRows) {
-      // Tile row tr is (position tr / G, head tr % G). A chunk starts at a multiple of
-      // kBlockRows, which need not be a multiple of G, so rows are addressed one by one.
+      // A chunk starts at a multiple of kBlockRows, which need not be a multiple of G, so rows are
+      // addressed one by one.
       const int chunk_rows = min(kBlockRows, rows_per_head - row0);
       {
         constexpr int kChunks = D / kChunkElems;
         const int chunk = threadIdx.x % kChunks;
         for (int r = threadIdx.x / kChunks; r < kBlockRows; r += kThreads / kChunks) {
           const bool valid = r < chunk_rows;
-          const T* src = q;
-          if (valid) {
-            const int tr = row0 + r;
-            const int64_t qrow = g.q_begin + (tile_b - g.p0) + tr / p.group;
-            src = q + (qrow * p.num_q_heads + kv_head * p.group + tr % p.group) * D + chunk * kChunkElems;
-          }
+          const T* src = valid ? q + q_row_index(kv_head, row0 + r) * D + chunk * kChunkElems : q;
           cp_async16(q_smem + SwizzledTile<D, kBlockRows>::offset(r, chunk), src, valid);
         }
       }
@@ -114,55 +114,79 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_mass_kernel(const __grid_c
       KeyRowTable<D>::copy_rows(k_smem + kTile, kbase, row_table + kBlockKeys, p.kv, 1 < num_key_blocks);
       cp_async_commit();  // group 1: K[1]
 
-      // LSE of this thread's rows; rows past the tile get +inf so that their mass is 0.
-      float row_lse[2];
+      // LSE of this thread's query columns 8j + 2 (lane % 4) + i; padding rows get +inf so that
+      // their mass is 0.
+      float column_lse[kKeyBlocks8][2];
 #pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const int r = warp_first_row() + lane / 4 + 8 * i;
-        row_lse[i] = INFINITY;
-        if (r < chunk_rows) {
-          const int tr = row0 + r;
-          const int64_t qrow = g.q_begin + (tile_b - g.p0) + tr / p.group;
-          row_lse[i] = p.lse_log2[qrow * p.num_q_heads + kv_head * p.group + tr % p.group];
+      for (int j = 0; j < kKeyBlocks8; ++j)
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const int r = 8 * j + 2 * (lane % 4) + i;
+          column_lse[j][i] = r < chunk_rows ? p.lse_log2[q_row_index(kv_head, row0 + r)] : INFINITY;
         }
-      }
 
-      const bool active = mma_rows_active(chunk_rows);
-      for (int it = 0; it < num_key_blocks; ++it) {
-        cp_async_wait<1>();  // K[it] landed (see attend_kernel)
-        __syncthreads();
-        // MMAs first; the copies, the table upkeep and the partial sums of the previous block
-        // run while they execute. The exponentials of the first 64 keys overlap the MMAs of the
-        // second 64.
-        float s[kKeyBlocks8][4];
-        if (active) issue_scores<D, T, 2>(s, q_smem, k_smem + (it % kStages) * kTile);
-        KeyRowTable<D>::copy_rows(k_smem + ((it + 2) % kStages) * kTile, kbase,
-                                  row_table + ((it + 2) % kStages) * kBlockKeys, p.kv, it + 2 < num_key_blocks);
-        cp_async_commit();
-        rows.advance(row_table, it, keys, p.kv, seq_pages);
-        if (it > 0) add_partials(it - 1);
+      // Software pipeline over the key blocks: the scores of block it + 1 are multiplied while
+      // the exponentials of block it run, in two accumulator sets (st[0] for even blocks, st[1]
+      // for odd ones; the indices must be compile-time constants to stay in registers).
+      float st[2][kKeyBlocks8][4];
+      cp_async_wait<1>();  // Q and K[0] landed (K[1] in flight)
+      __syncthreads();
+      if (mma_rows_active(key_count)) issue_scores<D, T, 1>(st[0], k_smem, q_smem);
 
-        float* warp_partial = partial + (it & 1) * kWarps * kBlockKeys + warp * kBlockKeys;
-        if (active) {
+      // Block it: with kIssueNext, waits for K[it + 1], issues its scores and the copy of
+      // K[it + 2] (into the slot of block it - 1, whose scores every warp has waited for before
+      // this barrier); then the pooled mass of block it from st[kCurrent].
+      auto step = [&](auto current, auto issue_next, int it) {
+        constexpr int kCurrent = decltype(current)::value;
+        if constexpr (decltype(issue_next)::value) {
+          cp_async_wait<0>();
+          __syncthreads();
+          if (mma_rows_active(key_count - (it + 1) * kBlockKeys))
+            issue_scores<D, T, 1>(st[1 - kCurrent], k_smem + ((it + 1) % kStages) * kTile, q_smem);
+          KeyRowTable<D>::copy_rows(k_smem + ((it + 2) % kStages) * kTile, kbase,
+                                    row_table + ((it + 2) % kStages) * kBlockKeys, p.kv, it + 2 < num_key_blocks);
+          cp_async_commit();
+          rows.advance(row_table, it, keys, p.kv, seq_pages);
           wgmma_wait<1>();
-          wgmma_fence_operands<0, kKeyBlocks8 / 2>(s);
-          column_mass<0, kKeyBlocks8 / 2>(s, row_lse, p.scale_log2, warp_partial);
-          wgmma_wait<0>();
-          wgmma_fence_operands(s);
-          column_mass<kKeyBlocks8 / 2, kKeyBlocks8 / 2>(s, row_lse, p.scale_log2, warp_partial);
         } else {
-          // Padding rows only: no mass (written so that the sum stays plain).
-          for (int k = lane; k < kBlockKeys; k += 32) warp_partial[k] = 0.f;
+          wgmma_wait<0>();
         }
+        if (mma_rows_active(key_count - it * kBlockKeys)) {
+          wgmma_fence_operands(st[kCurrent]);
+          float mass[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+          add_key_mass<0, kKeyBlocks8>(st[kCurrent], column_lse, p.scale_log2, mass);
+          // The four lanes of a quad hold the same two keys over different columns.
+          float key0 = mass[0][0] + mass[0][1], key1 = mass[1][0] + mass[1][1];
+#pragma unroll
+          for (int off = 1; off < 4; off *= 2) {
+            key0 += __shfl_xor_sync(0xffffffffu, key0, off);
+            key1 += __shfl_xor_sync(0xffffffffu, key1, off);
+          }
+          const float total = (lane & 1) ? key1 : key0;
+          const int key = it * kBlockKeys + owned_key;
+          if (writes_key && key < key_count) out[key] = first_pass ? total : out[key] + total;
+        }
+      };
+      using Even = std::integral_constant<int, 0>;
+      using Odd = std::integral_constant<int, 1>;
+      using Next = std::true_type;
+      using Last = std::false_type;
+      int it = 0;
+      for (; it + 2 < num_key_blocks; it += 2) {
+        step(Even{}, Next{}, it);
+        step(Odd{}, Next{}, it + 1);
+      }
+      if (num_key_blocks - it == 2) {
+        step(Even{}, Next{}, it);
+        step(Odd{}, Last{}, it + 1);
+      } else {
+        step(Even{}, Last{}, it);
       }
       cp_async_wait<0>();
-      __syncthreads();  // the last block's partial sums are complete; q_smem / k_smem are free
-      add_partials(num_key_blocks - 1);
+      __syncthreads();  // q_smem / k_smem are free for the next row chunk
+      first_pass = false;
     }
   }
-  __syncthreads();
-  float* out = p.mass + ((int64_t(b) * p.chunk_tiles + blockIdx.y) * p.num_selections + sel) * p.mass_stride;
-  for (int i = threadIdx.x; i < key_hi - key_lo; i += kThreads) out[key_lo + i] = key_mass[i];
 }
 
 template <int D, typename T>
