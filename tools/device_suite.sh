@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tools/device_suite.sh — the whole GPU suite in one run on a GPU machine: every op of
 # test-gpu-ops against the CPU oracle, compute-sanitizer memcheck + racecheck on a small decode
-# grid and memcheck on the prefill cases, and the engine's CUDA backend check.
+# grid and memcheck + racecheck + synccheck on small prefill cases, and the engine's CUDA backend
+# check.
 #
 # Binaries are built elsewhere (CUDA 13, sm_90a) and copied to BIN_DIR (default .carry/final):
 #   cmake -S . -B build-final -G Ninja -DKASCADE_CUDA=ON
@@ -32,5 +33,8 @@ grep -E "passed|failed|FAIL" "$OUT_DIR/test-gpu-ops.log" | tail -n 5
 step memcheck-decode 90 compute-sanitizer --tool memcheck --error-exitcode 3 "$BIN_DIR/test-gpu-ops" -p "hq=8,hkv=2,page=16,lens=[1 17 97"
 step racecheck-decode 90 compute-sanitizer --tool racecheck --error-exitcode 3 "$BIN_DIR/test-gpu-ops" -p "hq=8,hkv=2,page=16,lens=[1 17 97"
 step memcheck-prefill 150 compute-sanitizer --tool memcheck --error-exitcode 3 "$BIN_DIR/test-gpu-ops" -o prefill -p "nq/p1=300/300"
+# The prefill kernels synchronise warp-specialised roles with mbarriers and named barriers.
+step racecheck-prefill 150 compute-sanitizer --tool racecheck --error-exitcode 3 "$BIN_DIR/test-gpu-ops" -o prefill -p "nq/p1=300/300"
+step synccheck-prefill 150 compute-sanitizer --tool synccheck --error-exitcode 3 "$BIN_DIR/test-gpu-ops" -o prefill -p "nq/p1=300/300"
 BIN_DIR=$BIN_DIR step engine-check 150 env BIN_DIR="$BIN_DIR" tools/device_engine.sh --check-only
 exit $status
