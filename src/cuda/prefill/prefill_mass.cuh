@@ -1,35 +1,146 @@
 // prefill_mass.cuh — pooled_mass_kernel: the anchor's post-softmax mass of every key before a tile,
 // pooled over the tile's T x G rows (or T x Hq with all-heads pooling), and its launcher.
-// Building blocks are in prefill_common.cuh.
+// Building blocks are in prefill_common.cuh and ../common/async_barrier.cuh.
 //
-// The kernel computes the transposed scores S^T = K . Q^T: a 64-key slab of the K block is the
-// MMA's M side (one slab per warpgroup, one 16-key strip per warp under mma.sync) and the 128
-// query rows of the tile are its N side. The sum over query rows that pools the mass then runs
-// inside each thread (its 2 keys x 32 query columns, plain adds), and only the four lanes that
-// share a key exchange their partial sums (2 shuffles). With Q as the M side instead, every
-// 8-key block needed 3 rounds of shuffles over the 8 row groups of a warp and a cross-warp sum
-// through shared memory, which cost as much as the exponentials.
+// Scores are computed transposed, S^T = K . Q^T: a 64-key slab of the K block is the MMA's M side
+// (one slab per consumer warpgroup, one 16-key strip per warp under mma.sync) and the 128 query
+// rows of the tile are its N side. The sum over query rows that pools the mass then runs inside
+// each thread (its 2 keys x 32 query columns, plain adds), and only the four lanes that share a
+// key exchange their partial sums (2 shuffles). With Q as the M side, every 8-key block needed 3
+// rounds of shuffles over the 8 row groups of a warp and a cross-warp sum through shared memory.
+//
+// CTA: two consumer warpgroups (threads 0 .. kThreads-1) and one producer warpgroup. The producer
+// copies the K blocks into a ring of kMassStages smem slots guarded by mbarriers (full: the copies
+// landed; empty: every consumer warp's MMA has read the slot), so the consumers' instruction
+// stream is only MMAs, exponentials and adds, with no CTA-wide barrier per block. The consumer
+// warpgroups take turns issuing their MMAs (two named "turn" barriers), so that one warpgroup's
+// exponentials run while the other's MMAs occupy the tensor cores.
+//
+// Measured on the H100, Llama-3.1-8B shape, rho 0.1 (mass phase of kascade-bench prefill, ms):
+//                                                                          32k      128k
+//   Q as M, per-warp shuffles + smem partials, CTA barrier per block ...... 18.9     296
+//   S^T (quad exchange only), same schedule ............................... 18.7
+//   + scores of block j+1 issued before the exponentials of block j ....... 17.8
+//     (the same without any exponential: 15.7, so the schedule, not the MUFU, was the limit)
+//   producer warpgroup + mbarrier ring, consumers taking turns (this) ..... 12.8     208
+//   + 1 in 4 (or 1 in 8) exponentials as a cubic on the FMA pipe
+//     (FlashAttention-4's trick) ........................................... 13.5 (13.3)
 #pragma once
 
 #include <type_traits>
 
+#include "../common/async_barrier.cuh"
 #include "prefill_common.cuh"
 
 namespace kascade::cuda::prefill {
 
 // ---- pooled mass ------------------------------------------------------------------------------
-template <int D, typename T>
-struct MassSmem {
-  static constexpr size_t bytes() {
-    return kSmemAlign + sizeof(T) * (size_t(kBlockRows) * D + kStages * size_t(kBlockKeys) * D) +
-           KeyRowTable<D>::kBytes;
-  }
-  static_assert(bytes() <= kMaxSmemPerCta, "pooled-mass tiles exceed the shared memory of a CTA");
-};
+constexpr int kMassProducerThreads = 128;
+constexpr int kMassThreads = kThreads + kMassProducerThreads;
+constexpr int kMassStages = 4;
+// Registers per thread once the roles split (one CTA per SM owns the 64K register file).
+constexpr int kMassProducerRegisters = 56;
+constexpr int kMassConsumerRegisters = 224;
+static_assert(kMassProducerThreads * kMassProducerRegisters + kThreads * kMassConsumerRegisters <= 64 * 1024,
+              "the warpgroups' registers exceed the register file");
+static_assert(kWarpgroups == 2, "the consumer schedule alternates between two warpgroups");
+static_assert(kBlockKeys == kMassProducerThreads, "each producer thread resolves one key row of a block");
 static_assert(kKeysPerMassCta % kBlockKeys == 0, "a pooled-mass CTA reduces whole key blocks");
 // The K block and the query rows swap MMA sides: both are [128][D] swizzled tiles, so issue_scores
 // reads either as the A (64-row slab) or the B (N = 128) operand.
 static_assert(kBlockRows == kBlockKeys, "the K block and the query rows must be tiles of the same shape");
+// Named barriers (0 is __syncthreads): the consumers' Q rows landed / every consumer is done with
+// them; the turn of consumer warpgroup g to issue its MMAs is kMassTurnBarrier + g.
+constexpr int kMassQBarrier = 1;
+constexpr int kMassTurnBarrier = 2;
+
+// The K ring: [full][empty] x kMassStages mbarriers. Block n (counted over the whole CTA, across
+// its row chunks and kv heads) uses slot n % kMassStages with phase parity (n / kMassStages) & 1.
+struct MassRing {
+  uint64_t* barriers;
+  __device__ __forceinline__ uint64_t* full(int n) const { return barriers + n % kMassStages; }
+  __device__ __forceinline__ uint64_t* empty(int n) const { return barriers + kMassStages + n % kMassStages; }
+  __device__ __forceinline__ static int parity(int n) { return (n / kMassStages) & 1; }
+  __device__ __forceinline__ void init() const {
+    for (int s = 0; s < kMassStages; ++s) {
+      mbarrier_init(full(s), kMassProducerThreads);
+      mbarrier_init(empty(s), kWarps);
+    }
+  }
+};
+
+template <int D, typename T>
+struct MassSmem {
+  static constexpr int kTileElems = kBlockKeys * D;
+  static constexpr size_t bytes() {
+    return kSmemAlign + sizeof(T) * (size_t(kBlockRows) * D + kMassStages * size_t(kTileElems)) +
+           sizeof(uint64_t) * 2 * kMassStages;
+  }
+  static_assert(bytes() <= kMaxSmemPerCta, "pooled-mass tiles exceed the shared memory of a CTA");
+};
+
+// The CTA's share of the work: keys [key_lo, key_hi) of one tile, for the kv heads
+// [head_lo, head_hi) and their rows in chunks of kBlockRows.
+struct MassWork {
+  int key_lo, key_hi, num_key_blocks;
+  int head_lo, head_hi;
+  int rows_per_head;
+};
+
+// The producer warpgroup: thread t resolves key row t of every block to its element offset in the
+// paged cache one block ahead (its page id loads while the block before is copied); warp w copies
+// rows 32w .. 32w+31 of each block into the ring, the offsets passed along by shuffles. Rows past
+// key_hi are zero-filled (their mass is never stored).
+template <int D, typename T>
+__device__ __forceinline__ void produce_mass_keys(const MassParams& p, const MassWork& w, const int32_t* seq_pages,
+                                                  T* k_smem, const MassRing& ring) {
+  constexpr int kChunks = D / kChunkElems;    // 16-byte chunks of a row
+  constexpr int kRowsPerCopy = 32 / kChunks;  // rows one warp-wide cp.async covers
+  constexpr int kTile = MassSmem<D, T>::kTileElems;
+  const int resolver = static_cast<int>(threadIdx.x) - kThreads;
+  const int warp = resolver / 32, lane = resolver % 32, chunk = lane % kChunks;
+  // Element offset of the key at `position` (-1 past key_hi); the page id load is issued here and
+  // used when the offset is read.
+  auto page_of = [&](int position) {
+    uint32_t page_in_seq = 0, slot = 0;
+    p.kv.page_size.divmod(static_cast<uint32_t>(position), page_in_seq, slot);
+    return load_if(position < w.key_hi, seq_pages + page_in_seq, 0);
+  };
+  auto row_offset = [&](int position, int page) {
+    uint32_t page_in_seq = 0, slot = 0;
+    p.kv.page_size.divmod(static_cast<uint32_t>(position), page_in_seq, slot);
+    return position < w.key_hi ? int64_t(page) * p.kv.page_stride + int64_t(slot) * p.kv.token_stride : int64_t{-1};
+  };
+  int n = 0;  // ring block counter
+  for (int kv_head = w.head_lo; kv_head < w.head_hi; ++kv_head) {
+    const T* column = static_cast<const T*>(p.kv.k) + int64_t(kv_head) * p.kv.head_stride + chunk * kChunkElems;
+    for (int row0 = 0; row0 < w.rows_per_head; row0 += kBlockRows) {
+      int position = w.key_lo + resolver;
+      int64_t offset = row_offset(position, page_of(position));  // block 0: one stall per pass
+      for (int block = 0; block < w.num_key_blocks; ++block, ++n) {
+        const int next_position = position + kBlockKeys;
+        const int next_page = page_of(next_position);
+        mbarrier_wait(ring.empty(n), MassRing::parity(n) ^ 1);
+        T* tile = k_smem + (n % kMassStages) * kTile;
+        const uint32_t offset_lo = static_cast<uint32_t>(offset);
+        const uint32_t offset_hi = static_cast<uint32_t>(static_cast<uint64_t>(offset) >> 32);
+#pragma unroll
+        for (int i = 0; i < kChunks; ++i) {
+          const int r = i * kRowsPerCopy + lane / kChunks;  // row of the warp's 32
+          const uint64_t hi = __shfl_sync(0xffffffffu, offset_hi, r), lo = __shfl_sync(0xffffffffu, offset_lo, r);
+          const int64_t row = static_cast<int64_t>((hi << 32) | lo);
+          const bool valid = row >= 0;
+          cp_async16(tile + SwizzledTile<D, kBlockKeys>::offset(warp * 32 + r, chunk), column + (valid ? row : 0),
+                     valid);
+        }
+        cp_async_arrive_noinc(ring.full(n));
+        position = next_position;
+        offset = row_offset(position, next_page);
+      }
+    }
+  }
+  cp_async_wait<0>();  // no copy outlives its thread
+}
 
 // Adds exp2(s^T * scale - lse(column)) over the query columns of n-blocks [kFirst, kFirst + kCount)
 // of this thread's two keys (accumulator rows lane / 4 and lane / 4 + 8) to mass[0] / mass[1].
@@ -52,12 +163,12 @@ __device__ __forceinline__ void add_key_mass(const float (&st)[kKeyBlocks8][4], 
 // result is deterministic and needs no shared-memory reduction: the owner writes it to the
 // output on the first row chunk and adds to it on the later ones (all-heads pooling, T x G > 128).
 template <int D, typename T>
-__global__ void __launch_bounds__(kThreads, 1) pooled_mass_kernel(const __grid_constant__ MassParams p) {
+__global__ void __launch_bounds__(kMassThreads, 1) pooled_mass_kernel(const __grid_constant__ MassParams p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
+  constexpr int kTile = MassSmem<D, T>::kTileElems;
   T* q_smem = reinterpret_cast<T*>(align_smem(smem_raw));
-  T* k_smem = q_smem + kBlockRows * D;                                                  // [kStages][kBlockKeys][D]
-  int32_t* row_table = reinterpret_cast<int32_t*>(k_smem + kStages * kBlockKeys * D);  // [kStages][kBlockKeys]
-  constexpr int kTile = kBlockKeys * D;
+  T* k_smem = q_smem + kBlockRows * D;  // [kMassStages][kBlockKeys][D]
+  const MassRing ring{reinterpret_cast<uint64_t*>(k_smem + kMassStages * kTile)};
 
   const int b = blockIdx.z / p.num_selections, sel = blockIdx.z % p.num_selections;
   const int tau = p.tile0 + blockIdx.y;
@@ -65,37 +176,55 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_mass_kernel(const __grid_c
   if (tau >= num_tiles(g.p0, g.p1, p.tile)) return;
   const int tile_b = static_cast<int>(tile_begin(g.p0, tau, p.tile));
   const int tile_len = static_cast<int>(tile_end(g.p0, g.p1, tau, p.tile)) - tile_b;
-  const int key_lo = blockIdx.x * kKeysPerMassCta;
-  if (key_lo >= tile_b) return;
-  const int key_hi = min(tile_b, key_lo + kKeysPerMassCta);
-  const int key_count = key_hi - key_lo;
-  const int num_key_blocks = (key_count + kBlockKeys - 1) / kBlockKeys;
-  float* out = p.mass + ((int64_t(b) * p.chunk_tiles + blockIdx.y) * p.num_selections + sel) * p.mass_stride + key_lo;
+  MassWork w;
+  w.key_lo = blockIdx.x * kKeysPerMassCta;
+  if (w.key_lo >= tile_b) return;
+  w.key_hi = min(tile_b, w.key_lo + kKeysPerMassCta);
+  w.num_key_blocks = (w.key_hi - w.key_lo + kBlockKeys - 1) / kBlockKeys;
+  w.head_lo = p.num_selections == 1 ? 0 : sel;
+  w.head_hi = p.num_selections == 1 ? p.num_kv_heads : sel + 1;
+  w.rows_per_head = tile_len * p.group;
+  const int32_t* seq_pages = p.kv.page_indices + p.kv.page_indptr[b];
 
+  if (threadIdx.x == 0) ring.init();
+  __syncthreads();  // the only CTA-wide barrier: the roles part here
+  if (threadIdx.x >= kThreads) {
+    warpgroup_release_registers<kMassProducerRegisters>();
+    produce_mass_keys<D>(p, w, seq_pages, k_smem, ring);
+    return;
+  }
+  warpgroup_claim_registers<kMassConsumerRegisters>();
+
+  const int key_count = w.key_hi - w.key_lo;
+  float* out = p.mass + ((int64_t(b) * p.chunk_tiles + blockIdx.y) * p.num_selections + sel) * p.mass_stride + w.key_lo;
   const int lane = threadIdx.x % 32;
+  const int warpgroup = static_cast<int>(threadIdx.x) / 128;
   // This thread's keys in a block: accumulator rows warp_first_row() + lane / 4 (+ 8); after the
   // quad exchange lane 4i holds the first one's total and lane 4i + 1 the second's.
   const int owned_key = warp_first_row() + lane / 4 + ((lane & 1) ? 8 : 0);
   const bool writes_key = (lane & 3) < 2;
+  const bool releases = lane == 0;  // one empty-slot arrival per consumer warp
   const T* q = static_cast<const T*>(p.q);
-  const T* kpool = static_cast<const T*>(p.kv.k);
-  const int head_lo = p.num_selections == 1 ? 0 : sel;
-  const int head_hi = p.num_selections == 1 ? p.num_kv_heads : sel + 1;
-  const int rows_per_head = tile_len * p.group;
-  const KeySource keys = {nullptr, 0, key_lo, key_hi};
-  const int32_t* seq_pages = p.kv.page_indices + p.kv.page_indptr[b];
   // Row tr of the tile is (position tr / G, head tr % G) of kv head `kv_head`.
   auto q_row_index = [&](int kv_head, int tr) {
     const int64_t position_row = g.q_begin + (tile_b - g.p0) + tr / p.group;
     return position_row * p.num_q_heads + kv_head * p.group + tr % p.group;
   };
+  // The consumer warpgroups take turns issuing their MMAs: warpgroup 1 hands warpgroup 0 the
+  // first turn, and warpgroup 0 takes one more turn after its last block, so that every arrival on
+  // a turn barrier is matched.
+  auto take_turn = [&] { named_barrier_sync(kMassTurnBarrier + warpgroup, kThreads); };
+  auto pass_turn = [&] { named_barrier_arrive(kMassTurnBarrier + (warpgroup ^ 1), kThreads); };
+  if (warpgroup == 1) pass_turn();
 
+  int n = 0;  // ring block counter, as the producer's
   bool first_pass = true;
-  for (int kv_head = head_lo; kv_head < head_hi; ++kv_head) {
-    for (int row0 = 0; row0 < rows_per_head; row0 += kBlockRows) {
+  for (int kv_head = w.head_lo; kv_head < w.head_hi; ++kv_head) {
+    for (int row0 = 0; row0 < w.rows_per_head; row0 += kBlockRows) {
       // A chunk starts at a multiple of kBlockRows, which need not be a multiple of G, so rows are
       // addressed one by one.
-      const int chunk_rows = min(kBlockRows, rows_per_head - row0);
+      const int chunk_rows = min(kBlockRows, w.rows_per_head - row0);
+      if (!first_pass) named_barrier_sync(kMassQBarrier, kThreads);  // every MMA of the last chunk is done
       {
         constexpr int kChunks = D / kChunkElems;
         const int chunk = threadIdx.x % kChunks;
@@ -104,16 +233,8 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_mass_kernel(const __grid_c
           const T* src = valid ? q + q_row_index(kv_head, row0 + r) * D + chunk * kChunkElems : q;
           cp_async16(q_smem + SwizzledTile<D, kBlockRows>::offset(r, chunk), src, valid);
         }
+        cp_async_commit();
       }
-      KeyRowTable<D> rows;
-      rows.start(row_table, keys, p.kv, seq_pages);
-      __syncthreads();
-      const T* kbase = KeyRowTable<D>::column_base(kpool, p.kv, kv_head);
-      KeyRowTable<D>::copy_rows(k_smem, kbase, row_table, p.kv);  // copy group 0: Q and K[0]
-      cp_async_commit();
-      KeyRowTable<D>::copy_rows(k_smem + kTile, kbase, row_table + kBlockKeys, p.kv, 1 < num_key_blocks);
-      cp_async_commit();  // group 1: K[1]
-
       // LSE of this thread's query columns 8j + 2 (lane % 4) + i; padding rows get +inf so that
       // their mass is 0.
       float column_lse[kKeyBlocks8][2];
@@ -124,37 +245,24 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_mass_kernel(const __grid_c
           const int r = 8 * j + 2 * (lane % 4) + i;
           column_lse[j][i] = r < chunk_rows ? p.lse_log2[q_row_index(kv_head, row0 + r)] : INFINITY;
         }
+      cp_async_wait<0>();
+      named_barrier_sync(kMassQBarrier, kThreads);  // every consumer's Q rows landed
 
-      // Software pipeline over the key blocks: the scores of block it + 1 are multiplied while
-      // the exponentials of block it run, in two accumulator sets (st[0] for even blocks, st[1]
-      // for odd ones; the indices must be compile-time constants to stay in registers).
-      float st[2][kKeyBlocks8][4];
-      cp_async_wait<1>();  // Q and K[0] landed (K[1] in flight)
-      __syncthreads();
-      if (mma_rows_active(key_count)) issue_scores<D, T, 1>(st[0], k_smem, q_smem);
-
-      // Block it: with kIssueNext, waits for K[it + 1], issues its scores and the copy of
-      // K[it + 2] (into the slot of block it - 1, whose scores every warp has waited for before
-      // this barrier); then the pooled mass of block it from st[kCurrent].
-      auto step = [&](auto current, auto issue_next, int it) {
-        constexpr int kCurrent = decltype(current)::value;
-        if constexpr (decltype(issue_next)::value) {
-          cp_async_wait<0>();
-          __syncthreads();
-          if (mma_rows_active(key_count - (it + 1) * kBlockKeys))
-            issue_scores<D, T, 1>(st[1 - kCurrent], k_smem + ((it + 1) % kStages) * kTile, q_smem);
-          KeyRowTable<D>::copy_rows(k_smem + ((it + 2) % kStages) * kTile, kbase,
-                                    row_table + ((it + 2) % kStages) * kBlockKeys, p.kv, it + 2 < num_key_blocks);
-          cp_async_commit();
-          rows.advance(row_table, it, keys, p.kv, seq_pages);
-          wgmma_wait<1>();
-        } else {
+      for (int block = 0; block < w.num_key_blocks; ++block, ++n) {
+        const bool active = mma_rows_active(key_count - block * kBlockKeys);
+        mbarrier_wait(ring.full(n), MassRing::parity(n));
+        take_turn();
+        float st[kKeyBlocks8][4];
+        if (active) issue_scores<D, T, 1>(st, k_smem + (n % kMassStages) * kTile, q_smem);
+        pass_turn();
+        if (active) {
           wgmma_wait<0>();
+          wgmma_fence_operands(st);
         }
-        if (mma_rows_active(key_count - it * kBlockKeys)) {
-          wgmma_fence_operands(st[kCurrent]);
+        mbarrier_arrive_if(releases, ring.empty(n));
+        if (active) {
           float mass[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
-          add_key_mass<0, kKeyBlocks8>(st[kCurrent], column_lse, p.scale_log2, mass);
+          add_key_mass<0, kKeyBlocks8>(st, column_lse, p.scale_log2, mass);
           // The four lanes of a quad hold the same two keys over different columns.
           float key0 = mass[0][0] + mass[0][1], key1 = mass[1][0] + mass[1][1];
 #pragma unroll
@@ -163,35 +271,19 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_mass_kernel(const __grid_c
             key1 += __shfl_xor_sync(0xffffffffu, key1, off);
           }
           const float total = (lane & 1) ? key1 : key0;
-          const int key = it * kBlockKeys + owned_key;
+          const int key = block * kBlockKeys + owned_key;
           if (writes_key && key < key_count) out[key] = first_pass ? total : out[key] + total;
         }
-      };
-      using Even = std::integral_constant<int, 0>;
-      using Odd = std::integral_constant<int, 1>;
-      using Next = std::true_type;
-      using Last = std::false_type;
-      int it = 0;
-      for (; it + 2 < num_key_blocks; it += 2) {
-        step(Even{}, Next{}, it);
-        step(Odd{}, Next{}, it + 1);
       }
-      if (num_key_blocks - it == 2) {
-        step(Even{}, Next{}, it);
-        step(Odd{}, Last{}, it + 1);
-      } else {
-        step(Even{}, Last{}, it);
-      }
-      cp_async_wait<0>();
-      __syncthreads();  // q_smem / k_smem are free for the next row chunk
       first_pass = false;
     }
   }
+  if (warpgroup == 0) take_turn();
 }
 
 template <int D, typename T>
 void PrefillKernels<D, T>::pooled_mass(const MassParams& p, dim3 grid, cudaStream_t stream) {
-  launch_with_smem<pooled_mass_kernel<D, T>, MassSmem<D, T>::bytes()>(p, grid, stream);
+  launch_with_smem<pooled_mass_kernel<D, T>, MassSmem<D, T>::bytes(), kMassThreads>(p, grid, stream);
 }
 
 }  // namespace kascade::cuda::prefill
