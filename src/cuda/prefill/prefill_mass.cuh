@@ -22,7 +22,8 @@
 //   S^T (quad exchange only), same schedule ............................... 18.7
 //   + scores of block j+1 issued before the exponentials of block j ....... 17.8
 //     (the same without any exponential: 15.7, so the schedule, not the MUFU, was the limit)
-//   producer warpgroup + mbarrier ring, consumers taking turns (this) ..... 12.8     208
+//   producer warpgroup + mbarrier ring, consumers taking turns ............ 12.8     208
+//   + 8192 keys per CTA instead of 2048 (kKeysPerMassCta; this) ........... 10.7     177
 //   + 1 in 4 (or 1 in 8) exponentials as a cubic on the FMA pipe
 //     (FlashAttention-4's trick) ........................................... 13.5 (13.3)
 #pragma once
