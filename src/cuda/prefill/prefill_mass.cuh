@@ -20,8 +20,8 @@
 //                                                                          32k      128k
 //   Q as M, per-warp shuffles + smem partials, CTA barrier per block ...... 18.9
 //   S^T (quad exchange only), same schedule ............................... 18.7     296
-//   + scores of block j+1 issued before the exponentials of block j ....... 17.8
 //     (the same without any exponential: 15.7, so the schedule, not the MUFU, was the limit)
+//   + scores of block j+1 issued before the exponentials of block j ....... 17.8
 //   producer warpgroup + mbarrier ring, consumers taking turns ............ 12.8     208
 //     (the same with 1 in 4, or 1 in 8, exponentials as a cubic on the FMA
 //     pipe, FlashAttention-4's trick: 13.5, 13.3)
