@@ -330,7 +330,7 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
     take_turn();
     float s[kKeyBlocks8][4];
     if (active) {
-      issue_scores<D, T, kOutput ? 1 : 2>(s, q_smem, k_smem + (it % kAttendStages) * kTile);
+      issue_scores<D, T, 1>(s, q_smem, k_smem + (it % kAttendStages) * kTile);
       if constexpr (kOutput) {  // (kOutput first: the call does not compile for the LSE-only pass)
         if constexpr (!kFirst) issue_pv<D, T>(acc, p_in, v_smem + ((it - 1) % kAttendStages) * kTile);
       }
@@ -364,19 +364,17 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
         }
       }
     } else {
-      // LSE only: the exponentials of the first 64 keys overlap the MMAs of the second 64.
+      // LSE only: S in one commit group. (Split in two 64-key halves, so that the first half's
+      // exponentials overlap the second half's MMAs, it ran 5% slower at 32k: the other
+      // warpgroup's MMAs already fill that time.)
       if (active) {
-        wgmma_wait<1>();
-        wgmma_fence_operands<0, kKeyBlocks8 / 2>(s);
-        softmax_update<0, kKeyBlocks8 / 2, kMasked, false, T>(s, softmax, correction, mask, p.scale_log2, p_out);
-        pin_registers(softmax, correction);  // above the wait, as in the output pass
         wgmma_wait<0>();
         wgmma_fence_operands(s);
       }
       mbarrier_arrive_if(releases, ring.k_empty(it));
       if (active)
-        softmax_update<kKeyBlocks8 / 2, kKeyBlocks8 / 2, kMasked, false, T>(s, softmax, correction, mask,
-                                                                           p.scale_log2, p_out);
+        softmax_update<0, kKeyBlocks8, kMasked, false, T>(s, softmax, correction, mask,
+                                                          p.scale_log2, p_out);
     }
   };
   const int unmasked_blocks = min(num_blocks, unmasked_end / kBlockKeys);
