@@ -41,8 +41,8 @@
 // flight; otherwise ptxas moves the wait up (or serialises the wgmma pipeline) and the overlap is
 // lost. Hence: no branch around the wgmma issue (every warpgroup computes), predicated barrier
 // arrivals, and steps with and without the causal mask compiled apart.
-// The passes without P.V (LSE-only, pooled mass) split S into two 64-key commit groups instead,
-// so the exponentials of the first half can run while the second half is multiplied.
+// The LSE-only pass (no P.V) issues S as one commit group: the other warpgroup's MMAs run during
+// its exponentials.
 // Scores live in the log2 domain: s2 = q.k * scale * log2(e); the LSE buffers hold log2 values.
 // The KeyRowTable below serves kernels whose warps all copy (cp.async groups and a CTA barrier
 // per block, as pooled_mass_kernel). Not done yet in attend_kernel: TMA for contiguous rows.
