@@ -3,14 +3,22 @@
 //
 // Non-negative floats order as their bit patterns, so the k-th largest mass is found digit by
 // digit from the top: a 12-bit digit (bits 31..20: the exponent and 3 mantissa bits) over the
-// whole row, then two 10-bit digits. The values that share the first digit with the k-th largest
-// are usually few, so they are gathered into shared memory and the last two digits are resolved
-// there; only when more than kCandidateCapacity share it (a row of near-equal masses) do the last
-// digits read the row again. A final pass writes the selected keys in ascending order: every key
-// above the threshold and the first `remaining` keys equal to it. So a row is read three times
-// (histogram, gather, output) where an 8-bit radix over the row read it five times.
+// whole row, then two 10-bit digits. After the first digit every key is either above the k-th
+// largest's digit (selected for sure), below it (never selected), or shares it (a candidate).
+// Candidates are usually few, so one more pass over the row writes the sure keys to the output in
+// ascending order and gathers the candidates (value and key, in key order) into shared memory;
+// the last two digits are resolved there, the selected candidates compacted, and the two
+// ascending lists merged in place in the output row. A row is thus read twice (histogram;
+// output and gather). Only when more than kCandidateCapacity keys share the first digit (a row of
+// near-equal masses) do the last two digits and the output read the row again (four reads).
+//
+// Top-k phase of kascade-bench prefill (Llama-3.1-8B shape, rho 0.1, H200, one run), ms:
+//                                                              32k      128k
+//   histogram, gather, output pass (three reads of a row) .... 0.796    14.47
+//   histogram, sure keys + gather in one pass, merge (this) .. 0.698    12.27
 #include "../common/cuda_check.h"
 #include "kascade/budget.h"
+#include "prefill_common.cuh"
 #include "prefill_params.h"
 
 namespace kascade::cuda::prefill {
@@ -19,18 +27,28 @@ namespace {
 constexpr int kFirstDigitBits = 12;
 constexpr int kLaterDigitBits = 10;
 static_assert(kFirstDigitBits + 2 * kLaterDigitBits == 32, "the digits cover the 32 bits of a float");
-constexpr int kMaxBins = 1 << kFirstDigitBits;
+constexpr int kFirstBins = 1 << kFirstDigitBits;
+constexpr int kLaterBins = 1 << kLaterDigitBits;
 constexpr int kCandidateCapacity = 6144;
-constexpr int kItemsPerThread = 4;  // consecutive keys per thread in the output pass
-static_assert((kMaxBins % kTopkThreads) == 0 && ((1 << kLaterDigitBits) % kTopkThreads) == 0,
+constexpr int kItemsPerThread = 4;  // consecutive keys (or candidates) per thread in the ordered passes
+constexpr int kKeysPerPass = kTopkThreads * kItemsPerThread;
+static_assert((kFirstBins % kTopkThreads) == 0 && (kLaterBins % kTopkThreads) == 0,
               "digit bins split evenly over the threads");
+// The ordered gather scans two counts packed in one int (sure keys << 16 | candidates).
+static_assert(kKeysPerPass < (1 << 16), "one pass's counts must fit 16 bits each");
 
+// Shared memory (dynamic: over 48 KiB). The first digit's histogram is dead once that digit is
+// found, and the later digits use only its first kLaterBins bins, so the candidates' keys,
+// gathered after the first digit, overlay the rest of it.
 struct TopkShared {
-  int histogram[kMaxBins];
-  uint32_t candidates[kCandidateCapacity];
+  int histogram_and_keys[kLaterBins + kCandidateCapacity];
+  uint32_t candidates[kCandidateCapacity];  // values; in the merge, each chosen key's output slot
   int scratch[kBlockScanScratch];
-  int digit, above, digit_count, candidate_count;
+  int digit, above, digit_count;
+  __device__ int* histogram() { return histogram_and_keys; }
+  __device__ int* candidate_keys() { return histogram_and_keys + kLaterBins; }
 };
+static_assert(kLaterBins + kCandidateCapacity >= kFirstBins, "the first digit's histogram fits the overlay");
 
 // The digits fixed so far: keys whose bits under `mask` equal `prefix` may still be the k-th
 // largest; `remaining` of them are still to be taken.
@@ -41,16 +59,18 @@ struct RadixState {
 
 // One radix digit of kBits at `shift` over values load(0 .. count-1): histogram of the values that
 // match the state, then the digit d whose bin holds the remaining-th largest (counting from the
-// top). Returns how many values match the extended prefix. Every thread calls it.
+// top). Returns how many values match the extended prefix. Every thread calls it; it ends with a
+// barrier, so the histogram is free when it returns.
 template <int kBits, typename Load>
 __device__ int radix_digit(Load load, int count, int shift, RadixState& st, TopkShared& sh) {
   constexpr int kBins = 1 << kBits;
   constexpr int kBinsPerThread = kBins / kTopkThreads;
-  for (int i = threadIdx.x; i < kBins; i += kTopkThreads) sh.histogram[i] = 0;
+  int* histogram = sh.histogram();
+  for (int i = threadIdx.x; i < kBins; i += kTopkThreads) histogram[i] = 0;
   __syncthreads();
   for (int i = threadIdx.x; i < count; i += kTopkThreads) {
     const uint32_t u = load(i);
-    if ((u & st.mask) == st.prefix) atomicAdd(&sh.histogram[(u >> shift) & (kBins - 1)], 1);
+    if ((u & st.mask) == st.prefix) atomicAdd(&histogram[(u >> shift) & (kBins - 1)], 1);
   }
   __syncthreads();
   // Thread t owns kBinsPerThread bins, thread 0 the highest digits; an exclusive scan in thread
@@ -59,15 +79,15 @@ __device__ int radix_digit(Load load, int count, int shift, RadixState& st, Topk
   const int top = kBins - 1 - static_cast<int>(threadIdx.x) * kBinsPerThread;
   int local = 0;
 #pragma unroll
-  for (int j = 0; j < kBinsPerThread; ++j) local += sh.histogram[top - j];
+  for (int j = 0; j < kBinsPerThread; ++j) local += histogram[top - j];
   int total;
   const int above = block_exclusive_sum(local, sh.scratch, total);
   if (above < st.remaining && st.remaining <= above + local) {
     int acc = above, d = top;
-    for (int j = 0; j < kBinsPerThread - 1 && acc + sh.histogram[d] < st.remaining; ++j, --d) acc += sh.histogram[d];
+    for (int j = 0; j < kBinsPerThread - 1 && acc + histogram[d] < st.remaining; ++j, --d) acc += histogram[d];
     sh.digit = d;
     sh.above = acc;
-    sh.digit_count = sh.histogram[d];
+    sh.digit_count = histogram[d];
   }
   __syncthreads();
   st.prefix |= static_cast<uint32_t>(sh.digit) << shift;
@@ -78,9 +98,64 @@ __device__ int radix_digit(Load load, int count, int shift, RadixState& st, Topk
   return matching;
 }
 
+// The selected entries of values value_of(0 .. count-1), in index order: every value above
+// `threshold` and the first `ties` equal to it. emit(slot, key) receives key_of(i) of entry i and
+// its rank among the selected. Each thread loads the values and keys of kItemsPerThread
+// consecutive entries of a pass before the pass's first barrier and emits after it, at a slot <=
+// the entry's index, so emit may overwrite the entries being read (in-place compaction). Every
+// thread calls it.
+template <typename Value, typename Key, typename Emit>
+__device__ void emit_selected(Value value_of, Key key_of, int count, uint32_t threshold, int ties, TopkShared& sh,
+                              Emit emit) {
+  int taken = 0, ties_seen = 0;
+  for (int base = 0; base < count; base += kKeysPerPass) {
+    const int first = base + static_cast<int>(threadIdx.x) * kItemsPerThread;
+    uint32_t u[kItemsPerThread];
+    int32_t key[kItemsPerThread];
+    int equal_count = 0;
+#pragma unroll
+    for (int j = 0; j < kItemsPerThread; ++j) {
+      u[j] = first + j < count ? value_of(first + j) : 0u;
+      key[j] = first + j < count ? key_of(first + j) : -1;
+      equal_count += (first + j < count && u[j] == threshold) ? 1 : 0;
+    }
+    int ties_total;
+    int tie_rank = ties_seen + block_exclusive_sum(equal_count, sh.scratch, ties_total);
+    bool take[kItemsPerThread];
+    int takes = 0;
+#pragma unroll
+    for (int j = 0; j < kItemsPerThread; ++j) {
+      const bool equal = first + j < count && u[j] == threshold;
+      take[j] = first + j < count && (u[j] > threshold || (equal && tie_rank < ties));
+      tie_rank += equal ? 1 : 0;
+      takes += take[j] ? 1 : 0;
+    }
+    int take_total;
+    int slot = taken + block_exclusive_sum(takes, sh.scratch, take_total);
+#pragma unroll
+    for (int j = 0; j < kItemsPerThread; ++j)
+      if (take[j]) emit(slot++, key[j]);
+    taken += take_total;
+    ties_seen += ties_total;
+  }
+}
+
+// Entries of the ascending list list[0 .. count) below `key`.
+template <typename List>
+__device__ __forceinline__ int count_below(const List& list, int count, int32_t key) {
+  int lo = 0, hi = count;
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (list[mid] < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 // One CTA per (tile tile0 + x, sequence b, selection s): grid x = tile in chunk, y = b * S + s.
 __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const __grid_constant__ TopkParams p) {
-  __shared__ TopkShared sh;
+  extern __shared__ __align__(16) unsigned char topk_smem[];
+  TopkShared& sh = *reinterpret_cast<TopkShared*>(topk_smem);
 
   const int b = blockIdx.y / p.num_selections, sel = blockIdx.y % p.num_selections;
   const int tau = p.tile0 + blockIdx.x;
@@ -111,62 +186,68 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const __grid_constan
   st.remaining = k;
   constexpr int kSecondShift = kLaterDigitBits, kThirdShift = 0;
   const int matching = radix_digit<kFirstDigitBits>(from_row, n, kSecondShift + kLaterDigitBits, st, sh);
-  if (matching <= kCandidateCapacity) {
-    // Gather the values that share the first digit (warp-aggregated slots; their order is not needed).
-    if (threadIdx.x == 0) sh.candidate_count = 0;
-    __syncthreads();
-    const int lane = threadIdx.x % 32;
-    for (int base = 0; base < n; base += kTopkThreads) {
-      const int i = base + threadIdx.x;
-      const uint32_t u = i < n ? from_row(i) : 0u;
-      const bool match = i < n && (u & st.mask) == st.prefix;
-      const unsigned ballot = __ballot_sync(0xffffffffu, match);
-      int first = 0;
-      if (lane == 0 && ballot != 0) first = atomicAdd(&sh.candidate_count, __popc(ballot));
-      first = __shfl_sync(0xffffffffu, first, 0);
-      if (match) sh.candidates[first + __popc(ballot & ((1u << lane) - 1u))] = u;
-    }
-    __syncthreads();
-    radix_digit<kLaterDigitBits>(from_candidates, matching, kSecondShift, st, sh);
-    radix_digit<kLaterDigitBits>(from_candidates, matching, kThirdShift, st, sh);
-  } else {
+  if (matching > kCandidateCapacity) {
+    // Near-equal masses: the last digits and the output read the row.
     radix_digit<kLaterDigitBits>(from_row, n, kSecondShift, st, sh);
     radix_digit<kLaterDigitBits>(from_row, n, kThirdShift, st, sh);
-  }
-
-  // `st.prefix` is the k-th largest value; take every larger key and the first `remaining` equal
-  // ones, in ascending key order (kItemsPerThread consecutive keys per thread).
-  const uint32_t threshold = st.prefix;
-  const int remaining = st.remaining;
-  constexpr int kKeysPerPass = kTopkThreads * kItemsPerThread;
-  int taken = 0, ties_seen = 0;
-  for (int base = 0; base < n; base += kKeysPerPass) {
-    const int first = base + static_cast<int>(threadIdx.x) * kItemsPerThread;
-    uint32_t u[kItemsPerThread];
-    int ties = 0;
+    emit_selected(from_row, [](int i) { return i; }, n, st.prefix, st.remaining, sh,
+                  [&](int at, int32_t key) { out[at] = key; });
+  } else {
+    // Ordered pass: keys above the first digit go to out[0 .. sure) ascending, the keys that share
+    // it to the candidate arrays in key order.
+    const int sure = k - st.remaining;
+    int32_t* keys = sh.candidate_keys();
+    int sure_seen = 0, candidates_seen = 0;
+    for (int base = 0; base < n; base += kKeysPerPass) {
+      const int first = base + static_cast<int>(threadIdx.x) * kItemsPerThread;
+      uint32_t u[kItemsPerThread];
+      int counts = 0;  // sure << 16 | candidates
 #pragma unroll
-    for (int j = 0; j < kItemsPerThread; ++j) {
-      u[j] = first + j < n ? from_row(first + j) : 0u;
-      ties += (first + j < n && u[j] == threshold) ? 1 : 0;
+      for (int j = 0; j < kItemsPerThread; ++j) {
+        u[j] = first + j < n ? from_row(first + j) : 0u;
+        const uint32_t digit = u[j] & st.mask;
+        counts += first + j < n ? (digit > st.prefix ? 1 << 16 : digit == st.prefix ? 1 : 0) : 0;
+      }
+      int totals;
+      const int before = block_exclusive_sum(counts, sh.scratch, totals);
+      int sure_at = sure_seen + (before >> 16), candidate_at = candidates_seen + (before & 0xffff);
+#pragma unroll
+      for (int j = 0; j < kItemsPerThread; ++j) {
+        if (first + j >= n) continue;
+        const uint32_t digit = u[j] & st.mask;
+        if (digit > st.prefix) {
+          out[sure_at++] = first + j;
+        } else if (digit == st.prefix) {
+          sh.candidates[candidate_at] = u[j];
+          keys[candidate_at++] = first + j;
+        }
+      }
+      sure_seen += totals >> 16;
+      candidates_seen += totals & 0xffff;
     }
-    int ties_total;
-    int tie_rank = ties_seen + block_exclusive_sum(ties, sh.scratch, ties_total);
-    bool take[kItemsPerThread];
-    int takes = 0;
-#pragma unroll
-    for (int j = 0; j < kItemsPerThread; ++j) {
-      const bool equal = first + j < n && u[j] == threshold;
-      take[j] = first + j < n && (u[j] > threshold || (equal && tie_rank < remaining));
-      tie_rank += equal ? 1 : 0;
-      takes += take[j] ? 1 : 0;
+    __syncthreads();  // the candidates landed
+    radix_digit<kLaterDigitBits>(from_candidates, matching, kSecondShift, st, sh);
+    radix_digit<kLaterDigitBits>(from_candidates, matching, kThirdShift, st, sh);
+    // The selected candidates' keys, compacted in place to keys[0 .. chosen).
+    const int chosen = k - sure;
+    emit_selected(from_candidates, [&](int i) { return keys[i]; }, matching, st.prefix, st.remaining, sh,
+                  [&](int at, int32_t key) { keys[at] = key; });
+    __syncthreads();
+    // Merge: each chosen key's output slot is its rank plus the sure keys below it (looked up
+    // before any sure key moves); each sure key moves up by the chosen keys below it, in chunks
+    // from the top so that no slot is overwritten before it is read.
+    for (int i = threadIdx.x; i < chosen; i += kTopkThreads)
+      sh.candidates[i] = static_cast<uint32_t>(i + count_below(out, sure, keys[i]));
+    __syncthreads();
+    for (int top = sure; top > 0; top -= kTopkThreads) {
+      const int i = top - kTopkThreads + static_cast<int>(threadIdx.x);
+      const int32_t key = i >= 0 ? out[i] : 0;
+      const int to = i >= 0 ? i + count_below(keys, chosen, key) : 0;
+      __syncthreads();  // this chunk is read before any of it moves
+      if (i >= 0) out[to] = key;
+      __syncthreads();
     }
-    int take_total;
-    int at = taken + block_exclusive_sum(takes, sh.scratch, take_total);
-#pragma unroll
-    for (int j = 0; j < kItemsPerThread; ++j)
-      if (take[j]) out[at++] = first + j;
-    taken += take_total;
-    ties_seen += ties_total;
+    for (int i = threadIdx.x; i < chosen; i += kTopkThreads) out[sh.candidates[i]] = keys[i];
   }
   for (int i = k + threadIdx.x; i < p.k_max; i += kTopkThreads) out[i] = -1;
   if (threadIdx.x == 0) p.sel_counts[slot] = k;
@@ -175,8 +256,7 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const __grid_constan
 }  // namespace
 
 void launch_topk(const TopkParams& p, dim3 grid, cudaStream_t stream) {
-  topk_kernel<<<grid, kTopkThreads, 0, stream>>>(p);
-  KASCADE_CUDA_CHECK(cudaGetLastError());
+  launch_with_smem<topk_kernel, sizeof(TopkShared), kTopkThreads>(p, grid, stream);
 }
 
 }  // namespace kascade::cuda::prefill
