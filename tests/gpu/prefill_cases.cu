@@ -55,6 +55,9 @@ struct PrefillSpec {
   int k_multiple = 1;
   bool fixed_budget = false;
   bool all_heads = false;
+  // 0: random K rows. p > 0: every K row is zero except about one in p (kept random), so that all
+  // the other keys score 0 in every query row and their pooled masses tie exactly.
+  int spike_period = 0;
   uint64_t seed = 1;
 };
 
@@ -63,8 +66,9 @@ std::string describe(const PrefillSpec& c) {
   os << dtype_name(c.dtype) << ",D=" << c.head_dim << ",Hq=" << c.hq << ",Hkv=" << c.hkv << ",nq/p1=";
   for (size_t i = 0; i < c.seqs.size(); ++i) os << (i ? ";" : "") << c.seqs[i].nq << "/" << c.seqs[i].p1;
   os << ",page=" << c.page_size << ",T=" << c.tile << ",rho=" << c.rho << ",k_min=" << c.k_min
-     << ",k_mult=" << c.k_multiple << (c.fixed_budget ? ",fixed" : ",rolling") << (c.all_heads ? ",pool=all" : "")
-     << ",seed=" << c.seed;
+     << ",k_mult=" << c.k_multiple << (c.fixed_budget ? ",fixed" : ",rolling") << (c.all_heads ? ",pool=all" : "");
+  if (c.spike_period > 0) os << ",tied_keys=1-1/" << c.spike_period;
+  os << ",seed=" << c.seed;
   return os.str();
 }
 
@@ -100,6 +104,13 @@ struct PrefillBatchData {
     // Queries of amplitude 2 give peaked attention, so that the top-k is meaningful.
     q = random_storage(c.dtype, size_t(q_indptr.back()) * c.hq * c.head_dim, 2.0f, rng);
     k = random_storage(c.dtype, kv_elems, 1.0f, rng);
+    if (c.spike_period > 0) {
+      for (size_t row = 0; row < kv_elems / c.head_dim; ++row) {
+        if (rng() % uint64_t(c.spike_period) == 0) continue;
+        std::fill_n(k.bits.begin() + row * c.head_dim, c.head_dim, uint16_t{0});  // +0 in bf16 and f16
+        std::fill_n(k.values.begin() + row * c.head_dim, c.head_dim, 0.0f);
+      }
+    }
     v = random_storage(c.dtype, kv_elems, 1.0f, rng);
     upload(d_q, q.bits);
     upload(d_k, k.bits);
@@ -439,6 +450,19 @@ std::vector<PrefillSpec> prefill_specs() {
   c = {};
   c.dtype = DType::F16, c.hq = 2, c.hkv = 1, c.head_dim = 64, c.seqs = {{1500, 16411}, {700, 700}};
   c.tile = 16, c.fixed_budget = true;
+  specs.push_back(c);
+  // Tied masses. Most keys score 0 everywhere; the random spikes (one key in p, fewer than k) mostly
+  // pool more mass than they do, so the k-th largest mass is the tied one: the top-k takes the
+  // spikes above it and the lowest-indexed tied keys. Here about 3,700 keys share the k-th
+  // largest's first radix digit (under kCandidateCapacity = 6,144 in prefill_topk.cu): the sure
+  // keys and the chosen tied keys are merged in the output row.
+  c = {};
+  c.hq = 4, c.hkv = 1, c.head_dim = 64, c.seqs = {{100, 4000}}, c.spike_period = 16;
+  specs.push_back(c);
+  // About 8,000 keys share it (over kCandidateCapacity): the last two digits and the output read
+  // the mass row itself.
+  c = {};
+  c.hq = 4, c.hkv = 1, c.head_dim = 64, c.seqs = {{64, 8300}}, c.spike_period = 32;
   specs.push_back(c);
   for (size_t i = 0; i < specs.size(); ++i) specs[i].seed = 5000 + i;
   return specs;
