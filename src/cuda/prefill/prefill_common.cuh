@@ -17,7 +17,8 @@
 //     online-softmax step;
 //   - attend_kernel<D, T, kOutput> (prefill_attend.cuh): flash attention over a KeySource for one CTA of 128 query rows
 //     (two consumer warpgroups, one 64-row slab each, threads 0..255; on mma.sync each warp owns
-//     16 rows; plus a producer warpgroup, threads 256..383, that issues the K/V copies). Rows are
+//     16 rows and takes each key block in two 64-key halves, mma_sync_scores / mma_sync_pv; plus a
+//     producer warpgroup, threads 256..383, that issues the K/V copies). Rows are
 //     (position, head of the GQA group) pairs, so the K/V rows loaded once serve the whole group.
 //     kOutput=false is the anchor's LSE-only pass (no P.V, no V loads);
 //   - pooled_mass_kernel (prefill_mass.cuh): recomputes scores per key block with the same issue_scores and reduces
@@ -439,6 +440,57 @@ __device__ __forceinline__ void wgmma_fence_operands(float (&x)[kBlocks][4]) {
 // s[j][*]: this thread's two rows (warp_first_row() + lane / 4, + 8) against keys 8j .. 8j+7 of the
 // block, in the mma.sync C layout (the wgmma accumulator layout is the same).
 
+// mma.sync (targets without wgmma): S = Q . K^T for the warp's 16 rows against keys first_key ..
+// first_key + 8 kBlocks - 1 of the K tile, s[j] holding keys first_key + 8j ..; a key range
+// shorter than the block lets a caller keep fewer scores live at once.
+template <int D, typename T, int kBlocks>
+__device__ __forceinline__ void mma_sync_scores(float (&s)[kBlocks][4], const T* q_smem, const T* k_tile,
+                                                int first_key) {
+  static_assert(kBlocks % 2 == 0 && kBlocks <= kKeyBlocks8, "whole 16-key steps inside the block");
+  // The warp's Q fragment per k-step; each K fragment serves both 8-key blocks of 16 keys.
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int j = 0; j < kBlocks; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t a[4];
+    ldmatrix_x4(a, q_smem + SwizzledTile<D, kBlockRows>::offset(warp_first_row() + lane % 16, kk * 2 + lane / 16));
+#pragma unroll
+    for (int jj = 0; jj < kBlocks / 2; ++jj) {
+      // Two 8-key blocks (16 keys) x 16 dims: matrices (keys +0, d +0), (keys +0, d +8),
+      // (keys +8, d +0), (keys +8, d +8).
+      const int key = first_key + jj * 16 + (lane / 16) * 8 + (lane % 8);
+      const int chunk = kk * 2 + (lane / 8) % 2;
+      uint32_t b[4];
+      ldmatrix_x4(b, k_tile + SwizzledTile<D, kBlockKeys>::offset(key, chunk));
+      mma_16816<T>(s[2 * jj], a, b[0], b[1]);
+      mma_16816<T>(s[2 * jj + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+// mma.sync: O += P . V over keys first_key .. first_key + 16 kSteps - 1 of the V tile, P as the
+// register A fragments of those keys (pa[kk]: keys first_key + 16kk ..).
+template <int D, typename T, int kSteps>
+__device__ __forceinline__ void mma_sync_pv(float (&acc)[D / 8][4], const uint32_t (&pa)[kSteps][4], const T* v_tile,
+                                            int first_key) {
+  static_assert(kSteps <= kBlockKeys / 16, "P covers keys inside the block");
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int kk = 0; kk < kSteps; ++kk)
+#pragma unroll
+    for (int jd = 0; jd < D / 16; ++jd) {
+      // V rows are keys (the k dimension): transposed loads give the B fragments of two 8-wide
+      // column blocks of D.
+      const int key = first_key + kk * 16 + ((lane / 8) % 2) * 8 + (lane % 8);
+      const int chunk = jd * 2 + lane / 16;
+      uint32_t bv[4];
+      ldmatrix_x4_trans(bv, v_tile + SwizzledTile<D, kBlockKeys>::offset(key, chunk));
+      mma_16816<T>(acc[2 * jd], pa[kk], bv[0], bv[1]);
+      mma_16816<T>(acc[2 * jd + 1], pa[kk], bv[2], bv[3]);
+    }
+}
+
 // Part [kFirstBlock, kFirstBlock + kBlocks) of S = Q(slab) . K^T through wgmma (N = 8 kBlocks keys),
 // committed as one group.
 template <int D, typename T, int kFirstBlock, int kBlocks>
@@ -476,26 +528,7 @@ __device__ __forceinline__ void issue_scores(float (&s)[kKeyBlocks8][4], const T
   issue_score_part<D, T, 0, kKeyBlocks8 / kParts>(s, q_slab, k_tile);
   if constexpr (kParts == 2) issue_score_part<D, T, kKeyBlocks8 / 2, kKeyBlocks8 / 2>(s, q_slab, k_tile);
 #else
-  // mma.sync: the warp's Q fragment per k-step; each K fragment serves both 8-key blocks of 16 keys.
-  const int lane = threadIdx.x % 32;
-#pragma unroll
-  for (int j = 0; j < kKeyBlocks8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    uint32_t a[4];
-    ldmatrix_x4(a, q_smem + SwizzledTile<D, kBlockRows>::offset(warp_first_row() + lane % 16, kk * 2 + lane / 16));
-#pragma unroll
-    for (int jj = 0; jj < kBlockKeys / 16; ++jj) {
-      // Two 8-key blocks (16 keys) x 16 dims: matrices (keys +0, d +0), (keys +0, d +8),
-      // (keys +8, d +0), (keys +8, d +8).
-      const int key = jj * 16 + (lane / 16) * 8 + (lane % 8);
-      const int chunk = kk * 2 + (lane / 8) % 2;
-      uint32_t b[4];
-      ldmatrix_x4(b, k_tile + SwizzledTile<D, kBlockKeys>::offset(key, chunk));
-      mma_16816<T>(s[2 * jj], a, b[0], b[1]);
-      mma_16816<T>(s[2 * jj + 1], a, b[2], b[3]);
-    }
-  }
+  mma_sync_scores<D, T>(s, q_smem, k_tile, 0);
 #endif
 }
 
@@ -514,20 +547,7 @@ __device__ __forceinline__ void issue_pv(float (&acc)[D / 8][4], const uint32_t 
     wgmma_pv<T>(acc, pa[kk], sw128_mn_descriptor<kPanelBytes>(v_tile + kk * 16 * kPanelElems));
   wgmma_commit();
 #else
-  const int lane = threadIdx.x % 32;
-#pragma unroll
-  for (int kk = 0; kk < kBlockKeys / 16; ++kk)
-#pragma unroll
-    for (int jd = 0; jd < D / 16; ++jd) {
-      // V rows are keys (the k dimension): transposed loads give the B fragments of two 8-wide
-      // column blocks of D.
-      const int key = kk * 16 + ((lane / 8) % 2) * 8 + (lane % 8);
-      const int chunk = jd * 2 + lane / 16;
-      uint32_t bv[4];
-      ldmatrix_x4_trans(bv, v_tile + SwizzledTile<D, kBlockKeys>::offset(key, chunk));
-      mma_16816<T>(acc[2 * jd], pa[kk], bv[0], bv[1]);
-      mma_16816<T>(acc[2 * jd + 1], pa[kk], bv[2], bv[3]);
-    }
+  mma_sync_pv<D, T>(acc, pa, v_tile, 0);
 #endif
 }
 
