@@ -42,10 +42,13 @@ __device__ __forceinline__ void pin_registers(RowSoftmax& st, float (&correction
 // It runs between a wgmma issue and its wait, so it is branch-free (selects) and writes neither
 // s nor the P fragments of the P.V in flight: ptxas tracks the registers of a whole wgmma
 // pipeline stage, and writing any of them makes it wait for every group first.
-template <int kFirst, int kCount, bool kMasked, bool kPack, typename T>
-__device__ __forceinline__ void softmax_update(const float (&s)[kKeyBlocks8][4], RowSoftmax& st,
+// s holds kScoreBlocks 8-key blocks starting at virtual key mask.v0 (a whole key block, or a part
+// of it on the mma.sync path), p_out the fragments of the same keys.
+template <int kFirst, int kCount, bool kMasked, bool kPack, typename T, int kScoreBlocks, int kPSteps>
+__device__ __forceinline__ void softmax_update(const float (&s)[kScoreBlocks][4], RowSoftmax& st,
                                                float (&correction)[2], const BlockMask& mask, float scale_log2,
-                                               uint32_t (&p_out)[kBlockKeys / 16][4]) {
+                                               uint32_t (&p_out)[kPSteps][4]) {
+  static_assert(kFirst + kCount <= kScoreBlocks && 2 * kPSteps == kScoreBlocks, "steps inside the score array");
   static_assert(!kPack || (kFirst % 2 == 0 && kCount % 2 == 0), "packed P covers whole 16-key steps");
   const int lane = threadIdx.x % 32;
   // Score e of key block j, -inf where masked.
@@ -96,6 +99,16 @@ __device__ __forceinline__ void softmax_update(const float (&s)[kKeyBlocks8][4],
 #pragma unroll
   for (int i = 0; i < 2; ++i)
     st.sum[i] = st.sum[i] * correction[i] + tree_reduce<kCount>(row_partial[i], [](float a, float b) { return a + b; });
+}
+
+// Rescales this thread's output accumulators (rows lane / 4 and + 8) by the softmax corrections.
+template <int kAccBlocks>
+__device__ __forceinline__ void rescale_rows(float (&acc)[kAccBlocks][4], const float (&correction)[2]) {
+#pragma unroll
+  for (int j = 0; j < kAccBlocks; ++j) {
+    acc[j][0] *= correction[0], acc[j][1] *= correction[0];
+    acc[j][2] *= correction[1], acc[j][3] *= correction[1];
+  }
 }
 
 // ---- attention ------------------------------------------------------------------------------
@@ -297,13 +310,17 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
   float acc[kAccBlocks][4];
 #pragma unroll
   for (int j = 0; j < kAccBlocks; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+#if KASCADE_PREFILL_WGMMA
   // P of blocks 0, 2, 4 .. and 1, 3, 5 ..: the A operands of their P.V.
   uint32_t p_even[kBlockKeys / 16][4], p_odd[kBlockKeys / 16][4];
+#endif
   RowSoftmax softmax;
   const bool active = mma_rows_active(valid_rows);
   cp_async_wait<0>();
   named_barrier_sync(kQReadyBarrier, kThreads);  // every consumer's Q rows landed
+  const bool releases = lane == 0;  // one empty-slot arrival per consumer warp
 
+#if KASCADE_PREFILL_WGMMA
   // The consumer warpgroups take turns issuing their MMAs (ping-pong): warpgroup g waits for its
   // turn barrier, issues Q.K^T of block j and P.V of block j-1, and hands the turn over, so that
   // its softmax of block j runs while the other warpgroup's MMAs occupy the tensor cores.
@@ -312,7 +329,6 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
   auto take_turn = [&] { named_barrier_sync(kTurnBarrier + warpgroup, kThreads); };
   auto pass_turn = [&] { named_barrier_arrive(kTurnBarrier + (warpgroup ^ 1), kThreads); };
   if (warpgroup == 1) pass_turn();
-  const bool releases = lane == 0;  // one empty-slot arrival per consumer warp
 
   // One main-loop step per key block; kMasked steps (the blocks reaching past unmasked_end, at
   // most two per CTA, and the first) apply the causal / key-count mask, the others carry no mask
@@ -357,11 +373,7 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
           wgmma_fence_operands(acc);
         }
         mbarrier_arrive_if(releases, ring.v_empty(it - 1));
-#pragma unroll
-        for (int j = 0; j < kAccBlocks; ++j) {
-          acc[j][0] *= correction[0], acc[j][1] *= correction[0];
-          acc[j][2] *= correction[1], acc[j][3] *= correction[1];
-        }
+        rescale_rows(acc, correction);
       }
     } else {
       // LSE only: S in one commit group; the other warpgroup's MMAs run during the exponentials.
@@ -379,15 +391,11 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
   };
   const int unmasked_blocks = min(num_blocks, unmasked_end / kBlockKeys);
   auto step_with_parity = [&](int i, auto masked_tag) {
-#if KASCADE_PREFILL_WGMMA
     if (i % 2 == 0) {
       step(i, masked_tag, std::false_type{}, p_odd, p_even);
     } else {
       step(i, masked_tag, std::false_type{}, p_even, p_odd);
     }
-#else
-    step(i, masked_tag, std::false_type{}, p_even, p_even);  // mma.sync: P.V has read P before the softmax rewrites it
-#endif
   };
   if (num_blocks > 0) step(0, std::true_type{}, std::true_type{}, p_odd, p_even);
   int it = 1;
@@ -402,7 +410,7 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
         // The last step wrote the odd set when `last` is odd (two calls, not a selected
         // reference, so that both sets stay in registers).
         const T* v_last = v_smem + (last % kAttendStages) * kTile;
-        if (KASCADE_PREFILL_WGMMA && last % 2 == 1) {
+        if (last % 2 == 1) {
           issue_pv<D, T>(acc, p_odd, v_last);
         } else {
           issue_pv<D, T>(acc, p_even, v_last);
@@ -413,6 +421,44 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
     }
   }
   if (warpgroup == 0) take_turn();
+#else
+  // mma.sync (no setmaxnreg: all 384 threads share the register file, 168 registers each): the
+  // MMAs are synchronous and the warp schedulers interleave the consumer warps by themselves, so
+  // there is no ping-pong and no P.V left in flight. Each 128-key block is processed as two
+  // 64-key halves (scores, softmax, P.V per half), so that only 32 score floats and one half's
+  // P fragments are live next to the output accumulators. sm_80 ptxas: spill-free except 12 bytes for
+  // D 128 with output (a whole block at once spilled 1504 bytes, 620 for D 64 and ~190 LSE-only);
+  // the halves loop stays rolled, since unrolled its two halves' live ranges overlap (332 bytes).
+  (void)warpgroup;
+  auto step = [&](int it, auto masked_tag) {
+    constexpr bool kMasked = decltype(masked_tag)::value;
+    constexpr int kHalfKeys = kBlockKeys / 2;
+    const int slot = it % kAttendStages;
+    mbarrier_wait(ring.k_full(it), AttendRing::parity(it));
+    if constexpr (kOutput) mbarrier_wait(ring.v_full(it), AttendRing::parity(it));
+    if (active) {
+#pragma unroll 1
+      for (int half = 0; half < 2; ++half) {
+        float s[kHalfKeys / 8][4];
+        uint32_t p_half[kHalfKeys / 16][4];
+        float correction[2];
+        mma_sync_scores<D, T>(s, q_smem, k_smem + slot * kTile, half * kHalfKeys);
+        mask.v0 = it * kBlockKeys + half * kHalfKeys;
+        softmax_update<0, kHalfKeys / 8, kMasked, kOutput, T>(s, softmax, correction, mask, p.scale_log2, p_half);
+        if constexpr (kOutput) {
+          rescale_rows(acc, correction);
+          mma_sync_pv<D, T>(acc, p_half, v_smem + slot * kTile, half * kHalfKeys);
+        }
+      }
+    }
+    mbarrier_arrive_if(releases, ring.k_empty(it));
+    if constexpr (kOutput) mbarrier_arrive_if(releases, ring.v_empty(it));
+  };
+  const int unmasked_blocks = min(num_blocks, unmasked_end / kBlockKeys);
+  int it = 0;
+  for (; it < unmasked_blocks; ++it) step(it, std::false_type{});
+  for (; it < num_blocks; ++it) step(it, std::true_type{});
+#endif
 
   // Epilogue: full row sums, then output and LSE of valid rows.
 #pragma unroll
