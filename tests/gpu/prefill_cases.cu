@@ -442,7 +442,7 @@ std::vector<PrefillSpec> prefill_specs() {
   specs.push_back(c);
   // Long contexts (the oracle is O(n^2) per head, so one kv head, few query heads, D 64, and the
   // queries as a chunk at the end of the cache): 32k keys, p0 unaligned, partial last tile, many
-  // 128-key blocks per CTA and 4 pooled-mass key chunks (kKeysPerMassCta = 8192) per tile.
+  // 128-key blocks per CTA and 2 pooled-mass key chunks (kKeysPerMassCta = 16384) per tile.
   c = {};
   c.hq = 4, c.hkv = 1, c.head_dim = 64, c.seqs = {{509, 32001}};
   specs.push_back(c);
