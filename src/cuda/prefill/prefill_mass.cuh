@@ -14,7 +14,9 @@
 // landed; empty: every consumer warp's MMA has read the slot), so the consumers' instruction
 // stream is only MMAs, exponentials and adds, with no CTA-wide barrier per block. The consumer
 // warpgroups take turns issuing their MMAs (two named "turn" barriers), so that one warpgroup's
-// exponentials run while the other's MMAs occupy the tensor cores.
+// exponentials run while the other's MMAs occupy the tensor cores; under wgmma each warpgroup
+// also keeps its own next block's MMA in flight while it reduces the current block (two score
+// sets, wgmma_wait<1>), so that its exponentials never wait for the MMA issued just before them.
 //
 // Measured on the H100, Llama-3.1-8B shape, rho 0.1 (mass phase of kascade-bench prefill, ms):
 //                                                                          32k      128k
@@ -29,7 +31,10 @@
 //   on the H200 (each step against the one before in the same run):
 //   + registers split 64 / 216 instead of 56 / 224, so that the producer no
 //     longer spills 12 bytes ........................................ 10.94 -> 10.72  174.2 -> 169.8
-//   + 16384 keys per CTA instead of 8192 (this) ...................... 10.57 -> 10.25  167.8 -> 163.2
+//   + 16384 keys per CTA instead of 8192 ............................. 10.57 -> 10.25  167.8 -> 163.2
+//   + block j+1's MMA in flight during block j's exponentials, two
+//     score sets per consumer warpgroup (this) ........................ 10.15 -> 9.47   163.1 -> 154.6
+//     (the same without the turn barriers: 9.73, 156.5)
 #pragma once
 
 #include <type_traits>
@@ -254,33 +259,73 @@ __global__ void __launch_bounds__(kMassThreads, 1) pooled_mass_kernel(const __gr
       cp_async_wait<0>();
       named_barrier_sync(kMassQBarrier, kThreads);  // every consumer's Q rows landed
 
-      for (int block = 0; block < w.num_key_blocks; ++block, ++n) {
-        const bool active = mma_rows_active(key_count - block * kBlockKeys);
-        mbarrier_wait(ring.full(n), MassRing::parity(n));
+      // Block `block` of the chunk is ring block n + block.
+      auto issue_block = [&](float (&st)[kKeyBlocks8][4], int block) {
+        const int ring_block = n + block;
+        mbarrier_wait(ring.full(ring_block), MassRing::parity(ring_block));
         take_turn();
-        float st[kKeyBlocks8][4];
-        if (active) issue_scores<D, T, 1>(st, k_smem + (n % kMassStages) * kTile, q_smem);
+        if (mma_rows_active(key_count - block * kBlockKeys))
+          issue_scores<D, T, 1>(st, k_smem + (ring_block % kMassStages) * kTile, q_smem);
         pass_turn();
-        if (active) {
-          wgmma_wait<0>();
-          wgmma_fence_operands(st);
-        }
-        mbarrier_arrive_if(releases, ring.empty(n));
-        if (active) {
-          float mass[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
-          add_key_mass<0, kKeyBlocks8>(st, column_lse, p.scale_log2, mass);
-          // The four lanes of a quad hold the same two keys over different columns.
-          float key0 = mass[0][0] + mass[0][1], key1 = mass[1][0] + mass[1][1];
+      };
+      // Called once the scores of `block` are in st: frees its ring slot and stores the mass of
+      // this thread's keys.
+      auto reduce_block = [&](float (&st)[kKeyBlocks8][4], int block) {
+        mbarrier_arrive_if(releases, ring.empty(n + block));
+        if (!mma_rows_active(key_count - block * kBlockKeys)) return;
+        float mass[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+        add_key_mass<0, kKeyBlocks8>(st, column_lse, p.scale_log2, mass);
+        // The four lanes of a quad hold the same two keys over different columns.
+        float key0 = mass[0][0] + mass[0][1], key1 = mass[1][0] + mass[1][1];
 #pragma unroll
-          for (int off = 1; off < 4; off *= 2) {
-            key0 += __shfl_xor_sync(0xffffffffu, key0, off);
-            key1 += __shfl_xor_sync(0xffffffffu, key1, off);
-          }
-          const float total = (lane & 1) ? key1 : key0;
-          const int key = block * kBlockKeys + owned_key;
-          if (writes_key && key < key_count) out[key] = first_pass ? total : out[key] + total;
+        for (int off = 1; off < 4; off *= 2) {
+          key0 += __shfl_xor_sync(0xffffffffu, key0, off);
+          key1 += __shfl_xor_sync(0xffffffffu, key1, off);
         }
+        const float total = (lane & 1) ? key1 : key0;
+        const int key = block * kBlockKeys + owned_key;
+        if (writes_key && key < key_count) out[key] = first_pass ? total : out[key] + total;
+      };
+#if KASCADE_PREFILL_WGMMA
+      // Two score sets: the MMAs of block j+1 are issued before the exponentials of block j, so
+      // that this warpgroup's next scores are in flight while it reduces the current ones.
+      // `step` issues `next` and reduces `current` once its group (the older of the two) is done.
+      // Every path into and out of the loop has exactly st_even in flight: with a path that
+      // differs (a loop test ahead of the first issue, an exit after either step), ptxas cannot
+      // tell which group a wait covers and serialises every wgmma of the kernel.
+      auto step = [&](float (&current)[kKeyBlocks8][4], float (&next)[kKeyBlocks8][4], int block) {
+        issue_block(next, block + 1);
+        wgmma_wait<1>();
+        wgmma_fence_operands(current);
+        reduce_block(current, block);
+      };
+      auto last_step = [&](float (&current)[kKeyBlocks8][4], int block) {
+        wgmma_wait<0>();
+        wgmma_fence_operands(current);
+        reduce_block(current, block);
+      };
+      float st_even[kKeyBlocks8][4], st_odd[kKeyBlocks8][4];
+      issue_block(st_even, 0);  // a CTA has at least one key block (key_lo < tile_b)
+      int block = 0;
+      for (; block + 2 < w.num_key_blocks; block += 2) {
+        step(st_even, st_odd, block);
+        step(st_odd, st_even, block + 1);
       }
+      if (block + 1 < w.num_key_blocks) {
+        step(st_even, st_odd, block);
+        last_step(st_odd, block + 1);
+      } else {
+        last_step(st_even, block);
+      }
+#else
+      // mma.sync computes the scores at once; a second score set would not fit the registers.
+      for (int block = 0; block < w.num_key_blocks; ++block) {
+        float st[kKeyBlocks8][4];
+        issue_block(st, block);
+        reduce_block(st, block);
+      }
+#endif
+      n += w.num_key_blocks;
       first_pass = false;
     }
   }
