@@ -112,19 +112,14 @@ __device__ __forceinline__ void rescale_rows(float (&acc)[kAccBlocks][4], const 
 }
 
 // ---- attention ------------------------------------------------------------------------------
-// CTA shape: kWarpgroups consumer warpgroups (threads 0 .. kThreads-1, one 64-row slab each, so
-// that the slab helpers of prefill_common.cuh apply to them unchanged) and one producer
-// warpgroup after them that issues every K/V copy into an mbarrier ring of kAttendStages slots.
-constexpr int kAttendProducerThreads = 128;
-constexpr int kAttendThreads = kThreads + kAttendProducerThreads;
+// CTA shape: SplitCta (prefill_common.cuh); the producer warpgroup issues every K/V copy into an
+// mbarrier ring of kAttendStages slots.
 constexpr int kAttendStages = 3;
-// Registers per thread once the roles split (one CTA per SM owns the 64K register file): the
-// producer keeps few, the consumers hold the O accumulators, S and two P fragment sets.
-constexpr int kProducerRegisters = 56;
-constexpr int kConsumerRegisters = 224;
-static_assert(kAttendProducerThreads * kProducerRegisters + kThreads * kConsumerRegisters <= 64 * 1024,
-              "the warpgroups' registers exceed the register file");
-static_assert(kWarpgroups == 2, "the consumer schedule alternates between two warpgroups");
+// Registers per thread once the roles split: the producer keeps few, the consumers hold the O
+// accumulators, S and two P fragment sets.
+using AttendCta = SplitCta</*producer*/ 56, /*consumers*/ 224>;
+constexpr int kAttendProducerThreads = AttendCta::kProducerThreads;
+constexpr int kAttendThreads = AttendCta::kCtaThreads;
 static_assert(kBlockKeys == 32 * (kAttendProducerThreads / 32), "each producer warp resolves and copies 32 key rows");
 // Named barriers (0 is __syncthreads): Q landed for every consumer; the turn of consumer
 // warpgroup g to issue its MMAs is barrier kTurnBarrier + g.
@@ -279,12 +274,12 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
 
   if (threadIdx.x == 0) ring.init();
   __syncthreads();  // the only CTA-wide barrier: the roles part here
-  if (threadIdx.x >= kThreads) {
-    warpgroup_release_registers<kProducerRegisters>();
+  if (threadIdx.x >= kThreads) {  // the producer warpgroup
+    AttendCta::enter_producer();
     produce_key_blocks<D, T, kOutput>(p, keys, num_blocks, kv_head, seq_pages, k_smem, v_smem, ring);
     return;
   }
-  warpgroup_claim_registers<kConsumerRegisters>();
+  AttendCta::enter_consumer();
 
   // Virtual keys < unmasked_end are visible to every row of the CTA (list keys precede the tile,
   // range keys up to pos_lo precede every row).

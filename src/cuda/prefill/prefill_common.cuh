@@ -55,6 +55,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "../common/async_barrier.cuh"
 #include "../common/cuda_check.h"
 #include "../common/device_math.cuh"
 #include "../common/mma_sm80.cuh"
@@ -601,6 +602,29 @@ void launch_with_smem(const Params& p, dim3 grid, cudaStream_t stream) {
   kKernel<<<grid, kBlockThreads, kSmem, stream>>>(p);
   KASCADE_CUDA_CHECK(cudaGetLastError());
 }
+
+// ---- warp-specialised CTA shape ----------------------------------------------------------------
+// attend_kernel and pooled_mass_kernel share one CTA shape: kWarpgroups consumer warpgroups
+// (threads 0 .. kThreads-1, one 64-row slab each, so that the slab helpers above apply to them
+// unchanged) and one producer warpgroup after them that issues every copy into an mbarrier ring.
+// After the CTA's one __syncthreads the roles part: the producer gives registers back and the
+// consumers claim them (setmaxnreg; one CTA per SM owns the register file). The producer is
+// threads kThreads .. kCtaThreads-1.
+template <int kProducerRegisters, int kConsumerRegisters>
+struct SplitCta {
+  static constexpr int kProducerThreads = 128;
+  static constexpr int kCtaThreads = kThreads + kProducerThreads;
+  // What the launch gives each thread (__launch_bounds__(kCtaThreads, 1)): the register file's
+  // share rounded down to a multiple of 8. A split asking for more than the CTA holds makes the
+  // consumers' claim wait forever, so it must not compile.
+  static constexpr int kLaunchRegisters = (64 * 1024 / kCtaThreads) / 8 * 8;
+  static_assert(kProducerThreads * kProducerRegisters + kThreads * kConsumerRegisters <= kCtaThreads * kLaunchRegisters,
+                "the warpgroups' registers exceed what the CTA is launched with");
+  static_assert(kWarpgroups == 2, "the consumer schedule alternates between two warpgroups");
+
+  __device__ static __forceinline__ void enter_producer() { warpgroup_release_registers<kProducerRegisters>(); }
+  __device__ static __forceinline__ void enter_consumer() { warpgroup_claim_registers<kConsumerRegisters>(); }
+};
 
 // Explicit instantiations: one translation unit per (kernel, storage type, head dim) under
 // instantiations/, so that the units compile in parallel and a change to one kernel rebuilds its

@@ -45,16 +45,12 @@
 namespace kascade::cuda::prefill {
 
 // ---- pooled mass ------------------------------------------------------------------------------
-constexpr int kMassProducerThreads = 128;
-constexpr int kMassThreads = kThreads + kMassProducerThreads;
+// Registers per thread once the roles split (SplitCta, prefill_common.cuh). At 56 the producer
+// spilled 12 bytes; at 216 the consumers still do not spill.
+using MassCta = SplitCta</*producer*/ 64, /*consumers*/ 216>;
+constexpr int kMassProducerThreads = MassCta::kProducerThreads;
+constexpr int kMassThreads = MassCta::kCtaThreads;
 constexpr int kMassStages = 4;
-// Registers per thread once the roles split (one CTA per SM owns the 64K register file). At 56
-// the producer spilled 12 bytes; at 216 the consumers still do not spill.
-constexpr int kMassProducerRegisters = 64;
-constexpr int kMassConsumerRegisters = 216;
-static_assert(kMassProducerThreads * kMassProducerRegisters + kThreads * kMassConsumerRegisters <= 64 * 1024,
-              "the warpgroups' registers exceed the register file");
-static_assert(kWarpgroups == 2, "the consumer schedule alternates between two warpgroups");
 static_assert(kBlockKeys == kMassProducerThreads, "each producer thread resolves one key row of a block");
 static_assert(kKeysPerMassCta % kBlockKeys == 0, "a pooled-mass CTA reduces whole key blocks");
 // The K block and the query rows swap MMA sides: both are [128][D] swizzled tiles, so issue_scores
@@ -199,12 +195,12 @@ __global__ void __launch_bounds__(kMassThreads, 1) pooled_mass_kernel(const __gr
 
   if (threadIdx.x == 0) ring.init();
   __syncthreads();  // the only CTA-wide barrier: the roles part here
-  if (threadIdx.x >= kThreads) {
-    warpgroup_release_registers<kMassProducerRegisters>();
+  if (threadIdx.x >= kThreads) {  // the producer warpgroup
+    MassCta::enter_producer();
     produce_mass_keys<D>(p, w, seq_pages, k_smem, ring);
     return;
   }
-  warpgroup_claim_registers<kMassConsumerRegisters>();
+  MassCta::enter_consumer();
 
   const int key_count = w.key_hi - w.key_lo;
   float* out = p.mass + ((int64_t(b) * p.chunk_tiles + blockIdx.y) * p.num_selections + sel) * p.mass_stride + w.key_lo;
