@@ -120,7 +120,6 @@ constexpr int kAttendStages = 3;
 using AttendCta = SplitCta</*producer*/ 56, /*consumers*/ 224>;
 constexpr int kAttendProducerThreads = AttendCta::kProducerThreads;
 constexpr int kAttendThreads = AttendCta::kCtaThreads;
-static_assert(kBlockKeys == 32 * (kAttendProducerThreads / 32), "each producer warp resolves and copies 32 key rows");
 // Named barriers (0 is __syncthreads): Q landed for every consumer; the turn of consumer
 // warpgroup g to issue its MMAs is barrier kTurnBarrier + g.
 constexpr int kQReadyBarrier = 1;

@@ -621,6 +621,7 @@ struct SplitCta {
   static_assert(kProducerThreads * kProducerRegisters + kThreads * kConsumerRegisters <= kCtaThreads * kLaunchRegisters,
                 "the warpgroups' registers exceed what the CTA is launched with");
   static_assert(kWarpgroups == 2, "the consumer schedule alternates between two warpgroups");
+  static_assert(kBlockKeys == kProducerThreads, "each producer thread resolves one key row of a block");
 
   __device__ static __forceinline__ void enter_producer() { warpgroup_release_registers<kProducerRegisters>(); }
   __device__ static __forceinline__ void enter_consumer() { warpgroup_claim_registers<kConsumerRegisters>(); }

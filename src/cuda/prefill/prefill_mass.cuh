@@ -51,7 +51,6 @@ using MassCta = SplitCta</*producer*/ 64, /*consumers*/ 216>;
 constexpr int kMassProducerThreads = MassCta::kProducerThreads;
 constexpr int kMassThreads = MassCta::kCtaThreads;
 constexpr int kMassStages = 4;
-static_assert(kBlockKeys == kMassProducerThreads, "each producer thread resolves one key row of a block");
 static_assert(kKeysPerMassCta % kBlockKeys == 0, "a pooled-mass CTA reduces whole key blocks");
 // The K block and the query rows swap MMA sides: both are [128][D] swizzled tiles, so issue_scores
 // reads either as the A (64-row slab) or the B (N = 128) operand.
