@@ -70,7 +70,7 @@ class PhaseEvents : public cuda::prefill::AnchorPhaseObserver {
   PhaseEvents(const PhaseEvents&) = delete;
   PhaseEvents& operator=(const PhaseEvents&) = delete;
   ~PhaseEvents() override {
-    for (cudaEvent_t e : pool_) cudaEventDestroy(e);
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
   }
   void start_run() { runs_.emplace_back(); }
   void begin(AnchorPhase phase, cudaStream_t stream) override { runs_.back().push_back({phase, record(stream), nullptr}); }
@@ -101,18 +101,15 @@ class PhaseEvents : public cuda::prefill::AnchorPhaseObserver {
     AnchorPhase phase;
     cudaEvent_t start, stop;
   };
+  // A fresh event per record: every run's pairs stay readable until median_ms.
   cudaEvent_t record(cudaStream_t stream) {
-    if (used_ == pool_.size()) {
-      cudaEvent_t e;
-      KASCADE_CUDA_CHECK(cudaEventCreate(&e));
-      pool_.push_back(e);
-    }
-    cudaEvent_t e = pool_[used_++];
+    cudaEvent_t e;
+    KASCADE_CUDA_CHECK(cudaEventCreate(&e));
+    events_.push_back(e);
     KASCADE_CUDA_CHECK(cudaEventRecord(e, stream));
     return e;
   }
-  std::vector<cudaEvent_t> pool_;
-  size_t used_ = 0;  // events are never reused: every run's pairs stay readable until median_ms
+  std::vector<cudaEvent_t> events_;
   std::vector<std::vector<Launch>> runs_;
 };
 
