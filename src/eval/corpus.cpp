@@ -142,7 +142,11 @@ std::vector<std::string> clean_paragraphs(const std::string& text) {
   while (pos < text.size()) {
     size_t end = text.find('\n', pos);
     if (end == std::string::npos) end = text.size();
-    const std::string line = trim(text.substr(pos, end - pos));
+    std::string raw = text.substr(pos, end - pos);
+    // No-break spaces (U+00A0) indent the Debian Reference's text: plain spaces here.
+    for (size_t nbsp = raw.find("\xC2\xA0"); nbsp != std::string::npos; nbsp = raw.find("\xC2\xA0", nbsp))
+      raw.replace(nbsp, 2, " ");
+    const std::string line = trim(raw);
     pos = end + 1;
     if (line.empty()) {
       flush();

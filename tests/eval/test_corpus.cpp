@@ -80,6 +80,8 @@ TEST(Corpus, TextIsCleanedProse) {
     EXPECT_EQ(d.text.find("+----"), std::string::npos) << d.id;
     EXPECT_EQ(d.text.find("\n\n\n"), std::string::npos) << d.id;
     EXPECT_EQ(d.text.find("  "), std::string::npos) << d.id;
+    EXPECT_EQ(d.text.find("\xC2\xA0"), std::string::npos) << d.id;  // no-break spaces are spaces
+    EXPECT_EQ(d.text.find("\n "), std::string::npos) << d.id;
   }
 }
 
