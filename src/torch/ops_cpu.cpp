@@ -1,0 +1,167 @@
+// src/torch/ops_cpu.cpp — the operators' CPU path: the reference oracle (kascade/reference.h).
+//
+// q is widened to fp32, the oracle's batch entry points gather each sequence out of the paged
+// cache (any strides, f32/f16/bf16 widened exactly), and the fp32 output is rounded once to the
+// output's dtype. Selections move between the oracle's per-sequence form ([S, tiles, k] with
+// counts) and the caller's buffers ([B, S, max_tiles, k_max], -1 padded; tiles past a sequence's
+// last have count 0), so a CPU anchor feeds a CPU reuse call exactly as the GPU buffers do.
+#include <algorithm>
+#include <cstring>
+
+#include "kascade/budget.h"
+#include "kascade/error.h"
+#include "kascade/reference.h"
+#include "op_args.h"
+
+namespace kascade::torch_ops {
+namespace {
+
+std::vector<float> widen(const void* data, DType dtype, size_t count) {
+  std::vector<float> out(count);
+  switch (dtype) {
+    case DType::F32: std::memcpy(out.data(), data, count * sizeof(float)); break;
+    case DType::F16:
+      for (size_t i = 0; i < count; ++i) out[i] = f16_to_float(static_cast<const uint16_t*>(data)[i]);
+      break;
+    case DType::BF16:
+      for (size_t i = 0; i < count; ++i) out[i] = bf16_to_float(static_cast<const uint16_t*>(data)[i]);
+      break;
+    default: KASCADE_FAIL("kascade: " << dtype_name(dtype) << " is not a float type");
+  }
+  return out;
+}
+
+void narrow(const std::vector<float>& values, DType dtype, void* data) {
+  switch (dtype) {
+    case DType::F32: std::memcpy(data, values.data(), values.size() * sizeof(float)); break;
+    case DType::F16:
+      for (size_t i = 0; i < values.size(); ++i) static_cast<uint16_t*>(data)[i] = float_to_f16(values[i]);
+      break;
+    case DType::BF16:
+      for (size_t i = 0; i < values.size(); ++i) static_cast<uint16_t*>(data)[i] = float_to_bf16(values[i]);
+      break;
+    default: KASCADE_FAIL("kascade: " << dtype_name(dtype) << " is not a float type");
+  }
+}
+
+// Caller's buffer geometry: indices [B, S, tiles, k_max], counts [B, S, tiles].
+struct SelectionView {
+  int32_t* indices;
+  int32_t* counts;
+  int sets, tiles;
+  int64_t k_max;
+  int32_t* row(int b, int s, int tau) const {
+    return indices + ((static_cast<int64_t>(b) * sets + s) * tiles + tau) * k_max;
+  }
+  int32_t& count(int b, int s, int tau) const { return counts[(static_cast<int64_t>(b) * sets + s) * tiles + tau]; }
+};
+
+void store_selections(const char* op, const std::vector<ref::Selection>& sels, const SelectionView& buf) {
+  for (size_t b = 0; b < sels.size(); ++b) {
+    const ref::Selection& sel = sels[b];
+    KASCADE_CHECK(sel.num_sets == buf.sets && sel.num_tiles <= buf.tiles && sel.k_max <= buf.k_max,
+                  op << ": internal: sequence " << b << "'s selection [" << sel.num_sets << ", " << sel.num_tiles
+                     << ", " << sel.k_max << "] does not fit the buffer [" << buf.sets << ", " << buf.tiles << ", "
+                     << buf.k_max << "]");
+    const int bi = static_cast<int>(b);
+    for (int s = 0; s < buf.sets; ++s) {
+      for (int tau = 0; tau < buf.tiles; ++tau) {
+        int32_t* row = buf.row(bi, s, tau);
+        std::fill(row, row + buf.k_max, -1);
+        if (tau >= sel.num_tiles) {
+          buf.count(bi, s, tau) = 0;
+          continue;
+        }
+        const int c = sel.row_count(s, tau);
+        std::copy(sel.row(s, tau), sel.row(s, tau) + c, row);
+        buf.count(bi, s, tau) = c;
+      }
+    }
+  }
+}
+
+// Sequence b's selection out of the caller's buffer, its first `tiles` tiles; the oracle
+// validates it against the call (ascending candidates, counts within the budget).
+ref::Selection load_selection(const char* op, const SelectionView& buf, int b, int tiles) {
+  ref::Selection sel = ref::Selection::empty(buf.sets, tiles, static_cast<int>(buf.k_max));
+  for (int s = 0; s < buf.sets; ++s) {
+    for (int tau = 0; tau < tiles; ++tau) {
+      const int32_t c = buf.count(b, s, tau);
+      KASCADE_CHECK(c >= 0 && c <= buf.k_max, op << ": sel_counts[" << b << ", " << s << ", " << tau << "] = " << c
+                                                 << " is outside 0.." << buf.k_max);
+      std::copy(buf.row(b, s, tau), buf.row(b, s, tau) + buf.k_max, sel.row(s, tau));
+      sel.count[static_cast<size_t>(s) * tiles + tau] = c;
+    }
+  }
+  return sel;
+}
+
+std::vector<int> host_head_map(const int32_t* head_map, int hkv) {
+  if (head_map == nullptr) return {};
+  return std::vector<int>(head_map, head_map + hkv);
+}
+
+// Rethrows the oracle's messages with the op's name in front.
+template <typename F>
+void with_op_name(const char* op, F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    throw Error(std::string(op) + ": " + e.what());
+  }
+}
+
+}  // namespace
+
+void run_decode_cpu(const DecodeCall& c) {
+  const DecodeShape& s = c.shape;
+  const size_t rows = static_cast<size_t>(s.batch) * s.num_q_heads * s.head_dim;
+  const std::vector<float> q = widen(c.tensors.q, s.dtype, rows);
+  ref::Call call;
+  call.phase = Phase::Decode;
+  call.params = c.params;
+  call.role = c.role == DecodeRole::Reuse ? Role::Reuse : c.role == DecodeRole::Anchor ? Role::Anchor : Role::Dense;
+  const SelectionView buf{c.selection.indices, c.selection.counts, c.selection.num_sets, 1, c.selection.k_max};
+  std::vector<ref::Selection> reuse;
+  if (c.role == DecodeRole::Reuse) {
+    call.head_map = host_head_map(c.head_map, s.num_kv_heads);
+    for (int b = 0; b < s.batch; ++b) reuse.push_back(load_selection(c.op, buf, b, 1));
+  }
+  ref::BatchResult r;
+  with_op_name(c.op, [&] {
+    r = ref::decode_batch(call, q.data(), s.num_q_heads, c.tensors.kv, c.role == DecodeRole::Reuse ? &reuse : nullptr);
+  });
+  narrow(r.out, s.dtype, c.tensors.out);
+  if (c.role == DecodeRole::Layer0 || c.role == DecodeRole::Anchor) store_selections(c.op, r.selections, buf);
+}
+
+void run_prefill_cpu(const PrefillCall& c) {
+  const PrefillArgs& a = c.args;
+  const int batch = a.host.batch;
+  const size_t rows = static_cast<size_t>(a.host.q_indptr_host[batch]) * a.num_q_heads * a.kv.head_dim;
+  const std::vector<float> q = widen(a.q, a.kv.dtype, rows);
+  ref::Call call;
+  call.phase = Phase::Prefill;
+  call.params = c.params;
+  call.role = c.role == Role::Anchor && c.dense_output ? Role::Dense : c.role;
+  const SelectionView buf{c.selection.indices, c.selection.counts, c.selection.shape.num_selections,
+                          c.selection.shape.max_tiles, c.selection.shape.k_max};
+  std::vector<ref::Selection> reuse;
+  if (c.role == Role::Reuse) {
+    call.head_map = host_head_map(c.head_map, a.kv.num_kv_heads);
+    for (int b = 0; b < batch; ++b) {
+      const int64_t p1 = a.host.seq_lens_host[b];
+      const int64_t p0 = p1 - (a.host.q_indptr_host[b + 1] - a.host.q_indptr_host[b]);
+      reuse.push_back(load_selection(c.op, buf, b, static_cast<int>(num_tiles(p0, p1, c.params.tile))));
+    }
+  }
+  ref::BatchResult r;
+  with_op_name(c.op, [&] {
+    r = ref::prefill_batch(call, q.data(), a.host.q_indptr_host, a.num_q_heads, a.kv,
+                           c.role == Role::Reuse ? &reuse : nullptr);
+  });
+  narrow(r.out, a.kv.dtype, a.out);
+  if (c.role == Role::Anchor) store_selections(c.op, r.selections, buf);
+}
+
+}  // namespace kascade::torch_ops
