@@ -179,17 +179,42 @@ class OmniKvPolicy final : public SelectionPolicy {
   SelectionStore store_;
 };
 
+class TidalPolicy final : public SelectionPolicy {
+ public:
+  explicit TidalPolicy(const PolicyContext& ctx)
+      : params_(ctx.params),
+        selectors_(tidal_selection_layers(ctx.layers, std::max(1, static_cast<int>(ctx.plan->anchors.size()) - 1))) {}
+  const char* name() const override { return "tidal"; }
+  void reset() override { store_.clear(); }
+  KeySet select(const LayerInputs& in) override {
+    if (in.phase == Phase::Prefill || in.layer < 2 || selectors_.empty()) return KeySet{};
+    // The latest selection layer at or before this one (layer 2 is always the first).
+    const auto next = std::upper_bound(selectors_.begin(), selectors_.end(), in.layer);
+    const int selector = *(next - 1);
+    if (selector == in.layer) {
+      store_.put(selector, in.n, pooled_top_k(in, params_, Pooling::All));
+      return KeySet{};
+    }
+    return KeySet{false, store_.get(selector, in.n, in.layer)};
+  }
+
+ private:
+  SparsityParams params_;
+  std::vector<int> selectors_;
+  SelectionStore store_;
+};
+
 }  // namespace
 
 const std::vector<std::string>& policy_names() {
   static const std::vector<std::string> names = {"dense",     "oracle", "kascade", "kascade-pooled",
-                                                 "streaming", "quest",  "omnikv"};
+                                                 "streaming", "quest",  "omnikv",  "tidal"};
   return names;
 }
 
 std::unique_ptr<SelectionPolicy> make_policy(const std::string& name, const PolicyContext& ctx) {
   KASCADE_CHECK(ctx.layers >= 1, "policy '" << name << "': the model must have at least one layer");
-  const bool needs_plan = name == "kascade" || name == "kascade-pooled" || name == "omnikv";
+  const bool needs_plan = name == "kascade" || name == "kascade-pooled" || name == "omnikv" || name == "tidal";
   KASCADE_CHECK(!needs_plan || ctx.plan != nullptr, "policy '" << name << "' needs a plan (--plan)");
   if (name == "dense") return std::make_unique<DensePolicy>();
   if (name == "oracle") return std::make_unique<OraclePolicy>(ctx);
@@ -198,6 +223,7 @@ std::unique_ptr<SelectionPolicy> make_policy(const std::string& name, const Poli
   if (name == "streaming") return std::make_unique<StreamingPolicy>(ctx);
   if (name == "quest") return std::make_unique<QuestPolicy>(ctx);
   if (name == "omnikv") return std::make_unique<OmniKvPolicy>(ctx);
+  if (name == "tidal") return std::make_unique<TidalPolicy>(ctx);
   std::string known;
   for (const std::string& n : policy_names()) known += (known.empty() ? "" : ", ") + n;
   KASCADE_FAIL("unknown policy '" << name << "' (known: " << known << ")");
@@ -343,6 +369,17 @@ std::vector<int> evenly_spaced_layers(int layers, int count) {
                 "filter layers: need 1 <= count <= layers, got count " << count << " of " << layers << " layers");
   std::vector<int> out;
   for (int i = 0; i < count; ++i) out.push_back(static_cast<int>(static_cast<int64_t>(i) * layers / count));
+  return out;
+}
+
+std::vector<int> tidal_selection_layers(int layers, int requested) {
+  KASCADE_CHECK(layers >= 1 && requested >= 1,
+                "tidal selection layers: need layers >= 1 and count >= 1, got " << requested << " of " << layers);
+  std::vector<int> out;
+  if (layers <= 2) return out;  // no layer after the two dense ones
+  const int span = 2 * (layers - 2) / 3;
+  const int count = std::min(requested, std::max(1, span));
+  for (int i = 0; i < count; ++i) out.push_back(2 + static_cast<int>(static_cast<int64_t>(i) * span / count));
   return out;
 }
 

@@ -259,6 +259,59 @@ TEST(OmniKvPolicy, FilterLayersAreDenseAndShareOnePooledSelection) {
   EXPECT_TRUE(policy->select(prefill.in).dense);
 }
 
+TEST(TidalSelectionLayers, EvenlySpacedFromLayerTwoOverTwoThirdsOfTheRest) {
+  // L = 30: S = floor(2 * 28 / 3) = 18; 4 layers at 2 + floor(i * 18 / 4).
+  EXPECT_EQ(tidal_selection_layers(30, 4), (std::vector<int>{2, 6, 11, 15}));
+  EXPECT_EQ(tidal_selection_layers(30, 1), (std::vector<int>{2}));
+  EXPECT_EQ(tidal_selection_layers(32, 2), (std::vector<int>{2, 12}));  // S = 20
+  // Fewer layers than requested: the count is lowered to S (each layer at most once).
+  EXPECT_EQ(tidal_selection_layers(7, 10), (std::vector<int>{2, 3, 4}));  // S = 3
+  EXPECT_EQ(tidal_selection_layers(3, 4), (std::vector<int>{2}));         // S = 0: layer 2 alone
+  EXPECT_TRUE(tidal_selection_layers(2, 1).empty());                      // only dense layers
+  EXPECT_THROW(tidal_selection_layers(30, 0), Error);
+}
+
+TEST(TidalPolicy, DenseEarlyLayersThenSelectionLayersSharedByEveryKvHead) {
+  // 8 layers, a plan of 3 anchors: m = 2 selection layers, S = floor(2 * 6 / 3) = 4: layers 2, 4.
+  const Plan plan = make_uniform_plan("t", 8, 4, 2, 8, {0, 3, 6});
+  const SparsityParams p = budget(0.1, 16);
+  PolicyContext ctx{p, 8, &plan};
+  auto policy = make_policy("tidal", ctx);
+  std::vector<Case> layers;
+  for (int l = 0; l < 8; ++l) layers.emplace_back(Phase::Decode, 4, 2, 1, 300, 8, 90 + l, l);
+  const ref::Selection from2 = pooled_top_k(layers[2].in, p, Pooling::All);
+  const ref::Selection from4 = pooled_top_k(layers[4].in, p, Pooling::All);
+  ASSERT_NE(row(from2, 0, 0), row(from4, 0, 0));
+  for (int l = 0; l < 8; ++l) {
+    const KeySet keys = policy->select(layers[static_cast<size_t>(l)].in);
+    const bool dense_layer = l == 0 || l == 1 || l == 2 || l == 4;
+    ASSERT_EQ(keys.dense, dense_layer) << "layer " << l;
+    if (dense_layer) continue;
+    const ref::Selection& expected = l < 4 ? from2 : from4;
+    ASSERT_EQ(keys.selection.num_sets, 2) << "layer " << l;
+    for (int g = 0; g < 2; ++g) EXPECT_EQ(row(keys.selection, g, 0), row(expected, 0, 0)) << "layer " << l;
+    EXPECT_EQ(keys.selection.row_count(0, 0), 30);  // k(300) = floor(0.1 * 300)
+  }
+  // A reading layer whose selection layer did not run in this step is an error.
+  policy->reset();
+  EXPECT_THROW(policy->select(layers[3].in), Error);
+  // Decode only: every layer of a prefill call is dense.
+  for (int l = 0; l < 8; ++l) {
+    Case prefill(Phase::Prefill, 4, 2, 64, 64, 8, 99, l);
+    EXPECT_TRUE(policy->select(prefill.in).dense) << "layer " << l;
+  }
+}
+
+TEST(TidalPolicy, TwoLayerModelIsDense) {
+  const Plan plan = make_uniform_plan("t", 2, 4, 2, 8, {0, 1});
+  PolicyContext ctx{budget(0.05, 4), 2, &plan};
+  auto policy = make_policy("tidal", ctx);
+  for (int l = 0; l < 2; ++l) {
+    Case c(Phase::Decode, 4, 2, 1, 200, 8, 100 + l, l);
+    EXPECT_TRUE(policy->select(c.in).dense);
+  }
+}
+
 TEST(Policies, AtFullBudgetEveryPolicyEqualsDense) {
   const Plan plan = two_anchor_plan();
   const SparsityParams p = budget(1.0, 0, 32);
@@ -280,16 +333,19 @@ TEST(Policies, AtFullBudgetEveryPolicyEqualsDense) {
 }
 
 TEST(Policies, SparsePoliciesDifferFromDenseAtASmallBudget) {
+  // Layer 3 of the 4-layer plan is sparse under every policy: a reuse layer of kascade, read from
+  // filter layer 2 by omnikv, from selection layer 2 by tidal, its own selection for the others.
   const Plan plan = two_anchor_plan();
   const SparsityParams p = budget(0.05, 4);
   PolicyContext ctx{p, 4, &plan};
-  Case l0(Phase::Decode, 4, 2, 1, 400, 8, 70, 0), l1(Phase::Decode, 4, 2, 1, 400, 8, 71, 1);
+  std::vector<Case> layers;
+  for (int l = 0; l < 4; ++l) layers.emplace_back(Phase::Decode, 4, 2, 1, 400, 8, 70 + l, l);
   for (const std::string& name : policy_names()) {
     if (name == "dense") continue;
     auto policy = make_policy(name, ctx);
-    attend(*policy, p, l0.in);
-    const std::vector<float> out = attend(*policy, p, l1.in);
-    EXPECT_GT(ref::relative_l2_error(dense_reference(l1.in).data(), out.data(), out.size()), 1e-3) << name;
+    std::vector<float> out;
+    for (const Case& c : layers) out = attend(*policy, p, c.in);
+    EXPECT_GT(ref::relative_l2_error(dense_reference(layers[3].in).data(), out.data(), out.size()), 1e-3) << name;
   }
 }
 
@@ -314,6 +370,7 @@ TEST(MakePolicy, UnknownNameAndMissingPlanAreErrors) {
   EXPECT_THROW(make_policy("h2o", ctx), Error);
   EXPECT_THROW(make_policy("kascade", ctx), Error);
   EXPECT_THROW(make_policy("omnikv", ctx), Error);
+  EXPECT_THROW(make_policy("tidal", ctx), Error);
   EXPECT_NO_THROW(make_policy("quest", ctx));
 }
 
