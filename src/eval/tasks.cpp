@@ -1,12 +1,16 @@
-// Synthetic long-context tasks at exact token lengths (see kascade/eval/tasks.h).
+// Long-context tasks at exact token lengths (see kascade/eval/tasks.h).
 //
 // Every task is built the same way: fixed parts (instructions, the question) and "needles"
 // (the facts to find) are tokenized first; the haystack is filled with filler items up to the
 // exact remaining budget (the last item cut to fit), and the needles are inserted between
-// filler items at depths drawn from the example's PRNG.
+// filler items at depths drawn from the example's PRNG. The copy task's filler items are the
+// paragraphs of natural text and its needle is the passage that is repeated.
 #include "kascade/eval/tasks.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <mutex>
 #include <string>
 #include <utility>
 
@@ -72,6 +76,7 @@ const std::string& pick(Rng& rng, const std::vector<std::string>& list) { return
 class Builder {
  public:
   Builder(const TaskTokenizer& tok, int length) : tok_(tok), length_(length) {}
+  int length() const { return length_; }
 
   // Tokens of the parts, each tokenized on its own and concatenated.
   Tokens encode(std::initializer_list<std::string> parts) const {
@@ -277,6 +282,64 @@ Example common_words(Builder& b, Rng& rng) {
   });
 }
 
+// The cleaned paragraphs of every corpus source's split, in source order, read once per process
+// (per split and corpus root).
+const std::vector<std::string>& corpus_paragraphs(Split split) {
+  static std::mutex mutex;
+  static std::map<std::pair<Split, std::string>, std::vector<std::string>> cache;
+  const char* root = std::getenv("KASCADE_CORPUS_ROOT");
+  const std::pair<Split, std::string> key{split, root ? root : ""};
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  std::vector<std::string> all;
+  for (const CorpusSource& source : natural_text_sources()) {
+    std::vector<std::string> paragraphs = natural_text_paragraphs(source, split);
+    all.insert(all.end(), std::make_move_iterator(paragraphs.begin()), std::make_move_iterator(paragraphs.end()));
+  }
+  return cache.emplace(key, std::move(all)).first->second;
+}
+
+// The passage: the first kCopyQueryTokens + kCopyAnswerTokens tokens of the first paragraph
+// long enough, searching from a random one. The haystack is the text that follows that
+// paragraph in the corpus (paragraph by paragraph, wrapping), so the passage's own paragraph
+// is never part of it; it is inserted at a depth in [0, kCopyMaxDepth), and the context ends
+// with the passage's start again.
+Example copy_task(Builder& b, Rng& rng, Split split, const TaskTokenizer& tok) {
+  const std::vector<std::string>& paragraphs = corpus_paragraphs(split);
+  const size_t count = paragraphs.size();
+  KASCADE_CHECK(count >= 2, "task 'copy': the " << to_string(split) << " corpus split has " << count << " paragraphs");
+  const size_t passage_tokens = static_cast<size_t>(kCopyQueryTokens + kCopyAnswerTokens);
+  size_t at = rng.below(count);
+  Tokens passage;
+  for (size_t tried = 0;; ++tried) {
+    KASCADE_CHECK(tried < count, "task 'copy': no paragraph of the " << to_string(split) << " corpus split has "
+                                                                     << passage_tokens << " tokens");
+    passage = b.encode({paragraphs[at]});
+    if (passage.size() >= passage_tokens) break;
+    at = (at + 1) % count;
+  }
+  passage.resize(passage_tokens);
+  const Tokens paragraph_break = b.encode({"\n\n"});
+  auto with_break = [&paragraph_break](const Tokens& t) {
+    Tokens out = paragraph_break;
+    out.insert(out.end(), t.begin(), t.end());
+    return out;
+  };
+  b.needle(with_break(passage), rng.uniform() * kCopyMaxDepth);
+  b.question(with_break(Tokens(passage.begin(), passage.begin() + kCopyQueryTokens)));
+  const Tokens answer(passage.begin() + kCopyQueryTokens, passage.end());
+  b.answer(answer, tok.decode ? tok.decode(answer) : "");
+  // Every paragraph starts with its break, as the passage and its repeat do.
+  size_t next = at;
+  return b.finish("copy", 0, 0, [&]() {
+    next = (next + 1) % count;
+    KASCADE_CHECK(next != at, "task 'copy': the " << to_string(split) << " corpus split is too short for length "
+                                                  << b.length());
+    return b.encode({"\n\n", paragraphs[next]});
+  });
+}
+
 uint64_t mix(uint64_t h, uint64_t v) {
   Rng r(h ^ (v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2)));
   return r.next();
@@ -285,12 +348,13 @@ uint64_t mix(uint64_t h, uint64_t v) {
 }  // namespace
 
 const std::vector<std::string>& task_names() {
-  static const std::vector<std::string> names = {"passkey", "niah-single", "niah-multikey",
-                                                 "vartrack", "kv-uuid",     "common-words"};
+  static const std::vector<std::string> names = {"passkey", "niah-single", "niah-multikey", "vartrack",
+                                                 "kv-uuid", "common-words", "copy"};
   return names;
 }
 
-Example make_example(const std::string& task, int length, int index, uint64_t seed, const TaskTokenizer& tok) {
+Example make_example(const std::string& task, int length, int index, uint64_t seed, const TaskTokenizer& tok,
+                     Split split) {
   KASCADE_CHECK(tok.encode != nullptr, "make_example: no tokenizer");
   KASCADE_CHECK(length >= 1, "task '" << task << "': length must be positive, got " << length);
   KASCADE_CHECK(index >= 0, "task '" << task << "': example index must be >= 0, got " << index);
@@ -304,6 +368,9 @@ Example make_example(const std::string& task, int length, int index, uint64_t se
   uint64_t h = mix(seed, static_cast<uint64_t>(known - task_names().begin()));
   h = mix(h, static_cast<uint64_t>(length));
   h = mix(h, static_cast<uint64_t>(index));
+  // The dev split draws from streams of its own; eval keeps the streams of the unsplit tasks.
+  constexpr uint64_t kDevStream = 0x6b61736361646576ull;  // "kascadev"
+  if (split == Split::Dev) h = mix(h, kDevStream);
   Rng rng(h);
   Builder b(tok, length);
   Example ex;
@@ -312,9 +379,11 @@ Example make_example(const std::string& task, int length, int index, uint64_t se
   else if (task == "niah-multikey") ex = niah(b, rng, 4, "niah-multikey");
   else if (task == "vartrack") ex = vartrack(b, rng);
   else if (task == "kv-uuid") ex = kv_uuid(b, rng);
-  else ex = common_words(b, rng);
+  else if (task == "common-words") ex = common_words(b, rng);
+  else ex = copy_task(b, rng, split, tok);
   ex.index = index;
   ex.seed = seed;
+  ex.split = split;
   return ex;
 }
 
