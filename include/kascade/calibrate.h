@@ -132,8 +132,17 @@ class CalibrationStats {
   // order and cover all tiles before the next layer starts.
   void add_layer_tiles(int layer, int64_t first_tile, const TensorView& pooled, const TensorView& diagonal);
 
-  // Closes the prompt (all L layers must have been added) and folds its worst-tile coverage into
-  // the mean over prompts.
+  // Decode rows of an answer generated after the prompt (the `paper` statistic of SPEC 6): after
+  // all L layers of the prompt's tiles, row r (r = 0, 1, ...: the query at position n + r, over
+  // the keys 0..n + r, its own included) comes layer by layer, layers 0..L-1 in order, then row
+  // r + 1. pooled F32 [Hkv, n + r + 1]: P_l[g][i] of SPEC 4 step 2 (the group-pooled softmax of
+  // the row). A decode row has no diagonal term (d = 0). A row whose keys number at most k_cal
+  // is trivial (every selection is all keys) and left out, as trivial tiles are. Rows and tiles
+  // share the prompt's minimum (and mean).
+  void add_decode_row(int layer, const TensorView& pooled);
+
+  // Closes the prompt (all L layers must have been added, and every decode row begun must have
+  // all L layers) and folds its worst-tile coverage into the mean over prompts.
   void end_prompt();
 
   // Layer importance samples: x [tokens, hidden] is the residual stream entering layer `layer`,
@@ -156,6 +165,15 @@ class CalibrationStats {
   int64_t counted_tiles() const { return counted_tiles_; }
   int64_t skipped_trivial_tiles() const { return skipped_trivial_tiles_; }
   int64_t skipped_zero_mass_tiles() const { return skipped_zero_mass_tiles_; }
+  // Decode rows that entered the coverage, and trivial ones left out (counted over (layer, kv
+  // head, row) of closed prompts, as tiles are).
+  int64_t counted_rows() const { return counted_rows_; }
+  int64_t skipped_trivial_rows() const { return skipped_trivial_rows_; }
+  // Of the per-prompt minima of reuse pairs (l1 < l2, every g1, g2, prompts with evidence for
+  // (l2, g2)), how many a decode row set (strictly below every tile of the prompt), and how many
+  // there were: the `paper` statistic's report of how much the answer rows decide.
+  int64_t minima_from_decode_rows() const { return minima_from_rows_; }
+  int64_t minima_total() const { return minima_total_; }
   int64_t importance_tokens(int layer) const;
   // The first position at which a tile can say anything about reuse: the smallest tile start
   // b > k_cal. Prompts of at most this many tokens add nothing to the coverage.
@@ -195,6 +213,12 @@ class CalibrationStats {
   std::vector<double> prompt_share_sum_;  // [L] top-k mass share summed over counted (g, tau)
   std::vector<int64_t> prompt_share_count_;
   int64_t prompt_counted_ = 0, prompt_skipped_trivial_ = 0, prompt_skipped_zero_ = 0;
+  std::vector<uint8_t> prompt_min_from_row_;  // [L, L, Hkv, Hkv] the open prompt's minimum came from a decode row
+  // Decode rows of the open prompt: the row being added and its layers' selections.
+  int64_t rows_begun_ = 0;          // rows of the open prompt begun so far
+  int next_row_layer_ = 0;          // the layer add_decode_row expects (of row rows_begun_ - 1, or 0)
+  std::vector<int32_t> row_selections_;  // [L, Hkv, k_cal] of the current row
+  int64_t prompt_counted_rows_ = 0, prompt_skipped_trivial_rows_ = 0;
 
   // Over closed prompts.
   int64_t prompts_done_ = 0;
@@ -204,6 +228,8 @@ class CalibrationStats {
   std::vector<double> share_sum_;        // [L]
   std::vector<int64_t> share_count_;     // [L]
   int64_t counted_tiles_ = 0, skipped_trivial_tiles_ = 0, skipped_zero_mass_tiles_ = 0;
+  int64_t counted_rows_ = 0, skipped_trivial_rows_ = 0;
+  int64_t minima_from_rows_ = 0, minima_total_ = 0;
 
   // Importance.
   int64_t importance_hidden_ = 0;  // fixed by the first call

@@ -17,6 +17,8 @@
 // norm) for positions 0..n-1 of the prompt, fp32 contiguous, the shapes of SPEC 9. Peak memory
 // is the pooled masses of one layer, 4 * S * ceil(n / T) * n bytes (S = Hkv, or 1 with
 // Pooling::All): 1.5 MiB for SmolLM2 at n = 2048, plus 4 * T * n bytes of scores per thread.
+// Decode rows of a generated answer (the `paper` statistic) go through add_decode_row_attention,
+// one row and layer at a time, after the prompt's layers.
 #pragma once
 
 #include <vector>
@@ -43,6 +45,18 @@ struct PooledMasses {
   std::vector<float> diagonal;
 };
 PooledMasses pooled_masses(const float* q, const float* k, const LayerAttentionShape& shape, int tile);
+
+// The pooled softmax of one decode row (SPEC 4 steps 1-2): the query of the token at position
+// n - 1 over the keys 0..n-1, its own included. q [Hq * D] (the row's heads, as the engine's
+// query/key hook gives them), keys [n][Hkv * D] token-major (the hook's layout, rows appended as
+// they come). Returns [S][n], S = hkv (Pooling::Group: summed over the group's heads) or 1
+// (Pooling::All: over all Hq heads); each head's row sums to 1.
+std::vector<float> decode_row_masses(const float* q, const float* keys, const LayerAttentionShape& shape);
+
+// Adds decode row `layer` of the open prompt to `stats` (CalibrationStats::add_decode_row):
+// shape.n = prompt tokens + row index + 1 keys.
+void add_decode_row_attention(CalibrationStats& stats, int layer, const float* q, const float* keys,
+                              const LayerAttentionShape& shape);
 
 // Adds layer `layer` of the open prompt to `stats`. The statistics must have one set per kv
 // head (Pooling::Group) or one set (Pooling::All), and the open prompt must have n tokens.

@@ -116,6 +116,50 @@ PooledMasses pooled_masses(const float* q, const float* k, const LayerAttentionS
   return out;
 }
 
+std::vector<float> decode_row_masses(const float* q, const float* keys, const LayerAttentionShape& shape) {
+  check_shape(q, keys, shape, 1);
+  const int sets = shape.pooling == Pooling::All ? 1 : shape.hkv;
+  const int n = shape.n, d = shape.head_dim, group = shape.hq / shape.hkv;
+  const size_t key_stride = static_cast<size_t>(shape.hkv) * d;
+  SparsityParams scale_source;
+  scale_source.scale = shape.scale;
+  const float scale = scale_source.scale_for(d);
+  std::vector<float> mass(static_cast<size_t>(sets) * n, 0.0f);
+  std::vector<float> scores(static_cast<size_t>(n));
+  for (int h = 0; h < shape.hq; ++h) {
+    const float* qh = q + static_cast<size_t>(h) * d;
+    const float* kg = keys + static_cast<size_t>(h / group) * d;
+    float row_max = -INFINITY;
+    for (int i = 0; i < n; ++i) {
+      const float* ki = kg + static_cast<size_t>(i) * key_stride;
+      float dot = 0.0f;
+      for (int j = 0; j < d; ++j) dot += qh[j] * ki[j];
+      scores[static_cast<size_t>(i)] = dot * scale;
+      row_max = std::max(row_max, scores[static_cast<size_t>(i)]);
+    }
+    double total = 0.0;
+    for (int i = 0; i < n; ++i) {
+      scores[static_cast<size_t>(i)] = std::exp(scores[static_cast<size_t>(i)] - row_max);
+      total += scores[static_cast<size_t>(i)];
+    }
+    const float inv_total = static_cast<float>(1.0 / total);
+    float* out = mass.data() + static_cast<size_t>(sets == 1 ? 0 : h / group) * n;
+    for (int i = 0; i < n; ++i) out[i] += scores[static_cast<size_t>(i)] * inv_total;
+  }
+  return mass;
+}
+
+void add_decode_row_attention(CalibrationStats& stats, int layer, const float* q, const float* keys,
+                              const LayerAttentionShape& shape) {
+  const int sets = shape.pooling == Pooling::All ? 1 : shape.hkv;
+  KASCADE_CHECK(stats.num_kv_heads() == sets,
+                "calibration: statistics have " << stats.num_kv_heads() << " selection sets but pooling "
+                                                << to_string(shape.pooling) << " over " << shape.hkv
+                                                << " kv heads makes " << sets);
+  std::vector<float> mass = decode_row_masses(q, keys, shape);
+  stats.add_decode_row(layer, TensorView::contiguous(mass.data(), DType::F32, {sets, shape.n}));
+}
+
 void add_layer_attention(CalibrationStats& stats, int layer, const float* q, const float* k,
                          const LayerAttentionShape& shape) {
   const int sets = shape.pooling == Pooling::All ? 1 : shape.hkv;

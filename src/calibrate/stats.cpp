@@ -62,6 +62,8 @@ CalibrationStats::CalibrationStats(int num_layers, int num_kv_heads, int k_cal, 
   KASCADE_CHECK(tile >= 1, "CalibrationStats: tile must be >= 1, got " << tile);
   const size_t L = static_cast<size_t>(num_layers), H = static_cast<size_t>(num_kv_heads);
   prompt_min_.assign(L * L * H * H, 0.0);
+  prompt_min_from_row_.assign(L * L * H * H, 0);
+  row_selections_.assign(L * H * static_cast<size_t>(k_cal), -1);
   prompt_sum_.assign(L * L * H * H, 0.0);
   prompt_tiles_counted_.assign(L * H, 0);
   prompt_has_tile_.assign(L * H, 0);
@@ -112,6 +114,10 @@ void CalibrationStats::begin_prompt(int64_t tiles, int64_t n) {
   next_layer_ = 0;
   next_tile_ = 0;
   std::fill(prompt_min_.begin(), prompt_min_.end(), std::numeric_limits<double>::infinity());
+  std::fill(prompt_min_from_row_.begin(), prompt_min_from_row_.end(), 0);
+  rows_begun_ = 0;
+  next_row_layer_ = 0;
+  prompt_counted_rows_ = prompt_skipped_trivial_rows_ = 0;
   std::fill(prompt_sum_.begin(), prompt_sum_.end(), 0.0);
   std::fill(prompt_tiles_counted_.begin(), prompt_tiles_counted_.end(), 0);
   std::fill(prompt_has_tile_.begin(), prompt_has_tile_.end(), 0);
@@ -225,7 +231,10 @@ void CalibrationStats::add_layer_tiles(int layer, int64_t first_tile, const Tens
         for (int g1 = 0; g1 < H; ++g1) {
           const size_t at = cov_index(l1, layer, g1, g2);
           const double c = covered(l1, g1) / denominator;
-          prompt_min_[at] = std::min(prompt_min_[at], c);
+          if (c < prompt_min_[at]) {
+            prompt_min_[at] = c;
+            prompt_min_from_row_[at] = 0;
+          }
           prompt_sum_[at] += c;
         }
       }
@@ -238,12 +247,101 @@ void CalibrationStats::add_layer_tiles(int layer, int64_t first_tile, const Tens
   }
 }
 
+void CalibrationStats::add_decode_row(int layer, const TensorView& pooled) {
+  KASCADE_CHECK(prompt_open_, "CalibrationStats::add_decode_row: no open prompt (call begin_prompt first)");
+  KASCADE_CHECK(next_layer_ == num_layers_, "CalibrationStats::add_decode_row: the prompt's tiles are incomplete (layer "
+                                                << next_layer_ << " of " << num_layers_
+                                                << " is next); decode rows come after all layers of the prompt");
+  // A new row starts at layer 0 once the previous row has all its layers.
+  const bool starts_row = rows_begun_ == 0 || next_row_layer_ == num_layers_;
+  const int expected = starts_row ? 0 : next_row_layer_;
+  KASCADE_CHECK(layer == expected, "CalibrationStats::add_decode_row: got layer "
+                                       << layer << ", expected layer " << expected << " of decode row "
+                                       << (starts_row ? rows_begun_ : rows_begun_ - 1) << " (layers in increasing order)");
+  const int64_t row = starts_row ? rows_begun_ : rows_begun_ - 1;
+  const int64_t n = prompt_n_ + row + 1;  // keys 0..n-1: the prompt, the earlier rows and the row itself
+  KASCADE_CHECK(n <= std::numeric_limits<int32_t>::max(), "CalibrationStats::add_decode_row: too many rows");
+  const int H = num_kv_heads_;
+  KASCADE_CHECK(pooled.dtype == DType::F32, "CalibrationStats::add_decode_row: layer "
+                                                << layer << " pooled must be f32, got " << dtype_name(pooled.dtype));
+  KASCADE_CHECK(pooled.rank == 2 && pooled.shape[0] == H && pooled.shape[1] == n,
+                "CalibrationStats::add_decode_row: layer " << layer << " row " << row << " pooled has shape "
+                                                           << pooled.shape_str() << ", expected [" << H << ", " << n
+                                                           << "]");
+  KASCADE_CHECK(pooled.data != nullptr, "CalibrationStats::add_decode_row: layer " << layer << " null data pointer");
+  for (int g = 0; g < H; ++g) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float p = view_at(pooled, g, i);
+      KASCADE_CHECK(is_mass(p), "CalibrationStats::add_decode_row: layer " << layer << " row " << row << " pooled[g=" << g
+                                                                            << "][i=" << i << "] = " << p
+                                                                            << " is not a finite non-negative mass");
+    }
+  }
+  if (starts_row) ++rows_begun_;
+  next_row_layer_ = layer + 1;
+  if (n <= k_cal_) {
+    // Every selection is all n keys: no real choice, coverage 1 whatever is reused.
+    prompt_skipped_trivial_rows_ += H;
+    return;
+  }
+  const int64_t k = k_cal_;
+  std::vector<float> rows(static_cast<size_t>(H) * static_cast<size_t>(n));
+  std::vector<float> scratch;
+  auto selection = [&](int l, int g) {
+    return row_selections_.data() + (static_cast<size_t>(l) * static_cast<size_t>(H) + static_cast<size_t>(g)) *
+                                        static_cast<size_t>(k_cal_);
+  };
+  for (int g = 0; g < H; ++g) {
+    float* r = rows.data() + static_cast<size_t>(g) * static_cast<size_t>(n);
+    for (int64_t i = 0; i < n; ++i) r[i] = view_at(pooled, g, i);
+    select_top_k(r, n, k, scratch, selection(layer, g));
+  }
+  for (int g2 = 0; g2 < H; ++g2) {
+    const float* r = rows.data() + static_cast<size_t>(g2) * static_cast<size_t>(n);
+    auto covered = [&](int l1, int g1) {
+      const int32_t* sel = selection(l1, g1);
+      double sum = 0.0;
+      for (int64_t s = 0; s < k; ++s) sum += r[sel[s]];
+      return sum;
+    };
+    const double denominator = covered(layer, g2);
+    if (denominator == 0.0) {
+      ++prompt_skipped_zero_;
+      continue;
+    }
+    ++prompt_counted_rows_;
+    double all_keys = 0.0;
+    for (int64_t i = 0; i < n; ++i) all_keys += r[i];
+    prompt_share_sum_[static_cast<size_t>(layer)] += denominator / all_keys;
+    ++prompt_share_count_[static_cast<size_t>(layer)];
+    const size_t slot = static_cast<size_t>(layer) * static_cast<size_t>(H) + static_cast<size_t>(g2);
+    prompt_has_tile_[slot] = 1;
+    ++prompt_tiles_counted_[slot];
+    // The row's own layers only: rows are longer than k_cal at every layer once they are at one
+    // (n does not depend on the layer), so the earlier layers' selections of this row exist.
+    for (int l1 = 0; l1 <= layer; ++l1) {
+      for (int g1 = 0; g1 < H; ++g1) {
+        const size_t at = cov_index(l1, layer, g1, g2);
+        const double c = covered(l1, g1) / denominator;
+        if (c < prompt_min_[at]) {
+          prompt_min_[at] = c;
+          prompt_min_from_row_[at] = 1;
+        }
+        prompt_sum_[at] += c;
+      }
+    }
+  }
+}
+
 void CalibrationStats::end_prompt() {
   KASCADE_CHECK(prompt_open_, "CalibrationStats::end_prompt: no open prompt");
   KASCADE_CHECK(next_layer_ == num_layers_, "CalibrationStats::end_prompt: only "
                                                 << next_layer_ << " of " << num_layers_
                                                 << " layers were added (the next expected is layer " << next_layer_
                                                 << " from tile " << next_tile_ << ")");
+  KASCADE_CHECK(rows_begun_ == 0 || next_row_layer_ == num_layers_,
+                "CalibrationStats::end_prompt: decode row " << rows_begun_ - 1 << " has only " << next_row_layer_
+                                                            << " of " << num_layers_ << " layers");
   const int L = num_layers_, H = num_kv_heads_;
   for (int l2 = 0; l2 < L; ++l2) {
     for (int g2 = 0; g2 < H; ++g2) {
@@ -256,6 +354,10 @@ void CalibrationStats::end_prompt() {
           const size_t at = cov_index(l1, l2, g1, g2);
           coverage_sum_[at] += prompt_min_[at];
           coverage_mean_sum_[at] += prompt_sum_[at] / tiles;
+          if (l1 < l2) {
+            ++minima_total_;
+            minima_from_rows_ += prompt_min_from_row_[at];
+          }
         }
       }
     }
@@ -263,6 +365,8 @@ void CalibrationStats::end_prompt() {
     share_count_[static_cast<size_t>(l2)] += prompt_share_count_[static_cast<size_t>(l2)];
   }
   counted_tiles_ += prompt_counted_;
+  counted_rows_ += prompt_counted_rows_;
+  skipped_trivial_rows_ += prompt_skipped_trivial_rows_;
   skipped_trivial_tiles_ += prompt_skipped_trivial_;
   skipped_zero_mass_tiles_ += prompt_skipped_zero_;
   ++prompts_done_;
@@ -334,6 +438,10 @@ void CalibrationStats::merge(const CalibrationStats& other) {
   counted_tiles_ += other.counted_tiles_;
   skipped_trivial_tiles_ += other.skipped_trivial_tiles_;
   skipped_zero_mass_tiles_ += other.skipped_zero_mass_tiles_;
+  counted_rows_ += other.counted_rows_;
+  skipped_trivial_rows_ += other.skipped_trivial_rows_;
+  minima_from_rows_ += other.minima_from_rows_;
+  minima_total_ += other.minima_total_;
 }
 
 int64_t CalibrationStats::importance_tokens(int layer) const {
