@@ -27,7 +27,12 @@
 //                  "budget": "rolling", "pooling": "group"},
 //     "provenance": {"dev_set": "...", "date": "...", "tool_version": "...", "notes": "..."},
 //     "calibration": {"k_cal": 64, "importance": [w per layer], "layer_scores": [[S l1][l2]],
-//                     "objective": 12.5, "candidates": [{"anchors": [0, 9, 20], "score": 11.9}]}
+//                     "objective": 12.5, "candidates": [{"anchors": [0, 9, 20], "score": 11.9}],
+//                     "selection": {"statistic": "paper", "held_out": "...",
+//                                   "evaluated": [{"anchors": [0, 9, 20], "pooling": "group",
+//                                                  "stage": "candidate", "source": "paper dp m=3",
+//                                                  "kl": 0.012, "answer_loss": 1.31}, ...],
+//                                   "search_path": [0, 7], "chosen": 7}}
 //   }
 // `tile` may be any positive size: SPEC 5 defines the method for every T; a kernel that supports
 // only some tile sizes rejects the others when it is called. With pooling "all" there is one
@@ -64,12 +69,30 @@ struct PlanCandidate {
   std::vector<int> anchors;  // an anchor set (same rules as Plan::anchors)
   double score = 0;          // its DP objective
 };
+// How the plan was chosen by held-out loss (issue 14): every plan scored, in order, the
+// coordinate search's path and the chosen one, which must be this plan (its anchors and pooling).
+struct PlanEvaluation {
+  std::vector<int> anchors;           // same rules as Plan::anchors
+  Pooling pooling = Pooling::Group;
+  std::string stage;                  // "candidate", "search" or "pooling"
+  std::string source;                 // what proposed it, e.g. "paper dp m=5; even m=5 (paper map)"
+  double kl = 0;                      // held-out mean next-token KL against dense (>= 0): the choice
+  double answer_loss = 0;             // held-out answer log-loss, nats per token: the tie-break
+};
+struct PlanSelection {
+  std::string statistic;              // the statistic whose k_cal, w, S and candidates are recorded
+  std::string held_out;               // what the losses were measured on (optional)
+  std::vector<PlanEvaluation> evaluated;  // non-empty
+  std::vector<int> search_path;       // indices into evaluated: the start, then each accepted move
+  int chosen = 0;                     // index into evaluated
+};
 struct PlanCalibration {
   std::optional<int> k_cal;                       // selection size used for coverage
   std::vector<double> importance;                 // w[l], [layers] or empty
   std::vector<std::vector<double>> layer_scores;  // S[l1][l2], [layers][layers] or empty
   std::optional<double> objective;                // sum over j of S[a(j)][j] for the chosen anchors
   std::vector<PlanCandidate> candidates;          // best set for each anchor count tried
+  std::optional<PlanSelection> selection;         // the choice by held-out loss, when made
 };
 
 struct Plan {

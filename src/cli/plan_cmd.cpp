@@ -97,6 +97,14 @@ void show(const std::string& path) {
     for (const PlanCandidate& candidate : c.candidates)
       out << "  candidate (" << candidate.anchors.size() << " anchors): " << join_ints(candidate.anchors) << "  score "
           << candidate.score << "\n";
+    if (c.selection) {
+      const PlanSelection& s = *c.selection;
+      const PlanEvaluation& chosen = s.evaluated[static_cast<size_t>(s.chosen)];
+      out << "  chosen by held-out loss among " << s.evaluated.size() << " plans (statistic " << s.statistic
+          << "): kl " << chosen.kl << ", answer loss " << chosen.answer_loss << ", " << chosen.stage << " ("
+          << chosen.source << ")\n";
+      if (!s.held_out.empty()) out << "  held out: " << s.held_out << "\n";
+    }
   }
   std::fputs(out.str().c_str(), stdout);
 }

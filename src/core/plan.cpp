@@ -26,7 +26,7 @@ using OrderedJson = nlohmann::ordered_json;
 
 // A plan is a few kilobytes; anything far larger is not a plan.
 constexpr size_t kMaxPlanBytes = 16u << 20;
-// The plan's deepest value is calibration.candidates[i].anchors[j] (depth 5).
+// The plan's deepest value is calibration.selection.evaluated[i].anchors[j] (depth 6).
 constexpr int kMaxJsonDepth = 16;
 
 [[noreturn]] void fail_at(const std::string& name, const std::string& path, const std::string& what) {
@@ -225,6 +225,35 @@ Plan plan_from_json(const Json& root, const std::string& name) {
         c.candidates.push_back(std::move(candidate));
       }
     }
+    if (const Json* v = cal.optional("selection")) {
+      ObjectReader sel(*v, cal.path("selection"), name);
+      PlanSelection selection;
+      selection.statistic = read_string(sel.required("statistic"), sel.path("statistic"), name);
+      if (const Json* h = sel.optional("held_out")) selection.held_out = read_string(*h, sel.path("held_out"), name);
+      const std::string path = sel.path("evaluated");
+      const Json& list = read_array(sel.required("evaluated"), path, name);
+      for (size_t i = 0; i < list.size(); ++i) {
+        ObjectReader entry(list[i], index_path(path, i), name);
+        PlanEvaluation e;
+        e.anchors = read_int_array(entry.required("anchors"), entry.path("anchors"), name);
+        const std::string pooling_name = read_string(entry.required("pooling"), entry.path("pooling"), name);
+        try {
+          e.pooling = parse_pooling(pooling_name);
+        } catch (const Error& error) {
+          fail_at(name, entry.path("pooling"), error.what());
+        }
+        e.stage = read_string(entry.required("stage"), entry.path("stage"), name);
+        e.source = read_string(entry.required("source"), entry.path("source"), name);
+        e.kl = read_number(entry.required("kl"), entry.path("kl"), name);
+        e.answer_loss = read_number(entry.required("answer_loss"), entry.path("answer_loss"), name);
+        entry.finish();
+        selection.evaluated.push_back(std::move(e));
+      }
+      selection.search_path = read_int_array(sel.required("search_path"), sel.path("search_path"), name);
+      selection.chosen = read_int(sel.required("chosen"), sel.path("chosen"), name);
+      sel.finish();
+      c.selection = std::move(selection);
+    }
     cal.finish();
     plan.calibration = std::move(c);
   }
@@ -258,6 +287,33 @@ void append_pretty(const OrderedJson& j, int indent, std::string& out) {
     out += i + 1 < j.size() ? ",\n" : "\n";
   }
   out += std::string(static_cast<size_t>(indent), ' ') + (j.is_object() ? "}" : "]");
+}
+
+// The held-out choice: well-formed entries, indices in range, and the chosen entry is this plan.
+void validate_selection(const Plan& plan, const PlanSelection& s, const std::string& name) {
+  const std::string base = "calibration.selection";
+  if (s.statistic.empty()) fail_at(name, base + ".statistic", "must not be empty");
+  if (s.evaluated.empty()) fail_at(name, base + ".evaluated", "must list at least the chosen plan");
+  for (size_t i = 0; i < s.evaluated.size(); ++i) {
+    const PlanEvaluation& e = s.evaluated[i];
+    const std::string path = index_path(base + ".evaluated", i);
+    validate_anchor_list(e.anchors, plan.layers, path + ".anchors", name);
+    if (e.pooling != Pooling::Group && e.pooling != Pooling::All) fail_at(name, path + ".pooling", "invalid pooling mode");
+    if (e.stage != "candidate" && e.stage != "search" && e.stage != "pooling")
+      fail_at(name, path + ".stage", "'" + e.stage + "' is not candidate, search or pooling");
+    check_finite(e.kl, path + ".kl", name);
+    if (e.kl < 0) fail_at(name, path + ".kl", format_double(e.kl) + " is negative (a KL divergence is >= 0)");
+    check_finite(e.answer_loss, path + ".answer_loss", name);
+  }
+  const int count = static_cast<int>(s.evaluated.size());
+  for (size_t i = 0; i < s.search_path.size(); ++i)
+    check_range(s.search_path[i], 0, count - 1, index_path(base + ".search_path", i), name);
+  check_range(s.chosen, 0, count - 1, base + ".chosen", name);
+  const PlanEvaluation& chosen = s.evaluated[static_cast<size_t>(s.chosen)];
+  if (chosen.anchors != plan.anchors || chosen.pooling != plan.sparsity.pooling)
+    fail_at(name, base + ".chosen",
+            "evaluated[" + std::to_string(s.chosen) + "] (pooling '" + to_string(chosen.pooling) +
+                "') is not this plan (its anchors and pooling '" + to_string(plan.sparsity.pooling) + "')");
 }
 
 }  // namespace
@@ -347,6 +403,7 @@ void validate_plan(const Plan& plan, const std::string& name) {
       validate_anchor_list(c.candidates[i].anchors, plan.layers, path + ".anchors", name);
       check_finite(c.candidates[i].score, path + ".score", name);
     }
+    if (c.selection) validate_selection(plan, *c.selection, name);
   }
 }
 
@@ -441,6 +498,25 @@ std::string to_json(const Plan& plan) {
       for (const PlanCandidate& candidate : c.candidates)
         list.push_back(OrderedJson{{"anchors", candidate.anchors}, {"score", candidate.score}});
       cal["candidates"] = list;
+    }
+    if (c.selection) {
+      const PlanSelection& s = *c.selection;
+      OrderedJson sel = OrderedJson::object();
+      sel["statistic"] = s.statistic;
+      if (!s.held_out.empty()) sel["held_out"] = s.held_out;
+      OrderedJson list = OrderedJson::array();
+      for (const PlanEvaluation& e : s.evaluated) {
+        list.push_back(OrderedJson{{"anchors", e.anchors},
+                                   {"pooling", to_string(e.pooling)},
+                                   {"stage", e.stage},
+                                   {"source", e.source},
+                                   {"kl", e.kl},
+                                   {"answer_loss", e.answer_loss}});
+      }
+      sel["evaluated"] = list;
+      sel["search_path"] = s.search_path;
+      sel["chosen"] = s.chosen;
+      cal["selection"] = sel;
     }
     j["calibration"] = cal;
   }

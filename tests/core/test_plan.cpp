@@ -408,3 +408,100 @@ TEST(PlanMalformed, NonFiniteValuesInCode) {
   EXPECT_EQ(validate_error(h), "p: sparsity.scale: is not part of a plan (the model's own scale applies)");
   EXPECT_THROW(to_json(a), Error);
 }
+
+// ---- the held-out choice (calibration.selection) ---------------------------------------------------------
+
+namespace {
+
+// The base plan with the record of a choice among three scored plans, the last one chosen.
+Json plan_with_selection_json() {
+  Json j = base_plan_json();
+  j["calibration"]["selection"] = Json::parse(R"({
+    "statistic": "paper", "held_out": "16 held-out prompts",
+    "evaluated": [
+      {"anchors": [0, 1], "pooling": "group", "stage": "candidate", "source": "spec dp m=2", "kl": 0.5, "answer_loss": 2.0},
+      {"anchors": [0, 3], "pooling": "group", "stage": "search", "source": "search: anchor 1 -> 3", "kl": 0.25, "answer_loss": 1.5},
+      {"anchors": [0, 2], "pooling": "group", "stage": "search", "source": "search: anchor 3 -> 2", "kl": 0.125, "answer_loss": 1.25}
+    ],
+    "search_path": [0, 1, 2], "chosen": 2})");
+  return j;
+}
+
+}  // namespace
+
+TEST(PlanSelection, ParsesAndRoundTrips) {
+  const Plan p = parse_plan(plan_with_selection_json().dump(), "selection");
+  ASSERT_TRUE(p.calibration && p.calibration->selection);
+  const PlanSelection& s = *p.calibration->selection;
+  EXPECT_EQ(s.statistic, "paper");
+  EXPECT_EQ(s.held_out, "16 held-out prompts");
+  ASSERT_EQ(s.evaluated.size(), 3u);
+  EXPECT_EQ(s.evaluated[1].anchors, (std::vector<int>{0, 3}));
+  EXPECT_EQ(s.evaluated[1].stage, "search");
+  EXPECT_EQ(s.evaluated[1].source, "search: anchor 1 -> 3");
+  EXPECT_EQ(s.evaluated[1].kl, 0.25);
+  EXPECT_EQ(s.evaluated[1].answer_loss, 1.5);
+  EXPECT_EQ(s.search_path, (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(s.chosen, 2);
+  const Plan q = parse_plan(to_json(p), "again");
+  ASSERT_TRUE(q.calibration && q.calibration->selection);
+  EXPECT_EQ(to_json(q), to_json(p));
+  // Plans written before the selection existed still load, without one.
+  EXPECT_FALSE(parse_plan(base_plan_json().dump(), "old").calibration->selection.has_value());
+}
+
+TEST(PlanSelection, PooledChoiceMatchesAPooledPlan) {
+  Json j = plan_with_selection_json();
+  j["sparsity"]["pooling"] = "all";
+  j["head_map"] = Json::parse("[[0, 1], [0, 1], [0, 1], [0, 1]]");
+  j["calibration"]["selection"]["evaluated"][2]["pooling"] = "all";
+  j["calibration"]["selection"]["evaluated"][2]["stage"] = "pooling";
+  EXPECT_EQ(parse_error(j.dump()), "");
+}
+
+TEST(PlanSelection, EachRuleNamesItsField) {
+  ASSERT_EQ(parse_error(plan_with_selection_json().dump()), "");
+  const std::vector<Malformed> cases = {
+      {"type", [](Json& j) { j["calibration"]["selection"] = 1; }, "calibration.selection: expected an object"},
+      {"unknown", [](Json& j) { j["calibration"]["selection"]["best"] = 1; }, "calibration.selection.best: unknown key"},
+      {"statistic missing", [](Json& j) { j["calibration"]["selection"].erase("statistic"); },
+       "calibration.selection.statistic: missing"},
+      {"statistic empty", [](Json& j) { j["calibration"]["selection"]["statistic"] = ""; },
+       "calibration.selection.statistic: must not be empty"},
+      {"evaluated empty", [](Json& j) { j["calibration"]["selection"]["evaluated"] = Json::array(); },
+       "calibration.selection.evaluated: must list at least the chosen plan"},
+      {"entry unknown", [](Json& j) { j["calibration"]["selection"]["evaluated"][0]["m"] = 2; },
+       "calibration.selection.evaluated[0].m: unknown key"},
+      {"entry anchors", [](Json& j) { j["calibration"]["selection"]["evaluated"][0]["anchors"] = {1, 2}; },
+       "calibration.selection.evaluated[0].anchors: must start with layer 0"},
+      {"entry pooling", [](Json& j) { j["calibration"]["selection"]["evaluated"][0]["pooling"] = "heads"; },
+       "calibration.selection.evaluated[0].pooling: "},
+      {"entry stage", [](Json& j) { j["calibration"]["selection"]["evaluated"][0]["stage"] = "guess"; },
+       "calibration.selection.evaluated[0].stage: 'guess' is not candidate, search or pooling"},
+      {"entry kl negative", [](Json& j) { j["calibration"]["selection"]["evaluated"][1]["kl"] = -0.5; },
+       "calibration.selection.evaluated[1].kl: -0.5 is negative"},
+      {"entry kl missing", [](Json& j) { j["calibration"]["selection"]["evaluated"][1].erase("kl"); },
+       "calibration.selection.evaluated[1].kl: missing"},
+      {"entry answer type", [](Json& j) { j["calibration"]["selection"]["evaluated"][1]["answer_loss"] = "low"; },
+       "calibration.selection.evaluated[1].answer_loss: expected a number"},
+      {"path out of range", [](Json& j) { j["calibration"]["selection"]["search_path"] = {0, 3}; },
+       "calibration.selection.search_path[1]: 3 is out of range [0, 2]"},
+      {"chosen out of range", [](Json& j) { j["calibration"]["selection"]["chosen"] = 5; },
+       "calibration.selection.chosen: 5 is out of range [0, 2]"},
+      {"chosen is another plan", [](Json& j) { j["calibration"]["selection"]["chosen"] = 1; },
+       "calibration.selection.chosen: evaluated[1] (pooling 'group') is not this plan"},
+      {"chosen pooling differs", [](Json& j) { j["calibration"]["selection"]["evaluated"][2]["pooling"] = "all"; },
+       "calibration.selection.chosen: evaluated[2] (pooling 'all') is not this plan (its anchors and pooling 'group')"},
+  };
+  for (const Malformed& c : cases) {
+    Json j = plan_with_selection_json();
+    c.mutate(j);
+    const std::string msg = parse_error(j.dump());
+    EXPECT_NE(msg.find(std::string("x.json: ") + c.fragment), std::string::npos)
+        << c.what << ": expected '" << c.fragment << "', got '" << msg << "'";
+  }
+  // A plan built in code with a non-finite loss.
+  Plan p = parse_plan(plan_with_selection_json().dump(), "base");
+  p.calibration->selection->evaluated[0].kl = NAN;
+  EXPECT_EQ(validate_error(p), "p: calibration.selection.evaluated[0].kl: must be finite");
+}
