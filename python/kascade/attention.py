@@ -51,8 +51,14 @@ class KascadeAttention:
     ):
         self.plan = _as_plan(plan)
         self.device = torch.device(device)
-        if self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
+        if self.device.type == "cuda":
+            if not ops.has_cuda():
+                raise KascadeError("KascadeAttention: this build does not include the CUDA kernels (it was built "
+                                   "without nvcc); use device='cpu' or reinstall with the CUDA toolkit")
+            if not torch.cuda.is_available():
+                raise KascadeError(f"KascadeAttention: device {self.device} requested but torch sees no CUDA device")
+            if self.device.index is None:
+                self.device = torch.device("cuda", torch.cuda.current_device())
         self.dtype = dtype
         if self.device.type not in ("cpu", "cuda"):
             raise KascadeError(f"KascadeAttention: device {self.device} is not supported (cpu or cuda)")

@@ -51,13 +51,16 @@ class PagedBatch:
         return PagedBatch(**moved, seq_k=self.seq_k, seq_v=self.seq_v)
 
 
-def make_batch(seq_lens, hkv, d, dtype, layout, page_size=16, seed=0, device="cpu") -> PagedBatch:
+def make_batch(seq_lens, hkv, d, dtype, layout, page_size=16, seed=0, device="cpu", value_seed=None) -> PagedBatch:
+    """`seed` fixes the page table, `value_seed` (default: seed) the K/V values, so that the
+    layers of one model can share a page table and differ in values."""
     g = torch.Generator().manual_seed(seed)
+    values = torch.Generator().manual_seed(seed if value_seed is None else value_seed)
     batch = len(seq_lens)
     if layout == "hf":
         length = max(seq_lens) + 5  # a cache with room past the longest sequence
-        store_k = torch.randn(batch, hkv, length, d, generator=g).to(dtype)
-        store_v = torch.randn(batch, hkv, length, d, generator=g).to(dtype)
+        store_k = torch.randn(batch, hkv, length, d, generator=values).to(dtype)
+        store_v = torch.randn(batch, hkv, length, d, generator=values).to(dtype)
         k_cache, v_cache = store_k.transpose(1, 2), store_v.transpose(1, 2)  # [B, L, Hkv, D] views
         page_indptr = list(range(batch + 1))
         page_indices = list(range(batch))
@@ -70,12 +73,12 @@ def make_batch(seq_lens, hkv, d, dtype, layout, page_size=16, seed=0, device="cp
             page_indptr.append(page_indptr[-1] + p)
         page_indices = perm[: page_indptr[-1]]
         if layout == "hnd":
-            store_k = torch.randn(total, hkv, page_size, d, generator=g).to(dtype)
-            store_v = torch.randn(total, hkv, page_size, d, generator=g).to(dtype)
+            store_k = torch.randn(total, hkv, page_size, d, generator=values).to(dtype)
+            store_v = torch.randn(total, hkv, page_size, d, generator=values).to(dtype)
             k_cache, v_cache = store_k.transpose(1, 2), store_v.transpose(1, 2)
         else:
-            k_cache = torch.randn(total, page_size, hkv, d, generator=g).to(dtype)
-            v_cache = torch.randn(total, page_size, hkv, d, generator=g).to(dtype)
+            k_cache = torch.randn(total, page_size, hkv, d, generator=values).to(dtype)
+            v_cache = torch.randn(total, page_size, hkv, d, generator=values).to(dtype)
     seq_k, seq_v = [], []
     for b, n in enumerate(seq_lens):
         pages = torch.tensor(page_indices[page_indptr[b]:page_indptr[b + 1]])
@@ -152,6 +155,7 @@ def plan_json(layers, hq, hkv, head_dim, anchors, head_map=None, name="test-mode
         "anchors": anchors, "head_map": head_map,
         "sparsity": {"rho": rho, "k_min": k_min, "k_multiple": 1, "tile": tile, "budget": budget,
                      "pooling": pooling},
+        "provenance": {"notes": "made by the kascade package tests"},
     })
 
 
