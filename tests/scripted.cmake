@@ -203,8 +203,8 @@ kascade_cli_test(NAME cli_generate_dense_and_plan EXIT 1 MATCH "--dense and --pl
 
 # ---- kascade eval --------------------------------------------------------------------------------
 kascade_cli_test(NAME cli_eval_small EXIT 0
-  MATCH "\\| policy \\| all \\| 320 \\| log-lik \\| Δ vs dense \\| keys \\|.*\\| dense \\| [0-9.]+ \\| [0-9.]+ \\| -?[0-9.]+ \\| — \\| 100\\.0% \\|.*\\| streaming @ 0\\.25 \\| [0-9.]+ \\| [0-9.]+ \\| -?[0-9.]+ \\| [-+][0-9.]+ \\| [0-9.]+% \\|.*\\| quest @ 0\\.25 \\|.*\\| passkey \\|"
-  ARGS eval --tasks passkey --lengths 320 --examples 1 --policies dense,streaming,quest --rho 0.25
+  MATCH "\\*\\*Split: eval\\*\\*.*\\*\\*N = 1 examples\\*\\*.*\\| policy \\| group \\| N \\| exact match % \\| Δ answer log-lik \\| KL question \\| KL answer \\|.*\\| dense \\| all \\| 1 \\| [0-9.]+ \\[[0-9.]+, [0-9.]+\\] \\| — \\|.*\\| streaming @ 0\\.25 \\| all \\| 1 \\| [0-9.]+ \\[[0-9.]+, [0-9.]+\\] \\| [-+][0-9.]+ \\[[-+][0-9.]+, [-+][0-9.]+\\] \\| [0-9.]+ \\[[0-9.]+, [0-9.]+\\] \\|.*\\| quest @ 0\\.25 \\| all \\| 1 \\|.*Equal keys attended.*\\| quest \\| 20% \\|.*\\| quest @ 0\\.25 \\| passkey \\| 1 \\|"
+  ARGS eval --tasks passkey --lengths 320 --examples 1 --policies streaming,quest --rho 0.25
        --out ${CMAKE_BINARY_DIR}/cli_eval_small)
 kascade_cli_test(NAME cli_eval_needs_out EXIT 1 MATCH "--out DIR is required" ARGS eval --tasks passkey)
 kascade_cli_test(NAME cli_eval_unknown_option EXIT 1 MATCH "unknown option '--needles'" ARGS eval --needles 3 --out x)
@@ -217,6 +217,8 @@ kascade_cli_test(NAME cli_eval_bad_rho EXIT 1 MATCH "--rho: each value must be i
   ARGS eval --rho 0.1,1.5 --out x)
 kascade_cli_test(NAME cli_eval_bad_length EXIT 1 MATCH "--lengths: expected an integer, got '1k'"
   ARGS eval --lengths 1k --out x)
+kascade_cli_test(NAME cli_eval_bad_split EXIT 1 MATCH "--split must be dev or eval, got 'test'"
+  ARGS eval --split test --out x)
 kascade_cli_test(NAME cli_eval_bad_prefill EXIT 1 MATCH "--prefill must be dense or sparse, got 'half'"
   ARGS eval --prefill half --out x)
 kascade_cli_test(NAME cli_eval_plan_mismatch EXIT 1 MATCH "model\\.layers is 32 but the model has 30"
@@ -227,12 +229,14 @@ kascade_cli_test(NAME cli_eval_unknown_backend EXIT 1 MATCH "unknown backend 'tp
   ARGS eval --backend tpu --out x)
 set(eval_gpu_run bench/results/eval_gpu/run_calibrated/eval.json)
 kascade_cli_test(NAME cli_eval_from_json EXIT 0
-  MATCH "first 1 example\\(s\\) of every task and length.*\\| kascade @ 0\\.10 \\| 12\\.5 \\| 33\\.3 \\| 16\\.7 \\| 0\\.0 \\| 0\\.0 \\|"
+  MATCH "first 1 example\\(s\\) of every task and length.*\\*\\*Split: eval\\*\\*.*\\| kascade @ 0\\.10 \\| all \\| 24 \\| 12\\.5 \\[[0-9.]+, [0-9.]+\\] \\| -0\\.795 \\[-[0-9.]+, -[0-9.]+\\] \\| — \\| — \\|.*\\| kascade @ 0\\.10 \\| 12\\.5 \\| 33\\.3 \\| 16\\.7 \\| 0\\.0 \\| 0\\.0 \\|"
   ARGS eval --from-json ${eval_gpu_run} --examples 1 --out ${CMAKE_BINARY_DIR}/cli_eval_from_json)
 kascade_cli_test(NAME cli_eval_from_json_incomplete EXIT 1
   MATCH "example #1 of passkey @ 2048 is not in the stored run" ARGS eval --from-json ${eval_gpu_run} --out x)
 kascade_cli_test(NAME cli_eval_from_json_alone EXIT 1 MATCH "--from-json takes only --out and --examples"
   ARGS eval --from-json ${eval_gpu_run} --lengths 1024 --out x)
+kascade_cli_test(NAME cli_eval_from_json_split EXIT 1 MATCH "--from-json takes only --out and --examples"
+  ARGS eval --from-json ${eval_gpu_run} --split dev --out x)
 
 # ---- Hugging Face model directories (tests/data/hf) ------------------------------------------------
 kascade_cli_test(NAME cli_generate_hf_directory EXIT 0
@@ -244,3 +248,45 @@ kascade_cli_test(NAME cli_generate_directory_without_config EXIT 1 MATCH "is a d
   ARGS generate --model tests/data/hf --prompt hi)
 kascade_cli_test(NAME cli_generate_hf_window_on_cuda EXIT 1 MATCH "sliding attention window of 16|does not include the engine's CUDA"
   ARGS generate --model tests/data/hf/mistral --backend cuda --prompt hi)
+
+# ---- kascade perplexity --------------------------------------------------------------------------
+set(ppl tests/data/perplexity)
+kascade_cli_test(NAME cli_perplexity_small EXIT 0
+  MATCH "N = 4 window\\(s\\) of 40 tokens, the last 8 scored \\(decode mode, k_min 4\\).*\\| dense \\| 32 \\| [0-9.]+ \\[[0-9.]+, [0-9.]+\\] \\|[^\n]*\\| 0\\.0000 \\[0\\.0000, 0\\.0000\\] \\| 1\\.000 \\[1\\.000, 1\\.000\\] \\|.*\\| streaming @ 0\\.25 \\| 32 \\|.*\\| oracle @ 0\\.25 \\| 32 \\|"
+  ARGS perplexity --text ${ppl}/sample.txt --context 40 --score 8 --policy streaming,oracle --rho 0.25 --k-min 4
+       --out ${CMAKE_BINARY_DIR}/cli_perplexity_small.json)
+kascade_cli_test(NAME cli_perplexity_jsonl_skips_short EXIT 0
+  MATCH "N = 1 window\\(s\\) of 32 tokens, the last 4 scored \\(prefill mode, k_min 16\\); 1 document\\(s\\) shorter than a window skipped"
+  ARGS perplexity --jsonl ${ppl}/docs.jsonl --context 32 --score 4 --policy dense --mode prefill)
+kascade_cli_test(NAME cli_perplexity_empty_text EXIT 1 MATCH "--text: '[^']*empty\\.txt' is empty"
+  ARGS perplexity --text ${ppl}/empty.txt --context 64 --score 8 --out ${CMAKE_BINARY_DIR}/cli_perplexity_bad.json)
+kascade_cli_test(NAME cli_perplexity_short_text EXIT 1
+  MATCH "--text: too short: the longest document has [0-9]+ tokens, fewer than the 64 of one window \\(--context 64\\)"
+  ARGS perplexity --text ${ppl}/short.txt --context 64 --score 8 --out ${CMAKE_BINARY_DIR}/cli_perplexity_bad.json)
+kascade_cli_test(NAME cli_perplexity_plan_mismatch EXIT 1 MATCH "model\\.layers is 32 but the model has 30"
+  ARGS perplexity --text ${ppl}/sample.txt --context 64 --score 8 --policy kascade
+       --plan tests/data/plans/llama3-8b-all-pooled.json)
+kascade_cli_test(NAME cli_perplexity_context_too_long EXIT 1
+  MATCH "a context of 100000 tokens is beyond the model's context of 8192 tokens"
+  ARGS perplexity --text ${ppl}/sample.txt --context 100000 --score 8 --policy dense)
+kascade_cli_test(NAME cli_perplexity_unknown_policy EXIT 1 MATCH "--policy: unknown 'h2o' \\(known: dense, "
+  ARGS perplexity --text ${ppl}/sample.txt --policy dense,h2o)
+kascade_cli_test(NAME cli_perplexity_bad_rho EXIT 1 MATCH "--rho: each value must be in \\(0, 1.*, got 0"
+  ARGS perplexity --text ${ppl}/sample.txt --policy oracle --rho 0.1,0)
+kascade_cli_test(NAME cli_perplexity_score_not_below_context EXIT 1
+  MATCH "--score must be in 1\\.\\.63 \\(below --context 64\\), got 64"
+  ARGS perplexity --text ${ppl}/sample.txt --context 64 --score 64)
+kascade_cli_test(NAME cli_perplexity_missing_file EXIT 1 MATCH "--text: '[^']*nonexistent\\.txt' does not exist"
+  ARGS perplexity --text ${ppl}/nonexistent.txt --policy dense)
+kascade_cli_test(NAME cli_perplexity_bad_jsonl EXIT 1 MATCH "--jsonl: line 2 of '[^']*bad\\.jsonl' has no \"text\" string"
+  ARGS perplexity --jsonl ${ppl}/bad.jsonl --context 16 --score 4 --policy dense)
+kascade_cli_test(NAME cli_perplexity_no_input EXIT 1 MATCH "no input: give --text FILE, --jsonl FILE or --corpus"
+  ARGS perplexity --policy dense)
+kascade_cli_test(NAME cli_perplexity_two_inputs EXIT 1 MATCH "give only one of --text, --jsonl and --corpus"
+  ARGS perplexity --text ${ppl}/sample.txt --corpus natural-eval)
+kascade_cli_test(NAME cli_perplexity_bad_corpus EXIT 1 MATCH "--corpus must be natural-dev or natural-eval, got 'natural'"
+  ARGS perplexity --corpus natural)
+kascade_cli_test(NAME cli_perplexity_bad_mode EXIT 1 MATCH "unknown mode 'sparse' \\(expected decode or prefill\\)"
+  ARGS perplexity --text ${ppl}/sample.txt --mode sparse)
+kascade_cli_test(NAME cli_perplexity_unknown_option EXIT 1 MATCH "unknown option '--ctx'"
+  ARGS perplexity --text ${ppl}/sample.txt --ctx 64)
