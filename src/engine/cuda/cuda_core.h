@@ -40,6 +40,7 @@
 #include "host_attention.h"
 #include "kascade/attention.h"
 #include "kascade/attention_prefill.h"
+#include "kascade/engine/attention_schedule.h"
 #include "kascade/engine/backend.h"
 #include "kascade/engine/cuda_backend.h"
 #include "kascade/types.h"
@@ -66,6 +67,9 @@ struct CudaSegment {
   int count = 0;
   float* logits = nullptr;  // [count or 1][vocab], or null for none
   bool all_logits = false;
+  // Every token a decode row (backend.h forward_decode_rows): token t attends as the decode step
+  // at position n + t, in the step's decode call.
+  bool decode_rows = false;
 };
 
 class CudaCore {
@@ -93,6 +97,8 @@ class CudaCore {
   void set_attention_hook(AttentionHook hook) { hook_ = std::move(hook); }
   void set_query_key_hook(QueryKeyHook hook) { qk_hook_ = std::move(hook); }
   void set_attention_override(AttentionOverride attention) { override_ = std::move(attention); }
+  // A policy's schedule in place of the plan's (null: the plan's again); validated here.
+  void set_attention_schedule(const AttentionSchedule* schedule);
 
   void check_tokens(const std::vector<int32_t>& tokens) const;
   // Empties the sequence and returns its pages to the pool.
@@ -109,6 +115,11 @@ class CudaCore {
     kascade::cuda::DeviceBuffer decode_indices, decode_counts, prefill_indices, prefill_counts;
   };
 
+  void use_schedule(const AttentionSchedule* schedule);  // installs head maps, slots, budget
+  const LayerSchedule* layer_schedule(int layer) const;   // null: dense (no plan, no schedule)
+  SparsityParams layer_sparsity(const LayerSchedule& ls) const;
+  void policy_selection(int layer, const LayerSchedule& ls, const Geometry& g, const DecodeShape& shape,
+                        const DecodeSelection& sel);
   void grow(kascade::cuda::DeviceBuffer& buffer, size_t bytes);  // reserve; a moved buffer drops the graphs
   void drop_graphs();
   void ensure_pages(CudaSequence& s, int tokens);
@@ -136,6 +147,9 @@ class CudaCore {
   std::shared_ptr<const CudaWeights> w_;
   const ModelConfig& c_;
   const Plan* plan_;
+  std::unique_ptr<AttentionSchedule> plan_schedule_;    // the plan's roles (null without a plan)
+  std::unique_ptr<AttentionSchedule> policy_schedule_;  // set_attention_schedule's, while set
+  const AttentionSchedule* schedule_ = nullptr;          // the one in force (null: dense)
   BackendOptions options_;
   CudaOptions cuda_options_;
   SparsityParams sparsity_;
@@ -146,7 +160,7 @@ class CudaCore {
 
   // KV cache
   std::vector<kascade::cuda::DeviceBuffer> k_pools_, v_pools_;  // per layer [pages, kPageSize, Hkv, D] bf16
-  std::vector<kascade::cuda::DeviceBuffer> head_maps_;          // per reuse layer [Hkv] int32
+  std::vector<kascade::cuda::DeviceBuffer> head_maps_;          // per reuse layer [Hkv] int32 (empty: identity)
   int pool_pages_ = 0;
   std::vector<int32_t> free_pages_;  // descending, so that pop_back hands out the lowest page
   int64_t length_bound_ = 0;         // DecodeShape::max_seq_len: bounds every sequence's length
