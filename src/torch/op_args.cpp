@@ -32,6 +32,7 @@ int64_t OpTensor::numel() const {
 }
 
 bool OpTensor::contiguous() const {
+  if (numel() == 0) return true;  // no element to address (e.g. a selection with k_max = 0)
   int64_t expected = 1;
   for (int i = dim - 1; i >= 0; --i) {
     if (sizes[i] != 1 && strides[i] != expected) return false;
