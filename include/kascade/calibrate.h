@@ -273,6 +273,12 @@ struct CalibrationReport {
   int64_t counted_tiles = 0;
   int64_t skipped_trivial_tiles = 0;
   int64_t skipped_zero_mass_tiles = 0;
+  // Decode rows of generated answers (the `paper` statistic; 0 without them): rows counted and
+  // trivial, and how many of the per-prompt minima of reuse pairs they set, of how many.
+  int64_t counted_rows = 0;
+  int64_t skipped_trivial_rows = 0;
+  int64_t minima_from_decode_rows = 0;
+  int64_t minima_total = 0;
   std::string dev_set;                    // what calibration ran on (empty when unknown)
   CalibrationObjective objective;         // what S, the choices and the head map were made with
   std::vector<double> importance;         // w[l]

@@ -168,6 +168,10 @@ CalibrationReport make_report(const CalibrationStats& stats, int m_lo, int m_hi,
   report.counted_tiles = stats.counted_tiles();
   report.skipped_trivial_tiles = stats.skipped_trivial_tiles();
   report.skipped_zero_mass_tiles = stats.skipped_zero_mass_tiles();
+  report.counted_rows = stats.counted_rows();
+  report.skipped_trivial_rows = stats.skipped_trivial_rows();
+  report.minima_from_decode_rows = stats.minima_from_decode_rows();
+  report.minima_total = stats.minima_total();
   report.coverage = stats.coverage(TileAggregate::Min);
   report.coverage_mean_tile = stats.coverage(TileAggregate::Mean);
   report.importance = stats.importance();
@@ -223,6 +227,13 @@ nlohmann::json report_to_json(const CalibrationReport& report) {
       {"tiles", {{"counted", report.counted_tiles},
                  {"skipped_trivial", report.skipped_trivial_tiles},
                  {"skipped_zero_mass", report.skipped_zero_mass_tiles}}},
+      {"decode_rows", {{"counted", report.counted_rows},
+                       {"skipped_trivial", report.skipped_trivial_rows},
+                       {"minima_from_decode_rows", report.minima_from_decode_rows},
+                       {"minima_total", report.minima_total},
+                       {"minima_share", report.minima_total > 0 ? static_cast<double>(report.minima_from_decode_rows) /
+                                                                      static_cast<double>(report.minima_total)
+                                                                : 0.0}}},
       {"importance", report.importance},
       {"topk_mass_share", report.topk_mass_share},
       {"layer_scores", std::move(scores)},
@@ -265,6 +276,13 @@ CalibrationReport report_from_json(const nlohmann::json& json, const std::string
     report.skipped_trivial_tiles = json.at("tiles").at("skipped_trivial").get<int64_t>();
     report.skipped_zero_mass_tiles = json.at("tiles").at("skipped_zero_mass").get<int64_t>();
     report.dev_set = json.value("dev_set", "");
+    if (json.contains("decode_rows")) {  // reports made before decode rows existed have none
+      const nlohmann::json& rows = json.at("decode_rows");
+      report.counted_rows = rows.at("counted").get<int64_t>();
+      report.skipped_trivial_rows = rows.at("skipped_trivial").get<int64_t>();
+      report.minima_from_decode_rows = rows.at("minima_from_decode_rows").get<int64_t>();
+      report.minima_total = rows.at("minima_total").get<int64_t>();
+    }
     if (json.contains("objective")) {
       report.objective.layer_weight =
           parse_layer_weight(json.at("objective").at("layer_weight").get<std::string>(), what + ": objective.layer_weight");
