@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""Plots a `kascade eval` result: accuracy and answer log-likelihood change against rho, one
-line per selection policy, dense as a horizontal reference.
+"""Plots a `kascade eval` result against the fraction of keys attended: exact match, the answer
+log-likelihood change against dense, and the answer rows' KL and top-1 agreement with dense, one
+line per selection policy through its rho points (95% bootstrap intervals as error bars), dense
+as the reference. Comparing policies at equal keys attended is reading the panels vertically.
 
-    tools/plot_eval.py bench/results/eval_quick/eval.json            # writes eval.png beside it
-    tools/plot_eval.py RESULT.json --out plot.png --group 2048        # one length (or task) only
+    tools/plot_eval.py bench/results/accuracy/eval.json             # writes eval.png beside it
+    tools/plot_eval.py RESULT.json --out plot.png --group 2048       # one length (or task) only
 
-Needs matplotlib (scripts/requirements.txt). Reads the "summary" rows of the JSON file.
+Needs matplotlib (scripts/requirements.txt). Reads the "summary" rows of the JSON file (version
+2; a version-1 file has exact match and the answer change only, without intervals).
 """
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -19,7 +23,34 @@ STYLE = {
     "streaming": ("tab:blue", "-", "^"),
     "quest": ("tab:green", "-", "v"),
     "omnikv": ("tab:purple", "-", "D"),
+    "tidal": ("tab:brown", "-", "P"),
 }
+
+# The common keys fractions of the equal-keys table (harness.h kEqualKeysFractions), in percent.
+EQUAL_KEYS = (10, 20, 30)
+
+# (summary key, axis label, scale of the values, panel title)
+PANELS = [
+    ("accuracy", "exact match (%)", 1.0, "exact match"),
+    ("delta_logprob", "Δ answer log-likelihood vs dense (nats/token)", 1.0, "answer log-likelihood change"),
+    ("kl_answer", "KL(dense ‖ policy), answer rows (nats)", 1.0, "answer-row KL"),
+    ("top1_answer", "top-1 agreement with dense, answer rows (%)", 100.0, "answer-row top-1 agreement"),
+]
+
+
+def metric(row, key, scale):
+    """(value, lower error, upper error) of a summary metric, None where it was not measured."""
+    v = row.get(key)
+    if v is None:
+        return None
+    if isinstance(v, dict):
+        mean, lo, hi = v.get("mean"), v.get("lo"), v.get("hi")
+        if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+            return None
+        if lo is None or hi is None:
+            return (mean * scale, 0.0, 0.0)
+        return (mean * scale, (mean - lo) * scale, (hi - mean) * scale)
+    return (v * scale, 0.0, 0.0)  # version 1: a plain number
 
 
 def main():
@@ -36,6 +67,8 @@ def main():
         sys.exit(f"plot_eval: cannot read {args.result}: {e}")
     if result.get("format") != "kascade-eval":
         sys.exit(f"plot_eval: {args.result} is not a kascade eval result (format {result.get('format')!r})")
+    if result.get("version") not in (1, 2):
+        sys.exit(f"plot_eval: {args.result} has version {result.get('version')!r} (this script reads 1 and 2)")
     rows = [r for r in result["summary"] if r["group"] == args.group]
     if not rows:
         groups = sorted({r["group"] for r in result["summary"]})
@@ -45,34 +78,44 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (acc_ax, ll_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     dense = [r for r in rows if r["policy"] == "dense"]
-    if dense:
-        acc_ax.axhline(dense[0]["accuracy"], color="black", lw=1.5, label="dense")
-        ll_ax.axhline(0.0, color="black", lw=1.5, label="dense")
-    for policy, (color, ls, marker) in STYLE.items():
-        pts = sorted((r["rho"], r["accuracy"], r["delta_logprob"]) for r in rows if r["policy"] == policy)
-        if not pts:
-            continue
-        rhos = [p[0] for p in pts]
-        acc_ax.plot(rhos, [p[1] for p in pts], color=color, ls=ls, marker=marker, label=policy)
-        ll_ax.plot(rhos, [p[2] for p in pts], color=color, ls=ls, marker=marker, label=policy)
-    cfg = result["config"]
-    where = "all lengths and tasks" if args.group == "all" else args.group
-    acc_ax.set(xlabel="rho (top-k fraction)", ylabel="exact match (%)", title=f"accuracy ({where})", ylim=(-5, 105))
-    ll_ax.set(xlabel="rho (top-k fraction)", ylabel="Δ answer log-likelihood vs dense (nats/token)",
-              title="answer log-likelihood change")
-    for ax in (acc_ax, ll_ax):
-        ax.set_xscale("log")
-        ax.set_xticks(cfg["rhos"])
-        ax.set_xticklabels([f"{r:g}" for r in cfg["rhos"]])
-        ax.minorticks_off()
+    for ax, (key, label, scale, title) in zip(axes.flat, PANELS):
+        if dense:
+            d = metric(dense[0], key, scale)
+            if d is not None:
+                ax.axhline(d[0], color="black", lw=1.5, label="dense")
+        drawn = 0
+        for policy, (color, ls, marker) in STYLE.items():
+            pts = []
+            for r in rows:
+                if r["policy"] != policy:
+                    continue
+                m = metric(r, key, scale)
+                if m is not None:
+                    pts.append((100.0 * r["keys_fraction"], r["rho"], *m))
+            if not pts:
+                continue
+            pts.sort()
+            drawn += 1
+            ax.errorbar([p[0] for p in pts], [p[2] for p in pts], yerr=[[p[3] for p in pts], [p[4] for p in pts]],
+                        color=color, ls=ls, marker=marker, capsize=3, label=policy)
+        ax.set(xlabel="keys attended (% of dense)", ylabel=label, title=title)
         ax.grid(alpha=0.3)
-    ll_ax.legend(fontsize=8, loc="lower right")
+        if drawn == 0:
+            ax.text(0.5, 0.5, "not measured in this file", ha="center", va="center", transform=ax.transAxes)
+            continue
+        for x in EQUAL_KEYS:
+            ax.axvline(x, color="gray", lw=0.8, ls=":")
+    axes.flat[0].set_ylim(-5, 105)
+    axes.flat[1].legend(fontsize=8, loc="best")
+    cfg = result["config"]
     prov = result.get("provenance", {})
-    fig.suptitle(f"{result.get('model', '')} — {cfg['examples']} example(s) x {len(cfg['tasks'])} tasks x "
-                 f"lengths {','.join(map(str, cfg['lengths']))}, k_min {cfg['k_min']}, commit {prov.get('commit', '?')}",
-                 fontsize=9)
+    n = dense[0].get("examples", dense[0].get("runs")) if dense else "?"
+    where = "all lengths and tasks" if args.group == "all" else args.group
+    fig.suptitle(f"{result.get('model', '')}: {where}, split {cfg.get('split', 'eval')}, N = {n} examples per point; "
+                 f"rho {','.join(f'{r:g}' for r in cfg['rhos'])}, lengths {','.join(map(str, cfg['lengths']))}, "
+                 f"k_min {cfg['k_min']}, commit {prov.get('commit', '?')}", fontsize=9)
     fig.tight_layout()
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.result)),
                                    "eval.png" if args.group == "all" else f"eval_{args.group}.png")

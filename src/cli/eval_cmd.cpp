@@ -1,10 +1,13 @@
-// `kascade eval`: the accuracy study of issue 7 — synthetic long-context tasks at exact token
-// lengths, every selection policy of SPEC 8 at equal key budgets, exact match and answer
-// log-likelihood, written as a markdown table and JSON (tools/plot_eval.py draws them).
+// `kascade eval`: the accuracy study — long-context tasks at exact token lengths (synthetic
+// retrieval and a copy task on natural text, from the dev or the eval split), every selection
+// policy of SPEC 8 at equal rho, compared with dense on the same rows (exact match, answer
+// log-likelihood change, KL and top-1 agreement, with bootstrap intervals) and at equal keys
+// attended, written as markdown tables and JSON (tools/plot_eval.py draws them).
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <chrono>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -29,14 +32,17 @@ namespace {
 constexpr const char* kUsage =
     "usage: kascade eval --out DIR [--model GGUF|HF_DIR|default] [--plan PLAN] [--quick]\n"
     "                    [--tasks T,...] [--lengths N,...] [--policies P,...] [--rho R,...]\n"
-    "                    [--examples N] [--seed S] [--k-min K] [--prefill dense|sparse] [--threads N]\n"
-    "                    [--backend cpu|cuda]\n"
+    "                    [--examples N] [--seed S] [--split dev|eval] [--k-min K] [--prefill dense|sparse]\n"
+    "                    [--threads N] [--backend cpu|cuda]\n"
     "       kascade eval --from-json FILE --out DIR [--examples N]\n"
-    "  tasks:    passkey, niah-single, niah-multikey, vartrack, kv-uuid, common-words (default: all)\n"
-    "  policies: dense, oracle, kascade, kascade-pooled, streaming, quest, omnikv (default: all;\n"
-    "            kascade, kascade-pooled and omnikv need --plan)\n"
-    "  --quick:  lengths 1024,2048 and 1 example per task and length (15-20 minutes on 2 CPU\n"
-    "            cores); without it: lengths 1024,2048,4096,8192 and 4 examples\n"
+    "  tasks:    passkey, niah-single, niah-multikey, vartrack, kv-uuid, common-words, copy (default:\n"
+    "            all; copy reads the natural-text corpus of scripts/setup.sh)\n"
+    "  policies: dense, oracle, kascade, kascade-pooled, streaming, quest, omnikv, tidal (default:\n"
+    "            all; kascade, kascade-pooled, omnikv and tidal need --plan; dense always runs, first)\n"
+    "  --split:  eval (default): the evaluation examples, for reported results; dev: the development\n"
+    "            examples (calibration); the two never share an example or a corpus paragraph\n"
+    "  --quick:  lengths 1024,2048 and 1 example per task and length; without it: lengths\n"
+    "            1024,2048,4096,8192 and 4 examples\n"
     "  --rho:    budgets k = max(k_min, floor(rho * n)) (default 0.05,0.1,0.2) with --k-min\n"
     "            (default 16: at these lengths SPEC's 128 would make rho 0.05 and 0.1 the same k)\n"
     "  --prefill: dense (default): the context is prefilled once densely, the question and answer\n"
@@ -44,20 +50,23 @@ constexpr const char* kUsage =
     "            prompt (SPEC 5 tiles; quest and omnikv are decode-only and prefill densely)\n"
     "  --from-json: the tables again from a stored eval.json, over its first N examples of every\n"
     "            task and length (all must be there): complete passes of a run stopped part-way\n"
-    "  --backend: the engine that runs the model (default cpu); with cuda the model and the dense\n"
-    "            prefill run on the GPU and the policies' attention on the host (--threads)\n"
-    "writes DIR/eval.md and DIR/eval.json (rewritten after every example: a run stopped early\n"
-    "leaves the examples it finished, marked partial) and prints the table; the commit in the\n"
-    "provenance is KASCADE_COMMIT when set, else git's HEAD";
+    "  --backend: the engine that runs the model and the policies' decode rows (default cpu; cuda:\n"
+    "            on the GPU, see docs/eval.md)\n"
+    "writes DIR/eval.md and DIR/eval.json (rewritten at most every 120 s and at the end: a run\n"
+    "stopped early leaves the examples it finished, marked partial) and prints the tables; the\n"
+    "commit in the provenance is KASCADE_COMMIT when set, else git's HEAD";
 
 constexpr int kQuickExamples = 1;
 constexpr int kFullExamples = 4;
 // k_min of the study: small enough that k = floor(rho * n) at 1k-8k tokens for every rho given.
 constexpr int kEvalKMin = 16;
+// The tables of a running grid are rewritten at most this often, and after the first and the last
+// example: their bootstrap intervals take about 4 s on the full GPU grid (12k runs).
+constexpr double kCheckpointSeconds = 120;
 
 struct EvalArgs {
   std::string model = "default";
-  std::optional<std::string> plan, out, tasks, lengths, policies, rhos, from_json;
+  std::optional<std::string> plan, out, tasks, lengths, policies, rhos, from_json, split;
   std::optional<int> examples, k_min;
   bool quick = false;
   bool sparse_prefill = false;
@@ -112,6 +121,9 @@ EvalArgs parse_args(const Args& args) {
     } else if (r.take_value("--prefill", v)) {
       KASCADE_CHECK(v == "dense" || v == "sparse", "--prefill must be dense or sparse, got '" << v << "'");
       a.sparse_prefill = v == "sparse";
+    } else if (r.take_value("--split", v)) {
+      KASCADE_CHECK(v == "dev" || v == "eval", "--split must be dev or eval, got '" << v << "'");
+      a.split = v;
     } else if (r.take_value("--backend", v)) {
       a.backend = v;
     } else if (r.take_value("--from-json", v)) {
@@ -156,6 +168,7 @@ eval::EvalConfig make_config(const EvalArgs& a, const Plan* plan) {
   }
   c.examples = a.examples ? *a.examples : (a.quick ? kQuickExamples : kFullExamples);
   c.seed = static_cast<uint64_t>(a.seed);
+  c.split = eval::parse_split(a.split.value_or("eval"));
   if (plan) c.params = plan->params();
   c.params.k_min = a.k_min ? *a.k_min : kEvalKMin;
   c.threads = a.threads;
@@ -219,8 +232,8 @@ std::string provenance_markdown(const nlohmann::json& prov, const std::string& m
      << (prov.value("plan", "").empty() ? "none" : prov.value("plan", "")) << "`, commit `" << prov.value("commit", "?")
      << "`, " << prov.value("date", "?") << ", " << static_cast<int>(seconds) << " s on the ";
   if (backend == "cuda") {
-    md << "CUDA backend (" << prov.value("device", "?") << "; policies' attention on the host";
-    if (prov.contains("host_threads")) md << ", " << prov.at("host_threads") << " threads";
+    md << "CUDA backend (" << prov.value("device", "?");
+    if (prov.contains("host_threads")) md << ", " << prov.at("host_threads") << " host threads";
     md << ").";
   } else {
     md << "CPU backend.";
@@ -237,10 +250,12 @@ std::string provenance_markdown(const nlohmann::json& prov, const std::string& m
 
 void write_tables(const std::filesystem::path& out_dir, const eval::EvalResults& results,
                   const nlohmann::json& provenance, bool print) {
+  const std::vector<eval::Summary> summary = eval::summarize(results);
   const std::string markdown =
-      eval::to_markdown(results, provenance_markdown(provenance, results.model_name, results.seconds));
-  const std::string json =
-      eval::to_json(results, provenance).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+      eval::to_markdown(results, provenance_markdown(provenance, results.model_name, results.seconds), summary);
+  const std::string json = eval::to_json(results, provenance, summary)
+                               .dump(2, ' ', false, nlohmann::json::error_handler_t::replace) +
+                           "\n";
   std::filesystem::create_directories(out_dir);
   write_file(out_dir / "eval.md", markdown);
   write_file(out_dir / "eval.json", json);
@@ -249,7 +264,7 @@ void write_tables(const std::filesystem::path& out_dir, const eval::EvalResults&
 
 // --from-json: the tables of a stored run over its first N examples.
 int summarize_stored(const EvalArgs& a, const Args& args) {
-  KASCADE_CHECK(!a.plan && !a.tasks && !a.lengths && !a.policies && !a.rhos && !a.k_min && !a.quick &&
+  KASCADE_CHECK(!a.plan && !a.tasks && !a.lengths && !a.policies && !a.rhos && !a.k_min && !a.quick && !a.split &&
                     !a.sparse_prefill && a.backend == "cpu" && a.threads == 0 && a.seed == 1,
                 "--from-json takes only --out and --examples (the stored run fixes everything else)");
   std::ifstream f(*a.from_json);
@@ -319,9 +334,12 @@ int run_eval_command(const Args& args) {
   const std::string commit = git_commit();
   const std::string date = utc_now();
   const bool tty = isatty(STDERR_FILENO) != 0;
-  std::fprintf(stderr, "eval: %s, %zu task(s) x %zu length(s) x %d example(s), %zu policies, rho %s, k_min %d\n",
-               model.config.name.c_str(), config.tasks.size(), config.lengths.size(), config.examples,
-               config.policies.size(), a.rhos ? a.rhos->c_str() : "0.05,0.1,0.2", config.params.k_min);
+  std::fprintf(stderr,
+               "eval: %s, split %s, %zu task(s) x %zu length(s) x %d example(s), %zu policies (dense first), rho %s, "
+               "k_min %d\n",
+               model.config.name.c_str(), eval::to_string(config.split), config.tasks.size(), config.lengths.size(),
+               config.examples, eval::run_order(config.policies).size(), a.rhos ? a.rhos->c_str() : "0.05,0.1,0.2",
+               config.params.k_min);
   const unsigned host_threads = std::thread::hardware_concurrency();
   const std::string model_file = std::filesystem::path(source.path()).filename().string();
   const int total_examples = static_cast<int>(config.tasks.size() * config.lengths.size()) * config.examples;
@@ -342,6 +360,7 @@ int run_eval_command(const Args& args) {
     write_tables(out_dir, results, provenance, print);
   };
   int examples_done = 0;
+  auto last_write = std::chrono::steady_clock::now();
   const eval::EvalResults results = eval::run_eval(
       model, tok, plan ? &*plan : nullptr, a.plan ? *a.plan : "", config,
       [tty, &examples_done](int done, int total, const std::string& line) {
@@ -350,7 +369,15 @@ int run_eval_command(const Args& args) {
         if (tty && done == total) std::fprintf(stderr, "\n");
         std::fflush(stderr);
       },
-      [&](const eval::EvalResults& partial) { write_outputs(partial, examples_done, false); });
+      [&](const eval::EvalResults& partial) {
+        const auto now = std::chrono::steady_clock::now();
+        if (examples_done > 1 && examples_done < total_examples &&
+            std::chrono::duration<double>(now - last_write).count() < kCheckpointSeconds) {
+          return;
+        }
+        write_outputs(partial, examples_done, false);
+        last_write = now;
+      });
   write_outputs(results, total_examples, true);
   std::fprintf(stderr, "wrote %s and %s (%.0f s)\n", (out_dir / "eval.md").string().c_str(),
                (out_dir / "eval.json").string().c_str(), results.seconds);

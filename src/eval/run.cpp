@@ -1,8 +1,9 @@
 // The evaluation loop of the accuracy study over the engine (kascade/eval/harness.h): one
 // dense prefill of each example's context, then every (policy, rho) appends the query and the
-// answer as decode rows through its selection rule, and the cache is cut back. The backend (CPU
-// or CUDA) runs the model and the dense prefill; the policies' attention runs on the host.
+// answer as decode rows through its selection rule (score_rows_as_decode: on the CUDA backend
+// the policies run there), the rows are compared with the dense run's, and the cache is cut back.
 #include <chrono>
+#include <memory>
 #include <sstream>
 
 #include "kascade/engine/backend.h"
@@ -10,66 +11,82 @@
 #include "kascade/engine/tokenizer.h"
 #include "kascade/error.h"
 #include "kascade/eval/harness.h"
+#include "kascade/eval/scoring.h"
 #include "kascade/eval/tasks.h"
 
 namespace kascade::eval {
 
 namespace {
 
+// One (example, policy) run: its score and the logits of its scored rows.
+struct PolicyRun {
+  RunScore score;
+  std::vector<float> logits;      // [rows][vocab]
+  int question_rows = 0;          // rows before the first answer row
+  std::vector<int32_t> targets;   // the token each row predicts
+};
+
 // One (example, policy): the query and answer rows through the policy as decode steps, after
 // the shared dense context (dense prefill) or after the whole prompt prefilled through the
-// policy (sparse prefill). Leaves the backend's cache at the context (dense prefill).
-RunScore run_policy(engine::Backend& backend, const engine::Tokenizer& tok, const engine::ModelConfig& mc,
-                    const Example& ex, const std::string& name, double rho, SelectionPolicy& policy,
-                    const SparsityParams& params, bool sparse_prefill, int threads) {
-  bool prompt_as_prefill = false;
-  double keys = 0;
-  backend.set_attention_override([&](const engine::LayerAttentionCall& c) {
-    double attended = 0;
-    if (prompt_as_prefill) {
+// policy (sparse prefill: the last prompt row and the answer rows are scored). Leaves the
+// backend's cache at the context (dense prefill).
+PolicyRun run_policy(engine::Backend& backend, const engine::Tokenizer& tok, const engine::ModelConfig& mc,
+                     const Example& ex, const std::string& name, double rho, const PolicySpec& spec,
+                     bool sparse_prefill, int threads) {
+  PolicyRun run;
+  std::vector<float>& logits = run.logits;  // row question_rows + j predicts answer[j]
+  double keys = 0, dense_keys = 0;
+  if (sparse_prefill) {
+    // The whole prompt through the policy's prefill (SPEC 5 tiles), then the answer as decode rows.
+    const PolicyContext ctx{spec.params, mc.layers, spec.plan};
+    std::unique_ptr<SelectionPolicy> policy = make_policy(spec.name, ctx);
+    const SparsityParams params = spec.params;
+    backend.reset();
+    backend.set_attention_override([&](const engine::LayerAttentionCall& c) {
       const LayerInputs in{c.layer, c.tokens == 1 ? Phase::Decode : Phase::Prefill, c.hq, c.hkv, c.tokens,
                            c.first + c.tokens, c.head_dim, c.q, c.k, c.v};
-      attended = attend_layer(policy, params, in, c.out);
-    } else {
-      attended = attend_rows_as_decode(policy, params, c.layer, c.first, c.tokens, c.hq, c.hkv, c.head_dim, c.q, c.k,
-                                       c.v, c.out, threads);
-    }
-    keys += attended;
-    return attended;
-  });
-  std::vector<int32_t> decode_rows;
-  std::vector<float> logits;  // [rows][vocab], row j predicts answer[j]
-  int first_answer_row = 0;
-  const int first_position = sparse_prefill ? 0 : backend.position();
-  if (sparse_prefill) {
-    backend.reset();
-    prompt_as_prefill = true;
+      const double attended = attend_layer(*policy, params, in, c.out);
+      keys += attended;
+      return attended;
+    });
     std::vector<int32_t> prompt = ex.context;
     prompt.insert(prompt.end(), ex.query.begin(), ex.query.end());
-    logits = backend.forward(prompt, /*all_logits=*/false);
-    prompt_as_prefill = false;
-    decode_rows.assign(ex.answer.begin(), ex.answer.end() - 1);
+    try {
+      logits = backend.forward(prompt, /*all_logits=*/false);
+    } catch (...) {
+      backend.set_attention_override(nullptr);
+      throw;
+    }
+    backend.set_attention_override(nullptr);
+    for (int t = 0; t < backend.position(); ++t) dense_keys += static_cast<double>(t + 1);
+    dense_keys *= static_cast<double>(mc.hq) * mc.layers;
+    const std::vector<int32_t> answer_rows(ex.answer.begin(), ex.answer.end() - 1);
+    if (!answer_rows.empty()) {
+      const RowLogits rows = score_rows_as_decode(backend, spec, answer_rows, mc, threads);
+      logits.insert(logits.end(), rows.logits.begin(), rows.logits.end());
+      keys += rows.keys;
+      dense_keys += rows.dense_keys;
+    }
+    run.question_rows = 0;
+    run.targets = ex.answer;
   } else {
-    decode_rows = ex.query;
+    // The query and the answer as decode rows after the shared dense context.
+    std::vector<int32_t> decode_rows = ex.query;
     decode_rows.insert(decode_rows.end(), ex.answer.begin(), ex.answer.end() - 1);
-    first_answer_row = static_cast<int>(ex.query.size()) - 1;
+    run.question_rows = static_cast<int>(ex.query.size()) - 1;
+    RowLogits rows = score_rows_as_decode(backend, spec, decode_rows, mc, threads);
+    logits = std::move(rows.logits);
+    keys = rows.keys;
+    dense_keys = rows.dense_keys;
+    run.targets.assign(ex.query.begin() + 1, ex.query.end());
+    run.targets.insert(run.targets.end(), ex.answer.begin(), ex.answer.end());
   }
-  if (!decode_rows.empty()) {
-    const std::vector<float> rows = backend.forward(decode_rows, /*all_logits=*/true);
-    logits.insert(logits.end(), rows.begin(), rows.end());
-  }
-  const int context = static_cast<int>(ex.context.size());
-  if (!sparse_prefill) backend.truncate(context);
-  backend.set_attention_override(nullptr);
-  // Keys a dense model attends over the same queries: every query t sees t + 1 keys.
-  double dense_keys = 0;
-  const int last = context + static_cast<int>(ex.query.size() + ex.answer.size()) - 1;
-  for (int t = first_position; t < last; ++t) dense_keys += static_cast<double>(t + 1);
-  dense_keys *= static_cast<double>(mc.hq) * mc.layers;
 
-  const int rows = static_cast<int>(logits.size() / static_cast<size_t>(mc.vocab));
-  const AnswerScore s = score_answer(logits.data(), rows, mc.vocab, first_answer_row, ex.answer);
-  RunScore r;
+  const int n_rows = static_cast<int>(logits.size() / static_cast<size_t>(mc.vocab));
+  KASCADE_CHECK(n_rows == static_cast<int>(run.targets.size()),
+                "eval: " << n_rows << " logit rows for " << run.targets.size() << " scored tokens");
+  const AnswerScore s = score_answer(logits.data(), n_rows, mc.vocab, run.question_rows, ex.answer);
+  RunScore& r = run.score;
   r.task = ex.task;
   r.length = ex.length;
   r.index = ex.index;
@@ -80,7 +97,7 @@ RunScore run_policy(engine::Backend& backend, const engine::Tokenizer& tok, cons
   r.answer_tokens = static_cast<int>(ex.answer.size());
   r.greedy_text = tok.decode(s.greedy);
   r.keys_fraction = keys / dense_keys;
-  return r;
+  return run;
 }
 
 }  // namespace
@@ -98,13 +115,16 @@ EvalResults run_eval(const engine::Model& model, const engine::Tokenizer& tok, c
                   "eval: length " << length << " is beyond the model's context of " << mc.context << " tokens");
   }
   const TaskTokenizer task_tok{[&tok](const std::string& s) { return tok.encode_continuation(s); },
-                               tok.add_bos() ? tok.bos_id() : -1};
+                               tok.add_bos() ? tok.bos_id() : -1,
+                               [&tok](const std::vector<int32_t>& ids) { return tok.decode(ids); }};
   engine::BackendOptions options;
   options.threads = config.threads;
   auto backend = engine::make_backend(config.backend, model, nullptr, options);
 
   EvalResults results;
   results.config = config;
+  // Dense first: every other run of an example is compared with its rows.
+  results.config.policies = run_order(config.policies);
   results.model_name = mc.name;
   results.plan_name = plan_name;
   const auto start = std::chrono::steady_clock::now();
@@ -113,7 +133,7 @@ EvalResults run_eval(const engine::Model& model, const engine::Tokenizer& tok, c
   for (int index = 0; index < config.examples; ++index) {
     for (int length : config.lengths) {
       for (const std::string& task : config.tasks) {
-        const Example ex = make_example(task, length, index, config.seed, task_tok);
+        const Example ex = make_example(task, length, index, config.seed, task_tok, config.split);
         // Dense-prefill protocol: the context once, dense, shared by every policy.
         if (!config.sparse_prefill) {
           backend->set_attention_override(nullptr);
@@ -122,14 +142,23 @@ EvalResults run_eval(const engine::Model& model, const engine::Tokenizer& tok, c
         }
         std::ostringstream line;
         line << task << " @ " << length << " #" << index << ":";
-        for (const std::string& name : config.policies) {
+        std::vector<float> dense_logits;
+        for (const std::string& name : results.config.policies) {
           const std::vector<double> rhos = name == "dense" ? std::vector<double>{1.0} : config.rhos;
           for (double rho : rhos) {
-            PolicyContext ctx{config.params, mc.layers, plan};
-            ctx.params.rho = rho;
-            std::unique_ptr<SelectionPolicy> policy = make_policy(name, ctx);
-            const RunScore r = run_policy(*backend, tok, mc, ex, name, rho, *policy, ctx.params, config.sparse_prefill,
-                                          config.threads);
+            PolicySpec spec{name, config.params, plan};
+            spec.params.rho = rho;
+            PolicyRun run = run_policy(*backend, tok, mc, ex, name, rho, spec, config.sparse_prefill, config.threads);
+            if (name == "dense") dense_logits = run.logits;
+            const DenseComparison cmp =
+                compare_with_dense(dense_logits.data(), run.logits.data(), mc.vocab, run.question_rows, run.targets);
+            RunScore& r = run.score;
+            r.question_rows = cmp.question_rows;
+            r.kl_question = cmp.kl_question;
+            r.top1_question = cmp.top1_question;
+            r.kl_answer = cmp.kl_answer;
+            r.top1_answer = cmp.top1_answer;
+            r.delta_logprob = cmp.delta_logprob;
             results.runs.push_back(r);
             line << " " << (name == "dense" ? name : name + "@" + std::to_string(rho).substr(0, 4)) << "="
                  << (r.correct ? "ok" : "miss");

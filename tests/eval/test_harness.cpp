@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iterator>
 #include <random>
 #include <vector>
 
 #include "kascade/error.h"
 #include "kascade/eval/harness.h"
+#include "kascade/eval/scoring.h"
 
 namespace kascade::eval {
 namespace {
@@ -114,8 +116,55 @@ TEST(ScoreAnswer, NonFiniteLogitsAreAnError) {
   EXPECT_THROW(score_answer(logits.data(), 1, 3, 0, {0}), Error);
 }
 
+TEST(CompareWithDense, HandMadeLogits) {
+  // Vocabulary of 2. Row 0 is a question row, rows 1 and 2 answer rows (targets 0 and 1).
+  const float l3 = std::log(3.f);
+  const std::vector<float> dense = {0, 0,    // p = 1/2, 1/2 (argmax: the lower id, 0)
+                                    l3, 0,   // 3/4, 1/4
+                                    0, l3};  // 1/4, 3/4
+  const std::vector<float> policy = {l3, 0,  // 3/4, 1/4
+                                     l3, 0,  // the same as dense
+                                     l3, 0};  // 3/4, 1/4: argmax 0 where dense has 1
+  const DenseComparison c = compare_with_dense(dense.data(), policy.data(), 2, 1, {1, 0, 1});
+  EXPECT_EQ(c.question_rows, 1);
+  EXPECT_EQ(c.answer_rows, 2);
+  // KL(dense || policy): row 0 = 1/2 ln(2/3) + 1/2 ln 2 = 1/2 ln(4/3); row 1 = 0;
+  // row 2 = 1/4 ln(1/3) + 3/4 ln 3 = 1/2 ln 3.
+  EXPECT_NEAR(c.kl_question, 0.5 * std::log(4.0 / 3.0), 1e-6);
+  EXPECT_NEAR(c.kl_answer, 0.25 * std::log(3.0), 1e-6);
+  EXPECT_DOUBLE_EQ(c.top1_question, 1.0);
+  EXPECT_DOUBLE_EQ(c.top1_answer, 0.5);
+  // log p - log p_dense of the answer targets: row 1 (token 0) 0, row 2 (token 1) ln(1/4) - ln(3/4).
+  EXPECT_NEAR(c.delta_logprob, -0.5 * std::log(3.0), 1e-6);
+
+  // Without question rows their means are not measured.
+  const DenseComparison answers_only = compare_with_dense(dense.data(), policy.data(), 2, 0, {1, 0, 1});
+  EXPECT_TRUE(std::isnan(answers_only.kl_question));
+  EXPECT_TRUE(std::isnan(answers_only.top1_question));
+  EXPECT_EQ(answers_only.answer_rows, 3);
+  EXPECT_THROW(compare_with_dense(dense.data(), policy.data(), 2, 4, {1, 0, 1}), Error);
+  EXPECT_THROW(compare_with_dense(dense.data(), policy.data(), 2, 1, {1, 0, 2}), Error);  // not a token
+}
+
+TEST(CompareWithDense, DenseAgainstItselfIsKlZeroTopOneOne) {
+  std::vector<float> logits = random_vector(5 * 50, 3);
+  const DenseComparison c = compare_with_dense(logits.data(), logits.data(), 50, 2, {1, 2, 3, 4, 5});
+  EXPECT_EQ(c.kl_question, 0.0);
+  EXPECT_EQ(c.kl_answer, 0.0);
+  EXPECT_EQ(c.top1_question, 1.0);
+  EXPECT_EQ(c.top1_answer, 1.0);
+  EXPECT_EQ(c.delta_logprob, 0.0);
+}
+
+TEST(RunOrder, DenseFirstThenTheOthersAsGiven) {
+  EXPECT_EQ(run_order({"streaming", "dense", "quest"}), (std::vector<std::string>{"dense", "streaming", "quest"}));
+  EXPECT_EQ(run_order({"tidal"}), (std::vector<std::string>{"dense", "tidal"}));
+  EXPECT_EQ(run_order({"dense"}), (std::vector<std::string>{"dense"}));
+}
+
+// A run with its comparison against dense (delta from the dense run's logprob of `dense_lp`).
 RunScore run(const std::string& task, int length, int index, const std::string& policy, double rho, bool correct,
-             double logprob, double keys) {
+             double logprob, double keys, double dense_lp, double kl, int answer_tokens = 2) {
   RunScore r;
   r.task = task;
   r.length = length;
@@ -124,8 +173,14 @@ RunScore run(const std::string& task, int length, int index, const std::string& 
   r.rho = rho;
   r.correct = correct;
   r.answer_logprob = logprob;
-  r.answer_tokens = 2;
+  r.answer_tokens = answer_tokens;
   r.keys_fraction = keys;
+  r.question_rows = 3;
+  r.kl_question = kl / 2;
+  r.top1_question = kl > 0 ? 2.0 / 3.0 : 1.0;
+  r.kl_answer = kl;
+  r.top1_answer = kl > 0.05 ? 0.5 : 1.0;
+  r.delta_logprob = logprob - dense_lp;
   return r;
 }
 
@@ -137,47 +192,136 @@ EvalResults sample_results() {
   r.config.rhos = {0.1};
   r.config.examples = 1;
   r.model_name = "m";
-  r.runs = {run("passkey", 1024, 0, "dense", 1, true, -0.1, 1),   run("passkey", 2048, 0, "dense", 1, true, -0.2, 1),
-            run("vartrack", 1024, 0, "dense", 1, false, -2.0, 1), run("vartrack", 2048, 0, "dense", 1, true, -1.0, 1),
-            run("passkey", 1024, 0, "kascade", 0.1, true, -0.3, 0.2),
-            run("passkey", 2048, 0, "kascade", 0.1, false, -0.4, 0.1),
-            run("vartrack", 1024, 0, "kascade", 0.1, false, -2.5, 0.2),
-            run("vartrack", 2048, 0, "kascade", 0.1, true, -1.1, 0.1)};
+  // passkey answers have 1 token, vartrack answers 3: row-weighted means weight them so.
+  r.runs = {run("passkey", 1024, 0, "dense", 1, true, -0.1, 1, -0.1, 0, 1),
+            run("passkey", 2048, 0, "dense", 1, true, -0.2, 1, -0.2, 0, 1),
+            run("vartrack", 1024, 0, "dense", 1, false, -2.0, 1, -2.0, 0, 3),
+            run("vartrack", 2048, 0, "dense", 1, true, -1.0, 1, -1.0, 0, 3),
+            run("passkey", 1024, 0, "kascade", 0.1, true, -0.3, 0.2, -0.1, 0.02, 1),
+            run("passkey", 2048, 0, "kascade", 0.1, false, -0.4, 0.1, -0.2, 0.10, 1),
+            run("vartrack", 1024, 0, "kascade", 0.1, false, -2.5, 0.2, -2.0, 0.08, 3),
+            run("vartrack", 2048, 0, "kascade", 0.1, true, -1.1, 0.1, -1.0, 0.01, 3)};
   return r;
 }
 
-TEST(Summarize, AveragesPerGroupAndPairsWithDense) {
-  const std::vector<Summary> s = summarize(sample_results());
+TEST(Summarize, RowWeightedMeansWithIntervalsClusteredByExample) {
+  const EvalResults r = sample_results();
+  const std::vector<Summary> s = summarize(r);
   // 2 configs x (all, 2 lengths, 2 tasks).
   ASSERT_EQ(s.size(), 10u);
   const Summary& all = s[5];
   EXPECT_EQ(all.policy, "kascade");
   EXPECT_EQ(all.group, "all");
   EXPECT_EQ(all.runs, 4);
-  EXPECT_DOUBLE_EQ(all.accuracy, 50.0);
-  EXPECT_NEAR(all.delta_logprob, (-0.2 - 0.2 - 0.5 - 0.1) / 4, 1e-12);
+  EXPECT_DOUBLE_EQ(all.accuracy.mean, 50.0);
+  EXPECT_LT(all.accuracy.lo, 50.0);
+  EXPECT_GT(all.accuracy.hi, 50.0);
+  EXPECT_EQ(all.accuracy.n, 4);
+  // Deltas -0.2, -0.2 (1 token each), -0.5, -0.1 (3 tokens each), over 8 answer tokens.
+  EXPECT_NEAR(all.delta_logprob.mean, (-0.2 - 0.2 - 3 * 0.5 - 3 * 0.1) / 8, 1e-12);
+  EXPECT_EQ(all.delta_logprob.n, 8);
+  EXPECT_NEAR(all.kl_answer.mean, (0.02 + 0.10 + 3 * 0.08 + 3 * 0.01) / 8, 1e-12);
+  EXPECT_NEAR(all.kl_question.mean, (0.01 + 0.05 + 0.04 + 0.005) / 4, 1e-12);  // 3 rows each
+  EXPECT_NEAR(all.top1_answer.mean, (1 + 0.5 + 3 * 0.5 + 3 * 1) / 8, 1e-12);
+  EXPECT_NEAR(all.top1_question.mean, 2.0 / 3.0, 1e-12);
   EXPECT_NEAR(all.keys_fraction, 0.15, 1e-12);
+  // The intervals are bootstrap_cluster_interval's over one cluster of rows per example.
+  const Interval expected = bootstrap_cluster_interval(
+      {{-0.2}, {-0.2}, {-0.5, -0.5, -0.5}, {-0.1, -0.1, -0.1}}, 1);
+  EXPECT_NEAR(all.delta_logprob.lo, expected.lo, 1e-12);
+  EXPECT_NEAR(all.delta_logprob.hi, expected.hi, 1e-12);
+  EXPECT_LT(all.delta_logprob.lo, all.delta_logprob.mean);
   const Summary& at2048 = s[7];
   EXPECT_EQ(at2048.group, "2048");
-  EXPECT_DOUBLE_EQ(at2048.accuracy, 50.0);
+  EXPECT_EQ(at2048.runs, 2);
+  EXPECT_DOUBLE_EQ(at2048.accuracy.mean, 50.0);
   const Summary& passkey = s[8];
   EXPECT_EQ(passkey.group, "passkey");
   EXPECT_NEAR(passkey.answer_logprob, -0.35, 1e-12);
-  EXPECT_DOUBLE_EQ(s[0].delta_logprob, 0.0);
-  EXPECT_DOUBLE_EQ(s[0].accuracy, 75.0);
+  // Dense against itself.
+  EXPECT_DOUBLE_EQ(s[0].delta_logprob.mean, 0.0);
+  EXPECT_DOUBLE_EQ(s[0].kl_answer.mean, 0.0);
+  EXPECT_DOUBLE_EQ(s[0].top1_answer.hi, 1.0);
+  EXPECT_DOUBLE_EQ(s[0].accuracy.mean, 75.0);
 }
 
-TEST(Reports, MarkdownAndJsonCarryTheTable) {
-  const EvalResults r = sample_results();
+TEST(Summarize, UnmeasuredComparisonsStayUnmeasured) {
+  EvalResults r = sample_results();
+  for (RunScore& run : r.runs) run.kl_question = run.top1_question = NAN;  // e.g. sparse prefill
+  const Summary all = summarize(r)[5];
+  EXPECT_EQ(all.kl_question.n, 0);
+  EXPECT_TRUE(std::isnan(all.kl_question.mean));
+  EXPECT_EQ(all.kl_answer.n, 8);
+  const std::string md = to_markdown(r, "p");
+  EXPECT_NE(md.find("| kascade @ 0.10 | all | 4 | 50.0 ["), std::string::npos) << md;
+}
+
+Summary point_at(const std::string& policy, double rho, double keys, double delta) {
+  Summary s;
+  s.policy = policy;
+  s.rho = rho;
+  s.group = "all";
+  s.keys_fraction = keys;
+  s.delta_logprob.mean = delta;
+  s.kl_answer.mean = -delta / 10;
+  s.accuracy.mean = 100 + 100 * delta;
+  return s;
+}
+
+TEST(EqualKeys, LinearInKeysFractionBetweenTheBracketingRhos) {
+  const std::vector<Summary> summary = {point_at("dense", 1, 1, 0),       point_at("p", 0.2, 0.23, -0.1),
+                                        point_at("p", 0.05, 0.08, -0.4),  point_at("p", 0.1, 0.13, -0.2),
+                                        point_at("q", 0.1, 0.30, -0.05)};
+  const std::vector<EqualKeys> e = equal_keys(summary, {0.10, 0.13, 0.20, 0.30, 0.05});
+  ASSERT_EQ(e.size(), 10u);  // p and q (not dense) x 5 fractions
+  EXPECT_EQ(e[0].policy, "p");
+  // 0.10 lies 0.4 of the way from 0.08 (rho 0.05) to 0.13 (rho 0.1).
+  EXPECT_NEAR(e[0].delta_logprob, -0.4 + 0.4 * 0.2, 1e-12);
+  EXPECT_NEAR(e[0].kl_answer, 0.04 - 0.4 * 0.02, 1e-12);
+  EXPECT_NEAR(e[0].accuracy, 60 + 0.4 * 20, 1e-9);
+  EXPECT_EQ(e[0].rho_below, 0.05);
+  EXPECT_EQ(e[0].rho_above, 0.1);
+  // A measured point is taken as it is.
+  EXPECT_NEAR(e[1].delta_logprob, -0.2, 1e-12);
+  EXPECT_EQ(e[1].rho_below, 0.1);
+  EXPECT_EQ(e[1].rho_above, 0.1);
+  // 0.20: 0.7 of the way from 0.13 to 0.23.
+  EXPECT_NEAR(e[2].delta_logprob, -0.2 + 0.7 * 0.1, 1e-12);
+  // Outside the measured fractions: not interpolated (no extrapolation).
+  EXPECT_TRUE(std::isnan(e[3].delta_logprob));
+  EXPECT_TRUE(std::isnan(e[4].delta_logprob));
+  EXPECT_TRUE(std::isnan(e[4].rho_below));
+  // q has a single point, at 0.30 exactly.
+  EXPECT_EQ(e[5].policy, "q");
+  EXPECT_TRUE(std::isnan(e[5].delta_logprob));
+  EXPECT_NEAR(e[8].delta_logprob, -0.05, 1e-12);
+}
+
+TEST(Reports, MarkdownAndJsonCarryTheTables) {
+  EvalResults r = sample_results();
+  r.config.split = Split::Dev;
   const std::string md = to_markdown(r, "model m");
-  EXPECT_NE(md.find("| dense | 75.0 | 50.0 | 100.0 | -0.825 | — | 100.0% |"), std::string::npos) << md;
-  EXPECT_NE(md.find("| kascade @ 0.10 | 50.0 | 50.0 | 50.0 | -1.075 | -0.250 | 15.0% |"), std::string::npos) << md;
-  EXPECT_NE(md.find("| kascade @ 0.10 | 50 / -0.200 | 50 / -0.300 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("**Split: dev**"), std::string::npos) << md;
+  EXPECT_NE(md.find("**N = 4 examples**"), std::string::npos) << md;
+  EXPECT_NE(md.find("## Equal rho (all tasks and lengths, N = 4 per row)"), std::string::npos) << md;
+  EXPECT_NE(md.find("| dense | all | 4 | 75.0 ["), std::string::npos) << md;
+  EXPECT_NE(md.find("| kascade @ 0.10 | all | 4 | 50.0 ["), std::string::npos) << md;
+  EXPECT_NE(md.find("interpolated linearly in keys fraction"), std::string::npos) << md;
+  // kascade's keys fraction is 0.15 at its one rho: no common fraction is reached.
+  EXPECT_NE(md.find("| kascade | 10% | — | — | — | — | — | — |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| kascade @ 0.10 | 50.0 | 50.0 | 50.0 |"), std::string::npos) << md;  // per length
+  EXPECT_NE(md.find("| kascade @ 0.10 | 2048 | 2 | 50.0 ["), std::string::npos) << md;
+  EXPECT_NE(md.find("| kascade @ 0.10 | vartrack | 2 | 50.0 ["), std::string::npos) << md;
   const nlohmann::json j = to_json(r, {{"commit", "abc"}});
   EXPECT_EQ(j["format"], "kascade-eval");
+  EXPECT_EQ(j["version"], 2);
+  EXPECT_EQ(j["config"]["split"], "dev");
   EXPECT_EQ(j["provenance"]["commit"], "abc");
   EXPECT_EQ(j["runs"].size(), 8u);
   EXPECT_EQ(j["summary"].size(), 10u);
+  EXPECT_EQ(j["summary"][5]["examples"], 4);
+  EXPECT_EQ(j["summary"][5]["delta_logprob"]["n"], 8);
+  EXPECT_EQ(j["equal_keys"].size(), 5u * std::size(kEqualKeysFractions));  // kascade x 5 groups
 }
 
 }  // namespace
@@ -191,15 +335,51 @@ TEST(Reports, JsonReadsBackToTheSameTables) {
   r.seconds = 12.5;
   r.plan_name = "plan.json";
   r.config.backend = "cuda";
+  r.config.split = Split::Dev;
+  r.runs[5].kl_question = r.runs[5].top1_question = NAN;  // a null in the file
   const nlohmann::json j = to_json(r, {{"commit", "abc"}});
-  const EvalResults back = results_from_json(j);
+  EXPECT_TRUE(j["runs"][5]["kl_question"].is_null());
+  const EvalResults back = results_from_json(nlohmann::json::parse(j.dump()));
   EXPECT_EQ(back.config.tasks, r.config.tasks);
   EXPECT_EQ(back.config.lengths, r.config.lengths);
   EXPECT_EQ(back.config.backend, "cuda");
+  EXPECT_EQ(back.config.split, Split::Dev);
   EXPECT_EQ(back.plan_name, "plan.json");
   ASSERT_EQ(back.runs.size(), r.runs.size());
+  EXPECT_TRUE(std::isnan(back.runs[5].kl_question));
+  EXPECT_EQ(back.runs[6].kl_answer, r.runs[6].kl_answer);
+  EXPECT_EQ(back.runs[6].delta_logprob, r.runs[6].delta_logprob);
+  EXPECT_EQ(back.runs[6].question_rows, 3);
   EXPECT_EQ(to_markdown(back, "p"), to_markdown(r, "p"));
   EXPECT_EQ(to_json(back, {{"commit", "abc"}}), j);
+}
+
+TEST(Reports, VersionOneFilesReadWithoutTheNewComparisons) {
+  // A version-1 file: no split, no per-row comparisons.
+  nlohmann::json j = to_json(sample_results(), nlohmann::json::object());
+  j["version"] = 1;
+  j["config"].erase("split");
+  for (nlohmann::json& run : j["runs"]) {
+    for (const char* key : {"question_rows", "kl_question", "top1_question", "kl_answer", "top1_answer", "delta_logprob"}) {
+      run.erase(key);
+    }
+  }
+  const EvalResults old = results_from_json(j);
+  EXPECT_EQ(old.config.split, Split::Eval);
+  ASSERT_EQ(old.runs.size(), 8u);
+  EXPECT_TRUE(std::isnan(old.runs[6].kl_answer));
+  EXPECT_NEAR(old.runs[6].delta_logprob, -0.5, 1e-12);  // from the answer log-likelihoods
+  const Summary all = summarize(old)[5];
+  EXPECT_NEAR(all.delta_logprob.mean, (-0.2 - 0.2 - 3 * 0.5 - 3 * 0.1) / 8, 1e-12);
+  EXPECT_EQ(all.kl_answer.n, 0);
+  EXPECT_NE(to_markdown(old, "p").find("| kascade @ 0.10 | all | 4 | 50.0 ["), std::string::npos);
+  j["version"] = 3;
+  try {
+    results_from_json(j);
+    FAIL() << "version 3 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unsupported version 3"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Reports, JsonReadErrorsNameTheField) {
@@ -207,6 +387,20 @@ TEST(Reports, JsonReadErrorsNameTheField) {
   nlohmann::json no_format = j;
   no_format.erase("format");
   EXPECT_THROW(results_from_json(no_format), Error);
+  nlohmann::json no_split = j;
+  no_split["config"].erase("split");
+  EXPECT_THROW(results_from_json(no_split), Error);
+  nlohmann::json bad_split = j;
+  bad_split["config"]["split"] = "test";
+  EXPECT_THROW(results_from_json(bad_split), Error);
+  nlohmann::json no_kl = j;
+  no_kl["runs"][2].erase("kl_answer");
+  try {
+    results_from_json(no_kl);
+    FAIL() << "a run without kl_answer was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("kl_answer"), std::string::npos) << e.what();
+  }
   j["runs"][3].erase("answer_logprob");
   try {
     results_from_json(j);
@@ -264,7 +458,9 @@ TEST(ValidateConfig, NamesTheProblem) {
   EXPECT_NE(message(bad, nullptr).find("examples"), std::string::npos);
   const Plan plan = make_uniform_plan("t", 4, 4, 2, 8, {0, 2});
   bad = c;
-  bad.policies = {"kascade", "omnikv", "kascade-pooled"};
+  bad.policies = {"kascade", "omnikv", "kascade-pooled", "tidal"};
+  EXPECT_EQ(message(bad, &plan), "no error");
+  bad.tasks = {"copy", "passkey"};
   EXPECT_EQ(message(bad, &plan), "no error");
 }
 

@@ -1,6 +1,7 @@
 // The evaluation loop on the default model: the dense policy through the attention override
 // reproduces the engine's own dense logits, truncation makes runs repeatable, and a short
-// run_eval produces one scored run per (example, policy, rho).
+// run_eval produces one scored run per (example, policy, rho), dense first, each compared with
+// dense on the same rows.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,6 +14,7 @@
 #include "kascade/error.h"
 #include "kascade/eval/harness.h"
 #include "kascade/eval/tasks.h"
+#include "kascade/plan.h"
 
 namespace kascade::eval {
 namespace {
@@ -68,44 +70,68 @@ TEST(RunEval, DensePolicyThroughTheOverrideMatchesTheEngine) {
   EXPECT_THROW(backend->truncate(backend->position() + 1), Error);
 }
 
-TEST(RunEval, ScoresEveryExamplePolicyAndBudget) {
+TEST(RunEval, ScoresEveryExamplePolicyAndBudgetAgainstDense) {
   const Default& d = default_model();
+  const engine::ModelConfig& mc = d.model.config;
+  const Plan plan = make_uniform_plan("default", mc.layers, mc.hq, mc.hkv, mc.head_dim, {0, 6, 12, 18, 24});
   EvalConfig c;
-  c.tasks = {"passkey", "vartrack"};
+  c.tasks = {"passkey", "copy"};
   c.lengths = {300};
-  c.policies = {"dense", "streaming", "quest"};
+  c.policies = {"streaming", "quest", "tidal"};  // dense is added, and runs first
   c.rhos = {0.1, 1.0};
   c.examples = 1;
   c.params.k_min = 8;
   int progress_calls = 0;
   std::vector<size_t> checkpoint_runs;  // runs in the results so far, at each checkpoint
   const EvalResults r = run_eval(
-      d.model, d.tok, nullptr, "", c,
+      d.model, d.tok, &plan, "uniform", c,
       [&](int done, int total, const std::string&) {
         ++progress_calls;
         EXPECT_EQ(total, 2);
         EXPECT_EQ(done, progress_calls);
       },
       [&](const EvalResults& so_far) { checkpoint_runs.push_back(so_far.runs.size()); });
+  EXPECT_EQ(r.config.policies, (std::vector<std::string>{"dense", "streaming", "quest", "tidal"}));
+  EXPECT_EQ(r.config.split, Split::Eval);
   EXPECT_EQ(progress_calls, 2);
-  EXPECT_EQ(checkpoint_runs, (std::vector<size_t>{5, 10}));  // each example adds its 1 + 2 + 2 runs
-  ASSERT_EQ(r.runs.size(), 2u * (1 + 2 + 2));
+  EXPECT_EQ(checkpoint_runs, (std::vector<size_t>{7, 14}));  // each example adds its 1 + 3 x 2 runs
+  ASSERT_EQ(r.runs.size(), 2u * (1 + 3 * 2));
+  EXPECT_EQ(r.runs[0].policy, "dense");
+  EXPECT_EQ(r.runs[7].policy, "dense");
+  EXPECT_EQ(r.runs[7].task, "copy");
+  EXPECT_EQ(r.runs[7].answer_tokens, kCopyAnswerTokens);
+  EXPECT_EQ(r.runs[7].question_rows, kCopyQueryTokens);  // the break and 8 tokens: 8 rows before the answer
   for (const RunScore& s : r.runs) {
     EXPECT_TRUE(std::isfinite(s.answer_logprob)) << s.policy;
     EXPECT_LE(s.answer_logprob, 0.0);
     EXPECT_GT(s.answer_tokens, 0);
+    EXPECT_GT(s.question_rows, 0);
+    EXPECT_TRUE(std::isfinite(s.kl_question) && std::isfinite(s.kl_answer)) << s.policy;
+    if (s.policy == "dense") {
+      // Dense against its own rows.
+      EXPECT_EQ(s.kl_question, 0.0);
+      EXPECT_EQ(s.kl_answer, 0.0);
+      EXPECT_EQ(s.top1_answer, 1.0);
+      EXPECT_EQ(s.delta_logprob, 0.0);
+    }
     if (s.policy == "dense" || s.rho == 1.0) {
       EXPECT_DOUBLE_EQ(s.keys_fraction, 1.0) << s.policy << " @ " << s.rho;
+      // At rho = 1 every policy attends to every key: dense's distribution up to rounding.
+      EXPECT_LT(s.kl_answer, 1e-9) << s.policy;
+      EXPECT_LT(s.kl_question, 1e-9) << s.policy;
+      EXPECT_EQ(s.top1_answer, 1.0) << s.policy;
+      EXPECT_EQ(s.top1_question, 1.0) << s.policy;
+      EXPECT_NEAR(s.delta_logprob, 0.0, 1e-9) << s.policy;
     } else {
       EXPECT_LT(s.keys_fraction, 0.5) << s.policy << " @ " << s.rho;
+      EXPECT_GT(s.kl_answer + s.kl_question, 1e-6) << s.policy << " " << s.task;
     }
   }
-  // At rho = 1 every policy attends to every key: the same answer likelihood as dense.
+  // The paired delta is the difference of the answer log-likelihoods.
   for (const RunScore& s : r.runs) {
-    if (s.rho != 1.0) continue;
     for (const RunScore& dense : r.runs) {
       if (dense.policy == "dense" && dense.task == s.task) {
-        EXPECT_NEAR(s.answer_logprob, dense.answer_logprob, 1e-9) << s.policy << " " << s.task;
+        EXPECT_NEAR(s.delta_logprob, s.answer_logprob - dense.answer_logprob, 1e-6) << s.policy << " " << s.task;
       }
     }
   }
@@ -129,6 +155,11 @@ TEST(RunEval, SparsePrefillRunsThePromptThroughThePolicy) {
   EXPECT_NEAR(sparse.runs[0].answer_logprob, shared.runs[0].answer_logprob, 1e-3);
   // Streaming over the whole prompt attends a small share of the keys.
   EXPECT_LT(sparse.runs[1].keys_fraction, 0.4);
+  // Only the answer rows are compared with dense (the question is part of the prefill).
+  EXPECT_TRUE(std::isnan(sparse.runs[1].kl_question));
+  EXPECT_EQ(sparse.runs[1].question_rows, 0);
+  EXPECT_TRUE(std::isfinite(sparse.runs[1].kl_answer));
+  EXPECT_EQ(sparse.runs[0].kl_answer, 0.0);
   EXPECT_NE(sparse.runs[1].answer_logprob, shared.runs[1].answer_logprob);
 }
 

@@ -1,24 +1,32 @@
-// kascade/eval/harness.h — the accuracy study: every (policy, rho) on the same synthetic
-// examples, scored by exact match and by the log-likelihood of the answer, summarised as
-// tables (markdown + JSON).
+// kascade/eval/harness.h — the accuracy study: every (policy, rho) on the same examples (the
+// tasks of tasks.h, from one split), compared with dense attention on the same rows, summarised
+// with 95% bootstrap intervals as tables (markdown + JSON).
 //
 // How one example is run (the protocol `kascade eval` documents): the context (instructions and
 // haystack) is prefilled once with dense attention and shared; then, for each (policy, rho),
 // the query (the question) and the answer tokens are appended with teacher forcing, every one
-// of them attended as a decode step of the policy (SPEC 4: a new query over all keys before
-// it), and the cache is cut back to the context. Processing the query + answer rows in one
-// forward call with per-row decode attention computes exactly what token-by-token decoding
-// computes, at a fraction of the weight traffic. With EvalConfig::sparse_prefill the whole
-// prompt is prefilled through the policy instead (one prefill per run).
+// of them attended as a decode step of the policy (score_rows_as_decode, scoring.h), and the
+// cache is cut back to the context. The dense policy runs first in every example and its logits
+// of those rows are kept: every other run is compared with them row by row (compare_rows).
+// With EvalConfig::sparse_prefill the whole prompt is prefilled through the policy instead (one
+// prefill per run) and only the answer rows are compared.
 //   correct        the greedy (argmax) token equals the answer token at every answer position:
 //                  greedy decoding would produce the answer, token for token.
 //   answer_logprob the mean log-probability of the answer tokens (nats per token).
+//   question rows  rows that predict query tokens 1..q-1 (teacher forced); answer rows predict
+//                  the answer tokens (the first of them is the query's last row).
+//   kl, top1       KL(dense || policy) of the next-token distribution and argmax agreement,
+//                  means over the question rows and over the answer rows of a run.
+//   delta_logprob  mean over the answer tokens of log p_policy - log p_dense (nats per token).
 //
 //   kascade::eval::EvalConfig cfg;  cfg.tasks = {"passkey"};  cfg.lengths = {1024};  ...
-//   kascade::eval::EvalResults r = kascade::eval::run_eval(model, tok, &plan, cfg, on_progress);
-//   std::string md = kascade::eval::to_markdown(r);  nlohmann::json j = kascade::eval::to_json(r);
+//   cfg.split = kascade::eval::Split::Eval;  // Dev for calibration
+//   kascade::eval::EvalResults r = kascade::eval::run_eval(model, tok, &plan, "plan.json", cfg, on_progress);
+//   std::string md = kascade::eval::to_markdown(r, provenance_line);
+//   nlohmann::json j = kascade::eval::to_json(r, provenance_json);
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -26,7 +34,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kascade/eval/corpus.h"
 #include "kascade/eval/policy.h"
+#include "kascade/eval/scoring.h"
 
 namespace kascade::engine {
 struct Model;
@@ -38,10 +48,11 @@ namespace kascade::eval {
 struct EvalConfig {
   std::vector<std::string> tasks;
   std::vector<int> lengths;
-  std::vector<std::string> policies;
+  std::vector<std::string> policies;  // run_eval runs "dense" first in every example, listed or not
   std::vector<double> rhos;
   int examples = 2;   // per task and length
   uint64_t seed = 1;
+  Split split = Split::Eval;  // eval for reported results, dev for calibration (tasks.h)
   SparsityParams params;  // k_min, tile, budget mode (rho is set per run)
   int threads = 0;        // engine threads and threads of the policies' host attention (0: all)
   std::string backend = "cpu";  // the engine backend (engine::make_backend): "cpu" or "cuda"
@@ -52,7 +63,8 @@ struct EvalConfig {
   bool sparse_prefill = false;
 };
 
-// One (example, policy, rho) run.
+// One (example, policy, rho) run. The comparison with dense is NaN where it was not measured
+// (question rows under sparse prefill; every comparison but delta_logprob in version-1 files).
 struct RunScore {
   std::string task;
   int length = 0;
@@ -64,6 +76,10 @@ struct RunScore {
   int answer_tokens = 0;
   std::string greedy_text;  // the argmax tokens at the answer positions
   double keys_fraction = 1;   // keys attended / dense keys, over the query and answer rows
+  int question_rows = 0;
+  double kl_question = NAN, top1_question = NAN;  // means over the question rows
+  double kl_answer = NAN, top1_answer = NAN;      // means over the answer rows
+  double delta_logprob = NAN;                     // vs dense, mean over the answer tokens
 };
 
 struct EvalResults {
@@ -92,11 +108,25 @@ struct AnswerScore {
 // logits [rows][vocab]; row first_row + j predicts answer[j] (teacher forcing).
 AnswerScore score_answer(const float* logits, int rows, int vocab, int first_row, const std::vector<int32_t>& answer);
 
+// A run's rows against the dense run's rows of the same example. logits/dense [rows][vocab] with
+// rows = targets.size(); rows 0..question_rows-1 are question rows, the rest answer rows;
+// targets[r] is the token row r predicts. Means are NaN over an empty set of rows.
+struct DenseComparison {
+  int question_rows = 0, answer_rows = 0;
+  double kl_question = NAN, top1_question = NAN, kl_answer = NAN, top1_answer = NAN, delta_logprob = NAN;
+};
+DenseComparison compare_with_dense(const float* dense, const float* logits, int vocab, int question_rows,
+                                   const std::vector<int32_t>& targets);
+
+// The policies in the order run_eval runs them: "dense" first, then the others as given.
+std::vector<std::string> run_order(const std::vector<std::string>& policies);
+
 // Throws kascade::Error naming the problem unless the config can run: non-empty task, length
 // and policy lists, known names, rho in (0, 1], a plan for the policies that need one.
 void validate_config(const EvalConfig& config, const Plan* plan);
 
-// Runs the whole study (validate_config first). `plan` may be null when no policy needs one.
+// Runs the whole study (validate_config first; results.config.policies is run_order(...)). `plan`
+// may be null when no policy needs one.
 // After each example: on_progress(done, total, line), then on_checkpoint(the results so far).
 // Examples run index by index (every task and length of example 0, then of example 1, ...), so
 // that the results so far always cover the whole grid at fewer examples.
@@ -106,27 +136,50 @@ EvalResults run_eval(const engine::Model& model, const engine::Tokenizer& tok, c
                      const std::function<void(const EvalResults&)>& on_checkpoint = nullptr);
 
 // ---- summaries -----------------------------------------------------------------------------
-// One row per (policy, rho), averaged over tasks, lengths and examples; `by_length` and
-// `by_task` the same split per length and per task. Log-likelihood deltas are paired with the
-// dense run of the same example (0 when there is no dense run).
+// One row per (policy, rho) and group: "all", a length ("2048") or a task name. N is the number
+// of examples (runs) in the group. Means over rows are over all the group's rows (tokens); their
+// intervals resample examples (bootstrap_cluster_interval, one cluster per example, seed 1);
+// exact match resamples examples too. Comparisons with dense pair each run with the dense run of
+// the same example. An interval with n = 0 (NaN) was not measured.
 struct Summary {
   std::string policy;
   double rho = 0;
-  std::string group;  // "all", a length ("2048") or a task name
-  int runs = 0;
-  double accuracy = 0;         // percent
-  double answer_logprob = 0;   // mean nats per token
-  double delta_logprob = 0;    // mean of (policy - dense) per example, nats per token
-  double keys_fraction = 0;
+  std::string group;
+  int runs = 0;                // N: examples
+  Interval accuracy;           // percent of examples answered exactly
+  double answer_logprob = 0;   // mean over examples of the mean nats per answer token
+  Interval delta_logprob;      // nats per answer token, vs dense
+  Interval kl_question, kl_answer;      // nats per row
+  Interval top1_question, top1_answer;  // share of rows (0..1)
+  double keys_fraction = 0;    // mean over examples
 };
 std::vector<Summary> summarize(const EvalResults& results);
 
+// Equal-keys comparison: a policy's metrics at a common fraction of keys attended, interpolated
+// linearly in keys fraction between its two (rho) points that bracket it (a point at exactly
+// that fraction is taken as it is). NaN outside the fractions the policy measured. Point
+// estimates only: the intervals are those of the rho points.
+inline constexpr double kEqualKeysFractions[] = {0.10, 0.20, 0.30};
+struct EqualKeys {
+  std::string policy, group;
+  double keys_fraction = 0;              // the common fraction
+  double rho_below = NAN, rho_above = NAN;  // the rho points it lies between
+  double accuracy = NAN, delta_logprob = NAN, kl_question = NAN, kl_answer = NAN, top1_answer = NAN;
+};
+std::vector<EqualKeys> equal_keys(const std::vector<Summary>& summary, const std::vector<double>& fractions);
+
+// The tables of summarize(results) (and equal_keys of them). The bootstrap makes summarize take
+// seconds on a large grid: the overloads taking a summary let one serve both reports.
 std::string to_markdown(const EvalResults& results, const std::string& provenance);
+std::string to_markdown(const EvalResults& results, const std::string& provenance, const std::vector<Summary>& summary);
 nlohmann::json to_json(const EvalResults& results, const nlohmann::json& provenance);
+nlohmann::json to_json(const EvalResults& results, const nlohmann::json& provenance, const std::vector<Summary>& summary);
 
 // The results stored by to_json (config, model, plan, seconds, every run), read back strictly:
-// a missing or mistyped field throws kascade::Error naming it. The provenance is not part of
-// EvalResults: read it from j["provenance"].
+// a missing or mistyped field throws kascade::Error naming it. Reads version 2 (this one) and
+// version 1 (before splits and comparisons with dense: split eval, the examples being those of
+// the eval streams; delta_logprob recomputed from the answer log-likelihoods; the rest NaN).
+// The provenance is not part of EvalResults: read it from j["provenance"].
 EvalResults results_from_json(const nlohmann::json& j);
 // The runs of example indices 0..examples-1 only, with config.examples = examples (a table over
 // complete passes of the grid when a run stopped part-way through a later pass).
