@@ -165,7 +165,8 @@ HeldOutScorer::HeldOutScorer(const engine::Model& model, std::vector<DevExample>
     p->example = std::move(examples[i]);
     p->backend = engine::make_backend(config.backend, model, nullptr, options);
     p->backend->forward(p->example.context, /*all_logits=*/false);
-    const eval::PolicySpec dense_spec{"dense", config.params, nullptr};
+    eval::PolicySpec dense_spec;
+    dense_spec.params = config.params;
     eval::RowLogits dense = eval::score_rows_as_decode(*p->backend, dense_spec, p->example.rows, c, config.threads);
     p->dense = std::move(dense.logits);
     const eval::RowMetrics m = eval::compare_rows(p->dense.data(), p->dense.data(), static_cast<int>(p->example.rows.size()),
@@ -201,7 +202,10 @@ Plan HeldOutScorer::make_plan(const std::vector<int>& anchors, const HeadMap& ma
 
 CandidateLoss HeldOutScorer::score(const std::vector<int>& anchors, const HeadMap& map, Pooling pooling) {
   const Plan plan = make_plan(anchors, map, pooling);
-  const eval::PolicySpec spec{pooling == Pooling::All ? "kascade-pooled" : "kascade", plan.sparsity, &plan};
+  eval::PolicySpec spec;
+  spec.name = pooling == Pooling::All ? "kascade-pooled" : "kascade";
+  spec.params = plan.sparsity;
+  spec.plan = &plan;
   const engine::ModelConfig& c = model_.config;
   std::vector<PromptLoss> losses;
   for (const auto& p : prompts_) {
