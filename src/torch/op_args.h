@@ -133,6 +133,8 @@ void run_prefill_cpu(const PrefillCall& call);
 void run_decode_cuda(const DecodeCall& call, void* stream);
 void run_prefill_cuda(const PrefillCall& call, void* stream);
 bool built_with_cuda();
+// Waits for the stream's work (benchmark timing only).
+void cuda_synchronize(void* stream);
 // Workspace bytes of the CUDA kernels for a shape (0 on a build without CUDA: never called then).
 size_t cuda_decode_workspace_size(const DecodeShape& shape, DecodeRole role, const SparsityParams& sp);
 // Prefill: the anchor's (layer 0's) workspace; dense and reuse calls need none.

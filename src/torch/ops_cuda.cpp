@@ -3,6 +3,9 @@
 // allocation, no host synchronisation: the calls can be captured in CUDA graphs).
 // A build without the CUDA toolkit compiles the stubs at the end, which say so.
 #include "kascade/error.h"
+#if defined(KASCADE_HAVE_CUDA)
+#include <cuda_runtime_api.h>
+#endif
 #include "op_args.h"
 
 namespace kascade::torch_ops {
@@ -10,6 +13,11 @@ namespace kascade::torch_ops {
 #if defined(KASCADE_HAVE_CUDA)
 
 bool built_with_cuda() { return true; }
+
+void cuda_synchronize(void* stream) {
+  const cudaError_t err = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
+  KASCADE_CHECK(err == cudaSuccess, "kascade: cudaStreamSynchronize failed: " << cudaGetErrorString(err));
+}
 
 size_t cuda_decode_workspace_size(const DecodeShape& shape, DecodeRole role, const SparsityParams& sp) {
   return decode_workspace_size(shape, role, sp);
@@ -51,6 +59,7 @@ namespace {
 }  // namespace
 
 bool built_with_cuda() { return false; }
+void cuda_synchronize(void*) { no_cuda(); }
 size_t cuda_decode_workspace_size(const DecodeShape&, DecodeRole, const SparsityParams&) { no_cuda(); }
 size_t cuda_prefill_workspace_size(const PrefillArgs&, const SparsityParams&) { no_cuda(); }
 void run_decode_cuda(const DecodeCall&, void*) { no_cuda(); }

@@ -12,6 +12,7 @@
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/tensor.h>
 
+#include <chrono>
 #include <cmath>
 #include <sstream>
 #include <string>
@@ -327,6 +328,38 @@ void check_plan(std::string text, std::string name, int64_t layers, int64_t num_
 
 bool has_cuda() { return built_with_cuda(); }
 
+// Benchmark helper: validates one decode call, then makes it `iters` times straight through the
+// library's entry point (no dispatcher, no Python) and returns the mean wall time per call in
+// seconds, the stream drained at both ends. Against the same loop over the op from Python it
+// gives the op's per-call overhead.
+double bench_decode_direct(std::string role, Tensor q, Tensor k_cache, Tensor v_cache, Tensor page_indptr,
+                           Tensor page_indices, Tensor seq_lens, Tensor out, Tensor sel_indices, Tensor sel_counts,
+                           Tensor head_map, Tensor workspace, double rho, int64_t k_min, int64_t k_multiple,
+                           bool pool_all, double scale, int64_t max_seq_len, int64_t iters) {
+  const char* op = "kascade._bench_decode_direct";
+  DecodeInputs in = decode_inputs(parse_decode_role(role), q, k_cache, v_cache, page_indptr, page_indices, seq_lens,
+                                  out, workspace, max_seq_len);
+  in.sel_indices = view(sel_indices, "sel_indices");
+  in.sel_counts = view(sel_counts, "sel_counts");
+  in.head_map = view(head_map, "head_map");
+  in.sparsity = sparsity(rho, k_min, k_multiple, kDefaultTile, true, pool_all, scale);
+  KASCADE_CHECK(iters >= 1, op << ": iters must be positive, got " << iters);
+  const DecodeCall call = validate_decode(op, in);
+  const bool cuda = call.device == DeviceKind::CUDA;
+  if (!cuda) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < iters; ++i) run_decode_cpu(call);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iters;
+  }
+  torch::stable::accelerator::DeviceGuard guard(call.device_index);
+  void* stream = current_cuda_stream(call.device_index);
+  cuda_synchronize(stream);
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < iters; ++i) run_decode_cuda(call, stream);
+  cuda_synchronize(stream);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iters;
+}
+
 }  // namespace
 }  // namespace kascade::torch_ops
 
@@ -374,6 +407,9 @@ STABLE_TORCH_LIBRARY(kascade, m) {
   m.def("parse_plan(str text, str name) -> str");
   m.def("check_plan(str text, str name, int layers, int num_q_heads, int num_kv_heads, int head_dim) -> ()");
   m.def("has_cuda() -> bool");
+  m.def("_bench_decode_direct(str role, " KASCADE_DECODE_ARGS
+        "Tensor(a!) out, Tensor(b!) sel_indices, Tensor(c!) sel_counts, Tensor head_map, Tensor(d!) workspace, "
+        "float rho, int k_min, int k_multiple, bool pool_all, float scale, int max_seq_len, int iters) -> float");
 }
 
 // One implementation per op for both devices: it reads the tensors' device and runs the oracle
@@ -389,9 +425,15 @@ STABLE_TORCH_LIBRARY(kascade, m) {
   m.impl("prefill_anchor", TORCH_BOX(&ops::prefill_anchor));    \
   m.impl("prefill_reuse", TORCH_BOX(&ops::prefill_reuse))
 
-STABLE_TORCH_LIBRARY_IMPL(kascade, CPU, m) { KASCADE_IMPL_ATTENTION_OPS(m); }
+STABLE_TORCH_LIBRARY_IMPL(kascade, CPU, m) {
+  KASCADE_IMPL_ATTENTION_OPS(m);
+  m.impl("_bench_decode_direct", TORCH_BOX(&ops::bench_decode_direct));
+}
 
-STABLE_TORCH_LIBRARY_IMPL(kascade, CUDA, m) { KASCADE_IMPL_ATTENTION_OPS(m); }
+STABLE_TORCH_LIBRARY_IMPL(kascade, CUDA, m) {
+  KASCADE_IMPL_ATTENTION_OPS(m);
+  m.impl("_bench_decode_direct", TORCH_BOX(&ops::bench_decode_direct));
+}
 
 STABLE_TORCH_LIBRARY_IMPL(kascade, CompositeExplicitAutograd, m) {
   m.impl("decode_selection_shape", TORCH_BOX(&ops::decode_selection_shape));
