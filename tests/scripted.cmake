@@ -219,6 +219,10 @@ kascade_cli_test(NAME cli_eval_bad_length EXIT 1 MATCH "--lengths: expected an i
   ARGS eval --lengths 1k --out x)
 kascade_cli_test(NAME cli_eval_bad_split EXIT 1 MATCH "--split must be dev or eval, got 'test'"
   ARGS eval --split test --out x)
+kascade_cli_test(NAME cli_eval_copy_without_corpus EXIT 1
+  MATCH "natural text corpus: .*jargon\\.txt\\.gz is missing: install the Debian package jargon-text"
+  ARGS eval --tasks copy --lengths 1024 --policies dense --out ${CMAKE_BINARY_DIR}/cli_eval_no_corpus)
+set_tests_properties(cli_eval_copy_without_corpus PROPERTIES ENVIRONMENT KASCADE_CORPUS_ROOT=${CMAKE_BINARY_DIR}/no_corpus)
 kascade_cli_test(NAME cli_eval_bad_prefill EXIT 1 MATCH "--prefill must be dense or sparse, got 'half'"
   ARGS eval --prefill half --out x)
 kascade_cli_test(NAME cli_eval_plan_mismatch EXIT 1 MATCH "model\\.layers is 32 but the model has 30"

@@ -61,7 +61,8 @@ constexpr int kFullExamples = 4;
 // k_min of the study: small enough that k = floor(rho * n) at 1k-8k tokens for every rho given.
 constexpr int kEvalKMin = 16;
 // The tables of a running grid are rewritten at most this often, and after the first and the last
-// example: their bootstrap intervals take about 4 s on the full GPU grid (12k runs).
+// example: their bootstrap intervals take seconds on a full grid (3-6 s measured for 12k runs on
+// the 2-core development machine).
 constexpr double kCheckpointSeconds = 120;
 
 struct EvalArgs {

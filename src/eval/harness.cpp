@@ -88,6 +88,8 @@ void validate_config(const EvalConfig& c, const Plan* plan) {
     KASCADE_CHECK(std::find(task_names().begin(), task_names().end(), task) != task_names().end(),
                   "eval: unknown task '" << task << "'");
   }
+  // The copy task's corpus must be there before the first example (a missing package is one error).
+  if (std::find(c.tasks.begin(), c.tasks.end(), "copy") != c.tasks.end()) natural_text(c.split);
   // Every policy name (and the plan it needs) is checked before any model work.
   const PolicyContext ctx{c.params, plan ? plan->layers : 1, plan};
   for (const std::string& p : c.policies) make_policy(p, ctx);

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <iterator>
 #include <random>
 #include <vector>
@@ -462,6 +464,13 @@ TEST(ValidateConfig, NamesTheProblem) {
   EXPECT_EQ(message(bad, &plan), "no error");
   bad.tasks = {"copy", "passkey"};
   EXPECT_EQ(message(bad, &plan), "no error");
+  // The copy task's corpus is checked before any example runs.
+  const std::string empty = (std::filesystem::temp_directory_path() / "kascade_no_corpus").string();
+  std::filesystem::create_directories(empty);
+  setenv("KASCADE_CORPUS_ROOT", empty.c_str(), 1);
+  const std::string missing = message(bad, &plan);
+  unsetenv("KASCADE_CORPUS_ROOT");
+  EXPECT_NE(missing.find("jargon-text"), std::string::npos) << missing;
 }
 
 }  // namespace

@@ -122,7 +122,8 @@ DenseComparison compare_with_dense(const float* dense, const float* logits, int 
 std::vector<std::string> run_order(const std::vector<std::string>& policies);
 
 // Throws kascade::Error naming the problem unless the config can run: non-empty task, length
-// and policy lists, known names, rho in (0, 1], a plan for the policies that need one.
+// and policy lists, known names, rho in (0, 1], a plan for the policies that need one, and (copy
+// task) the natural-text corpus readable.
 void validate_config(const EvalConfig& config, const Plan* plan);
 
 // Runs the whole study (validate_config first; results.config.policies is run_order(...)). `plan`
