@@ -25,7 +25,8 @@ engine::AttentionSchedule make_attention_schedule(const PolicySpec& spec, int la
   KASCADE_CHECK(layers >= 1, "policy '" << spec.name << "': the model must have at least one layer");
   engine::AttentionSchedule s;
   if (spec.name == "dense") return engine::dense_schedule(layers);
-  const bool needs_plan = spec.name == "kascade" || spec.name == "kascade-pooled" || spec.name == "omnikv";
+  const bool needs_plan =
+      spec.name == "kascade" || spec.name == "kascade-pooled" || spec.name == "omnikv" || spec.name == "tidal";
   KASCADE_CHECK(!needs_plan || spec.plan != nullptr, "policy '" << spec.name << "' needs a plan (--plan)");
   if (needs_plan) {
     KASCADE_CHECK(spec.plan->layers == layers,
@@ -71,6 +72,28 @@ engine::AttentionSchedule make_attention_schedule(const PolicySpec& spec, int la
       if (filter) ++slot;
       ls.rule = filter ? LayerRule::DenseSelect : LayerRule::Reuse;
       ls.slot = slot;
+      s.layers.push_back(ls);
+    }
+  } else if (spec.name == "tidal") {
+    // Layers 0 and 1 dense; selection layers attend densely and select one all-heads-pooled top-k;
+    // the other layers read the latest selection layer's. Decode only.
+    const std::vector<int> selectors =
+        tidal_selection_layers(layers, std::max(1, static_cast<int>(spec.plan->anchors.size()) - 1));
+    s.slots = static_cast<int>(selectors.size());
+    s.prefill_dense = true;
+    int slot = -1;
+    for (int l = 0; l < layers; ++l) {
+      LayerSchedule ls;
+      ls.pooling = Pooling::All;
+      const bool selector = std::find(selectors.begin(), selectors.end(), l) != selectors.end();
+      if (selector) ++slot;
+      if (selector) {
+        ls.rule = LayerRule::DenseSelect;
+        ls.slot = slot;
+      } else if (slot >= 0) {
+        ls.rule = LayerRule::Reuse;
+        ls.slot = slot;
+      }
       s.layers.push_back(ls);
     }
   } else {

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,10 @@ struct PolicySpec {
 // native schedules (the CUDA backend) runs on its own kernels: the same rule, layer by layer, as
 // the policy's SelectionPolicy (policy.h). Throws for a policy without one.
 engine::AttentionSchedule make_attention_schedule(const PolicySpec& spec, int layers);
+// A schedule executed on the host with the policies' selection functions (the meaning of each
+// LayerRule): for every policy, it selects exactly what make_policy does (tested), which ties the
+// GPU's schedules to the CPU policies.
+std::unique_ptr<SelectionPolicy> make_schedule_policy(const engine::AttentionSchedule& schedule);
 
 struct RowLogits {
   std::vector<float> logits;  // [rows][vocab]: row t predicts the token after rows[t]
