@@ -112,19 +112,20 @@ kascade_cli_test(NAME cli_generate_context_limit EXIT 1 MATCH "exceeds the model
   ARGS generate --model default --prompt hi --max-tokens 9000)
 
 # ---- kascade calibrate ---------------------------------------------------------------------------
-# A short end-to-end calibration of the default model (one 160-token built-in prompt), whose plan
-# and report the next tests read: the plan passes `kascade plan check`, the report plots.
+# A short end-to-end calibration of the default model (6 + 6 dev prompts of 160 tokens, anchor
+# count 2, one search step), whose plan and report the next tests read: the plan passes `kascade
+# plan check` and records its choice, the report plots.
 set(calibrate_out ${CMAKE_BINARY_DIR}/cli_calibrate)
 file(MAKE_DIRECTORY ${calibrate_out})
-kascade_cli_test(NAME cli_calibrate_builtin EXIT 0
-  MATCH "calibrating .* on builtin multi-hop QA v1, seed 3; 1 prompts x 160 tokens.*calibrated on 1 prompts.*\n  m=2 score [0-9.]+ anchors: 0 [0-9]+\n\\* m=3 score [0-9.]+ anchors: 0 [0-9]+ [0-9]+\nplan \\(m=3\\) written to"
-  ARGS calibrate --model default --prompts 1 --length 160 --seed 3 --anchors 2..3 --name smollm2-test
-       --out ${calibrate_out}/plan.json --report ${calibrate_out}/report.json)
-set_tests_properties(cli_calibrate_builtin PROPERTIES FIXTURES_SETUP calibrated_plan)
+kascade_cli_test(NAME cli_calibrate_small EXIT 0
+  MATCH "statistics: 6 prompts \\(paper: [0-9]+ generated rows, decode rows set [0-9]+ of [0-9]+ minima\\).*\\*(search|candidate|pooling) .*chosen: anchors 0 [0-9]+, pooling (group|all), held-out kl [0-9.]+, answer loss [0-9.]+ \\([0-9]+ plans scored, 1 in the search\\).*plan written to.*calibrating .* on the cpu backend: dev split, seed 1: 6 statistics \\+ 6 held-out prompts of 160 tokens.*calibrate pooling "
+  ARGS calibrate --model default --dev-prompts 12 --length 160 --continuation-rows 4 --generated-rows 2 --anchors 2
+       --search-evaluations 1 --name smollm2-test --out ${calibrate_out}/plan.json --report ${calibrate_out}/report.json)
+set_tests_properties(cli_calibrate_small PROPERTIES FIXTURES_SETUP calibrated_plan)
 kascade_cli_test(NAME cli_calibrate_plan_checks EXIT 0 MATCH "^ok: .*matches 30 layers, hq 9, hkv 3, head_dim 64\n$"
   ARGS plan check ${calibrate_out}/plan.json --layers 30 --hq 9 --hkv 3 --head-dim 64)
 kascade_cli_test(NAME cli_calibrate_plan_provenance EXIT 0
-  MATCH "model: smollm2-test.*anchors \\(3\\).*dev_set: builtin multi-hop QA v1, seed 3; 1 prompts x 160 tokens.*tool_version: kascade [0-9.]+ calibrate.*notes: k_cal 64, tile 32, anchors 2\\.\\.3, chose m 3"
+  MATCH "model: smollm2-test.*anchors \\(2\\).*dev_set: dev split, seed 1: 6 statistics.*tool_version: kascade [0-9.]+ calibrate.*k_cal: (32|64).*chosen by held-out loss among [0-9]+ plans \\(statistic (spec|paper)\\)"
   ARGS plan show ${calibrate_out}/plan.json)
 set_tests_properties(cli_calibrate_plan_checks cli_calibrate_plan_provenance PROPERTIES FIXTURES_REQUIRED calibrated_plan)
 if(Python3_Interpreter_FOUND)
@@ -132,59 +133,46 @@ if(Python3_Interpreter_FOUND)
            COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tools/plot_calibration.py
                    ${calibrate_out}/report.json ${calibrate_out}/pictures)
   set_tests_properties(cli_calibrate_plot PROPERTIES FIXTURES_REQUIRED calibrated_plan LABELS cli
-                       PASS_REGULAR_EXPRESSION "layer_scores\\.png\n.*importance\\.png\n.*coverage\\.png")
+                       PASS_REGULAR_EXPRESSION "candidates\\.png\n.*search\\.png\n.*layer_scores_spec\\.png\n.*layer_scores_paper\\.png\n.*importance\\.png")
 endif()
-kascade_cli_test(NAME cli_calibrate_jsonl_all_pooled EXIT 0
-  MATCH "on tests/data/calibrate/devset.jsonl; 2 prompts, at most 160 tokens.*\\* m=2 score"
-  ARGS calibrate --model default --dev-set tests/data/calibrate/devset.jsonl --length 160 --anchors 2
-       --pooling all --out ${calibrate_out}/all-pooled.json)
-kascade_cli_test(NAME cli_calibrate_needs_out EXIT 1 MATCH "--out PLAN.json is required" ARGS calibrate --prompts 1)
+kascade_cli_test(NAME cli_calibrate_needs_out EXIT 1 MATCH "--out PLAN.json is required" ARGS calibrate --preset small)
 kascade_cli_test(NAME cli_calibrate_unknown_option EXIT 1 MATCH "unknown option '--anchor'"
   ARGS calibrate --anchor 3..8 --out x.json)
+kascade_cli_test(NAME cli_calibrate_old_option EXIT 1 MATCH "unknown option '--from-report'"
+  ARGS calibrate --from-report r.json --out x.json)
 kascade_cli_test(NAME cli_calibrate_bad_range EXIT 1 MATCH "--anchors: expected LO..HI with 1 <= LO <= HI, got '8..3'"
   ARGS calibrate --anchors 8..3 --out x.json)
 kascade_cli_test(NAME cli_calibrate_bad_range_number EXIT 1 MATCH "--anchors \\(last count\\): expected an integer, got 'x'"
   ARGS calibrate --anchors 3..x --out x.json)
-kascade_cli_test(NAME cli_calibrate_from_report_uniform EXIT 0
-  MATCH "re-planned from .*report.json \\(1 prompts.*objective: layer weight uniform, tile aggregate min \\(deviates from SPEC 6\\)\n.*\\* m=3 score [0-9.]+ anchors: 0 [0-9]+ [0-9]+"
-  ARGS calibrate --from-report ${calibrate_out}/report.json --anchors 2..3 --layer-weight uniform
-       --out ${calibrate_out}/uniform.json)
-kascade_cli_test(NAME cli_calibrate_from_report_mean EXIT 0
-  MATCH "objective: layer weight sqrt, tile aggregate mean \\(deviates from SPEC 6\\)"
-  ARGS calibrate --from-report ${calibrate_out}/report.json --anchors 2..3 --layer-weight sqrt --tile-aggregate mean
-       --out ${calibrate_out}/sqrt-mean.json)
-set_tests_properties(cli_calibrate_from_report_uniform cli_calibrate_from_report_mean
-                     PROPERTIES FIXTURES_REQUIRED calibrated_plan)
-kascade_cli_test(NAME cli_calibrate_bad_layer_weight EXIT 1
-  MATCH "--layer-weight: expected spec, uniform or sqrt, got 'cubic'" ARGS calibrate --layer-weight cubic --out x.json)
-kascade_cli_test(NAME cli_calibrate_bad_tile_aggregate EXIT 1
-  MATCH "--tile-aggregate: expected min or mean, got 'max'" ARGS calibrate --tile-aggregate max --out x.json)
-kascade_cli_test(NAME cli_calibrate_from_report_fixes_seed EXIT 1
-  MATCH "--seed cannot be combined with --from-report \\(the report fixes it\\)"
-  ARGS calibrate --from-report r.json --seed 2 --out x.json)
-kascade_cli_test(NAME cli_calibrate_from_report_missing EXIT 1 MATCH "load_report: cannot open /nonexistent/r.json"
-  ARGS calibrate --from-report /nonexistent/r.json --out /tmp/kascade-from-report-missing.json)
-kascade_cli_test(NAME cli_calibrate_choose_outside EXIT 1 MATCH "--choose 9 is outside the --anchors range 3..8"
-  ARGS calibrate --choose 9 --out x.json)
+kascade_cli_test(NAME cli_calibrate_range_outside_model EXIT 1 MATCH "--anchors 3..31: the model has only 30 layers"
+  ARGS calibrate --model default --anchors 3..31 --out ${calibrate_out}/never.json)
+kascade_cli_test(NAME cli_calibrate_odd_prompts EXIT 1 MATCH "--dev-prompts must be even and >= 12.*got 13"
+  ARGS calibrate --dev-prompts 13 --out x.json)
+kascade_cli_test(NAME cli_calibrate_bad_preset EXIT 1 MATCH "--preset must be default or small, got 'tiny'"
+  ARGS calibrate --preset tiny --out x.json)
+kascade_cli_test(NAME cli_calibrate_bad_backend EXIT 1 MATCH "--backend must be cpu or cuda, got 'gpu'"
+  ARGS calibrate --backend gpu --out x.json)
+if(NOT KASCADE_HAVE_CUDA)
+  kascade_cli_test(NAME cli_calibrate_cuda_not_built EXIT 1 MATCH "this build does not include the engine's CUDA backend"
+    ARGS calibrate --backend cuda --out ${calibrate_out}/never.json)
+endif()
+kascade_cli_test(NAME cli_calibrate_beyond_context EXIT 1
+  MATCH "--length 8190 with 16 generated rows is beyond the model's context of 8192 tokens"
+  ARGS calibrate --model default --length 8190 --out ${calibrate_out}/never.json)
+kascade_cli_test(NAME cli_calibrate_missing_dir EXIT 1 MATCH "--report: directory 'no/such' of 'no/such/r.json' does not exist"
+  ARGS calibrate --out x.json --report no/such/r.json)
+kascade_cli_test(NAME cli_calibrate_without_corpus EXIT 1
+  MATCH "natural text corpus: .*jargon\\.txt\\.gz is missing: install the Debian package jargon-text"
+  ARGS calibrate --model default --out ${calibrate_out}/never.json)
+set_tests_properties(cli_calibrate_without_corpus PROPERTIES ENVIRONMENT KASCADE_CORPUS_ROOT=${CMAKE_BINARY_DIR}/no_corpus)
 kascade_cli_test(NAME cli_calibrate_too_short EXIT 1
-  MATCH "--length 96 is too short: with tile 32 and k_cal 64 a prompt needs more than 96 tokens"
-  ARGS calibrate --length 96 --out x.json)
+  MATCH "--length 100 is too short: with 32 continuation rows the statistics' prompts need more than 96 tokens \\(tile 32, k_cal 64\\)"
+  ARGS calibrate --length 100 --out x.json)
 kascade_cli_test(NAME cli_calibrate_bad_rho EXIT 1 MATCH "--rho must be in .0, 1., got 0" ARGS calibrate --rho 0 --out x.json)
-kascade_cli_test(NAME cli_calibrate_bad_pooling EXIT 1 MATCH "pooling" ARGS calibrate --pooling heads --out x.json)
-kascade_cli_test(NAME cli_calibrate_zero_prompts EXIT 1 MATCH "--prompts must be >= 1, got 0" ARGS calibrate --prompts 0 --out x.json)
 kascade_cli_test(NAME cli_calibrate_same_outputs EXIT 1 MATCH "--report and --out name the same file"
   ARGS calibrate --out ${calibrate_out}/same.json --report ${calibrate_out}/same.json)
 kascade_cli_test(NAME cli_calibrate_out_dir_missing EXIT 1 MATCH "--out: directory 'no/such/dir' of 'no/such/dir/plan.json' does not exist"
   ARGS calibrate --out no/such/dir/plan.json)
-kascade_cli_test(NAME cli_calibrate_too_many_anchors EXIT 1 MATCH "--anchors 3..40: the model has only 30 layers"
-  ARGS calibrate --anchors 3..40 --out ${calibrate_out}/unused.json)
-kascade_cli_test(NAME cli_calibrate_missing_dev_set EXIT 1 MATCH "no/such.jsonl: cannot open the development set"
-  ARGS calibrate --dev-set no/such.jsonl --out ${calibrate_out}/unused.json)
-kascade_cli_test(NAME cli_calibrate_short_prompt EXIT 1
-  MATCH "short.jsonl: prompt 2 has [0-9]+ tokens; calibration needs more than 96"
-  ARGS calibrate --dev-set tests/data/calibrate/short.jsonl --out ${calibrate_out}/unused.json)
-kascade_cli_test(NAME cli_calibrate_too_few_file_prompts EXIT 1 MATCH "devset.jsonl: --prompts 3 but the file has 2 prompts"
-  ARGS calibrate --dev-set tests/data/calibrate/devset.jsonl --prompts 3 --out ${calibrate_out}/unused.json)
 kascade_cli_test(NAME cli_generate_batch EXIT 0
   MATCH "\\[1\\] The capital of France is Paris\\.\n\\[2\\] .*cpu, batch of 2.*keys read by attention"
   ARGS generate --model default --chat --prompt "What is the capital of France?" --prompt "What is 2+2?"
