@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--plan", default=str(DEFAULT_PLAN), help="Kascade plan (default: the shipped SmolLM2 plan)")
     ap.add_argument("--model", default=None, help="a Hugging Face model folder (default: the default model)")
-    ap.add_argument("--new-tokens", type=int, default=12)
+    ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     if args.length < 64:
