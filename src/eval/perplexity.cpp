@@ -284,7 +284,9 @@ std::string perplexity_table(const PerplexityResults& results, const std::string
     << " window(s) of " << c.context << " tokens, the last " << c.score << " scored (" << to_string(c.mode)
     << " mode, k_min " << c.params.k_min << ")";
   if (results.skipped_documents > 0) o << "; " << results.skipped_documents << " document(s) shorter than a window skipped";
-  o << ". Means with 95% bootstrap intervals over windows.\n\n";
+  o << ". Means with 95% bootstrap intervals over windows";
+  if (results.windows.size() < 2) o << " (one window: the intervals have no width; score more windows)";
+  o << ".\n\n";
   o << "| policy | tokens | log-loss | perplexity | KL vs dense | top-1 agreement | delta log-loss | keys |\n";
   o << "|---|---|---|---|---|---|---|---|\n";
   for (const PolicySummary& s : results.summaries) {
