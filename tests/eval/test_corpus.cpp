@@ -3,6 +3,7 @@
 // error line naming it.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <map>
 #include <set>
 #include <string>
@@ -118,6 +119,11 @@ TEST(Corpus, MissingPackageIsOneLineNamingIt) {
     EXPECT_NE(what.find("install"), std::string::npos) << what;
     EXPECT_EQ(what.find('\n'), std::string::npos) << what;
   }
+  // The same through the environment (what a tool run sees).
+  ::setenv("KASCADE_CORPUS_ROOT", empty.path().string().c_str(), 1);
+  EXPECT_THROW(natural_text(Split::Eval), Error);
+  ::unsetenv("KASCADE_CORPUS_ROOT");
+  EXPECT_FALSE(natural_text(Split::Eval).empty());
   EXPECT_THROW(parse_split("test"), Error);
   EXPECT_EQ(parse_split("eval"), Split::Eval);
 }
