@@ -272,9 +272,14 @@ def plot_version2(report, outdir):
         xs.append(step_of[i])
         ys.append(evaluations[i]["kl"])
     ax.plot(xs, ys, color="tab:blue", marker="o", label="accepted path")
-    for x, i in zip(xs, path):
-        ax.annotate(" ".join(map(str, evaluations[i]["anchors"])), (x, evaluations[i]["kl"]), fontsize=7,
-                    textcoords="offset points", xytext=(3, 5))
+    # Each accepted step by the anchor it moved (alternately above and below); the start and the
+    # end by their whole anchor sets in the legend.
+    for k, (x, i) in enumerate(zip(xs[1:], path[1:])):
+        moved = [s.split("anchor ", 1)[1].split(" (")[0] for s in evaluations[i]["sources"] if s.startswith("search")]
+        ax.annotate(moved[0] if moved else "", (x, evaluations[i]["kl"]), fontsize=7, textcoords="offset points",
+                    xytext=(3, 6 if k % 2 == 0 else -11))
+    ax.plot([], [], linestyle="none", label="start " + " ".join(map(str, start["anchors"])))
+    ax.plot([], [], linestyle="none", label="end " + " ".join(map(str, evaluations[path[-1]]["anchors"])))
     ax.set_xlabel("search step (plans scored by the search)")
     ax.set_ylabel("held-out KL vs dense (nats)")
     ax.set_title(f"coordinate search from the best candidate: {len(searched)} plans scored, "
