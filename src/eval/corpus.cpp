@@ -4,7 +4,10 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cctype>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <sys/stat.h>
@@ -28,6 +31,7 @@ const std::vector<CorpusSource>& natural_text_sources() {
   static const std::vector<CorpusSource> sources = {
       {"jargon", "jargon-text", "/usr/share/doc/jargon-text/jargon.txt.gz"},
       {"debian-reference", "debian-reference-en", "/usr/share/debian-reference/debian-reference.en.txt.gz"},
+      {"bible-web", "sword-text-web", "/usr/share/sword/modules/texts/ztext/engWEB2015eb", CorpusFormat::SwordZText},
   };
   return sources;
 }
@@ -40,14 +44,19 @@ std::string corpus_root(const std::string& root) {
   return env ? std::string(env) : std::string();
 }
 
-// The whole decompressed file (gzip; zlib also reads an uncompressed file as it is).
-std::string read_gzip(const CorpusSource& source, const std::string& root) {
-  const std::string path = corpus_root(root) + source.path;
+// Throws the one-line "install the package" error unless `path` is a regular file.
+void require_file(const CorpusSource& source, const std::string& path) {
   struct stat st {};
   KASCADE_CHECK(::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode),
                 "natural text corpus: " << path << " is missing: install the Debian package " << source.package
                                         << " (apt-get install " << source.package
                                         << "; scripts/apt-packages.txt lists it)");
+}
+
+// The whole decompressed file (gzip; zlib also reads an uncompressed file as it is).
+std::string read_gzip(const CorpusSource& source, const std::string& root) {
+  const std::string path = corpus_root(root) + source.path;
+  require_file(source, path);
   gzFile file = gzopen(path.c_str(), "rb");
   KASCADE_CHECK(file != nullptr, "natural text corpus: cannot open " << path << " (package " << source.package << ")");
   std::string text;
@@ -66,6 +75,158 @@ std::string read_gzip(const CorpusSource& source, const std::string& root) {
   }
   gzclose(file);
   return text;
+}
+
+std::string read_binary(const CorpusSource& source, const std::string& path) {
+  require_file(source, path);
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  KASCADE_CHECK(f != nullptr, "natural text corpus: cannot open " << path << " (package " << source.package << ")");
+  std::string bytes;
+  char buffer[1 << 16];
+  size_t n = 0;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), f)) > 0) bytes.append(buffer, n);
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  KASCADE_CHECK(!failed, "natural text corpus: error reading " << path << " (package " << source.package << ")");
+  return bytes;
+}
+
+uint32_t read_u32(const std::string& bytes, size_t at) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(bytes[at + static_cast<size_t>(i)]);
+  return v;
+}
+
+// A decompressed block larger than this is a corrupt index (the largest book is about 3 MB).
+constexpr uint32_t kMaxSwordBlockBytes = 64u << 20;
+
+// Every verse of a SWORD zText module (the Old then the New Testament) in order, as OSIS XML:
+// .bzs holds 12-byte block entries (offset, size, uncompressed size in .bzz), .bzv 10-byte verse
+// entries (block, offset, size: u32, u32, u16), all little-endian; blocks are zlib streams.
+std::vector<std::string> read_sword_verses(const CorpusSource& source, const std::string& root) {
+  std::vector<std::string> verses;
+  for (const char* testament : {"ot", "nt"}) {
+    const std::string base = corpus_root(root) + source.path + "/" + testament;
+    const std::string bzs = read_binary(source, base + ".bzs");
+    const std::string bzv = read_binary(source, base + ".bzv");
+    const std::string bzz = read_binary(source, base + ".bzz");
+    auto corrupt = [&](const std::string& what) {
+      KASCADE_FAIL("natural text corpus: " << base << ".* is damaged (" << what << "); reinstall the package "
+                                           << source.package);
+    };
+    if (bzs.size() % 12 != 0) corrupt(".bzs is not a list of 12-byte entries");
+    if (bzv.size() % 10 != 0) corrupt(".bzv is not a list of 10-byte entries");
+    std::vector<std::string> blocks(bzs.size() / 12);
+    std::vector<bool> inflated(blocks.size(), false);
+    for (size_t e = 0; e < bzv.size(); e += 10) {
+      const uint32_t block = read_u32(bzv, e), offset = read_u32(bzv, e + 4);
+      const uint32_t size = static_cast<unsigned char>(bzv[e + 8]) | (static_cast<unsigned char>(bzv[e + 9]) << 8);
+      if (size == 0) continue;
+      if (block >= blocks.size()) corrupt("a verse names block " + std::to_string(block));
+      if (!inflated[block]) {
+        const uint32_t at = read_u32(bzs, 12 * block), packed = read_u32(bzs, 12 * block + 4);
+        const uint32_t unpacked = read_u32(bzs, 12 * block + 8);
+        if (static_cast<uint64_t>(at) + packed > bzz.size() || unpacked > kMaxSwordBlockBytes)
+          corrupt("block " + std::to_string(block) + " is out of range");
+        std::string& out = blocks[block];
+        out.resize(unpacked);
+        uLongf out_size = unpacked;
+        if (uncompress(reinterpret_cast<Bytef*>(&out[0]), &out_size,
+                       reinterpret_cast<const Bytef*>(bzz.data() + at), packed) != Z_OK ||
+            out_size != unpacked)
+          corrupt("block " + std::to_string(block) + " does not inflate");
+        inflated[block] = true;
+      }
+      const std::string& text = blocks[block];
+      if (static_cast<uint64_t>(offset) + size > text.size()) corrupt("a verse is out of its block");
+      verses.push_back(text.substr(offset, size));
+    }
+  }
+  return verses;
+}
+
+// The paragraphs of OSIS verses: footnotes (<note>) dropped with their text; paragraph marks
+// (<div>, <chapter>, <lg>, <title>, <list>, <item>) break paragraphs; other tags are removed and
+// their text kept; the five XML entities decoded; blanks collapsed. Verses are joined by a space.
+std::vector<std::string> osis_paragraphs(const std::vector<std::string>& verses) {
+  std::vector<std::string> paragraphs;
+  std::string current;
+  auto blank = [&]() {
+    if (!current.empty() && current.back() != ' ') current += ' ';
+  };
+  auto flush = [&]() {
+    while (!current.empty() && current.back() == ' ') current.pop_back();
+    if (!current.empty()) paragraphs.push_back(current);
+    current.clear();
+  };
+  // A dropped footnote stood between two words ("God<note>..</note>created"): a blank, unless
+  // closing punctuation follows.
+  bool after_note = false;
+  auto text = [&](const std::string& s, size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) {
+      const char c = s[i];
+      if (after_note) {
+        after_note = false;
+        const bool closing = std::string(".,;:!?)").find(c) != std::string::npos ||
+                             s.compare(i, 3, "\xE2\x80\x9D") == 0 || s.compare(i, 3, "\xE2\x80\x99") == 0;
+        if (!closing) blank();
+      }
+      if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+        if (!current.empty()) blank();
+        continue;
+      }
+      if (c == '&') {
+        static const std::pair<const char*, char> entities[] = {
+            {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
+        bool decoded = false;
+        for (const auto& [name, ch] : entities) {
+          const size_t len = std::char_traits<char>::length(name);
+          if (s.compare(i, len, name) == 0) {
+            current += ch;
+            i += len - 1;
+            decoded = true;
+            break;
+          }
+        }
+        if (decoded) continue;
+      }
+      current += c;
+    }
+  };
+  for (const std::string& verse : verses) {
+    size_t i = 0;
+    while (i < verse.size()) {
+      if (verse[i] != '<') {
+        const size_t next = std::min(verse.find('<', i), verse.size());
+        text(verse, i, next);
+        i = next;
+        continue;
+      }
+      const size_t close = verse.find('>', i);
+      if (close == std::string::npos) break;  // a cut tag at the end of a verse: nothing to keep
+      const bool closing = verse[i + 1] == '/';
+      const bool self_closing = verse[close - 1] == '/';
+      size_t name_end = i + (closing ? 2 : 1);
+      while (name_end < close && std::isalpha(static_cast<unsigned char>(verse[name_end]))) ++name_end;
+      const std::string name = verse.substr(i + (closing ? 2 : 1), name_end - i - (closing ? 2 : 1));
+      i = close + 1;
+      if (name == "note" && !closing && !self_closing) {
+        const size_t end = verse.find("</note>", i);
+        i = end == std::string::npos ? verse.size() : end + 7;
+        after_note = true;
+        continue;
+      }
+      if (name == "div" || name == "chapter" || name == "lg" || name == "title" || name == "list" || name == "item") {
+        flush();
+        after_note = false;
+      } else if (name == "l" || name == "lb") {
+        blank();  // a line of verse
+      }
+    }
+    blank();
+  }
+  flush();
+  return paragraphs;
 }
 
 std::string trim(const std::string& s) {
@@ -181,7 +342,9 @@ size_t half_point(const std::vector<std::string>& paragraphs) {
 }  // namespace
 
 std::vector<std::string> natural_text_paragraphs(const CorpusSource& source, Split split, const std::string& root) {
-  const std::vector<std::string> all = clean_paragraphs(read_gzip(source, root));
+  const std::vector<std::string> all = source.format == CorpusFormat::SwordZText
+                                           ? osis_paragraphs(read_sword_verses(source, root))
+                                           : clean_paragraphs(read_gzip(source, root));
   KASCADE_CHECK(all.size() >= 2, "natural text corpus: " << source.path << " (package " << source.package
                                                           << ") holds no usable text");
   const size_t half = half_point(all);
@@ -195,8 +358,9 @@ std::vector<std::string> natural_text_paragraphs(const CorpusSource& source, Spl
 }
 
 std::vector<Document> natural_text(Split split, const std::string& root) {
-  std::vector<Document> docs;
+  std::vector<std::vector<Document>> by_source;
   for (const CorpusSource& source : natural_text_sources()) {
+    std::vector<Document>& docs = by_source.emplace_back();
     const std::vector<std::string> paragraphs = natural_text_paragraphs(source, split, root);
     std::vector<std::string> texts;
     std::string current;
@@ -223,6 +387,17 @@ std::vector<Document> natural_text(Split split, const std::string& root) {
       d.text = std::move(texts[i]);
       docs.push_back(std::move(d));
     }
+  }
+  // Interleaved: document i of every source before document i + 1 of any.
+  std::vector<Document> docs;
+  for (size_t i = 0;; ++i) {
+    bool any = false;
+    for (std::vector<Document>& source_docs : by_source) {
+      if (i >= source_docs.size()) continue;
+      docs.push_back(std::move(source_docs[i]));
+      any = true;
+    }
+    if (!any) break;
   }
   return docs;
 }

@@ -34,6 +34,22 @@ TEST(Corpus, SplitsAreNonEmptyWithSeveralLongDocumentsPerSource) {
   }
 }
 
+TEST(Corpus, SourcesAreInterleaved) {
+  const std::vector<Document> docs = natural_text(Split::Eval);
+  const std::vector<CorpusSource>& sources = natural_text_sources();
+  ASSERT_GE(docs.size(), 2 * sources.size());
+  for (size_t i = 0; i < 2 * sources.size(); ++i) {
+    EXPECT_EQ(docs[i].source, sources[i % sources.size()].name) << i;
+    EXPECT_EQ(docs[i].id, sources[i % sources.size()].name + "/eval/" + std::to_string(i / sources.size()));
+  }
+  // The bible's verses are read in order: Genesis opens the dev split (after the preface).
+  EXPECT_NE(natural_text_paragraphs(sources[2], Split::Dev)[0].find("World English Bible"), std::string::npos);
+  bool genesis = false;
+  for (const std::string& p : natural_text_paragraphs(sources[2], Split::Dev))
+    genesis = genesis || p.rfind("In the beginning, God created the heavens and the earth.", 0) == 0;
+  EXPECT_TRUE(genesis);
+}
+
 TEST(Corpus, SplitsShareNoParagraph) {
   for (const CorpusSource& source : natural_text_sources()) {
     const std::vector<std::string> dev = natural_text_paragraphs(source, Split::Dev);
@@ -83,6 +99,11 @@ TEST(Corpus, TextIsCleanedProse) {
     EXPECT_EQ(d.text.find("  "), std::string::npos) << d.id;
     EXPECT_EQ(d.text.find("\xC2\xA0"), std::string::npos) << d.id;  // no-break spaces are spaces
     EXPECT_EQ(d.text.find("\n "), std::string::npos) << d.id;
+    // No OSIS markup or footnote text survives in the SWORD module's text.
+    if (d.source == "bible-web") {
+      EXPECT_EQ(d.text.find('<'), std::string::npos) << d.id;
+      EXPECT_EQ(d.text.find("strong:"), std::string::npos) << d.id;
+    }
   }
 }
 
@@ -96,7 +117,11 @@ TEST(Corpus, DocumentTokensReachTheLengthWithinTheSourceAndSplit) {
   const std::vector<int32_t> more = document_tokens(docs, 0, 20000, tok);
   EXPECT_GE(more.size(), 20000u);
   EXPECT_EQ(tok.decode(more).substr(0, docs[0].text.size()), docs[0].text);
-  EXPECT_NE(tok.decode(more).find(docs[1].text.substr(0, 200)), std::string::npos);
+  // The continuation is the next document of the same source (the sources are interleaved).
+  size_t next = 1;
+  while (docs[next].source != docs[0].source) ++next;
+  EXPECT_NE(tok.decode(more).find(docs[next].text.substr(0, 200)), std::string::npos);
+  EXPECT_EQ(tok.decode(more).find(docs[1].text.substr(0, 200)), std::string::npos);
   // The last document wraps to the first of its own source, never to another source.
   size_t last_jargon = 0;
   for (size_t i = 0; i < docs.size(); ++i)

@@ -3,10 +3,13 @@
 // development split and an evaluation split that never meet.
 //
 // Sources (natural_text_sources()): the Jargon File (package jargon-text) and the Debian
-// Reference (debian-reference-en), both as the plain text the packages ship (gzip). Each source
-// is cleaned the same way: the front matter before "Chapter 1. " is dropped, the text is cut
-// into paragraphs at blank lines, paragraphs that are tables (box-drawing or ASCII-art rows)
-// are dropped, and each paragraph's lines are joined with single spaces.
+// Reference (debian-reference-en) as the plain text the packages ship (gzip), and the World
+// English Bible (sword-text-web) as the SWORD zText module it ships (zlib blocks of OSIS XML).
+// Plain text: the front matter before "Chapter 1. " is dropped, the text is cut into paragraphs
+// at blank lines, paragraphs that are tables (box-drawing or ASCII-art rows) are dropped, and
+// each paragraph's lines are joined with single spaces. OSIS: verses are read in order through
+// the module's verse index, footnotes are dropped, paragraphs break at the text's paragraph,
+// chapter, title and line-group marks, and the remaining markup is removed.
 //
 // The split (deterministic, documented in docs/perplexity.md): each source's paragraphs are cut
 // in two halves at the paragraph where the running character count passes half of the total.
@@ -42,10 +45,15 @@ Split parse_split(const std::string& name);  // throws kascade::Error for anothe
 // Documents are at least this many characters (paragraphs are never cut).
 constexpr size_t kDocumentChars = 32768;
 
+enum class CorpusFormat {
+  GzipText,   // plain text, gzip-compressed (or not)
+  SwordZText  // a SWORD zText module directory: ot/nt .bzs (blocks), .bzv (verses), .bzz (zlib)
+};
 struct CorpusSource {
-  std::string name;     // "jargon", "debian-reference"
+  std::string name;     // "jargon", "debian-reference", "bible-web"
   std::string package;  // the Debian package that ships it
-  std::string path;     // the gzip-compressed plain text, absolute
+  std::string path;     // the file (GzipText) or the module directory (SwordZText), absolute
+  CorpusFormat format = CorpusFormat::GzipText;
 };
 const std::vector<CorpusSource>& natural_text_sources();
 
@@ -56,8 +64,10 @@ struct Document {
   std::string text;    // paragraphs separated by "\n\n"
 };
 
-// Every document of `split`, source by source in natural_text_sources() order and in text order
-// within a source. Throws kascade::Error naming the package when a source file is missing or
+// Every document of `split`, the sources interleaved (the first document of each source in
+// natural_text_sources() order, then the second of each, ...; a source that has run out is
+// passed over), in text order within a source, so that the first N documents sample every
+// source. Throws kascade::Error naming the package when a source file is missing or
 // unreadable.
 std::vector<Document> natural_text(Split split, const std::string& root = "");
 
