@@ -11,6 +11,7 @@
 #include "kascade/budget.h"
 #include "kascade/calibrate_collect.h"
 #include "kascade/engine/backend.h"
+#include "kascade/engine/cuda_backend.h"
 #include "kascade/engine/model.h"
 #include "kascade/error.h"
 #include "kascade/eval/scoring.h"
@@ -157,13 +158,16 @@ HeldOutScorer::HeldOutScorer(const engine::Model& model, std::vector<DevExample>
                   "calibration: held-out prompt '" << ex.name << "' has " << total
                                                    << " tokens, beyond the model's context of " << c.context);
   }
-  engine::BackendOptions options;
-  options.threads = config.threads;
+  engine::check_backend_available(config.backend);
+  engine::check_backend_supports(config.backend, c);
+#if defined(KASCADE_HAVE_CUDA)
+  if (config.backend == "cuda") cuda_weights_ = engine::upload_cuda_weights(model);
+#endif
   std::vector<PromptLoss> dense_losses;
   for (size_t i = 0; i < examples.size(); ++i) {
     auto p = std::make_unique<Prompt>();
     p->example = std::move(examples[i]);
-    p->backend = engine::make_backend(config.backend, model, nullptr, options);
+    p->backend = make_prompt_backend(static_cast<int>(p->example.context.size() + p->example.rows.size()));
     p->backend->forward(p->example.context, /*all_logits=*/false);
     eval::PolicySpec dense_spec;
     dense_spec.params = config.params;
@@ -182,6 +186,20 @@ HeldOutScorer::HeldOutScorer(const engine::Model& model, std::vector<DevExample>
 }
 
 HeldOutScorer::~HeldOutScorer() = default;
+
+std::unique_ptr<engine::Backend> HeldOutScorer::make_prompt_backend(int tokens) const {
+  engine::BackendOptions options;
+  options.threads = config_.threads;
+#if defined(KASCADE_HAVE_CUDA)
+  if (cuda_weights_) {
+    engine::CudaOptions cuda;
+    cuda.reserve_tokens = tokens;  // the context and the rows: the cache never grows while scoring
+    return engine::make_cuda_backend(cuda_weights_, nullptr, options, cuda);
+  }
+#endif
+  (void)tokens;
+  return engine::make_backend(config_.backend, model_, nullptr, options);
+}
 
 int64_t HeldOutScorer::rows() const {
   int64_t total = 0;

@@ -41,6 +41,7 @@
 
 namespace kascade::engine {
 class Backend;
+struct CudaWeights;
 struct Model;
 struct ModelConfig;
 }  // namespace kascade::engine
@@ -79,7 +80,9 @@ struct HeldOutConfig {
   SparsityParams params;        // the plans' budget: rho, k_min, k_multiple, tile, budget
 };
 
-// The held-out half, prefilled once; scores plans by their decode rows against dense.
+// The held-out half, prefilled once; scores plans by their decode rows against dense. Each
+// prompt has a backend of its own (its cache holds the context); on the GPU they share one copy
+// of the weights.
 class HeldOutScorer {
  public:
   HeldOutScorer(const engine::Model& model, std::vector<DevExample> examples, const HeldOutConfig& config,
@@ -99,8 +102,10 @@ class HeldOutScorer {
 
  private:
   struct Prompt;
+  std::unique_ptr<engine::Backend> make_prompt_backend(int tokens) const;
   const engine::Model& model_;
   HeldOutConfig config_;
+  std::shared_ptr<const engine::CudaWeights> cuda_weights_;  // "cuda": shared by every prompt's backend
   std::vector<std::unique_ptr<Prompt>> prompts_;
   CandidateLoss dense_loss_;
 };
