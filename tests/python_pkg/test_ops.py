@@ -327,3 +327,12 @@ def test_cuda_tensors_without_cuda_kernels_are_refused():
     q, kv = decode_inputs(device="cuda")
     with pytest.raises(RuntimeError, match="this build does not include the CUDA kernels"):
         run_decode("dense", q, kv, Sparsity(), 128)
+
+
+def test_reuse_of_a_corrupt_selection_is_refused_on_the_cpu():
+    sp = Sparsity()
+    q, kv = decode_inputs()
+    _, (idx, cnt) = run_decode("anchor", q, kv, sp, 128)
+    idx[2, 0, 0, 0] = 500  # not a key of sequence 2 (40 keys)
+    with pytest.raises(RuntimeError, match=r"^kascade\.decode_reuse: "):
+        run_decode("reuse", q, kv, sp, 128, selection=(idx, cnt), head_map=HEAD_MAP)
