@@ -81,6 +81,27 @@ TEST(Perplexity, DenseAgainstDenseIsExactlyZero) {
   }
 }
 
+TEST(Perplexity, EveryTokenButTheFirstCanBeScored) {
+  // score = context - 1: no prefix, the first row is the window's first token.
+  const Tiny& t = tiny();
+  auto backend = engine::make_backend("cpu", t.model, nullptr, {});
+  const std::vector<int32_t> window = random_tokens(40, 8);
+  backend->reset();
+  const std::vector<float> all = backend->forward(std::vector<int32_t>(window.begin(), window.end() - 1), true);
+  for (PerplexityMode mode : {PerplexityMode::Decode, PerplexityMode::Prefill}) {
+    PerplexityConfig c = small_config(40, 39, {"oracle"}, {0.25});
+    c.mode = mode;
+    const WindowScore s = score_window(*backend, t.model.config, nullptr, c, window);
+    ASSERT_EQ(s.runs.size(), 2u);
+    ASSERT_EQ(s.runs[0].metrics.logprob.size(), 39u);
+    for (size_t r = 0; r < 39; ++r) {
+      const double lp = row_logprob(all.data() + r * static_cast<size_t>(t.model.config.vocab), t.model.config.vocab,
+                                    window[r + 1]);
+      EXPECT_NEAR(s.runs[0].metrics.logprob[r], lp, 1e-4) << to_string(mode) << " row " << r;
+    }
+  }
+}
+
 TEST(Perplexity, KascadeAtRhoOneIsDenseAndSmallRhoIsNot) {
   const Tiny& t = tiny();
   auto backend = engine::make_backend("cpu", t.model, nullptr, {});
