@@ -1,5 +1,10 @@
 // kascade/calibrate.h — SPEC 6: calibration statistics, layer scores, anchor choice, head map.
 //
+// These statistics propose plans; the model's held-out loss chooses among them
+// (kascade/calibrate/choice.h, kascade/calibrate/protocol.h, docs/calibration.md). Both
+// statistics of the protocol are a CalibrationStats: `spec` (prefill tiles, k_cal 64) and `paper`
+// (prefill tiles and the decode rows of a generated answer, add_decode_row, k_cal 32).
+//
 // Calibration runs the dense model over development prompts and turns what it sees into a plan.
 // The data flow is streaming and memory-bounded: nothing of size [L, L, Hkv, Hkv, tiles, n] is
 // ever held. Per prompt, layer by layer, the caller hands over the tile-pooled post-softmax mass
