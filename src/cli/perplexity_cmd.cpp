@@ -181,8 +181,12 @@ bool needs_plan(const std::vector<std::string>& policies) {
   return false;
 }
 
-std::string read_text_file(const std::string& path, const char* option) {
+void require_file(const std::string& path, const char* option) {
   KASCADE_CHECK(std::filesystem::is_regular_file(path), option << ": '" << path << "' does not exist or is not a file");
+}
+
+std::string read_text_file(const std::string& path, const char* option) {
+  require_file(path, option);
   std::ifstream f(path, std::ios::binary);
   KASCADE_CHECK(f.good(), option << ": cannot read '" << path << "'");
   std::ostringstream s;
@@ -280,8 +284,8 @@ int run_perplexity_command(const Args& args) {
     KASCADE_CHECK(parent.empty() || std::filesystem::is_directory(parent),
                   "--out: the directory '" << parent.string() << "' does not exist");
   }
-  if (a.text) read_text_file(*a.text, "--text");
-  if (a.jsonl) read_text_file(*a.jsonl, "--jsonl");
+  if (a.text) require_file(*a.text, "--text");
+  if (a.jsonl) require_file(*a.jsonl, "--jsonl");
   const engine::ModelSource source = engine::ModelSource::open(a.model);
   const engine::ModelConfig shape = source.config();
   engine::check_backend_supports(config.backend, shape);
