@@ -18,7 +18,7 @@ log() { printf '[test_python] %s\n' "$*" >&2; }
 
 req=scripts/requirements-python.txt
 hash=$(sha256sum "$req" | cut -c1-12)
-venv="${KASCADE_PY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kascade/venv-$hash}"
+venv="${KASCADE_PY_VENV:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/kascade/venv-$hash}"
 if [[ ! -x "$venv/bin/python" || ! -f "$venv/.complete" ]]; then
   log "creating $venv"
   rm -rf "$venv"
