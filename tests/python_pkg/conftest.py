@@ -104,8 +104,10 @@ class Sparsity:
     def case(self, mode, role, p0=0, head_map=None):
         """The SPEC 9 case.json of one sequence's call with these parameters."""
         c = {"mode": mode, "role": role, "rho": self.rho, "k_min": self.k_min, "k_multiple": self.k_multiple,
-             "tile": self.tile, "budget": "rolling" if self.rolling else "fixed", "p0": p0,
+             "tile": self.tile, "budget": "rolling" if self.rolling else "fixed",
              "pooling": "all" if self.pool_all else "group"}
+        if mode == "prefill":
+            c["p0"] = p0
         if head_map is not None:
             c["head_map"] = list(head_map)
         if self.scale:

@@ -336,3 +336,61 @@ def test_reuse_of_a_corrupt_selection_is_refused_on_the_cpu():
     idx[2, 0, 0, 0] = 500  # not a key of sequence 2 (40 keys)
     with pytest.raises(RuntimeError, match=r"^kascade\.decode_reuse: "):
         run_decode("reuse", q, kv, sp, 128, selection=(idx, cnt), head_map=HEAD_MAP)
+
+
+# ---- against the C++ oracle's own file interface (SPEC 9: `kascade reference CASE_DIR OUT_DIR`) --
+
+def _kascade_cli():
+    import os
+    import shutil
+    from pathlib import Path
+    path = os.environ.get("KASCADE_CLI") or str(Path(__file__).resolve().parents[2] / "build" / "bin" / "kascade")
+    return path if Path(path).is_file() and os.access(path, os.X_OK) else shutil.which("kascade-cli-absent")
+
+
+def _reference_cli(tmp_path, name, case, q, k, v, select=None):
+    """Runs `kascade reference` on one sequence; returns (out [Hq, nq, D], select or None)."""
+    import json
+    import subprocess
+    case_dir, out_dir = tmp_path / f"{name}-case", tmp_path / f"{name}-out"
+    case_dir.mkdir()
+    (case_dir / "case.json").write_text(json.dumps(case))
+    np.save(case_dir / "q.npy", q.astype(np.float32))
+    np.save(case_dir / "k.npy", k.astype(np.float32))
+    np.save(case_dir / "v.npy", v.astype(np.float32))
+    if select is not None:
+        np.save(case_dir / "select.npy", select.astype(np.int32))
+    done = subprocess.run([_kascade_cli(), "reference", str(case_dir), str(out_dir)], capture_output=True, text=True)
+    assert done.returncode == 0, f"kascade reference {name}: {done.stderr.strip()}"
+    sel_path = out_dir / "select.npy"
+    return np.load(out_dir / "out.npy"), (np.load(sel_path) if sel_path.exists() else None)
+
+
+@pytest.mark.skipif(_kascade_cli() is None, reason="no kascade CLI (build/bin/kascade or $KASCADE_CLI)")
+@pytest.mark.parametrize("phase", ["decode", "prefill"])
+def test_float32_ops_equal_the_cli_oracle_bitwise(tmp_path, phase):
+    """fp32 through the ops (HND cache, ragged batch, chunked prefill) is bit for bit what the C++
+    oracle's SPEC 9 file interface computes for each sequence, selections included."""
+    sp = Sparsity()
+    if phase == "decode":
+        q, kv = decode_inputs(layout="hnd", seed=31)
+        _, sel = run_decode("anchor", q, kv, sp, 128)
+        out, _ = run_decode("reuse", q, kv, sp, 128, selection=sel, head_map=HEAD_MAP)
+        rows = [(b, q[b].numpy()[:, None, :], 0) for b in range(q.shape[0])]
+    else:
+        q, q_indptr, qh, kv = prefill_inputs(layout="hnd", seed=32)
+        _, sel = run_prefill("anchor", q, q_indptr, qh, kv, sp)
+        out, _ = run_prefill("reuse", q, q_indptr, qh, kv, sp, selection=sel, head_map=HEAD_MAP)
+        rows = [(b, q[qh[b]:qh[b + 1]].numpy().transpose(1, 0, 2), PREFILL_LENS[b] - (qh[b + 1] - qh[b]))
+                for b in range(len(PREFILL_LENS))]
+    for b, qb, p0 in rows:
+        k, v = kv.seq_k[b], kv.seq_v[b]
+        _, want_sel = _reference_cli(tmp_path, f"a{b}", sp.case(phase, "anchor", p0=p0), qb, k, v)
+        tiles, width = want_sel.shape[1], want_sel.shape[2]
+        got_sel = sel[0][b, :, :tiles].numpy()
+        assert np.array_equal(got_sel[:, :, :width], want_sel) and np.all(got_sel[:, :, width:] == -1), \
+            f"{phase} sequence {b}: selection differs from the CLI oracle's"
+        want_out, _ = _reference_cli(tmp_path, f"r{b}", sp.case(phase, "reuse", p0=p0, head_map=HEAD_MAP), qb, k, v,
+                                     want_sel)
+        got_out = out[b].numpy()[:, None, :] if phase == "decode" else out[qh[b]:qh[b + 1]].numpy().transpose(1, 0, 2)
+        assert np.array_equal(got_out, want_out), f"{phase} sequence {b}: reuse output differs from the CLI oracle's"
