@@ -114,7 +114,15 @@ int run_model_demo(const Args& args) {
   const Plan plan = load_plan(plan_path);
   const engine::ModelSource source = engine::ModelSource::open(o.model);
   const engine::Tokenizer tok = source.tokenizer();
-  const engine::Model model = source.load();
+  // The CPU reads the weights in their file's block types; the GPU backend takes fp32.
+  bool cuda_built = true;
+  try {
+    engine::check_backend_available("cuda");
+  } catch (const Error&) {
+    cuda_built = false;
+  }
+  const bool cpu_only = o.backend == "cpu" || (o.backend == "auto" && !cuda_built);
+  const engine::Model model = source.load(cpu_only ? engine::WeightStorage::Quantized : engine::WeightStorage::Fp32);
   check_plan_matches(plan, model.config.layers, model.config.hq, model.config.hkv, model.config.head_dim);
   eval::TaskTokenizer tt{[&](const std::string& s) { return tok.encode_continuation(s); },
                          tok.add_bos() ? tok.bos_id() : -1};

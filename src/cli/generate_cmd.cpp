@@ -130,7 +130,8 @@ int run_generate(const Args& args) {
   const engine::ModelSource source = engine::ModelSource::open(a.model);
   engine::check_backend_supports(a.backend.kind, source.config());  // before the weights are read
   const engine::Tokenizer tok = source.tokenizer();
-  const engine::Model model = source.load();
+  const engine::Model model =
+      source.load(a.backend.kind == "cpu" ? engine::WeightStorage::Quantized : engine::WeightStorage::Fp32);
   if (plan) check_plan_matches(*plan, model.config.layers, model.config.hq, model.config.hkv, model.config.head_dim);
 
   std::vector<std::vector<int32_t>> prompts;

@@ -49,6 +49,9 @@ std::unique_ptr<Backend> make_backend(const std::string& kind, const Model& mode
                                       const BackendOptions& options) {
   check_backend_available(kind);
   check_backend_supports(kind, model.config);
+  KASCADE_CHECK(kind == "cpu" || !model.has_quantized_weights(),
+                kind << " backend: the model was loaded with quantized weights, which only the CPU backend reads "
+                        "(load it with WeightStorage::Fp32)");
 #if defined(KASCADE_ENGINE_HAVE_CUDA)
   if (kind == "cuda") return make_cuda_backend(model, plan, options);
 #endif

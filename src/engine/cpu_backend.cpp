@@ -1,16 +1,18 @@
 // The CPU backend: fp32 Llama-family forward pass over one sequence with a growing KV cache.
-// Dense attention (no plan) is computed here directly; with a plan every layer's attention is
-// one call of the CPU oracle (kascade::ref::attend) in the layer's role, the anchors' selections
-// kept for their reuse layers.
+// Attention reads the cache in place through cpu::attend (cpu/attention.h, fp32) in the layer's
+// role (dense without a plan), the anchors' selections kept for their reuse layers; a model's
+// sliding window is applied by the dense path here.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <thread>
 
 #include "backend_front.h"
+#include "cpu/quantized.h"
 #include "cpu_kernels.h"
 #include "kascade/budget.h"
 #include "kascade/engine/backend.h"
+#include "kascade/engine/cpu_attention.h"
 #include "kascade/engine/model.h"
 #include "kascade/error.h"
 #include "kascade/plan.h"
@@ -125,16 +127,16 @@ class CpuCore {
     up_.resize(T * c_.ffn);
     for (const Segment& sg : segments) {
       for (int t = 0; t < sg.count; ++t) {
-        std::memcpy(&x_[static_cast<size_t>(sg.row + t) * dim], &m_.token_embd[static_cast<size_t>(sg.tokens[t]) * dim],
-                    sizeof(float) * dim);
+        cpu::weight_row(cpu::weight_ref(m_.token_embd, m_.token_embd_quantized), dim, sg.tokens[t],
+                        &x_[static_cast<size_t>(sg.row + t) * dim]);
       }
     }
     for (int l = 0; l < c_.layers; ++l) {
       const LayerWeights& w = m_.layers[static_cast<size_t>(l)];
       cpu::rms_norm(x_.data(), w.attn_norm.data(), total, dim, c_.rms_eps, h_.data());
-      cpu::matmul(pool_, h_.data(), total, dim, w.wq.data(), qd, q_.data(), c_.qkv_bias ? w.bq.data() : nullptr);
-      cpu::matmul(pool_, h_.data(), total, dim, w.wk.data(), kvd, k_.data(), c_.qkv_bias ? w.bk.data() : nullptr);
-      cpu::matmul(pool_, h_.data(), total, dim, w.wv.data(), kvd, v_.data(), c_.qkv_bias ? w.bv.data() : nullptr);
+      cpu::matmul(pool_, h_.data(), total, dim, cpu::weight_ref(w.wq, w.quantized.wq), qd, q_.data(), c_.qkv_bias ? w.bq.data() : nullptr);
+      cpu::matmul(pool_, h_.data(), total, dim, cpu::weight_ref(w.wk, w.quantized.wk), kvd, k_.data(), c_.qkv_bias ? w.bk.data() : nullptr);
+      cpu::matmul(pool_, h_.data(), total, dim, cpu::weight_ref(w.wv, w.quantized.wv), kvd, v_.data(), c_.qkv_bias ? w.bv.data() : nullptr);
       if (c_.qk_norm) {
         cpu::rms_norm(q_.data(), w.q_norm.data(), total * c_.hq, d, c_.rms_eps, q_.data());
         cpu::rms_norm(k_.data(), w.k_norm.data(), total * c_.hkv, d, c_.rms_eps, k_.data());
@@ -154,7 +156,7 @@ class CpuCore {
           dense_attention(sg, l);
         }
       }
-      cpu::matmul(pool_, att_.data(), total, qd, w.wo.data(), dim, o_.data());
+      cpu::matmul(pool_, att_.data(), total, qd, cpu::weight_ref(w.wo, w.quantized.wo), dim, o_.data());
       if (hook_) {
         for (const Segment& sg : segments) {
           const size_t off = static_cast<size_t>(sg.row) * dim;
@@ -164,10 +166,10 @@ class CpuCore {
       for (size_t i = 0; i < T * dim; ++i) x_[i] += o_[i];
 
       cpu::rms_norm(x_.data(), w.ffn_norm.data(), total, dim, c_.rms_eps, h_.data());
-      cpu::matmul(pool_, h_.data(), total, dim, w.w_gate.data(), c_.ffn, gate_.data());
-      cpu::matmul(pool_, h_.data(), total, dim, w.w_up.data(), c_.ffn, up_.data());
+      cpu::matmul(pool_, h_.data(), total, dim, cpu::weight_ref(w.w_gate, w.quantized.w_gate), c_.ffn, gate_.data());
+      cpu::matmul(pool_, h_.data(), total, dim, cpu::weight_ref(w.w_up, w.quantized.w_up), c_.ffn, up_.data());
       cpu::swiglu(gate_.data(), up_.data(), static_cast<int64_t>(T) * c_.ffn, gate_.data());
-      cpu::matmul(pool_, gate_.data(), total, c_.ffn, w.w_down.data(), dim, o_.data());
+      cpu::matmul(pool_, gate_.data(), total, c_.ffn, cpu::weight_ref(w.w_down, w.quantized.w_down), dim, o_.data());
       for (size_t i = 0; i < T * dim; ++i) x_[i] += o_[i];
     }
     for (const Segment& sg : segments) sg.seq->n += sg.count;
@@ -183,13 +185,20 @@ class CpuCore {
     const float* last = x_.data() + static_cast<size_t>(sg.row + sg.count - rows) * dim;
     h_.resize(static_cast<size_t>(rows) * dim);
     cpu::rms_norm(last, m_.output_norm.data(), rows, dim, c_.rms_eps, h_.data());
-    cpu::matmul(pool_, h_.data(), rows, dim, m_.output_matrix(), c_.vocab, sg.logits);
+    cpu::matmul(pool_, h_.data(), rows, dim, output_weights(), c_.vocab, sg.logits);
     // A non-finite logit means the weights or the arithmetic went wrong: say so, never pass it on.
     for (size_t i = 0; i < static_cast<size_t>(rows) * c_.vocab; ++i) {
       KASCADE_CHECK(std::isfinite(sg.logits[i]), "forward: logit " << i % c_.vocab << " of position "
                                                       << sg.seq->n - rows + static_cast<int>(i / c_.vocab)
                                                       << " is not finite");
     }
+  }
+
+  // The logits' matrix: output, or token_embd when the model ties them.
+  cpu::WeightRef output_weights() const {
+    const bool own = !m_.output.empty() || !m_.output_quantized.empty();
+    return own ? cpu::weight_ref(m_.output, m_.output_quantized)
+               : cpu::weight_ref(m_.token_embd, m_.token_embd_quantized);
   }
 
   // ---- KV cache: per layer [hkv][capacity][head_dim] -------------------------------------------
@@ -233,6 +242,19 @@ class CpuCore {
     const int d = c_.head_dim, group = c_.hq / c_.hkv, count = sg.count;
     Sequence& s = *sg.seq;
     const int n0 = s.n;
+    if (first_visible_key(n0 + count - 1) == 0) {
+      // Every query sees every causal key: the shared attention (no window to apply).
+      ref::Call call;
+      call.phase = count == 1 ? Phase::Decode : Phase::Prefill;
+      call.role = Role::Dense;
+      call.p0 = call.phase == Phase::Prefill ? n0 : 0;
+      cpu::attend(&pool_, attention_workspace_, call, cache_view(sg, layer), nullptr, /*select=*/false);
+      for (int t = 0; t < count; ++t) {
+        s.stats.keys_read += static_cast<double>(n0 + t + 1) * c_.hq;
+        s.stats.keys_dense += static_cast<double>(n0 + t + 1) * c_.hq;
+      }
+      return;
+    }
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
     constexpr int kQueriesPerTask = 16;
     const int query_blocks = (count + kQueriesPerTask - 1) / kQueriesPerTask;
@@ -320,26 +342,48 @@ class CpuCore {
     scatter_oracle_output(sg, oh_.data());
   }
 
+  // The segment's queries, its sequence's cache for `layer` and its rows of att_ as a view:
+  // the attention reads the cache in place.
+  cpu::AttentionView cache_view(const Segment& sg, int layer) {
+    const Sequence& s = *sg.seq;
+    const int d = c_.head_dim, qd = c_.hq * d;
+    cpu::AttentionView view;
+    view.hq = c_.hq;
+    view.hkv = c_.hkv;
+    view.nq = sg.count;
+    view.n = s.n + sg.count;
+    view.d = d;
+    view.q = q_.data() + static_cast<size_t>(sg.row) * qd;
+    view.q_head_stride = d;
+    view.q_token_stride = qd;
+    view.k = s.k_cache[static_cast<size_t>(layer)].data();
+    view.v = s.v_cache[static_cast<size_t>(layer)].data();
+    view.kv_head_stride = static_cast<int64_t>(s.capacity) * d;
+    view.out = att_.data() + static_cast<size_t>(sg.row) * qd;
+    view.out_head_stride = d;
+    view.out_token_stride = qd;
+    return view;
+  }
+
   void planned_attention(const Segment& sg, int layer) {
     Sequence& s = *sg.seq;
-    const int d = c_.head_dim, count = sg.count, n0 = s.n, n = n0 + count, group = c_.hq / c_.hkv;
+    const int count = sg.count, n0 = s.n, n = n0 + count, group = c_.hq / c_.hkv;
     ref::Call call;
     call.phase = count == 1 ? Phase::Decode : Phase::Prefill;
     call.role = plan_->role_of(layer);
     call.params = plan_->params();
     call.p0 = call.phase == Phase::Prefill ? n0 : 0;
     if (call.role == Role::Reuse) call.head_map = plan_->head_map[static_cast<size_t>(layer)];
-    gather_oracle_layout(sg, layer);
     const size_t slot = static_cast<size_t>(plan_->anchor_slot(layer));
     const ref::Selection* reuse = call.role == Role::Reuse ? &s.selections[slot] : nullptr;
-    ref::Result r = ref::attend(call, qh_.data(), kh_.data(), vh_.data(), c_.hq, c_.hkv, count, n, d, reuse);
-    scatter_oracle_output(sg, r.out.data());
+    ref::Selection selection =
+        cpu::attend(&pool_, attention_workspace_, call, cache_view(sg, layer), reuse, /*select=*/true);
     double dense = 0;
     for (int t = 0; t < count; ++t) dense += static_cast<double>(n0 + t + 1) * c_.hq;
     s.stats.keys_dense += dense;
     if (call.role != Role::Reuse) {
       s.stats.keys_read += dense;
-      s.selections[slot] = std::move(r.selection);
+      s.selections[slot] = std::move(selection);
       return;
     }
     // A reuse head reads its selection, plus in prefill the diagonal keys b..t of its tile.
@@ -371,6 +415,7 @@ class CpuCore {
   AttentionOverride override_;
   // Scratch buffers, reused across steps.
   std::vector<float> x_, h_, q_, k_, v_, att_, o_, gate_, up_, qh_, kh_, vh_, oh_;
+  cpu::AttentionWorkspace attention_workspace_;
 };
 
 class CpuBackend final : public SequenceFront<CpuCore> {

@@ -195,6 +195,10 @@ void attend_one_query(const float* q, const float* keys, const float* values, in
   for (int i = 0; i < d; ++i) out[i] *= inv;
 }
 
+void matmul_row_range(const float* x, int tokens, int in, const float* w, int out, float* y, int r0, int r1) {
+  matmul_rows(x, tokens, in, w, out, y, r0, r1);
+}
+
 void matmul(ThreadPool& pool, const float* x, int tokens, int in, const float* w, int out, float* y,
             const float* bias) {
   // Enough tasks to balance the pool, each a whole number of 4-row blocks.

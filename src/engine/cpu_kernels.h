@@ -49,6 +49,10 @@ class ThreadPool {
 void matmul(ThreadPool& pool, const float* x, int tokens, int in, const float* w, int out, float* y,
             const float* bias = nullptr);
 
+// Rows [r0, r1) of that product, on the calling thread (w holds at least r1 rows). The
+// quantized products (cpu/quantized.h) run it on tiles of dequantized rows.
+void matmul_row_range(const float* x, int tokens, int in, const float* w, int out, float* y, int r0, int r1);
+
 // y = x / sqrt(mean(x^2) + eps) * weight over each row of `width` values (in place allowed).
 void rms_norm(const float* x, const float* weight, int rows, int width, float eps, float* y);
 

@@ -39,7 +39,39 @@ std::vector<float> load_tensor(const GgufFile& g, const std::string& name, std::
   return g.dequantize(t);
 }
 
+// Keeps tensor `name` in its block type when `storage` asks for it and the type is one the CPU
+// kernels read (everything but F32); otherwise dequantizes it into `fp32`.
+void load_matrix(const GgufFile& g, const std::string& name, std::vector<int64_t> dims, WeightStorage storage,
+                 std::vector<float>& fp32, QuantizedMatrix& quantized) {
+  const GgufTensor& t = g.tensor(name);
+  if (storage != WeightStorage::Quantized || t.type == GgmlType::F32 || t.dims != dims) {
+    fp32 = load_tensor(g, name, std::move(dims));  // also reports a wrong shape
+    return;
+  }
+  quantized.type = t.type;
+  quantized.cols = dims[0];
+  quantized.rows = dims[1];
+  KASCADE_CHECK(quantized.cols % ggml_block_elements(t.type) == 0 &&
+                    t.nbytes == static_cast<uint64_t>(quantized.rows * quantized.row_bytes()),
+                g.name() << ": tensor '" << name << "' of type " << to_string(t.type) << " has " << t.nbytes
+                         << " bytes, expected " << quantized.rows << " rows of " << quantized.row_bytes());
+  quantized.data.assign(t.data, t.data + t.nbytes);
+}
+
 }  // namespace
+
+int64_t QuantizedMatrix::row_bytes() const { return cols / ggml_block_elements(type) * ggml_block_bytes(type); }
+
+bool Model::has_quantized_weights() const {
+  if (!token_embd_quantized.empty() || !output_quantized.empty()) return true;
+  for (const LayerWeights& l : layers) {
+    const LayerWeights::Quantized& q = l.quantized;
+    for (const QuantizedMatrix* m : {&q.wq, &q.wk, &q.wv, &q.wo, &q.w_gate, &q.w_up, &q.w_down}) {
+      if (!m->empty()) return true;
+    }
+  }
+  return false;
+}
 
 const char* to_string(Architecture a) {
   switch (a) {
@@ -52,13 +84,20 @@ const char* to_string(Architecture a) {
 
 size_t Model::weight_bytes() const {
   size_t n = token_embd.size() + output_norm.size() + output.size();
+  size_t quantized_bytes = token_embd_quantized.data.size() + output_quantized.data.size();
+  for (const LayerWeights& l : layers) {
+    const LayerWeights::Quantized& q = l.quantized;
+    for (const QuantizedMatrix* m : {&q.wq, &q.wk, &q.wv, &q.wo, &q.w_gate, &q.w_up, &q.w_down}) {
+      quantized_bytes += m->data.size();
+    }
+  }
   for (const LayerWeights& l : layers) {
     for (const auto* v : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm,
                           &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down}) {
       n += v->size();
     }
   }
-  return n * sizeof(float);
+  return n * sizeof(float) + quantized_bytes;
 }
 
 ModelConfig read_config(const GgufFile& g) {
@@ -121,7 +160,7 @@ ModelConfig read_config(const GgufFile& g) {
   return c;
 }
 
-Model load_model(const GgufFile& g) {
+Model load_model(const GgufFile& g, WeightStorage storage) {
   Model m;
   m.config = read_config(g);
   const ModelConfig& c = m.config;
@@ -140,10 +179,10 @@ Model load_model(const GgufFile& g) {
       const std::string b = "blk." + std::to_string(l) + ".";
       LayerWeights& w = m.layers[static_cast<size_t>(l)];
       w.attn_norm = load_tensor(g, b + "attn_norm.weight", {dim});
-      w.wq = load_tensor(g, b + "attn_q.weight", {dim, qd});
-      w.wk = load_tensor(g, b + "attn_k.weight", {dim, kvd});
-      w.wv = load_tensor(g, b + "attn_v.weight", {dim, kvd});
-      w.wo = load_tensor(g, b + "attn_output.weight", {qd, dim});
+      load_matrix(g, b + "attn_q.weight", {dim, qd}, storage, w.wq, w.quantized.wq);
+      load_matrix(g, b + "attn_k.weight", {dim, kvd}, storage, w.wk, w.quantized.wk);
+      load_matrix(g, b + "attn_v.weight", {dim, kvd}, storage, w.wv, w.quantized.wv);
+      load_matrix(g, b + "attn_output.weight", {qd, dim}, storage, w.wo, w.quantized.wo);
       if (c.qkv_bias) {
         w.bq = load_tensor(g, b + "attn_q.bias", {qd});
         w.bk = load_tensor(g, b + "attn_k.bias", {kvd});
@@ -154,9 +193,9 @@ Model load_model(const GgufFile& g) {
         w.k_norm = load_tensor(g, b + "attn_k_norm.weight", {c.head_dim});
       }
       w.ffn_norm = load_tensor(g, b + "ffn_norm.weight", {dim});
-      w.w_gate = load_tensor(g, b + "ffn_gate.weight", {dim, ffn});
-      w.w_up = load_tensor(g, b + "ffn_up.weight", {dim, ffn});
-      w.w_down = load_tensor(g, b + "ffn_down.weight", {ffn, dim});
+      load_matrix(g, b + "ffn_gate.weight", {dim, ffn}, storage, w.w_gate, w.quantized.w_gate);
+      load_matrix(g, b + "ffn_up.weight", {dim, ffn}, storage, w.w_up, w.quantized.w_up);
+      load_matrix(g, b + "ffn_down.weight", {ffn, dim}, storage, w.w_down, w.quantized.w_down);
     } catch (...) {
       errors[static_cast<size_t>(l)] = std::current_exception();
     }
@@ -172,9 +211,9 @@ Model load_model(const GgufFile& g) {
   for (const std::exception_ptr& e : errors) {
     if (e) std::rethrow_exception(e);
   }
-  m.token_embd = load_tensor(g, "token_embd.weight", {dim, c.vocab});
+  load_matrix(g, "token_embd.weight", {dim, c.vocab}, storage, m.token_embd, m.token_embd_quantized);
   m.output_norm = load_tensor(g, "output_norm.weight", {dim});
-  if (!c.tied_embeddings) m.output = load_tensor(g, "output.weight", {dim, c.vocab});
+  if (!c.tied_embeddings) load_matrix(g, "output.weight", {dim, c.vocab}, storage, m.output, m.output_quantized);
   return m;
 }
 

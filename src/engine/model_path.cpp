@@ -92,7 +92,9 @@ ModelSource ModelSource::open(const std::string& model) {
 
 ModelConfig ModelSource::config() const { return gguf_ ? read_config(*gguf_) : read_hf_config(path_); }
 
-Model ModelSource::load() const { return gguf_ ? load_model(*gguf_) : load_hf_model(path_); }
+Model ModelSource::load(WeightStorage storage) const {
+  return gguf_ ? load_model(*gguf_, storage) : load_hf_model(path_);
+}
 
 Tokenizer ModelSource::tokenizer() const {
   return gguf_ ? Tokenizer::from_gguf(*gguf_) : Tokenizer::from_hf_directory(path_);

@@ -13,6 +13,9 @@
 //   kascade::engine::Model model = kascade::engine::load_model(gguf);
 //   kascade::engine::Model hf = kascade::engine::load_hf_model("path/to/hf_dir");
 //   model.config.layers, model.config.hq, ...;   model.layers[l].wq  // [hq*head_dim][dim] row-major
+//   // The CPU backend's choice: matrices stay in their GGUF block type (LayerWeights::quantized,
+//   // the fp32 vectors left empty); the CUDA backend needs WeightStorage::Fp32.
+//   kascade::engine::Model small = kascade::engine::load_model(gguf, kascade::engine::WeightStorage::Quantized);
 #pragma once
 
 #include <cstdint>
@@ -22,6 +25,21 @@
 namespace kascade::engine {
 
 class GgufFile;
+enum class GgmlType : uint32_t;  // kascade/engine/gguf.h
+
+// How load_model keeps the weight matrices: all fp32, or (for the CPU backend) each matrix
+// stored as Q4_0/Q4_1/Q8_0/Q4_K/Q6_K/F16/BF16 in the file kept in that type.
+enum class WeightStorage { Fp32, Quantized };
+
+// A matrix [rows][cols] in a GGUF block type: each row is cols / block_elements(type) blocks.
+struct QuantizedMatrix {
+  GgmlType type{};
+  int64_t rows = 0, cols = 0;
+  std::vector<uint8_t> data;
+  bool empty() const { return data.empty(); }
+  int64_t row_bytes() const;
+  const uint8_t* row(int64_t r) const { return data.data() + r * row_bytes(); }
+};
 
 enum class Architecture { Llama, Qwen2, Qwen3 };
 const char* to_string(Architecture a);
@@ -62,6 +80,11 @@ struct LayerWeights {
   std::vector<float> ffn_norm;           // [dim]
   std::vector<float> w_gate, w_up;       // [ffn][dim]
   std::vector<float> w_down;             // [dim][ffn]
+  // WeightStorage::Quantized: the matrices kept in their file type; each one held here leaves
+  // its fp32 vector above empty.
+  struct Quantized {
+    QuantizedMatrix wq, wk, wv, wo, w_gate, w_up, w_down;
+  } quantized;
 };
 
 struct Model {
@@ -70,12 +93,18 @@ struct Model {
   std::vector<LayerWeights> layers;
   std::vector<float> output_norm;        // [dim]
   std::vector<float> output;             // [vocab][dim]; empty when tied to token_embd
+  // WeightStorage::Quantized: token_embd / output in their file type (the fp32 vectors empty).
+  QuantizedMatrix token_embd_quantized, output_quantized;
   const float* output_matrix() const { return output.empty() ? token_embd.data() : output.data(); }
+  // Bytes the weights occupy in memory (fp32 vectors and quantized matrices).
   size_t weight_bytes() const;
+  // True when any matrix is held quantized (only the CPU backend reads those).
+  bool has_quantized_weights() const;
 };
 
-// Reads the config from the metadata and every weight (dequantized) from the tensors.
-Model load_model(const GgufFile& gguf);
+// Reads the config from the metadata and every weight from the tensors: dequantized to fp32, or
+// with WeightStorage::Quantized the matrices in a block type kept as they are.
+Model load_model(const GgufFile& gguf, WeightStorage storage = WeightStorage::Fp32);
 // The config alone (no tensor is read): for tools that only need the shape.
 ModelConfig read_config(const GgufFile& gguf);
 

@@ -52,7 +52,9 @@ class ModelSource {
   bool is_hf_directory() const { return gguf_ == nullptr; }
   const GgufFile* gguf() const { return gguf_.get(); }  // null for a directory
   ModelConfig config() const;                           // the shape; no weights are read
-  Model load() const;
+  // The weights; WeightStorage::Quantized keeps a GGUF file's block types (CPU backend only;
+  // a Hugging Face directory always loads as fp32).
+  Model load(WeightStorage storage = WeightStorage::Fp32) const;
   Tokenizer tokenizer() const;
 
  private:

@@ -1,0 +1,342 @@
+// fp32 attention of every role over views (see attention.h).
+//
+// Work is cut into (query head, tile) tasks; decode is the single tile {b = n, t = n - 1}. A
+// call that selects (layer 0 with reuse layers, anchors) goes tile by tile: the exact softmax
+// rows of every head of the tile (in parallel), then per selection set the pooled masses and
+// the top-k, then the output. Rows are scored against blocks of keys that stay in L1 while the
+// tile's queries pass over them.
+#include "kascade/engine/cpu_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "../cpu_kernels.h"
+#include "kascade/budget.h"
+#include "kascade/error.h"
+#include "simd.h"
+
+namespace kascade::engine::cpu {
+
+namespace {
+
+using simd::load8;
+using simd::store8;
+using simd::sum8;
+using simd::v8;
+
+constexpr int kKeyBlock = 128;  // keys per block: 32 KiB of fp32 keys at head dim 64
+
+// s[j] = scale * q . key(j) for `count` keys; keys are rows of d floats, key j at
+// base + idx[j] * d (idx non-null) or base + j * d.
+KASCADE_SIMD_CLONES
+void score_keys(const float* q, const float* base, const int32_t* idx, int count, int d, float scale, float* s) {
+  const int d8 = d / 8 * 8;
+  for (int j = 0; j < count; ++j) {
+    const float* key = base + static_cast<int64_t>(idx ? idx[j] : j) * d;
+    v8 acc0 = {}, acc1 = {};
+    int i = 0;
+    for (; i + 16 <= d8; i += 16) {
+      acc0 += load8(q + i) * load8(key + i);
+      acc1 += load8(q + i + 8) * load8(key + i + 8);
+    }
+    for (; i < d8; i += 8) acc0 += load8(q + i) * load8(key + i);
+    float dot = sum8(acc0 + acc1);
+    for (; i < d; ++i) dot += q[i] * key[i];
+    s[j] = dot * scale;
+  }
+}
+
+KASCADE_SIMD_CLONES
+float max_of(const float* s, int count) {
+  float m = -std::numeric_limits<float>::infinity();
+  int j = 0;
+  if (count >= 8) {
+    v8 vm = load8(s);
+    for (j = 8; j + 8 <= count; j += 8) {
+      const v8 x = load8(s + j);
+      vm = x > vm ? x : vm;
+    }
+    m = simd::max8(vm);
+  }
+  for (; j < count; ++j) m = std::max(m, s[j]);
+  return m;
+}
+
+// s[j] = exp(s[j] - shift); returns the sum (fp32, eight partial sums).
+KASCADE_SIMD_CLONES
+float exp_shifted(float* s, int count, float shift) {
+  v8 total = {};
+  int j = 0;
+  for (; j + 8 <= count; j += 8) {
+    const v8 e = simd::exp8(load8(s + j) - shift);
+    store8(s + j, e);
+    total += e;
+  }
+  float sum = sum8(total);
+  for (; j < count; ++j) {
+    s[j] = std::exp(s[j] - shift);
+    sum += s[j];
+  }
+  return sum;
+}
+
+KASCADE_SIMD_CLONES
+void scale_in_place(float* x, int count, float factor) {
+  int j = 0;
+  for (; j + 8 <= count; j += 8) store8(x + j, load8(x + j) * factor);
+  for (; j < count; ++j) x[j] *= factor;
+}
+
+// acc[0..d) += sum_j p[j] * value(j), values addressed as in score_keys.
+KASCADE_SIMD_CLONES
+void add_weighted_values(const float* p, const float* base, const int32_t* idx, int count, int d, float* acc) {
+  const int d8 = d / 8 * 8;
+  constexpr int kMaxLanes = 32;  // head dims up to 256 keep the accumulator in registers / L1
+  if (d8 <= kMaxLanes * 8) {
+    v8 a[kMaxLanes];
+    const int lanes = d8 / 8;
+    for (int l = 0; l < lanes; ++l) a[l] = load8(acc + 8 * l);
+    for (int j = 0; j < count; ++j) {
+      const float* value = base + static_cast<int64_t>(idx ? idx[j] : j) * d;
+      const float w = p[j];
+      for (int l = 0; l < lanes; ++l) a[l] += load8(value + 8 * l) * w;
+    }
+    for (int l = 0; l < lanes; ++l) store8(acc + 8 * l, a[l]);
+  } else {
+    for (int j = 0; j < count; ++j) {
+      const float* value = base + static_cast<int64_t>(idx ? idx[j] : j) * d;
+      for (int i = 0; i < d8; i += 8) store8(acc + i, load8(acc + i) + load8(value + i) * p[j]);
+    }
+  }
+  for (int j = 0; j < count; ++j) {
+    const float* value = base + static_cast<int64_t>(idx ? idx[j] : j) * d;
+    for (int i = d8; i < d; ++i) acc[i] += p[j] * value[i];
+  }
+}
+
+// One query over the keys idx[0..count) followed by the range [r0, r1) of one kv head: one
+// softmax over the union. `scratch` holds count + r1 - r0 floats. An empty set gives zeros.
+void attend_keys(const float* q, const float* k, const float* v, int d, float scale, const int32_t* idx, int count,
+                 int r0, int r1, float* scratch, float* out) {
+  std::fill(out, out + d, 0.0f);
+  const int range = std::max(0, r1 - r0), total = count + range;
+  if (total == 0) return;
+  score_keys(q, k, idx, count, d, scale, scratch);
+  score_keys(q, k + static_cast<int64_t>(r0) * d, nullptr, range, d, scale, scratch + count);
+  const float sum = exp_shifted(scratch, total, max_of(scratch, total));
+  add_weighted_values(scratch, v, idx, count, d, out);
+  add_weighted_values(scratch + count, v + static_cast<int64_t>(r0) * d, nullptr, range, d, out);
+  scale_in_place(out, d, 1.0f / sum);
+}
+
+struct Shape {
+  const AttentionView& view;
+  const ref::Call& call;
+  int group, first_query, tiles;
+  float scale;
+  bool decode() const { return call.phase == Phase::Decode; }
+  int prefix(int tau) const { return ref::tile_prefix(call, tau, view.n); }
+  int t_begin(int tau) const { return decode() ? view.n - 1 : prefix(tau); }
+  int t_end(int tau) const {
+    return decode() ? view.n : static_cast<int>(tile_end(call.p0, view.n, tau, call.params.tile));
+  }
+  const float* q_row(int h, int t) const {
+    return view.q + h * view.q_head_stride + static_cast<int64_t>(t - first_query) * view.q_token_stride;
+  }
+  float* out_row(int h, int t) const {
+    return view.out + h * view.out_head_stride + static_cast<int64_t>(t - first_query) * view.out_token_stride;
+  }
+  const float* k_head(int g) const { return view.k + g * view.kv_head_stride; }
+  const float* v_head(int g) const { return view.v + g * view.kv_head_stride; }
+};
+
+void run_tasks(ThreadPool* pool, int tasks, const std::function<void(int)>& fn) {
+  if (pool) {
+    pool->parallel_for(tasks, fn);
+  } else {
+    for (int i = 0; i < tasks; ++i) fn(i);
+  }
+}
+
+std::vector<float>& row_scratch(size_t size) {
+  thread_local std::vector<float> scratch;
+  if (scratch.size() < size) scratch.resize(size);
+  return scratch;
+}
+
+// Normalised causal softmax rows of head h for queries t_begin..t_end-1 (row r over keys
+// 0..t_begin+r), written to probs + r * stride. Keys go in blocks shared by the tile's rows.
+void softmax_rows(const Shape& s, int h, int tau, float* probs, int64_t stride) {
+  const int t0 = s.t_begin(tau), t1 = s.t_end(tau), d = s.view.d;
+  const float* k = s.k_head(h / s.group);
+  for (int j0 = 0; j0 < t1; j0 += kKeyBlock) {
+    for (int t = std::max(t0, j0); t < t1; ++t) {
+      const int j1 = std::min(t + 1, j0 + kKeyBlock);
+      score_keys(s.q_row(h, t), k + static_cast<int64_t>(j0) * d, nullptr, j1 - j0, d, s.scale,
+                 probs + (t - t0) * stride + j0);
+    }
+  }
+  for (int t = t0; t < t1; ++t) {
+    float* row = probs + (t - t0) * stride;
+    const float sum = exp_shifted(row, t + 1, max_of(row, t + 1));
+    scale_in_place(row, t + 1, 1.0f / sum);
+  }
+}
+
+// Dense outputs of head h's rows from their normalised probabilities.
+void dense_from_probs(const Shape& s, int h, int tau, const float* probs, int64_t stride) {
+  const int t0 = s.t_begin(tau), t1 = s.t_end(tau), d = s.view.d;
+  const float* v = s.v_head(h / s.group);
+  for (int t = t0; t < t1; ++t) std::fill(s.out_row(h, t), s.out_row(h, t) + d, 0.0f);
+  for (int j0 = 0; j0 < t1; j0 += kKeyBlock) {
+    for (int t = std::max(t0, j0); t < t1; ++t) {
+      const int j1 = std::min(t + 1, j0 + kKeyBlock);
+      add_weighted_values(probs + (t - t0) * stride + j0, v + static_cast<int64_t>(j0) * d, nullptr, j1 - j0, d,
+                          s.out_row(h, t));
+    }
+  }
+}
+
+// Dense causal attention of head h's rows without keeping probabilities.
+void dense_rows(const Shape& s, int h, int tau) {
+  const int t0 = s.t_begin(tau), t1 = s.t_end(tau), g = h / s.group;
+  float* scratch = row_scratch(static_cast<size_t>(t1)).data();
+  for (int t = t0; t < t1; ++t) {
+    attend_keys(s.q_row(h, t), s.k_head(g), s.v_head(g), s.view.d, s.scale, nullptr, 0, 0, t + 1, scratch,
+                s.out_row(h, t));
+  }
+}
+
+// Head h's rows over selection row `keys` (count entries) plus the tile's diagonal b..t.
+void selected_rows(const Shape& s, int h, int tau, const int32_t* keys, int count) {
+  const int t0 = s.t_begin(tau), t1 = s.t_end(tau), g = h / s.group, b = s.prefix(tau);
+  float* scratch = row_scratch(static_cast<size_t>(count + t1 - b + 1)).data();
+  for (int t = t0; t < t1; ++t) {
+    attend_keys(s.q_row(h, t), s.k_head(g), s.v_head(g), s.view.d, s.scale, keys, count, b, t + 1, scratch,
+                s.out_row(h, t));
+  }
+}
+
+// Writes the k largest of mass[0..b) into out, ascending; ties toward the lower index.
+void select_top_k(const float* mass, int b, int k, int32_t* order, int32_t* out) {
+  for (int i = 0; i < b; ++i) order[i] = i;
+  if (k < b) {
+    std::nth_element(order, order + k, order + b, [mass](int32_t x, int32_t y) {
+      return mass[x] > mass[y] || (mass[x] == mass[y] && x < y);
+    });
+    std::sort(order, order + k);
+  }
+  std::copy(order, order + k, out);
+}
+
+int selection_width(const ref::Call& call, int n) {
+  const SparsityParams& sp = call.params;
+  if (call.phase == Phase::Decode) return static_cast<int>(budget_k(n, sp.rho, sp.k_min, sp.k_multiple));
+  return static_cast<int>(max_tile_budget(sp.rolling(), call.p0, n, sp.tile, sp.rho, sp.k_min, sp.k_multiple));
+}
+
+}  // namespace
+
+ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call& call, const AttentionView& view,
+                      const ref::Selection* reuse, bool select) {
+  const AttentionView& v = view;
+  KASCADE_CHECK(v.hq >= 1 && v.hkv >= 1 && v.hq % v.hkv == 0 && v.d >= 1 && v.nq >= 1 && v.n >= v.nq,
+                "cpu attention: bad shape hq=" << v.hq << " hkv=" << v.hkv << " nq=" << v.nq << " n=" << v.n
+                                               << " d=" << v.d);
+  KASCADE_CHECK(call.phase == Phase::Prefill || v.nq == 1, "cpu attention: decode takes one query, got " << v.nq);
+  KASCADE_CHECK(call.role != Role::Reuse || reuse != nullptr, "cpu attention: role reuse needs the anchor's selection");
+  const Shape s{view, call, v.hq / v.hkv, v.n - v.nq, ref::num_query_tiles(call, v.nq, v.n),
+                call.params.scale_for(v.d)};
+  const int tiles = s.tiles;
+  ref::Selection sel;
+
+  if (call.role == Role::Reuse) {
+    const bool all = call.params.pooling == Pooling::All;
+    run_tasks(pool, v.hq * tiles, [&](int task) {
+      const int h = task / tiles, tau = task % tiles, g = h / s.group;
+      const int set = all ? 0 : call.head_map.empty() ? g : call.head_map[static_cast<size_t>(g)];
+      selected_rows(s, h, tau, reuse->row(set, tau), reuse->row_count(set, tau));
+    });
+    return sel;
+  }
+  if (call.role == Role::Dense && !select) {
+    run_tasks(pool, v.hq * tiles, [&](int task) { dense_rows(s, task / tiles, task % tiles); });
+    return sel;
+  }
+
+  // Dense with selection, or Anchor: tile by tile.
+  const int sets = ref::num_selection_sets(call, v.hkv);
+  const int heads_per_set = call.params.pooling == Pooling::All ? v.hq : s.group;
+  sel = ref::Selection::empty(sets, tiles, selection_width(call, v.n));
+  const int max_rows = s.decode() ? 1 : std::min(call.params.tile, v.nq);
+  const int64_t stride = v.n;
+  ws.probs.resize(static_cast<size_t>(v.hq) * max_rows * stride);
+  ws.mass.resize(static_cast<size_t>(sets) * v.n);
+  ws.order.resize(static_cast<size_t>(sets) * v.n);
+  for (int tau = 0; tau < tiles; ++tau) {
+    const int t0 = s.t_begin(tau), t1 = s.t_end(tau), b = s.prefix(tau);
+    auto head_probs = [&](int h) { return ws.probs.data() + static_cast<size_t>(h) * max_rows * stride; };
+    run_tasks(pool, v.hq, [&](int h) {
+      softmax_rows(s, h, tau, head_probs(h), stride);
+      if (call.role == Role::Dense) dense_from_probs(s, h, tau, head_probs(h), stride);
+    });
+    run_tasks(pool, sets, [&](int set) {
+      float* mass = ws.mass.data() + static_cast<size_t>(set) * v.n;
+      std::fill(mass, mass + b, 0.0f);
+      const int h0 = call.params.pooling == Pooling::All ? 0 : set * s.group;
+      for (int h = h0; h < h0 + heads_per_set; ++h) {
+        for (int t = t0; t < t1; ++t) {
+          const float* row = head_probs(h) + (t - t0) * stride;
+          const int last = std::min(b, t + 1);
+          for (int i = 0; i < last; ++i) mass[i] += row[i];
+        }
+      }
+      const int k = ref::tile_budget(call, tau, v.n);
+      select_top_k(mass, b, k, ws.order.data() + static_cast<size_t>(set) * v.n, sel.row(set, tau));
+      sel.count[static_cast<size_t>(set) * tiles + tau] = k;
+    });
+    if (call.role == Role::Anchor) {
+      run_tasks(pool, v.hq, [&](int h) {
+        const int set = call.params.pooling == Pooling::All ? 0 : h / s.group;
+        selected_rows(s, h, tau, sel.row(set, tau), sel.row_count(set, tau));
+      });
+    }
+  }
+  return sel;
+}
+
+void parallel_for_shared(int threads, int tasks, const std::function<void(int)>& fn) {
+  static std::mutex mutex;
+  static std::unique_ptr<ThreadPool> pool;
+  const int wanted = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::unique_lock<std::mutex> lock(mutex, std::try_to_lock);
+  if (!lock.owns_lock() || wanted == 1) {
+    for (int i = 0; i < tasks; ++i) fn(i);
+    return;
+  }
+  if (!pool || pool->size() != wanted) pool = std::make_unique<ThreadPool>(wanted);
+  pool->parallel_for(tasks, fn);
+}
+
+void check_finite(const AttentionView& v, const char* who) {
+  auto check = [&](const float* rows, int count, const char* what, int head, int first_row) {
+    for (int i = 0; i < count; ++i) {
+      KASCADE_CHECK(std::isfinite(rows[i]), who << ": " << what << " of head " << head << " at row "
+                                                 << first_row + i / v.d << " holds " << rows[i]
+                                                 << " (attention inputs must be finite)");
+    }
+  };
+  for (int h = 0; h < v.hq; ++h) {
+    for (int t = 0; t < v.nq; ++t) check(v.q + h * v.q_head_stride + t * v.q_token_stride, v.d, "query", h, t);
+  }
+  for (int g = 0; g < v.hkv; ++g) {
+    check(v.k + g * v.kv_head_stride, v.n * v.d, "keys", g, 0);
+    check(v.v + g * v.kv_head_stride, v.n * v.d, "values", g, 0);
+  }
+}
+
+}  // namespace kascade::engine::cpu

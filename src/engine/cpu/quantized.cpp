@@ -1,0 +1,157 @@
+// Products against quantized weights (see quantized.h).
+#include "quantized.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kascade/engine/gguf.h"
+#include "kascade/error.h"
+#include "kascade/tensor.h"
+#include "simd.h"
+
+namespace kascade::engine::cpu {
+
+namespace {
+
+constexpr int kTileRows = 16;  // rows dequantized at a time: 36 KiB of fp32 at 576 columns
+
+typedef uint8_t u8x16 __attribute__((vector_size(16)));
+typedef int8_t i8x16 __attribute__((vector_size(16)));
+typedef float f32x16 __attribute__((vector_size(64)));
+
+inline float load_f16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return f16_to_float(h);
+}
+
+inline void store16(float* dst, const f32x16& v) { std::memcpy(dst, &v, sizeof(v)); }
+
+// Block layouts as in dequantize.cpp (ggml's): 32 values per block.
+__attribute__((always_inline)) inline void dequantize_q4_0_row(const uint8_t* src, int64_t blocks, float* dst) {
+  for (int64_t b = 0; b < blocks; ++b, src += 18, dst += 32) {
+    const float d = load_f16(src);
+    u8x16 q;
+    std::memcpy(&q, src + 2, 16);
+    const f32x16 lo = __builtin_convertvector(q & 0x0F, f32x16) - 8.0f;
+    const f32x16 hi = __builtin_convertvector(q >> 4, f32x16) - 8.0f;
+    store16(dst, lo * d);
+    store16(dst + 16, hi * d);
+  }
+}
+
+__attribute__((always_inline)) inline void dequantize_q4_1_row(const uint8_t* src, int64_t blocks, float* dst) {
+  for (int64_t b = 0; b < blocks; ++b, src += 20, dst += 32) {
+    const float d = load_f16(src), m = load_f16(src + 2);
+    u8x16 q;
+    std::memcpy(&q, src + 4, 16);
+    store16(dst, __builtin_convertvector(q & 0x0F, f32x16) * d + m);
+    store16(dst + 16, __builtin_convertvector(q >> 4, f32x16) * d + m);
+  }
+}
+
+__attribute__((always_inline)) inline void dequantize_q8_0_row(const uint8_t* src, int64_t blocks, float* dst) {
+  for (int64_t b = 0; b < blocks; ++b, src += 34, dst += 32) {
+    const float d = load_f16(src);
+    i8x16 q0, q1;
+    std::memcpy(&q0, src + 2, 16);
+    std::memcpy(&q1, src + 18, 16);
+    store16(dst, __builtin_convertvector(q0, f32x16) * d);
+    store16(dst + 16, __builtin_convertvector(q1, f32x16) * d);
+  }
+}
+
+// The vector dequantizers of the three 32-value formats; false for any other type.
+__attribute__((always_inline)) inline bool dequantize_vector_rows(GgmlType type, const uint8_t* src, int64_t blocks,
+                                                                  float* dst) {
+  switch (type) {
+    case GgmlType::Q4_0: dequantize_q4_0_row(src, blocks, dst); return true;
+    case GgmlType::Q4_1: dequantize_q4_1_row(src, blocks, dst); return true;
+    case GgmlType::Q8_0: dequantize_q8_0_row(src, blocks, dst); return true;
+    default: return false;
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) bool dequantize_vector_avx2(GgmlType type, const uint8_t* src, int64_t blocks,
+                                                                 float* dst) {
+  return dequantize_vector_rows(type, src, blocks, dst);
+}
+#define KASCADE_HAVE_AVX2_PATH 1
+#endif
+
+bool dequantize_vector_portable(GgmlType type, const uint8_t* src, int64_t blocks, float* dst) {
+  return dequantize_vector_rows(type, src, blocks, dst);
+}
+
+}  // namespace
+
+bool cpu_has_avx2_fma() {
+#if defined(KASCADE_HAVE_AVX2_PATH)
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+#else
+  return false;
+#endif
+}
+
+void dequantize_rows(const QuantizedMatrix& m, int64_t r0, int rows, float* dst, SimdPath path) {
+  const int64_t blocks = m.cols / ggml_block_elements(m.type) * rows;  // rows are contiguous
+  const uint8_t* src = m.row(r0);
+  bool done = false;
+#if defined(KASCADE_HAVE_AVX2_PATH)
+  if (path == SimdPath::Auto && cpu_has_avx2_fma()) done = dequantize_vector_avx2(m.type, src, blocks, dst);
+#endif
+  if (!done) done = dequantize_vector_portable(m.type, src, blocks, dst);
+  if (!done) dequantize(m.type, src, m.cols * rows, dst);
+}
+
+WeightRef weight_ref(const std::vector<float>& fp32, const QuantizedMatrix& quantized) {
+  WeightRef w;
+  if (!quantized.empty()) {
+    w.quantized = &quantized;
+  } else {
+    w.fp32 = fp32.data();
+  }
+  return w;
+}
+
+void matmul(ThreadPool& pool, const float* x, int tokens, int in, WeightRef w, int out, float* y, const float* bias) {
+  if (!w.quantized) {
+    matmul(pool, x, tokens, in, w.fp32, out, y, bias);
+    return;
+  }
+  const QuantizedMatrix& m = *w.quantized;
+  KASCADE_CHECK(m.cols == in && m.rows == out, "quantized matmul: weight is [" << m.rows << ", " << m.cols
+                                                                               << "], expected [" << out << ", " << in
+                                                                               << "]");
+  const int tiles = (out + kTileRows - 1) / kTileRows;
+  const int tasks = std::min(tiles, pool.size() * 4);
+  pool.parallel_for(tasks, [&](int task) {
+    thread_local std::vector<float> tile;
+    tile.resize(static_cast<size_t>(kTileRows) * in);
+    const int t0 = static_cast<int>(static_cast<int64_t>(tiles) * task / tasks);
+    const int t1 = static_cast<int>(static_cast<int64_t>(tiles) * (task + 1) / tasks);
+    for (int t = t0; t < t1; ++t) {
+      const int r0 = t * kTileRows, rows = std::min(kTileRows, out - r0);
+      dequantize_rows(m, r0, rows, tile.data());
+      matmul_row_range(x, tokens, in, tile.data(), out, y + r0, 0, rows);
+    }
+  });
+  if (bias) {
+    for (int t = 0; t < tokens; ++t) {
+      float* yt = y + static_cast<int64_t>(t) * out;
+      for (int o = 0; o < out; ++o) yt[o] += bias[o];
+    }
+  }
+}
+
+void weight_row(WeightRef w, int in, int64_t row, float* dst) {
+  if (w.quantized) {
+    dequantize_rows(*w.quantized, row, 1, dst);
+  } else {
+    std::memcpy(dst, w.fp32 + row * in, sizeof(float) * static_cast<size_t>(in));
+  }
+}
+
+}  // namespace kascade::engine::cpu

@@ -1,0 +1,246 @@
+// The CPU engine's fp32 attention (kascade/engine/cpu_attention.h) against the fp64 oracle
+// (kascade/reference.h) under SPEC 7: outputs within the fp32 tolerance given the same
+// selection, selections equivalent by covered mass; for every role, decode and prefill (fresh
+// and continued, a partial last tile), both poolings, a head map, strided views of a larger
+// cache, serial and threaded.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../../src/engine/cpu_kernels.h"
+#include "kascade/engine/cpu_attention.h"
+#include "kascade/error.h"
+#include "kascade/reference.h"
+
+namespace cpu = kascade::engine::cpu;
+namespace ref = kascade::ref;
+using kascade::Phase;
+using kascade::Pooling;
+using kascade::Role;
+
+namespace {
+
+struct Case {
+  int hq = 6, hkv = 2, d = 40;  // d = 40: five 8-lane blocks, so the lane loops see odd counts
+  int n = 300, nq = 1;
+  int capacity_pad = 37;        // cache rows past n: the view's head stride is larger than n
+  Phase phase = Phase::Decode;
+  Role role = Role::Anchor;
+  Pooling pooling = Pooling::Group;
+  std::vector<int> head_map;
+};
+
+struct Data {
+  std::vector<float> q, k, v;              // oracle layout: [hq][nq][d], [hkv][n][d]
+  std::vector<float> q_tokens, k_cache, v_cache;  // engine layout: [nq][hq][d], [hkv][cap][d]
+  int capacity = 0;
+};
+
+Data make_data(const Case& c, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  Data x;
+  x.capacity = c.n + c.capacity_pad;
+  x.q.resize(static_cast<size_t>(c.hq) * c.nq * c.d);
+  x.k.resize(static_cast<size_t>(c.hkv) * c.n * c.d);
+  x.v.resize(x.k.size());
+  // Scaled queries make the softmax peaked enough that top-k is not a coin toss.
+  for (float& f : x.q) f = 2.5f * normal(rng);
+  for (float& f : x.k) f = normal(rng);
+  for (float& f : x.v) f = normal(rng);
+  x.q_tokens.resize(x.q.size());
+  for (int h = 0; h < c.hq; ++h) {
+    for (int t = 0; t < c.nq; ++t) {
+      for (int e = 0; e < c.d; ++e) {
+        x.q_tokens[(static_cast<size_t>(t) * c.hq + h) * c.d + e] = x.q[(static_cast<size_t>(h) * c.nq + t) * c.d + e];
+      }
+    }
+  }
+  // Padding rows hold NaN: reading past n would show in the output.
+  x.k_cache.assign(static_cast<size_t>(c.hkv) * x.capacity * c.d, NAN);
+  x.v_cache.assign(x.k_cache.size(), NAN);
+  for (int g = 0; g < c.hkv; ++g) {
+    std::copy(x.k.begin() + static_cast<std::ptrdiff_t>(g) * c.n * c.d,
+              x.k.begin() + static_cast<std::ptrdiff_t>(g + 1) * c.n * c.d,
+              x.k_cache.begin() + static_cast<std::ptrdiff_t>(g) * x.capacity * c.d);
+    std::copy(x.v.begin() + static_cast<std::ptrdiff_t>(g) * c.n * c.d,
+              x.v.begin() + static_cast<std::ptrdiff_t>(g + 1) * c.n * c.d,
+              x.v_cache.begin() + static_cast<std::ptrdiff_t>(g) * x.capacity * c.d);
+  }
+  return x;
+}
+
+ref::Call make_call(const Case& c) {
+  ref::Call call;
+  call.phase = c.phase;
+  call.role = c.role;
+  call.params.rho = 0.1;
+  call.params.k_min = 16;
+  call.params.tile = 8;
+  call.params.pooling = c.pooling;
+  call.p0 = c.phase == Phase::Prefill ? c.n - c.nq : 0;
+  call.head_map = c.role == Role::Reuse ? c.head_map : std::vector<int>{};
+  return call;
+}
+
+// Runs the engine's attention on the engine layout; returns the output in the oracle's layout.
+std::vector<float> run_engine(const Case& c, Data& x, const ref::Call& call, const ref::Selection* reuse,
+                              cpu::ThreadPool* pool, ref::Selection* selection) {
+  std::vector<float> out_tokens(x.q.size(), NAN);
+  cpu::AttentionView view;
+  view.hq = c.hq;
+  view.hkv = c.hkv;
+  view.nq = c.nq;
+  view.n = c.n;
+  view.d = c.d;
+  view.q = x.q_tokens.data();
+  view.q_head_stride = c.d;
+  view.q_token_stride = static_cast<int64_t>(c.hq) * c.d;
+  view.k = x.k_cache.data();
+  view.v = x.v_cache.data();
+  view.kv_head_stride = static_cast<int64_t>(x.capacity) * c.d;
+  view.out = out_tokens.data();
+  view.out_head_stride = c.d;
+  view.out_token_stride = view.q_token_stride;
+  cpu::AttentionWorkspace ws;
+  ref::Selection sel = cpu::attend(pool, ws, call, view, reuse, /*select=*/true);
+  if (selection) *selection = sel;
+  std::vector<float> out(x.q.size());
+  for (int h = 0; h < c.hq; ++h) {
+    for (int t = 0; t < c.nq; ++t) {
+      for (int e = 0; e < c.d; ++e) {
+        out[(static_cast<size_t>(h) * c.nq + t) * c.d + e] = out_tokens[(static_cast<size_t>(t) * c.hq + h) * c.d + e];
+      }
+    }
+  }
+  return out;
+}
+
+// Checks one case: the output against the oracle given the same selection (for anchors, the
+// engine's own selection attended by the oracle's reuse role), the selection by covered mass.
+void check_case(const Case& c, cpu::ThreadPool* pool, unsigned seed) {
+  SCOPED_TRACE(std::string(kascade::to_string(c.role)) + " " + kascade::to_string(c.phase) + " n=" +
+               std::to_string(c.n) + " nq=" + std::to_string(c.nq) + " pooling=" + kascade::to_string(c.pooling) +
+               (pool ? " threaded" : " serial"));
+  Data x = make_data(c, seed);
+  const ref::Call call = make_call(c);
+  const double tolerance = ref::output_tolerance(kascade::DType::F32);
+  if (c.role == Role::Reuse) {
+    // The selection of an anchor call with the same shape, reused through the head map.
+    ref::Call anchor = call;
+    anchor.role = Role::Anchor;
+    anchor.head_map.clear();
+    const ref::Result a = ref::attend(anchor, x.q.data(), x.k.data(), x.v.data(), c.hq, c.hkv, c.nq, c.n, c.d);
+    const ref::Result expected =
+        ref::attend(call, x.q.data(), x.k.data(), x.v.data(), c.hq, c.hkv, c.nq, c.n, c.d, &a.selection);
+    const std::vector<float> out = run_engine(c, x, call, &a.selection, pool, nullptr);
+    EXPECT_EQ(ref::check_close("reuse output", expected.out.data(), out.data(), out.size(), tolerance), "");
+    return;
+  }
+  ref::Selection selection;
+  const std::vector<float> out = run_engine(c, x, call, nullptr, pool, &selection);
+  const ref::Result expected = ref::attend(call, x.q.data(), x.k.data(), x.v.data(), c.hq, c.hkv, c.nq, c.n, c.d);
+  const ref::Pooled pooled = ref::pooled_mass(call, x.q.data(), x.k.data(), c.hq, c.hkv, c.nq, c.n, c.d);
+  EXPECT_EQ(ref::compare_selections(pooled, expected.selection, selection), "");
+  if (c.role == Role::Dense) {
+    EXPECT_EQ(ref::check_close("dense output", expected.out.data(), out.data(), out.size(), tolerance), "");
+    return;
+  }
+  ref::Call same = call;
+  same.role = Role::Reuse;
+  const ref::Result given =
+      ref::attend(same, x.q.data(), x.k.data(), x.v.data(), c.hq, c.hkv, c.nq, c.n, c.d, &selection);
+  EXPECT_EQ(ref::check_close("anchor output", given.out.data(), out.data(), out.size(), tolerance), "");
+}
+
+std::vector<Case> all_cases() {
+  std::vector<Case> cases;
+  for (Role role : {Role::Dense, Role::Anchor, Role::Reuse}) {
+    for (Pooling pooling : {Pooling::Group, Pooling::All}) {
+      Case decode;
+      decode.role = role;
+      decode.pooling = pooling;
+      decode.head_map = {1, 1};
+      cases.push_back(decode);
+      Case fresh = decode;  // a fresh prompt: p0 = 0, the last tile partial (61 = 7 * 8 + 5)
+      fresh.phase = Phase::Prefill;
+      fresh.n = 61;
+      fresh.nq = 61;
+      cases.push_back(fresh);
+      Case continued = fresh;  // a chunk after 200 cached tokens, budgets above k_min
+      continued.n = 261;
+      continued.nq = 61;
+      cases.push_back(continued);
+    }
+  }
+  Case tiny;  // fewer keys than k_min: the selection is every key, the anchor equals dense
+  tiny.n = 9;
+  tiny.d = 3;
+  cases.push_back(tiny);
+  return cases;
+}
+
+TEST(CpuAttention, EveryRoleMatchesTheOracleSerialAndThreaded) {
+  cpu::ThreadPool pool(3);
+  unsigned seed = 1;
+  for (const Case& c : all_cases()) {
+    check_case(c, nullptr, seed);
+    check_case(c, &pool, seed);
+    ++seed;
+  }
+}
+
+TEST(CpuAttention, LongDecodeRowsMatchTheOracle) {
+  cpu::ThreadPool pool(2);
+  Case c;
+  c.hq = 9;
+  c.hkv = 3;
+  c.d = 64;
+  c.n = 4099;
+  for (Role role : {Role::Dense, Role::Anchor, Role::Reuse}) {
+    c.role = role;
+    c.head_map = {2, 0, 1};
+    check_case(c, &pool, 77);
+  }
+}
+
+TEST(CpuAttention, CheckFiniteNamesTheTensorAndRow) {
+  Case c;
+  Data x = make_data(c, 5);
+  cpu::AttentionView view;
+  view.hq = c.hq;
+  view.hkv = c.hkv;
+  view.nq = 1;
+  view.n = c.n;
+  view.d = c.d;
+  view.q = x.q_tokens.data();
+  view.q_head_stride = c.d;
+  view.q_token_stride = static_cast<int64_t>(c.hq) * c.d;
+  view.k = x.k_cache.data();
+  view.v = x.v_cache.data();
+  view.kv_head_stride = static_cast<int64_t>(x.capacity) * c.d;
+  EXPECT_NO_THROW(cpu::check_finite(view, "test"));  // the NaN padding past n is not read
+  x.v_cache[(static_cast<size_t>(1) * x.capacity + 17) * c.d + 3] = INFINITY;
+  try {
+    cpu::check_finite(view, "test");
+    FAIL() << "an infinite value passed";
+  } catch (const kascade::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("values of head 1 at row 17"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CpuAttention, SharedPoolRunsEveryTaskOnceAndRethrows) {
+  std::vector<int> hits(1000, 0);
+  cpu::parallel_for_shared(2, 1000, [&](int i) { ++hits[static_cast<size_t>(i)]; });
+  for (int h : hits) EXPECT_EQ(h, 1);
+  EXPECT_THROW(cpu::parallel_for_shared(2, 10,
+                                        [](int i) {
+                                          if (i == 7) throw kascade::Error("task 7");
+                                        }),
+               kascade::Error);
+}
+
+}  // namespace

@@ -1,0 +1,194 @@
+// Products against weights kept in their GGUF block type (src/engine/cpu/quantized.h): every
+// type against dequantize-then-fp32 on random blocks and odd sizes, the AVX2 and portable
+// dequantizers against each other, and the default model loaded quantized against the golden
+// logits of transformers and against the same model loaded as fp32.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../../src/engine/cpu/quantized.h"
+#include "engine_test_model.h"
+#include "kascade/engine/backend.h"
+#include "kascade/engine/gguf.h"
+#include "kascade/error.h"
+#include "kascade/tensor.h"
+
+namespace cpu = kascade::engine::cpu;
+using kascade::engine::GgmlType;
+using kascade::engine::QuantizedMatrix;
+
+namespace {
+
+void put_f16(uint8_t* p, float x) {
+  const uint16_t h = kascade::float_to_f16(x);
+  std::memcpy(p, &h, 2);
+}
+
+// A [rows][cols] matrix of random blocks of `type`; the scale fields hold finite f16 values.
+QuantizedMatrix random_matrix(GgmlType type, int64_t rows, int64_t cols, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> scale(0.001f, 0.05f), value(-2.f, 2.f);
+  QuantizedMatrix m;
+  m.type = type;
+  m.rows = rows;
+  m.cols = cols;
+  m.data.resize(static_cast<size_t>(rows * m.row_bytes()));
+  for (uint8_t& b : m.data) b = static_cast<uint8_t>(byte(rng));
+  const int64_t block_bytes = kascade::engine::ggml_block_bytes(type);
+  for (size_t off = 0; off < m.data.size(); off += static_cast<size_t>(block_bytes)) {
+    uint8_t* blk = m.data.data() + off;
+    switch (type) {
+      case GgmlType::Q8_0: case GgmlType::Q4_0: put_f16(blk, scale(rng)); break;
+      case GgmlType::Q4_1: put_f16(blk, scale(rng)); put_f16(blk + 2, -scale(rng) * 8); break;
+      case GgmlType::Q4_K: put_f16(blk, scale(rng)); put_f16(blk + 2, scale(rng)); break;
+      case GgmlType::Q6_K: put_f16(blk + 208, scale(rng)); break;
+      case GgmlType::F16: put_f16(blk, value(rng)); break;
+      case GgmlType::BF16: {
+        const uint16_t h = kascade::float_to_bf16(value(rng));
+        std::memcpy(blk, &h, 2);
+        break;
+      }
+      case GgmlType::F32: break;
+    }
+  }
+  return m;
+}
+
+std::vector<float> random_activations(size_t count, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::vector<float> x(count);
+  for (float& f : x) f = normal(rng);
+  return x;
+}
+
+const GgmlType kTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K,
+                           GgmlType::Q6_K, GgmlType::F16,  GgmlType::BF16};
+
+TEST(QuantizedMatmul, EveryTypeMatchesDequantizeThenFp32) {
+  cpu::ThreadPool pool(3);
+  unsigned seed = 11;
+  for (GgmlType type : kTypes) {
+    const int64_t block = kascade::engine::ggml_block_elements(type);
+    // Odd row counts (not a multiple of the 4-row microkernel nor the 16-row tile), several blocks.
+    for (int rows : {1, 13, 37}) {
+      for (int tokens : {1, 2, 5}) {
+        SCOPED_TRACE(std::string(kascade::engine::to_string(type)) + " rows=" + std::to_string(rows) +
+                     " tokens=" + std::to_string(tokens));
+        const int cols = static_cast<int>(block == 1 ? 72 : 3 * block);
+        const QuantizedMatrix m = random_matrix(type, rows, cols, seed++);
+        std::vector<float> dense(static_cast<size_t>(rows) * cols);
+        kascade::engine::dequantize(type, m.data.data(), static_cast<int64_t>(dense.size()), dense.data());
+        const std::vector<float> x = random_activations(static_cast<size_t>(tokens) * cols, seed++);
+        std::vector<float> bias = random_activations(static_cast<size_t>(rows), seed++);
+        std::vector<float> y(static_cast<size_t>(tokens) * rows, NAN);
+        cpu::WeightRef w;
+        w.quantized = &m;
+        cpu::matmul(pool, x.data(), tokens, cols, w, rows, y.data(), bias.data());
+        double err = 0, norm = 0;
+        for (int t = 0; t < tokens; ++t) {
+          for (int r = 0; r < rows; ++r) {
+            double expected = bias[static_cast<size_t>(r)];
+            for (int i = 0; i < cols; ++i) {
+              expected += static_cast<double>(x[static_cast<size_t>(t) * cols + i]) * dense[static_cast<size_t>(r) * cols + i];
+            }
+            const double got = y[static_cast<size_t>(t) * rows + r];
+            ASSERT_TRUE(std::isfinite(got));
+            err += (got - expected) * (got - expected);
+            norm += expected * expected;
+          }
+        }
+        EXPECT_LE(std::sqrt(err / norm), 1e-5);
+      }
+    }
+  }
+}
+
+TEST(QuantizedMatmul, SimdAndPortableDequantizersAgree) {
+  for (GgmlType type : kTypes) {
+    SCOPED_TRACE(kascade::engine::to_string(type));
+    const int64_t block = kascade::engine::ggml_block_elements(type);
+    const int rows = 7, cols = static_cast<int>(block == 1 ? 40 : 2 * block);
+    const QuantizedMatrix m = random_matrix(type, rows, cols, 5);
+    std::vector<float> scalar(static_cast<size_t>(rows) * cols), portable(scalar.size()), simd(scalar.size());
+    kascade::engine::dequantize(type, m.data.data(), static_cast<int64_t>(scalar.size()), scalar.data());
+    // Rows 2..6 only: the row offset must be honoured.
+    cpu::dequantize_rows(m, 2, rows - 2, portable.data(), cpu::SimdPath::Portable);
+    cpu::dequantize_rows(m, 2, rows - 2, simd.data(), cpu::SimdPath::Auto);
+    for (size_t i = 0; i < static_cast<size_t>(rows - 2) * cols; ++i) {
+      const float expected = scalar[2 * static_cast<size_t>(cols) + i];
+      // The portable build has no FMA: the same products and sums as dequantize().
+      ASSERT_EQ(portable[i], expected) << "element " << i;
+      // AVX2 may fuse d * q + m: one rounding less.
+      ASSERT_NEAR(simd[i], expected, 1e-6 * std::fabs(expected) + 1e-7) << "element " << i;
+    }
+  }
+  if (!cpu::cpu_has_avx2_fma()) GTEST_SKIP() << "no AVX2+FMA on this CPU: the SIMD path was the portable one";
+}
+
+TEST(QuantizedModel, DefaultModelKeepsItsBlockTypesAndMatchesFp32) {
+  const auto& gguf = kascade::engine::test::default_gguf();
+  const kascade::engine::Model quantized =
+      kascade::engine::load_model(gguf, kascade::engine::WeightStorage::Quantized);
+  const kascade::engine::Model& fp32 = kascade::engine::test::default_model();
+  ASSERT_TRUE(quantized.has_quantized_weights());
+  EXPECT_FALSE(fp32.has_quantized_weights());
+  EXPECT_TRUE(quantized.layers[0].wq.empty());
+  EXPECT_EQ(quantized.layers[0].quantized.wq.type, gguf.tensor("blk.0.attn_q.weight").type);
+  EXPECT_EQ(quantized.token_embd_quantized.type, gguf.tensor("token_embd.weight").type);
+  // The model in memory is its file's size, not four bytes a weight.
+  EXPECT_LT(quantized.weight_bytes() * 3, fp32.weight_bytes());
+
+  const std::vector<int32_t> ids = kascade::engine::test::default_tokenizer().encode("The quick brown fox jumps over");
+  auto a = kascade::engine::make_backend("cpu", quantized, nullptr, {});
+  auto b = kascade::engine::make_backend("cpu", fp32, nullptr, {});
+  const std::vector<float> la = a->forward(ids, true), lb = b->forward(ids, true);
+  ASSERT_EQ(la.size(), lb.size());
+  double worst = 0;
+  for (size_t i = 0; i < la.size(); ++i) worst = std::max(worst, static_cast<double>(std::fabs(la[i] - lb[i])));
+  EXPECT_LT(worst, 1e-3);
+  // Decode steps read the same weights.
+  EXPECT_LT(std::fabs(a->forward({ids[0]}, false)[0] - b->forward({ids[0]}, false)[0]), 1e-3);
+  EXPECT_THROW(kascade::engine::make_backend("cuda", quantized, nullptr, {}), kascade::Error);
+}
+
+TEST(QuantizedModel, GoldenLogitsOfTransformers) {
+  // test_golden.cpp's check on the model loaded with its Q4_1 / Q8_0 blocks kept as they are.
+  const kascade::engine::Model model =
+      kascade::engine::load_model(kascade::engine::test::default_gguf(), kascade::engine::WeightStorage::Quantized);
+  std::ifstream f(std::string(KASCADE_TEST_DATA) + "/engine/golden_logits.json");
+  const nlohmann::json doc = nlohmann::json::parse(f);
+  int positions = 0, top1 = 0, top1_checked = 0;
+  for (const auto& p : doc["prompts"]) {
+    const std::vector<int32_t> ids = p["ids"].get<std::vector<int32_t>>();
+    kascade::engine::BackendOptions opt;
+    opt.prefill_chunk = 128;
+    auto backend = kascade::engine::make_backend("cpu", model, nullptr, opt);
+    const std::vector<float> logits = backend->forward(ids, true);
+    const int vocab = model.config.vocab;
+    for (size_t t = 0; t < ids.size(); ++t) {
+      const float* row = logits.data() + t * vocab;
+      const std::vector<int> top_ids = p["top_ids"][t].get<std::vector<int>>();
+      const std::vector<double> top_values = p["top_values"][t].get<std::vector<double>>();
+      for (size_t k = 0; k < top_ids.size(); ++k) {
+        ASSERT_LE(std::fabs(row[top_ids[k]] - top_values[k]), 5e-4) << "position " << t << ", token " << top_ids[k];
+      }
+      if (top_values[0] - top_values[1] > 1e-2) {
+        ++top1_checked;
+        top1 += static_cast<int>(std::max_element(row, row + vocab) - row) == top_ids[0];
+      }
+      ++positions;
+    }
+  }
+  EXPECT_EQ(top1, top1_checked);
+  EXPECT_GT(top1_checked, positions * 9 / 10);
+}
+
+}  // namespace
