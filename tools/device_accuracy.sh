@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# tools/device_accuracy.sh — the accuracy work of a GPU machine (docs/eval.md, docs/calibration.md,
+# docs/perplexity.md), after tools/device.sh staged the model and unpacked the binaries:
+#
+#   tools/device_accuracy.sh check SHA256              policy-gpu-check (native vs host policies)
+#   tools/device_accuracy.sh calibrate SHA256 SECONDS [ANCHORS]
+#                                                      the default model's plan -> plan.json, report
+#                                                      (and /tmp/kascade-plan.json for later calls)
+#   tools/device_accuracy.sh grid SHA256 SECONDS NAME PLAN [EVAL-ARGS...]
+#                                                      kascade eval --backend cuda -> $OUT/NAME/
+#   tools/device_accuracy.sh ppl SHA256 SECONDS NAME PLAN CONTEXT [PPL-ARGS...]
+#                                                      kascade perplexity --backend cuda -> NAME.json
+#   tools/device_accuracy.sh pack NAME                 RESULTS -> $OUT/NAME.tgz
+# Each step writes its log beside its results and stops after SECONDS (eval keeps what finished).
+# The corpus travels in .carry/corpus (the device has no Debian packages).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source tools/device.sh env
+export KASCADE_CORPUS_ROOT="${KASCADE_CORPUS_ROOT:-$PWD/.carry/corpus}"
+# Results go to RESULTS (default /tmp/kascade-results, kept on the warm machine between calls);
+# `tools/device_accuracy.sh pack` tars them into $OUT (a call brings back at most 8 files).
+OUT_DIR=${RESULTS:-/tmp/kascade-results}
+mkdir -p "$OUT_DIR"
+step=${1:?usage: device_accuracy.sh check|calibrate|grid|ppl SHA256 ... | pack NAME}
+if [ "$step" = pack ]; then
+  tar czf "${OUT:-device-out}/${2:?pack NAME}.tgz" -C "$OUT_DIR" . && ls -l "${OUT:-device-out}"
+  exit
+fi
+model=$(tools/device.sh model "${2:?SHA256}") || exit 3
+shift 2
+commit=${KASCADE_COMMIT:-unknown}
+case "$step" in
+  check)
+    timeout 300 "$BIN/policy-gpu-check" --model "$model" --plan plans/smollm2-135m-instruct.json \
+      --lengths 2048,8192 --out "$OUT_DIR/policy_check.json" > "$OUT_DIR/policy_check.log" 2>&1
+    echo "policy-gpu-check exit $?"
+    tail -n 40 "$OUT_DIR/policy_check.log"
+    ;;
+  calibrate)
+    seconds=$1
+    anchors=${2:-5}
+    timeout "$seconds" "$BIN/kascade" calibrate --model "$model" --backend cuda --anchors "$anchors" --rho 0.1 \
+      --dev-prompts 64 --name smollm2-135m-instruct --notes "commit $commit" \
+      --out "$OUT_DIR/plan.json" --report "$OUT_DIR/calibration.report.json" > "$OUT_DIR/calibrate.log" 2>&1
+    echo "calibrate exit $?"
+    tail -n 30 "$OUT_DIR/calibrate.log"
+    cp "$OUT_DIR/plan.json" /tmp/kascade-plan.json 2>/dev/null
+    ;;
+  grid)
+    seconds=$1 name=$2 plan=$3
+    shift 3
+    mkdir -p "$OUT_DIR/$name"
+    echo "host: $(nproc) cores; gpu: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>&1)" | tee "$OUT_DIR/$name.log"
+    KASCADE_COMMIT=$commit timeout "$seconds" "$BIN/kascade" eval --backend cuda --model "$model" --plan "$plan" \
+      --out "$OUT_DIR/$name" "$@" > /dev/null 2>> "$OUT_DIR/$name.log"
+    echo "eval exit $?"
+    tail -n 4 "$OUT_DIR/$name.log"
+    ;;
+  ppl)
+    seconds=$1 name=$2 plan=$3 context=$4
+    shift 4
+    KASCADE_COMMIT=$commit timeout "$seconds" "$BIN/kascade" perplexity --backend cuda --model "$model" \
+      --plan "$plan" --context "$context" --out "$OUT_DIR/$name.json" "$@" > "$OUT_DIR/$name.md" 2> "$OUT_DIR/$name.log"
+    echo "perplexity exit $?"
+    cat "$OUT_DIR/$name.md"
+    ;;
+  *)
+    echo "unknown step $step" >&2
+    exit 2
+    ;;
+esac
