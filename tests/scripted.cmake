@@ -104,6 +104,8 @@ kascade_cli_test(NAME cli_generate_plan_shape_mismatch EXIT 1 MATCH "plan"
   ARGS generate --model default --prompt hi --plan tests/data/plans/tiny-fixed-budget.json)
 kascade_cli_test(NAME cli_generate_not_a_gguf EXIT 1 MATCH "not a GGUF file"
   ARGS generate --model tests/data/engine/golden_prompts.json --prompt hi)
+kascade_cli_test(NAME cli_generate_print_ids EXIT 0 MATCH "prompt ids: 19556 905\ngenerated ids: 282 260"
+  ARGS generate --model default --dense --prompt "Hello world" --max-tokens 2 --print-ids)
 kascade_cli_test(NAME cli_generate_with_plan EXIT 0
   MATCH "Paris.*attention: kascade plan tests/data/plans/smollm2-135m.json.*keys read by attention: [0-9.]+%"
   ARGS generate --model default --chat --prompt "What is the capital of France?" --max-tokens 24

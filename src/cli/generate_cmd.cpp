@@ -27,12 +27,13 @@ namespace {
 constexpr const char* kUsage =
     "usage: kascade generate [--model GGUF|HF_DIR|default] (--prompt TEXT | --prompt-file FILE)... [--chat]\n"
     "                        [--plan PLAN | --dense] [--backend cpu|cuda] [--no-cuda-graphs] [--max-tokens N]\n"
-    "                        [--temperature T] [--top-p P] [--seed S] [--threads N]\n"
+    "                        [--temperature T] [--top-p P] [--seed S] [--threads N] [--print-ids]\n"
     "--model default runs with its shipped plan (plans/smollm2-135m-instruct.json) unless --plan\n"
     "or --dense is given; other models run dense unless --plan is given.\n"
     "Several --prompt/--prompt-file options run as one batch (on either backend); prompt b samples\n"
     "with seed S + b. --no-cuda-graphs launches every CUDA decode step's kernels instead of\n"
-    "replaying a captured graph.";
+    "replaying a captured graph. --print-ids prints each prompt's token ids and the generated ids\n"
+    "after the text (tokenizer checks; --max-tokens 0 prints the prompt's alone).";
 
 // One prompt as given: its text, or the file to read it from.
 struct PromptSource {
@@ -50,6 +51,7 @@ struct GenerateArgs {
   int max_tokens = 128;
   engine::SamplingParams sampling;
   int threads = 0;
+  bool print_ids = false;
 };
 
 GenerateArgs parse_args(const Args& args) {
@@ -84,6 +86,8 @@ GenerateArgs parse_args(const Args& args) {
       const int seed = parse_int(v, "--seed");
       KASCADE_CHECK(seed >= 0, "--seed must be >= 0, got " << seed);
       a.sampling.seed = static_cast<uint64_t>(seed);
+    } else if (r.take_flag("--print-ids")) {
+      a.print_ids = true;
     } else if (r.take_value("--threads", v)) {
       a.threads = parse_int(v, "--threads");
       KASCADE_CHECK(a.threads >= 0, "--threads must be >= 0, got " << a.threads);
@@ -186,6 +190,21 @@ int run_generate(const Args& args) {
     describe(name.c_str());
     results = engine::generate_batch(*backend, tok, prompts, gopt);
     for (size_t b = 0; b < results.size(); ++b) std::printf("[%zu] %s\n", b + 1, results[b].text.c_str());
+  }
+  if (a.print_ids) {
+    auto print = [](const char* what, size_t b, size_t count, const std::vector<int32_t>& ids) {
+      if (count > 1) {
+        std::printf("%s [%zu]:", what, b + 1);
+      } else {
+        std::printf("%s:", what);
+      }
+      for (int32_t id : ids) std::printf(" %d", id);
+      std::printf("\n");
+    };
+    for (size_t b = 0; b < results.size(); ++b) {
+      print("prompt ids", b, results.size(), prompts[b]);
+      print("generated ids", b, results.size(), results[b].tokens);
+    }
   }
   std::fflush(stdout);
 
