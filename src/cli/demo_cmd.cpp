@@ -166,8 +166,8 @@ int run_model_demo(const Args& args) {
   std::printf("\nagreement: %s (%zu leading tokens identical)\n",
               agree ? "same answer from dense and Kascade" : "the answers differ", same);
   if (backend == "cpu")
-    std::printf("note: on the CPU, Kascade runs through the reference oracle: the keys-read fraction is what the GPU "
-                "kernels save; CPU times are not the speed-up (see docs/benchmarks.md)\n");
+    std::printf("note: on the CPU, attention is fp32 over the cache (docs/engine.md); the GPU kernels' speed-ups are "
+                "in docs/benchmarks.md\n");
   return 0;
 }
 
