@@ -154,7 +154,7 @@ def generate_seconds(model, ids, new_tokens, repeats):
     return statistics.median(times)
 
 
-def bench_generate(records, kinds, contexts, batches, new_tokens, repeats, skip):
+def bench_generate(records, kinds, contexts, batches, new_tokens, repeats, skip, save):
     import kascade.hf
 
     for kind in kinds:
@@ -177,8 +177,13 @@ def bench_generate(records, kinds, contexts, batches, new_tokens, repeats, skip)
                         generate_seconds(model, ids[:, :256], 2, 1)  # warm-up
                         prefill = generate_seconds(model, ids, 1, repeats)
                         total = generate_seconds(model, ids, 1 + new_tokens, repeats)
-                    except torch.cuda.OutOfMemoryError:
-                        print(f"generate {kind} ctx {context} batch {batch} {impl}: out of memory", flush=True)
+                    except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
+                        # One configuration's failure is recorded; the others still run.
+                        reason = "out of memory" if isinstance(e, torch.cuda.OutOfMemoryError) else \
+                            str(e).splitlines()[0]
+                        print(f"generate {kind} ctx {context} batch {batch} {impl}: FAILED: {reason}", flush=True)
+                        records.append({"phase": "e2e", "impl": impl, "model": kind, "batch": batch,
+                                        "context": context, "error": reason})
                         result[impl] = None
                         torch.cuda.empty_cache()
                         continue
@@ -199,6 +204,7 @@ def bench_generate(records, kinds, contexts, batches, new_tokens, repeats, skip)
                     s, k = result["sdpa"], result["kascade"]
                     k["prefill_speedup_vs_sdpa"] = round(s["prefill_s"] / k["prefill_s"], 3)
                     k["decode_speedup_vs_sdpa"] = round(k["decode_tokens_per_s"] / s["decode_tokens_per_s"], 3)
+                save()  # after every configuration: a later failure or time-out keeps what was measured
         del model
         torch.cuda.empty_cache()
 
@@ -236,7 +242,7 @@ def main(argv=None) -> int:
         doc["transformers"] = transformers.__version__
         bench_generate(records, args.models.split(","), [int(x) for x in args.contexts.split(",")],
                        [int(x) for x in args.batches.split(",")], args.new_tokens, args.repeats,
-                       set(args.skip.split(",")) if args.skip else set())
+                       set(args.skip.split(",")) if args.skip else set(), save)
         save()
     print(f"python_bench: wrote {args.out}")
     return 0

@@ -30,6 +30,8 @@ from .errors import KascadeError
 from .plan import Plan
 
 KV_LAYOUTS = ("NHD", "HND")
+_PREFILL_MASS_BUDGET_BYTES = 256 << 20  # kPrefillMassBudgetBytes in kascade/attention_prefill.h
+_WORKSPACE_ALIGNMENT = 256
 
 
 def _as_plan(plan) -> Plan:
@@ -113,10 +115,18 @@ class KascadeAttention:
                     *self._sparsity, p.pool_all, self.device))
         q_indptr = [i * self.max_prefill_tokens for i in range(self.max_batch + 1)]
         seq_lens = [self.max_seq_len] * self.max_batch
-        need = max(need, ops.prefill_workspace_size(
+        largest = ops.prefill_workspace_size(
             q_indptr, seq_lens, p.num_q_heads, p.num_kv_heads, p.head_dim, self.dtype, "anchor", *self._sparsity,
-            p.tile, p.rolling, p.pool_all, self.device))
-        return need
+            p.tile, p.rolling, p.pool_all, self.device)
+        if largest:
+            # The need is not monotone in the shape (the pooled-mass chunk is a whole number of tiles
+            # under a 256 MiB budget), so take kascade/attention_prefill.h's bound for any shape up to
+            # the largest: total_q * Hq * 4 + max(budget, B * S * max_p1 * 4) + alignment.
+            sets = 1 if p.pool_all else p.num_kv_heads
+            total_q = self.max_batch * self.max_prefill_tokens
+            largest = max(largest, total_q * p.num_q_heads * 4 + max(_PREFILL_MASS_BUDGET_BYTES,
+                          self.max_batch * sets * self.max_seq_len * 4) + 2 * _WORKSPACE_ALIGNMENT)
+        return max(need, largest)
 
     # ---- per step ------------------------------------------------------------------------------
     def _check_index(self, name: str, t: torch.Tensor, length: int | None = None) -> None:
