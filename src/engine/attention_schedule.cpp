@@ -56,7 +56,12 @@ void AttentionSchedule::validate(int num_layers, int num_kv_heads) const {
   }
 }
 
-bool AttentionSchedule::sparse_layer(int layer) const {
+bool AttentionSchedule::reads_selection_only(int layer) const {
+  const LayerRule r = layers.at(static_cast<size_t>(layer)).rule;
+  return r == LayerRule::Reuse || r == LayerRule::Streaming || r == LayerRule::Quest;
+}
+
+bool AttentionSchedule::attends_selection(int layer) const {
   const LayerRule r = layers.at(static_cast<size_t>(layer)).rule;
   return r != LayerRule::Dense && r != LayerRule::DenseSelect;
 }

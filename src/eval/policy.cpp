@@ -96,11 +96,12 @@ class SelectionStore {
 
 class KascadePolicy final : public SelectionPolicy {
  public:
-  KascadePolicy(const PolicyContext& ctx, Pooling pooling) : params_(ctx.params), plan_(*ctx.plan), pooling_(pooling) {
+  KascadePolicy(const PolicyContext& ctx, Pooling pooling, const char* name)
+      : params_(ctx.params), plan_(*ctx.plan), pooling_(pooling), name_(name) {
     KASCADE_CHECK(plan_.layers == ctx.layers,
                   "plan has " << plan_.layers << " layers but the model has " << ctx.layers);
   }
-  const char* name() const override { return pooling_ == Pooling::Group ? "kascade" : "kascade-pooled"; }
+  const char* name() const override { return name_; }
   void reset() override { store_.clear(); }
   KeySet select(const LayerInputs& in) override {
     const int slot = plan_.anchor_slot(in.layer);
@@ -126,6 +127,7 @@ class KascadePolicy final : public SelectionPolicy {
   SparsityParams params_;
   const Plan& plan_;
   Pooling pooling_;
+  const char* name_;
   SelectionStore store_;
 };
 
@@ -218,8 +220,8 @@ std::unique_ptr<SelectionPolicy> make_policy(const std::string& name, const Poli
   KASCADE_CHECK(!needs_plan || ctx.plan != nullptr, "policy '" << name << "' needs a plan (--plan)");
   if (name == "dense") return std::make_unique<DensePolicy>();
   if (name == "oracle") return std::make_unique<OraclePolicy>(ctx);
-  if (name == "kascade") return std::make_unique<KascadePolicy>(ctx, Pooling::Group);
-  if (name == "kascade-pooled") return std::make_unique<KascadePolicy>(ctx, Pooling::All);
+  if (name == "kascade") return std::make_unique<KascadePolicy>(ctx, ctx.plan->sparsity.pooling, "kascade");
+  if (name == "kascade-pooled") return std::make_unique<KascadePolicy>(ctx, Pooling::All, "kascade-pooled");
   if (name == "streaming") return std::make_unique<StreamingPolicy>(ctx);
   if (name == "quest") return std::make_unique<QuestPolicy>(ctx);
   if (name == "omnikv") return std::make_unique<OmniKvPolicy>(ctx);

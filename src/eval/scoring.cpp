@@ -11,6 +11,7 @@
 #include <limits>
 #include <memory>
 
+#include "kascade/budget.h"
 #include "kascade/engine/backend.h"
 #include "kascade/engine/model.h"
 #include "kascade/error.h"
@@ -34,7 +35,7 @@ engine::AttentionSchedule make_attention_schedule(const PolicySpec& spec, int la
   }
   if (spec.name == "kascade" || spec.name == "kascade-pooled") {
     s = engine::schedule_from_plan(*spec.plan);
-    const Pooling pooling = spec.name == "kascade" ? Pooling::Group : Pooling::All;
+    const Pooling pooling = spec.name == "kascade" ? spec.plan->sparsity.pooling : Pooling::All;
     for (LayerSchedule& ls : s.layers) ls.pooling = pooling;
   } else if (spec.name == "oracle") {
     // Layer 0 dense; every other layer selects its own group-pooled top-k.
@@ -105,6 +106,19 @@ engine::AttentionSchedule make_attention_schedule(const PolicySpec& spec, int la
   return s;
 }
 
+double schedule_keys_attended(const engine::AttentionSchedule& schedule, int first, int rows, int hq) {
+  const SparsityParams& sp = schedule.sparsity;
+  double keys = 0;
+  for (int t = 0; t < rows; ++t) {
+    const int64_t n = static_cast<int64_t>(first) + t + 1;  // the decode row's keys
+    const double selected = static_cast<double>(std::min<int64_t>(n, budget_k(n, sp.rho, sp.k_min, sp.k_multiple)));
+    for (size_t l = 0; l < schedule.layers.size(); ++l) {
+      keys += schedule.attends_selection(static_cast<int>(l)) ? selected : static_cast<double>(n);
+    }
+  }
+  return keys * hq;
+}
+
 namespace {
 
 RowLogits rows_on_host(engine::Backend& backend, const PolicySpec& spec, const std::vector<int32_t>& rows,
@@ -136,8 +150,8 @@ RowLogits rows_native(engine::Backend& backend, const PolicySpec& spec, const st
                       const engine::ModelConfig& config) {
   const engine::AttentionSchedule schedule = make_attention_schedule(spec, config.layers);
   const int first = backend.position();
-  const double keys_before = backend.stats().keys_read;
   RowLogits out;
+  out.keys = schedule_keys_attended(schedule, first, static_cast<int>(rows.size()), config.hq);
   backend.set_attention_schedule(&schedule);
   try {
     out.logits = backend.forward_decode_rows(rows);
@@ -146,7 +160,6 @@ RowLogits rows_native(engine::Backend& backend, const PolicySpec& spec, const st
     backend.truncate(std::min(first, backend.position()));
     throw;
   }
-  out.keys = backend.stats().keys_read - keys_before;
   backend.set_attention_schedule(nullptr);
   backend.truncate(first);
   return out;

@@ -94,6 +94,53 @@ TEST(Schedule, EveryPolicySelectsAsItsScheduleInPrefill) {
   check_policy("streaming", Phase::Prefill, 70, 200);  // the host semantics still agree
 }
 
+// The keys the GPU path reports (computed from the schedule) are the keys the host policies count.
+TEST(Schedule, KeysAttendedMatchTheHostPolicies) {
+  const Plan plan = test_plan();
+  const int n = 300;
+  const std::vector<LayerData> data = random_layers(1, n, 5);
+  for (const std::string& name : policy_names()) {
+    PolicySpec spec{name, {}, &plan};
+    spec.params.rho = 0.1;
+    spec.params.k_min = 8;
+    const PolicyContext ctx{spec.params, kLayers, &plan};
+    auto policy = make_policy(name, ctx);
+    double host = 0;
+    std::vector<float> out(static_cast<size_t>(kHq) * kD);
+    for (int l = 0; l < kLayers; ++l) {
+      const LayerData& d = data[static_cast<size_t>(l)];
+      const LayerInputs in{l, Phase::Decode, kHq, kHkv, 1, n, kD, d.q.data(), d.k.data(), d.v.data()};
+      host += attend_layer(*policy, spec.params, in, out.data());
+    }
+    const double scheduled = schedule_keys_attended(make_attention_schedule(spec, kLayers), n - 1, 1, kHq);
+    EXPECT_DOUBLE_EQ(host, scheduled) << name;
+  }
+}
+
+// "kascade" is the plan as calibrated: with an all-heads-pooled plan it is kascade-pooled, and its
+// schedule pools all heads too.
+TEST(Schedule, KascadeFollowsThePlansPooling) {
+  Plan plan = test_plan();
+  plan.sparsity.pooling = Pooling::All;
+  SparsityParams params;
+  params.rho = 0.1;
+  params.k_min = 8;
+  const PolicyContext ctx{params, kLayers, &plan};
+  auto as_planned = make_policy("kascade", ctx);
+  auto pooled = make_policy("kascade-pooled", ctx);
+  const engine::AttentionSchedule schedule = make_attention_schedule(PolicySpec{"kascade", params, &plan}, kLayers);
+  auto executed = make_schedule_policy(schedule);
+  const std::vector<LayerData> data = random_layers(1, 300, 23);
+  for (int l = 0; l < kLayers; ++l) {
+    const LayerData& d = data[static_cast<size_t>(l)];
+    const LayerInputs in{l, Phase::Decode, kHq, kHkv, 1, 300, kD, d.q.data(), d.k.data(), d.v.data()};
+    const KeySet a = as_planned->select(in);
+    expect_same(a, pooled->select(in), "pooled plan, layer " + std::to_string(l));
+    expect_same(a, executed->select(in), "pooled plan schedule, layer " + std::to_string(l));
+    EXPECT_EQ(schedule.layers[static_cast<size_t>(l)].pooling, Pooling::All);
+  }
+}
+
 TEST(Schedule, PlanScheduleHasThePlansRoles) {
   const Plan plan = test_plan();
   const engine::AttentionSchedule s = engine::schedule_from_plan(plan);
@@ -104,8 +151,10 @@ TEST(Schedule, PlanScheduleHasThePlansRoles) {
   EXPECT_EQ(s.layers[4].slot, 1);
   EXPECT_EQ(s.layers[4].head_map, (std::vector<int>{1, 1}));
   EXPECT_EQ(s.slots, 3);
-  EXPECT_FALSE(s.sparse_layer(0));
-  EXPECT_TRUE(s.sparse_layer(3));
+  EXPECT_FALSE(s.attends_selection(0));
+  EXPECT_TRUE(s.attends_selection(3));
+  EXPECT_FALSE(s.reads_selection_only(3));  // an anchor ranks every key
+  EXPECT_TRUE(s.reads_selection_only(4));
 }
 
 TEST(Schedule, ValidateNamesTheProblem) {

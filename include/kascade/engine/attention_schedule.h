@@ -55,8 +55,12 @@ struct AttentionSchedule {
   // slots in range, every Reuse slot written by an earlier layer, a Reuse layer's pooling equal
   // to its writer's, head maps of hkv entries in [0, hkv).
   void validate(int num_layers, int num_kv_heads) const;
-  // Whether a layer's output depends on a selection (it attends to fewer keys than dense).
-  bool sparse_layer(int layer) const;
+  // Whether a layer reads only a selection's keys (Reuse, Streaming, Quest): the engine's
+  // AttentionStats count every causal key for the others, which rank all of them (backend.h).
+  bool reads_selection_only(int layer) const;
+  // Whether a layer attends to a selection (Select, Reuse, Streaming, Quest): the accuracy
+  // study's "keys attended" counts the selection for these, every causal key for the others.
+  bool attends_selection(int layer) const;
 };
 
 // Every layer dense.

@@ -35,13 +35,17 @@
 //   dense          every layer dense.
 //   oracle         layer 0 dense; every layer l >= 1 takes its own group top-k and attends to
 //                  it (the SPEC 4/5 anchor rule at every layer). Decode and prefill.
-//   kascade        the plan (SPEC 2-5): layer 0 dense, and it takes the group top-k for its
-//                  reuse layers; an anchor a > 0 takes its group top-k and attends to it; a reuse
-//                  layer j attends, for kv head g, to row map[j][g] of its anchor a(j) = the last
-//                  anchor <= j (the plan's head map). Decode and prefill (per tile).
-//   kascade-pooled the plan's anchors with the all-heads top-k (anchors attend to it, reuse
-//                  layers read it for every kv head; the head map does not apply). Decode and
-//                  prefill.
+//   kascade        the plan as calibrated (SPEC 2-5), with the plan's own pooling: layer 0
+//                  dense, and it takes the top-k for its reuse layers; an anchor a > 0 takes its
+//                  top-k and attends to it; a reuse layer j attends, for kv head g, to row
+//                  map[j][g] of its anchor a(j) = the last anchor <= j (the plan's head map).
+//                  With group pooling (head-aware) the top-k is per kv head; with all-heads
+//                  pooling (the plan's sparsity.pooling = all) one top-k pooled over all query
+//                  heads is shared by every kv head and the head map does not apply.
+//                  Decode and prefill (per tile).
+//   kascade-pooled the plan's anchors with the all-heads top-k whatever the plan's pooling
+//                  (anchors attend to it, reuse layers read it for every kv head; the head map
+//                  does not apply). Decode and prefill.
 //   streaming      StreamingLLM: layer 0 dense; every layer l >= 1 attends to the kSinkTokens
 //                  first candidates 0..s-1 (s = min(kSinkTokens, k)) plus the k - s candidates
 //                  just before b (decode: n-(k-s)..n-1, the query itself included), the same

@@ -52,6 +52,11 @@ engine::AttentionSchedule make_attention_schedule(const PolicySpec& spec, int la
 // LayerRule): for every policy, it selects exactly what make_policy does (tested), which ties the
 // GPU's schedules to the CPU policies.
 std::unique_ptr<SelectionPolicy> make_schedule_policy(const engine::AttentionSchedule& schedule);
+// Keys attended by `rows` decode rows after `first` cached tokens under `schedule`, summed over
+// layers, heads and rows, counted as the policies count them (attend_layer): a layer attending
+// to a selection counts its k(n) keys, any other layer every key (anchors and filter layers that
+// rank every key count their selection / all keys as they attend).
+double schedule_keys_attended(const engine::AttentionSchedule& schedule, int first, int rows, int hq);
 
 struct RowLogits {
   std::vector<float> logits;  // [rows][vocab]: row t predicts the token after rows[t]

@@ -728,8 +728,9 @@ void CudaCore::call_attention_hook(int layer, const Geometry& g) {
 }
 
 // Keys read, counted as the CPU backend counts them (backend.h AttentionStats), from the same
-// budget arithmetic the kernels use (budget.h): a layer that attends to a selection reads it
-// (decode) or, per tile, the selection plus the diagonal (prefill); the others read every key.
+// budget arithmetic the kernels use (budget.h): a layer that reads only a selection reads it
+// (decode) or, per tile, the selection plus the diagonal (prefill); the others, anchors among
+// them (they rank every key), read every key.
 void CudaCore::count_keys(const CudaSegment& segment) {
   AttentionStats& stats = segment.seq->stats;
   const int64_t p0 = segment.seq->n, p1 = p0 + segment.count;
@@ -753,7 +754,7 @@ void CudaCore::count_keys(const CudaSegment& segment) {
   }
   for (int l = 0; l < c_.layers; ++l) {
     stats.keys_dense += dense;
-    stats.keys_read += schedule_ && schedule_->sparse_layer(l) ? sparse : dense;
+    stats.keys_read += schedule_ && schedule_->reads_selection_only(l) ? sparse : dense;
   }
 }
 
