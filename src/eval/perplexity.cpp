@@ -83,38 +83,6 @@ std::vector<std::pair<std::string, double>> run_list(const PerplexityConfig& con
   return runs;
 }
 
-// The whole window through the policy's prefill: the prefix in one call, the scored rows in a
-// second with their logits. `keys` gets what the policy attended, `dense_keys` what dense would.
-std::vector<float> prefill_through_policy(engine::Backend& backend, const engine::ModelConfig& model,
-                                          const PolicySpec& spec, const std::vector<int32_t>& prefix,
-                                          const std::vector<int32_t>& rows, double& keys, double& dense_keys) {
-  const PolicyContext ctx{spec.params, model.layers, spec.plan};
-  std::unique_ptr<SelectionPolicy> policy = make_policy(spec.name, ctx);
-  const SparsityParams params = spec.params;
-  backend.reset();
-  keys = 0;
-  backend.set_attention_override([&](const engine::LayerAttentionCall& c) {
-    const LayerInputs in{c.layer, c.tokens == 1 ? Phase::Decode : Phase::Prefill, c.hq, c.hkv, c.tokens,
-                         c.first + c.tokens, c.head_dim, c.q, c.k, c.v};
-    const double attended = attend_layer(*policy, params, in, c.out);
-    keys += attended;
-    return attended;
-  });
-  std::vector<float> logits;
-  try {
-    if (!prefix.empty()) backend.forward(prefix, /*all_logits=*/false);
-    logits = backend.forward(rows, /*all_logits=*/true);
-  } catch (...) {
-    backend.set_attention_override(nullptr);
-    throw;
-  }
-  backend.set_attention_override(nullptr);
-  dense_keys = 0;
-  for (int t = 0; t < backend.position(); ++t) dense_keys += static_cast<double>(t + 1);
-  dense_keys *= static_cast<double>(model.hq) * model.layers;
-  return logits;
-}
-
 }  // namespace
 
 WindowScore score_window(engine::Backend& backend, const engine::ModelConfig& model, const Plan* plan,
@@ -154,7 +122,12 @@ WindowScore score_window(engine::Backend& backend, const engine::ModelConfig& mo
       run.keys = r.keys;
       run.dense_keys = r.dense_keys;
     } else {
-      logits = prefill_through_policy(backend, model, spec, prefix, rows, run.keys, run.dense_keys);
+      std::vector<int32_t> tokens = prefix;
+      tokens.insert(tokens.end(), rows.begin(), rows.end());
+      RowLogits r = prefill_through_policy(backend, spec, tokens, n_rows, model);
+      logits = std::move(r.logits);
+      run.keys = r.keys;
+      run.dense_keys = r.dense_keys;
     }
     KASCADE_CHECK(logits.size() == static_cast<size_t>(n_rows) * static_cast<size_t>(model.vocab),
                   "score_window: " << logits.size() << " logits for " << n_rows << " rows of " << model.vocab);

@@ -38,28 +38,12 @@ PolicyRun run_policy(engine::Backend& backend, const engine::Tokenizer& tok, con
   double keys = 0, dense_keys = 0;
   if (sparse_prefill) {
     // The whole prompt through the policy's prefill (SPEC 5 tiles), then the answer as decode rows.
-    const PolicyContext ctx{spec.params, mc.layers, spec.plan};
-    std::unique_ptr<SelectionPolicy> policy = make_policy(spec.name, ctx);
-    const SparsityParams params = spec.params;
-    backend.reset();
-    backend.set_attention_override([&](const engine::LayerAttentionCall& c) {
-      const LayerInputs in{c.layer, c.tokens == 1 ? Phase::Decode : Phase::Prefill, c.hq, c.hkv, c.tokens,
-                           c.first + c.tokens, c.head_dim, c.q, c.k, c.v};
-      const double attended = attend_layer(*policy, params, in, c.out);
-      keys += attended;
-      return attended;
-    });
     std::vector<int32_t> prompt = ex.context;
     prompt.insert(prompt.end(), ex.query.begin(), ex.query.end());
-    try {
-      logits = backend.forward(prompt, /*all_logits=*/false);
-    } catch (...) {
-      backend.set_attention_override(nullptr);
-      throw;
-    }
-    backend.set_attention_override(nullptr);
-    for (int t = 0; t < backend.position(); ++t) dense_keys += static_cast<double>(t + 1);
-    dense_keys *= static_cast<double>(mc.hq) * mc.layers;
+    RowLogits prefilled = prefill_through_policy(backend, spec, prompt, /*scored=*/1, mc);
+    logits = std::move(prefilled.logits);
+    keys = prefilled.keys;
+    dense_keys = prefilled.dense_keys;
     const std::vector<int32_t> answer_rows(ex.answer.begin(), ex.answer.end() - 1);
     if (!answer_rows.empty()) {
       const RowLogits rows = score_rows_as_decode(backend, spec, answer_rows, mc, threads);

@@ -3,10 +3,6 @@
 #include "kascade/eval/scoring.h"
 
 #include <algorithm>
-#include <atomic>
-#include <exception>
-#include <mutex>
-#include <thread>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -17,8 +13,36 @@
 #include "kascade/error.h"
 #include "kascade/eval/harness.h"
 #include "kascade/eval/tasks.h"
+#include "../reference/parallel.h"
 
 namespace kascade::eval {
+
+namespace {
+
+// Decode-only selector schedules (OmniKV, TidalDecode): each selector layer attends densely and
+// writes one all-heads-pooled selection into its own slot; every later layer reads the latest
+// selector's; layers before the first selector are dense.
+engine::AttentionSchedule selector_schedule(int layers, const std::vector<int>& selectors) {
+  engine::AttentionSchedule s;
+  s.slots = static_cast<int>(selectors.size());
+  s.prefill_dense = true;
+  int slot = -1;
+  for (int l = 0; l < layers; ++l) {
+    engine::LayerSchedule ls;
+    ls.pooling = Pooling::All;
+    if (std::find(selectors.begin(), selectors.end(), l) != selectors.end()) {
+      ls.rule = engine::LayerRule::DenseSelect;
+      ls.slot = ++slot;
+    } else if (slot >= 0) {
+      ls.rule = engine::LayerRule::Reuse;
+      ls.slot = slot;
+    }
+    s.layers.push_back(ls);
+  }
+  return s;
+}
+
+}  // namespace
 
 engine::AttentionSchedule make_attention_schedule(const PolicySpec& spec, int layers) {
   using engine::LayerRule;
@@ -62,41 +86,12 @@ engine::AttentionSchedule make_attention_schedule(const PolicySpec& spec, int la
   } else if (spec.name == "omnikv") {
     // Filter layers (layer 0 among them) attend densely and select one all-heads-pooled top-k;
     // the layers up to the next filter layer read it. Decode only.
-    const std::vector<int> filters = evenly_spaced_layers(layers, static_cast<int>(spec.plan->anchors.size()));
-    s.slots = static_cast<int>(filters.size());
-    s.prefill_dense = true;
-    int slot = -1;
-    for (int l = 0; l < layers; ++l) {
-      LayerSchedule ls;
-      ls.pooling = Pooling::All;
-      const bool filter = std::find(filters.begin(), filters.end(), l) != filters.end();
-      if (filter) ++slot;
-      ls.rule = filter ? LayerRule::DenseSelect : LayerRule::Reuse;
-      ls.slot = slot;
-      s.layers.push_back(ls);
-    }
+    s = selector_schedule(layers, evenly_spaced_layers(layers, static_cast<int>(spec.plan->anchors.size())));
   } else if (spec.name == "tidal") {
     // Layers 0 and 1 dense; selection layers attend densely and select one all-heads-pooled top-k;
     // the other layers read the latest selection layer's. Decode only.
-    const std::vector<int> selectors =
-        tidal_selection_layers(layers, std::max(1, static_cast<int>(spec.plan->anchors.size()) - 1));
-    s.slots = static_cast<int>(selectors.size());
-    s.prefill_dense = true;
-    int slot = -1;
-    for (int l = 0; l < layers; ++l) {
-      LayerSchedule ls;
-      ls.pooling = Pooling::All;
-      const bool selector = std::find(selectors.begin(), selectors.end(), l) != selectors.end();
-      if (selector) ++slot;
-      if (selector) {
-        ls.rule = LayerRule::DenseSelect;
-        ls.slot = slot;
-      } else if (slot >= 0) {
-        ls.rule = LayerRule::Reuse;
-        ls.slot = slot;
-      }
-      s.layers.push_back(ls);
-    }
+    s = selector_schedule(layers,
+                          tidal_selection_layers(layers, std::max(1, static_cast<int>(spec.plan->anchors.size()) - 1)));
   } else {
     KASCADE_FAIL("policy '" << spec.name << "' has no layer schedule (it runs only with host attention)");
   }
@@ -178,6 +173,40 @@ RowLogits score_rows_as_decode(engine::Backend& backend, const PolicySpec& spec,
   return out;
 }
 
+RowLogits prefill_through_policy(engine::Backend& backend, const PolicySpec& spec, const std::vector<int32_t>& tokens,
+                                 int scored, const engine::ModelConfig& config) {
+  KASCADE_CHECK(scored >= 1 && scored <= static_cast<int>(tokens.size()),
+                "prefill_through_policy: " << scored << " scored rows of " << tokens.size() << " tokens");
+  const PolicyContext ctx{spec.params, config.layers, spec.plan};
+  std::unique_ptr<SelectionPolicy> policy = make_policy(spec.name, ctx);
+  const SparsityParams params = spec.params;
+  RowLogits out;
+  backend.reset();
+  backend.set_attention_override([&](const engine::LayerAttentionCall& c) {
+    const LayerInputs in{c.layer, c.tokens == 1 ? Phase::Decode : Phase::Prefill, c.hq, c.hkv, c.tokens,
+                         c.first + c.tokens, c.head_dim, c.q, c.k, c.v};
+    const double attended = attend_layer(*policy, params, in, c.out);
+    out.keys += attended;
+    return attended;
+  });
+  try {
+    if (scored == 1) {
+      out.logits = backend.forward(tokens, /*all_logits=*/false);
+    } else {
+      const auto split = tokens.end() - scored;
+      if (split != tokens.begin()) backend.forward(std::vector<int32_t>(tokens.begin(), split), /*all_logits=*/false);
+      out.logits = backend.forward(std::vector<int32_t>(split, tokens.end()), /*all_logits=*/true);
+    }
+  } catch (...) {
+    backend.set_attention_override(nullptr);
+    throw;
+  }
+  backend.set_attention_override(nullptr);
+  for (int t = 0; t < backend.position(); ++t) out.dense_keys += static_cast<double>(t + 1);
+  out.dense_keys *= static_cast<double>(config.hq) * config.layers;
+  return out;
+}
+
 namespace {
 
 // max and log-sum-exp of one row (double), checking every logit is finite.
@@ -238,25 +267,7 @@ RowMetrics compare_rows(const float* dense, const float* logits, int rows, int v
   };
   // Rows are independent: spread them over the hardware threads (a row of a 49k vocabulary is
   // ~100k exponentials; the GPU eval compares thousands of rows per minute).
-  std::atomic<int> next{0};
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  auto worker = [&]() {
-    for (int r = next.fetch_add(1); r < rows; r = next.fetch_add(1)) {
-      try {
-        one_row(r);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (!error) error = std::current_exception();
-      }
-    }
-  };
-  const int workers = std::min(rows, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  std::vector<std::thread> pool;
-  for (int w = 1; w < workers; ++w) pool.emplace_back(worker);
-  worker();
-  for (std::thread& th : pool) th.join();
-  if (error) std::rethrow_exception(error);
+  ref::detail::parallel_for(rows, one_row);
   return m;
 }
 

@@ -72,6 +72,15 @@ struct RowLogits {
 RowLogits score_rows_as_decode(engine::Backend& backend, const PolicySpec& spec, const std::vector<int32_t>& rows,
                                const engine::ModelConfig& config, int threads = 0);
 
+// Resets the backend and prefills `tokens` through the policy's prefill rule (SPEC 5 tiles;
+// decode-only policies attend densely in prefill), with the policy's SelectionPolicy on the host
+// (the attention override) on every backend. Returns the logits of the last `scored` tokens
+// (1 <= scored <= tokens): with scored = 1 the whole input is one forward call; otherwise the
+// first part and the scored part are two calls (chunked prefill: the second's tiles start at
+// its first token). Keys are counted over every token. The cache holds `tokens` afterwards.
+RowLogits prefill_through_policy(engine::Backend& backend, const PolicySpec& spec, const std::vector<int32_t>& tokens,
+                                 int scored, const engine::ModelConfig& config);
+
 // ---- per-row metrics -------------------------------------------------------------------------
 // For each row r (logits [rows][vocab], fp32, all finite or kascade::Error):
 //   logprob[r]      log p(target[r]) under `logits` (nats; NaN where target[r] < 0: unscored)
