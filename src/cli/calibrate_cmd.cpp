@@ -30,6 +30,7 @@
 #include "kascade/engine/model_path.h"
 #include "kascade/engine/tokenizer.h"
 #include "kascade/error.h"
+#include "kascade/json.h"
 #include "kascade/eval/corpus.h"
 #include "kascade/plan.h"
 
@@ -171,15 +172,6 @@ CalibrateArgs parse_args(const Args& args) {
   return a;
 }
 
-std::string utc_now_iso8601() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 std::string format_seconds(double s) {
   char buf[32];
   const int total = static_cast<int>(std::lround(s));
@@ -235,33 +227,6 @@ class ProgressBar {
                                         last_update_ = start_;
 };
 
-// Two-space indented JSON with arrays of scalars on one line (as plans are written): the
-// report's matrices read row by row instead of one number per line.
-void append_pretty(const nlohmann::json& j, int indent, std::string& out) {
-  bool nested = false;
-  for (const auto& element : j) nested = nested || element.is_structured();
-  if (!j.is_structured() || j.empty()) {
-    out += j.dump();
-    return;
-  }
-  if (j.is_array() && !nested) {
-    out += '[';
-    for (size_t i = 0; i < j.size(); ++i) out += (i ? ", " : "") + j[i].dump();
-    out += ']';
-    return;
-  }
-  const std::string pad(static_cast<size_t>(indent) + 2, ' ');
-  out += j.is_object() ? "{\n" : "[\n";
-  size_t i = 0;
-  for (auto it = j.begin(); it != j.end(); ++it, ++i) {
-    out += pad;
-    if (j.is_object()) out += nlohmann::json(it.key()).dump() + ": ";
-    append_pretty(*it, indent + 2, out);
-    out += i + 1 < j.size() ? ",\n" : "\n";
-  }
-  out += std::string(static_cast<size_t>(indent), ' ') + (j.is_object() ? "}" : "]");
-}
-
 // Writes the report (optional) and the plan; on failure nothing that this call wrote remains.
 void write_outputs(const CalibrateArgs& a, const Plan& plan, const nlohmann::json& report) {
   if (!a.report.empty()) {
@@ -270,7 +235,7 @@ void write_outputs(const CalibrateArgs& a, const Plan& plan, const nlohmann::jso
       std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
       KASCADE_CHECK(out.good(), "--report: cannot open " << tmp << " for writing");
       std::string text;
-      append_pretty(report, 0, text);
+      append_pretty_json(report, 0, text);
       out << text << "\n";
       out.close();
       KASCADE_CHECK(!out.fail(), "--report: writing " << tmp << " failed");
@@ -341,7 +306,7 @@ int run_calibrate(const Args& args) {
 
   PlanProvenance provenance;
   provenance.dev_set = mix.description;
-  provenance.date = utc_now_iso8601();
+  provenance.date = utc_now();
   provenance.tool_version = std::string("kascade ") + KASCADE_VERSION + " calibrate";
   std::ostringstream notes;
   notes << "chosen by held-out next-token KL among candidates of anchors " << a.m_lo << ".." << a.m_hi

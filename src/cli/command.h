@@ -34,6 +34,11 @@ struct OptionReader {
 };
 
 int parse_int(const std::string& s, const char* what);
+// Provenance of written results (provenance.cpp): the commit (KASCADE_COMMIT when set, as on a
+// GPU machine's copy of the tree without its git directory, else the checkout's HEAD, else
+// "unknown") and the current UTC time as ISO 8601.
+std::string git_commit();
+std::string utc_now();
 double parse_double(const std::string& s, const char* what);
 
 }  // namespace kascade::cli

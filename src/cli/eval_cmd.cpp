@@ -180,20 +180,6 @@ eval::EvalConfig make_config(const EvalArgs& a, const Plan* plan) {
   return c;
 }
 
-// The commit of the results' provenance: KASCADE_COMMIT when set (a copy of the tree without its
-// git directory, as on a GPU machine), else the checkout's HEAD, else "unknown".
-std::string git_commit() {
-  if (const char* env = std::getenv("KASCADE_COMMIT"); env != nullptr && *env != '\0') return env;
-  std::FILE* p = popen("git rev-parse --short=12 HEAD 2>/dev/null", "r");
-  if (!p) return "unknown";
-  char buf[64] = {0};
-  const bool ok = std::fgets(buf, sizeof buf, p) != nullptr;
-  pclose(p);
-  std::string s = ok ? buf : "";
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  return s.empty() ? "unknown" : s;
-}
-
 // The GPU's name for the provenance of a CUDA run (nvidia-smi), "unknown" where it cannot be read.
 std::string gpu_name() {
   std::FILE* p = popen("nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null", "r");
@@ -204,13 +190,6 @@ std::string gpu_name() {
   std::string s = ok ? buf : "";
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
   return s.empty() ? "unknown" : s;
-}
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
 }
 
 void write_file(const std::filesystem::path& path, const std::string& text) {

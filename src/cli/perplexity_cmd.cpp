@@ -243,26 +243,6 @@ std::vector<eval::TokenDocument> read_documents(const PerplexityArgs& a, const e
   return docs;
 }
 
-// The commit of the provenance: KASCADE_COMMIT when set, else the checkout's HEAD, else "unknown".
-std::string git_commit() {
-  if (const char* env = std::getenv("KASCADE_COMMIT"); env != nullptr && *env != '\0') return env;
-  std::FILE* p = popen("git rev-parse --short=12 HEAD 2>/dev/null", "r");
-  if (!p) return "unknown";
-  char buf[64] = {0};
-  const bool ok = std::fgets(buf, sizeof buf, p) != nullptr;
-  pclose(p);
-  std::string s = ok ? buf : "";
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  return s.empty() ? "unknown" : s;
-}
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
-
 int run_perplexity_command(const Args& args) {
   if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
     std::printf("%s\n", kUsage);

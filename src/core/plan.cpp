@@ -261,34 +261,6 @@ Plan plan_from_json(const Json& root, const std::string& name) {
   return plan;
 }
 
-// Two-space indented JSON, except that arrays of scalars stay on one line: the head map is the
-// bulk of a plan, and one row per line reads far better than one integer per line.
-void append_pretty(const OrderedJson& j, int indent, std::string& out) {
-  const bool container = j.is_object() || j.is_array();
-  bool nested = false;
-  for (const auto& element : j) nested = nested || element.is_structured();
-  if (!container || j.empty()) {
-    out += j.dump();
-    return;
-  }
-  if (j.is_array() && !nested) {
-    out += '[';
-    for (size_t i = 0; i < j.size(); ++i) out += (i ? ", " : "") + j[i].dump();
-    out += ']';
-    return;
-  }
-  const std::string pad(static_cast<size_t>(indent) + 2, ' ');
-  out += j.is_object() ? "{\n" : "[\n";
-  size_t i = 0;
-  for (auto it = j.begin(); it != j.end(); ++it, ++i) {
-    out += pad;
-    if (j.is_object()) out += OrderedJson(it.key()).dump() + ": ";
-    append_pretty(*it, indent + 2, out);
-    out += i + 1 < j.size() ? ",\n" : "\n";
-  }
-  out += std::string(static_cast<size_t>(indent), ' ') + (j.is_object() ? "}" : "]");
-}
-
 // The held-out choice: well-formed entries, indices in range, and the chosen entry is this plan.
 void validate_selection(const Plan& plan, const PlanSelection& s, const std::string& name) {
   const std::string base = "calibration.selection";
@@ -521,7 +493,7 @@ std::string to_json(const Plan& plan) {
     j["calibration"] = cal;
   }
   std::string text;
-  append_pretty(j, 0, text);
+  append_pretty_json(j, 0, text);
   return text + "\n";
 }
 
