@@ -149,24 +149,26 @@ std::vector<float> decode_row_masses(const float* q, const float* keys, const La
   return mass;
 }
 
-void add_decode_row_attention(CalibrationStats& stats, int layer, const float* q, const float* keys,
-                              const LayerAttentionShape& shape) {
+// The selection sets the shape's pooling makes, checked against the statistics' own count.
+static int checked_sets(const CalibrationStats& stats, const LayerAttentionShape& shape) {
   const int sets = shape.pooling == Pooling::All ? 1 : shape.hkv;
   KASCADE_CHECK(stats.num_kv_heads() == sets,
                 "calibration: statistics have " << stats.num_kv_heads() << " selection sets but pooling "
                                                 << to_string(shape.pooling) << " over " << shape.hkv
                                                 << " kv heads makes " << sets);
+  return sets;
+}
+
+void add_decode_row_attention(CalibrationStats& stats, int layer, const float* q, const float* keys,
+                              const LayerAttentionShape& shape) {
+  const int sets = checked_sets(stats, shape);
   std::vector<float> mass = decode_row_masses(q, keys, shape);
   stats.add_decode_row(layer, TensorView::contiguous(mass.data(), DType::F32, {sets, shape.n}));
 }
 
 void add_layer_attention(CalibrationStats& stats, int layer, const float* q, const float* k,
                          const LayerAttentionShape& shape) {
-  const int sets = shape.pooling == Pooling::All ? 1 : shape.hkv;
-  KASCADE_CHECK(stats.num_kv_heads() == sets,
-                "calibration: statistics have " << stats.num_kv_heads() << " selection sets but pooling "
-                                                << to_string(shape.pooling) << " over " << shape.hkv
-                                                << " kv heads makes " << sets);
+  checked_sets(stats, shape);
   PooledMasses pooled = pooled_masses(q, k, shape, stats.tile());
   const TensorView mass_view =
       TensorView::contiguous(pooled.mass.data(), DType::F32, {pooled.sets, pooled.tiles, pooled.n});
