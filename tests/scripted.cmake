@@ -120,16 +120,20 @@ kascade_cli_test(NAME cli_generate_context_limit EXIT 1 MATCH "exceeds the model
 set(calibrate_out ${CMAKE_BINARY_DIR}/cli_calibrate)
 file(MAKE_DIRECTORY ${calibrate_out})
 kascade_cli_test(NAME cli_calibrate_small EXIT 0
-  MATCH "statistics: 6 prompts \\(paper: [0-9]+ generated rows, decode rows set [0-9]+ of [0-9]+ minima\\).*\\*(search|candidate|pooling) .*chosen: anchors 0 [0-9]+, pooling (group|all), held-out kl [0-9.]+, answer loss [0-9.]+ \\([0-9]+ plans scored, 1 in the search\\).*plan written to.*calibrating .* on the cpu backend: dev split, seed 1: 6 statistics \\+ 6 held-out prompts of 160 tokens.*calibrate pooling "
-  ARGS calibrate --model default --dev-prompts 12 --length 160 --continuation-rows 4 --generated-rows 2 --anchors 2
-       --search-evaluations 1 --name smollm2-test --out ${calibrate_out}/plan.json --report ${calibrate_out}/report.json)
+  MATCH "statistics: 6 prompts \\(paper: [0-9]+ generated rows, decode rows set [0-9]+ of [0-9]+ minima\\).*\\*(search|candidate|pooling) .*chosen: anchors 0 [0-9]+, pooling (group|all), held-out kl [0-9.]+, answer loss [0-9.]+ \\([0-9]+ plans scored, 1 in the search\\).*plan written to.*m 2: anchors 0 [0-9]+, pooling (group|all), held-out kl [0-9.]+ -> [^ ]*/m2.json.*calibrating .* on the cpu backend: dev split, seed 1: 6 statistics prompts of 160 tokens \\+ 6 held-out prompts of 160, 192 tokens.*calibrate candidates "
+  ARGS calibrate --model default --dev-prompts 12 --length 160 --held-out-lengths 160,192 --continuation-rows 4
+       --generated-rows 2 --anchors 2 --search-evaluations 1 --name smollm2-test --out ${calibrate_out}/plan.json
+       --report ${calibrate_out}/report.json --plans-dir ${calibrate_out})
 set_tests_properties(cli_calibrate_small PROPERTIES FIXTURES_SETUP calibrated_plan)
 kascade_cli_test(NAME cli_calibrate_plan_checks EXIT 0 MATCH "^ok: .*matches 30 layers, hq 9, hkv 3, head_dim 64\n$"
   ARGS plan check ${calibrate_out}/plan.json --layers 30 --hq 9 --hkv 3 --head-dim 64)
+kascade_cli_test(NAME cli_calibrate_per_m_plan_checks EXIT 0 MATCH "^ok: .*matches 30 layers, hq 9, hkv 3, head_dim 64\n$"
+  ARGS plan check ${calibrate_out}/m2.json --layers 30 --hq 9 --hkv 3 --head-dim 64)
 kascade_cli_test(NAME cli_calibrate_plan_provenance EXIT 0
   MATCH "model: smollm2-test.*anchors \\(2\\).*dev_set: dev split, seed 1: 6 statistics.*tool_version: kascade [0-9.]+ calibrate.*k_cal: (32|64).*chosen by held-out loss among [0-9]+ plans \\(statistic (spec|paper)\\)"
   ARGS plan show ${calibrate_out}/plan.json)
-set_tests_properties(cli_calibrate_plan_checks cli_calibrate_plan_provenance PROPERTIES FIXTURES_REQUIRED calibrated_plan)
+set_tests_properties(cli_calibrate_plan_checks cli_calibrate_per_m_plan_checks cli_calibrate_plan_provenance
+  PROPERTIES FIXTURES_REQUIRED calibrated_plan)
 if(Python3_Interpreter_FOUND)
   add_test(NAME cli_calibrate_plot
            COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tools/plot_calibration.py
@@ -161,6 +165,16 @@ endif()
 kascade_cli_test(NAME cli_calibrate_beyond_context EXIT 1
   MATCH "--length 8190 with 16 generated rows is beyond the model's context of 8192 tokens"
   ARGS calibrate --model default --length 8190 --out ${calibrate_out}/never.json)
+kascade_cli_test(NAME cli_calibrate_bad_held_out_length EXIT 1 MATCH "--held-out-lengths: expected an integer, got 'x'"
+  ARGS calibrate --held-out-lengths 1024,x --out x.json)
+kascade_cli_test(NAME cli_calibrate_held_out_beyond_context EXIT 1
+  MATCH "--held-out-lengths: 9000 tokens is beyond the model's context of 8192 tokens"
+  ARGS calibrate --model default --held-out-lengths 1024,9000 --out ${calibrate_out}/never.json)
+kascade_cli_test(NAME cli_calibrate_held_out_too_short EXIT 1
+  MATCH "--held-out-lengths: 20 tokens cannot hold 32 continuation rows after a context"
+  ARGS calibrate --model default --held-out-lengths 20 --out ${calibrate_out}/never.json)
+kascade_cli_test(NAME cli_calibrate_plans_dir_missing EXIT 1 MATCH "--plans-dir: 'no/such' is not a directory"
+  ARGS calibrate --out x.json --plans-dir no/such)
 kascade_cli_test(NAME cli_calibrate_missing_dir EXIT 1 MATCH "--report: directory 'no/such' of 'no/such/r.json' does not exist"
   ARGS calibrate --out x.json --report no/such/r.json)
 kascade_cli_test(NAME cli_calibrate_without_corpus EXIT 1

@@ -202,22 +202,33 @@ ChoiceResult choose_plan(const std::vector<CandidatePlan>& candidates, const std
   ChoiceResult result;
   Evaluator evaluator(score, progress, result);
   bool fresh = false;
-  // 1. Every candidate.
-  for (const CandidatePlan& c : candidates) {
-    const int i = evaluator.evaluate(c.anchors, c.head_map, Pooling::Group, c.statistic, c.sources, Stage::Candidate, fresh);
-    if (result.best_candidate < 0 ||
-        better_loss(result.evaluations[static_cast<size_t>(i)].loss,
-                    result.evaluations[static_cast<size_t>(result.best_candidate)].loss)) {
+  const CoverageMatrix& first_coverage = coverage_of(candidates.front().statistic);
+  const int L = first_coverage.num_layers();
+  const HeadMap identity(static_cast<size_t>(L), identity_row(first_coverage.num_kv_heads()));
+  auto consider_candidate = [&result](int i) {
+    if (result.best_candidate < 0 || better_loss(result.evaluations[static_cast<size_t>(i)].loss,
+                                                 result.evaluations[static_cast<size_t>(result.best_candidate)].loss)) {
       result.best_candidate = i;
     }
+  };
+  // 1. Every candidate with its head map, then every candidate's anchors with one selection
+  // pooled over all heads (plans with the same anchors are one pooled plan).
+  for (const CandidatePlan& c : candidates) {
+    consider_candidate(
+        evaluator.evaluate(c.anchors, c.head_map, Pooling::Group, c.statistic, c.sources, Stage::Candidate, fresh));
   }
-  // 2. Coordinate search from the best candidate: first improving move of each anchor, sweeps
-  // until one improves nothing or the evaluations are spent.
+  for (const CandidatePlan& c : candidates) {
+    std::vector<std::string> sources;
+    for (const std::string& s : c.sources) sources.push_back(s + ", pooled");
+    consider_candidate(evaluator.evaluate(c.anchors, identity, Pooling::All, c.statistic, sources, Stage::Candidate, fresh));
+  }
+  // 2. Coordinate search from the best candidate, in its pooling: first improving move of each
+  // anchor, sweeps until one improves nothing or the evaluations are spent.
   int current = result.best_candidate;
   result.search_path.push_back(current);
   const Statistic statistic = result.evaluations[static_cast<size_t>(current)].statistic;
+  const Pooling pooling = result.evaluations[static_cast<size_t>(current)].pooling;
   const CoverageMatrix& coverage = coverage_of(statistic);
-  const int L = coverage.num_layers();
   std::vector<int> moves;
   for (int step = 1; step <= config.max_move; ++step) {
     moves.push_back(step);
@@ -236,11 +247,11 @@ ChoiceResult choose_plan(const std::vector<CandidatePlan>& candidates, const std
         if (to <= low || to >= high) continue;  // keeps layer 0 first, the order, and layers < L
         std::vector<int> moved = anchors;
         moved[slot] = to;
-        const HeadMap map = choose_head_map(coverage, moved);
-        const std::string source =
-            "search: anchor " + std::to_string(anchors[slot]) + " -> " + std::to_string(to) + " (" +
-            to_string(statistic) + " map)";
-        const int i = evaluator.evaluate(moved, map, Pooling::Group, statistic, {source}, Stage::Search, fresh);
+        const HeadMap map = pooling == Pooling::All ? identity : choose_head_map(coverage, moved);
+        const std::string source = "search: anchor " + std::to_string(anchors[slot]) + " -> " + std::to_string(to) +
+                                   (pooling == Pooling::All ? std::string(" (pooled)")
+                                                            : " (" + to_string(statistic) + " map)");
+        const int i = evaluator.evaluate(moved, map, pooling, statistic, {source}, Stage::Search, fresh);
         if (fresh) {
           ++result.search_evaluations;
           budget_left = result.search_evaluations < config.max_search_evaluations;
@@ -257,15 +268,20 @@ ChoiceResult choose_plan(const std::vector<CandidatePlan>& candidates, const std
       }
     }
   }
-  // 3. The same anchors with one selection pooled over all heads.
+  // 3. The searched anchors in the other pooling (a head map re-derived for group pooling).
   const Evaluation best = result.evaluations[static_cast<size_t>(current)];
-  const HeadMap identity(static_cast<size_t>(L), identity_row(coverage.num_kv_heads()));
-  const int pooled = evaluator.evaluate(best.anchors, identity, Pooling::All, best.statistic,
-                                        {"pooling all of anchors " + anchors_text(best.anchors)}, Stage::Pooling, fresh);
   result.chosen = current;
-  if (better_loss(result.evaluations[static_cast<size_t>(pooled)].loss, best.loss)) {
-    result.evaluations[static_cast<size_t>(pooled)].accepted = true;
-    result.chosen = pooled;
+  if (current != result.best_candidate) {
+    const bool to_all = best.pooling == Pooling::Group;
+    const HeadMap map = to_all ? identity : choose_head_map(coverage, best.anchors);
+    const std::string source = std::string(to_all ? "pooling all" : "head-aware pooling") + " of anchors " +
+                               anchors_text(best.anchors);
+    const int other = evaluator.evaluate(best.anchors, map, to_all ? Pooling::All : Pooling::Group, best.statistic,
+                                         {source}, Stage::Pooling, fresh);
+    if (better_loss(result.evaluations[static_cast<size_t>(other)].loss, best.loss)) {
+      result.evaluations[static_cast<size_t>(other)].accepted = true;
+      result.chosen = other;
+    }
   }
   return result;
 }

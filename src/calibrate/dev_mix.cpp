@@ -2,6 +2,7 @@
 // split, paired into statistics and held-out halves (kascade/calibrate/dev_mix.h).
 #include "kascade/calibrate/dev_mix.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "kascade/error.h"
@@ -54,12 +55,12 @@ DevExample from_task(const eval::Example& ex, DevKind kind, const std::string& n
 
 // Document `index` of the split (then the next ones of the same source, joined by a paragraph
 // break, wrapping) until there are `needed` ids after the BOS; cut to exactly that.
-DevExample continuation(const std::vector<eval::Document>& docs, size_t index, const DevMixConfig& c,
+DevExample continuation(const std::vector<eval::Document>& docs, size_t index, int length, int continuation_rows,
                         const eval::TaskTokenizer& tok) {
   const eval::Document& first = docs[index];
   std::vector<int32_t> ids;
   if (tok.bos >= 0) ids.push_back(tok.bos);
-  const size_t needed = static_cast<size_t>(c.length) + 1;  // the last row's target too
+  const size_t needed = static_cast<size_t>(length) + 1;  // the last row's target too
   size_t at = index;
   for (size_t joined = 0; ids.size() < needed; ++joined) {
     KASCADE_CHECK(joined < docs.size(), "dev set: the " << first.source << " documents together have fewer than "
@@ -74,9 +75,9 @@ DevExample continuation(const std::vector<eval::Document>& docs, size_t index, c
   DevExample d;
   d.kind = DevKind::Continuation;
   d.name = "continuation " + first.id;
-  const size_t context = static_cast<size_t>(c.length - c.continuation_rows);
+  const size_t context = static_cast<size_t>(length - continuation_rows);
   d.context.assign(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(context));
-  d.rows.assign(ids.begin() + static_cast<std::ptrdiff_t>(context), ids.begin() + c.length);
+  d.rows.assign(ids.begin() + static_cast<std::ptrdiff_t>(context), ids.begin() + length);
   d.targets.assign(ids.begin() + static_cast<std::ptrdiff_t>(context) + 1, ids.end());
   d.first_answer_row = 0;
   return d;
@@ -91,12 +92,15 @@ DevMix make_dev_mix(const DevMixConfig& c, const eval::TaskTokenizer& tok, const
   KASCADE_CHECK(c.prompts >= 4 * kinds, "dev set: " << c.prompts << " prompts are too few for " << kinds
                                                     << " kinds (at least " << 4 * kinds
                                                     << ": two statistics and two held-out prompts of each)");
-  KASCADE_CHECK(c.length >= 2, "dev set: length must be >= 2, got " << c.length);
+  const std::vector<int> held_lengths = c.held_out_lengths.empty() ? std::vector<int>{c.length} : c.held_out_lengths;
+  int shortest = c.length;
+  for (int length : held_lengths) shortest = std::min(shortest, length);
+  KASCADE_CHECK(shortest >= 2, "dev set: lengths must be >= 2, got " << shortest);
   bool continuation_wanted = false;
   for (DevKind k : c.kinds) continuation_wanted = continuation_wanted || k == DevKind::Continuation;
   if (continuation_wanted) {
-    KASCADE_CHECK(c.continuation_rows >= 1 && c.continuation_rows <= c.length - 2,
-                  "dev set: continuation rows must be in 1.." << c.length - 2 << " for length " << c.length << ", got "
+    KASCADE_CHECK(c.continuation_rows >= 1 && c.continuation_rows <= shortest - 2,
+                  "dev set: continuation rows must be in 1.." << shortest - 2 << " for length " << shortest << ", got "
                                                               << c.continuation_rows);
     KASCADE_CHECK(!documents.empty(), "dev set: continuation needs natural-text documents, none were given");
     for (const eval::Document& d : documents)
@@ -116,24 +120,31 @@ DevMix make_dev_mix(const DevMixConfig& c, const eval::TaskTokenizer& tok, const
     const DevKind kind = c.kinds[static_cast<size_t>(slot)];
     const int kind_pair = seen[static_cast<size_t>(slot)] / 2;
     const int kind_example = seen[static_cast<size_t>(slot)]++;
+    // Each round of kinds takes the next held-out length.
+    const int length = role == 0 ? c.length : held_lengths[static_cast<size_t>(pair / kinds) % held_lengths.size()];
+    const std::string at = held_lengths.size() > 1 || held_lengths[0] != c.length ? " @" + std::to_string(length) : "";
     DevExample ex;
     if (kind == DevKind::Retrieval) {
       const std::string& task = dev_retrieval_tasks()[static_cast<size_t>(kind_pair) % dev_retrieval_tasks().size()];
-      ex = from_task(eval::make_example(task, c.length, i, c.seed, tok, eval::Split::Dev), kind,
-                     task + " #" + std::to_string(i));
+      ex = from_task(eval::make_example(task, length, i, c.seed, tok, eval::Split::Dev), kind,
+                     task + " #" + std::to_string(i) + at);
     } else if (kind == DevKind::Copy) {
-      ex = from_task(eval::make_example("copy", c.length, i, c.seed, tok, eval::Split::Dev), kind,
-                     "copy #" + std::to_string(i));
+      ex = from_task(eval::make_example("copy", length, i, c.seed, tok, eval::Split::Dev), kind,
+                     "copy #" + std::to_string(i) + at);
     } else {
       // Spread the kind's examples evenly over the documents (and so over the sources).
       const size_t total = static_cast<size_t>(2 * pairs_of_kind[static_cast<size_t>(slot)]);
-      ex = continuation(documents, static_cast<size_t>(kind_example) * documents.size() / total, c, tok);
+      ex = continuation(documents, static_cast<size_t>(kind_example) * documents.size() / total, length,
+                        c.continuation_rows, tok);
+      ex.name += at;
     }
     (role == 0 ? mix.statistics : mix.held_out).push_back(std::move(ex));
   }
   std::ostringstream d;
-  d << "dev split, seed " << c.seed << ": " << mix.statistics.size() << " statistics + " << mix.held_out.size()
-    << " held-out prompts of " << c.length << " tokens (";
+  d << "dev split, seed " << c.seed << ": " << mix.statistics.size() << " statistics prompts of " << c.length
+    << " tokens + " << mix.held_out.size() << " held-out prompts of ";
+  for (size_t l = 0; l < held_lengths.size(); ++l) d << (l ? ", " : "") << held_lengths[l];
+  d << " tokens (";
   for (int k = 0; k < kinds; ++k) {
     d << (k ? ", " : "") << to_string(c.kinds[static_cast<size_t>(k)]) << " " << pairs_of_kind[static_cast<size_t>(k)]
       << " + " << pairs_of_kind[static_cast<size_t>(k)];

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <set>
 #include <sstream>
 
 #include "kascade/budget.h"
@@ -313,7 +314,11 @@ CalibrationRun run_calibration(const engine::Model& model, const DevMix& mix, co
 
   // 3. The choice.
   start = std::chrono::steady_clock::now();
-  const int candidates = static_cast<int>(run.candidates.size());
+  // Every candidate head-aware, then its anchors pooled (candidates with the same anchors share one).
+  std::set<std::vector<int>> anchor_sets;
+  for (const CandidatePlan& cp : run.candidates) anchor_sets.insert(cp.anchors);
+  const int candidates = static_cast<int>(run.candidates.size() + anchor_sets.size());
+  int candidate_evaluations = 0;
   const PlanScorer score = [&scorer](const std::vector<int>& anchors, const HeadMap& map, Pooling pooling) {
     return scorer.score(anchors, map, pooling);
   };
@@ -323,41 +328,69 @@ CalibrationRun run_calibration(const engine::Model& model, const DevMix& mix, co
     detail << "anchors";
     for (int a : e.anchors) detail << " " << a;
     detail << (e.pooling == Pooling::All ? " pooled" : "") << ": kl " << e.loss.kl;
-    if (e.stage == Stage::Candidate) progress("candidates", scored, candidates, detail.str());
-    else if (e.stage == Stage::Search) progress("search", scored - candidates, config.choice.max_search_evaluations, detail.str());
+    if (e.stage == Stage::Candidate) {
+      candidate_evaluations = scored;
+      progress("candidates", scored, candidates, detail.str());
+    } else if (e.stage == Stage::Search) {
+      progress("search", scored - candidate_evaluations, config.choice.max_search_evaluations, detail.str());
+    }
     else progress("pooling", 1, 1, detail.str());
   });
   run.seconds_choice = seconds_since(start);
 
   // 4. The plan, with the proposing statistic's calibration data and the choice.
-  const Evaluation& chosen = run.choice.evaluations[static_cast<size_t>(run.choice.chosen)];
-  const int m = static_cast<int>(chosen.anchors.size());
+  const int m = static_cast<int>(run.choice.evaluations[static_cast<size_t>(run.choice.chosen)].anchors.size());
   run.spec = make_report(stats.spec, config.m_lo, config.m_hi, m);
   run.paper = make_report(stats.paper, config.m_lo, config.m_hi, m);
   run.spec.dev_set = run.paper.dev_set = mix.description;
-  const CalibrationReport& proposer = chosen.statistic == Statistic::Spec ? run.spec : run.paper;
-  Plan plan = make_uniform_plan(target.name, c.layers, c.hq, c.hkv, c.head_dim, chosen.anchors);
-  if (chosen.pooling == Pooling::Group) plan.head_map = chosen.head_map;
-  plan.sparsity = config.params;
-  plan.sparsity.pooling = chosen.pooling;
+  run.held_out_description = std::to_string(run.held_out_prompts.size()) + " held-out prompts, " +
+                             std::to_string(run.held_out_rows) + " rows; " + mix.description;
+  run.plan = evaluation_plan(run, run.choice.chosen, target, provenance);
+  return run;
+}
+
+Plan evaluation_plan(const CalibrationRun& run, int index, const CalibrationTarget& target,
+                     const PlanProvenance& provenance) {
+  KASCADE_CHECK(index >= 0 && index < static_cast<int>(run.choice.evaluations.size()),
+                "calibration: no evaluation " << index << " (the run scored " << run.choice.evaluations.size() << ")");
+  const Evaluation& e = run.choice.evaluations[static_cast<size_t>(index)];
+  const CalibrationReport& proposer = e.statistic == Statistic::Spec ? run.spec : run.paper;
+  const int layers = target.layers;
+  Plan plan = make_uniform_plan(target.name, layers, target.hq, target.hkv, target.head_dim, e.anchors);
+  if (e.pooling == Pooling::Group) plan.head_map = e.head_map;
+  plan.sparsity = run.config.params;
+  plan.sparsity.pooling = e.pooling;
   plan.sparsity.scale = NAN;
   plan.provenance = provenance;
   PlanCalibration cal;
   cal.k_cal = proposer.k_cal;
   cal.importance = proposer.importance;
-  cal.layer_scores.assign(static_cast<size_t>(c.layers), std::vector<double>(static_cast<size_t>(c.layers), 0.0));
-  for (int l1 = 0; l1 < c.layers; ++l1)
-    for (int l2 = l1; l2 < c.layers; ++l2)
+  cal.layer_scores.assign(static_cast<size_t>(layers), std::vector<double>(static_cast<size_t>(layers), 0.0));
+  for (int l1 = 0; l1 < layers; ++l1)
+    for (int l2 = l1; l2 < layers; ++l2)
       cal.layer_scores[static_cast<size_t>(l1)][static_cast<size_t>(l2)] = proposer.scores.at(l1, l2);
-  cal.objective = anchor_score(proposer.scores, chosen.anchors);
+  cal.objective = anchor_score(proposer.scores, e.anchors);
   for (const AnchorChoice& choice : proposer.choices) cal.candidates.push_back({choice.anchors, choice.score});
-  cal.selection = plan_selection(run.choice, chosen.statistic);
-  cal.selection->held_out = std::to_string(run.held_out_prompts.size()) + " held-out prompts, " +
-                            std::to_string(run.held_out_rows) + " rows; " + mix.description;
+  ChoiceResult choice = run.choice;
+  choice.chosen = index;
+  cal.selection = plan_selection(choice, e.statistic);
+  cal.selection->held_out = run.held_out_description;
   plan.calibration = std::move(cal);
   validate_plan(plan, "calibration");
-  run.plan = std::move(plan);
-  return run;
+  return plan;
+}
+
+std::vector<int> best_evaluation_per_anchor_count(const ChoiceResult& choice) {
+  std::vector<int> best;
+  for (size_t i = 0; i < choice.evaluations.size(); ++i) {
+    const Evaluation& e = choice.evaluations[i];
+    const size_t m = e.anchors.size();
+    if (best.size() <= m) best.resize(m + 1, -1);
+    if (best[m] < 0 || better_loss(e.loss, choice.evaluations[static_cast<size_t>(best[m])].loss)) {
+      best[m] = static_cast<int>(i);
+    }
+  }
+  return best;
 }
 
 // ---- the report -------------------------------------------------------------------------------
@@ -404,6 +437,14 @@ nlohmann::json run_report_json(const CalibrationRun& run) {
     j["head_map"] = e.head_map;
     evaluations.push_back(std::move(j));
   }
+  nlohmann::json best_per_m = nlohmann::json::array();
+  const std::vector<int> best = best_evaluation_per_anchor_count(run.choice);
+  for (size_t m = 0; m < best.size(); ++m) {
+    if (best[m] < 0) continue;
+    const Evaluation& e = run.choice.evaluations[static_cast<size_t>(best[m])];
+    best_per_m.push_back({{"m", m}, {"index", best[m]}, {"anchors", e.anchors}, {"pooling", to_string(e.pooling)},
+                          {"kl", e.loss.kl}, {"answer_loss", e.loss.answer_loss}});
+  }
   nlohmann::json paper = statistic_json(run.paper);
   paper["decode_rows"]["generated"] = run.paper_generated_rows;
   nlohmann::json report{
@@ -433,6 +474,7 @@ nlohmann::json run_report_json(const CalibrationRun& run) {
       {"dense", loss_json(run.dense)},
       {"evaluations", std::move(evaluations)},
       {"best_candidate", run.choice.best_candidate},
+      {"best_per_anchor_count", best_per_m},
       {"search_path", run.choice.search_path},
       {"search_evaluations", run.choice.search_evaluations},
       {"chosen", run.choice.chosen},

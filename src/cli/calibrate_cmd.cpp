@@ -41,29 +41,37 @@ constexpr const char* kUsage =
     "usage: kascade calibrate --out PLAN.json [--report REPORT.json] [--model GGUF|HF_DIR|default]\n"
     "                         [--backend cpu|cuda] [--anchors LO..HI] [--rho R] [--k-min K] [--tile T]\n"
     "                         [--budget rolling|fixed] [--preset default|small] [--dev-prompts N] [--length T]\n"
-    "                         [--continuation-rows N] [--generated-rows N] [--seed S]\n"
-    "                         [--search-evaluations N] [--threads N] [--name NAME] [--notes TEXT]\n"
+    "                         [--held-out-lengths T,...] [--continuation-rows N] [--generated-rows N] [--seed S]\n"
+    "                         [--search-evaluations N] [--plans-dir DIR] [--threads N] [--name NAME] [--notes TEXT]\n"
     "  Statistics of half the development prompts propose plans (the DP optimum of every anchor\n"
     "  count under the spec and paper statistics, and evenly spaced anchors); the other half, held\n"
     "  out, chooses by next-token KL against dense (answer log-loss breaks ties); a coordinate\n"
-    "  search moves one anchor by 1-3 layers; then head-aware vs all-heads pooling.\n"
+    "  search moves one anchor by 1-3 layers. Every candidate is scored head-aware and with all heads\n"
+    "  pooled; the search keeps the better pooling.\n"
     "  --anchors        anchor counts of the candidates (default 3..8)\n"
     "  --rho, --k-min, --tile, --budget: the plan's top-k budget (SPEC 3, 5)\n"
-    "  --preset         default: 64 prompts of 2048 tokens, 32 continuation rows, 16 generated rows;\n"
-    "                   small: 16 prompts of 384 tokens, 16 continuation rows, 8 generated rows (a CPU\n"
-    "                   run of minutes); the options below override the preset\n"
+    "  --preset         default: 64 prompts, statistics at 2048 tokens, held out at 1024, 2048, 4096\n"
+    "                   and 8192, 32 continuation rows, 16 generated rows; small: 16 prompts of 384\n"
+    "                   tokens, 16 continuation rows, 8 generated rows (a CPU run of minutes); the\n"
+    "                   options below override the preset\n"
     "  --dev-prompts    development prompts, half statistics, half held out (even, >= 12)\n"
-    "  --length         tokens of each prompt (context and question, or context and scored rows)\n"
+    "  --length         tokens of each statistics prompt (context and question, or context and\n"
+    "                   scored rows)\n"
+    "  --held-out-lengths  the held-out prompts' lengths, taken in turn (default: the preset's, or\n"
+    "                   --length when it is given)\n"
     "  --continuation-rows  scored rows of a natural-text continuation prompt\n"
     "  --generated-rows     answer tokens generated after each statistics prompt (paper statistic)\n"
     "  --seed           the tasks' seed (always the dev split; default 1)\n"
-    "  --search-evaluations  plans the coordinate search may score (default 40)";
+    "  --search-evaluations  plans the coordinate search may score (default 40)\n"
+    "  --plans-dir      also write the best scored plan of every anchor count to DIR/m<M>.json (the\n"
+    "                   accuracy-versus-anchors curve; only the chosen count had the search)";
 
 struct Preset {
   int dev_prompts, length, continuation_rows, generated_rows;
+  std::vector<int> held_out_lengths;
 };
-constexpr Preset kDefaultPreset{64, 2048, 32, 16};
-constexpr Preset kSmallPreset{16, 384, 16, 8};
+const Preset kDefaultPreset{64, 2048, 32, 16, {1024, 2048, 4096, 8192}};
+const Preset kSmallPreset{16, 384, 16, 8, {384}};
 
 struct CalibrateArgs {
   std::string model = "default";
@@ -72,10 +80,11 @@ struct CalibrateArgs {
   SparsityParams params;
   std::string preset = "default";
   std::optional<int> dev_prompts, length, continuation_rows, generated_rows;
+  std::optional<std::vector<int>> held_out_lengths;
   uint64_t seed = 1;
   int search_evaluations = 40;
   int threads = 0;
-  std::string out, report, name, notes;
+  std::string out, report, name, notes, plans_dir;
 };
 
 // The plan and report are written at the end of a long run: a path that cannot be written is
@@ -136,6 +145,16 @@ CalibrateArgs parse_args(const Args& args) {
       a.dev_prompts = parse_positive(v, "--dev-prompts");
     } else if (r.take_value("--length", v)) {
       a.length = parse_positive(v, "--length");
+    } else if (r.take_value("--held-out-lengths", v)) {
+      std::vector<int> lengths;
+      std::stringstream list(v);
+      std::string item;
+      while (std::getline(list, item, ',')) lengths.push_back(parse_positive(item, "--held-out-lengths"));
+      KASCADE_CHECK(!lengths.empty(), "--held-out-lengths: expected T[,T...], got '" << v << "'");
+      a.held_out_lengths = lengths;
+    } else if (r.take_value("--plans-dir", v)) {
+      KASCADE_CHECK(!v.empty(), "--plans-dir: empty path");
+      a.plans_dir = v;
     } else if (r.take_value("--continuation-rows", v)) {
       a.continuation_rows = parse_positive(v, "--continuation-rows");
     } else if (r.take_value("--generated-rows", v)) {
@@ -169,6 +188,12 @@ CalibrateArgs parse_args(const Args& args) {
   KASCADE_CHECK(a.report != a.out, "--report and --out name the same file '" << a.out << "'");
   check_output_path(a.out, "--out");
   if (!a.report.empty()) check_output_path(a.report, "--report");
+  if (!a.plans_dir.empty()) {
+    struct stat st {};
+    KASCADE_CHECK(stat(a.plans_dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode),
+                  "--plans-dir: '" << a.plans_dir << "' is not a directory");
+    KASCADE_CHECK(access(a.plans_dir.c_str(), W_OK) == 0, "--plans-dir: '" << a.plans_dir << "' is not writable");
+  }
   return a;
 }
 
@@ -227,25 +252,33 @@ class ProgressBar {
                                         last_update_ = start_;
 };
 
-// Writes the report (optional) and the plan; on failure nothing that this call wrote remains.
-void write_outputs(const CalibrateArgs& a, const Plan& plan, const nlohmann::json& report) {
-  if (!a.report.empty()) {
-    const std::string tmp = a.report + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      KASCADE_CHECK(out.good(), "--report: cannot open " << tmp << " for writing");
-      std::string text;
-      append_pretty_json(report, 0, text);
-      out << text << "\n";
-      out.close();
-      KASCADE_CHECK(!out.fail(), "--report: writing " << tmp << " failed");
-    }
-    KASCADE_CHECK(std::rename(tmp.c_str(), a.report.c_str()) == 0, "--report: cannot rename " << tmp << " to " << a.report);
-  }
+// Writes the per-anchor-count plans (optional), the report (optional) and the plan; on failure
+// nothing that this call wrote remains.
+void write_outputs(const CalibrateArgs& a, const std::vector<std::pair<std::string, Plan>>& per_m, const Plan& plan,
+                   const nlohmann::json& report) {
+  std::vector<std::string> written;
   try {
+    for (const auto& [path, p] : per_m) {
+      save_plan(path, p);
+      written.push_back(path);
+    }
+    if (!a.report.empty()) {
+      const std::string tmp = a.report + ".tmp";
+      {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        KASCADE_CHECK(out.good(), "--report: cannot open " << tmp << " for writing");
+        std::string text;
+        append_pretty_json(report, 0, text);
+        out << text << "\n";
+        out.close();
+        KASCADE_CHECK(!out.fail(), "--report: writing " << tmp << " failed");
+      }
+      KASCADE_CHECK(std::rename(tmp.c_str(), a.report.c_str()) == 0, "--report: cannot rename " << tmp << " to " << a.report);
+      written.push_back(a.report);
+    }
     save_plan(a.out, plan);
   } catch (...) {
-    if (!a.report.empty()) std::remove(a.report.c_str());
+    for (const std::string& path : written) std::remove(path.c_str());
     throw;
   }
 }
@@ -260,6 +293,10 @@ int run_calibrate(const Args& args) {
   DevMixConfig dev;
   dev.prompts = a.dev_prompts.value_or(preset.dev_prompts);
   dev.length = a.length.value_or(preset.length);
+  // An explicit --length without --held-out-lengths holds out prompts of that length too.
+  dev.held_out_lengths = a.held_out_lengths.value_or(a.length ? std::vector<int>{*a.length} : preset.held_out_lengths);
+  const int longest_held_out = *std::max_element(dev.held_out_lengths.begin(), dev.held_out_lengths.end());
+  const int shortest_held_out = *std::min_element(dev.held_out_lengths.begin(), dev.held_out_lengths.end());
   dev.continuation_rows = a.continuation_rows.value_or(preset.continuation_rows);
   dev.seed = a.seed;
   CalibrationRunConfig cfg;
@@ -284,6 +321,9 @@ int run_calibrate(const Args& args) {
                             << " continuation rows the statistics' prompts need more than " << needed << " tokens (tile "
                             << cfg.params.tile << ", k_cal " << std::max(cfg.statistics.spec_k_cal, cfg.statistics.paper_k_cal)
                             << ")");
+  KASCADE_CHECK(dev.continuation_rows <= shortest_held_out - 2,
+                "--held-out-lengths: " << shortest_held_out << " tokens cannot hold " << dev.continuation_rows
+                                       << " continuation rows after a context");
 
   // Everything that can fail without the weights fails before they load.
   engine::check_backend_available(a.backend);
@@ -295,6 +335,9 @@ int run_calibrate(const Args& args) {
   KASCADE_CHECK(config.context <= 0 || dev.length + cfg.statistics.generated_rows <= config.context,
                 "--length " << dev.length << " with " << cfg.statistics.generated_rows
                             << " generated rows is beyond the model's context of " << config.context << " tokens");
+  KASCADE_CHECK(config.context <= 0 || longest_held_out <= config.context,
+                "--held-out-lengths: " << longest_held_out << " tokens is beyond the model's context of " << config.context
+                                       << " tokens");
   const engine::Tokenizer tok = source.tokenizer();
   const eval::TaskTokenizer task_tok{[&tok](const std::string& s) { return tok.encode_continuation(s); },
                                      tok.add_bos() ? tok.bos_id() : -1,
@@ -328,7 +371,15 @@ int run_calibrate(const Args& args) {
   report["command"] = "kascade calibrate";
   for (const std::string& arg : args) report["command"] = report["command"].get<std::string>() + " " + arg;
   report["date"] = provenance.date;
-  write_outputs(a, run.plan, report);
+  std::vector<std::pair<std::string, Plan>> per_m;
+  if (!a.plans_dir.empty()) {
+    const std::vector<int> best = best_evaluation_per_anchor_count(run.choice);
+    for (size_t m = 0; m < best.size(); ++m) {
+      if (best[m] >= 0) per_m.emplace_back(a.plans_dir + "/m" + std::to_string(m) + ".json",
+                                           evaluation_plan(run, best[m], target, provenance));
+    }
+  }
+  write_outputs(a, per_m, run.plan, report);
 
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("statistics: %zu prompts (paper: %lld generated rows, decode rows set %lld of %lld minima); held out: "
@@ -351,6 +402,11 @@ int run_calibrate(const Args& args) {
               anchors_text(chosen.anchors).c_str(), to_string(chosen.pooling), chosen.loss.kl, chosen.loss.answer_loss,
               run.choice.evaluations.size(), run.choice.search_evaluations, format_seconds(seconds).c_str());
   std::printf("plan written to %s%s%s\n", a.out.c_str(), a.report.empty() ? "" : ", report to ", a.report.c_str());
+  for (const auto& [path, p] : per_m) {
+    const PlanEvaluation& e = p.calibration->selection->evaluated[static_cast<size_t>(p.calibration->selection->chosen)];
+    std::printf("m %zu: anchors %s, pooling %s, held-out kl %.5f -> %s\n", p.anchors.size(), anchors_text(p.anchors).c_str(),
+                to_string(p.sparsity.pooling), e.kl, path.c_str());
+  }
   return 0;
 }
 

@@ -2,7 +2,7 @@
 // optimum per m under every statistic, even spacing with each statistic's head map, duplicates
 // merged), the equal weighting of kinds, and the choice with a fake scorer: the lowest loss, the
 // tie-break, the coordinate search's moves, bounds and evaluation cap, re-derived head maps,
-// no plan scored twice, and the pooling step.
+// no plan scored twice, both poolings of every candidate, and the search in the best one's pooling.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -237,10 +237,12 @@ TEST(Choice, TiesOnKlGoToTheLowerAnswerLoss) {
   EXPECT_EQ(r.best_candidate, 1);
   EXPECT_EQ(r.search_evaluations, 0);
   EXPECT_EQ(r.search_path, (std::vector<int>{1}));
-  // The pooled plan ties on KL and answer loss too: the head-aware plan stays.
+  // The pooled plans tie on KL and answer loss too: the head-aware plan stays; without a search
+  // move there is no pooling stage (both poolings of the candidates were scored).
   EXPECT_EQ(r.chosen, 1);
-  EXPECT_EQ(r.evaluations.back().stage, Stage::Pooling);
-  EXPECT_FALSE(r.evaluations.back().accepted);
+  ASSERT_EQ(r.evaluations.size(), 6u);
+  EXPECT_EQ(r.evaluations.back().stage, Stage::Candidate);
+  EXPECT_EQ(r.evaluations.back().pooling, Pooling::All);
   // A full tie among candidates keeps the first.
   FakeScorer flat;
   flat.target = {0};
@@ -275,8 +277,9 @@ TEST(Choice, SearchStopsAtItsEvaluationCap) {
                                                  candidate({0, 2, 3}, c, Statistic::Spec, "b")};
   const ChoiceResult r = choose_plan(candidates, proposals, fake.scorer(), {});
   EXPECT_EQ(r.search_evaluations, 40);
-  // Two candidates, 40 searched plans, the pooled one.
-  EXPECT_EQ(fake.asked.size(), 2u + 40u + 1u);
+  // Two candidates in both poolings, 40 searched plans, the searched anchors pooled.
+  EXPECT_EQ(fake.asked.size(), 2u + 2u + 40u + 1u);
+  EXPECT_EQ(r.evaluations.back().stage, Stage::Pooling);
   int searched = 0;
   for (const Evaluation& e : r.evaluations) searched += e.stage == Stage::Search;
   EXPECT_EQ(searched, 40);
@@ -298,14 +301,52 @@ TEST(Choice, PoolingWinsOnlyWhenItsLossIsLower) {
   fake.target = {0, 5, 7};
   fake.pooled_bonus = 0.5;
   const ChoiceResult r = choose_plan(candidates, proposals, fake.scorer(), no_search);
+  ASSERT_EQ(r.evaluations.size(), 2u);
+  EXPECT_EQ(r.best_candidate, 1);  // the pooled candidate
   const Evaluation& chosen = r.evaluations[static_cast<size_t>(r.chosen)];
-  EXPECT_EQ(chosen.stage, Stage::Pooling);
-  EXPECT_TRUE(chosen.accepted);
+  EXPECT_EQ(chosen.stage, Stage::Candidate);
   EXPECT_EQ(chosen.pooling, Pooling::All);
   EXPECT_EQ(chosen.anchors, (std::vector<int>{0, 4, 7}));
+  EXPECT_EQ(chosen.sources, (std::vector<std::string>{"a, pooled"}));
   for (int j = 0; j < L; ++j)
     for (int g = 0; g < H; ++g) EXPECT_EQ(chosen.head_map[static_cast<size_t>(j)][static_cast<size_t>(g)], g);
-  EXPECT_EQ(fake.asked.back().pooling, Pooling::All);
+  // Without the bonus the head-aware plan stays.
+  FakeScorer plain;
+  plain.target = fake.target;
+  const ChoiceResult p = choose_plan(candidates, proposals, plain.scorer(), no_search);
+  EXPECT_EQ(p.evaluations[static_cast<size_t>(p.chosen)].pooling, Pooling::Group);
+}
+
+TEST(Choice, SearchRunsInThePoolingOfTheBestCandidate) {
+  const int L = 12, H = 3;
+  const CoverageMatrix c = shifted_coverage(L, H, 1);
+  const std::vector<StatisticProposal> proposals = {proposal(Statistic::Spec, c, importance(L))};
+  const std::vector<CandidatePlan> candidates = {candidate({0, 3, 6}, c, Statistic::Spec, "a")};
+  FakeScorer fake;
+  fake.target = {0, 5, 9};
+  fake.pooled_bonus = 0.5;
+  const ChoiceResult r = choose_plan(candidates, proposals, fake.scorer(), {});
+  EXPECT_EQ(r.best_candidate, 1);
+  int searched = 0;
+  for (const Evaluation& e : r.evaluations) {
+    if (e.stage != Stage::Search) continue;
+    ++searched;
+    EXPECT_EQ(e.pooling, Pooling::All);
+    for (int j = 0; j < L; ++j)
+      for (int g = 0; g < H; ++g) EXPECT_EQ(e.head_map[static_cast<size_t>(j)][static_cast<size_t>(g)], g);
+  }
+  EXPECT_GT(searched, 0);
+  const Evaluation& chosen = r.evaluations[static_cast<size_t>(r.chosen)];
+  EXPECT_EQ(chosen.anchors, (std::vector<int>{0, 5, 9}));
+  EXPECT_EQ(chosen.pooling, Pooling::All);
+  EXPECT_EQ(chosen.stage, Stage::Search);
+  // The searched anchors were tried head-aware too, with the statistic's map, and lost.
+  const Evaluation& last = r.evaluations.back();
+  EXPECT_EQ(last.stage, Stage::Pooling);
+  EXPECT_EQ(last.pooling, Pooling::Group);
+  EXPECT_EQ(last.anchors, chosen.anchors);
+  EXPECT_EQ(last.head_map, choose_head_map(c, chosen.anchors));
+  EXPECT_FALSE(last.accepted);
 }
 
 TEST(Choice, BadInput) {

@@ -45,7 +45,7 @@ TEST(DevMix, HalvesHoldEveryKindEqually) {
                 mix.held_out[i].name.substr(0, mix.held_out[i].name.find(' ')));
     }
   }
-  EXPECT_NE(mix.description.find("6 statistics + 6 held-out prompts of 200 tokens"), std::string::npos) << mix.description;
+  EXPECT_NE(mix.description.find("6 statistics prompts of 200 tokens + 6 held-out prompts of 200 tokens"), std::string::npos) << mix.description;
   EXPECT_NE(mix.description.find("retrieval 2 + 2, copy 2 + 2, continuation 2 + 2"), std::string::npos)
       << mix.description;
 }
@@ -97,6 +97,34 @@ TEST(DevMix, ContinuationScoresTheLastTokensOfDevDocuments) {
     }
   }
   EXPECT_EQ(names.size(), 4u);  // four different documents
+}
+
+TEST(DevMix, HeldOutPromptsTakeTheirLengthsInTurnByRoundOfKinds) {
+  DevMixConfig c = small_config();
+  c.prompts = 24;  // 12 pairs: four rounds of the three kinds
+  c.held_out_lengths = {160, 240};
+  const DevMix mix = make_dev_mix(c, word_tokenizer(40), dev_documents());
+  ASSERT_EQ(mix.held_out.size(), 12u);
+  for (size_t i = 0; i < mix.held_out.size(); ++i) {
+    const DevExample& ex = mix.held_out[i];
+    const size_t length = (i / 3) % 2 == 0 ? 160u : 240u;  // pair i: round i / 3 of the kinds
+    const size_t tokens = ex.kind == DevKind::Continuation ? ex.context.size() + ex.rows.size() : ex.prompt().size();
+    EXPECT_EQ(tokens, length) << ex.name;
+    EXPECT_NE(ex.name.find(" @" + std::to_string(length)), std::string::npos) << ex.name;
+    // The statistics half keeps `length`.
+    const DevExample& st = mix.statistics[i];
+    EXPECT_EQ(st.kind == DevKind::Continuation ? st.context.size() + st.rows.size() : st.prompt().size(), 200u) << st.name;
+  }
+  // Every kind is held out at both lengths.
+  std::set<std::pair<int, size_t>> seen;
+  for (const DevExample& ex : mix.held_out) seen.insert({static_cast<int>(ex.kind), ex.context.size() > 200 ? 240u : 160u});
+  EXPECT_EQ(seen.size(), 6u);
+  EXPECT_NE(mix.description.find("12 statistics prompts of 200 tokens + 12 held-out prompts of 160, 240 tokens"),
+            std::string::npos)
+      << mix.description;
+  // Continuation rows must fit the shortest length.
+  c.held_out_lengths = {9, 240};
+  EXPECT_KASCADE_ERROR(make_dev_mix(c, word_tokenizer(40), dev_documents()), "continuation rows must be in 1..7 for length 9");
 }
 
 TEST(DevMix, IsAPureFunctionOfItsConfig) {

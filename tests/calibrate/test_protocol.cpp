@@ -131,7 +131,9 @@ TEST(Protocol, EndToEndOnTheTinyModel) {
                       [&](const std::string& stage, int, int, const std::string&) {
                         if (stages.empty() || stages.back() != stage) stages.push_back(stage);
                       });
-  EXPECT_EQ(stages, (std::vector<std::string>{"statistics", "held-out", "candidates", "pooling"}));
+  // Two layers leave no anchor to move: no search, so no pooling stage after it (both poolings
+  // of every candidate were scored as candidates).
+  EXPECT_EQ(stages, (std::vector<std::string>{"statistics", "held-out", "candidates"}));
   const Plan& plan = run.plan;
   check_plan_matches(plan, 2, 4, 2, 8);
   EXPECT_EQ(plan.model_name, "tiny-llama");
@@ -177,6 +179,36 @@ TEST(Protocol, EndToEndOnTheTinyModel) {
   // The plan writes and reads back with its choice.
   const Plan reread = parse_plan(to_json(plan), "tiny plan");
   EXPECT_EQ(reread.calibration->selection->chosen, run.choice.chosen);
+
+  // Every candidate's anchors were scored pooled too.
+  for (const CandidatePlan& c : run.candidates) {
+    bool pooled = false;
+    for (const Evaluation& e : run.choice.evaluations) pooled = pooled || (e.anchors == c.anchors && e.pooling == Pooling::All);
+    EXPECT_TRUE(pooled);
+  }
+  // The best plan of each anchor count: m = 1 and m = 2, each the lowest of its count, its plan
+  // naming it as chosen.
+  const std::vector<int> best = best_evaluation_per_anchor_count(run.choice);
+  ASSERT_EQ(best.size(), 3u);
+  EXPECT_EQ(best[0], -1);
+  for (size_t m = 1; m <= 2; ++m) {
+    ASSERT_GE(best[m], 0);
+    const Evaluation& b = run.choice.evaluations[static_cast<size_t>(best[m])];
+    EXPECT_EQ(b.anchors.size(), m);
+    for (const Evaluation& e : run.choice.evaluations) {
+      if (e.anchors.size() == m) {
+        EXPECT_FALSE(better_loss(e.loss, b.loss));
+      }
+    }
+    const Plan pm = evaluation_plan(run, best[m], tiny_target(), provenance);
+    EXPECT_EQ(pm.anchors, b.anchors);
+    EXPECT_EQ(pm.sparsity.pooling, b.pooling);
+    EXPECT_EQ(pm.calibration->selection->chosen, best[m]);
+    EXPECT_EQ(*pm.calibration->k_cal, b.statistic == Statistic::Spec ? 64 : 32);
+  }
+  EXPECT_EQ(report["best_per_anchor_count"].size(), 2u);
+  EXPECT_EQ(report["best_per_anchor_count"][1]["index"], best[2]);
+  EXPECT_KASCADE_ERROR(evaluation_plan(run, -1, tiny_target(), provenance), "no evaluation -1");
 }
 
 TEST(Protocol, BadInput) {

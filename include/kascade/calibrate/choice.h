@@ -15,13 +15,14 @@
 //   kascade::ChoiceResult r = kascade::choose_plan(candidates, proposals, score, {});
 //   const kascade::Evaluation& chosen = r.evaluations[r.chosen];
 //
-// choose_plan: every candidate is scored; the best one (lowest KL, answer loss as tie-break,
-// then the earlier) starts a coordinate search that moves one anchor at a time by 1-3 layers
-// (layer 0 stays, the order is kept, the head map is re-derived from the statistic that
+// choose_plan: every candidate is scored with its head map, and its anchors with one selection
+// pooled over all heads (identity map); the best of these (lowest KL, answer loss as tie-break,
+// then the earlier) starts a coordinate search in its pooling that moves one anchor at a time by
+// 1-3 layers (layer 0 stays, the order is kept, a head map is re-derived from the statistic that
 // proposed the plan), accepting the first move that improves, sweeping over the anchors until a
-// sweep improves nothing or the search has used its evaluations (40). Finally the best plan is
-// scored with all-heads pooling (one selection per anchor, identity map) and that wins if it is
-// better. Plans already scored are not scored again (and do not count).
+// sweep improves nothing or the search has used its evaluations (40). When the search moved,
+// the final anchors are scored in the other pooling too and the better one wins. Plans already
+// scored are not scored again (and do not count).
 #pragma once
 
 #include <functional>

@@ -22,7 +22,10 @@
 //                 text (every row is an answer row).
 // Example i of the set belongs to pair i / 2, whose kind is kinds[(i / 2) % kinds]; the first of
 // a pair computes statistics, the second is held out, so both halves hold every kind equally
-// (up to one pair). Everything is a pure function of the config and the corpus.
+// (up to one pair). Statistics prompts have `length` tokens (their statistics are computed on the
+// host, quadratic in the length); held-out prompts take the lengths of `held_out_lengths` in
+// turn, each round of kinds at the next length, so that the loss that chooses a plan covers the
+// lengths it will run at. Everything is a pure function of the config and the corpus.
 #pragma once
 
 #include <cstdint>
@@ -53,6 +56,7 @@ struct DevExample {
 struct DevMixConfig {
   int prompts = 64;              // statistics + held out: even, at least 4 per kind
   int length = 2048;             // tokens of context + rows (tasks: context + question, as eval)
+  std::vector<int> held_out_lengths;  // the held-out prompts' lengths in turn (empty: `length`)
   int continuation_rows = 32;    // scored rows of a continuation example
   uint64_t seed = 1;             // the tasks' seed (always with Split::Dev)
   std::vector<DevKind> kinds = {DevKind::Retrieval, DevKind::Copy, DevKind::Continuation};
@@ -61,7 +65,9 @@ struct DevMixConfig {
 struct DevMix {
   std::vector<DevExample> statistics;
   std::vector<DevExample> held_out;
-  std::string description;       // "dev split, seed 1: 32 + 32 prompts of 2048 tokens (retrieval 11 + 11, ...)"
+  // "dev split, seed 1: 32 statistics prompts of 2048 tokens + 32 held-out prompts of 1024, 2048,
+  // 4096, 8192 tokens (retrieval 11 + 11, ...)"
+  std::string description;
 };
 
 // The retrieval tasks in the order examples take them.
@@ -70,7 +76,8 @@ const std::vector<std::string>& dev_retrieval_tasks();
 // Builds the set. `documents` is the development split of the corpus (natural_text(Split::Dev));
 // it is read only for continuation examples, and the copy task reads the corpus itself. Throws
 // kascade::Error naming the problem: an odd count or fewer than four prompts per kind, a length the tasks cannot
-// fill, continuation rows outside 1..length-2, no documents, or a missing corpus.
+// fill, continuation rows outside 1..length-2 (of the shortest length), no documents, or a
+// missing corpus.
 DevMix make_dev_mix(const DevMixConfig& config, const eval::TaskTokenizer& tok,
                     const std::vector<eval::Document>& documents);
 

@@ -132,7 +132,8 @@ struct CalibrationRun {
   ChoiceResult choice;
   CandidateLoss dense;                  // the dense model on the held-out rows
   int64_t held_out_rows = 0;
-  Plan plan;
+  std::string held_out_description;     // "32 held-out prompts, 1234 rows; <dev set>"
+  Plan plan;                            // evaluation_plan of choice.chosen
   double seconds_statistics = 0, seconds_held_out = 0, seconds_choice = 0;
 };
 
@@ -141,6 +142,16 @@ struct CalibrationRun {
 CalibrationRun run_calibration(const engine::Model& model, const DevMix& mix, const CalibrationRunConfig& config,
                                const StopToken& is_stop, const CalibrationTarget& target,
                                const PlanProvenance& provenance, const RunProgress& progress = nullptr);
+
+// The plan of one scored evaluation of a finished run (index into run.choice.evaluations): its
+// anchors, map and pooling, the run's budget, and the calibration section of the statistic that
+// proposed it, its selection naming that evaluation as chosen. run.plan is the chosen one's.
+Plan evaluation_plan(const CalibrationRun& run, int index, const CalibrationTarget& target,
+                     const PlanProvenance& provenance);
+
+// For every anchor count m, the index of the lowest-loss evaluation with m anchors (better_loss;
+// the earlier on a tie), -1 where none was scored; indexed by m (size: the largest m + 1).
+std::vector<int> best_evaluation_per_anchor_count(const ChoiceResult& choice);
 
 // The report (format kascade-calibration-report, version 2): the dev set, both statistics (as
 // report_to_json, with the decode-row counts and the share of minima they set for `paper`),
