@@ -3,9 +3,13 @@
 # docs/perplexity.md), after tools/device.sh staged the model and unpacked the binaries:
 #
 #   tools/device_accuracy.sh check SHA256              policy-gpu-check (native vs host policies)
-#   tools/device_accuracy.sh calibrate SHA256 SECONDS [ANCHORS]
-#                                                      the default model's plan -> plan.json, report
+#   tools/device_accuracy.sh calibrate SHA256 SECONDS [ANCHORS [CALIBRATE-ARGS...]]
+#                                                      the default model's plan -> plan.json, report,
+#                                                      the best plan of every anchor count -> plans/
 #                                                      (and /tmp/kascade-plan.json for later calls)
+#   tools/device_accuracy.sh curve SHA256 SECONDS NAME [EVAL-ARGS...]
+#                                                      kascade eval of every plans/m*.json (policy
+#                                                      kascade) -> $OUT/NAME/m*/
 #   tools/device_accuracy.sh grid SHA256 SECONDS NAME PLAN [EVAL-ARGS...]
 #                                                      kascade eval --backend cuda -> $OUT/NAME/
 #   tools/device_accuracy.sh ppl SHA256 SECONDS NAME PLAN CONTEXT [PPL-ARGS...]
@@ -39,9 +43,11 @@ case "$step" in
   calibrate)
     seconds=$1
     anchors=${2:-5}
+    shift 2 2>/dev/null || shift $#
+    mkdir -p "$OUT_DIR/plans"
     timeout "$seconds" "$BIN/kascade" calibrate --model "$model" --backend cuda --anchors "$anchors" --rho 0.1 \
-      --dev-prompts 64 --name smollm2-135m-instruct --notes "commit $commit" \
-      --out "$OUT_DIR/plan.json" --report "$OUT_DIR/calibration.report.json" > "$OUT_DIR/calibrate.log" 2>&1
+      --dev-prompts 64 --name smollm2-135m-instruct --notes "commit $commit" --plans-dir "$OUT_DIR/plans" \
+      --out "$OUT_DIR/plan.json" --report "$OUT_DIR/calibration.report.json" "$@" > "$OUT_DIR/calibrate.log" 2>&1
     echo "calibrate exit $?"
     tail -n 30 "$OUT_DIR/calibrate.log"
     cp "$OUT_DIR/plan.json" /tmp/kascade-plan.json 2>/dev/null
@@ -55,6 +61,20 @@ case "$step" in
       --out "$OUT_DIR/$name" "$@" > /dev/null 2>> "$OUT_DIR/$name.log"
     echo "eval exit $?"
     tail -n 4 "$OUT_DIR/$name.log"
+    ;;
+  curve)
+    seconds=$1 name=$2
+    shift 2
+    end=$(( $(date +%s) + seconds ))
+    for plan in "$OUT_DIR"/plans/m*.json; do
+      m=$(basename "$plan" .json)
+      left=$(( end - $(date +%s) ))
+      [ "$left" -gt 10 ] || { echo "curve: out of time before $m"; break; }
+      mkdir -p "$OUT_DIR/$name/$m"
+      KASCADE_COMMIT=$commit timeout "$left" "$BIN/kascade" eval --backend cuda --model "$model" --plan "$plan" \
+        --policies kascade --out "$OUT_DIR/$name/$m" "$@" > /dev/null 2>> "$OUT_DIR/$name.log"
+      echo "curve $m: eval exit $?"
+    done
     ;;
   ppl)
     seconds=$1 name=$2 plan=$3 context=$4
