@@ -14,6 +14,16 @@ import json
 import random
 
 
+def load_json(path):
+    """A result file, plain or xz-compressed (large eval.json files are stored as .json.xz)."""
+    if path.endswith(".xz"):
+        import lzma
+        with lzma.open(path, "rt") as f:
+            return json.load(f)
+    with open(path) as f:
+        return json.load(f)
+
+
 def boot(values, stat=lambda v: sum(v) / len(v), draws=2000, seed=1):
     rng = random.Random(seed)
     n = len(values)
@@ -59,7 +69,7 @@ def main():
     ap.add_argument("--spec6")
     ap.add_argument("--ppl", nargs="*", default=[])
     a = ap.parse_args()
-    grid = json.load(open(a.grid))
+    grid = load_json(a.grid)
     plan = a.plan_policy
     needle = ["passkey", "niah-single"]
     rows = []
@@ -97,7 +107,7 @@ def main():
     add("copy: delta log-loss <= +0.05 (answer log-lik change >= -0.05), top-1 >= 95%",
         f"log-lik change {fmt(*dl)}, top-1 {fmt(*ta, pct=True)}", dl[0] >= -0.05 and ta[0] >= 0.95)
     for path in a.ppl:
-        p = json.load(open(path))
+        p = load_json(path)
         ctx = p["config"]["context"]
         for r in p["results"]:
             if r["policy"] != plan or abs(r["rho"] - 0.1) > 1e-9:
@@ -151,7 +161,7 @@ def main():
         add(f"{'strictly better than' if strict else 'no worse than'} {other} at equal keys (answer log-lik change, answer KL)",
             "; ".join(cells), ok)
     if a.spec6:
-        s6 = json.load(open(a.spec6))
+        s6 = load_json(a.spec6)
         for rho in (0.05, 0.1, 0.2):
             new, old = runs(grid, plan, rho), runs(s6, "kascade", rho)
             better = []
