@@ -204,9 +204,13 @@ class CpuCore {
   // ---- KV cache: per layer [hkv][capacity][head_dim] -------------------------------------------
   void ensure_capacity(Sequence& s, int needed) const {
     if (needed <= s.capacity) return;
-    constexpr int kInitialCapacity = 64;
-    int cap = std::max(kInitialCapacity, s.capacity);
-    while (cap < needed) cap *= 2;
+    // Growth by an eighth (at least to `needed`), in whole steps of 256 positions: a prompt of
+    // 2048 tokens plus decode holds 2304 positions, not the 4096 of doubling (the cache is most
+    // of the resident memory at long context); the copies this costs are O(n) per growth, small
+    // next to the attention work between growths.
+    constexpr int kCapacityStep = 256;
+    const int grown_capacity = std::max(needed, s.capacity + s.capacity / 8);
+    const int cap = (grown_capacity + kCapacityStep - 1) / kCapacityStep * kCapacityStep;
     const size_t d = static_cast<size_t>(c_.head_dim);
     for (int l = 0; l < c_.layers; ++l) {
       for (auto* cache : {&s.k_cache[static_cast<size_t>(l)], &s.v_cache[static_cast<size_t>(l)]}) {

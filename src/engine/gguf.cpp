@@ -191,6 +191,10 @@ GgufFile GgufFile::open(const std::string& path) {
   return f;
 }
 
+void GgufFile::release_tensor_pages(const GgufTensor& t) const {
+  if (mapping_) release_mapped_pages(t.data, t.nbytes);
+}
+
 GgufFile GgufFile::parse(const uint8_t* data, size_t size, const std::string& name) {
   GgufFile f;
   f.name_ = name;

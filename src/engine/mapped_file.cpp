@@ -35,4 +35,15 @@ MappedFile::MappedFile(const std::string& path, const std::string& empty_message
 
 MappedFile::~MappedFile() { munmap(addr_, size_); }
 
+void release_mapped_pages(const void* p, size_t n) {
+  const long page_size = sysconf(_SC_PAGESIZE);
+  if (page_size <= 0 || n == 0) return;
+  const uintptr_t page = static_cast<uintptr_t>(page_size);
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  // Only pages wholly inside the range: a neighbouring tensor's bytes stay resident. Failure
+  // costs memory, never correctness, so it is ignored.
+  if (end > begin) (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 }  // namespace kascade::engine

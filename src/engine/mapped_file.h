@@ -3,6 +3,7 @@
 //
 //   MappedFile file(path, "empty file");   // throws naming the path
 //   parse(file.data(), file.size());
+//   release_mapped_pages(tensor_bytes, n);  // after copying them out: drop them from RSS
 #pragma once
 
 #include <cstddef>
@@ -27,5 +28,11 @@ class MappedFile {
   void* addr_ = nullptr;
   size_t size_ = 0;
 };
+
+// Drops the whole pages inside [p, p + n) of a read-only file mapping from this process's
+// resident set (madvise MADV_DONTNEED): a later read faults them in again from the file, so the
+// bytes are unchanged. Weight loaders call it once a tensor is copied into its own buffer, so
+// that the model is not resident twice (mapping + copy). A no-op where madvise is unavailable.
+void release_mapped_pages(const void* p, size_t n);
 
 }  // namespace kascade::engine

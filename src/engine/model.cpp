@@ -36,7 +36,9 @@ std::vector<float> load_tensor(const GgufFile& g, const std::string& name, std::
   };
   KASCADE_CHECK(t.dims == dims, g.name() << ": tensor '" << name << "' has shape " << shape_str(t.dims)
                                          << ", expected " << shape_str(dims));
-  return g.dequantize(t);
+  std::vector<float> values = g.dequantize(t);
+  g.release_tensor_pages(t);  // the fp32 copy is what the model keeps
+  return values;
 }
 
 // Keeps tensor `name` in its block type when `storage` asks for it and the type is one the CPU
@@ -56,6 +58,7 @@ void load_matrix(const GgufFile& g, const std::string& name, std::vector<int64_t
                 g.name() << ": tensor '" << name << "' of type " << to_string(t.type) << " has " << t.nbytes
                          << " bytes, expected " << quantized.rows << " rows of " << quantized.row_bytes());
   quantized.data.assign(t.data, t.data + t.nbytes);
+  g.release_tensor_pages(t);  // resident once (the copy), not twice
 }
 
 }  // namespace

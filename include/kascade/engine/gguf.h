@@ -106,6 +106,10 @@ class GgufFile {
   const GgufTensor& tensor(const std::string& name) const;
   // The tensor's values as fp32, row-major over the reversed dims (dims[0] fastest).
   std::vector<float> dequantize(const GgufTensor& t) const;
+  // For a file from open(): drops the tensor's pages from the process's resident set once the
+  // caller has copied it (they are read again from the file if touched), so that a loaded model
+  // is not resident twice. A no-op for a buffer given to parse(), which the caller owns.
+  void release_tensor_pages(const GgufTensor& t) const;
 
  private:
   GgufFile() = default;
