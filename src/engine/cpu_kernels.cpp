@@ -2,6 +2,7 @@
 #include "cpu_kernels.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -21,6 +22,27 @@ ThreadPool::~ThreadPool() {
   for (std::thread& t : workers_) t.join();
 }
 
+namespace {
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Spins until done() or about `microseconds` pass; true when done() became true.
+template <typename Done>
+bool spin_until(Done done, int microseconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(microseconds);
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() > deadline) return done();
+  }
+}
+}  // namespace
+
 void ThreadPool::run_tasks() {
   for (;;) {
     const int i = next_.fetch_add(1);
@@ -37,18 +59,19 @@ void ThreadPool::run_tasks() {
 void ThreadPool::worker_loop() {
   uint64_t seen = 0;
   for (;;) {
-    {
+    auto ready = [&] { return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
+    if (!spin_until(ready, kSpinMicroseconds)) {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
+      wake_.wait(lock, ready);
     }
+    if (stop_.load(std::memory_order_acquire)) return;
+    seen = generation_.load(std::memory_order_acquire);
     run_tasks();
-    {
+    if (busy_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      // Under the mutex: the caller checks busy_ under it before sleeping, so no wake-up is lost.
       std::lock_guard<std::mutex> lock(mutex_);
-      --busy_;
+      done_.notify_one();
     }
-    done_.notify_one();
   }
 }
 
@@ -64,13 +87,19 @@ void ThreadPool::parallel_for(int n, const std::function<void(int)>& fn) {
     job_size_ = n;
     next_.store(0);
     error_ = nullptr;
-    busy_ = static_cast<int>(workers_.size());
-    ++generation_;
+    busy_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);  // spinning workers start here
   }
   wake_.notify_all();
   run_tasks();
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_.wait(lock, [&] { return busy_ == 0; });
+  auto finished = [&] { return busy_.load(std::memory_order_acquire) == 0; };
+  std::unique_lock<std::mutex> lock(mutex_, std::defer_lock);
+  if (!spin_until(finished, kSpinMicroseconds)) {
+    lock.lock();
+    done_.wait(lock, finished);
+  } else {
+    lock.lock();  // error_ is written under the mutex
+  }
   job_ = nullptr;
   if (error_) std::rethrow_exception(error_);
 }

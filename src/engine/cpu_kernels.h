@@ -16,8 +16,10 @@
 
 namespace kascade::engine::cpu {
 
-// Workers that sleep between jobs: a forward pass issues hundreds of parallel loops per token,
-// too many to pay a thread start for each.
+// Persistent workers: a forward pass issues hundreds of parallel loops per token, too many to
+// pay a thread start for each, or a sleeping thread's wake-up (tens of microseconds, about
+// half of a decode step's time at 2 threads): between loops the workers spin for up to
+// kSpinMicroseconds, then sleep; the caller spins the same way for the workers to finish.
 class ThreadPool {
  public:
   explicit ThreadPool(int threads);  // threads >= 1 (the caller counts as one)
@@ -32,14 +34,16 @@ class ThreadPool {
   void worker_loop();
   void run_tasks();
 
+  static constexpr int kSpinMicroseconds = 200;
+
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable wake_, done_;
   const std::function<void(int)>* job_ = nullptr;
   int job_size_ = 0;
-  uint64_t generation_ = 0;
-  int busy_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> busy_{0};
+  std::atomic<bool> stop_{false};
   std::atomic<int> next_{0};
   std::exception_ptr error_;
 };

@@ -42,6 +42,7 @@ struct AttentionView {
 // Scratch reused across calls (probability rows of one tile, pooled masses).
 struct AttentionWorkspace {
   std::vector<float> probs, mass;
+  std::vector<float> partial;  // decode: per (query head, key chunk) max, sum and d weighted values
   std::vector<int32_t> order;
 };
 

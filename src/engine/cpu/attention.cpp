@@ -221,6 +221,72 @@ void selected_rows(const Shape& s, int h, int tau, const int32_t* keys, int coun
   }
 }
 
+// Decode reads the cache in chunks of keys that every query head of a kv group passes over while
+// the chunk is in L1/L2: the group's cache is read from memory once, not once per query head
+// (decode at long context is bound by those reads), and (kv head, chunk) tasks keep both
+// threads busy where 9 head tasks would not divide evenly.
+constexpr int kDecodeChunk = 256;
+
+int decode_chunks(int n) { return (n + kDecodeChunk - 1) / kDecodeChunk; }
+
+// Dense decode without selection: each (kv head, chunk) task leaves per query head a partial
+// softmax (max, sum of exp, exp-weighted values); the partials of a head are merged exactly.
+void dense_decode(ThreadPool* pool, AttentionWorkspace& ws, const Shape& s) {
+  const AttentionView& v = s.view;
+  const int n = v.n, d = v.d, t = n - 1, chunks = decode_chunks(n);
+  const int64_t part_size = d + 2;
+  ws.partial.resize(static_cast<size_t>(v.hq) * chunks * part_size);
+  run_tasks(pool, v.hkv * chunks, [&](int task) {
+    const int g = task / chunks, c = task % chunks;
+    const int j0 = c * kDecodeChunk, j1 = std::min(n, j0 + kDecodeChunk);
+    float* scores = row_scratch(static_cast<size_t>(kDecodeChunk)).data();
+    for (int h = g * s.group; h < (g + 1) * s.group; ++h) {
+      float* part = ws.partial.data() + (static_cast<int64_t>(h) * chunks + c) * part_size;
+      score_keys(s.q_row(h, t), s.k_head(g) + static_cast<int64_t>(j0) * d, nullptr, j1 - j0, d, s.scale, scores);
+      part[0] = max_of(scores, j1 - j0);
+      part[1] = exp_shifted(scores, j1 - j0, part[0]);
+      std::fill(part + 2, part + 2 + d, 0.0f);
+      add_weighted_values(scores, s.v_head(g) + static_cast<int64_t>(j0) * d, nullptr, j1 - j0, d, part + 2);
+    }
+  });
+  for (int h = 0; h < v.hq; ++h) {
+    const float* parts = ws.partial.data() + static_cast<int64_t>(h) * chunks * part_size;
+    float m = -std::numeric_limits<float>::infinity();
+    for (int c = 0; c < chunks; ++c) m = std::max(m, parts[c * part_size]);
+    float* out = s.out_row(h, t);
+    std::fill(out, out + d, 0.0f);
+    float sum = 0;
+    for (int c = 0; c < chunks; ++c) {
+      const float* part = parts + c * part_size;
+      const float w = std::exp(part[0] - m);
+      sum += w * part[1];
+      for (int i = 0; i < d; ++i) out[i] += w * part[2 + i];
+    }
+    scale_in_place(out, d, 1.0f / sum);
+  }
+}
+
+// Decode with selection: the causal scores of every query head (unnormalised) into its probs
+// row, chunk by chunk per kv group as above; softmax_rows' normalisation follows per head.
+void decode_scores(ThreadPool* pool, const Shape& s, const std::function<float*(int)>& head_probs) {
+  const int n = s.view.n, d = s.view.d, t = n - 1, chunks = decode_chunks(n);
+  run_tasks(pool, s.view.hkv * chunks, [&](int task) {
+    const int g = task / chunks, c = task % chunks;
+    const int j0 = c * kDecodeChunk, j1 = std::min(n, j0 + kDecodeChunk);
+    for (int h = g * s.group; h < (g + 1) * s.group; ++h) {
+      score_keys(s.q_row(h, t), s.k_head(g) + static_cast<int64_t>(j0) * d, nullptr, j1 - j0, d, s.scale,
+                 head_probs(h) + j0);
+    }
+  });
+}
+
+// Normalises decode's row of head h in place (the scores of decode_scores).
+void normalise_decode_row(const Shape& s, float* row) {
+  const int n = s.view.n;
+  const float sum = exp_shifted(row, n, max_of(row, n));
+  scale_in_place(row, n, 1.0f / sum);
+}
+
 // Writes the k largest of mass[0..b) into out, ascending; ties toward the lower index.
 void select_top_k(const float* mass, int b, int k, int32_t* order, int32_t* out) {
   for (int i = 0; i < b; ++i) order[i] = i;
@@ -263,6 +329,10 @@ ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call&
     });
     return sel;
   }
+  if (call.role == Role::Dense && !select && s.decode()) {
+    dense_decode(pool, ws, s);
+    return sel;
+  }
   if (call.role == Role::Dense && !select) {
     run_tasks(pool, v.hq * tiles, [&](int task) { dense_rows(s, task / tiles, task % tiles); });
     return sel;
@@ -280,8 +350,13 @@ ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call&
   for (int tau = 0; tau < tiles; ++tau) {
     const int t0 = s.t_begin(tau), t1 = s.t_end(tau), b = s.prefix(tau);
     auto head_probs = [&](int h) { return ws.probs.data() + static_cast<size_t>(h) * max_rows * stride; };
+    if (s.decode()) decode_scores(pool, s, head_probs);
     run_tasks(pool, v.hq, [&](int h) {
-      softmax_rows(s, h, tau, head_probs(h), stride);
+      if (s.decode()) {
+        normalise_decode_row(s, head_probs(h));
+      } else {
+        softmax_rows(s, h, tau, head_probs(h), stride);
+      }
       if (call.role == Role::Dense) dense_from_probs(s, h, tau, head_probs(h), stride);
     });
     run_tasks(pool, sets, [&](int set) {

@@ -6,7 +6,9 @@
 // are read from memory in their compact form once per product and the arithmetic is the fp32
 // arithmetic of a dequantized model (the golden logits do not move). Q4_0/Q4_1/Q8_0 rows are
 // dequantized with eight-lane vectors (AVX2+FMA chosen at run time, or the portable build);
-// the k-quants and f16/bf16 go through the scalar dequantizers of dequantize.cpp.
+// the k-quants and f16/bf16 go through the scalar dequantizers of dequantize.cpp. Decode
+// products (at most 4 tokens) of Q4_0/Q4_1/Q8_0 on an AVX2 CPU skip the tile: each block is
+// widened in registers and multiplied with the tokens, d * (q . x) + m * sum(x).
 // Internal to the engine.
 //
 //   cpu::WeightRef w = cpu::weight_ref(layer.wq, layer.quantized.wq);
@@ -39,7 +41,7 @@ void weight_row(WeightRef w, int in, int64_t row, float* dst);
 // Which dequantizer runs: Auto takes AVX2+FMA where the CPU has it; Portable forces the
 // baseline build (tests compare the two).
 enum class SimdPath { Auto, Portable };
-bool cpu_has_avx2_fma();
+bool cpu_has_avx2_fma();  // AVX2, FMA and F16C (the f16 block scales)
 // Rows r0..r0+rows-1 of m as fp32 into dst [rows][m.cols].
 void dequantize_rows(const QuantizedMatrix& m, int64_t r0, int rows, float* dst, SimdPath path = SimdPath::Auto);
 
