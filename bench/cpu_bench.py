@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """CPU engine benchmark: prefill and decode tokens/s of `kascade generate` (dense and Kascade)
-at given context lengths, peak RSS, the CPU demo's wall time, and llama.cpp on the same GGUF and
-thread count when the llama_cpp module (llama-cpp-python built natively, in a throwaway
-environment) is importable. Writes one JSON file with the commit, the machine and every number.
+at given context lengths, peak RSS, the CPU demo's wall time, and llama.cpp's llama-bench on the
+same GGUF with the same thread count, in the same run; writes one JSON file with the commit, the
+machine, the shapes, every time and tokens/s, and the ratios ours / llama.cpp.
+
+llama.cpp is an anchor, not a dependency: --build-llama DIR downloads the pinned
+llama-cpp-python source package (pip, no binaries) into DIR (a throwaway place under /tmp) and
+builds its vendored llama.cpp's llama-bench natively (-DGGML_NATIVE=ON, about 20 minutes on 2
+cores); --llama-bench PATH uses one built before. Without either, llama.cpp is skipped.
 
   python3 bench/cpu_bench.py --kascade build-cpu/bin/kascade --contexts 2048 8192 \
-      --out bench/results/cpu_2core.json
+      --build-llama /tmp/llamacpp --out bench/results/cpu/llamacpp_$(git rev-parse --short HEAD).json
 """
 import argparse
 import json
@@ -25,8 +30,8 @@ PARAGRAPH = ("The river ran past the old mill, where the miller's children count
 
 
 def prompt_file(tokens_wanted):
-    # About 48 tokens per paragraph for this tokenizer; the summary line reports the exact count.
-    text = PARAGRAPH * max(1, int(tokens_wanted / 48))
+    # 48.0 tokens per paragraph for this tokenizer; the summary line reports the exact count.
+    text = PARAGRAPH * max(1, round(tokens_wanted / 48.0))
     f = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
     f.write(text)
     f.close()
@@ -48,24 +53,42 @@ def run_generate(kascade, path, threads, dense, max_tokens):
             "keys_read_percent": float(g[6]), "peak_rss_mib": int(g[7])}
 
 
-def run_llama_cpp(gguf, path, threads, max_tokens):
-    try:
-        import llama_cpp  # noqa: F401  (a throwaway environment's native build, not our dependency)
-    except ImportError as e:
-        return {"skipped": "llama_cpp not importable: %s" % e}
-    from llama_cpp import Llama
-    text = open(path).read()
-    llm = Llama(model_path=gguf, n_ctx=16384, n_threads=threads, n_batch=512, verbose=False)
-    ids = llm.tokenize(text.encode())
-    t0 = time.time()
-    llm.eval(ids)
-    prefill_s = time.time() - t0
-    t0 = time.time()
-    for _ in range(max_tokens):
-        llm.eval([llm.sample()])
-    decode_s = time.time() - t0
-    return {"prompt_tokens": len(ids), "prefill_tokens_per_s": len(ids) / prefill_s,
-            "decode_tokens_per_s": max_tokens / decode_s, "version": llama_cpp.__version__}
+LLAMA_CPP_PYTHON = "0.3.16"  # the pinned source package whose vendored llama.cpp is built
+
+
+def build_llama_bench(root):
+    """Downloads and builds llama-bench under `root`; returns its path (reused when present)."""
+    binary = os.path.join(root, "build", "bin", "llama-bench")
+    if os.path.exists(binary):
+        return binary
+    os.makedirs(root, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                    "llama-cpp-python==" + LLAMA_CPP_PYTHON, "-d", root], check=True)
+    subprocess.run(["tar", "xzf", "llama_cpp_python-%s.tar.gz" % LLAMA_CPP_PYTHON], cwd=root, check=True)
+    source = os.path.join(root, "llama_cpp_python-%s" % LLAMA_CPP_PYTHON, "vendor", "llama.cpp")
+    subprocess.run(["nice", "-n", "10", "cmake", "-S", source, "-B", os.path.join(root, "build"), "-G", "Ninja",
+                    "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+                    "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF", "-DGGML_OPENMP=ON"], check=True)
+    subprocess.run(["nice", "-n", "10", "cmake", "--build", os.path.join(root, "build"), "-j2",
+                    "--target", "llama-bench"], check=True)
+    return binary
+
+
+def run_llama_bench(binary, gguf, threads, prefill_tokens, depths, decode_tokens):
+    """llama-bench: prefill of `prefill_tokens` (pp), and decode of `decode_tokens` after a
+    context of each depth (tg @ d: the depth's prefill is not timed), one repetition each."""
+    def bench(args):
+        out = subprocess.run([binary, "-m", gguf, "-t", str(threads), "-r", "1", "-o", "json"] + args,
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+    rows = bench(["-p", str(prefill_tokens), "-n", "0"])
+    rows += bench(["-p", "0", "-n", str(decode_tokens), "-d", ",".join(str(d) for d in depths)])
+    result = {"binary": binary, "source": "llama-cpp-python==%s (vendored llama.cpp)" % LLAMA_CPP_PYTHON,
+              "build_commit": rows[0].get("build_commit"), "cpu_info": rows[0].get("cpu_info"), "runs": []}
+    for r in rows:
+        result["runs"].append({"n_prompt": r["n_prompt"], "n_gen": r["n_gen"], "n_depth": r.get("n_depth", 0),
+                               "threads": r["n_threads"], "seconds": r["avg_ns"] / 1e9, "tokens_per_s": r["avg_ts"]})
+    return result
 
 
 def main():
@@ -75,6 +98,9 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--skip-demo", action="store_true")
+    ap.add_argument("--llama-bench", help="a llama-bench binary built before")
+    ap.add_argument("--build-llama", metavar="DIR", help="download and build llama-bench under DIR (throwaway)")
+    ap.add_argument("--note", default="", help="recorded in the JSON (e.g. other load on the machine)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     gguf = subprocess.run([sys.executable, "-c", "import importlib.util, glob; "
@@ -86,6 +112,8 @@ def main():
         "machine": {"cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
                     "cores": os.cpu_count(), "threads": a.threads, "platform": platform.platform()},
         "model": gguf, "max_tokens": a.max_tokens, "contexts": {}}
+    result["note"] = a.note
+    llama = a.llama_bench or (build_llama_bench(a.build_llama) if a.build_llama else None)
     for n in a.contexts:
         path = prompt_file(n)
         entry = {}
@@ -93,9 +121,26 @@ def main():
             entry[name] = run_generate(a.kascade, path, a.threads, dense, a.max_tokens)
             print(n, name, entry[name], flush=True)
         entry["kascade_over_dense_decode"] = entry["kascade"]["decode_tokens_per_s"] / entry["dense"]["decode_tokens_per_s"]
-        entry["llama_cpp"] = run_llama_cpp(gguf, path, a.threads, a.max_tokens)
         os.unlink(path)
         result["contexts"][str(n)] = entry
+    if llama:
+        prefill_at = min(a.contexts, key=lambda n: abs(n - 2048))
+        lb = run_llama_bench(llama, gguf, a.threads, prefill_at, a.contexts, a.max_tokens)
+        result["llama_cpp"] = lb
+        ratios = {}
+        for r in lb["runs"]:
+            if r["n_prompt"] > 0:
+                ours = result["contexts"][str(r["n_prompt"])]
+                for name in ("dense", "kascade"):
+                    ratios["prefill_%d_%s" % (r["n_prompt"], name)] = ours[name]["prefill_tokens_per_s"] / r["tokens_per_s"]
+            else:
+                ours = result["contexts"][str(r["n_depth"])]
+                for name in ("dense", "kascade"):
+                    ratios["decode_%d_%s" % (r["n_depth"], name)] = ours[name]["decode_tokens_per_s"] / r["tokens_per_s"]
+        result["ours_over_llama_cpp"] = ratios
+        print(json.dumps({"llama_cpp": lb["runs"], "ours_over_llama_cpp": ratios}, indent=1), flush=True)
+    else:
+        result["llama_cpp"] = {"skipped": "no --llama-bench or --build-llama given"}
     if not a.skip_demo:
         t0 = time.time()
         subprocess.run([a.kascade, "demo", "--backend", "cpu"], capture_output=True, text=True, check=True)
