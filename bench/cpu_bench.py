@@ -114,8 +114,9 @@ def main():
         "model": gguf, "max_tokens": a.max_tokens, "contexts": {}}
     result["note"] = a.note
     llama = a.llama_bench or (build_llama_bench(a.build_llama) if a.build_llama else None)
+    context_limit = 8192  # the default model's context: the prompt leaves room for the decoded tokens
     for n in a.contexts:
-        path = prompt_file(n)
+        path = prompt_file(min(n, context_limit - a.max_tokens))
         entry = {}
         for name, dense in (("dense", True), ("kascade", False)):
             entry[name] = run_generate(a.kascade, path, a.threads, dense, a.max_tokens)
@@ -124,19 +125,21 @@ def main():
         os.unlink(path)
         result["contexts"][str(n)] = entry
     if llama:
-        prefill_at = min(a.contexts, key=lambda n: abs(n - 2048))
-        lb = run_llama_bench(llama, gguf, a.threads, prefill_at, a.contexts, a.max_tokens)
+        # llama.cpp runs the shapes ours ran: prefill of the prompt nearest 2048 tokens, decode
+        # after each context's prompt length.
+        prompt_of = {n: result["contexts"][str(n)]["dense"]["prompt_tokens"] for n in a.contexts}
+        prefill_at = prompt_of[min(a.contexts, key=lambda n: abs(n - 2048))]
+        lb = run_llama_bench(llama, gguf, a.threads, prefill_at, [prompt_of[n] for n in a.contexts], a.max_tokens)
         result["llama_cpp"] = lb
+        context_of = {prompt_of[n]: n for n in a.contexts}
         ratios = {}
         for r in lb["runs"]:
-            if r["n_prompt"] > 0:
-                ours = result["contexts"][str(r["n_prompt"])]
-                for name in ("dense", "kascade"):
-                    ratios["prefill_%d_%s" % (r["n_prompt"], name)] = ours[name]["prefill_tokens_per_s"] / r["tokens_per_s"]
-            else:
-                ours = result["contexts"][str(r["n_depth"])]
-                for name in ("dense", "kascade"):
-                    ratios["decode_%d_%s" % (r["n_depth"], name)] = ours[name]["decode_tokens_per_s"] / r["tokens_per_s"]
+            prefill = r["n_prompt"] > 0
+            n = context_of[r["n_prompt"] if prefill else r["n_depth"]]
+            for name in ("dense", "kascade"):
+                ours = result["contexts"][str(n)][name]
+                key = "prefill_tokens_per_s" if prefill else "decode_tokens_per_s"
+                ratios["%s_%d_%s" % ("prefill" if prefill else "decode", n, name)] = ours[key] / r["tokens_per_s"]
         result["ours_over_llama_cpp"] = ratios
         print(json.dumps({"llama_cpp": lb["runs"], "ours_over_llama_cpp": ratios}, indent=1), flush=True)
     else:
