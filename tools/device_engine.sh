@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# tools/device_engine.sh — run engine-gpu-check (the CUDA backends' logits against the CPU
-# backend's, batches against single sequences, decode graphs against eager launches, then tokens/s
-# dense vs Kascade) or the engine benchmark (kascade-bench engine) on a GPU machine.
+# tools/device_engine.sh — on a GPU machine, run engine-gpu-check (the CUDA backends' logits
+# against the CPU backend's, batches against single sequences, decode graphs against eager
+# launches) or the engine benchmark (kascade-bench engine).
 #
 # The binaries are built elsewhere (CUDA 13, sm_90a) and copied to BIN_DIR (default .carry/engine):
-#   cmake -S . -B build-engine-cuda -G Ninja -DKASCADE_CUDA=ON
-#   cmake --build build-engine-cuda --target engine-gpu-check kascade-bench
-#   mkdir -p .carry/engine && cp build-engine-cuda/bin/{engine-gpu-check,kascade-bench} .carry/engine/
+#   cmake --preset release
+#   cmake --build build --target engine-gpu-check kascade-bench
+#   mkdir -p .carry/engine && cp build/bin/{engine-gpu-check,kascade-bench} .carry/engine/
 # then on the GPU machine, from the repository root (the plan file is read from the tree):
-#   tools/device_engine.sh [engine-gpu-check options]
+#   tools/device_engine.sh --check [engine-gpu-check options]              # -> $OUT/engine_check.json
 #   tools/device_engine.sh --engine-bench [kascade-bench engine options]   # -> $OUT/engine_bench.json
-# With no options the check and the bench run as two processes (a fault in one leaves the other's
-# results), logged to check.log and bench.log.
+# With no options the check runs, then (a second process, so that a fault in one leaves the
+# other's results) the bench on SmolLM2-135M's shape at 8k, batch 1, with the shipped test plan;
+# logged to check.log and bench.log.
 # It links cuBLAS and the CUDA runtime dynamically: the toolkit's lib64 and the cuBLAS wheel that
 # ships with PyTorch are searched. Logs and JSON go to $OUT (or ./device-out when OUT is unset).
 set -euo pipefail
@@ -26,21 +27,33 @@ if ! ls /usr/local/cuda/lib64/libcublas.so.13 >/dev/null 2>&1; then
 fi
 export LD_LIBRARY_PATH="$(echo $lib_dirs | tr ' ' ':')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>&1 | tee "$OUT_DIR/gpu.txt" || true
-run() {
+check() {
   local log=$1
   shift
   "$BIN_DIR/engine-gpu-check" --out "$OUT_DIR" --commit "${COMMIT:-unknown}" "$@" 2>&1 | tee "$OUT_DIR/$log"
 }
-if [ "${1:-}" = "--engine-bench" ]; then
+bench() {
+  local log=$1
   shift
   "$BIN_DIR/kascade-bench" engine --out "$OUT_DIR/engine_bench.json" --commit "${COMMIT:-unknown}" "$@" 2>&1 |
-    tee "$OUT_DIR/engine_bench.log"
-  exit "${PIPESTATUS[0]}"
+    tee "$OUT_DIR/$log"
+}
+if [ "${1:-}" = "--engine-bench" ]; then
+  shift
+  bench engine_bench.log "$@"  # set -e and pipefail: a failure exits with its status
+  exit 0
+fi
+if [ "${1:-}" = "--check" ]; then
+  shift
+  check check.log "$@"
+  exit 0
 fi
 if [ $# -eq 0 ]; then
   status=0
-  run check.log --check-only || status=1
-  run bench.log --bench-only || status=1
+  check check.log || status=1
+  bench bench.log --models smollm2-135m --plan tests/data/plans/smollm2-135m.json --contexts 8192 --batches 1 \
+    --prefill-reps 3 || status=1
   exit $status
 fi
-run engine-gpu-check.log "$@"
+echo "tools/device_engine.sh: unknown first argument '$1' (--check or --engine-bench, or none for both)" >&2
+exit 2

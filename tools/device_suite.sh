@@ -5,9 +5,9 @@
 # check.
 #
 # Binaries are built elsewhere (CUDA 13, sm_90a) and copied to BIN_DIR (default .carry/final):
-#   cmake -S . -B build-final -G Ninja -DKASCADE_CUDA=ON
-#   cmake --build build-final --target test-gpu-ops engine-gpu-check
-#   mkdir -p .carry/final && cp build-final/bin/{test-gpu-ops,engine-gpu-check} .carry/final/
+#   cmake --preset release
+#   cmake --build build --target test-gpu-ops engine-gpu-check
+#   mkdir -p .carry/final && cp build/bin/{test-gpu-ops,engine-gpu-check} .carry/final/
 # then, on the GPU machine from the repository root:  tools/device_suite.sh
 # Logs go to $OUT (or ./device-out). Exit status: 0 only when every step passed.
 set -u -o pipefail
@@ -36,5 +36,5 @@ step memcheck-prefill 150 compute-sanitizer --tool memcheck --error-exitcode 3 "
 # The prefill kernels synchronise warp-specialised roles with mbarriers and named barriers.
 step racecheck-prefill 150 compute-sanitizer --tool racecheck --error-exitcode 3 "$BIN_DIR/test-gpu-ops" -o prefill -p "nq/p1=300/300"
 step synccheck-prefill 150 compute-sanitizer --tool synccheck --error-exitcode 3 "$BIN_DIR/test-gpu-ops" -o prefill -p "nq/p1=300/300"
-BIN_DIR=$BIN_DIR step engine-check 150 env BIN_DIR="$BIN_DIR" tools/device_engine.sh --check-only
+step engine-check 150 env BIN_DIR="$BIN_DIR" tools/device_engine.sh --check
 exit $status

@@ -1,4 +1,4 @@
-// engine-gpu-check — the CUDA backend against the CPU backend, and its tokens/s.
+// engine-gpu-check — the CUDA backend against the CPU backend (its speed: kascade-bench engine).
 //
 // The models are random-weight models built in memory (a fixed seed): the SmolLM2-135M shape
 // (30 layers, dim 576, 9 query / 3 kv heads of 64, ffn 1536, vocab 49152) and a small Qwen3-like
@@ -40,15 +40,13 @@
 // every decode step.
 // Random weights: random_cuda_weights gives bitwise the same logits for the same seed and other
 // logits for another, with finite logits for the SmolLM2 shape and the Qwen3-like config.
-// Bench: a prompt of --bench-context minus --decode-steps tokens, then --decode-steps greedy
-// decode steps that end at --bench-context, dense and with the plan, on the SmolLM2-shaped model
-// (the speed does not depend on the weights); results in the bench/results format.
+// Real model (--model GGUF): a text prompt of --prompt-tokens tokens through both backends, dense
+// (gated) and with the plan (reported).
 //
 //   engine-gpu-check --plan tests/data/plans/smollm2-135m.json --out DIR [--commit SHA]
-//                    [--check-only | --bench-only] [--bench-context 8192] [--decode-steps 64]
+//                    [--model GGUF] [--prompt-tokens 520] [--decode-check-steps 6]
 // Exit status 0 when every check passes, 1 when one fails, 2 on bad usage or an error.
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -87,17 +85,12 @@ constexpr double kFlatGain = 1.5;  // q/k entry std: scores of std ~2, as flat a
 
 struct Options {
   std::string plan_path = "tests/data/plans/smollm2-135m.json";
-  std::string model_path;  // a GGUF: check and bench the real model instead of random weights
+  std::string model_path;  // a GGUF: check the real model instead of random weights
   std::string out_dir = ".";
   std::string commit = "unknown";
-  bool check = true;
-  bool bench = true;
   int prompt_tokens = 520;  // chunks of 256, 256 and 8 tokens
   int chunk = 256;
   int check_decode_steps = 6;
-  int bench_context = 8192;
-  int decode_steps = 64;
-  int bench_chunk = 2048;
   double max_diff_sigmas = 0.25;
   double max_rel_l2 = 0.05;
   double max_replay_rel_l2 = 0.03;  // attention block output vs the oracle on the same inputs
@@ -716,64 +709,6 @@ Json check_random_weights(const std::string& name, const ModelConfig& config, bo
               {"other_seed_differs", differ}, {"passed", passed}};
 }
 
-// ---- the bench ------------------------------------------------------------------------------
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-std::vector<Json> bench_mode(const Model& model, const Plan* plan, const Options& o) {
-  constexpr int kPrefillReps = 3;
-  BackendOptions bo;
-  bo.prefill_chunk = o.bench_chunk;
-  auto gpu = kascade::engine::make_cuda_backend(model, plan, bo);
-  const int prompt_tokens = o.bench_context - o.decode_steps;
-  const std::vector<int32_t> prompt = random_tokens(prompt_tokens, model.config.vocab, 99);
-  // Warm-up: cache growth, workspaces, selection buffers and cuBLAS heuristics of both phases.
-  gpu->forward(prompt, false);
-  gpu->forward({0}, false);
-  std::vector<double> prefill_s;
-  std::vector<float> logits;
-  for (int rep = 0; rep < kPrefillReps; ++rep) {
-    gpu->reset();
-    const auto start = std::chrono::steady_clock::now();
-    logits = gpu->forward(prompt, false);
-    prefill_s.push_back(seconds_since(start));
-  }
-  std::sort(prefill_s.begin(), prefill_s.end());
-  const double prefill_fraction = gpu->stats().keys_read_fraction();
-  const double prefill_median = prefill_s[prefill_s.size() / 2];
-  int next = argmax(logits.data(), model.config.vocab);
-  const auto decode_start = std::chrono::steady_clock::now();
-  for (int step = 0; step < o.decode_steps; ++step) {
-    logits = gpu->forward({next}, false);
-    next = argmax(logits.data(), model.config.vocab);
-  }
-  const double decode_s = seconds_since(decode_start);
-  const ModelConfig& c = model.config;
-  const Json base{{"phase", "e2e"},    {"impl", "kascade-engine-cuda"}, {"role", plan ? "schedule" : "dense"},
-                  {"batch", 1},        {"context", o.bench_context},   {"hq", c.hq},
-                  {"hkv", c.hkv},      {"head_dim", c.head_dim},       {"dtype", "bf16"},
-                  {"rho", plan ? Json(plan->sparsity.rho) : Json(1.0)},          {"page_size", 16},
-                  {"layers", c.layers}, {"model", c.name}};
-  Json prefill = base, decode = base;
-  prefill["stage"] = "prefill";
-  prefill["tokens"] = prompt_tokens;
-  prefill["chunk"] = o.bench_chunk;
-  prefill["ms"] = prefill_median * 1e3;
-  prefill["tokens_per_s"] = prompt_tokens / prefill_median;
-  prefill["keys_read_fraction"] = prefill_fraction;
-  decode["stage"] = "decode";
-  decode["tokens"] = o.decode_steps;
-  decode["ms"] = decode_s * 1e3 / o.decode_steps;  // per token
-  decode["tokens_per_s"] = o.decode_steps / decode_s;
-  decode["keys_read_fraction"] = gpu->stats().keys_read_fraction();
-  std::printf("bench %-8s prefill %d tokens: %.1f ms (%.0f tokens/s)  decode %d..%d: %.3f ms/token (%.1f tokens/s)\n",
-              plan ? "kascade" : "dense", prompt_tokens, prefill_median * 1e3, prompt_tokens / prefill_median,
-              prompt_tokens, o.bench_context, decode_s * 1e3 / o.decode_steps, o.decode_steps / decode_s);
-  std::fflush(stdout);
-  return {prefill, decode};
-}
-
 void write_json(const std::string& path, const Json& j) {
   std::ofstream f(path);
   KASCADE_CHECK(f, "cannot write " << path);
@@ -788,24 +723,11 @@ std::string utc_now() {
   return buf;
 }
 
-void bench_all(const Model& model, const Plan& plan, const Options& o, const std::string& device, int argc,
-               char** argv, const std::string& file) {
-  Json records = Json::array();
-  for (const Plan* p : {static_cast<const Plan*>(nullptr), &plan}) {
-    for (Json& r : bench_mode(model, p, o)) records.push_back(std::move(r));
-  }
-  std::string command = "engine-gpu-check";
-  for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
-  write_json(o.out_dir + "/" + file, Json{{"device", device}, {"commit", o.commit}, {"date", utc_now()},
-                                          {"command", command}, {"records", records}});
-}
-
 // The real model (--model): a text prompt of --prompt-tokens tokens through both backends, dense
-// and with the plan, then the bench on its weights. The plan's logits are reported, not gated, as
-// for random weights: the prompt repeats a paragraph, so keys of equal content tie in the pooled
+// and with the plan. The plan's logits are reported, not gated, as for random weights: the prompt repeats a paragraph, so keys of equal content tie in the pooled
 // mass and selection flips compound over the layers (measured on H100: top-1 equal on every
 // compared row, max difference 1.5 row std); the replay gates the plan's attention.
-int run_real_model(const Options& o, const Plan& plan, const std::string& device, int argc, char** argv) {
+int run_real_model(const Options& o, const Plan& plan, const std::string& device) {
   const kascade::engine::GgufFile gguf = kascade::engine::GgufFile::open(o.model_path);
   const Model model = kascade::engine::load_model(gguf);
   const kascade::engine::Tokenizer tok = kascade::engine::Tokenizer::from_gguf(gguf);
@@ -821,15 +743,12 @@ int run_real_model(const Options& o, const Plan& plan, const std::string& device
   }
   ids.resize(static_cast<size_t>(o.prompt_tokens));
   bool all_passed = true;
-  if (o.check) {
-    Json cases = Json::array();
-    cases.push_back(check_case(model.config.name + " dense", model, nullptr, o, true, all_passed, &ids));
-    cases.push_back(check_case(model.config.name + " plan", model, &plan, o, false, all_passed, &ids));
-    write_json(o.out_dir + "/engine_check_real.json",
-               Json{{"device", device}, {"commit", o.commit}, {"date", utc_now()}, {"model", o.model_path},
-                    {"cases", cases}, {"passed", all_passed}});
-  }
-  if (o.bench) bench_all(model, plan, o, device, argc, argv, "engine_bench_real.json");
+  Json cases = Json::array();
+  cases.push_back(check_case(model.config.name + " dense", model, nullptr, o, true, all_passed, &ids));
+  cases.push_back(check_case(model.config.name + " plan", model, &plan, o, false, all_passed, &ids));
+  write_json(o.out_dir + "/engine_check_real.json",
+             Json{{"device", device}, {"commit", o.commit}, {"date", utc_now()}, {"model", o.model_path},
+                  {"cases", cases}, {"passed", all_passed}});
   std::printf("%s\n", all_passed ? "all checks passed" : "SOME CHECKS FAILED");
   return all_passed ? 0 : 1;
 }
@@ -858,10 +777,6 @@ Options parse(int argc, char** argv) {
     else if (a == "--model") o.model_path = value();
     else if (a == "--out") o.out_dir = value();
     else if (a == "--commit") o.commit = value();
-    else if (a == "--check-only") o.bench = false;
-    else if (a == "--bench-only") o.check = false;
-    else if (a == "--bench-context") o.bench_context = to_int(a, value());
-    else if (a == "--decode-steps") o.decode_steps = to_int(a, value());
     else if (a == "--prompt-tokens") o.prompt_tokens = to_int(a, value());
     else if (a == "--decode-check-steps") o.check_decode_steps = to_int(a, value());
     else KASCADE_FAIL("unknown option '" << a << "'");
@@ -871,8 +786,6 @@ Options parse(int argc, char** argv) {
 
 int run(int argc, char** argv) {
   const Options o = parse(argc, argv);
-  KASCADE_CHECK(o.decode_steps < o.bench_context, "--decode-steps " << o.decode_steps
-                                                      << " must be below --bench-context " << o.bench_context);
   const Plan plan = kascade::load_plan(o.plan_path);
   cudaDeviceProp prop{};
   int device = 0;
@@ -881,48 +794,45 @@ int run(int argc, char** argv) {
   KASCADE_CHECK(cudaGetDeviceProperties(&prop, device) == cudaSuccess, "cudaGetDeviceProperties failed");
   std::printf("device: %s\n", prop.name);
 
-  if (!o.model_path.empty()) return run_real_model(o, plan, prop.name, argc, argv);
+  if (!o.model_path.empty()) return run_real_model(o, plan, prop.name);
   const Model smol = random_model(smollm2_shape(), 42, kFlatGain);
   bool all_passed = true;
-  if (o.check) {
-    // End-to-end logits of a plan are not gated on random weights: their flat attention has many
-    // near-ties at the k-th key, bf16 rounding flips some of them (legitimately: SPEC 7 compares
-    // selections by covered mass), random values turn each flip into a few % of a layer's output,
-    // and random reuse layers do not share their anchor's attention, so the differences compound
-    // (measured on H100: 0.41 relative L2 at the logits after 30 layers, dense 0.023). The replay
-    // checks the plan's attention layer by layer instead, and rho = 1 the sparse paths end to end.
-    Json cases = Json::array();
-    cases.push_back(check_case("smollm2-shape dense", smol, nullptr, o, true, all_passed));
-    Plan full = plan;  // rho = 1: every key selected, so the sparse paths must equal dense
-    full.sparsity.rho = 1.0;
-    cases.push_back(check_case("smollm2-shape plan rho=1", smol, &full, o, true, all_passed));
-    cases.push_back(check_case("smollm2-shape plan", smol, &plan, o, false, all_passed));
-    cases.push_back(check_override("smollm2-shape override", smol, o, all_passed));
-    cases.push_back(check_truncate("smollm2-shape plan truncate", smol, &plan, false, o, all_passed));
-    cases.push_back(check_truncate("smollm2-shape override trunc", smol, nullptr, true, o, all_passed));
-    cases.push_back(check_batch("smollm2-shape batch dense", smol, nullptr, o, true, all_passed));
-    cases.push_back(check_batch("smollm2-shape batch rho=1", smol, &full, o, true, all_passed));
-    cases.push_back(check_batch("smollm2-shape batch plan", smol, &plan, o, false, all_passed));
-    const Model qwen = random_model(qwen3_like_shape(), 7, kFlatGain);
-    Plan qplan = kascade::make_uniform_plan(qwen.config.name, qwen.config.layers, qwen.config.hq, qwen.config.hkv,
-                                            qwen.config.head_dim, {0, 2});
-    qplan.head_map[1] = {1, 0};  // reuse layers read the other kv head's selection
-    qplan.head_map[3] = {1, 1};
-    Options qo = o;
-    qo.chunk = 96;  // chunks of three 32-token tiles
-    qo.prompt_tokens = 500;
-    cases.push_back(check_case("qwen3-like dense", qwen, nullptr, qo, true, all_passed));
-    cases.push_back(check_case("qwen3-like plan", qwen, &qplan, qo, false, all_passed));
-    cases.push_back(check_random_weights("random weights smollm2", smollm2_shape(), all_passed));
-    cases.push_back(check_random_weights("random weights qwen3-like", qwen3_like_shape(), all_passed));
-    write_json(o.out_dir + "/engine_check.json",
-               Json{{"device", prop.name}, {"commit", o.commit}, {"date", utc_now()}, {"cases", cases},
-                    {"bounds", {{"max_diff_over_row_std", o.max_diff_sigmas}, {"max_rel_l2", o.max_rel_l2},
-                                {"replay_max_rel_l2", o.max_replay_rel_l2},
-                                {"top1_margin_over_row_std", kMarginSigmas}}},
-                    {"passed", all_passed}});
-  }
-  if (o.bench) bench_all(smol, plan, o, prop.name, argc, argv, "engine_bench.json");
+  // End-to-end logits of a plan are not gated on random weights: their flat attention has many
+  // near-ties at the k-th key, bf16 rounding flips some of them (legitimately: SPEC 7 compares
+  // selections by covered mass), random values turn each flip into a few % of a layer's output,
+  // and random reuse layers do not share their anchor's attention, so the differences compound
+  // (measured on H100: 0.41 relative L2 at the logits after 30 layers, dense 0.023). The replay
+  // checks the plan's attention layer by layer instead, and rho = 1 the sparse paths end to end.
+  Json cases = Json::array();
+  cases.push_back(check_case("smollm2-shape dense", smol, nullptr, o, true, all_passed));
+  Plan full = plan;  // rho = 1: every key selected, so the sparse paths must equal dense
+  full.sparsity.rho = 1.0;
+  cases.push_back(check_case("smollm2-shape plan rho=1", smol, &full, o, true, all_passed));
+  cases.push_back(check_case("smollm2-shape plan", smol, &plan, o, false, all_passed));
+  cases.push_back(check_override("smollm2-shape override", smol, o, all_passed));
+  cases.push_back(check_truncate("smollm2-shape plan truncate", smol, &plan, false, o, all_passed));
+  cases.push_back(check_truncate("smollm2-shape override trunc", smol, nullptr, true, o, all_passed));
+  cases.push_back(check_batch("smollm2-shape batch dense", smol, nullptr, o, true, all_passed));
+  cases.push_back(check_batch("smollm2-shape batch rho=1", smol, &full, o, true, all_passed));
+  cases.push_back(check_batch("smollm2-shape batch plan", smol, &plan, o, false, all_passed));
+  const Model qwen = random_model(qwen3_like_shape(), 7, kFlatGain);
+  Plan qplan = kascade::make_uniform_plan(qwen.config.name, qwen.config.layers, qwen.config.hq, qwen.config.hkv,
+                                          qwen.config.head_dim, {0, 2});
+  qplan.head_map[1] = {1, 0};  // reuse layers read the other kv head's selection
+  qplan.head_map[3] = {1, 1};
+  Options qo = o;
+  qo.chunk = 96;  // chunks of three 32-token tiles
+  qo.prompt_tokens = 500;
+  cases.push_back(check_case("qwen3-like dense", qwen, nullptr, qo, true, all_passed));
+  cases.push_back(check_case("qwen3-like plan", qwen, &qplan, qo, false, all_passed));
+  cases.push_back(check_random_weights("random weights smollm2", smollm2_shape(), all_passed));
+  cases.push_back(check_random_weights("random weights qwen3-like", qwen3_like_shape(), all_passed));
+  write_json(o.out_dir + "/engine_check.json",
+             Json{{"device", prop.name}, {"commit", o.commit}, {"date", utc_now()}, {"cases", cases},
+                  {"bounds", {{"max_diff_over_row_std", o.max_diff_sigmas}, {"max_rel_l2", o.max_rel_l2},
+                              {"replay_max_rel_l2", o.max_replay_rel_l2},
+                              {"top1_margin_over_row_std", kMarginSigmas}}},
+                  {"passed", all_passed}});
   std::printf("%s\n", all_passed ? "all checks passed" : "SOME CHECKS FAILED");
   return all_passed ? 0 : 1;
 }
