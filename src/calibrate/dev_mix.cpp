@@ -53,6 +53,28 @@ DevExample from_task(const eval::Example& ex, DevKind kind, const std::string& n
   return d;
 }
 
+// Positions a task example fills when scored as rows: context, question, answer but its last token.
+size_t scored_positions(const eval::Example& ex) {
+  return ex.context.size() + ex.query.size() + ex.answer.size() - 1;
+}
+
+// A task example of `length` tokens of context + question, drawn again shorter while its scored
+// rows pass `max_positions` (0: no limit). The answer's length varies between draws, so a few
+// tries may be needed; each shortens by the last overshoot and one more token.
+eval::Example fitted_example(const std::string& task, int length, int index, uint64_t seed, const eval::TaskTokenizer& tok,
+                             int max_positions) {
+  eval::Example ex = eval::make_example(task, length, index, seed, tok, eval::Split::Dev);
+  int drawn = length;
+  for (int tries = 0; max_positions > 0 && scored_positions(ex) > static_cast<size_t>(max_positions); ++tries) {
+    KASCADE_CHECK(tries < 8, "dev set: task '" << task << "' example " << index << " at length " << length
+                                               << " does not fit the model's " << max_positions
+                                               << " positions with its answer");
+    drawn -= static_cast<int>(scored_positions(ex) - static_cast<size_t>(max_positions)) + tries;
+    ex = eval::make_example(task, drawn, index, seed, tok, eval::Split::Dev);
+  }
+  return ex;
+}
+
 // Document `index` of the split (then the next ones of the same source, joined by a paragraph
 // break, wrapping) until there are `needed` ids after the BOS; cut to exactly that.
 DevExample continuation(const std::vector<eval::Document>& docs, size_t index, int length, int continuation_rows,
@@ -126,10 +148,10 @@ DevMix make_dev_mix(const DevMixConfig& c, const eval::TaskTokenizer& tok, const
     DevExample ex;
     if (kind == DevKind::Retrieval) {
       const std::string& task = dev_retrieval_tasks()[static_cast<size_t>(kind_pair) % dev_retrieval_tasks().size()];
-      ex = from_task(eval::make_example(task, length, i, c.seed, tok, eval::Split::Dev), kind,
+      ex = from_task(fitted_example(task, length, i, c.seed, tok, role == 1 ? c.max_positions : 0), kind,
                      task + " #" + std::to_string(i) + at);
     } else if (kind == DevKind::Copy) {
-      ex = from_task(eval::make_example("copy", length, i, c.seed, tok, eval::Split::Dev), kind,
+      ex = from_task(fitted_example("copy", length, i, c.seed, tok, role == 1 ? c.max_positions : 0), kind,
                      "copy #" + std::to_string(i) + at);
     } else {
       // Spread the kind's examples evenly over the documents (and so over the sources).

@@ -342,6 +342,7 @@ int run_calibrate(const Args& args) {
   const eval::TaskTokenizer task_tok{[&tok](const std::string& s) { return tok.encode_continuation(s); },
                                      tok.add_bos() ? tok.bos_id() : -1,
                                      [&tok](const std::vector<int32_t>& ids) { return tok.decode(ids); }};
+  dev.max_positions = config.context;
   const DevMix mix = make_dev_mix(dev, task_tok, eval::natural_text(eval::Split::Dev));
   std::fprintf(stderr, "calibrating %s (%d layers, %d/%d heads) on the %s backend: %s\n", config.name.c_str(),
                config.layers, config.hq, config.hkv, a.backend.c_str(), mix.description.c_str());

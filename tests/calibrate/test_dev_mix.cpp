@@ -127,6 +127,36 @@ TEST(DevMix, HeldOutPromptsTakeTheirLengthsInTurnByRoundOfKinds) {
   EXPECT_KASCADE_ERROR(make_dev_mix(c, word_tokenizer(40), dev_documents()), "continuation rows must be in 1..7 for length 9");
 }
 
+TEST(DevMix, HeldOutTaskPromptsAtTheModelsFullContextLeaveRoomForTheirAnswers) {
+  DevMixConfig c = small_config();
+  c.held_out_lengths = {240};
+  const DevMix unlimited = make_dev_mix(c, word_tokenizer(40), dev_documents());
+  c.max_positions = 240;
+  const DevMix fitted = make_dev_mix(c, word_tokenizer(40), dev_documents());
+  int shortened = 0;
+  for (size_t i = 0; i < fitted.held_out.size(); ++i) {
+    const DevExample& ex = fitted.held_out[i];
+    EXPECT_LE(ex.context.size() + ex.rows.size(), 240u) << ex.name;
+    if (ex.kind == DevKind::Continuation) {
+      EXPECT_EQ(ex.rows, unlimited.held_out[i].rows) << ex.name;  // exactly 240 already
+      continue;
+    }
+    EXPECT_EQ(ex.name, unlimited.held_out[i].name);
+    // A one-token answer adds no row; a longer one runs past 240 without the limit, and with it
+    // the prompt is drawn shorter.
+    if (unlimited.held_out[i].context.size() + unlimited.held_out[i].rows.size() <= 240u) {
+      EXPECT_EQ(ex.rows, unlimited.held_out[i].rows) << ex.name;
+      continue;
+    }
+    EXPECT_LT(ex.prompt().size(), 240u) << ex.name;
+    ++shortened;
+  }
+  EXPECT_GE(shortened, 2);
+  // Statistics prompts are not scored over their answers: untouched.
+  for (size_t i = 0; i < fitted.statistics.size(); ++i)
+    EXPECT_EQ(fitted.statistics[i].context, unlimited.statistics[i].context);
+}
+
 TEST(DevMix, IsAPureFunctionOfItsConfig) {
   const DevMix a = make_dev_mix(small_config(), word_tokenizer(40), dev_documents());
   const DevMix b = make_dev_mix(small_config(), word_tokenizer(40), dev_documents());

@@ -59,6 +59,11 @@ struct DevMixConfig {
   std::vector<int> held_out_lengths;  // the held-out prompts' lengths in turn (empty: `length`)
   int continuation_rows = 32;    // scored rows of a continuation example
   uint64_t seed = 1;             // the tasks' seed (always with Split::Dev)
+  // Positions the model holds (0: no limit). A held-out task prompt is scored over its answer
+  // rows too, so one whose context, question and answer rows would pass this is drawn again
+  // shorter until they fit: at the model's full context the question ends early enough for the
+  // answer (eval's lengths count context + question only).
+  int max_positions = 0;
   std::vector<DevKind> kinds = {DevKind::Retrieval, DevKind::Copy, DevKind::Continuation};
 };
 

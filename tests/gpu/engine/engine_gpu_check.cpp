@@ -50,6 +50,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <ctime>
 #include <fstream>
 #include <iostream>
@@ -787,6 +788,11 @@ Options parse(int argc, char** argv) {
 int run(int argc, char** argv) {
   const Options o = parse(argc, argv);
   const Plan plan = kascade::load_plan(o.plan_path);
+  // The results directory exists before minutes of checks run, not after.
+  std::error_code made;
+  std::filesystem::create_directories(o.out_dir, made);
+  KASCADE_CHECK(!made && std::filesystem::is_directory(o.out_dir),
+                "--out " << o.out_dir << ": cannot create the directory" << (made ? ": " + made.message() : ""));
   cudaDeviceProp prop{};
   int device = 0;
   const cudaError_t status = cudaGetDevice(&device);
