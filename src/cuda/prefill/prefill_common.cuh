@@ -10,8 +10,6 @@
 //   - KeySource: the keys one CTA attends to, as a virtual index range: first `list_count`
 //     gathered positions (a tile's selection), then the contiguous range [range_begin, range_end)
 //     under the causal mask (the diagonal; for dense attention the whole prefix);
-//   - KeyRowTable: the token (page id * P + slot) of every K/V row of the blocks in the smem ring,
-//     resolved ahead of time by one thread per row (selection entry -> page id);
 //   - issue_scores / issue_pv / softmax_update: Q.K^T of one warpgroup's 64-row slab against a
 //     128-key block issued asynchronously (wgmma) in one or two commit groups, P.V, and the
 //     online-softmax step;
@@ -30,7 +28,7 @@
 //   producer warpgroup: thread t resolves key row t of block j+1 (selection entry -> page id ->
 //     element offset) while it copies block j: per block, wait until the ring slot is empty
 //     (mbarrier), cp.async the K rows (then the V rows), cp.async.mbarrier.arrive on the slot's
-//     full barrier. kStages-deep rings for K and V (3 slots of 128 keys each);
+//     full barrier. kAttendStages-deep rings for K and V (3 slots of 128 keys each);
 //   consumer warpgroup g, block j:
 //     wait K[j] (and V[j-1]) full
 //     take the turn (named barrier): issue S = Q.K[j]^T and O += P[j-1].V[j-1] (wgmma, async),
@@ -45,8 +43,7 @@
 // The LSE-only pass (no P.V) issues S as one commit group: the other warpgroup's MMAs run during
 // its exponentials.
 // Scores live in the log2 domain: s2 = q.k * scale * log2(e); the LSE buffers hold log2 values.
-// The KeyRowTable below serves kernels whose warps all copy (cp.async groups and a CTA barrier
-// per block, as pooled_mass_kernel). Not done yet in attend_kernel: TMA for contiguous rows.
+// Not done yet in attend_kernel: TMA for contiguous rows.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -210,9 +207,8 @@ struct SwizzledTile {
   }
 };
 
-// *ptr through the read-only path when `pred`, else `fallback`, as one predicated load: the row
-// table upkeep runs between the issue of wgmma groups and their wait, where a branch would make
-// ptxas serialise the wgmma pipeline (C7518).
+// *ptr through the read-only path when `pred`, else `fallback`, as one predicated load: the
+// producers resolve the key rows of a block ahead without a branch per row.
 __device__ __forceinline__ int load_if(bool pred, const int32_t* ptr, int fallback) {
   int value;
   asm volatile(
@@ -220,13 +216,6 @@ __device__ __forceinline__ int load_if(bool pred, const int32_t* ptr, int fallba
       : "=r"(value)
       : "l"(ptr), "r"(static_cast<int>(pred)), "r"(fallback));
   return value;
-}
-
-// *ptr = value in shared memory when `pred`, as one predicated store (see load_if).
-__device__ __forceinline__ void store_shared_if(bool pred, int32_t* ptr, int value) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %0, 0;\n@p st.shared.b32 [%1], %2;\n}\n" ::"r"(static_cast<int>(pred)),
-               "r"(smem_addr(ptr)), "r"(value)
-               : "memory");
 }
 
 // The keys a CTA reads, in virtual order: list[0..list_count) then range_begin..range_end-1.
@@ -240,106 +229,6 @@ struct KeySource {
     const bool in_list = v < list_count;
     const int listed = load_if(in_list, list + (in_list ? v : 0), 0);
     return v >= size() ? -1 : in_list ? listed : range_begin + (v - list_count);
-  }
-};
-
-// Row table of the K/V copies: for each of the kStages blocks in the ring, the token index
-// (page id * P + slot) of every key row, -1 for rows past the keys (zero-filled). A key's token
-// needs up to two dependent global loads (its position from the selection list, then its page
-// id), so thread t < kBlockKeys resolves row t of every block ahead of time: the position of
-// block i+2 and the page id of block i+1 are loaded while block i is computed, and the token of
-// block i+1 is written one iteration later, when those loads have long landed. The copies read
-// the table after the block barrier, so each row is resolved once for K and V and for all
-// threads, and no warp waits on a global load in the middle of a block.
-template <int D>
-struct KeyRowTable {
-  static constexpr int kChunks = D / kChunkElems;
-  static constexpr int kRowsPerPass = kThreads / kChunks;
-  static constexpr int kRowsPerThread = kBlockKeys / kRowsPerPass;
-  static_assert(kBlockKeys % kRowsPerPass == 0, "block rows must split evenly over the threads");
-  static_assert(kBlockKeys <= kThreads, "one resolving thread per key row");
-  static constexpr size_t kBytes = sizeof(int32_t) * kStages * kBlockKeys;
-
-  int position_ahead = -1;  // this thread's row of the block after next (-1: past the keys)
-  int position_next = -1;   // its row of the next block
-  int page_next = 0;        // the page id of position_next (load in flight until publish)
-
-  __device__ static __forceinline__ bool resolves() { return threadIdx.x < kBlockKeys; }
-  // Loads the position of this thread's row of block `block`.
-  __device__ __forceinline__ void fetch_position(const KeySource& keys, int block) {
-    const int v = block * kBlockKeys + static_cast<int>(threadIdx.x);
-    const int position = keys.position(v);  // for every thread: a branch here would split the wgmma stage
-    position_ahead = resolves() ? position : -1;
-  }
-  // Issues the page-id load of the position fetched last.
-  __device__ __forceinline__ void fetch_page(const KvView& kv, const int32_t* seq_pages) {
-    position_next = position_ahead;
-    uint32_t page_in_seq = 0, slot = 0;
-    kv.page_size.divmod(static_cast<uint32_t>(max(position_next, 0)), page_in_seq, slot);
-    page_next = load_if(position_next >= 0, seq_pages + page_in_seq, 0);
-  }
-  // Writes the token of the row whose page was fetched last into `table` (the block's slot).
-  __device__ __forceinline__ void publish(int32_t* table, const KvView& kv) const {
-    uint32_t page_in_seq = 0, slot = 0;
-    kv.page_size.divmod(static_cast<uint32_t>(max(position_next, 0)), page_in_seq, slot);
-    const int token =
-        position_next >= 0 ? page_next * static_cast<int>(kv.page_size.divisor) + static_cast<int>(slot) : -1;
-    store_shared_if(resolves(), table + threadIdx.x, token);
-  }
-  // This thread's column of kv head `kv_head` in `pool` (K or V): the base the copies add rows to.
-  template <typename T>
-  __device__ static __forceinline__ const T* column_base(const T* pool, const KvView& kv, int kv_head) {
-    return pool + static_cast<int64_t>(kv_head) * kv.head_stride + (threadIdx.x % kChunks) * kChunkElems;
-  }
-  // cp.async of a block's rows (tokens from its table slot; base from column_base of K or V) into
-  // the swizzled tile `dst`. Thread tid copies chunk tid % kChunks of rows tid / kChunks + j * kRowsPerPass.
-  // With `enabled` false (a block past the keys) the tile is zero-filled instead: the copies stay
-  // unconditional, so that no branch sits inside a wgmma pipeline stage.
-  template <typename T>
-  __device__ static __forceinline__ void copy_rows(T* dst, const T* base, const int32_t* table, const KvView& kv,
-                                                   bool enabled = true) {
-    const int chunk = threadIdx.x % kChunks;
-#pragma unroll
-    for (int j = 0; j < kRowsPerThread; ++j) {
-      const int r = static_cast<int>(threadIdx.x) / kChunks + j * kRowsPerPass;
-      const int token = table[r];
-      const bool valid = enabled && token >= 0;
-      uint32_t page = 0, slot = 0;
-      kv.page_size.divmod(static_cast<uint32_t>(valid ? token : 0), page, slot);
-      const T* src = base + static_cast<int64_t>(page) * kv.page_stride + static_cast<int64_t>(slot) * kv.token_stride;
-      cp_async16(dst + SwizzledTile<D, kBlockKeys>::offset(r, chunk), valid ? src : base, valid);
-    }
-  }
-  // Prologue: the tokens of blocks 0 .. kStages-1 written to their slots (one stall on the
-  // dependent loads), the page of block kStages and the position of block kStages+1 in flight.
-  // The caller's barrier publishes the slots.
-  __device__ __forceinline__ void start(int32_t* table, const KeySource& keys, const KvView& kv,
-                                        const int32_t* seq_pages) {
-    int positions[kStages];
-#pragma unroll
-    for (int i = 0; i < kStages; ++i) {
-      fetch_position(keys, i);
-      positions[i] = position_ahead;
-    }
-#pragma unroll
-    for (int i = 0; i < kStages; ++i) {
-      position_ahead = positions[i];
-      fetch_page(kv, seq_pages);
-      publish(table + i * kBlockKeys, kv);
-    }
-    fetch_position(keys, kStages);
-    fetch_page(kv, seq_pages);
-    fetch_position(keys, kStages + 1);
-  }
-  // Per-block upkeep in iteration `it` (after that iteration's copies were issued): writes block
-  // it+kStages into the slot block it used, loads the page of block it+kStages+1 and the position
-  // of block it+kStages+2.
-  // Blocks past the keys resolve to -1 rows, so the upkeep needs no bounds test.
-  __device__ __forceinline__ void advance(int32_t* table, int it, const KeySource& keys, const KvView& kv,
-                                          const int32_t* seq_pages) {
-    publish(table + (it % kStages) * kBlockKeys, kv);
-    fetch_page(kv, seq_pages);
-    fetch_position(keys, it + kStages + 2);
   }
 };
 

@@ -37,7 +37,6 @@ constexpr int kRowsPerWarp = 16;                     // one m16 MMA tile per war
 constexpr int kBlockRows = kWarps * kRowsPerWarp;    // query rows per CTA
 constexpr int kBlockKeys = 128;                      // keys per main-loop step
 constexpr int kKeyBlocks8 = kBlockKeys / 8;          // 8-key accumulator blocks per step
-constexpr int kStages = 3;                           // K (and V) tiles in the smem ring: copies run 2 blocks ahead
 constexpr int kKeysPerMassCta = 16384;               // keys one pooled-mass CTA reduces (128 blocks: its prologue, Q rows and ring start, is paid once per 128 blocks)
 constexpr int kTopkThreads = 512;
 constexpr int kChunkElems = 8;                       // 16-byte chunk = 8 x 16-bit elements
