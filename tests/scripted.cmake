@@ -115,14 +115,14 @@ kascade_cli_test(NAME cli_generate_context_limit EXIT 1 MATCH "exceeds the model
 
 # ---- kascade calibrate ---------------------------------------------------------------------------
 # A short end-to-end calibration of the default model (6 + 6 dev prompts of 160 tokens, anchor
-# count 2, one search step), whose plan and report the next tests read: the plan passes `kascade
+# counts 2 and 3, one search step from each), whose plan and report the next tests read: the plan passes `kascade
 # plan check` and records its choice, the report plots.
 set(calibrate_out ${CMAKE_BINARY_DIR}/cli_calibrate)
 file(MAKE_DIRECTORY ${calibrate_out})
 kascade_cli_test(NAME cli_calibrate_small EXIT 0
-  MATCH "statistics: 6 prompts \\(paper: [0-9]+ generated rows, decode rows set [0-9]+ of [0-9]+ minima\\).*\\*(search|candidate|pooling) .*chosen: anchors 0 [0-9]+, pooling (group|all), held-out kl [0-9.]+, answer loss [0-9.]+ \\([0-9]+ plans scored, 1 in the search\\).*plan written to.*m 2: anchors 0 [0-9]+, pooling (group|all), held-out kl [0-9.]+ -> [^ ]*/m2.json.*calibrating .* on the cpu backend: dev split, seed 1: 6 statistics prompts of 160 tokens \\+ 6 held-out prompts of 160, 192 tokens.*calibrate candidates "
+  MATCH "statistics: 6 prompts \\(paper: [0-9]+ generated rows, decode rows set [0-9]+ of [0-9]+ minima\\).*\\*(search|candidate|pooling) .*chosen: anchors 0 [0-9 ]+, pooling (group|all), held-out kl [0-9.]+, answer loss [0-9.]+ \\([0-9]+ plans scored, 2 in 2 searches \\(one per anchor count\\)\\).*plan written to.*m 2: anchors 0 [0-9]+, pooling (group|all), held-out kl [0-9.]+ -> [^ ]*/m2.json.*m 3: anchors 0 [0-9]+ [0-9]+, pooling (group|all), held-out kl [0-9.]+ -> [^ ]*/m3.json.*calibrating .* on the cpu backend: dev split, seed 1: 6 statistics prompts of 160 tokens \\+ 6 held-out prompts of 160, 192 tokens.*calibrate candidates "
   ARGS calibrate --model default --dev-prompts 12 --length 160 --held-out-lengths 160,192 --continuation-rows 4
-       --generated-rows 2 --anchors 2 --search-evaluations 1 --name smollm2-test --out ${calibrate_out}/plan.json
+       --generated-rows 2 --anchors 2..3 --search-every-count --search-evaluations 1 --name smollm2-test --out ${calibrate_out}/plan.json
        --report ${calibrate_out}/report.json --plans-dir ${calibrate_out})
 set_tests_properties(cli_calibrate_small PROPERTIES FIXTURES_SETUP calibrated_plan)
 kascade_cli_test(NAME cli_calibrate_plan_checks EXIT 0 MATCH "^ok: .*matches 30 layers, hq 9, hkv 3, head_dim 64\n$"
@@ -130,7 +130,7 @@ kascade_cli_test(NAME cli_calibrate_plan_checks EXIT 0 MATCH "^ok: .*matches 30 
 kascade_cli_test(NAME cli_calibrate_per_m_plan_checks EXIT 0 MATCH "^ok: .*matches 30 layers, hq 9, hkv 3, head_dim 64\n$"
   ARGS plan check ${calibrate_out}/m2.json --layers 30 --hq 9 --hkv 3 --head-dim 64)
 kascade_cli_test(NAME cli_calibrate_plan_provenance EXIT 0
-  MATCH "model: smollm2-test.*anchors \\(2\\).*dev_set: dev split, seed 1: 6 statistics.*tool_version: kascade [0-9.]+ calibrate.*k_cal: (32|64).*chosen by held-out loss among [0-9]+ plans \\(statistic (spec|paper)\\)"
+  MATCH "model: smollm2-test.*anchors \\([23]\\).*dev_set: dev split, seed 1: 6 statistics.*tool_version: kascade [0-9.]+ calibrate.*k_cal: (32|64).*chosen by held-out loss among [0-9]+ plans \\(statistic (spec|paper)\\)"
   ARGS plan show ${calibrate_out}/plan.json)
 set_tests_properties(cli_calibrate_plan_checks cli_calibrate_per_m_plan_checks cli_calibrate_plan_provenance
   PROPERTIES FIXTURES_REQUIRED calibrated_plan)

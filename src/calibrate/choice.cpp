@@ -222,67 +222,98 @@ ChoiceResult choose_plan(const std::vector<CandidatePlan>& candidates, const std
     for (const std::string& s : c.sources) sources.push_back(s + ", pooled");
     consider_candidate(evaluator.evaluate(c.anchors, identity, Pooling::All, c.statistic, sources, Stage::Candidate, fresh));
   }
-  // 2. Coordinate search from the best candidate, in its pooling: first improving move of each
-  // anchor, sweeps until one improves nothing or the evaluations are spent.
-  int current = result.best_candidate;
-  result.search_path.push_back(current);
-  const Statistic statistic = result.evaluations[static_cast<size_t>(current)].statistic;
-  const Pooling pooling = result.evaluations[static_cast<size_t>(current)].pooling;
-  const CoverageMatrix& coverage = coverage_of(statistic);
   std::vector<int> moves;
   for (int step = 1; step <= config.max_move; ++step) {
     moves.push_back(step);
     moves.push_back(-step);
   }
-  bool improved = true;
-  bool budget_left = config.max_search_evaluations > 0;
-  while (improved && budget_left) {
-    improved = false;
-    const size_t m = result.evaluations[static_cast<size_t>(current)].anchors.size();
-    for (size_t slot = 1; slot < m && budget_left; ++slot) {
-      for (int move : moves) {
-        const std::vector<int> anchors = result.evaluations[static_cast<size_t>(current)].anchors;
-        const int low = anchors[slot - 1], high = slot + 1 < m ? anchors[slot + 1] : L;
-        const int to = anchors[slot] + move;
-        if (to <= low || to >= high) continue;  // keeps layer 0 first, the order, and layers < L
-        std::vector<int> moved = anchors;
-        moved[slot] = to;
-        const HeadMap map = pooling == Pooling::All ? identity : choose_head_map(coverage, moved);
-        const std::string source = "search: anchor " + std::to_string(anchors[slot]) + " -> " + std::to_string(to) +
-                                   (pooling == Pooling::All ? std::string(" (pooled)")
-                                                            : " (" + to_string(statistic) + " map)");
-        const int i = evaluator.evaluate(moved, map, pooling, statistic, {source}, Stage::Search, fresh);
-        if (fresh) {
-          ++result.search_evaluations;
-          budget_left = result.search_evaluations < config.max_search_evaluations;
+  // 2. Coordinate search from `start`, in its pooling: first improving move of each anchor,
+  // sweeps until one improves nothing or the search's evaluations are spent. 3. When it moved,
+  // the searched anchors in the other pooling (a head map re-derived for group pooling).
+  auto search_from = [&](int start) {
+    CountSearch search;
+    search.m = static_cast<int>(result.evaluations[static_cast<size_t>(start)].anchors.size());
+    search.path.push_back(start);
+    int current = start;
+    const Statistic statistic = result.evaluations[static_cast<size_t>(current)].statistic;
+    const Pooling pooling = result.evaluations[static_cast<size_t>(current)].pooling;
+    const CoverageMatrix& coverage = coverage_of(statistic);
+    bool improved = true;
+    bool budget_left = config.max_search_evaluations > 0;
+    while (improved && budget_left) {
+      improved = false;
+      const size_t m = result.evaluations[static_cast<size_t>(current)].anchors.size();
+      for (size_t slot = 1; slot < m && budget_left; ++slot) {
+        for (int move : moves) {
+          const std::vector<int> anchors = result.evaluations[static_cast<size_t>(current)].anchors;
+          const int low = anchors[slot - 1], high = slot + 1 < m ? anchors[slot + 1] : L;
+          const int to = anchors[slot] + move;
+          if (to <= low || to >= high) continue;  // keeps layer 0 first, the order, and layers < L
+          std::vector<int> moved = anchors;
+          moved[slot] = to;
+          const HeadMap map = pooling == Pooling::All ? identity : choose_head_map(coverage, moved);
+          const std::string source = "search: anchor " + std::to_string(anchors[slot]) + " -> " + std::to_string(to) +
+                                     (pooling == Pooling::All ? std::string(" (pooled)")
+                                                              : " (" + to_string(statistic) + " map)");
+          const int i = evaluator.evaluate(moved, map, pooling, statistic, {source}, Stage::Search, fresh);
+          if (fresh) {
+            ++search.evaluations;
+            budget_left = search.evaluations < config.max_search_evaluations;
+          }
+          if (better_loss(result.evaluations[static_cast<size_t>(i)].loss,
+                          result.evaluations[static_cast<size_t>(current)].loss)) {
+            result.evaluations[static_cast<size_t>(i)].accepted = true;
+            current = i;
+            search.path.push_back(i);
+            improved = true;
+            break;  // the next anchor, from the moved plan
+          }
+          if (!budget_left) break;
         }
-        if (better_loss(result.evaluations[static_cast<size_t>(i)].loss,
-                        result.evaluations[static_cast<size_t>(current)].loss)) {
-          result.evaluations[static_cast<size_t>(i)].accepted = true;
-          current = i;
-          result.search_path.push_back(i);
-          improved = true;
-          break;  // the next anchor, from the moved plan
-        }
-        if (!budget_left) break;
       }
     }
+    const Evaluation best = result.evaluations[static_cast<size_t>(current)];
+    search.final_plan = current;
+    if (current != start) {
+      const bool to_all = best.pooling == Pooling::Group;
+      const HeadMap map = to_all ? identity : choose_head_map(coverage, best.anchors);
+      const std::string source = std::string(to_all ? "pooling all" : "head-aware pooling") + " of anchors " +
+                                 anchors_text(best.anchors);
+      const int other = evaluator.evaluate(best.anchors, map, to_all ? Pooling::All : Pooling::Group, best.statistic,
+                                           {source}, Stage::Pooling, fresh);
+      if (better_loss(result.evaluations[static_cast<size_t>(other)].loss, best.loss)) {
+        result.evaluations[static_cast<size_t>(other)].accepted = true;
+        search.final_plan = other;
+      }
+    }
+    result.search_evaluations += search.evaluations;
+    result.searches.push_back(std::move(search));
+  };
+  if (!config.search_every_count) {
+    search_from(result.best_candidate);
+  } else {
+    // The best candidate of every anchor count, in increasing count.
+    std::map<size_t, int> best_of_count;
+    for (int i = 0; i < static_cast<int>(result.evaluations.size()); ++i) {
+      const size_t m = result.evaluations[static_cast<size_t>(i)].anchors.size();
+      auto it = best_of_count.find(m);
+      if (it == best_of_count.end() || better_loss(result.evaluations[static_cast<size_t>(i)].loss,
+                                                   result.evaluations[static_cast<size_t>(it->second)].loss)) {
+        best_of_count[m] = i;
+      }
+    }
+    for (const auto& [m, start] : best_of_count) search_from(start);
   }
-  // 3. The searched anchors in the other pooling (a head map re-derived for group pooling).
-  const Evaluation best = result.evaluations[static_cast<size_t>(current)];
-  result.chosen = current;
-  if (current != result.best_candidate) {
-    const bool to_all = best.pooling == Pooling::Group;
-    const HeadMap map = to_all ? identity : choose_head_map(coverage, best.anchors);
-    const std::string source = std::string(to_all ? "pooling all" : "head-aware pooling") + " of anchors " +
-                               anchors_text(best.anchors);
-    const int other = evaluator.evaluate(best.anchors, map, to_all ? Pooling::All : Pooling::Group, best.statistic,
-                                         {source}, Stage::Pooling, fresh);
-    if (better_loss(result.evaluations[static_cast<size_t>(other)].loss, best.loss)) {
-      result.evaluations[static_cast<size_t>(other)].accepted = true;
-      result.chosen = other;
+  // The chosen plan: the best final plan of the searches (the earlier search on a tie).
+  const CountSearch* winner = &result.searches.front();
+  for (const CountSearch& search : result.searches) {
+    if (better_loss(result.evaluations[static_cast<size_t>(search.final_plan)].loss,
+                    result.evaluations[static_cast<size_t>(winner->final_plan)].loss)) {
+      winner = &search;
     }
   }
+  result.chosen = winner->final_plan;
+  result.search_path = winner->path;
   return result;
 }
 

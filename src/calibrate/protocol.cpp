@@ -332,7 +332,8 @@ CalibrationRun run_calibration(const engine::Model& model, const DevMix& mix, co
       candidate_evaluations = scored;
       progress("candidates", scored, candidates, detail.str());
     } else if (e.stage == Stage::Search) {
-      progress("search", scored - candidate_evaluations, config.choice.max_search_evaluations, detail.str());
+      const int searches = config.choice.search_every_count ? config.m_hi - config.m_lo + 1 : 1;
+      progress("search", scored - candidate_evaluations, searches * config.choice.max_search_evaluations, detail.str());
     }
     else progress("pooling", 1, 1, detail.str());
   });
@@ -445,6 +446,10 @@ nlohmann::json run_report_json(const CalibrationRun& run) {
     best_per_m.push_back({{"m", m}, {"index", best[m]}, {"anchors", e.anchors}, {"pooling", to_string(e.pooling)},
                           {"kl", e.loss.kl}, {"answer_loss", e.loss.answer_loss}});
   }
+  nlohmann::json searches = nlohmann::json::array();
+  for (const CountSearch& search : run.choice.searches)
+    searches.push_back({{"m", search.m}, {"path", search.path}, {"evaluations", search.evaluations},
+                        {"final", search.final_plan}});
   nlohmann::json paper = statistic_json(run.paper);
   paper["decode_rows"]["generated"] = run.paper_generated_rows;
   nlohmann::json report{
@@ -464,7 +469,8 @@ nlohmann::json run_report_json(const CalibrationRun& run) {
         {"paper_k_cal", cfg.statistics.paper_k_cal},
         {"generated_rows", cfg.statistics.generated_rows},
         {"max_search_evaluations", cfg.choice.max_search_evaluations},
-        {"max_move", cfg.choice.max_move}}},
+        {"max_move", cfg.choice.max_move},
+        {"search_every_count", cfg.choice.search_every_count}}},
       {"dev_set",
        {{"description", run.dev_set},
         {"statistics_prompts", run.statistics_prompts},
@@ -477,6 +483,7 @@ nlohmann::json run_report_json(const CalibrationRun& run) {
       {"best_per_anchor_count", best_per_m},
       {"search_path", run.choice.search_path},
       {"search_evaluations", run.choice.search_evaluations},
+      {"searches", searches},
       {"chosen", run.choice.chosen},
       {"plan", {{"anchors", plan.anchors}, {"pooling", to_string(plan.sparsity.pooling)}, {"head_map", plan.head_map}}},
       {"seconds", {{"statistics", run.seconds_statistics}, {"held_out", run.seconds_held_out}, {"choice", run.seconds_choice}}},

@@ -42,7 +42,7 @@ constexpr const char* kUsage =
     "                         [--backend cpu|cuda] [--anchors LO..HI] [--rho R] [--k-min K] [--tile T]\n"
     "                         [--budget rolling|fixed] [--preset default|small] [--dev-prompts N] [--length T]\n"
     "                         [--held-out-lengths T,...] [--continuation-rows N] [--generated-rows N] [--seed S]\n"
-    "                         [--search-evaluations N] [--plans-dir DIR] [--threads N] [--name NAME] [--notes TEXT]\n"
+    "                         [--search-evaluations N] [--search-every-count] [--plans-dir DIR] [--threads N] [--name NAME] [--notes TEXT]\n"
     "  Statistics of half the development prompts propose plans (the DP optimum of every anchor\n"
     "  count under the spec and paper statistics, and evenly spaced anchors); the other half, held\n"
     "  out, chooses by next-token KL against dense (answer log-loss breaks ties); a coordinate\n"
@@ -63,8 +63,12 @@ constexpr const char* kUsage =
     "  --generated-rows     answer tokens generated after each statistics prompt (paper statistic)\n"
     "  --seed           the tasks' seed (always the dev split; default 1)\n"
     "  --search-evaluations  plans the coordinate search may score (default 40)\n"
+    "  --search-every-count  a search from the best candidate of every anchor count (each with\n"
+    "                   that budget), the best result of all chosen; with --plans-dir, every\n"
+    "                   count's plan is then a searched one\n"
     "  --plans-dir      also write the best scored plan of every anchor count to DIR/m<M>.json (the\n"
-    "                   accuracy-versus-anchors curve; only the chosen count had the search)";
+    "                   accuracy-versus-anchors curve; without --search-every-count only the\n"
+    "                   chosen count had the search)";
 
 struct Preset {
   int dev_prompts, length, continuation_rows, generated_rows;
@@ -83,6 +87,7 @@ struct CalibrateArgs {
   std::optional<std::vector<int>> held_out_lengths;
   uint64_t seed = 1;
   int search_evaluations = 40;
+  bool search_every_count = false;
   int threads = 0;
   std::string out, report, name, notes, plans_dir;
 };
@@ -167,6 +172,8 @@ CalibrateArgs parse_args(const Args& args) {
     } else if (r.take_value("--search-evaluations", v)) {
       a.search_evaluations = parse_int(v, "--search-evaluations");
       KASCADE_CHECK(a.search_evaluations >= 0, "--search-evaluations must be >= 0, got " << a.search_evaluations);
+    } else if (r.take_flag("--search-every-count")) {
+      a.search_every_count = true;
     } else if (r.take_value("--threads", v)) {
       a.threads = parse_int(v, "--threads");
       KASCADE_CHECK(a.threads >= 0, "--threads must be >= 0, got " << a.threads);
@@ -308,6 +315,7 @@ int run_calibrate(const Args& args) {
   cfg.statistics.tile = a.params.tile;
   cfg.statistics.generated_rows = a.generated_rows.value_or(preset.generated_rows);
   cfg.choice.max_search_evaluations = a.search_evaluations;
+  cfg.choice.search_every_count = a.search_every_count;
   KASCADE_CHECK(dev.prompts % 2 == 0 && dev.prompts >= 12,
                 "--dev-prompts must be even and >= 12 (half statistics, half held out, every kind twice in each), got "
                     << dev.prompts);
@@ -355,7 +363,8 @@ int run_calibrate(const Args& args) {
   std::ostringstream notes;
   notes << "chosen by held-out next-token KL among candidates of anchors " << a.m_lo << ".." << a.m_hi
         << " (spec k_cal " << cfg.statistics.spec_k_cal << ", paper k_cal " << cfg.statistics.paper_k_cal
-        << ", even spacing), search of " << cfg.choice.max_search_evaluations << " plans, backend " << a.backend;
+        << ", even spacing), search of " << cfg.choice.max_search_evaluations << " plans"
+        << (cfg.choice.search_every_count ? " from every anchor count" : "") << ", backend " << a.backend;
   if (!a.notes.empty()) notes << "; " << a.notes;
   provenance.notes = notes.str();
   const CalibrationTarget target{a.name.empty() ? config.name : a.name, config.layers, config.hq, config.hkv,
@@ -398,10 +407,12 @@ int run_calibrate(const Args& args) {
                 to_string(e.pooling), anchors_text(e.anchors).c_str(), e.loss.kl, e.loss.answer_loss, sources.c_str());
   }
   const Evaluation& chosen = run.choice.evaluations[static_cast<size_t>(run.choice.chosen)];
-  std::printf("chosen: anchors %s, pooling %s, held-out kl %.5f, answer loss %.4f (%zu plans scored, %d in the search) "
-              "in %s\n",
+  const size_t searches = run.choice.searches.size();
+  const std::string searched = searches == 1 ? "the search" : std::to_string(searches) + " searches (one per anchor count)";
+  std::printf("chosen: anchors %s, pooling %s, held-out kl %.5f, answer loss %.4f (%zu plans scored, %d in %s) in %s\n",
               anchors_text(chosen.anchors).c_str(), to_string(chosen.pooling), chosen.loss.kl, chosen.loss.answer_loss,
-              run.choice.evaluations.size(), run.choice.search_evaluations, format_seconds(seconds).c_str());
+              run.choice.evaluations.size(), run.choice.search_evaluations, searched.c_str(),
+              format_seconds(seconds).c_str());
   std::printf("plan written to %s%s%s\n", a.out.c_str(), a.report.empty() ? "" : ", report to ", a.report.c_str());
   for (const auto& [path, p] : per_m) {
     const PlanEvaluation& e = p.calibration->selection->evaluated[static_cast<size_t>(p.calibration->selection->chosen)];

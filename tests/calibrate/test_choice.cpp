@@ -12,6 +12,7 @@
 
 #include "calibrate_test_util.h"
 #include "kascade/calibrate/choice.h"
+#include "kascade/calibrate/protocol.h"
 
 using namespace kascade;
 
@@ -347,6 +348,48 @@ TEST(Choice, SearchRunsInThePoolingOfTheBestCandidate) {
   EXPECT_EQ(last.anchors, chosen.anchors);
   EXPECT_EQ(last.head_map, choose_head_map(c, chosen.anchors));
   EXPECT_FALSE(last.accepted);
+}
+
+TEST(Choice, SearchFromEveryCountCanChooseACountWhoseCandidatesWereWorse) {
+  const int L = 20, H = 2;
+  const CoverageMatrix c = shifted_coverage(L, H, 0);
+  const std::vector<StatisticProposal> proposals = {proposal(Statistic::Spec, c, importance(L))};
+  // KL: distance of the first three anchors from 0 7 13, and 0.5 more for a fourth anchor.
+  const std::vector<int> target = {0, 7, 13};
+  const PlanScorer score = [&target](const std::vector<int>& anchors, const HeadMap&, Pooling) {
+    double kl = anchors.size() == 4 ? 0.5 : 0.0;
+    for (size_t i = 0; i < 3; ++i) kl += std::pow(anchors[i] - target[i], 2);
+    return CandidateLoss{kl, 1.0, {}};
+  };
+  const std::vector<CandidatePlan> candidates = {candidate({0, 5, 11}, c, Statistic::Spec, "three"),
+                                                 candidate({0, 6, 13, 18}, c, Statistic::Spec, "four")};
+  // One search: from the best candidate (four anchors, KL 1.5), to KL 0.5.
+  const ChoiceResult one = choose_plan(candidates, proposals, score, {});
+  ASSERT_EQ(one.searches.size(), 1u);
+  EXPECT_EQ(one.searches[0].m, 4);
+  EXPECT_EQ(one.evaluations[static_cast<size_t>(one.chosen)].anchors.size(), 4u);
+  EXPECT_EQ(one.evaluations[static_cast<size_t>(one.chosen)].loss.kl, 0.5);
+  EXPECT_EQ(one.search_path.front(), one.best_candidate);
+  // A search per count: three anchors reach KL 0 and win.
+  ChoiceConfig every;
+  every.search_every_count = true;
+  const ChoiceResult r = choose_plan(candidates, proposals, score, every);
+  ASSERT_EQ(r.searches.size(), 2u);
+  EXPECT_EQ(r.searches[0].m, 3);
+  EXPECT_EQ(r.searches[1].m, 4);
+  EXPECT_EQ(r.evaluations[static_cast<size_t>(r.chosen)].anchors, (std::vector<int>{0, 7, 13}));
+  EXPECT_EQ(r.evaluations[static_cast<size_t>(r.chosen)].loss.kl, 0.0);
+  EXPECT_EQ(r.chosen, r.searches[0].final_plan);
+  EXPECT_EQ(r.search_path, r.searches[0].path);
+  EXPECT_EQ(r.best_candidate, one.best_candidate);  // still the best candidate overall
+  EXPECT_EQ(r.search_evaluations, r.searches[0].evaluations + r.searches[1].evaluations);
+  EXPECT_LE(r.searches[0].evaluations, every.max_search_evaluations);
+  // Each count's best scored plan is now a searched one.
+  const std::vector<int> best = best_evaluation_per_anchor_count(r);
+  ASSERT_EQ(best.size(), 5u);
+  EXPECT_EQ(r.evaluations[static_cast<size_t>(best[3])].loss.kl, 0.0);
+  EXPECT_EQ(r.evaluations[static_cast<size_t>(best[4])].loss.kl, 0.5);
+  EXPECT_NE(r.evaluations[static_cast<size_t>(best[3])].stage, Stage::Candidate);
 }
 
 TEST(Choice, BadInput) {

@@ -22,7 +22,10 @@
 // proposed the plan), accepting the first move that improves, sweeping over the anchors until a
 // sweep improves nothing or the search has used its evaluations (40). When the search moved,
 // the final anchors are scored in the other pooling too and the better one wins. Plans already
-// scored are not scored again (and do not count).
+// scored are not scored again (and do not count). With `search_every_count` the best candidate of
+// every anchor count starts a search of its own (each with the evaluation budget), and the best
+// final plan of all the searches is chosen: the accuracy-versus-anchors curve is then a fair one,
+// and a smaller (cheaper) count can be weighed against the best.
 #pragma once
 
 #include <functional>
@@ -110,13 +113,23 @@ struct Evaluation {
 struct ChoiceConfig {
   int max_search_evaluations = 40;  // plans the coordinate search may score
   int max_move = 3;                 // an anchor moves by 1..max_move layers
+  bool search_every_count = false;  // one search from the best candidate of every anchor count
+};
+
+// One coordinate search (and its pooling check).
+struct CountSearch {
+  int m = 0;                 // its anchor count
+  std::vector<int> path;     // its start, then every accepted move (indices into evaluations)
+  int evaluations = 0;       // plans it scored (<= max_search_evaluations)
+  int final_plan = -1;       // its result after the pooling check
 };
 
 struct ChoiceResult {
   std::vector<Evaluation> evaluations;  // in the order they were scored
-  int best_candidate = -1;              // index of the best candidate (where the search starts)
-  std::vector<int> search_path;         // best_candidate, then every accepted move, in order
-  int search_evaluations = 0;           // plans the search scored (<= max_search_evaluations)
+  int best_candidate = -1;              // index of the best candidate (where the one search starts)
+  std::vector<CountSearch> searches;    // one, or one per anchor count (search_every_count)
+  std::vector<int> search_path;         // the chosen plan's search: its start, then every accepted move
+  int search_evaluations = 0;           // plans all searches scored
   int chosen = -1;                      // index of the final plan
 };
 
