@@ -2,7 +2,7 @@
 """The accuracy-versus-anchors curve of one calibration run (docs/calibration.md, --plans-dir).
 
 For every anchor count m, the best plan of that count (DIR/plans/m<M>.json) was evaluated with
-`kascade eval --policies kascade` into DIR/<curve>/m<M>/eval.json (tools/device_accuracy.sh
+`kascade eval --policies kascade` into DIR/<curve>/m<M>/eval.json (tools/device.sh accuracy
 curve). This prints one Markdown table: m, anchors, pooling, the held-out KL that calibration
 measured, and on the evaluation split the exact match, the answer log-likelihood change against
 dense with its 95% interval (clustered by example), the question/answer KL, the share of keys

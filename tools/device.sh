@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# tools/device.sh — the steps of a GPU-machine call, as subcommands (run from the repository root
-# on the GPU machine; logs and results go under $OUT).
+# tools/device.sh — every step of a GPU-machine call, as subcommands (run from the repository root
+# on the GPU machine; logs and results go under $OUT). The steps of one area live in
+# tools/device/AREA.sh; call them only through this script.
 #
 # The default model's GGUF (98 MB) is more than one call carries (64 MiB), so it travels in two
 # parts to the same warm machine in two calls made back to back; binaries built here travel
@@ -12,21 +13,62 @@
 #   tools/device.sh model SHA256         join the parts, check the SHA-256, print the model's path
 #   tools/device.sh bins DIR             unpack DIR/*.xz into /tmp/kascade-bin (executables)
 #   source tools/device.sh env           LD_LIBRARY_PATH for cuBLAS; KASCADE_MODEL, BIN exported
+#   tools/device.sh accuracy STEP ...    policy check, calibration, eval grid, anchor curve,
+#                                        perplexity (tools/device/accuracy.sh)
+#   tools/device.sh decode MODE ...      decode GPU suite, sanitizers, benchmark (tools/device/decode.sh)
+#   tools/device.sh engine [OPTION ...]  engine-gpu-check and the engine benchmark (tools/device/engine.sh)
+#   tools/device.sh eval MODE ...        the accuracy grid over a staged model (tools/device/eval.sh)
+#   tools/device.sh prefill BIN OUT COMMIT STEP...  prefill checks and benchmark (tools/device/prefill.sh)
+#   tools/device.sh python MODE ...      the Python package: build, tests, benchmark (tools/device/python.sh)
+#   tools/device.sh suite                the whole GPU suite with the sanitizers (tools/device/suite.sh)
 set -uo pipefail
+# The area scripts first, before any variable here is set: they read BIN_DIR and BIN from the
+# caller's environment.
+case "${1:-}" in
+  accuracy | decode | engine | eval | prefill | python | suite)
+    if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+      exec bash "$(dirname "${BASH_SOURCE[0]}")/device/$1.sh" "${@:2}"
+    fi
+    ;;
+esac
 STAGE_DIR=/tmp/kascade-model
 MODEL_FILE="$STAGE_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
 BIN_DIR=/tmp/kascade-bin
+source "$(dirname "${BASH_SOURCE[0]}")/device/lib.sh"
 
 device_env() {
-  local lib_dirs wheel
-  lib_dirs=$(ls -d /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib 2>/dev/null | tr '\n' ' ')
-  if ! ls /usr/local/cuda/lib64/libcublas.so.13 >/dev/null 2>&1; then
-    wheel=$(python3 -c 'import glob, site; print(":".join(sorted({p.rsplit("/", 1)[0] for s in site.getsitepackages() for p in glob.glob(s + "/nvidia/**/libcublas.so.13", recursive=True)})))' 2>/dev/null || true)
-    lib_dirs="$lib_dirs $wheel"
-  fi
-  export LD_LIBRARY_PATH="$(echo $lib_dirs | tr ' ' ':')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  cuda_library_path
   export KASCADE_MODEL="$MODEL_FILE" BIN="$BIN_DIR"
 }
+
+device_usage() {
+  cat >&2 <<'EOF'
+usage: tools/device.sh SUBCOMMAND [ARGS...]
+  stage DIR                       copy a model part to /tmp/kascade-model
+  model SHA256                    join the staged parts, check the SHA-256, print the model's path
+  bins DIR                        unpack DIR/*.xz into /tmp/kascade-bin
+  env                             (source it) LD_LIBRARY_PATH for cuBLAS; KASCADE_MODEL, BIN
+  accuracy check|calibrate|curve|grid|ppl SHA256 ... | pack NAME
+  decode test|sanitize|bench ...
+  engine [--check|--engine-bench] [OPTIONS...]
+  eval stage DIR | run DIR SHA256 SECONDS OUT_NAME -- EVAL-ARGS...
+  prefill BUILD_BIN OUT_DIR COMMIT [test|sanitize|bench]...
+  python prepare | stage DIR | run [MODEL_PART_DIR]
+  suite
+EOF
+}
+
+if [ "${BASH_SOURCE[0]}" != "$0" ]; then
+  # Sourced: only `env` may change the caller's shell.
+  if [ "${1:-}" = env ]; then
+    device_env
+  else
+    echo "tools/device.sh: only 'env' can be sourced (got '${1:-}')" >&2
+    device_usage
+    return 2
+  fi
+  return 0
+fi
 
 case "${1:-}" in
   stage)
@@ -52,7 +94,8 @@ case "${1:-}" in
     device_env
     ;;
   *)
-    echo "usage: tools/device.sh stage DIR | model SHA256 | bins DIR | env" >&2
+    [ -n "${1:-}" ] && echo "tools/device.sh: unknown subcommand '$1'" >&2
+    device_usage
     exit 2
     ;;
 esac

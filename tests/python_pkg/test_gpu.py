@@ -3,7 +3,7 @@ every op on CUDA against the CPU oracle (SPEC 7), CUDA-graph capture and replay 
 step with changed lengths, torch.compile(fullgraph=True) of a decode step, and transformers with
 the default model on the GPU.
 
-    pytest tests/python_pkg -m gpu            # tools/device_python.sh runs this on a GPU machine
+    pytest tests/python_pkg -m gpu            # tools/device.sh python runs this on a GPU machine
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tools/device_python.sh — the Python package on a GPU machine: builds the wheel with the CUDA
+# tools/device.sh python — the Python package on a GPU machine: builds the wheel with the CUDA
 # kernels against the machine's own torch (pip wheel --no-build-isolation), then runs the package
 # tests (tests/python_pkg, the GPU ones included), the benchmark (bench/python_bench.py) and the
 # example, writing logs and JSON to $OUT.
@@ -9,20 +9,20 @@
 # here in .carry/python (git-ignored): scikit-build-core, pathspec, pytest, gguf wheels and the
 # nlohmann-json headers with their CMake package. The default model's GGUF (98 MB) is more than
 # one call carries (64 MiB): it travels in three parts, staged by earlier calls into
-# /tmp/kascade-model (the folder tools/device_eval.sh uses), joined and checked by `run`.
+# /tmp/kascade-model (the folder tools/device.sh eval uses), joined and checked by `run`.
 #
-#   tools/device_python.sh prepare                        # here: fills .carry/python{,-model-a,-b,-c}
-#   calls 1, 2 (carry .carry/python-model-a, then -b):  tools/device_python.sh stage .carry/python-model-a
+#   tools/device.sh python prepare                        # here: fills .carry/python{,-model-a,-b,-c}
+#   calls 1, 2 (carry .carry/python-model-a, then -b):  tools/device.sh python stage .carry/python-model-a
 #   call 3 (carry .carry/python, .carry/python-model-c):
-#     tools/device_python.sh run .carry/python-model-c    # builds, tests, benchmarks
-#   BENCH_ARGS="--models smollm2 --contexts 8192" tools/device_python.sh run ...   # a shorter benchmark
-#   STEPS=bench,example tools/device_python.sh run        # a later call on the same warm machine
+#     tools/device.sh python run .carry/python-model-c    # builds, tests, benchmarks
+#   BENCH_ARGS="--models smollm2 --contexts 8192" tools/device.sh python run ...   # a shorter benchmark
+#   STEPS=bench,example tools/device.sh python run        # a later call on the same warm machine
 # STEPS (default build,test,bench,example) splits the work over calls of at most 10 minutes each;
 # PYTEST_ARGS (e.g. "-m model") narrows the tests; `prebuilt` instead of `build` installs python/kascade with a carried .carry/python/_kascade_ops.so.
 # Without the model parts, `run` still runs everything but the tests and benchmarks that need it.
 # Exit status: 0 only when the build and the tests passed.
 set -uo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$here"
 STAGE_DIR=/tmp/kascade-model
 MODEL_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
@@ -30,7 +30,7 @@ MODEL_SHA256=${MODEL_SHA256:-}
 OUT_DIR=${OUT:-device-out}
 CARRY=.carry/python
 
-mode=${1:?usage: device_python.sh prepare | stage DIR | run [MODEL_PART_DIR]}
+mode=${1:?usage: tools/device.sh python prepare | stage DIR | run [MODEL_PART_DIR]}
 shift
 case "$mode" in
   prepare)
@@ -78,7 +78,7 @@ case "$mode" in
     if [ -f "$STAGE_DIR/$MODEL_FILE" ] && echo "$(cat "$CARRY/model.sha256")  $STAGE_DIR/$MODEL_FILE" | sha256sum -c -; then
       export KASCADE_MODEL_DIR=$STAGE_DIR KASCADE_CACHE_DIR=/tmp/kascade-cache
     else
-      echo "device_python: no default model staged; its tests skip and the benchmark uses the random 8B shape only"
+      echo "tools/device.sh python: no default model staged; its tests skip and the benchmark uses the random 8B shape only"
       BENCH_ARGS=${BENCH_ARGS:---models llama8b}
     fi
     steps=",${STEPS:-build,test,bench,example},"
@@ -125,6 +125,6 @@ case "$mode" in
     exit $status
     ;;
   *)
-    echo "device_python: unknown mode '$mode' (prepare, stage or run)"; exit 2
+    echo "tools/device.sh python: unknown mode '$mode' (prepare, stage or run)"; exit 2
     ;;
 esac

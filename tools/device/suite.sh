@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tools/device_suite.sh — the whole GPU suite in one run on a GPU machine: every op of
+# tools/device.sh suite — the whole GPU suite in one run on a GPU machine: every op of
 # test-gpu-ops against the CPU oracle, compute-sanitizer memcheck + racecheck on a small decode
 # grid and memcheck + racecheck + synccheck on small prefill cases, and the engine's CUDA backend
 # check.
@@ -8,7 +8,7 @@
 #   cmake --preset release
 #   cmake --build build --target test-gpu-ops engine-gpu-check
 #   mkdir -p .carry/final && cp build/bin/{test-gpu-ops,engine-gpu-check} .carry/final/
-# then, on the GPU machine from the repository root:  tools/device_suite.sh
+# then, on the GPU machine from the repository root:  tools/device.sh suite
 # Logs go to $OUT (or ./device-out). Exit status: 0 only when every step passed.
 set -u -o pipefail
 BIN_DIR=${BIN_DIR:-.carry/final}
@@ -36,5 +36,5 @@ step memcheck-prefill 150 compute-sanitizer --tool memcheck --error-exitcode 3 "
 # The prefill kernels synchronise warp-specialised roles with mbarriers and named barriers.
 step racecheck-prefill 150 compute-sanitizer --tool racecheck --error-exitcode 3 "$BIN_DIR/test-gpu-ops" -o prefill -p "nq/p1=300/300"
 step synccheck-prefill 150 compute-sanitizer --tool synccheck --error-exitcode 3 "$BIN_DIR/test-gpu-ops" -o prefill -p "nq/p1=300/300"
-step engine-check 150 env BIN_DIR="$BIN_DIR" tools/device_engine.sh --check
+step engine-check 150 env BIN_DIR="$BIN_DIR" tools/device.sh engine --check
 exit $status

@@ -1,31 +1,31 @@
 #!/usr/bin/env bash
-# tools/device_accuracy.sh — the accuracy work of a GPU machine (docs/eval.md, docs/calibration.md,
+# tools/device.sh accuracy — the accuracy work of a GPU machine (docs/eval.md, docs/calibration.md,
 # docs/perplexity.md), after tools/device.sh staged the model and unpacked the binaries:
 #
-#   tools/device_accuracy.sh check SHA256              policy-gpu-check (native vs host policies)
-#   tools/device_accuracy.sh calibrate SHA256 SECONDS [ANCHORS [CALIBRATE-ARGS...]]
+#   tools/device.sh accuracy check SHA256              policy-gpu-check (native vs host policies)
+#   tools/device.sh accuracy calibrate SHA256 SECONDS [ANCHORS [CALIBRATE-ARGS...]]
 #                                                      the default model's plan -> plan.json, report,
 #                                                      the best plan of every anchor count -> plans/
 #                                                      (and /tmp/kascade-plan.json for later calls)
-#   tools/device_accuracy.sh curve SHA256 SECONDS NAME [EVAL-ARGS...]
+#   tools/device.sh accuracy curve SHA256 SECONDS NAME [EVAL-ARGS...]
 #                                                      kascade eval of every plans/m*.json (policy
 #                                                      kascade) -> $OUT/NAME/m*/
-#   tools/device_accuracy.sh grid SHA256 SECONDS NAME PLAN [EVAL-ARGS...]
+#   tools/device.sh accuracy grid SHA256 SECONDS NAME PLAN [EVAL-ARGS...]
 #                                                      kascade eval --backend cuda -> $OUT/NAME/
-#   tools/device_accuracy.sh ppl SHA256 SECONDS NAME PLAN CONTEXT [PPL-ARGS...]
+#   tools/device.sh accuracy ppl SHA256 SECONDS NAME PLAN CONTEXT [PPL-ARGS...]
 #                                                      kascade perplexity --backend cuda -> NAME.json
-#   tools/device_accuracy.sh pack NAME                 RESULTS -> $OUT/NAME.tgz
+#   tools/device.sh accuracy pack NAME                 RESULTS -> $OUT/NAME.tgz
 # Each step writes its log beside its results and stops after SECONDS (eval keeps what finished).
 # The corpus travels in .carry/corpus (the device has no Debian packages).
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source tools/device.sh env
 export KASCADE_CORPUS_ROOT="${KASCADE_CORPUS_ROOT:-$PWD/.carry/corpus}"
 # Results go to RESULTS (default /tmp/kascade-results, kept on the warm machine between calls);
-# `tools/device_accuracy.sh pack` tars them into $OUT (a call brings back at most 8 files).
+# `tools/device.sh accuracy pack` tars them into $OUT (a call brings back at most 8 files).
 OUT_DIR=${RESULTS:-/tmp/kascade-results}
 mkdir -p "$OUT_DIR"
-step=${1:?usage: device_accuracy.sh check|calibrate|grid|ppl SHA256 ... | pack NAME}
+step=${1:?usage: tools/device.sh accuracy check|calibrate|curve|grid|ppl SHA256 ... | pack NAME}
 if [ "$step" = pack ]; then
   tar czf "${OUT:-device-out}/${2:?pack NAME}.tgz" -C "$OUT_DIR" . && ls -l "${OUT:-device-out}"
   exit
@@ -85,7 +85,7 @@ case "$step" in
     cat "$OUT_DIR/$name.md"
     ;;
   *)
-    echo "unknown step $step" >&2
+    echo "tools/device.sh accuracy: unknown step $step" >&2
     exit 2
     ;;
 esac

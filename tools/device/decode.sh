@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# tools/device_decode.sh — run the decode GPU suite and/or the decode benchmark on a GPU machine.
+# tools/device.sh decode — run the decode GPU suite and/or the decode benchmark on a GPU machine.
 #
 # Binaries are built elsewhere (CUDA 13, sm_90a) and copied to BIN_DIR (default .carry/bin):
 #   cmake -S . -B build-decode -G Ninja -DKASCADE_CUDA=ON
 #   cmake --build build-decode --target test-gpu-ops kascade-bench
 #   mkdir -p .carry/bin && cp build-decode/bin/{test-gpu-ops,kascade-bench} .carry/bin/
 # then on the GPU machine:
-#   tools/device_decode.sh test [-o FILTER]     the GPU-vs-oracle suite
-#   tools/device_decode.sh sanitize             compute-sanitizer memcheck + racecheck on a small grid
-#   tools/device_decode.sh bench OUT.json [--models ..] [--contexts ..] [--batches ..]
+#   tools/device.sh decode test [-o FILTER]     the GPU-vs-oracle suite
+#   tools/device.sh decode sanitize             compute-sanitizer memcheck + racecheck on a small grid
+#   tools/device.sh decode bench OUT.json [--models ..] [--contexts ..] [--batches ..]
 #                                               cuDNN baseline (bench/run_baseline.py --phase decode),
 #                                               then kascade-bench decode (COMMIT=sha)
 # Logs and results go to $OUT (or ./device-out when OUT is unset).
@@ -16,7 +16,7 @@ set -euo pipefail
 BIN_DIR=${BIN_DIR:-.carry/bin}
 OUT_DIR=${OUT:-device-out}
 mkdir -p "$OUT_DIR"
-mode=${1:?usage: tools/device_decode.sh test|sanitize|bench ...}
+mode=${1:?usage: tools/device.sh decode test|sanitize|bench ...}
 shift
 case "$mode" in
   test)
@@ -33,13 +33,13 @@ case "$mode" in
     done
     ;;
   bench)
-    result=${1:?usage: tools/device_decode.sh bench OUT.json [options]}
+    result=${1:?usage: tools/device.sh decode bench OUT.json [options]}
     shift
     PYTHONUNBUFFERED=1 python3 bench/run_baseline.py --phase decode --out "$OUT_DIR/cudnn.json" "$@" 2>&1 | tee "$OUT_DIR/cudnn.log"
     "$BIN_DIR/kascade-bench" decode --baseline "$OUT_DIR/cudnn.json" --out "$result" --commit "${COMMIT:-unknown}" "$@" 2>&1 | tee "$OUT_DIR/bench.log"
     ;;
   *)
-    echo "tools/device_decode.sh: unknown mode '$mode' (test, sanitize, bench)" >&2
+    echo "tools/device.sh decode: unknown mode '$mode' (test, sanitize, bench)" >&2
     exit 2
     ;;
 esac

@@ -1,8 +1,8 @@
 #!/bin/bash
-# tools/device_prefill.sh — the prefill checks and benchmark, run on the GPU machine over binaries
+# tools/device.sh prefill — the prefill checks and benchmark, run on the GPU machine over binaries
 # built on the CPU machine (cmake --build BUILD --target test-gpu-ops kascade-bench).
 #
-#   tools/device_prefill.sh BUILD_BIN OUT_DIR COMMIT [test|sanitize|bench]...
+#   tools/device.sh prefill BUILD_BIN OUT_DIR COMMIT [test|sanitize|bench]...
 #
 # test      test-gpu-ops -o prefill (every prefill case against the CPU oracle)
 # sanitize  compute-sanitizer memcheck over the prefill cases of test-gpu-ops
@@ -10,7 +10,8 @@
 #           kascade-bench prefill;
 #           writes OUT_DIR/cudnn_prefill.json and OUT_DIR/prefill_bench.json
 set -u -o pipefail
-bin=$1 out=$2 commit=$3
+usage='usage: tools/device.sh prefill BUILD_BIN OUT_DIR COMMIT [test|sanitize|bench]...'
+bin=${1:?$usage} out=${2:?$usage} commit=${3:?$usage}
 shift 3
 mkdir -p "$out"
 status=0
@@ -24,7 +25,7 @@ for step in "$@"; do
       python3 bench/run_baseline.py --phase prefill --out "$out/cudnn_prefill.json" ${SHAPES:+--shapes $SHAPES} || status=1
       "$bin/kascade-bench" prefill --baseline "$out/cudnn_prefill.json" --out "$out/prefill_bench.json" \
         --commit "$commit" ${SHAPES:+--shapes $SHAPES} || status=1 ;;
-    *) echo "device_prefill.sh: unknown step '$step' (test, sanitize, bench)" >&2; exit 2 ;;
+    *) echo "tools/device.sh prefill: unknown step '$step' (test, sanitize, bench)" >&2; exit 2 ;;
   esac
 done
 exit $status
