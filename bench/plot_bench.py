@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Plot kascade-bench results (bench/results/*.json) as a PNG beside them.
 
-    python3 bench/plot_bench.py --phase decode bench/results/decode_h100.json [-o OUT.png]
-    python3 bench/plot_bench.py --phase prefill bench/results/prefill_h100.json [-o OUT.png]
+    python3 bench/plot_bench.py --phase decode bench/results/decode_h100_9a29f3f.json [-o OUT.png]
+    python3 bench/plot_bench.py --phase prefill bench/results/prefill_h100_79df728.json [-o OUT.png]
 
 decode:  one panel per (model, batch): time per layer against context length for the dense
          baselines (cuDNN SDPA, PyTorch flash) and each kascade role, plus the 32-layer schedule

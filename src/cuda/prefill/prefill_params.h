@@ -23,11 +23,11 @@ namespace kascade::cuda::prefill {
 //   same tiles, Q.K^T and P.V on wgmma (sm_90a), 64-key blocks ........... 296
 //   2 warpgroups x 64 rows, 128-key blocks, 3-stage ring, smem row table,
 //   softmax of block j during the P.V of block j-1 ......................... 350 (356 at 128k;
-//   cuDNN 596 / 567, bench/results/prefill_h100_v2.json)
+//   cuDNN 596 / 567, bench/results/prefill_h100_d08cb0e.json)
 //   + a producer warpgroup filling mbarrier rings (384 threads, setmaxnreg
 //   56 / 224), the two consumer warpgroups taking turns on the tensor cores
 //   (attend_kernel, prefill_attend.cuh) ................................. 540 (547 at 128k;
-//   cuDNN 603 / 571, bench/results/prefill_h100_v3.json)
+//   cuDNN 603 / 571, bench/results/prefill_h100_fd8fd13-lse-one-group.json)
 // The attention kernel's own CTA constants (producer threads, register split, ring depth) are in
 // prefill_attend.cuh.
 constexpr int kWarpgroups = 2;
