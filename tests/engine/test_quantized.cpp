@@ -75,43 +75,112 @@ std::vector<float> random_activations(size_t count, unsigned seed) {
 const GgmlType kTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K,
                            GgmlType::Q6_K, GgmlType::F16,  GgmlType::BF16};
 
+// Relative error of y (the product with bias) against an fp64 product of x and `dense`.
+double relative_error(const std::vector<float>& x, const std::vector<float>& dense, const std::vector<float>& bias,
+                      const std::vector<float>& y, int tokens, int rows, int cols) {
+  double err = 0, norm = 0;
+  for (int t = 0; t < tokens; ++t) {
+    for (int r = 0; r < rows; ++r) {
+      double expected = bias[static_cast<size_t>(r)];
+      for (int i = 0; i < cols; ++i) {
+        expected += static_cast<double>(x[static_cast<size_t>(t) * cols + i]) * dense[static_cast<size_t>(r) * cols + i];
+      }
+      const double got = y[static_cast<size_t>(t) * rows + r];
+      if (!std::isfinite(got)) return INFINITY;
+      err += (got - expected) * (got - expected);
+      norm += expected * expected;
+    }
+  }
+  return std::sqrt(err / norm);
+}
+
+const cpu::SimdPath kPaths[] = {cpu::SimdPath::Auto, cpu::SimdPath::Portable};
+
 TEST(QuantizedMatmul, EveryTypeMatchesDequantizeThenFp32) {
   cpu::ThreadPool pool(3);
   unsigned seed = 11;
-  for (GgmlType type : kTypes) {
-    const int64_t block = kascade::engine::ggml_block_elements(type);
-    // Odd row counts (not a multiple of the 4-row microkernel nor the 16-row tile), several blocks.
-    for (int rows : {1, 13, 37}) {
-      for (int tokens : {1, 2, 5}) {
-        SCOPED_TRACE(std::string(kascade::engine::to_string(type)) + " rows=" + std::to_string(rows) +
-                     " tokens=" + std::to_string(tokens));
-        const int cols = static_cast<int>(block == 1 ? 72 : 3 * block);
-        const QuantizedMatrix m = random_matrix(type, rows, cols, seed++);
-        std::vector<float> dense(static_cast<size_t>(rows) * cols);
-        kascade::engine::dequantize(type, m.data.data(), static_cast<int64_t>(dense.size()), dense.data());
-        const std::vector<float> x = random_activations(static_cast<size_t>(tokens) * cols, seed++);
-        std::vector<float> bias = random_activations(static_cast<size_t>(rows), seed++);
-        std::vector<float> y(static_cast<size_t>(tokens) * rows, NAN);
-        cpu::WeightRef w;
-        w.quantized = &m;
-        cpu::matmul(pool, x.data(), tokens, cols, w, rows, y.data(), bias.data());
-        double err = 0, norm = 0;
-        for (int t = 0; t < tokens; ++t) {
-          for (int r = 0; r < rows; ++r) {
-            double expected = bias[static_cast<size_t>(r)];
-            for (int i = 0; i < cols; ++i) {
-              expected += static_cast<double>(x[static_cast<size_t>(t) * cols + i]) * dense[static_cast<size_t>(r) * cols + i];
-            }
-            const double got = y[static_cast<size_t>(t) * rows + r];
-            ASSERT_TRUE(std::isfinite(got));
-            err += (got - expected) * (got - expected);
-            norm += expected * expected;
-          }
+  for (cpu::SimdPath path : kPaths) {
+    for (GgmlType type : kTypes) {
+      const int64_t block = kascade::engine::ggml_block_elements(type);
+      // Odd row counts (not a multiple of the 4-row microkernel nor the 16-row panel), several
+      // blocks; token counts of decode (1, 2: fused or row kernel) and of prefill (5, 13: panels of
+      // 6-token register tiles and their remainders).
+      for (int rows : {1, 13, 37}) {
+        for (int tokens : {1, 2, 5, 13}) {
+          SCOPED_TRACE(std::string(kascade::engine::to_string(type)) + " rows=" + std::to_string(rows) +
+                       " tokens=" + std::to_string(tokens) + (path == cpu::SimdPath::Auto ? " auto" : " portable"));
+          const int cols = static_cast<int>(block == 1 ? 72 : 3 * block);
+          const QuantizedMatrix m = random_matrix(type, rows, cols, seed++);
+          std::vector<float> dense(static_cast<size_t>(rows) * cols);
+          kascade::engine::dequantize(type, m.data.data(), static_cast<int64_t>(dense.size()), dense.data());
+          const std::vector<float> x = random_activations(static_cast<size_t>(tokens) * cols, seed++);
+          std::vector<float> bias = random_activations(static_cast<size_t>(rows), seed++);
+          std::vector<float> y(static_cast<size_t>(tokens) * rows, NAN);
+          cpu::WeightRef w;
+          w.quantized = &m;
+          cpu::matmul(pool, x.data(), tokens, cols, w, rows, y.data(), bias.data(), path);
+          EXPECT_LE(relative_error(x, dense, bias, y, tokens, rows, cols), 1e-5);
         }
-        EXPECT_LE(std::sqrt(err / norm), 1e-5);
       }
     }
   }
+}
+
+TEST(QuantizedMatmul, Fp32WeightsMatchFp64OnBothPaths) {
+  // fp32 weights go through the same panels in prefill (tokens > 4) and the row kernel in decode.
+  cpu::ThreadPool pool(2);
+  unsigned seed = 101;
+  for (cpu::SimdPath path : kPaths) {
+    for (int rows : {3, 16, 45}) {
+      for (int tokens : {1, 4, 6, 17}) {
+        SCOPED_TRACE("rows=" + std::to_string(rows) + " tokens=" + std::to_string(tokens) +
+                     (path == cpu::SimdPath::Auto ? " auto" : " portable"));
+        const int cols = 67;  // not a multiple of 8
+        const std::vector<float> dense = random_activations(static_cast<size_t>(rows) * cols, seed++);
+        const std::vector<float> x = random_activations(static_cast<size_t>(tokens) * cols, seed++);
+        const std::vector<float> bias = random_activations(static_cast<size_t>(rows), seed++);
+        std::vector<float> y(static_cast<size_t>(tokens) * rows, NAN);
+        cpu::WeightRef w;
+        w.fp32 = dense.data();
+        cpu::matmul(pool, x.data(), tokens, cols, w, rows, y.data(), bias.data(), path);
+        EXPECT_LE(relative_error(x, dense, bias, y, tokens, rows, cols), 1e-5);
+      }
+    }
+  }
+}
+
+TEST(QuantizedMatmul, PanelProductsOfBothPathsAgree) {
+  // The AVX2 register tiles against the portable ones on every token remainder (1..6) and a
+  // partial panel; y's columns past the panel's rows stay untouched.
+  const int in = 29;
+  for (int rows : {cpu::kPanelRows, 5}) {
+    for (int tokens = 1; tokens <= 13; ++tokens) {
+      SCOPED_TRACE("rows=" + std::to_string(rows) + " tokens=" + std::to_string(tokens));
+      const std::vector<float> w = random_activations(static_cast<size_t>(rows) * in, 7 + tokens);
+      const std::vector<float> x = random_activations(static_cast<size_t>(tokens) * in, 70 + tokens);
+      std::vector<float> panel(static_cast<size_t>(cpu::kPanelRows) * in);
+      cpu::pack_panel(w.data(), rows, in, panel.data());
+      const int64_t stride = cpu::kPanelRows + 3;
+      std::vector<float> simd(static_cast<size_t>(tokens * stride), -7.f), portable(simd.size(), -7.f);
+      cpu::panel_product(x.data(), tokens, in, panel.data(), rows, simd.data(), stride, cpu::SimdPath::Auto);
+      cpu::panel_product(x.data(), tokens, in, panel.data(), rows, portable.data(), stride, cpu::SimdPath::Portable);
+      for (int t = 0; t < tokens; ++t) {
+        for (int r = 0; r < stride; ++r) {
+          const size_t i = static_cast<size_t>(t * stride + r);
+          if (r >= rows) {
+            ASSERT_EQ(simd[i], -7.f) << "t=" << t << " r=" << r;
+            ASSERT_EQ(portable[i], -7.f) << "t=" << t << " r=" << r;
+            continue;
+          }
+          double expected = 0;
+          for (int k = 0; k < in; ++k) expected += static_cast<double>(x[static_cast<size_t>(t * in + k)]) * w[static_cast<size_t>(r * in + k)];
+          ASSERT_NEAR(portable[i], expected, 1e-4) << "t=" << t << " r=" << r;
+          ASSERT_NEAR(simd[i], portable[i], 1e-4) << "t=" << t << " r=" << r;
+        }
+      }
+    }
+  }
+  if (!cpu::cpu_has_avx2_fma()) GTEST_SKIP() << "no AVX2+FMA on this CPU: the SIMD path was the portable one";
 }
 
 TEST(QuantizedMatmul, SimdAndPortableDequantizersAgree) {

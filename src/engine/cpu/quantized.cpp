@@ -17,7 +17,9 @@ namespace kascade::engine::cpu {
 
 namespace {
 
-constexpr int kTileRows = 16;  // rows dequantized at a time: 36 KiB of fp32 at 576 columns
+constexpr int kTileRows = 16;  // rows per task unit of the fused decode products
+// Products of at most this many tokens on fp32 weights use the row kernel (cpu_kernels.h).
+constexpr int kFewTokens = 4;
 
 typedef uint8_t u8x16 __attribute__((vector_size(16)));
 typedef int8_t i8x16 __attribute__((vector_size(16)));
@@ -282,32 +284,50 @@ WeightRef weight_ref(const std::vector<float>& fp32, const QuantizedMatrix& quan
   return w;
 }
 
-void matmul(ThreadPool& pool, const float* x, int tokens, int in, WeightRef w, int out, float* y, const float* bias) {
-  if (!w.quantized) {
-    matmul(pool, x, tokens, in, w.fp32, out, y, bias);
-    return;
+void matmul(ThreadPool& pool, const float* x, int tokens, int in, WeightRef w, int out, float* y, const float* bias,
+            SimdPath path) {
+  if (w.quantized) {
+    const QuantizedMatrix& m = *w.quantized;
+    KASCADE_CHECK(m.cols == in && m.rows == out, "quantized matmul: weight is [" << m.rows << ", " << m.cols
+                                                                                 << "], expected [" << out << ", "
+                                                                                 << in << "]");
   }
-  const QuantizedMatrix& m = *w.quantized;
-  KASCADE_CHECK(m.cols == in && m.rows == out, "quantized matmul: weight is [" << m.rows << ", " << m.cols
-                                                                               << "], expected [" << out << ", " << in
-                                                                               << "]");
-  bool fused = false;
+  bool done = false;
 #if defined(KASCADE_HAVE_AVX2_PATH)
-  fused = fused_matmul_avx2(pool, x, tokens, m, y);
+  if (w.quantized && path == SimdPath::Auto) done = fused_matmul_avx2(pool, x, tokens, *w.quantized, y);
 #endif
-  const int tiles = fused ? 0 : (out + kTileRows - 1) / kTileRows;
-  const int tasks = std::min(tiles, pool.size() * 4);
-  pool.parallel_for(tasks, [&](int task) {
-    thread_local std::vector<float> tile;
-    tile.resize(static_cast<size_t>(kTileRows) * in);
-    const int t0 = static_cast<int>(static_cast<int64_t>(tiles) * task / tasks);
-    const int t1 = static_cast<int>(static_cast<int64_t>(tiles) * (task + 1) / tasks);
-    for (int t = t0; t < t1; ++t) {
-      const int r0 = t * kTileRows, rows = std::min(kTileRows, out - r0);
-      dequantize_rows(m, r0, rows, tile.data());
-      matmul_row_range(x, tokens, in, tile.data(), out, y + r0, 0, rows);
-    }
-  });
+  if (!done && !w.quantized && tokens <= kFewTokens) {
+    // Decode on fp32 weights: each weight is used by a few tokens, packing it would cost more.
+    matmul(pool, x, tokens, in, w.fp32, out, y);
+    done = true;
+  }
+  if (!done) {
+    // Each task packs panels of kPanelRows weight rows (dequantized first when quantized) and
+    // streams every token past them.
+    const int panels = (out + kPanelRows - 1) / kPanelRows;
+    const int tasks = std::min(panels, pool.size() * 4);
+    // A few tokens (decode of the types without a fused product) use the dequantized rows as
+    // they are: packing would cost more than the products.
+    const bool pack = tokens > kFewTokens;
+    pool.parallel_for(tasks, [&](int task) {
+      thread_local std::vector<float> tile, panel;
+      tile.resize(static_cast<size_t>(kPanelRows) * in);
+      panel.resize(static_cast<size_t>(kPanelRows) * in);
+      const int p0 = static_cast<int>(static_cast<int64_t>(panels) * task / tasks);
+      const int p1 = static_cast<int>(static_cast<int64_t>(panels) * (task + 1) / tasks);
+      for (int p = p0; p < p1; ++p) {
+        const int r0 = p * kPanelRows, rows = std::min(kPanelRows, out - r0);
+        const float* rows_fp32 = w.fp32 ? w.fp32 + static_cast<int64_t>(r0) * in : tile.data();
+        if (w.quantized) dequantize_rows(*w.quantized, r0, rows, tile.data(), path);
+        if (pack) {
+          pack_panel(rows_fp32, rows, in, panel.data());
+          panel_product(x, tokens, in, panel.data(), rows, y + r0, out, path);
+        } else {
+          matmul_row_range(x, tokens, in, rows_fp32, out, y + r0, 0, rows);
+        }
+      }
+    });
+  }
   if (bias) {
     for (int t = 0; t < tokens; ++t) {
       float* yt = y + static_cast<int64_t>(t) * out;
