@@ -61,6 +61,54 @@ __device__ __forceinline__ void cp_async_arrive_noinc(uint64_t* barrier) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];\n" ::"r"(shared_address(barrier)) : "memory");
 }
 
+// A ring of kStages shared-memory slots that producers fill and consumers drain: per slot a full
+// and an empty mbarrier. Both sides count the ring's uses n = 0, 1, 2 ..; use n takes slot
+// n % kStages with phase parity (n / kStages) & 1 (the file comment says why the producer's first
+// pass over the ring does not wait). Rings that advance together (a kernel's K and V tiles) share
+// one barrier array: ring kRingIndex's barriers are [full] x kStages then [empty] x kStages at
+// word 2 kStages kRingIndex of it (kBarriers words per ring).
+template <int kStages, int kRingIndex = 0>
+struct MbarrierRing {
+  static constexpr int kSlots = kStages;
+  static constexpr int kBarriers = 2 * kStages;
+  uint64_t* barriers;  // the shared array, word 0
+
+  __device__ __forceinline__ static int slot(int n) { return n % kStages; }
+  __device__ __forceinline__ static int parity(int n) { return (n / kStages) & 1; }
+  __device__ __forceinline__ uint64_t* full(int n) const { return barriers + kFull + n % kStages; }
+  __device__ __forceinline__ uint64_t* empty(int n) const { return barriers + kEmpty + n % kStages; }
+
+  static constexpr int kFull = kBarriers * kRingIndex, kEmpty = kFull + kStages;
+
+  // Slot s's barriers: a phase of full completes after `producer_arrivals` arrivals, one of empty
+  // after `consumer_arrivals`.
+  __device__ __forceinline__ void init_slot(int s, int producer_arrivals, int consumer_arrivals) const {
+    mbarrier_init(full(s), producer_arrivals);
+    mbarrier_init(empty(s), consumer_arrivals);
+  }
+  // Producer: waits until the consumers have released use n - kStages of use n's slot.
+  __device__ __forceinline__ void wait_empty(int n) const { mbarrier_wait(empty(n), parity(n) ^ 1); }
+  // Producer: counts this thread towards use n's slot being full once its cp.async copies so far
+  // have landed.
+  __device__ __forceinline__ void arrive_full_after_copies(int n) const { cp_async_arrive_noinc(full(n)); }
+  // Consumer: waits until use n's slot is full.
+  __device__ __forceinline__ void wait_full(int n) const { mbarrier_wait(full(n), parity(n)); }
+  // Consumer: releases use n's slot when `pred` (one predicated arrival, see mbarrier_arrive_if).
+  __device__ __forceinline__ void release_if(bool pred, int n) const { mbarrier_arrive_if(pred, empty(n)); }
+};
+
+// Initialises rings of the same depth slot by slot, ring after ring within a slot. One thread
+// calls it; a CTA barrier must follow before any other thread uses the rings.
+template <typename Ring, typename... MoreRings>
+__device__ __forceinline__ void init_rings(int producer_arrivals, int consumer_arrivals, const Ring& ring,
+                                           const MoreRings&... more) {
+  static_assert(((MoreRings::kSlots == Ring::kSlots) && ...), "rings initialised together have one depth");
+  for (int s = 0; s < Ring::kSlots; ++s) {
+    ring.init_slot(s, producer_arrivals, consumer_arrivals);
+    (more.init_slot(s, producer_arrivals, consumer_arrivals), ...);
+  }
+}
+
 // Named barrier `id` (1..15; 0 is __syncthreads) over `threads` threads (a multiple of 32):
 // sync waits for all of them, arrive counts the caller without waiting.
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {

@@ -125,33 +125,12 @@ constexpr int kAttendThreads = AttendCta::kCtaThreads;
 constexpr int kQReadyBarrier = 1;
 constexpr int kTurnBarrier = 2;
 
-// The ring's barriers, [K full][K empty][V full][V empty] x kAttendStages. Full: the producer's
-// kAttendProducerThreads copying threads arrive (cp.async, when their copies landed); empty: each
-// consumer warp arrives once it no longer reads the slot.
-struct AttendRing {
-  static constexpr int kBarriers = 4 * kAttendStages;
-  uint64_t* barriers;
-  __device__ __forceinline__ uint64_t* k_full(int block) const { return barriers + block % kAttendStages; }
-  __device__ __forceinline__ uint64_t* k_empty(int block) const {
-    return barriers + kAttendStages + block % kAttendStages;
-  }
-  __device__ __forceinline__ uint64_t* v_full(int block) const {
-    return barriers + 2 * kAttendStages + block % kAttendStages;
-  }
-  __device__ __forceinline__ uint64_t* v_empty(int block) const {
-    return barriers + 3 * kAttendStages + block % kAttendStages;
-  }
-  // Phase parity of block `block`'s use of its slot.
-  __device__ __forceinline__ static int parity(int block) { return (block / kAttendStages) & 1; }
-  __device__ __forceinline__ void init() const {
-    for (int s = 0; s < kAttendStages; ++s) {
-      mbarrier_init(k_full(s), kAttendProducerThreads);
-      mbarrier_init(k_empty(s), kWarps);
-      mbarrier_init(v_full(s), kAttendProducerThreads);
-      mbarrier_init(v_empty(s), kWarps);
-    }
-  }
-};
+// The K and V rings (MbarrierRing, ../common/async_barrier.cuh), one barrier array. Full: the
+// producer's kAttendProducerThreads copying threads arrive (cp.async, when their copies landed);
+// empty: each consumer warp arrives once it no longer reads the slot. Key block j of the CTA is
+// use j of both rings.
+using KRing = MbarrierRing<kAttendStages, 0>;
+using VRing = MbarrierRing<kAttendStages, 1>;
 
 template <int D, typename T>
 struct AttendSmem {
@@ -159,7 +138,7 @@ struct AttendSmem {
   static constexpr size_t bytes(bool with_v) {
     return kSmemAlign +
            sizeof(T) * (size_t(kBlockRows) * D + kAttendStages * size_t(kTileElems) * (with_v ? 2 : 1)) +
-           sizeof(uint64_t) * AttendRing::kBarriers;
+           sizeof(uint64_t) * (KRing::kBarriers + VRing::kBarriers);
   }
   static_assert(bytes(true) <= kMaxSmemPerCta, "attention tiles exceed the shared memory of a CTA");
 };
@@ -171,7 +150,7 @@ struct AttendSmem {
 template <int D, typename T, bool kOutput>
 __device__ __forceinline__ void produce_key_blocks(const AttendParams& p, const KeySource& keys, int num_blocks,
                                                    int kv_head, const int32_t* seq_pages, T* k_smem, T* v_smem,
-                                                   const AttendRing& ring) {
+                                                   const KRing& k_ring, const VRing& v_ring) {
   constexpr int kChunks = D / kChunkElems;    // 16-byte chunks of a row
   constexpr int kRowsPerCopy = 32 / kChunks;  // rows one warp-wide cp.async covers
   constexpr int kTile = AttendSmem<D, T>::kTileElems;
@@ -223,14 +202,14 @@ __device__ __forceinline__ void produce_key_blocks(const AttendParams& p, const 
   for (int block = 0; block < num_blocks; ++block) {
     const int page_next = page_of(position_next);                              // block + 1
     const int position_after = keys.position((block + 2) * kBlockKeys + resolver);  // block + 2
-    const int slot = block % kAttendStages;
-    mbarrier_wait(ring.k_empty(block), AttendRing::parity(block) ^ 1);
+    const int slot = block % KRing::kSlots;  // (through KRing::slot the loop compiles to other code)
+    k_ring.wait_empty(block);
     copy_rows(k_smem + slot * kTile, k_column, offset);
-    cp_async_arrive_noinc(ring.k_full(block));
+    k_ring.arrive_full_after_copies(block);
     if constexpr (kOutput) {
-      mbarrier_wait(ring.v_empty(block), AttendRing::parity(block) ^ 1);
+      v_ring.wait_empty(block);
       copy_rows(v_smem + slot * kTile, v_column, offset);
-      cp_async_arrive_noinc(ring.v_full(block));
+      v_ring.arrive_full_after_copies(block);
     }
     offset = row_offset(position_next, page_next);
     position_next = position_after;
@@ -248,7 +227,9 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
   T* q_smem = reinterpret_cast<T*>(align_smem(smem_raw));
   T* k_smem = q_smem + kBlockRows * D;       // [kAttendStages][kBlockKeys][D]
   T* v_smem = k_smem + kAttendStages * kTile;  // [kAttendStages][kBlockKeys][D] (kOutput only)
-  const AttendRing ring{reinterpret_cast<uint64_t*>(v_smem + (kOutput ? kAttendStages * kTile : 0))};
+  uint64_t* ring_barriers = reinterpret_cast<uint64_t*>(v_smem + (kOutput ? kAttendStages * kTile : 0));
+  const KRing k_ring{ring_barriers};
+  const VRing v_ring{ring_barriers};
 
   const int b = blockIdx.z, kv_head = blockIdx.y;
   const int block = p.num_position_blocks - 1 - blockIdx.x;  // long causal rows first
@@ -271,11 +252,11 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
   const int num_blocks = (num_keys + kBlockKeys - 1) / kBlockKeys;
   const int32_t* seq_pages = p.kv.page_indices + p.kv.page_indptr[b];
 
-  if (threadIdx.x == 0) ring.init();
+  if (threadIdx.x == 0) init_rings(kAttendProducerThreads, kWarps, k_ring, v_ring);
   __syncthreads();  // the only CTA-wide barrier: the roles part here
   if (threadIdx.x >= kThreads) {  // the producer warpgroup
     AttendCta::enter_producer();
-    produce_key_blocks<D, T, kOutput>(p, keys, num_blocks, kv_head, seq_pages, k_smem, v_smem, ring);
+    produce_key_blocks<D, T, kOutput>(p, keys, num_blocks, kv_head, seq_pages, k_smem, v_smem, k_ring, v_ring);
     return;
   }
   AttendCta::enter_consumer();
@@ -335,14 +316,14 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
     constexpr bool kMasked = decltype(masked_tag)::value;
     constexpr bool kFirst = decltype(first_tag)::value;
     constexpr bool kWithPv = kOutput && !kFirst;
-    mbarrier_wait(ring.k_full(it), AttendRing::parity(it));
-    if constexpr (kWithPv) mbarrier_wait(ring.v_full(it - 1), AttendRing::parity(it - 1));
+    k_ring.wait_full(it);
+    if constexpr (kWithPv) v_ring.wait_full(it - 1);
     take_turn();
     float s[kKeyBlocks8][4];
     if (active) {
-      issue_scores<D, T, 1>(s, q_smem, k_smem + (it % kAttendStages) * kTile);
+      issue_scores<D, T, 1>(s, q_smem, k_smem + KRing::slot(it) * kTile);
       if constexpr (kOutput) {  // (kOutput first: the call does not compile for the LSE-only pass)
-        if constexpr (!kFirst) issue_pv<D, T>(acc, p_in, v_smem + ((it - 1) % kAttendStages) * kTile);
+        if constexpr (!kFirst) issue_pv<D, T>(acc, p_in, v_smem + VRing::slot(it - 1) * kTile);
       }
     }
     pass_turn();
@@ -354,7 +335,7 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
         wgmma_wait<kWithPv ? 1 : 0>();
         wgmma_fence_operands(s);
       }
-      mbarrier_arrive_if(releases, ring.k_empty(it));
+      k_ring.release_if(releases, it);
       if (active) {
         softmax_update<0, kKeyBlocks8, kMasked, true, T>(s, softmax, correction, mask, p.scale_log2, p_out);
         // Pins the softmax above the P.V wait: the compiler may otherwise sink this register-only
@@ -366,7 +347,7 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
           wgmma_wait<0>();
           wgmma_fence_operands(acc);
         }
-        mbarrier_arrive_if(releases, ring.v_empty(it - 1));
+        v_ring.release_if(releases, it - 1);
         rescale_rows(acc, correction);
       }
     } else {
@@ -377,7 +358,7 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
         wgmma_wait<0>();
         wgmma_fence_operands(s);
       }
-      mbarrier_arrive_if(releases, ring.k_empty(it));
+      k_ring.release_if(releases, it);
       if (active)
         softmax_update<0, kKeyBlocks8, kMasked, false, T>(s, softmax, correction, mask,
                                                           p.scale_log2, p_out);
@@ -399,11 +380,11 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
     // P.V of the last block.
     if (num_blocks > 0) {
       const int last = num_blocks - 1;
-      mbarrier_wait(ring.v_full(last), AttendRing::parity(last));
+      v_ring.wait_full(last);
       if (active) {
         // The last step wrote the odd set when `last` is odd (two calls, not a selected
         // reference, so that both sets stay in registers).
-        const T* v_last = v_smem + (last % kAttendStages) * kTile;
+        const T* v_last = v_smem + VRing::slot(last) * kTile;
         if (last % 2 == 1) {
           issue_pv<D, T>(acc, p_odd, v_last);
         } else {
@@ -427,9 +408,9 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
   auto step = [&](int it, auto masked_tag) {
     constexpr bool kMasked = decltype(masked_tag)::value;
     constexpr int kHalfKeys = kBlockKeys / 2;
-    const int slot = it % kAttendStages;
-    mbarrier_wait(ring.k_full(it), AttendRing::parity(it));
-    if constexpr (kOutput) mbarrier_wait(ring.v_full(it), AttendRing::parity(it));
+    const int slot = KRing::slot(it);
+    k_ring.wait_full(it);
+    if constexpr (kOutput) v_ring.wait_full(it);
     if (active) {
 #pragma unroll 1
       for (int half = 0; half < 2; ++half) {
@@ -445,8 +426,8 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
         }
       }
     }
-    mbarrier_arrive_if(releases, ring.k_empty(it));
-    if constexpr (kOutput) mbarrier_arrive_if(releases, ring.v_empty(it));
+    k_ring.release_if(releases, it);
+    if constexpr (kOutput) v_ring.release_if(releases, it);
   };
   const int unmasked_blocks = min(num_blocks, unmasked_end / kBlockKeys);
   int it = 0;

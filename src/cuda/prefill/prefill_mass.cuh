@@ -60,27 +60,17 @@ static_assert(kBlockRows == kBlockKeys, "the K block and the query rows must be 
 constexpr int kMassQBarrier = 1;
 constexpr int kMassTurnBarrier = 2;
 
-// The K ring: [full][empty] x kMassStages mbarriers. Block n (counted over the whole CTA, across
-// its row chunks and kv heads) uses slot n % kMassStages with phase parity (n / kMassStages) & 1.
-struct MassRing {
-  uint64_t* barriers;
-  __device__ __forceinline__ uint64_t* full(int n) const { return barriers + n % kMassStages; }
-  __device__ __forceinline__ uint64_t* empty(int n) const { return barriers + kMassStages + n % kMassStages; }
-  __device__ __forceinline__ static int parity(int n) { return (n / kMassStages) & 1; }
-  __device__ __forceinline__ void init() const {
-    for (int s = 0; s < kMassStages; ++s) {
-      mbarrier_init(full(s), kMassProducerThreads);
-      mbarrier_init(empty(s), kWarps);
-    }
-  }
-};
+// The K ring (MbarrierRing, ../common/async_barrier.cuh): full after the producer's
+// kMassProducerThreads copying threads arrived, empty after every consumer warp did. Its uses n
+// are the CTA's key blocks counted across its row chunks and kv heads.
+using MassRing = MbarrierRing<kMassStages>;
 
 template <int D, typename T>
 struct MassSmem {
   static constexpr int kTileElems = kBlockKeys * D;
   static constexpr size_t bytes() {
     return kSmemAlign + sizeof(T) * (size_t(kBlockRows) * D + kMassStages * size_t(kTileElems)) +
-           sizeof(uint64_t) * 2 * kMassStages;
+           sizeof(uint64_t) * MassRing::kBarriers;
   }
   static_assert(bytes() <= kMaxSmemPerCta, "pooled-mass tiles exceed the shared memory of a CTA");
 };
@@ -126,8 +116,8 @@ __device__ __forceinline__ void produce_mass_keys(const MassParams& p, const Mas
       for (int block = 0; block < w.num_key_blocks; ++block, ++n) {
         const int next_position = position + kBlockKeys;
         const int next_page = page_of(next_position);
-        mbarrier_wait(ring.empty(n), MassRing::parity(n) ^ 1);
-        T* tile = k_smem + (n % kMassStages) * kTile;
+        ring.wait_empty(n);
+        T* tile = k_smem + MassRing::slot(n) * kTile;
         const uint32_t offset_lo = static_cast<uint32_t>(offset);
         const uint32_t offset_hi = static_cast<uint32_t>(static_cast<uint64_t>(offset) >> 32);
 #pragma unroll
@@ -139,7 +129,7 @@ __device__ __forceinline__ void produce_mass_keys(const MassParams& p, const Mas
           cp_async16(tile + SwizzledTile<D, kBlockKeys>::offset(warp * 32 + r, chunk), column + (valid ? row : 0),
                      valid);
         }
-        cp_async_arrive_noinc(ring.full(n));
+        ring.arrive_full_after_copies(n);
         position = next_position;
         offset = row_offset(position, next_page);
       }
@@ -192,7 +182,7 @@ __global__ void __launch_bounds__(kMassThreads, 1) pooled_mass_kernel(const __gr
   w.rows_per_head = tile_len * p.group;
   const int32_t* seq_pages = p.kv.page_indices + p.kv.page_indptr[b];
 
-  if (threadIdx.x == 0) ring.init();
+  if (threadIdx.x == 0) init_rings(kMassProducerThreads, kWarps, ring);
   __syncthreads();  // the only CTA-wide barrier: the roles part here
   if (threadIdx.x >= kThreads) {  // the producer warpgroup
     MassCta::enter_producer();
@@ -257,16 +247,16 @@ __global__ void __launch_bounds__(kMassThreads, 1) pooled_mass_kernel(const __gr
       // Block `block` of the chunk is ring block n + block.
       auto issue_block = [&](float (&st)[kKeyBlocks8][4], int block) {
         const int ring_block = n + block;
-        mbarrier_wait(ring.full(ring_block), MassRing::parity(ring_block));
+        ring.wait_full(ring_block);
         take_turn();
         if (mma_rows_active(key_count - block * kBlockKeys))
-          issue_scores<D, T, 1>(st, k_smem + (ring_block % kMassStages) * kTile, q_smem);
+          issue_scores<D, T, 1>(st, k_smem + MassRing::slot(ring_block) * kTile, q_smem);
         pass_turn();
       };
       // Called once the scores of `block` are in st: frees its ring slot and stores the mass of
       // this thread's keys.
       auto reduce_block = [&](float (&st)[kKeyBlocks8][4], int block) {
-        mbarrier_arrive_if(releases, ring.empty(n + block));
+        ring.release_if(releases, n + block);
         if (!mma_rows_active(key_count - block * kBlockKeys)) return;
         float mass[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
         add_key_mass<0, kKeyBlocks8>(st, column_lse, p.scale_log2, mass);
