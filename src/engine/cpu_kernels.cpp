@@ -127,7 +127,9 @@ inline float sum8(const v8& v) {
 // Built twice on x86-64 GCC, for AVX2+FMA and for the baseline, chosen at load time: the build
 // stays portable while the machines we run on get 256-bit FMA.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define KASCADE_SIMD_CLONES __attribute__((target_clones("arch=haswell", "default")))
+// x86-64-v3 (AVX2, FMA, F16C...), not arch=haswell: GCC dispatches an arch=CPU clone on the
+// CPU model, so AMD processors with the same instructions ran the baseline clone.
+#define KASCADE_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define KASCADE_SIMD_CLONES
 #endif

@@ -211,6 +211,183 @@ void dense_rows(const Shape& s, int h, int tau) {
   }
 }
 
+// Dense causal prefill, blocked: kFlashQueries query rows of one head pass together over the
+// keys in blocks of kFlashKeys with a running (online) softmax per row. Queries sit in vector
+// lanes (qt [d][16], transposed once per task): a key element broadcast against two query
+// vectors gives the scores of 16 rows, so every key and value load feeds 16 rows' FMAs, where
+// one row at a time would reload its query for every key. fp32 throughout; masked (future)
+// keys get weight exactly 0.
+constexpr int kFlashQueries = 16;
+constexpr int kFlashKeys = 64;
+
+constexpr int kFlashMaxHeadDim = 256;
+
+struct FlashScratch {
+  alignas(32) float qt[kFlashMaxHeadDim * kFlashQueries];  // queries, transposed and scaled
+  alignas(32) float ot[kFlashMaxHeadDim * kFlashQueries];  // running output, transposed
+  alignas(32) float pt[kFlashKeys * kFlashQueries];        // a key block's scores, then weights
+};
+
+// pt[j][0..16) = qt . key(j0 + j) for the block's keys (rows of d floats from `keys`).
+KASCADE_SIMD_CLONES
+void flash_scores(const float* qt, const float* keys, int count, int d, float* pt) {
+  int j = 0;
+  for (; j + 4 <= count; j += 4) {
+    const float* k0 = keys + static_cast<int64_t>(j) * d;
+    v8 a0 = {}, b0 = {}, a1 = {}, b1 = {}, a2 = {}, b2 = {}, a3 = {}, b3 = {};
+    for (int i = 0; i < d; ++i) {
+      const v8 q0 = load8(qt + i * kFlashQueries), q1 = load8(qt + i * kFlashQueries + 8);
+      const v8 e0 = simd::splat8(k0[i]), e1 = simd::splat8(k0[d + i]);
+      const v8 e2 = simd::splat8(k0[2 * d + i]), e3 = simd::splat8(k0[3 * d + i]);
+      a0 += e0 * q0; b0 += e0 * q1;
+      a1 += e1 * q0; b1 += e1 * q1;
+      a2 += e2 * q0; b2 += e2 * q1;
+      a3 += e3 * q0; b3 += e3 * q1;
+    }
+    float* p = pt + j * kFlashQueries;
+    store8(p, a0); store8(p + 8, b0);
+    store8(p + 16, a1); store8(p + 24, b1);
+    store8(p + 32, a2); store8(p + 40, b2);
+    store8(p + 48, a3); store8(p + 56, b3);
+  }
+  for (; j < count; ++j) {
+    const float* key = keys + static_cast<int64_t>(j) * d;
+    v8 a = {}, b = {};
+    for (int i = 0; i < d; ++i) {
+      const v8 e = simd::splat8(key[i]);
+      a += e * load8(qt + i * kFlashQueries);
+      b += e * load8(qt + i * kFlashQueries + 8);
+    }
+    store8(pt + j * kFlashQueries, a);
+    store8(pt + j * kFlashQueries + 8, b);
+  }
+}
+
+// ot[i][0..16) += sum_j pt[j][0..16) * value(j)[i] over the block's values.
+KASCADE_SIMD_CLONES
+void flash_values(const float* pt, const float* values, int count, int d, float* ot) {
+  int i = 0;
+  for (; i + 4 <= d; i += 4) {
+    v8 a0 = load8(ot + i * kFlashQueries), b0 = load8(ot + i * kFlashQueries + 8);
+    v8 a1 = load8(ot + (i + 1) * kFlashQueries), b1 = load8(ot + (i + 1) * kFlashQueries + 8);
+    v8 a2 = load8(ot + (i + 2) * kFlashQueries), b2 = load8(ot + (i + 2) * kFlashQueries + 8);
+    v8 a3 = load8(ot + (i + 3) * kFlashQueries), b3 = load8(ot + (i + 3) * kFlashQueries + 8);
+    for (int j = 0; j < count; ++j) {
+      const float* value = values + static_cast<int64_t>(j) * d + i;
+      const v8 p0 = load8(pt + j * kFlashQueries), p1 = load8(pt + j * kFlashQueries + 8);
+      const v8 e0 = simd::splat8(value[0]), e1 = simd::splat8(value[1]);
+      const v8 e2 = simd::splat8(value[2]), e3 = simd::splat8(value[3]);
+      a0 += e0 * p0; b0 += e0 * p1;
+      a1 += e1 * p0; b1 += e1 * p1;
+      a2 += e2 * p0; b2 += e2 * p1;
+      a3 += e3 * p0; b3 += e3 * p1;
+    }
+    store8(ot + i * kFlashQueries, a0); store8(ot + i * kFlashQueries + 8, b0);
+    store8(ot + (i + 1) * kFlashQueries, a1); store8(ot + (i + 1) * kFlashQueries + 8, b1);
+    store8(ot + (i + 2) * kFlashQueries, a2); store8(ot + (i + 2) * kFlashQueries + 8, b2);
+    store8(ot + (i + 3) * kFlashQueries, a3); store8(ot + (i + 3) * kFlashQueries + 8, b3);
+  }
+  for (; i < d; ++i) {
+    v8 a = load8(ot + i * kFlashQueries), b = load8(ot + i * kFlashQueries + 8);
+    for (int j = 0; j < count; ++j) {
+      const v8 e = simd::splat8(values[static_cast<int64_t>(j) * d + i]);
+      a += e * load8(pt + j * kFlashQueries);
+      b += e * load8(pt + j * kFlashQueries + 8);
+    }
+    store8(ot + i * kFlashQueries, a);
+    store8(ot + i * kFlashQueries + 8, b);
+  }
+}
+
+// The online softmax step of one key block: scores in pt become weights exp(s - m_new) (zero
+// for keys after a row's position: key j0 + j is visible to lane r while j0 + j <= last[r]);
+// the running max m, sum l and output ot are rescaled by exp(m_old - m_new).
+KASCADE_SIMD_CLONES
+void flash_softmax_step(float* pt, int count, int j0, const float* last, int d, float* m, float* l, float* ot) {
+  v8 m0 = load8(m), m1 = load8(m + 8);
+  const v8 last0 = load8(last), last1 = load8(last + 8);
+  const bool masked = j0 + count - 1 > last[0];  // lanes hold ascending positions
+  const v8 neg = simd::splat8(-std::numeric_limits<float>::infinity());
+  v8 x0 = m0, x1 = m1;
+  for (int j = 0; j < count; ++j) {
+    v8 s0 = load8(pt + j * kFlashQueries), s1 = load8(pt + j * kFlashQueries + 8);
+    if (masked) {
+      const v8 key = simd::splat8(static_cast<float>(j0 + j));
+      s0 = key > last0 ? neg : s0;
+      s1 = key > last1 ? neg : s1;
+      store8(pt + j * kFlashQueries, s0);
+      store8(pt + j * kFlashQueries + 8, s1);
+    }
+    x0 = s0 > x0 ? s0 : x0;
+    x1 = s1 > x1 ? s1 : x1;
+  }
+  // Every row sees key 0, so after the first block its max is finite and exp(-inf) is 0 below.
+  const v8 alpha0 = simd::exp8(m0 - x0), alpha1 = simd::exp8(m1 - x1);
+  v8 sum0 = {}, sum1 = {};
+  for (int j = 0; j < count; ++j) {
+    const v8 s0 = load8(pt + j * kFlashQueries), s1 = load8(pt + j * kFlashQueries + 8);
+    v8 e0 = simd::exp8(s0 - x0), e1 = simd::exp8(s1 - x1);
+    if (masked) {
+      e0 = s0 == neg ? v8{} : e0;
+      e1 = s1 == neg ? v8{} : e1;
+    }
+    store8(pt + j * kFlashQueries, e0);
+    store8(pt + j * kFlashQueries + 8, e1);
+    sum0 += e0;
+    sum1 += e1;
+  }
+  store8(l, load8(l) * alpha0 + sum0);
+  store8(l + 8, load8(l + 8) * alpha1 + sum1);
+  store8(m, x0);
+  store8(m + 8, x1);
+  for (int i = 0; i < d; ++i) {
+    store8(ot + i * kFlashQueries, load8(ot + i * kFlashQueries) * alpha0);
+    store8(ot + i * kFlashQueries + 8, load8(ot + i * kFlashQueries + 8) * alpha1);
+  }
+}
+
+// Rows t0..t1-1 (at most kFlashQueries, positions) of head h, dense causal.
+void flash_rows(const Shape& s, int h, int t0, int t1) {
+  const int d = s.view.d, rows = t1 - t0, g = h / s.group;
+  thread_local std::unique_ptr<FlashScratch> scratch_holder;
+  if (!scratch_holder) scratch_holder = std::make_unique<FlashScratch>();
+  FlashScratch& f = *scratch_holder;
+  for (int r = 0; r < kFlashQueries; ++r) {
+    const float* q = r < rows ? s.q_row(h, t0 + r) : nullptr;
+    for (int i = 0; i < d; ++i) f.qt[i * kFlashQueries + r] = q ? q[i] * s.scale : 0.0f;
+  }
+  std::fill(f.ot, f.ot + d * kFlashQueries, 0.0f);
+  // Lanes past the rows repeat the last row's position: their keys are the real rows' keys.
+  alignas(32) float last[kFlashQueries], m[kFlashQueries], l[kFlashQueries];
+  for (int r = 0; r < kFlashQueries; ++r) {
+    last[r] = static_cast<float>(t0 + std::min(r, rows - 1));
+    m[r] = -std::numeric_limits<float>::infinity();
+    l[r] = 0.0f;
+  }
+  const float* k = s.k_head(g);
+  const float* v = s.v_head(g);
+  for (int j0 = 0; j0 < t1; j0 += kFlashKeys) {
+    const int count = std::min(kFlashKeys, t1 - j0);
+    flash_scores(f.qt, k + static_cast<int64_t>(j0) * d, count, d, f.pt);
+    flash_softmax_step(f.pt, count, j0, last, d, m, l, f.ot);
+    flash_values(f.pt, v + static_cast<int64_t>(j0) * d, count, d, f.ot);
+  }
+  for (int r = 0; r < rows; ++r) {
+    float* out = s.out_row(h, t0 + r);
+    const float inv = 1.0f / l[r];
+    for (int i = 0; i < d; ++i) out[i] = f.ot[i * kFlashQueries + r] * inv;
+  }
+}
+
+void dense_prefill(ThreadPool* pool, const Shape& s) {
+  const int nq = s.view.nq, blocks = (nq + kFlashQueries - 1) / kFlashQueries;
+  run_tasks(pool, s.view.hq * blocks, [&](int task) {
+    const int h = task / blocks, b = task % blocks;
+    const int t0 = s.first_query + b * kFlashQueries;
+    flash_rows(s, h, t0, std::min(s.first_query + nq, t0 + kFlashQueries));
+  });
+}
+
 // Head h's rows over selection row `keys` (count entries) plus the tile's diagonal b..t.
 void selected_rows(const Shape& s, int h, int tau, const int32_t* keys, int count) {
   const int t0 = s.t_begin(tau), t1 = s.t_end(tau), g = h / s.group, b = s.prefix(tau);
@@ -331,6 +508,10 @@ ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call&
   }
   if (call.role == Role::Dense && !select && s.decode()) {
     dense_decode(pool, ws, s);
+    return sel;
+  }
+  if (call.role == Role::Dense && !select && v.d <= kFlashMaxHeadDim) {
+    dense_prefill(pool, s);
     return sel;
   }
   if (call.role == Role::Dense && !select) {

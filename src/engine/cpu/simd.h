@@ -15,7 +15,9 @@
 #endif
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define KASCADE_SIMD_CLONES __attribute__((target_clones("arch=haswell", "default")))
+// x86-64-v3 (AVX2, FMA, F16C...), not arch=haswell: GCC dispatches an arch=CPU clone on the
+// CPU model, so AMD processors with the same instructions ran the baseline clone.
+#define KASCADE_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define KASCADE_SIMD_CLONES
 #endif
@@ -31,7 +33,14 @@ inline v8 load8(const float* p) {
   return v;
 }
 inline void store8(float* p, const v8& v) { std::memcpy(p, &v, sizeof(v)); }
-inline v8 splat8(float x) { return v8{x, x, x, x, x, x, x, x}; }
+// A shuffle of lane 0, not v8{x, ..., x} (or x * v): GCC lowers such a constructor in an inline
+// helper before it is inlined into the AVX2 clone, which then builds the vector from eight
+// inserts; the shuffle becomes one vbroadcastss there.
+inline v8 splat8(float x) {
+  v8 v = {};
+  v[0] = x;
+  return __builtin_shuffle(v, v8i{});
+}
 inline float sum8(const v8& v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
 inline float max8(const v8& v) {
   float m = v[0];
