@@ -17,7 +17,7 @@ Two steps, on two machines:
 
   python3 tools/make_hf_fixtures.py nfc-table
       prints the C++ table of code points that NFC leaves unchanged in any context
-      (src/engine/tokenizer.cpp, kNfcStableRanges), from Python's unicodedata.
+      (src/engine/tokenizer_utf8.cpp, kNfcStableRanges), from Python's unicodedata.
 
   python3 tools/make_hf_fixtures.py models tests/data/hf OUT_DIR
       (on the GPU machine: needs torch and transformers) builds random-weight models of each
