@@ -70,6 +70,8 @@
 #include "kascade/plan.h"
 #include "kascade/reference.h"
 
+#include "engine_check_util.h"
+
 namespace {
 
 using kascade::Plan;
@@ -78,11 +80,14 @@ using kascade::engine::BackendOptions;
 using kascade::engine::Model;
 using kascade::engine::ModelConfig;
 using Json = nlohmann::json;
-
-// Rows whose CPU top-1 margin is below this share of the row's std are near-ties that bf16
-// rounding may legitimately flip (the top-2 gap of 49152 Gaussian logits is ~0.2 std on average).
-constexpr double kMarginSigmas = 0.25;
-constexpr double kFlatGain = 1.5;  // q/k entry std: scores of std ~2, as flat as random models get
+using kascade::engine_check::argmax;
+using kascade::engine_check::kFlatGain;
+using kascade::engine_check::kMarginSigmas;
+using kascade::engine_check::random_model;
+using kascade::engine_check::random_tokens;
+using kascade::engine_check::RowBounds;
+using kascade::engine_check::RowStats;
+using kascade::engine_check::smollm2_shape;
 
 struct Options {
   std::string plan_path = "tests/data/plans/smollm2-135m.json";
@@ -96,73 +101,13 @@ struct Options {
   double max_rel_l2 = 0.05;
   double max_replay_rel_l2 = 0.03;  // attention block output vs the oracle on the same inputs
   double max_truncate_diff_sigmas = 1e-3;  // truncate + re-run vs a fresh run
-  double max_batch_diff_sigmas = 0.1;      // batch vs single-sequence runs
-  double max_batch_rel_l2 = 0.02;
+  double max_batch_diff_sigmas = kascade::engine_check::kBatchVsSingle.max_diff_sigmas;  // batch vs single runs
+  double max_batch_rel_l2 = kascade::engine_check::kBatchVsSingle.max_rel_l2;
   double max_graph_diff_sigmas = 1e-3;     // decode graphs vs eager launches
+  RowBounds logit_bounds() const { return {max_diff_sigmas, max_rel_l2}; }
 };
 
-// ---- random models --------------------------------------------------------------------------
-class Filler {
- public:
-  explicit Filler(uint64_t seed) : rng_(seed) {}
-  std::vector<float> normal(size_t n, double stddev, double mean = 0) {
-    std::normal_distribution<float> dist(static_cast<float>(mean), static_cast<float>(stddev));
-    std::vector<float> v(n);
-    for (float& x : v) x = dist(rng_);
-    return v;
-  }
-  std::mt19937_64& rng() { return rng_; }
-
- private:
-  std::mt19937_64 rng_;
-};
-
-// Output projections of the attention and FFN blocks are scaled by 0.5 so that the residual
-// stream stays O(1). `qk_gain` sets the std of q and k entries and so the score std (~gain^2):
-// (Peaked random models, gain 3.5, are chaotic: bf16 noise grows to O(1) over 30 dense layers.)
-Model random_model(const ModelConfig& config, uint64_t seed, double qk_gain) {
-  Model m;
-  m.config = config;
-  const ModelConfig& c = m.config;
-  Filler f(seed);
-  const size_t dim = static_cast<size_t>(c.dim), qd = static_cast<size_t>(c.hq) * c.head_dim,
-               kvd = static_cast<size_t>(c.hkv) * c.head_dim, ffn = static_cast<size_t>(c.ffn);
-  const double in_scale = 1.0 / std::sqrt(static_cast<double>(dim));
-  m.token_embd = f.normal(static_cast<size_t>(c.vocab) * dim, 1.0);
-  for (int l = 0; l < c.layers; ++l) {
-    kascade::engine::LayerWeights w;
-    w.attn_norm = f.normal(dim, 0.1, 1.0);
-    w.wq = f.normal(qd * dim, qk_gain * in_scale);
-    w.wk = f.normal(kvd * dim, qk_gain * in_scale);
-    w.wv = f.normal(kvd * dim, in_scale);
-    w.wo = f.normal(dim * qd, 0.5 / std::sqrt(static_cast<double>(qd)));
-    if (c.qkv_bias) {
-      w.bq = f.normal(qd, 0.1);
-      w.bk = f.normal(kvd, 0.1);
-      w.bv = f.normal(kvd, 0.1);
-    }
-    if (c.qk_norm) {
-      w.q_norm = f.normal(static_cast<size_t>(c.head_dim), 0.1, qk_gain);
-      w.k_norm = f.normal(static_cast<size_t>(c.head_dim), 0.1, qk_gain);
-    }
-    w.ffn_norm = f.normal(dim, 0.1, 1.0);
-    w.w_gate = f.normal(ffn * dim, in_scale);
-    w.w_up = f.normal(ffn * dim, in_scale);
-    w.w_down = f.normal(dim * ffn, 0.5 / std::sqrt(static_cast<double>(ffn)));
-    m.layers.push_back(std::move(w));
-  }
-  m.output_norm = f.normal(dim, 0.1, 1.0);
-  // An untied output matrix: with tied embeddings a random model's argmax is its input token.
-  if (!c.tied_embeddings) m.output = f.normal(static_cast<size_t>(c.vocab) * dim, 1.0);
-  return m;
-}
-
-ModelConfig smollm2_shape() {
-  ModelConfig c = kascade::engine::known_model_shape("smollm2-135m");
-  c.tied_embeddings = false;  // see random_model: a tied random model's argmax is its input token
-  return c;
-}
-
+// ---- random models (engine_check_util.h has the SmolLM2 shape) -------------------------------
 ModelConfig qwen3_like_shape() {
   ModelConfig c;
   c.name = "random-qwen3-like";
@@ -185,72 +130,7 @@ ModelConfig qwen3_like_shape() {
   return c;
 }
 
-std::vector<int32_t> random_tokens(int n, int vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int32_t> dist(0, vocab - 1);
-  std::vector<int32_t> ids(static_cast<size_t>(n));
-  for (int32_t& t : ids) t = dist(rng);
-  return ids;
-}
-
-int argmax(const float* row, int n) { return static_cast<int>(std::max_element(row, row + n) - row); }
-
 // ---- the check ------------------------------------------------------------------------------
-struct RowStats {
-  static constexpr size_t kListedRows = 24;
-  int rows = 0, compared_top1 = 0, top1_mismatches = 0, diff_failures = 0, l2_failures = 0;
-  double max_abs_diff = 0, max_diff_sigmas = 0, max_rel_l2 = 0;
-  std::vector<int> failed_rows;  // the first kListedRows rows (positions) over a bound
-
-  void add(const float* cpu, const float* gpu, int vocab, const Options& o) {
-    ++rows;
-    double mean = 0;
-    for (int i = 0; i < vocab; ++i) mean += cpu[i];
-    mean /= vocab;
-    // The relative L2 error is taken on centred logits: softmax ignores a common offset, and a
-    // row whose logits average near zero would otherwise turn a harmless shift into a large error.
-    double var = 0, diff_sum = 0, diff2 = 0, max_diff = 0;
-    for (int i = 0; i < vocab; ++i) {
-      var += (cpu[i] - mean) * (cpu[i] - mean);
-      const double d = static_cast<double>(gpu[i]) - cpu[i];
-      diff_sum += d;
-      diff2 += d * d;
-      max_diff = std::max(max_diff, std::fabs(d));
-    }
-    const double sigma = std::sqrt(var / vocab);
-    const double centred_diff2 = diff2 - diff_sum * diff_sum / vocab;
-    const double rel_l2 = std::sqrt(std::max(centred_diff2, 0.0) / std::max(var, 1e-30));
-    max_abs_diff = std::max(max_abs_diff, max_diff);
-    max_diff_sigmas = std::max(max_diff_sigmas, max_diff / sigma);
-    max_rel_l2 = std::max(max_rel_l2, rel_l2);
-    const bool diff_ok = max_diff <= o.max_diff_sigmas * sigma;  // NaN fails too
-    const bool l2_ok = rel_l2 <= o.max_rel_l2;
-    if (!diff_ok) ++diff_failures;
-    if (!l2_ok) ++l2_failures;
-    if ((!diff_ok || !l2_ok) && failed_rows.size() < kListedRows) failed_rows.push_back(rows - 1);
-    const int top = argmax(cpu, vocab);
-    double second = -INFINITY;
-    for (int i = 0; i < vocab; ++i) {
-      if (i != top) second = std::max(second, static_cast<double>(cpu[i]));
-    }
-    if (cpu[top] - second > kMarginSigmas * sigma) {
-      ++compared_top1;
-      if (argmax(gpu, vocab) != top) ++top1_mismatches;
-    }
-  }
-  bool passed() const { return top1_mismatches == 0 && diff_failures == 0 && l2_failures == 0 && rows > 0; }
-  Json to_json() const {
-    return Json{{"rows", rows},
-                {"top1_compared", compared_top1},
-                {"top1_mismatches", top1_mismatches},
-                {"rows_over_diff_bound", diff_failures},
-                {"rows_over_rel_l2_bound", l2_failures},
-                {"max_abs_diff", max_abs_diff},
-                {"max_diff_over_row_std", max_diff_sigmas},
-                {"max_rel_l2", max_rel_l2},
-                {"first_failed_rows", failed_rows}};
-  }
-};
 
 // Replays every attention call of the CUDA backend through the CPU oracle on the backend's own
 // inputs: q and k exactly as its attention read them (query/key hook), v recomputed in fp32 from
@@ -385,14 +265,14 @@ Json check_case(const std::string& name, const Model& model, const Plan* plan, c
   const std::vector<float> lg = gpu->forward(prompt, true);
   const int prompt_tokens = static_cast<int>(prompt.size());
   for (int t = 0; t < prompt_tokens; ++t) {
-    stats.add(&lc[static_cast<size_t>(t) * vocab], &lg[static_cast<size_t>(t) * vocab], vocab, o);
+    stats.add(&lc[static_cast<size_t>(t) * vocab], &lg[static_cast<size_t>(t) * vocab], vocab, o.logit_bounds());
   }
   // Both backends decode the CPU's greedy tokens, so that their inputs stay equal.
   int next = argmax(&lc[static_cast<size_t>(prompt_tokens - 1) * vocab], vocab);
   for (int step = 0; step < o.check_decode_steps; ++step) {
     const std::vector<float> dc = cpu->forward({next}, false);
     const std::vector<float> dg = gpu->forward({next}, false);
-    stats.add(dc.data(), dg.data(), vocab, o);
+    stats.add(dc.data(), dg.data(), vocab, o.logit_bounds());
     next = argmax(dc.data(), vocab);
   }
   const double fc = cpu->stats().keys_read_fraction(), fg = gpu->stats().keys_read_fraction();
@@ -456,12 +336,12 @@ Json check_override(const std::string& name, const Model& model, const Options& 
   RowStats stats;
   const std::vector<float> lk = kernels->forward(prompt, true);
   const std::vector<float> lh = host->forward(prompt, true);
-  for (size_t t = 0; t < prompt.size(); ++t) stats.add(&lk[t * vocab], &lh[t * vocab], vocab, o);
+  for (size_t t = 0; t < prompt.size(); ++t) stats.add(&lk[t * vocab], &lh[t * vocab], vocab, o.logit_bounds());
   int next = argmax(&lk[(prompt.size() - 1) * vocab], vocab);
   for (int step = 0; step < o.check_decode_steps; ++step) {
     const std::vector<float> dk = kernels->forward({next}, false);
     const std::vector<float> dh = host->forward({next}, false);
-    stats.add(dk.data(), dh.data(), vocab, o);
+    stats.add(dk.data(), dh.data(), vocab, o.logit_bounds());
     next = argmax(dk.data(), vocab);
   }
   const double fraction = host->stats().keys_read_fraction();
@@ -631,9 +511,7 @@ Json check_batch(const std::string& name, const Model& model, const Plan* plan, 
   run_batch(true, with_graphs, keys_graphs, replays_graphs);
   run_batch(false, eager, keys_eager, replays_eager);
 
-  Options bounds = o;
-  bounds.max_diff_sigmas = o.max_batch_diff_sigmas;
-  bounds.max_rel_l2 = o.max_batch_rel_l2;
+  const RowBounds bounds{o.max_batch_diff_sigmas, o.max_batch_rel_l2};
   RowStats vs_single;
   double graph_sigmas = 0;
   int graph_identical = 0, graph_rows = 0;
