@@ -16,7 +16,8 @@
 #   tools/device.sh accuracy STEP ...    policy check, calibration, eval grid, anchor curve,
 #                                        perplexity (tools/device/accuracy.sh)
 #   tools/device.sh decode MODE ...      decode GPU suite, sanitizers, benchmark (tools/device/decode.sh)
-#   tools/device.sh engine [OPTION ...]  engine-gpu-check and the engine benchmark (tools/device/engine.sh)
+#   tools/device.sh engine [OPTION ...]  engine-gpu-check, the engine benchmark and the engine soak
+#                                        (tools/device/engine.sh)
 #   tools/device.sh eval MODE ...        the accuracy grid over a staged model (tools/device/eval.sh)
 #   tools/device.sh prefill BIN OUT COMMIT STEP...  prefill checks and benchmark (tools/device/prefill.sh)
 #   tools/device.sh python MODE ...      the Python package: build, tests, benchmark (tools/device/python.sh)
@@ -50,7 +51,7 @@ usage: tools/device.sh SUBCOMMAND [ARGS...]
   env                             (source it) LD_LIBRARY_PATH for cuBLAS; KASCADE_MODEL, BIN
   accuracy check|calibrate|curve|grid|ppl SHA256 ... | pack NAME
   decode test|sanitize|bench ...
-  engine [--check|--engine-bench] [OPTIONS...]
+  engine [--check|--engine-bench] [OPTIONS...] | --soak [memcheck|llama8b]
   eval stage DIR | run DIR SHA256 SECONDS OUT_NAME -- EVAL-ARGS...
   prefill BUILD_BIN OUT_DIR COMMIT [test|sanitize|bench]...
   python prepare | stage DIR | run [MODEL_PART_DIR]
