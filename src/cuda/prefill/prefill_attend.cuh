@@ -1,148 +1,27 @@
 // prefill_attend.cuh — attend_kernel: flash attention of one CTA of query rows over a KeySource
-// (dense causal, the anchor's LSE-only pass, and the sparse pass over a selection plus the diagonal),
-// its online softmax, and its launcher. Building blocks are in prefill_common.cuh; the schedule of
-// the main loop is described there.
+// (dense causal, the anchor's LSE-only pass, and the sparse pass over a selection plus the
+// diagonal), composed from named parts, and its launcher:
+//   prefill_attend_cta.cuh       the CTA: warp roles, named barriers, K/V rings, smem, AttendLoop
+//   produce_key_blocks (here)    the producer warpgroup: key rows resolved and copied into the rings
+//   prefill_mainloop_sm90.cuh    the consumers' main loop on wgmma (sm_90a), ping-pong
+//   prefill_mainloop_sm80.cuh    the consumers' main loop on mma.sync (other targets)
+//   prefill_softmax.cuh          the online softmax both main loops run
+//   prefill_epilogue.cuh         row sums, output and LSE stores
+// The kernel itself picks the CTA's work (its position block and KeySource). Building blocks are
+// in prefill_common.cuh; the schedule of the main loop is described there.
 #pragma once
 
 #include "../common/async_barrier.cuh"
+#include "prefill_attend_cta.cuh"
 #include "prefill_common.cuh"
+#include "prefill_epilogue.cuh"
+#include "prefill_mainloop_sm80.cuh"
+#include "prefill_mainloop_sm90.cuh"
+#include "prefill_softmax.cuh"
 
 namespace kascade::cuda::prefill {
 
-// ---- online softmax -----------------------------------------------------------------------------
-// Which keys of a block this thread's rows may see: virtual key v is visible when v < num_keys and,
-// for a range key (v >= list_count), its position range_begin + v - list_count is at most the row's
-// position. Only the blocks that reach past the keys visible to every row of the CTA apply it
-// (the kMasked steps of the main loop).
-struct BlockMask {
-  int v0;  // virtual index of the block's first key
-  int num_keys, list_count, range_begin;
-  int row_pos[2];
-};
-
-// Running max (log2 domain) and this thread's part of the running sum of exp2(s2 - max) of its
-// two rows.
-struct RowSoftmax {
-  float max[2] = {-INFINITY, -INFINITY};
-  float sum[2] = {0.f, 0.f};
-};
-
-// Orders the softmax state before the next asm statement (a wgmma wait): an empty asm that
-// reads and rewrites the registers.
-__device__ __forceinline__ void pin_registers(RowSoftmax& st, float (&correction)[2]) {
-  asm volatile("" : "+f"(st.max[0]), "+f"(st.max[1]), "+f"(st.sum[0]), "+f"(st.sum[1]), "+f"(correction[0]),
-               "+f"(correction[1])::"memory");
-}
-
-// Online-softmax step over key blocks [kFirst, kFirst + kCount) of raw scores s: masks invisible
-// keys, raises the row max (scores scaled by scale_log2 into the log2 domain) and adds
-// exp2(s2 - max) to the row sum; with kPack the probabilities are also packed to the storage type
-// as the A fragments of P.V (p_out[kk] for keys 16kk .. 16kk+15). correction[i] =
-// exp2(old max - new max) is the factor for whatever was accumulated against the old max.
-// It runs between a wgmma issue and its wait, so it is branch-free (selects) and writes neither
-// s nor the P fragments of the P.V in flight: ptxas tracks the registers of a whole wgmma
-// pipeline stage, and writing any of them makes it wait for every group first.
-// s holds kScoreBlocks 8-key blocks starting at virtual key mask.v0 (a whole key block, or a part
-// of it on the mma.sync path), p_out the fragments of the same keys.
-template <int kFirst, int kCount, bool kMasked, bool kPack, typename T, int kScoreBlocks, int kPSteps>
-__device__ __forceinline__ void softmax_update(const float (&s)[kScoreBlocks][4], RowSoftmax& st,
-                                               float (&correction)[2], const BlockMask& mask, float scale_log2,
-                                               uint32_t (&p_out)[kPSteps][4]) {
-  static_assert(kFirst + kCount <= kScoreBlocks && 2 * kPSteps == kScoreBlocks, "steps inside the score array");
-  static_assert(!kPack || (kFirst % 2 == 0 && kCount % 2 == 0), "packed P covers whole 16-key steps");
-  const int lane = threadIdx.x % 32;
-  // Score e of key block j, -inf where masked.
-  auto score = [&](int j, int e) {
-    if constexpr (kMasked) {
-      const int v = mask.v0 + j * 8 + 2 * (lane % 4) + (e & 1);
-      const bool in_keys = v < mask.num_keys;
-      const bool causal = (v < mask.list_count) | (mask.range_begin + (v - mask.list_count) <= mask.row_pos[e / 2]);
-      return in_keys & causal ? s[j][e] : -INFINITY;
-    } else {
-      return s[j][e];
-    }
-  };
-  // The 4 lanes of a row are lanes 4r .. 4r+3. scale_log2 > 0, so the max of raw scores scaled is
-  // the max of scaled scores, and exp2(s * scale - max) is one FFMA and one MUFU per score.
-  // Pairwise (tree) reductions: a running max or sum would be a chain of kCount dependent
-  // instructions per row, which two warps per scheduler cannot hide.
-  float m_safe[2];
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    float partial[kCount];
-#pragma unroll
-    for (int j = 0; j < kCount; ++j) partial[j] = fmaxf(score(kFirst + j, 2 * i), score(kFirst + j, 2 * i + 1));
-    float raw_max = tree_reduce<kCount>(partial, [](float a, float b) { return fmaxf(a, b); });
-    raw_max = fmaxf(raw_max, __shfl_xor_sync(0xffffffffu, raw_max, 1));
-    raw_max = fmaxf(raw_max, __shfl_xor_sync(0xffffffffu, raw_max, 2));
-    const float mx = fmaxf(st.max[i], raw_max * scale_log2);
-    // A row whose keys so far are all masked keeps -inf; use 0 so exp2 gives 0, not NaN.
-    m_safe[i] = mx == -INFINITY ? 0.f : mx;
-    correction[i] = exp2_ftz(st.max[i] - m_safe[i]);
-    st.max[i] = mx;
-  }
-  float row_partial[2][kCount];
-#pragma unroll
-  for (int j = 0; j < kCount; ++j) {
-    float prob[4];
-#pragma unroll
-    for (int e = 0; e < 4; ++e) prob[e] = exp2_ftz(fmaf(score(kFirst + j, e), scale_log2, -m_safe[e / 2]));
-    row_partial[0][j] = prob[0] + prob[1];
-    row_partial[1][j] = prob[2] + prob[3];
-    if constexpr (kPack) {
-      // The C layout of key blocks 2kk, 2kk+1 is the A layout of keys 16kk .. 16kk+15.
-      const int kk = (kFirst + j) / 2, half = (kFirst + j) % 2;
-      p_out[kk][2 * half] = Mma16816<T>::pack(prob[0], prob[1]);
-      p_out[kk][2 * half + 1] = Mma16816<T>::pack(prob[2], prob[3]);
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < 2; ++i)
-    st.sum[i] = st.sum[i] * correction[i] + tree_reduce<kCount>(row_partial[i], [](float a, float b) { return a + b; });
-}
-
-// Rescales this thread's output accumulators (rows lane / 4 and + 8) by the softmax corrections.
-template <int kAccBlocks>
-__device__ __forceinline__ void rescale_rows(float (&acc)[kAccBlocks][4], const float (&correction)[2]) {
-#pragma unroll
-  for (int j = 0; j < kAccBlocks; ++j) {
-    acc[j][0] *= correction[0], acc[j][1] *= correction[0];
-    acc[j][2] *= correction[1], acc[j][3] *= correction[1];
-  }
-}
-
-// ---- attention ------------------------------------------------------------------------------
-// CTA shape: SplitCta (prefill_common.cuh); the producer warpgroup issues every K/V copy into an
-// mbarrier ring of kAttendStages slots.
-constexpr int kAttendStages = 3;
-// Registers per thread once the roles split: the producer keeps few, the consumers hold the O
-// accumulators, S and two P fragment sets.
-using AttendCta = SplitCta</*producer*/ 56, /*consumers*/ 224>;
-constexpr int kAttendProducerThreads = AttendCta::kProducerThreads;
-constexpr int kAttendThreads = AttendCta::kCtaThreads;
-// Named barriers (0 is __syncthreads): Q landed for every consumer; the turn of consumer
-// warpgroup g to issue its MMAs is barrier kTurnBarrier + g.
-constexpr int kQReadyBarrier = 1;
-constexpr int kTurnBarrier = 2;
-
-// The K and V rings (MbarrierRing, ../common/async_barrier.cuh), one barrier array. Full: the
-// producer's kAttendProducerThreads copying threads arrive (cp.async, when their copies landed);
-// empty: each consumer warp arrives once it no longer reads the slot. Key block j of the CTA is
-// use j of both rings.
-using KRing = MbarrierRing<kAttendStages, 0>;
-using VRing = MbarrierRing<kAttendStages, 1>;
-
-template <int D, typename T>
-struct AttendSmem {
-  static constexpr int kTileElems = kBlockKeys * D;
-  static constexpr size_t bytes(bool with_v) {
-    return kSmemAlign +
-           sizeof(T) * (size_t(kBlockRows) * D + kAttendStages * size_t(kTileElems) * (with_v ? 2 : 1)) +
-           sizeof(uint64_t) * (KRing::kBarriers + VRing::kBarriers);
-  }
-  static_assert(bytes(true) <= kMaxSmemPerCta, "attention tiles exceed the shared memory of a CTA");
-};
-
+// ---- producer ----------------------------------------------------------------------------
 // The producer warpgroup: thread t resolves key row t of every block to its element offset in
 // the paged cache, one block ahead (a selected key needs two dependent loads, its position and
 // then its page id, which land while the block before is copied), and each warp copies its 32
@@ -285,178 +164,20 @@ __global__ void __launch_bounds__(kAttendThreads, 1) attend_kernel(const __grid_
   float acc[kAccBlocks][4];
 #pragma unroll
   for (int j = 0; j < kAccBlocks; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-#if KASCADE_PREFILL_WGMMA
-  // P of blocks 0, 2, 4 .. and 1, 3, 5 ..: the A operands of their P.V.
-  uint32_t p_even[kBlockKeys / 16][4], p_odd[kBlockKeys / 16][4];
-#endif
   RowSoftmax softmax;
   const bool active = mma_rows_active(valid_rows);
   cp_async_wait<0>();
   named_barrier_sync(kQReadyBarrier, kThreads);  // every consumer's Q rows landed
   const bool releases = lane == 0;  // one empty-slot arrival per consumer warp
 
+  const AttendLoop<T> loop{q_smem,     k_smem,       v_smem,    k_ring, v_ring,
+                           num_blocks, unmasked_end, warpgroup, active, releases};
 #if KASCADE_PREFILL_WGMMA
-  // The consumer warpgroups take turns issuing their MMAs (ping-pong): warpgroup g waits for its
-  // turn barrier, issues Q.K^T of block j and P.V of block j-1, and hands the turn over, so that
-  // its softmax of block j runs while the other warpgroup's MMAs occupy the tensor cores.
-  // Warpgroup 1 hands warpgroup 0 the first turn; warpgroup 0 takes one more turn after its last
-  // block, so that every arrival on a turn barrier is matched.
-  auto take_turn = [&] { named_barrier_sync(kTurnBarrier + warpgroup, kThreads); };
-  auto pass_turn = [&] { named_barrier_arrive(kTurnBarrier + (warpgroup ^ 1), kThreads); };
-  if (warpgroup == 1) pass_turn();
-
-  // One main-loop step per key block; kMasked steps (the blocks reaching past unmasked_end, at
-  // most two per CTA, and the first) apply the causal / key-count mask, the others carry no mask
-  // code at all, so that no branch sits between a wgmma issue and its wait (ptxas would move the
-  // wait above it). kFirst (block 0) has no P.V before it. P alternates between two fragment
-  // sets, so that the softmax of block it writes the set that the P.V in flight (block it-1)
-  // does not read.
-  auto step = [&](int it, auto masked_tag, auto first_tag, const uint32_t(&p_in)[kBlockKeys / 16][4],
-                  uint32_t(&p_out)[kBlockKeys / 16][4]) {
-    constexpr bool kMasked = decltype(masked_tag)::value;
-    constexpr bool kFirst = decltype(first_tag)::value;
-    constexpr bool kWithPv = kOutput && !kFirst;
-    k_ring.wait_full(it);
-    if constexpr (kWithPv) v_ring.wait_full(it - 1);
-    take_turn();
-    float s[kKeyBlocks8][4];
-    if (active) {
-      issue_scores<D, T, 1>(s, q_smem, k_smem + KRing::slot(it) * kTile);
-      if constexpr (kOutput) {  // (kOutput first: the call does not compile for the LSE-only pass)
-        if constexpr (!kFirst) issue_pv<D, T>(acc, p_in, v_smem + VRing::slot(it - 1) * kTile);
-      }
-    }
-    pass_turn();
-
-    mask.v0 = it * kBlockKeys;
-    float correction[2] = {1.f, 1.f};
-    if constexpr (kOutput) {
-      if (active) {
-        wgmma_wait<kWithPv ? 1 : 0>();
-        wgmma_fence_operands(s);
-      }
-      k_ring.release_if(releases, it);
-      if (active) {
-        softmax_update<0, kKeyBlocks8, kMasked, true, T>(s, softmax, correction, mask, p.scale_log2, p_out);
-        // Pins the softmax above the P.V wait: the compiler may otherwise sink this register-only
-        // arithmetic past the wait and lose the overlap.
-        pin_registers(softmax, correction);
-      }
-      if constexpr (kWithPv) {
-        if (active) {
-          wgmma_wait<0>();
-          wgmma_fence_operands(acc);
-        }
-        v_ring.release_if(releases, it - 1);
-        rescale_rows(acc, correction);
-      }
-    } else {
-      // LSE only: S in one commit group; the other warpgroup's MMAs run during the exponentials.
-      // (Split in two 64-key halves, the first half's exponentials overlapping the second half's
-      // MMAs, the pass took 11.26 / 185.2 ms at 32k / 128k against 11.06 / 178.8, H100.)
-      if (active) {
-        wgmma_wait<0>();
-        wgmma_fence_operands(s);
-      }
-      k_ring.release_if(releases, it);
-      if (active)
-        softmax_update<0, kKeyBlocks8, kMasked, false, T>(s, softmax, correction, mask,
-                                                          p.scale_log2, p_out);
-    }
-  };
-  const int unmasked_blocks = min(num_blocks, unmasked_end / kBlockKeys);
-  auto step_with_parity = [&](int i, auto masked_tag) {
-    if (i % 2 == 0) {
-      step(i, masked_tag, std::false_type{}, p_odd, p_even);
-    } else {
-      step(i, masked_tag, std::false_type{}, p_even, p_odd);
-    }
-  };
-  if (num_blocks > 0) step(0, std::true_type{}, std::true_type{}, p_odd, p_even);
-  int it = 1;
-  for (; it < unmasked_blocks; ++it) step_with_parity(it, std::false_type{});
-  for (; it < num_blocks; ++it) step_with_parity(it, std::true_type{});
-  if constexpr (kOutput) {
-    // P.V of the last block.
-    if (num_blocks > 0) {
-      const int last = num_blocks - 1;
-      v_ring.wait_full(last);
-      if (active) {
-        // The last step wrote the odd set when `last` is odd (two calls, not a selected
-        // reference, so that both sets stay in registers).
-        const T* v_last = v_smem + VRing::slot(last) * kTile;
-        if (last % 2 == 1) {
-          issue_pv<D, T>(acc, p_odd, v_last);
-        } else {
-          issue_pv<D, T>(acc, p_even, v_last);
-        }
-        wgmma_wait<0>();
-        wgmma_fence_operands(acc);
-      }
-    }
-  }
-  if (warpgroup == 0) take_turn();
+  attend_mainloop_sm90<D, T, kOutput>(p, loop, mask, acc, softmax);
 #else
-  // mma.sync (no setmaxnreg: all 384 threads share the register file, 168 registers each): the
-  // MMAs are synchronous and the warp schedulers interleave the consumer warps by themselves, so
-  // there is no ping-pong and no P.V left in flight. Each 128-key block is processed as two
-  // 64-key halves (scores, softmax, P.V per half), so that only 32 score floats and one half's
-  // P fragments are live next to the output accumulators. sm_80 ptxas: spill-free except 12 bytes for
-  // D 128 with output (a whole block at once spilled 1504 bytes, 620 for D 64 and ~190 LSE-only);
-  // the halves loop stays rolled, since unrolled its two halves' live ranges overlap (332 bytes).
-  (void)warpgroup;
-  auto step = [&](int it, auto masked_tag) {
-    constexpr bool kMasked = decltype(masked_tag)::value;
-    constexpr int kHalfKeys = kBlockKeys / 2;
-    const int slot = KRing::slot(it);
-    k_ring.wait_full(it);
-    if constexpr (kOutput) v_ring.wait_full(it);
-    if (active) {
-#pragma unroll 1
-      for (int half = 0; half < 2; ++half) {
-        float s[kHalfKeys / 8][4];
-        uint32_t p_half[kHalfKeys / 16][4];
-        float correction[2];
-        mma_sync_scores<D, T>(s, q_smem, k_smem + slot * kTile, half * kHalfKeys);
-        mask.v0 = it * kBlockKeys + half * kHalfKeys;
-        softmax_update<0, kHalfKeys / 8, kMasked, kOutput, T>(s, softmax, correction, mask, p.scale_log2, p_half);
-        if constexpr (kOutput) {
-          rescale_rows(acc, correction);
-          mma_sync_pv<D, T>(acc, p_half, v_smem + slot * kTile, half * kHalfKeys);
-        }
-      }
-    }
-    k_ring.release_if(releases, it);
-    if constexpr (kOutput) v_ring.release_if(releases, it);
-  };
-  const int unmasked_blocks = min(num_blocks, unmasked_end / kBlockKeys);
-  int it = 0;
-  for (; it < unmasked_blocks; ++it) step(it, std::false_type{});
-  for (; it < num_blocks; ++it) step(it, std::true_type{});
+  attend_mainloop_sm80<D, T, kOutput>(p, loop, mask, acc, softmax);
 #endif
-
-  // Epilogue: full row sums, then output and LSE of valid rows.
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    float total = softmax.sum[i];
-    total += __shfl_xor_sync(0xffffffffu, total, 1);
-    total += __shfl_xor_sync(0xffffffffu, total, 2);
-    const int r = warp_first_row() + lane / 4 + 8 * i;
-    if (r >= valid_rows) continue;
-    const int64_t qrow = g.q_begin + first_local + r / p.group;
-    const int head = kv_head * p.group + r % p.group;
-    const int64_t row_index = qrow * p.num_q_heads + head;
-    if (p.lse_log2 != nullptr && lane % 4 == 0) p.lse_log2[row_index] = softmax.max[i] + log2f(total);
-    if constexpr (kOutput) {
-      const float inv = 1.f / total;
-      T* out = static_cast<T*>(p.out) + row_index * D;
-#pragma unroll
-      for (int j = 0; j < kAccBlocks; ++j) {
-        const uint32_t packed = Mma16816<T>::pack(acc[j][2 * i] * inv, acc[j][2 * i + 1] * inv);
-        *reinterpret_cast<uint32_t*>(out + j * 8 + 2 * (lane % 4)) = packed;
-      }
-    }
-  }
+  attend_epilogue<D, T, kOutput>(p, g, first_local, kv_head, valid_rows, softmax, acc);
 }
 
 template <int D, typename T>

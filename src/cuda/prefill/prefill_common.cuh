@@ -10,25 +10,29 @@
 //   - KeySource: the keys one CTA attends to, as a virtual index range: first `list_count`
 //     gathered positions (a tile's selection), then the contiguous range [range_begin, range_end)
 //     under the causal mask (the diagonal; for dense attention the whole prefix);
-//   - issue_scores / issue_pv / softmax_update: Q.K^T of one warpgroup's 64-row slab against a
-//     128-key block issued asynchronously (wgmma) in one or two commit groups, P.V, and the
-//     online-softmax step;
-//   - attend_kernel<D, T, kOutput> (prefill_attend.cuh): flash attention over a KeySource for one CTA of 128 query rows
-//     (two consumer warpgroups, one 64-row slab each, threads 0..255; on mma.sync each warp owns
-//     16 rows and takes each key block in two 64-key halves, mma_sync_scores / mma_sync_pv; plus a
-//     producer warpgroup, threads 256..383, that issues the K/V copies). Rows are
+//   - issue_scores / issue_pv: Q.K^T of one warpgroup's 64-row slab against a 128-key block
+//     issued asynchronously (wgmma) in one or two commit groups, and P.V; the online-softmax
+//     step (softmax_update) is in prefill_softmax.cuh;
+//   - attend_kernel<D, T, kOutput> (prefill_attend.cuh): flash attention over a KeySource for one
+//     CTA of 128 query rows (two consumer warpgroups, one 64-row slab each, threads 0..255, plus
+//     a producer warpgroup, threads 256..383, that issues the K/V copies; prefill_attend_cta.cuh).
+//     Its consumers run prefill_mainloop_sm90.cuh (wgmma) or, on other targets,
+//     prefill_mainloop_sm80.cuh (each warp owns 16 rows and takes each key block in two 64-key
+//     halves, mma_sync_scores / mma_sync_pv), then prefill_epilogue.cuh. Rows are
 //     (position, head of the GQA group) pairs, so the K/V rows loaded once serve the whole group.
 //     kOutput=false is the anchor's LSE-only pass (no P.V, no V loads);
-//   - pooled_mass_kernel (prefill_mass.cuh): recomputes scores per key block with the same issue_scores and reduces
-//     exp(s - lse) over a tile's T x G rows (or T x Hq with all-heads pooling) into per-key mass,
-//     for keys < b;
+//   - pooled_mass_kernel (prefill_mass.cuh): recomputes scores per key block with the same
+//     issue_scores and reduces exp(s - lse) over a tile's T x G rows (or T x Hq with all-heads
+//     pooling) into per-key mass, for keys < b;
 //   (the per-tile top-k over the pooled mass is in prefill_topk.cu.)
 //
-// Main-loop schedule of attend_kernel (warp-specialised; see prefill_attend.cuh):
+// Main-loop schedule of attend_kernel on sm_90a (warp-specialised; the producer is in
+// prefill_attend.cuh, the consumers' loop in prefill_mainloop_sm90.cuh):
 //   producer warpgroup: thread t resolves key row t of block j+1 (selection entry -> page id ->
 //     element offset) while it copies block j: per block, wait until the ring slot is empty
 //     (mbarrier), cp.async the K rows (then the V rows), cp.async.mbarrier.arrive on the slot's
-//     full barrier. kAttendStages-deep rings for K and V (3 slots of 128 keys each);
+//     full barrier. kAttendStages-deep rings for K and V (3 slots of 128 keys each; MbarrierRing,
+//     ../common/async_barrier.cuh);
 //   consumer warpgroup g, block j:
 //     wait K[j] (and V[j-1]) full
 //     take the turn (named barrier): issue S = Q.K[j]^T and O += P[j-1].V[j-1] (wgmma, async),

@@ -29,7 +29,7 @@ namespace kascade::cuda::prefill {
 //   (attend_kernel, prefill_attend.cuh) ................................. 540 (547 at 128k;
 //   cuDNN 603 / 571, bench/results/prefill_h100_fd8fd13-lse-one-group.json)
 // The attention kernel's own CTA constants (producer threads, register split, ring depth) are in
-// prefill_attend.cuh.
+// prefill_attend_cta.cuh.
 constexpr int kWarpgroups = 2;
 constexpr int kWarps = 4 * kWarpgroups;
 constexpr int kThreads = kWarps * 32;
