@@ -17,6 +17,7 @@
 #include "prefill_epilogue.cuh"
 #include "prefill_mainloop_sm80.cuh"
 #include "prefill_mainloop_sm90.cuh"
+#include "prefill_producer.cuh"
 #include "prefill_softmax.cuh"
 
 namespace kascade::cuda::prefill {
@@ -25,17 +26,14 @@ namespace kascade::cuda::prefill {
 // The producer warpgroup: thread t resolves key row t of every block to its element offset in
 // the paged cache, one block ahead (a selected key needs two dependent loads, its position and
 // then its page id, which land while the block before is copied), and each warp copies its 32
-// rows of K (and V) into the ring with cp.async, the offsets passed along by shuffles.
+// rows of K (and V) into the rings (KeyBlockCopy, prefill_producer.cuh).
 template <int D, typename T, bool kOutput>
 __device__ __forceinline__ void produce_key_blocks(const AttendParams& p, const KeySource& keys, int num_blocks,
                                                    int kv_head, const int32_t* seq_pages, T* k_smem, T* v_smem,
                                                    const KRing& k_ring, const VRing& v_ring) {
-  constexpr int kChunks = D / kChunkElems;    // 16-byte chunks of a row
-  constexpr int kRowsPerCopy = 32 / kChunks;  // rows one warp-wide cp.async covers
   constexpr int kTile = AttendSmem<D, T>::kTileElems;
   const int resolver = static_cast<int>(threadIdx.x) - kThreads;  // the block row this thread resolves
-  const int warp = resolver / 32, lane = resolver % 32, chunk = lane % kChunks;
-  const int64_t column = int64_t(kv_head) * p.kv.head_stride + chunk * kChunkElems;
+  const int64_t column = int64_t(kv_head) * p.kv.head_stride + KeyBlockCopy<D, T>::column_offset(resolver);
   const T* k_column = static_cast<const T*>(p.kv.k) + column;
   const T* v_column = static_cast<const T*>(p.kv.v) + column;
 
@@ -50,30 +48,7 @@ __device__ __forceinline__ void produce_key_blocks(const AttendParams& p, const 
     p.kv.page_size.divmod(static_cast<uint32_t>(max(position, 0)), page_in_seq, slot);
     return position < 0 ? int64_t{-1} : int64_t(page) * p.kv.page_stride + int64_t(slot) * p.kv.token_stride;
   };
-  // Copy i writes row r = i * kRowsPerCopy + lane / kChunks of the warp's 32; its swizzled
-  // position (SwizzledTile::offset) splits into a part fixed per lane and a compile-time part,
-  // since r % 8 = (i * kRowsPerCopy) % 8 ^ lane / kChunks (spelled out so that the compiler
-  // does not keep one precomputed offset per copy in registers).
-  static_assert(kChunks % 8 == 0 && kRowsPerCopy <= 8, "a row is whole swizzle atoms");
-  const int lane_row = lane / kChunks;
-  const int lane_swizzle = (chunk % 8) ^ lane_row;
-  const int lane_offset = (chunk / 8) * SwizzledTile<D, kBlockKeys>::kPanelStride + (warp * 32 + lane_row) * kPanelElems;
-  // The warp's rows 32 warp .. 32 warp + 31 of one tile; rows past the keys are zero-filled (a
-  // zero P times stale V could still be NaN).
-  auto copy_rows = [&](T* tile, const T* column_base, int64_t offset) {
-    const uint32_t offset_lo = static_cast<uint32_t>(offset);
-    const uint32_t offset_hi = static_cast<uint32_t>(static_cast<uint64_t>(offset) >> 32);
-    T* lane_tile = tile + lane_offset;
-#pragma unroll
-    for (int i = 0; i < kChunks; ++i) {
-      const int r = i * kRowsPerCopy + lane_row;
-      const uint64_t hi = __shfl_sync(0xffffffffu, offset_hi, r), lo = __shfl_sync(0xffffffffu, offset_lo, r);
-      const int64_t row = static_cast<int64_t>((hi << 32) | lo);
-      const bool valid = row >= 0;
-      T* dst = lane_tile + i * kRowsPerCopy * kPanelElems + (lane_swizzle ^ ((i * kRowsPerCopy) % 8)) * kChunkElems;
-      cp_async16(dst, column_base + (valid ? row : 0), valid);
-    }
-  };
+  const KeyBlockCopy<D, T> copy_rows(resolver);
 
   int position_next = keys.position(resolver);
   int64_t offset = row_offset(position_next, page_of(position_next));  // block 0: one stall
