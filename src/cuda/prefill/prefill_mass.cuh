@@ -41,6 +41,7 @@
 
 #include "../common/async_barrier.cuh"
 #include "prefill_common.cuh"
+#include "prefill_producer.cuh"
 
 namespace kascade::cuda::prefill {
 
@@ -85,16 +86,13 @@ struct MassWork {
 
 // The producer warpgroup: thread t resolves key row t of every block to its element offset in the
 // paged cache one block ahead (its page id loads while the block before is copied); warp w copies
-// rows 32w .. 32w+31 of each block into the ring, the offsets passed along by shuffles. Rows past
+// rows 32w .. 32w+31 of each block into the ring (KeyBlockCopy, prefill_producer.cuh). Rows past
 // key_hi are zero-filled (their mass is never stored).
 template <int D, typename T>
 __device__ __forceinline__ void produce_mass_keys(const MassParams& p, const MassWork& w, const int32_t* seq_pages,
                                                   T* k_smem, const MassRing& ring) {
-  constexpr int kChunks = D / kChunkElems;    // 16-byte chunks of a row
-  constexpr int kRowsPerCopy = 32 / kChunks;  // rows one warp-wide cp.async covers
   constexpr int kTile = MassSmem<D, T>::kTileElems;
   const int resolver = static_cast<int>(threadIdx.x) - kThreads;
-  const int warp = resolver / 32, lane = resolver % 32, chunk = lane % kChunks;
   // Element offset of the key at `position` (-1 past key_hi); the page id load is issued here and
   // used when the offset is read.
   auto page_of = [&](int position) {
@@ -107,9 +105,11 @@ __device__ __forceinline__ void produce_mass_keys(const MassParams& p, const Mas
     p.kv.page_size.divmod(static_cast<uint32_t>(position), page_in_seq, slot);
     return position < w.key_hi ? int64_t(page) * p.kv.page_stride + int64_t(slot) * p.kv.token_stride : int64_t{-1};
   };
+  const KeyBlockCopy<D, T> copy_rows(resolver);
   int n = 0;  // ring block counter
   for (int kv_head = w.head_lo; kv_head < w.head_hi; ++kv_head) {
-    const T* column = static_cast<const T*>(p.kv.k) + int64_t(kv_head) * p.kv.head_stride + chunk * kChunkElems;
+    const T* column = static_cast<const T*>(p.kv.k) + int64_t(kv_head) * p.kv.head_stride +
+                      KeyBlockCopy<D, T>::column_offset(resolver);
     for (int row0 = 0; row0 < w.rows_per_head; row0 += kBlockRows) {
       int position = w.key_lo + resolver;
       int64_t offset = row_offset(position, page_of(position));  // block 0: one stall per pass
@@ -117,18 +117,7 @@ __device__ __forceinline__ void produce_mass_keys(const MassParams& p, const Mas
         const int next_position = position + kBlockKeys;
         const int next_page = page_of(next_position);
         ring.wait_empty(n);
-        T* tile = k_smem + MassRing::slot(n) * kTile;
-        const uint32_t offset_lo = static_cast<uint32_t>(offset);
-        const uint32_t offset_hi = static_cast<uint32_t>(static_cast<uint64_t>(offset) >> 32);
-#pragma unroll
-        for (int i = 0; i < kChunks; ++i) {
-          const int r = i * kRowsPerCopy + lane / kChunks;  // row of the warp's 32
-          const uint64_t hi = __shfl_sync(0xffffffffu, offset_hi, r), lo = __shfl_sync(0xffffffffu, offset_lo, r);
-          const int64_t row = static_cast<int64_t>((hi << 32) | lo);
-          const bool valid = row >= 0;
-          cp_async16(tile + SwizzledTile<D, kBlockKeys>::offset(warp * 32 + r, chunk), column + (valid ? row : 0),
-                     valid);
-        }
+        copy_rows(k_smem + MassRing::slot(n) * kTile, column, offset);
         ring.arrive_full_after_copies(n);
         position = next_position;
         offset = row_offset(position, next_page);
