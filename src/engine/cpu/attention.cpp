@@ -32,10 +32,39 @@ constexpr int kKeyBlock = 128;  // keys per block: 32 KiB of fp32 keys at head d
 
 // s[j] = scale * q . key(j) for `count` keys; keys are rows of d floats, key j at
 // base + idx[j] * d (idx non-null) or base + j * d.
+// The eight lane sums of a[0..8) as one vector (lane j: the sum of a[j]'s lanes), by a tree of
+// pairwise additions.
+inline v8 sum8_each(const v8* a) {
+  using simd::v8i;
+  auto pairs = [](v8 x, v8 y) {
+    return __builtin_shuffle(x, y, v8i{0, 2, 8, 10, 4, 6, 12, 14}) +
+           __builtin_shuffle(x, y, v8i{1, 3, 9, 11, 5, 7, 13, 15});
+  };
+  const v8 u0 = pairs(pairs(a[0], a[1]), pairs(a[2], a[3]));
+  const v8 u1 = pairs(pairs(a[4], a[5]), pairs(a[6], a[7]));
+  return __builtin_shuffle(u0, u1, v8i{0, 1, 2, 3, 8, 9, 10, 11}) +
+         __builtin_shuffle(u0, u1, v8i{4, 5, 6, 7, 12, 13, 14, 15});
+}
+
 KASCADE_SIMD_CLONES
 void score_keys(const float* q, const float* base, const int32_t* idx, int count, int d, float scale, float* s) {
   const int d8 = d / 8 * 8;
-  for (int j = 0; j < count; ++j) {
+  int j0 = 0;
+  if (d8 == d) {
+    // Eight keys at a time: eight independent FMA chains, their sums reduced together.
+    for (; j0 + 8 <= count; j0 += 8) {
+      const float* key[8];
+      for (int r = 0; r < 8; ++r) key[r] = base + static_cast<int64_t>(idx ? idx[j0 + r] : j0 + r) * d;
+      v8 acc[8] = {};
+      for (int i = 0; i < d; i += 8) {
+        const v8 qi = load8(q + i);
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; ++r) acc[r] += qi * load8(key[r] + i);
+      }
+      store8(s + j0, sum8_each(acc) * simd::splat8(scale));
+    }
+  }
+  for (int j = j0; j < count; ++j) {
     const float* key = base + static_cast<int64_t>(idx ? idx[j] : j) * d;
     v8 acc0 = {}, acc1 = {};
     int i = 0;
@@ -96,7 +125,20 @@ KASCADE_SIMD_CLONES
 void add_weighted_values(const float* p, const float* base, const int32_t* idx, int count, int d, float* acc) {
   const int d8 = d / 8 * 8;
   constexpr int kMaxLanes = 32;  // head dims up to 256 keep the accumulator in registers / L1
-  if (d8 <= kMaxLanes * 8) {
+  if (d8 == 64) {
+    // Head dim 64 (the common one): the eight accumulators stay in registers.
+    v8 a[8];
+#pragma GCC unroll 8
+    for (int l = 0; l < 8; ++l) a[l] = load8(acc + 8 * l);
+    for (int j = 0; j < count; ++j) {
+      const float* value = base + static_cast<int64_t>(idx ? idx[j] : j) * d;
+      const v8 w = simd::splat8(p[j]);
+#pragma GCC unroll 8
+      for (int l = 0; l < 8; ++l) a[l] += load8(value + 8 * l) * w;
+    }
+#pragma GCC unroll 8
+    for (int l = 0; l < 8; ++l) store8(acc + 8 * l, a[l]);
+  } else if (d8 <= kMaxLanes * 8) {
     v8 a[kMaxLanes];
     const int lanes = d8 / 8;
     for (int l = 0; l < lanes; ++l) a[l] = load8(acc + 8 * l);
