@@ -2,7 +2,8 @@
 // (dense causal, the anchor's LSE-only pass, and the sparse pass over a selection plus the
 // diagonal), composed from named parts, and its launcher:
 //   prefill_attend_cta.cuh       the CTA: warp roles, named barriers, K/V rings, smem, AttendLoop
-//   produce_key_blocks (here)    the producer warpgroup: key rows resolved and copied into the rings
+//   produce_key_blocks (here)    the producer warpgroup: key rows resolved, copied into the rings
+//                                by KeyBlockCopy (prefill_producer.cuh)
 //   prefill_mainloop_sm90.cuh    the consumers' main loop on wgmma (sm_90a), ping-pong
 //   prefill_mainloop_sm80.cuh    the consumers' main loop on mma.sync (other targets)
 //   prefill_softmax.cuh          the online softmax both main loops run

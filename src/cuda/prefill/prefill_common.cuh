@@ -4,9 +4,9 @@
 //
 // Layering (bottom up):
 //   - MMA helpers: mma.sync / wgmma (bf16 or fp16 in, fp32 accumulate; mma.sync and cp.async are
-//     the ../common/mma_sm80.cuh primitives), smem descriptors, and the cp.async loaders that copy
-//     Q rows or paged K/V rows into 128-byte-swizzled smem tiles (SwizzledTile: a layout both
-//     ldmatrix and wgmma read);
+//     the ../common/mma_sm80.cuh primitives), smem descriptors, and the cp.async loader that
+//     copies Q rows into 128-byte-swizzled smem tiles (SwizzledTile: a layout both ldmatrix and
+//     wgmma read; the producers' copy of paged K/V rows is KeyBlockCopy, prefill_producer.cuh);
 //   - KeySource: the keys one CTA attends to, as a virtual index range: first `list_count`
 //     gathered positions (a tile's selection), then the contiguous range [range_begin, range_end)
 //     under the causal mask (the diagonal; for dense attention the whole prefix);

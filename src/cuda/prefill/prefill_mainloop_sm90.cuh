@@ -12,7 +12,7 @@
 namespace kascade::cuda::prefill {
 
 // Runs every key block of the CTA through Q.K^T, the online softmax and P.V into acc / softmax.
-// (loop by value: taken by reference, the kernel compiled to other, no better, code.)
+// (loop by value: taken by reference, the sm_80 kernel compiled to different code.)
 template <int D, typename T, bool kOutput, int kAccBlocks>
 __device__ __forceinline__ void attend_mainloop_sm90(const AttendParams& p, const AttendLoop<T> loop, BlockMask& mask,
                                                      float (&acc)[kAccBlocks][4], RowSoftmax& softmax) {
