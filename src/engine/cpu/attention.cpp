@@ -18,6 +18,7 @@
 #include "kascade/budget.h"
 #include "kascade/error.h"
 #include "simd.h"
+#include "top_k.h"
 
 namespace kascade::engine::cpu {
 
@@ -524,6 +525,139 @@ int selection_width(const ref::Call& call, int n) {
   return static_cast<int>(max_tile_budget(sp.rolling(), call.p0, n, sp.tile, sp.rho, sp.k_min, sp.k_multiple));
 }
 
+// Decode of a selecting role (layer 0 with reuse layers, anchors), in passes threaded over key
+// chunks, the cache read once per kv group:
+//   1. (kv head, chunk) tasks: per query head the chunk's scores, their max m_c and
+//      e = exp(s - m_c) kept in the head's probs row, sum(e), and for layer 0 sum(e * v);
+//   2. per head the chunks merge exactly (as dense_decode's partials): factor[h][c] =
+//      exp(m_c - m) / Z turns e into the normalised probability p;
+//   3. (set, chunk) tasks pool p into the mass; the top-k is select_top_k's threaded radix
+//      select;
+//   4. anchors attend from the kept p (renormalised over the selection: the same softmax, no
+//      second pass over the selected keys' K), in (head, part of the selection) tasks.
+constexpr int kSelectedPart = 256;  // selected keys per output task
+constexpr float kMinSelectedMass = 1e-20f;  // below: a head's selected probabilities underflow
+
+ref::Selection decode_with_selection(ThreadPool* pool, AttentionWorkspace& ws, const Shape& s, bool dense_output,
+                                     bool attend_selection) {
+  const AttentionView& v = s.view;
+  const ref::Call& call = s.call;
+  const int n = v.n, d = v.d, t = n - 1, chunks = decode_chunks(n);
+  const bool all = call.params.pooling == Pooling::All;
+  const int sets = ref::num_selection_sets(call, v.hkv), heads_per_set = all ? v.hq : s.group;
+  ref::Selection sel = ref::Selection::empty(sets, 1, selection_width(call, n));
+  ws.probs.resize(static_cast<size_t>(v.hq) * n);
+  ws.mass.resize(static_cast<size_t>(sets) * n);
+  // Per (head, chunk): max, sum of exp, then d weighted values (layer 0 only).
+  const int64_t part_size = dense_output ? d + 2 : 2;
+  ws.partial.resize(static_cast<size_t>(v.hq) * chunks * part_size);
+  auto probs = [&](int h) { return ws.probs.data() + static_cast<int64_t>(h) * n; };
+  auto part = [&](int h, int c) { return ws.partial.data() + (static_cast<int64_t>(h) * chunks + c) * part_size; };
+
+  run_tasks(pool, v.hkv * chunks, [&](int task) {
+    const int g = task / chunks, c = task % chunks;
+    const int j0 = c * kDecodeChunk, count = std::min(n, j0 + kDecodeChunk) - j0;
+    for (int h = g * s.group; h < (g + 1) * s.group; ++h) {
+      float* e = probs(h) + j0;
+      float* p = part(h, c);
+      score_keys(s.q_row(h, t), s.k_head(g) + static_cast<int64_t>(j0) * d, nullptr, count, d, s.scale, e);
+      p[0] = max_of(e, count);
+      p[1] = exp_shifted(e, count, p[0]);
+      if (dense_output) {
+        std::fill(p + 2, p + 2 + d, 0.0f);
+        add_weighted_values(e, s.v_head(g) + static_cast<int64_t>(j0) * d, nullptr, count, d, p + 2);
+      }
+    }
+  });
+
+  std::vector<float> factor(static_cast<size_t>(v.hq) * chunks);
+  for (int h = 0; h < v.hq; ++h) {
+    float m = -std::numeric_limits<float>::infinity();
+    for (int c = 0; c < chunks; ++c) m = std::max(m, part(h, c)[0]);
+    float sum = 0;
+    for (int c = 0; c < chunks; ++c) {
+      factor[static_cast<size_t>(h) * chunks + c] = std::exp(part(h, c)[0] - m);
+      sum += factor[static_cast<size_t>(h) * chunks + c] * part(h, c)[1];
+    }
+    for (int c = 0; c < chunks; ++c) factor[static_cast<size_t>(h) * chunks + c] /= sum;
+    if (dense_output) {
+      float* out = s.out_row(h, t);
+      std::fill(out, out + d, 0.0f);
+      for (int c = 0; c < chunks; ++c) {
+        const float w = factor[static_cast<size_t>(h) * chunks + c];
+        const float* values = part(h, c) + 2;
+        for (int i = 0; i < d; ++i) out[i] += w * values[i];
+      }
+    }
+  }
+
+  run_tasks(pool, sets * chunks, [&](int task) {
+    const int set = task / chunks, c = task % chunks;
+    const int j0 = c * kDecodeChunk, count = std::min(n, j0 + kDecodeChunk) - j0;
+    float* mass = ws.mass.data() + static_cast<int64_t>(set) * n + j0;
+    std::fill(mass, mass + count, 0.0f);
+    const int h0 = all ? 0 : set * s.group;
+    for (int h = h0; h < h0 + heads_per_set; ++h) {
+      const float f = factor[static_cast<size_t>(h) * chunks + c];
+      const float* e = probs(h) + j0;
+      for (int i = 0; i < count; ++i) mass[i] += e[i] * f;
+    }
+  });
+  // The top-k runs on the calling thread: on this 2-core machine under load, its four threaded
+  // passes (a barrier each) cost more than they save (anchor decode on 2 threads at 8k keys:
+  // 1.9 ms serial, 3.5 ms threaded; at 32k keys 8.1 vs 9.1 ms).
+  thread_local TopKScratch top_k_scratch;
+  const int k = ref::tile_budget(call, 0, n);
+  for (int set = 0; set < sets; ++set) {
+    select_top_k(nullptr, ws.mass.data() + static_cast<int64_t>(set) * n, n, k, top_k_scratch, sel.row(set, 0));
+    sel.count[static_cast<size_t>(set)] = k;
+  }
+  if (!attend_selection) return sel;
+
+  // Each (head, part) task leaves sum(p) and sum(p * v) over its part of the selection; the
+  // parts add (p is normalised over the whole row already).
+  const int parts = std::max(1, std::min(4, k / kSelectedPart));
+  const int64_t out_part_size = d + 1;
+  std::vector<float> selected_partial(static_cast<size_t>(v.hq) * parts * out_part_size);
+  run_tasks(pool, v.hq * parts, [&](int task) {
+    const int h = task / parts, r = task % parts, g = h / s.group, set = all ? 0 : g;
+    const int32_t* keys = sel.row(set, 0);
+    const int i0 = static_cast<int>(static_cast<int64_t>(k) * r / parts);
+    const int i1 = static_cast<int>(static_cast<int64_t>(k) * (r + 1) / parts);
+    float* w = row_scratch(static_cast<size_t>(i1 - i0)).data();
+    const float* e = probs(h);
+    const float* f = factor.data() + static_cast<size_t>(h) * chunks;
+    float* acc = selected_partial.data() + (static_cast<int64_t>(h) * parts + r) * out_part_size;
+    float sum = 0;
+    for (int i = i0; i < i1; ++i) {
+      w[i - i0] = e[keys[i]] * f[keys[i] / kDecodeChunk];
+      sum += w[i - i0];
+    }
+    acc[0] = sum;
+    std::fill(acc + 1, acc + 1 + d, 0.0f);
+    add_weighted_values(w, s.v_head(g), keys + i0, i1 - i0, d, acc + 1);
+  });
+  for (int h = 0; h < v.hq; ++h) {
+    float* out = s.out_row(h, t);
+    std::fill(out, out + d, 0.0f);
+    float sum = 0;
+    for (int r = 0; r < parts; ++r) {
+      const float* acc = selected_partial.data() + (static_cast<int64_t>(h) * parts + r) * out_part_size;
+      sum += acc[0];
+      for (int i = 0; i < d; ++i) out[i] += acc[1 + i];
+    }
+    // The selection holds the pooled mass's largest keys, not necessarily this head's: where its
+    // probabilities there underflow, the softmax is taken again over the selected keys' scores.
+    if (sum < kMinSelectedMass) {
+      const int set = all ? 0 : h / s.group;
+      selected_rows(s, h, 0, sel.row(set, 0), sel.row_count(set, 0));
+    } else {
+      scale_in_place(out, d, 1.0f / sum);
+    }
+  }
+  return sel;
+}
+
 }  // namespace
 
 ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call& call, const AttentionView& view,
@@ -561,6 +695,7 @@ ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call&
     return sel;
   }
 
+  if (s.decode()) return decode_with_selection(pool, ws, s, call.role != Role::Anchor, call.role == Role::Anchor);
   // Dense with selection, or Anchor: tile by tile.
   const int sets = ref::num_selection_sets(call, v.hkv);
   const int heads_per_set = call.params.pooling == Pooling::All ? v.hq : s.group;
