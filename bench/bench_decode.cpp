@@ -127,7 +127,7 @@ void DecodeMode::measure_shape(const CommonOptions& o, const ModelShape& m, int 
   t.kv.page_indices = d_indices.as<int32_t>();
   t.kv.seq_lens = d_lens.as<int32_t>();
   size_t ws_bytes = 0;
-  for (DecodeRole role : {DecodeRole::Dense, DecodeRole::Layer0, DecodeRole::Anchor, DecodeRole::Reuse}) {
+  for (Role role : kRoles) {
     ws_bytes = std::max(ws_bytes, decode_workspace_size(shape, role, sp));
   }
   DeviceMemory ws(ws_bytes);
@@ -138,37 +138,37 @@ void DecodeMode::measure_shape(const CommonOptions& o, const ModelShape& m, int 
   const DecodeSelection sel{sel_indices.as<int32_t>(), sel_counts.as<int32_t>(), sets, k_max};
   const Workspace workspace{ws.ptr, ws_bytes};
 
-  auto run_role = [&](BenchRole role, cudaStream_t stream) {
+  auto run_role = [&](Role role, cudaStream_t stream) {
     switch (role) {
-      case BenchRole::Dense: decode_dense(t, shape, sp, workspace, stream); break;
-      case BenchRole::Layer0: decode_layer0(t, shape, sp, sel, workspace, stream); break;
-      case BenchRole::Anchor: decode_anchor(t, shape, sp, sel, workspace, stream); break;
-      case BenchRole::Reuse: decode_reuse(t, shape, sp, sel, nullptr, workspace, stream); break;
+      case Role::Dense: decode_dense(t, shape, sp, workspace, stream); break;
+      case Role::Layer0: decode_layer0(t, shape, sp, sel, workspace, stream); break;
+      case Role::Anchor: decode_anchor(t, shape, sp, sel, workspace, stream); break;
+      case Role::Reuse: decode_reuse(t, shape, sp, sel, nullptr, workspace, stream); break;
     }
   };
   const double kv_row_bytes = static_cast<double>(m.head_dim) * 2;  // one head of one token, K or V
   const double all_rows = static_cast<double>(batch) * context * m.hkv;
   const double k = static_cast<double>(budget_k(context, sp.rho, sp.k_min, sp.k_multiple));
   const double selected_rows = static_cast<double>(batch) * m.hkv * k;
-  const std::map<BenchRole, double> role_bytes = {{BenchRole::Dense, 2 * all_rows * kv_row_bytes},
-                                             {BenchRole::Layer0, 2 * all_rows * kv_row_bytes},
-                                             {BenchRole::Anchor, (all_rows + 2 * selected_rows) * kv_row_bytes},
-                                             {BenchRole::Reuse, 2 * selected_rows * kv_row_bytes}};
+  const std::map<Role, double> role_bytes = {{Role::Dense, 2 * all_rows * kv_row_bytes},
+                                             {Role::Layer0, 2 * all_rows * kv_row_bytes},
+                                             {Role::Anchor, (all_rows + 2 * selected_rows) * kv_row_bytes},
+                                             {Role::Reuse, 2 * selected_rows * kv_row_bytes}};
   const double cudnn_ms = baselines.dense_ms("cudnn", name(), batch, context, m);
   const int reps = static_cast<double>(batch) * context >= 4.0e6 ? 10 : 30;
   const char* layout = heads_major_ ? "hnd" : "nhd";
 
-  auto record = [&](BenchRole role) {
-    json r = shape_record(name(), role_name(role), m, batch, context, o.rho, p);
+  auto record = [&](Role role) {
+    json r = shape_record(name(), to_string(role), m, batch, context, o.rho, p);
     r["layout"] = layout;
     return r;
   };
-  std::map<BenchRole, double> ms;
-  for (BenchRole role : kRoles) {
+  std::map<Role, double> ms;
+  for (Role role : kRoles) {
     ms[role] = timer.median_ms(reps, [&] { run_role(role, nullptr); });
     KASCADE_CUDA_CHECK(cudaGetLastError());
   }
-  for (BenchRole role : kRoles) {
+  for (Role role : kRoles) {
     json r = record(role);
     set_time(r, ms[role], cudnn_ms);
     r["gbps"] = role_bytes.at(role) / (ms[role] * 1e-3) / 1e9;
@@ -192,14 +192,14 @@ void DecodeMode::measure_shape(const CommonOptions& o, const ModelShape& m, int 
   cudaStreamDestroy(stream);
   json sched = shape_record(name(), "schedule", m, batch, context, o.rho, p);
   sched["layout"] = layout;
-  set_schedule(sched, schedule_ms, cudnn_ms, ms[BenchRole::Dense]);
+  set_schedule(sched, schedule_ms, cudnn_ms, ms[Role::Dense]);
   records.push_back(sched);
 
   std::printf("%s %-13s B=%-3d n=%-6d cudnn %8.3f | dense %8.3f (%.2fx, %4.0f GB/s) layer0 %8.3f (%.2f) anchor %8.3f (%.2f) "
               "reuse %7.3f (%.3f) | schedule %.2f ms/layer, %.2fx vs cudnn\n",
-              layout, m.name.c_str(), batch, context, cudnn_ms, ms[BenchRole::Dense], cudnn_ms / ms[BenchRole::Dense],
-              role_bytes.at(BenchRole::Dense) / (ms[BenchRole::Dense] * 1e-3) / 1e9, ms[BenchRole::Layer0], ms[BenchRole::Layer0] / cudnn_ms,
-              ms[BenchRole::Anchor], ms[BenchRole::Anchor] / cudnn_ms, ms[BenchRole::Reuse], ms[BenchRole::Reuse] / cudnn_ms,
+              layout, m.name.c_str(), batch, context, cudnn_ms, ms[Role::Dense], cudnn_ms / ms[Role::Dense],
+              role_bytes.at(Role::Dense) / (ms[Role::Dense] * 1e-3) / 1e9, ms[Role::Layer0], ms[Role::Layer0] / cudnn_ms,
+              ms[Role::Anchor], ms[Role::Anchor] / cudnn_ms, ms[Role::Reuse], ms[Role::Reuse] / cudnn_ms,
               schedule_ms / kScheduleLayers, kScheduleLayers * cudnn_ms / schedule_ms);
   std::fflush(stdout);
 }

@@ -43,21 +43,11 @@ const ModelShape& model_shape(const std::string& key) {
   return it->second;
 }
 
-const char* role_name(BenchRole role) {
-  switch (role) {
-    case BenchRole::Dense: return "dense";
-    case BenchRole::Layer0: return "layer0";
-    case BenchRole::Anchor: return "anchor";
-    case BenchRole::Reuse: return "reuse";
-  }
-  return "?";
-}
-
-BenchRole schedule_role(int layer) {
+Role schedule_role(int layer) {
   const int stride = kScheduleLayers / (kScheduleAnchors + 1);
-  if (layer == 0) return BenchRole::Layer0;
+  if (layer == 0) return Role::Layer0;
   const bool anchor = layer % stride == 0 && layer / stride <= kScheduleAnchors;
-  return anchor ? BenchRole::Anchor : BenchRole::Reuse;
+  return anchor ? Role::Anchor : Role::Reuse;
 }
 
 int parse_positive_int(const std::string& option, const std::string& text) {

@@ -24,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include "kascade/types.h"
+
 namespace kascade::bench {
 
 using json = nlohmann::json;
@@ -38,15 +40,13 @@ const ModelShape& model_shape(const std::string& key);
 
 // The roles every mode times, in the order they are timed (reuse last: it reads the selection the
 // anchor runs before it left in the buffer).
-enum class BenchRole { Dense, Layer0, Anchor, Reuse };
-constexpr BenchRole kRoles[] = {BenchRole::Dense, BenchRole::Layer0, BenchRole::Anchor, BenchRole::Reuse};
-const char* role_name(BenchRole role);
+constexpr Role kRoles[] = {Role::Dense, Role::Layer0, Role::Anchor, Role::Reuse};
 
 // The paper's 32-layer schedule: layer 0, then an anchor every 32 / 5 = 6 layers (4 besides layer
 // 0), reuse layers in between.
 constexpr int kScheduleLayers = 32;
 constexpr int kScheduleAnchors = 4;  // besides layer 0
-BenchRole schedule_role(int layer);
+Role schedule_role(int layer);
 
 // Strict option values; `option` names the option in the error.
 int parse_positive_int(const std::string& option, const std::string& text);

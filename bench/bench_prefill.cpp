@@ -39,7 +39,7 @@ namespace {
 constexpr int kPageSize = 16;
 
 // FLOPs each role needs for a fresh prompt of n tokens (see the file comment).
-std::map<BenchRole, double> role_flops(const ModelShape& m, int n, const SparsityParams& sp) {
+std::map<Role, double> role_flops(const ModelShape& m, int n, const SparsityParams& sp) {
   const double per_key = 2.0 * m.head_dim * m.hq;  // one q.k (or p.v) for every query head
   double causal_keys = 0, mass_keys = 0, sparse_keys = 0;
   const int64_t tiles = num_tiles(0, n, sp.tile);
@@ -53,10 +53,10 @@ std::map<BenchRole, double> role_flops(const ModelShape& m, int n, const Sparsit
     mass_keys += double(e - b) * double(b);
   }
   const double dense = 2 * per_key * causal_keys;
-  return {{BenchRole::Dense, dense},
-          {BenchRole::Layer0, dense + per_key * mass_keys},
-          {BenchRole::Anchor, per_key * causal_keys + per_key * mass_keys + 2 * per_key * sparse_keys},
-          {BenchRole::Reuse, 2 * per_key * sparse_keys}};
+  return {{Role::Dense, dense},
+          {Role::Layer0, dense + per_key * mass_keys},
+          {Role::Anchor, per_key * causal_keys + per_key * mass_keys + 2 * per_key * sparse_keys},
+          {Role::Reuse, 2 * per_key * sparse_keys}};
 }
 
 using cuda::prefill::AnchorPhase;
@@ -193,15 +193,15 @@ void PrefillMode::measure_shape(const CommonOptions& o, const ModelShape& m, int
   const size_t ws_bytes = prefill_workspace_size(a, sp, kascade::Role::Anchor);
   DeviceMemory ws(ws_bytes);
 
-  auto run_role = [&](BenchRole role) {
+  auto run_role = [&](Role role) {
     switch (role) {
-      case BenchRole::Dense: prefill_dense(a, sp, nullptr); break;
-      case BenchRole::Layer0: prefill_anchor(a, sp, true, sel, ws.ptr, ws_bytes, nullptr); break;
-      case BenchRole::Anchor: prefill_anchor(a, sp, false, sel, ws.ptr, ws_bytes, nullptr); break;
-      case BenchRole::Reuse: prefill_reuse(a, sp, sel, nullptr, nullptr); break;
+      case Role::Dense: prefill_dense(a, sp, nullptr); break;
+      case Role::Layer0: prefill_anchor(a, sp, true, sel, ws.ptr, ws_bytes, nullptr); break;
+      case Role::Anchor: prefill_anchor(a, sp, false, sel, ws.ptr, ws_bytes, nullptr); break;
+      case Role::Reuse: prefill_reuse(a, sp, sel, nullptr, nullptr); break;
     }
   };
-  const std::map<BenchRole, double> flops = role_flops(m, n, sp);
+  const std::map<Role, double> flops = role_flops(m, n, sp);
   const double cudnn_ms = baselines.dense_ms("cudnn", name(), 1, n, m);
   const int reps = n >= 100000 ? 3 : 10;
 
@@ -210,22 +210,22 @@ void PrefillMode::measure_shape(const CommonOptions& o, const ModelShape& m, int
     r["tile"] = sp.tile;
     return r;
   };
-  std::map<BenchRole, double> ms;
-  for (BenchRole role : kRoles) {
+  std::map<Role, double> ms;
+  for (Role role : kRoles) {
     ms[role] = timer.median_ms(reps, [&] { run_role(role); });
     KASCADE_CUDA_CHECK(cudaGetLastError());
-    json r = record(role_name(role));
+    json r = record(to_string(role));
     set_time(r, ms[role], cudnn_ms);
     r["tflops"] = flops.at(role) / (ms[role] * 1e-3) / 1e12;
-    if (role == BenchRole::Layer0 || role == BenchRole::Anchor) {
+    if (role == Role::Layer0 || role == Role::Anchor) {
       PhaseEvents events;
       timer.median_ms(reps, [&] {
         events.start_run();
-        cuda::prefill::prefill_anchor_observed(a, sp, role == BenchRole::Layer0, sel, ws.ptr, ws_bytes, nullptr,
+        cuda::prefill::prefill_anchor_observed(a, sp, role == Role::Layer0, sel, ws.ptr, ws_bytes, nullptr,
                                                &events);
       });
       r["phases_ms"] = events.median_ms(reps);
-      std::printf("%-13s n=%-6d %-7s phases (ms): %s\n", m.name.c_str(), n, role_name(role), r["phases_ms"].dump().c_str());
+      std::printf("%-13s n=%-6d %-7s phases (ms): %s\n", m.name.c_str(), n, to_string(role), r["phases_ms"].dump().c_str());
     }
     records.push_back(r);
   }
@@ -233,15 +233,15 @@ void PrefillMode::measure_shape(const CommonOptions& o, const ModelShape& m, int
     for (int layer = 0; layer < kScheduleLayers; ++layer) run_role(schedule_role(layer));
   });
   json sched = record("schedule");
-  set_schedule(sched, schedule_ms, cudnn_ms, ms[BenchRole::Dense]);
+  set_schedule(sched, schedule_ms, cudnn_ms, ms[Role::Dense]);
   sched["workspace_bytes"] = ws_bytes;
   records.push_back(sched);
 
   std::printf("%-13s n=%-6d cudnn %9.3f | dense %9.3f (%.2fx, %4.0f TF/s) layer0 %9.3f (%.2f) anchor %9.3f (%.2f) "
               "reuse %8.3f (%.3f) | schedule %.2f ms/layer, %.2fx vs cudnn | ws %.0f MiB\n",
-              m.name.c_str(), n, cudnn_ms, ms[BenchRole::Dense], ms[BenchRole::Dense] / cudnn_ms,
-              flops.at(BenchRole::Dense) / (ms[BenchRole::Dense] * 1e9), ms[BenchRole::Layer0], ms[BenchRole::Layer0] / cudnn_ms,
-              ms[BenchRole::Anchor], ms[BenchRole::Anchor] / cudnn_ms, ms[BenchRole::Reuse], ms[BenchRole::Reuse] / cudnn_ms,
+              m.name.c_str(), n, cudnn_ms, ms[Role::Dense], ms[Role::Dense] / cudnn_ms,
+              flops.at(Role::Dense) / (ms[Role::Dense] * 1e9), ms[Role::Layer0], ms[Role::Layer0] / cudnn_ms,
+              ms[Role::Anchor], ms[Role::Anchor] / cudnn_ms, ms[Role::Reuse], ms[Role::Reuse] / cudnn_ms,
               schedule_ms / kScheduleLayers, kScheduleLayers * cudnn_ms / schedule_ms, ws_bytes / 1048576.0);
   std::fflush(stdout);
 }

@@ -21,7 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (int layer = 0; layer < plan.layers; ++layer) {
     const int anchor = plan.anchor_of(layer);
     if (anchor > layer || plan.role_of(anchor) == kascade::Role::Reuse) __builtin_trap();
-    if ((plan.role_of(layer) == kascade::Role::Dense) != (layer == 0)) __builtin_trap();
+    if ((plan.role_of(layer) == kascade::Role::Layer0) != (layer == 0)) __builtin_trap();
     for (int g = 0; g < plan.hkv; ++g) {
       const int src = plan.source_head(layer, g);
       if (src < 0 || src >= plan.hkv) __builtin_trap();

@@ -1,6 +1,7 @@
 // kascade/attention.h — the public GPU attention API (decode; prefill lives in attention_prefill.h).
 //
-// One entry point per decode role, all over a paged KV cache (kascade::PagedKV, device pointers):
+// One entry point per kascade::Role (types.h), all over a paged KV cache (kascade::PagedKV, device
+// pointers):
 //   dense   exact attention (split-KV flash-decoding + combine);
 //   layer0  dense output plus the selection its reuse layers read (SPEC 4, layer 0);
 //   anchor  exact pooled post-softmax probabilities -> GPU top-k -> attention over the selection;
@@ -11,7 +12,7 @@
 // `max_seq_len` bounds every seq_lens[b] (a precondition: larger lengths are clamped by the kernels).
 //
 //   kascade::DecodeShape shape{batch, hq, hkv, head_dim, kascade::DType::BF16, max_len};
-//   size_t ws_bytes = kascade::decode_workspace_size(shape, kascade::DecodeRole::Anchor, sparsity);
+//   size_t ws_bytes = kascade::decode_workspace_size(shape, kascade::Role::Anchor, sparsity);
 //   kascade::DecodeSelection sel = {sel_ptr, counts_ptr, kascade::decode_selection_sets(shape, sparsity),
 //                                   kascade::decode_selection_kmax(shape, sparsity)};
 //   kascade::decode_anchor({q, out, kv, hq}, sparsity, sel, {ws, ws_bytes}, stream);
@@ -37,10 +38,6 @@ typedef CUstream_st* cudaStream_t;
 #endif
 
 namespace kascade {
-
-// The four decode roles; layer0 is the anchor that also returns dense output (SPEC 2, 4).
-enum class DecodeRole { Dense, Layer0, Anchor, Reuse };
-const char* to_string(DecodeRole role);
 
 // What fixes grid and buffer sizes of a decode call (host values; per-step lengths stay on device).
 struct DecodeShape {
@@ -79,7 +76,7 @@ int decode_selection_sets(const DecodeShape& shape, const SparsityParams& sparsi
 int64_t decode_selection_kmax(const DecodeShape& shape, const SparsityParams& sparsity);
 
 // Bytes of workspace one call of `role` needs (queries the current device's multiprocessor count).
-size_t decode_workspace_size(const DecodeShape& shape, DecodeRole role, const SparsityParams& sparsity);
+size_t decode_workspace_size(const DecodeShape& shape, Role role, const SparsityParams& sparsity);
 
 // Whether this build has kernels for the shape; `why` (optional) receives the reason if not.
 bool decode_supports(const DecodeShape& shape, const char** why = nullptr);

@@ -8,7 +8,7 @@
 //   kascade::Plan plan = kascade::load_plan("plan.json");
 //   kascade::check_plan_matches(plan, model.layers, model.hq, model.hkv, model.head_dim);
 //   for (int layer = 0; layer < plan.layers; ++layer) {
-//     switch (plan.role_of(layer)) {      // Dense (layer 0), Anchor or Reuse
+//     switch (plan.role_of(layer)) {      // Layer0, Anchor or Reuse
 //       case kascade::Role::Reuse: {
 //         const int anchor = plan.anchor_of(layer);    // the anchor whose selections it reads
 //         const int src = plan.head_map[layer][g];     // kv head of that anchor read by kv head g
@@ -115,7 +115,7 @@ struct Plan {
   int anchor_of(int layer) const;
   // Index of anchor_of(layer) in `anchors` (the slot of its selection buffer).
   int anchor_slot(int layer) const;
-  // Role::Dense for layer 0, Role::Anchor for the other anchors, Role::Reuse otherwise.
+  // Role::Layer0 for layer 0, Role::Anchor for the other anchors, Role::Reuse otherwise.
   Role role_of(int layer) const;
   // Kv head of anchor_of(layer) whose selection kv head `kv_head` of `layer` reads.
   int source_head(int layer, int kv_head) const;

@@ -23,7 +23,8 @@
 // - Decode is one tile whose candidates are all keys 0..n-1 (the query sits at n-1); its
 //   budget is k(n) in both budget modes. Prefill tile tau starts at b = p0 + tau * T, its
 //   candidates are keys < b, its diagonal keys b..t are always attended.
-// - Role::Dense (layer 0) returns dense causal attention AND the selection an anchor would make.
+// - Role::Layer0 returns dense causal attention AND the selection an anchor would make (SPEC 9's
+//   case.json calls this role "dense"); Role::Dense returns the dense attention only.
 // - Pooling::All: one selection (num_sets = 1) pooled over all Hq heads, shared by every kv
 //   head; a reuse call then ignores head_map.
 // - A query whose key set is empty (decode with k = 0, or a reused selection with 0 entries)
@@ -74,7 +75,7 @@ struct Call {
 
 struct Result {
   std::vector<float> out;  // [Hq, nq, D]
-  Selection selection;     // Dense and Anchor roles; empty (num_sets = 0) for Reuse
+  Selection selection;     // Layer0 and Anchor roles; empty (num_sets = 0) for Dense and Reuse
 };
 
 // The one entry point. q [Hq, nq, D], k/v [Hkv, n, D] fp32 contiguous (SPEC 9 shapes).
@@ -136,7 +137,7 @@ std::string check_close(const char* what, const float* reference, const float* a
 // [Hkv, n_b, D] fp32 and passed to attend(). call.p0 must be 0: each sequence's p0 is derived.
 struct BatchResult {
   std::vector<float> out;               // decode [B, Hq, D]; prefill [total_q, Hq, D]
-  std::vector<Selection> selections;    // one per sequence (Dense and Anchor roles)
+  std::vector<Selection> selections;    // one per sequence (Layer0 and Anchor roles)
 };
 
 // Sequence b's keys and values as [Hkv, n_b, D] fp32 (n_b = kv.seq_lens[b]).

@@ -169,8 +169,8 @@ int run_synthetic_demo(const Args& args) {
     // Keys read: dense reads all n; a sparse layer reads its selection (plus the diagonal in prefill).
     const ref::Selection& sd = decode_sel[slot];
     const ref::Selection& sp = prefill_sel[slot];
-    const double keys_d = role == Role::Dense ? n : sd.row_count(0, 0);
-    const double keys_p = role == Role::Dense ? n : mean_keys_per_query(sp, plan.sparsity.tile, nq);
+    const double keys_d = role == Role::Layer0 ? n : sd.row_count(0, 0);
+    const double keys_p = role == Role::Layer0 ? n : mean_keys_per_query(sp, plan.sparsity.tile, nq);
     const double err_d = ref::relative_l2_error(want_d.out.data(), got_d.out.data(), got_d.out.size());
     const double err_p = ref::relative_l2_error(want_p.out.data(), got_p.out.data(), got_p.out.size());
     read_sparse += keys_d;
@@ -179,7 +179,7 @@ int run_synthetic_demo(const Args& args) {
     char kd[32], kp[32];
     std::snprintf(kd, sizeof kd, "%.0f (%.1f%%)", keys_d, 100.0 * keys_d / n);
     std::snprintf(kp, sizeof kp, "%.0f (%.1f%%)", keys_p, 100.0 * keys_p / n);
-    std::printf("%5d  %-7s  %17s  %10.2e  %17s  %10.2e\n", l, role == Role::Dense ? "layer0" : to_string(role), kd,
+    std::printf("%5d  %-7s  %17s  %10.2e  %17s  %10.2e\n", l, to_string(role), kd,
                 err_d, kp, err_p);
   }
   std::printf("\ndecode: Kascade read %.1f%% of the keys dense attention reads; worst output error %.2e\n",

@@ -27,7 +27,7 @@ std::string role_strip(const Plan& plan) {
   for (int layer = 0; layer < plan.layers; ++layer) {
     if (layer > 0 && layer % 10 == 0) strip += ' ';
     const Role role = plan.role_of(layer);
-    strip += role == Role::Dense ? 'D' : role == Role::Anchor ? 'A' : '.';
+    strip += role == Role::Layer0 ? 'D' : role == Role::Anchor ? 'A' : '.';
   }
   return strip;
 }

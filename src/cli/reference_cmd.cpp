@@ -65,6 +65,16 @@ std::string json_string(const Json& value, const std::string& file, const char* 
   return value.get<std::string>();
 }
 
+// SPEC 9's case.json calls layer 0's role (dense output plus a selection) "dense"; the oracle
+// computes it as Role::Layer0, and messages name it as the file does.
+Role parse_case_role(const std::string& s) {
+  if (s == "dense") return Role::Layer0;
+  if (s == "anchor") return Role::Anchor;
+  if (s == "reuse") return Role::Reuse;
+  KASCADE_FAIL("unknown role '" << s << "' (expected dense, anchor or reuse)");
+}
+const char* case_role_name(Role r) { return r == Role::Layer0 ? "dense" : to_string(r); }
+
 // Parses case.json strictly: an object with SPEC 9's keys only, each of the right type and value.
 CaseFile parse_case_json(const fs::path& path) {
   const std::string file = path.string();
@@ -82,7 +92,7 @@ CaseFile parse_case_json(const fs::path& path) {
         call.phase = parse_phase(json_string(value, file, "mode"));
         has_mode = true;
       } else if (key == "role") {
-        call.role = parse_role(json_string(value, file, "role"));
+        call.role = parse_case_role(json_string(value, file, "role"));
         has_role = true;
       } else if (key == "rho") {
         KASCADE_CHECK(value.is_number(), file << ": 'rho' must be a number, got " << one_line(value.dump()));
@@ -126,7 +136,7 @@ CaseFile parse_case_json(const fs::path& path) {
   KASCADE_CHECK(has_mode, file << ": missing required key 'mode' (decode or prefill)");
   KASCADE_CHECK(has_role, file << ": missing required key 'role' (dense, anchor or reuse)");
   KASCADE_CHECK(!c.has_head_map || call.role == Role::Reuse,
-                file << ": 'head_map' applies to role reuse only (role is " << to_string(call.role) << ")");
+                file << ": 'head_map' applies to role reuse only (role is " << case_role_name(call.role) << ")");
   return c;
 }
 
@@ -288,7 +298,7 @@ int run_reference(const Args& args) {
   if (call.role == Role::Reuse) {
     reused = read_selection(select_path, call, hkv, nq, n);
   } else {
-    KASCADE_CHECK(!fs::exists(select_path), select_path.string() << ": given for role " << to_string(call.role)
+    KASCADE_CHECK(!fs::exists(select_path), select_path.string() << ": given for role " << case_role_name(call.role)
                                                                  << "; only role reuse reads a selection");
   }
 

@@ -406,7 +406,7 @@ int Plan::anchor_of(int layer) const { return anchors[anchor_slot(layer)]; }
 
 Role Plan::role_of(int layer) const {
   if (anchor_of(layer) != layer) return Role::Reuse;
-  return layer == 0 ? Role::Dense : Role::Anchor;
+  return layer == 0 ? Role::Layer0 : Role::Anchor;
 }
 
 int Plan::source_head(int layer, int kv_head) const {

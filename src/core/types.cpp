@@ -9,6 +9,7 @@ const char* to_string(Phase p) { return p == Phase::Decode ? "decode" : "prefill
 const char* to_string(Role r) {
   switch (r) {
     case Role::Dense: return "dense";
+    case Role::Layer0: return "layer0";
     case Role::Anchor: return "anchor";
     case Role::Reuse: return "reuse";
   }
@@ -24,9 +25,10 @@ Phase parse_phase(const std::string& s) {
 }
 Role parse_role(const std::string& s) {
   if (s == "dense") return Role::Dense;
+  if (s == "layer0") return Role::Layer0;
   if (s == "anchor") return Role::Anchor;
   if (s == "reuse") return Role::Reuse;
-  KASCADE_FAIL("unknown role '" << s << "' (expected dense, anchor or reuse)");
+  KASCADE_FAIL("unknown role '" << s << "' (expected dense, layer0, anchor or reuse)");
 }
 BudgetMode parse_budget(const std::string& s) {
   if (s == "rolling") return BudgetMode::Rolling;

@@ -83,7 +83,8 @@ AttentionSchedule schedule_from_plan(const Plan& plan) {
     ls.slot = plan.anchor_slot(l);
     ls.pooling = plan.sparsity.pooling;
     switch (plan.role_of(l)) {
-      case Role::Dense: ls.rule = LayerRule::DenseSelect; break;
+      case Role::Dense: ls.rule = LayerRule::Dense; break;  // not a plan's role: role_of never returns it
+      case Role::Layer0: ls.rule = LayerRule::DenseSelect; break;
       case Role::Anchor: ls.rule = LayerRule::Select; break;
       case Role::Reuse:
         ls.rule = LayerRule::Reuse;

@@ -252,7 +252,7 @@ class CpuCore {
       call.phase = count == 1 ? Phase::Decode : Phase::Prefill;
       call.role = Role::Dense;
       call.p0 = call.phase == Phase::Prefill ? n0 : 0;
-      cpu::attend(&pool_, attention_workspace_, call, cache_view(sg, layer), nullptr, /*select=*/false);
+      cpu::attend(&pool_, attention_workspace_, call, cache_view(sg, layer), nullptr);
       for (int t = 0; t < count; ++t) {
         s.stats.keys_read += static_cast<double>(n0 + t + 1) * c_.hq;
         s.stats.keys_dense += static_cast<double>(n0 + t + 1) * c_.hq;
@@ -381,7 +381,7 @@ class CpuCore {
     const size_t slot = static_cast<size_t>(plan_->anchor_slot(layer));
     const ref::Selection* reuse = call.role == Role::Reuse ? &s.selections[slot] : nullptr;
     ref::Selection selection =
-        cpu::attend(&pool_, attention_workspace_, call, cache_view(sg, layer), reuse, /*select=*/true);
+        cpu::attend(&pool_, attention_workspace_, call, cache_view(sg, layer), reuse);
     double dense = 0;
     for (int t = 0; t < count; ++t) dense += static_cast<double>(n0 + t + 1) * c_.hq;
     s.stats.keys_dense += dense;

@@ -106,7 +106,9 @@ class KascadePolicy final : public SelectionPolicy {
   KeySet select(const LayerInputs& in) override {
     const int slot = plan_.anchor_slot(in.layer);
     switch (plan_.role_of(in.layer)) {
-      case Role::Dense:
+      case Role::Dense:  // a plan's layers select (layer 0) or read a selection
+        KASCADE_FAIL("plan: layer " << in.layer << " has role dense");
+      case Role::Layer0:
         store_.put(slot, in.n, pooled_top_k(in, params_, pooling_));
         return KeySet{};
       case Role::Anchor: {

@@ -294,7 +294,7 @@ int source_set(const Problem& p, int g) {
   return g;
 }
 
-// Pass 2: the output [Hq, nq, D]. `sel` is null for Role::Dense (full causal rows).
+// Pass 2: the output [Hq, nq, D]. `sel` is null for Role::Dense and Layer0 (full causal rows).
 std::vector<float> compute_output(const Problem& p, const Selection* sel) {
   std::vector<float> out(static_cast<size_t>(p.hq) * p.nq * p.d);
   detail::parallel_for(p.hkv, [&](int g) {
@@ -335,8 +335,8 @@ Result attend(const Call& call, const float* q, const float* k, const float* v, 
     return result;
   }
   KASCADE_CHECK(reuse == nullptr, "reference: a selection to reuse was given to role " << to_string(call.role));
-  result.selection = compute_selection(p, nullptr);
-  result.out = compute_output(p, call.role == Role::Dense ? nullptr : &result.selection);
+  if (role_selects(call.role)) result.selection = compute_selection(p, nullptr);
+  result.out = compute_output(p, call.role == Role::Anchor ? &result.selection : nullptr);
   return result;
 }
 

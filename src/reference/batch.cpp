@@ -98,7 +98,7 @@ BatchResult decode_batch(const Call& call, const float* q, int hq, const PagedKV
     Result r = attend(call, q + per_sequence * b, k.data(), v.data(), hq, kv.num_kv_heads, 1, kv.seq_lens[b], d,
                       reuse ? &(*reuse)[b] : nullptr);
     std::memcpy(result.out.data() + per_sequence * b, r.out.data(), per_sequence * sizeof(float));
-    if (call.role != Role::Reuse) result.selections.push_back(std::move(r.selection));
+    if (role_selects(call.role)) result.selections.push_back(std::move(r.selection));
   }
   return result;
 }
@@ -134,7 +134,7 @@ BatchResult prefill_batch(const Call& call, const float* q, const int32_t* q_ind
       for (int h = 0; h < hq; ++h)
         std::memcpy(out_rows + row * t + static_cast<size_t>(h) * d, &r.out[(static_cast<size_t>(h) * nq + t) * d],
                     d * sizeof(float));
-    if (call.role != Role::Reuse) result.selections.push_back(std::move(r.selection));
+    if (role_selects(call.role)) result.selections.push_back(std::move(r.selection));
   }
   return result;
 }

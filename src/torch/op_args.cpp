@@ -218,14 +218,6 @@ SparsityParams to_params(const char* op, const SparsityArgs& a) {
   return p;
 }
 
-DecodeRole parse_decode_role(const std::string& role) {
-  if (role == "dense") return DecodeRole::Dense;
-  if (role == "layer0") return DecodeRole::Layer0;
-  if (role == "anchor") return DecodeRole::Anchor;
-  if (role == "reuse") return DecodeRole::Reuse;
-  KASCADE_FAIL("unknown role '" << role << "' (expected dense, layer0, anchor or reuse)");
-}
-
 std::array<int64_t, 3> decode_selection_dims(int64_t num_kv_heads, int64_t max_seq_len, const SparsityParams& sp) {
   const int64_t sets = sp.pooling == Pooling::All ? 1 : num_kv_heads;
   return {sets, 1, budget_k(max_seq_len, sp.rho, sp.k_min, sp.k_multiple)};
@@ -301,7 +293,7 @@ DecodeCall validate_decode(const char* op, const DecodeInputs& in) {
   c.num_pages = in.k_cache.sizes[0];
   c.workspace = Workspace{in.workspace.data, static_cast<size_t>(in.workspace.numel())};
 
-  if (in.role != DecodeRole::Dense) {
+  if (in.role != Role::Dense) {
     const auto dims = decode_selection_dims(kv.num_kv_heads, in.max_seq_len, c.params);
     for (const OpTensor* t : {&in.sel_indices, &in.sel_counts}) {
       check_same_device(op, q, *t);
@@ -313,7 +305,7 @@ DecodeCall validate_decode(const char* op, const DecodeInputs& in) {
     check_dims(op, in.sel_counts, {batch, dims[0], 1}, "batch, selection sets, 1");
     c.selection = DecodeSelection{i32(in.sel_indices), i32(in.sel_counts), static_cast<int>(dims[0]), dims[2]};
   }
-  if (in.role == DecodeRole::Reuse) {
+  if (in.role == Role::Reuse) {
     check_same_device(op, q, in.head_map);
     check_head_map(op, in.head_map, kv.num_kv_heads);
     c.head_map = in.head_map.numel() ? i32(in.head_map) : nullptr;
@@ -336,7 +328,6 @@ PrefillCall validate_prefill(const char* op, const PrefillInputs& in) {
   PrefillCall c;
   c.op = op;
   c.role = in.role;
-  c.dense_output = in.dense_output;
   const OpTensor& q = in.q;
   check_device_supported(op, q);
   KASCADE_CHECK(is_float(q.elem), op << ": q must be float32, float16 or bfloat16, got " << elem_name(q.elem));
@@ -406,7 +397,7 @@ PrefillCall validate_prefill(const char* op, const PrefillInputs& in) {
     check_head_map(op, in.head_map, kv.num_kv_heads);
     c.head_map = in.head_map.numel() ? i32(in.head_map) : nullptr;
   }
-  if (in.role == Role::Anchor) {
+  if (role_selects(in.role)) {
     check_same_device(op, q, in.workspace);
     check_workspace(op, in.workspace);
     c.workspace = in.workspace.data;
@@ -426,7 +417,7 @@ PrefillCall validate_prefill(const char* op, const PrefillInputs& in) {
       KASCADE_CHECK(c.q_indptr_host[b + 1] > c.q_indptr_host[b],
                     op << ": sequence " << b << " has no query rows (q_indptr_host[" << b << "] == ["
                        << b + 1 << "])");
-  } else if (in.role == Role::Anchor) {
+  } else if (role_selects(in.role)) {
     const size_t need = cuda_prefill_workspace_size(c.args, c.params);
     KASCADE_CHECK(c.workspace_bytes >= need, op << ": workspace has " << c.workspace_bytes
                                                 << " bytes, this call needs " << need

@@ -65,7 +65,7 @@ SparsityParams to_params(const char* op, const SparsityArgs& a);
 
 // Decode ops: q [B, Hq, D]; the role decides which of the optional tensors are read.
 struct DecodeInputs {
-  DecodeRole role = DecodeRole::Dense;
+  Role role = Role::Dense;
   OpTensor q, k_cache, v_cache, page_indptr, page_indices, seq_lens, out;
   OpTensor sel_indices, sel_counts;  // layer0/anchor write them, reuse reads them; unused by dense
   OpTensor head_map;                 // reuse: [Hkv] int32 or empty (identity)
@@ -76,7 +76,7 @@ struct DecodeInputs {
 
 struct DecodeCall {
   const char* op = "";
-  DecodeRole role = DecodeRole::Dense;
+  Role role = Role::Dense;
   DeviceKind device = DeviceKind::CPU;
   int device_index = -1;
   DecodeShape shape;
@@ -92,7 +92,6 @@ struct DecodeCall {
 // seq_lens fix grid and buffer sizes (they must equal the tensors).
 struct PrefillInputs {
   Role role = Role::Dense;
-  bool dense_output = false;  // layer 0: Role::Anchor with dense output
   OpTensor q, q_indptr, k_cache, v_cache, page_indptr, page_indices, seq_lens, out;
   OpTensor sel_indices, sel_counts, head_map, workspace;
   std::vector<int64_t> q_indptr_host, seq_lens_host;
@@ -102,7 +101,6 @@ struct PrefillInputs {
 struct PrefillCall {
   const char* op = "";
   Role role = Role::Dense;
-  bool dense_output = false;
   DeviceKind device = DeviceKind::CPU;
   int device_index = -1;
   SparsityParams params;
@@ -124,8 +122,6 @@ std::array<int64_t, 4> prefill_selection_dims(const std::vector<int64_t>& q_indp
                                               const std::vector<int64_t>& seq_lens_host, int64_t num_kv_heads,
                                               const SparsityParams& sp);
 
-DecodeRole parse_decode_role(const std::string& role);  // "dense" | "layer0" | "anchor" | "reuse"
-
 // Device implementations (ops_cpu.cpp, ops_cuda.cpp). `stream` is the caller's current CUDA
 // stream (cudaStream_t), unused on the CPU.
 void run_decode_cpu(const DecodeCall& call);
@@ -136,7 +132,7 @@ bool built_with_cuda();
 // Waits for the stream's work (benchmark timing only).
 void cuda_synchronize(void* stream);
 // Workspace bytes of the CUDA kernels for a shape (0 on a build without CUDA: never called then).
-size_t cuda_decode_workspace_size(const DecodeShape& shape, DecodeRole role, const SparsityParams& sp);
+size_t cuda_decode_workspace_size(const DecodeShape& shape, Role role, const SparsityParams& sp);
 // Prefill: the anchor's (layer 0's) workspace; dense and reuse calls need none.
 size_t cuda_prefill_workspace_size(const PrefillArgs& args, const SparsityParams& sp);
 

@@ -120,19 +120,19 @@ void run_decode_cpu(const DecodeCall& c) {
   ref::Call call;
   call.phase = Phase::Decode;
   call.params = c.params;
-  call.role = c.role == DecodeRole::Reuse ? Role::Reuse : c.role == DecodeRole::Anchor ? Role::Anchor : Role::Dense;
+  call.role = c.role;
   const SelectionView buf{c.selection.indices, c.selection.counts, c.selection.num_sets, 1, c.selection.k_max};
   std::vector<ref::Selection> reuse;
-  if (c.role == DecodeRole::Reuse) {
+  if (c.role == Role::Reuse) {
     call.head_map = host_head_map(c.head_map, s.num_kv_heads);
     for (int b = 0; b < s.batch; ++b) reuse.push_back(load_selection(c.op, buf, b, 1));
   }
   ref::BatchResult r;
   with_op_name(c.op, [&] {
-    r = ref::decode_batch(call, q.data(), s.num_q_heads, c.tensors.kv, c.role == DecodeRole::Reuse ? &reuse : nullptr);
+    r = ref::decode_batch(call, q.data(), s.num_q_heads, c.tensors.kv, c.role == Role::Reuse ? &reuse : nullptr);
   });
   narrow(r.out, s.dtype, c.tensors.out);
-  if (c.role == DecodeRole::Layer0 || c.role == DecodeRole::Anchor) store_selections(c.op, r.selections, buf);
+  if (role_selects(c.role)) store_selections(c.op, r.selections, buf);
 }
 
 void run_prefill_cpu(const PrefillCall& c) {
@@ -143,7 +143,7 @@ void run_prefill_cpu(const PrefillCall& c) {
   ref::Call call;
   call.phase = Phase::Prefill;
   call.params = c.params;
-  call.role = c.role == Role::Anchor && c.dense_output ? Role::Dense : c.role;
+  call.role = c.role;
   const SelectionView buf{c.selection.indices, c.selection.counts, c.selection.shape.num_selections,
                           c.selection.shape.max_tiles, c.selection.shape.k_max};
   std::vector<ref::Selection> reuse;
@@ -161,7 +161,7 @@ void run_prefill_cpu(const PrefillCall& c) {
                            c.role == Role::Reuse ? &reuse : nullptr);
   });
   narrow(r.out, a.kv.dtype, a.out);
-  if (c.role == Role::Anchor) store_selections(c.op, r.selections, buf);
+  if (role_selects(c.role)) store_selections(c.op, r.selections, buf);
 }
 
 }  // namespace kascade::torch_ops

@@ -19,7 +19,7 @@ void cuda_synchronize(void* stream) {
   KASCADE_CHECK(err == cudaSuccess, "kascade: cudaStreamSynchronize failed: " << cudaGetErrorString(err));
 }
 
-size_t cuda_decode_workspace_size(const DecodeShape& shape, DecodeRole role, const SparsityParams& sp) {
+size_t cuda_decode_workspace_size(const DecodeShape& shape, Role role, const SparsityParams& sp) {
   return decode_workspace_size(shape, role, sp);
 }
 
@@ -30,10 +30,10 @@ size_t cuda_prefill_workspace_size(const PrefillArgs& args, const SparsityParams
 void run_decode_cuda(const DecodeCall& c, void* stream) {
   const auto s = static_cast<cudaStream_t>(stream);
   switch (c.role) {
-    case DecodeRole::Dense: decode_dense(c.tensors, c.shape, c.params, c.workspace, s); break;
-    case DecodeRole::Layer0: decode_layer0(c.tensors, c.shape, c.params, c.selection, c.workspace, s); break;
-    case DecodeRole::Anchor: decode_anchor(c.tensors, c.shape, c.params, c.selection, c.workspace, s); break;
-    case DecodeRole::Reuse:
+    case Role::Dense: decode_dense(c.tensors, c.shape, c.params, c.workspace, s); break;
+    case Role::Layer0: decode_layer0(c.tensors, c.shape, c.params, c.selection, c.workspace, s); break;
+    case Role::Anchor: decode_anchor(c.tensors, c.shape, c.params, c.selection, c.workspace, s); break;
+    case Role::Reuse:
       decode_reuse(c.tensors, c.shape, c.params, c.selection, c.head_map, c.workspace, s);
       break;
   }
@@ -43,8 +43,11 @@ void run_prefill_cuda(const PrefillCall& c, void* stream) {
   const auto s = static_cast<CUstream_st*>(stream);
   switch (c.role) {
     case Role::Dense: prefill_dense(c.args, c.params, s); break;
+    case Role::Layer0:
+      prefill_anchor(c.args, c.params, /*dense_output=*/true, c.selection, c.workspace, c.workspace_bytes, s);
+      break;
     case Role::Anchor:
-      prefill_anchor(c.args, c.params, c.dense_output, c.selection, c.workspace, c.workspace_bytes, s);
+      prefill_anchor(c.args, c.params, /*dense_output=*/false, c.selection, c.workspace, c.workspace_bytes, s);
       break;
     case Role::Reuse: prefill_reuse(c.args, c.params, c.selection, c.head_map, s); break;
   }
@@ -60,7 +63,7 @@ namespace {
 
 bool built_with_cuda() { return false; }
 void cuda_synchronize(void*) { no_cuda(); }
-size_t cuda_decode_workspace_size(const DecodeShape&, DecodeRole, const SparsityParams&) { no_cuda(); }
+size_t cuda_decode_workspace_size(const DecodeShape&, Role, const SparsityParams&) { no_cuda(); }
 size_t cuda_prefill_workspace_size(const PrefillArgs&, const SparsityParams&) { no_cuda(); }
 void run_decode_cuda(const DecodeCall&, void*) { no_cuda(); }
 void run_prefill_cuda(const PrefillCall&, void*) { no_cuda(); }

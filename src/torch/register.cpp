@@ -94,7 +94,7 @@ SparsityArgs sparsity(double rho, int64_t k_min, int64_t k_multiple, int64_t til
   return SparsityArgs{rho, k_min, k_multiple, tile, rolling, pool_all, scale};
 }
 
-DecodeInputs decode_inputs(DecodeRole role, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+DecodeInputs decode_inputs(Role role, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                            const Tensor& page_indptr, const Tensor& page_indices, const Tensor& seq_lens,
                            const Tensor& out, const Tensor& workspace, int64_t max_seq_len) {
   DecodeInputs in;
@@ -115,13 +115,13 @@ DecodeInputs decode_inputs(DecodeRole role, const Tensor& q, const Tensor& k_cac
 
 void decode_dense(Tensor q, Tensor k_cache, Tensor v_cache, Tensor page_indptr, Tensor page_indices, Tensor seq_lens,
                   Tensor out, Tensor workspace, double scale, int64_t max_seq_len) {
-  DecodeInputs in = decode_inputs(DecodeRole::Dense, q, k_cache, v_cache, page_indptr, page_indices, seq_lens, out,
+  DecodeInputs in = decode_inputs(Role::Dense, q, k_cache, v_cache, page_indptr, page_indices, seq_lens, out,
                                   workspace, max_seq_len);
   in.sparsity.scale = scale;
   dispatch_decode(in, "kascade.decode_dense");
 }
 
-void decode_selecting(DecodeRole role, const char* op, Tensor q, Tensor k_cache, Tensor v_cache, Tensor page_indptr,
+void decode_selecting(Role role, const char* op, Tensor q, Tensor k_cache, Tensor v_cache, Tensor page_indptr,
                       Tensor page_indices, Tensor seq_lens, Tensor out, Tensor sel_indices, Tensor sel_counts,
                       Tensor workspace, double rho, int64_t k_min, int64_t k_multiple, bool pool_all, double scale,
                       int64_t max_seq_len) {
@@ -136,7 +136,7 @@ void decode_selecting(DecodeRole role, const char* op, Tensor q, Tensor k_cache,
 void decode_layer0(Tensor q, Tensor k_cache, Tensor v_cache, Tensor page_indptr, Tensor page_indices, Tensor seq_lens,
                    Tensor out, Tensor sel_indices, Tensor sel_counts, Tensor workspace, double rho, int64_t k_min,
                    int64_t k_multiple, bool pool_all, double scale, int64_t max_seq_len) {
-  decode_selecting(DecodeRole::Layer0, "kascade.decode_layer0", q, k_cache, v_cache, page_indptr, page_indices,
+  decode_selecting(Role::Layer0, "kascade.decode_layer0", q, k_cache, v_cache, page_indptr, page_indices,
                    seq_lens, out, sel_indices, sel_counts, workspace, rho, k_min, k_multiple, pool_all, scale,
                    max_seq_len);
 }
@@ -144,7 +144,7 @@ void decode_layer0(Tensor q, Tensor k_cache, Tensor v_cache, Tensor page_indptr,
 void decode_anchor(Tensor q, Tensor k_cache, Tensor v_cache, Tensor page_indptr, Tensor page_indices, Tensor seq_lens,
                    Tensor out, Tensor sel_indices, Tensor sel_counts, Tensor workspace, double rho, int64_t k_min,
                    int64_t k_multiple, bool pool_all, double scale, int64_t max_seq_len) {
-  decode_selecting(DecodeRole::Anchor, "kascade.decode_anchor", q, k_cache, v_cache, page_indptr, page_indices,
+  decode_selecting(Role::Anchor, "kascade.decode_anchor", q, k_cache, v_cache, page_indptr, page_indices,
                    seq_lens, out, sel_indices, sel_counts, workspace, rho, k_min, k_multiple, pool_all, scale,
                    max_seq_len);
 }
@@ -152,7 +152,7 @@ void decode_anchor(Tensor q, Tensor k_cache, Tensor v_cache, Tensor page_indptr,
 void decode_reuse(Tensor q, Tensor k_cache, Tensor v_cache, Tensor page_indptr, Tensor page_indices, Tensor seq_lens,
                   Tensor out, Tensor sel_indices, Tensor sel_counts, Tensor head_map, Tensor workspace, double rho,
                   int64_t k_min, int64_t k_multiple, bool pool_all, double scale, int64_t max_seq_len) {
-  DecodeInputs in = decode_inputs(DecodeRole::Reuse, q, k_cache, v_cache, page_indptr, page_indices, seq_lens, out,
+  DecodeInputs in = decode_inputs(Role::Reuse, q, k_cache, v_cache, page_indptr, page_indices, seq_lens, out,
                                   workspace, max_seq_len);
   in.sel_indices = view(sel_indices, "sel_indices");
   in.sel_counts = view(sel_counts, "sel_counts");
@@ -191,14 +191,13 @@ void prefill_dense(Tensor q, Tensor q_indptr, Tensor k_cache, Tensor v_cache, Te
   dispatch_prefill(in, "kascade.prefill_dense");
 }
 
-void prefill_selecting(bool dense_output, const char* op, Tensor q, Tensor q_indptr, Tensor k_cache, Tensor v_cache,
+void prefill_selecting(Role role, const char* op, Tensor q, Tensor q_indptr, Tensor k_cache, Tensor v_cache,
                        Tensor page_indptr, Tensor page_indices, Tensor seq_lens, Tensor out, Tensor sel_indices,
                        Tensor sel_counts, Tensor workspace, std::vector<int64_t> q_indptr_host,
                        std::vector<int64_t> seq_lens_host, double rho, int64_t k_min, int64_t k_multiple, int64_t tile,
                        bool rolling, bool pool_all, double scale) {
-  PrefillInputs in = prefill_inputs(Role::Anchor, q, q_indptr, k_cache, v_cache, page_indptr, page_indices, seq_lens,
-                                    out, std::move(q_indptr_host), std::move(seq_lens_host));
-  in.dense_output = dense_output;
+  PrefillInputs in = prefill_inputs(role, q, q_indptr, k_cache, v_cache, page_indptr, page_indices, seq_lens, out,
+                                    std::move(q_indptr_host), std::move(seq_lens_host));
   in.sel_indices = view(sel_indices, "sel_indices");
   in.sel_counts = view(sel_counts, "sel_counts");
   in.workspace = view(workspace, "workspace");
@@ -211,7 +210,7 @@ void prefill_layer0(Tensor q, Tensor q_indptr, Tensor k_cache, Tensor v_cache, T
                     Tensor workspace, std::vector<int64_t> q_indptr_host, std::vector<int64_t> seq_lens_host,
                     double rho, int64_t k_min, int64_t k_multiple, int64_t tile, bool rolling, bool pool_all,
                     double scale) {
-  prefill_selecting(true, "kascade.prefill_layer0", q, q_indptr, k_cache, v_cache, page_indptr, page_indices,
+  prefill_selecting(Role::Layer0, "kascade.prefill_layer0", q, q_indptr, k_cache, v_cache, page_indptr, page_indices,
                     seq_lens, out, sel_indices, sel_counts, workspace, std::move(q_indptr_host),
                     std::move(seq_lens_host), rho, k_min, k_multiple, tile, rolling, pool_all, scale);
 }
@@ -221,7 +220,7 @@ void prefill_anchor(Tensor q, Tensor q_indptr, Tensor k_cache, Tensor v_cache, T
                     Tensor workspace, std::vector<int64_t> q_indptr_host, std::vector<int64_t> seq_lens_host,
                     double rho, int64_t k_min, int64_t k_multiple, int64_t tile, bool rolling, bool pool_all,
                     double scale) {
-  prefill_selecting(false, "kascade.prefill_anchor", q, q_indptr, k_cache, v_cache, page_indptr, page_indices,
+  prefill_selecting(Role::Anchor, "kascade.prefill_anchor", q, q_indptr, k_cache, v_cache, page_indptr, page_indices,
                     seq_lens, out, sel_indices, sel_counts, workspace, std::move(q_indptr_host),
                     std::move(seq_lens_host), rho, k_min, k_multiple, tile, rolling, pool_all, scale);
 }
@@ -278,7 +277,7 @@ int64_t decode_workspace_size(int64_t batch, int64_t num_q_heads, int64_t num_kv
                               ScalarType dtype, int64_t max_seq_len, std::string role, double rho, int64_t k_min,
                               int64_t k_multiple, bool pool_all, torch::stable::Device device) {
   const char* op = "kascade.decode_workspace_size";
-  const DecodeRole r = parse_decode_role(role);
+  const Role r = parse_role(role);
   const SparsityParams sp = to_params(op, sparsity(rho, k_min, k_multiple, kDefaultTile, true, pool_all, 0));
   if (!on_cuda(device)) return 0;  // the oracle needs no scratch memory
   KASCADE_CHECK(built_with_cuda(), op << ": this build does not include the CUDA kernels (it was built without nvcc)");
@@ -293,10 +292,10 @@ int64_t prefill_workspace_size(std::vector<int64_t> q_indptr_host, std::vector<i
                                std::string role, double rho, int64_t k_min, int64_t k_multiple, int64_t tile,
                                bool rolling, bool pool_all, torch::stable::Device device) {
   const char* op = "kascade.prefill_workspace_size";
-  const DecodeRole r = parse_decode_role(role);
+  const Role r = parse_role(role);
   const SparsityParams sp = to_params(op, sparsity(rho, k_min, k_multiple, tile, rolling, pool_all, 0));
   prefill_selection_dims(q_indptr_host, seq_lens_host, num_kv_heads, sp);  // validates the batch
-  if (!on_cuda(device) || (r != DecodeRole::Layer0 && r != DecodeRole::Anchor)) return 0;
+  if (!on_cuda(device) || !role_selects(r)) return 0;
   KASCADE_CHECK(built_with_cuda(), op << ": this build does not include the CUDA kernels (it was built without nvcc)");
   std::vector<int32_t> qi(q_indptr_host.begin(), q_indptr_host.end()), sl(seq_lens_host.begin(), seq_lens_host.end());
   // The size depends on the shape alone; the kernels' argument check also wants non-null,
@@ -337,7 +336,7 @@ double bench_decode_direct(std::string role, Tensor q, Tensor k_cache, Tensor v_
                            Tensor head_map, Tensor workspace, double rho, int64_t k_min, int64_t k_multiple,
                            bool pool_all, double scale, int64_t max_seq_len, int64_t iters) {
   const char* op = "kascade._bench_decode_direct";
-  DecodeInputs in = decode_inputs(parse_decode_role(role), q, k_cache, v_cache, page_indptr, page_indices, seq_lens,
+  DecodeInputs in = decode_inputs(parse_role(role), q, k_cache, v_cache, page_indptr, page_indices, seq_lens,
                                   out, workspace, max_seq_len);
   in.sel_indices = view(sel_indices, "sel_indices");
   in.sel_counts = view(sel_counts, "sel_counts");

@@ -157,7 +157,7 @@ TEST(Plan, LoadRejectsDirectoriesAndHugeFiles) {
 
 TEST(Plan, RolesAnchorsAndHeadMap) {
   const Plan p = parse_plan(base_plan_json().dump(), "base");
-  EXPECT_EQ(p.role_of(0), Role::Dense);
+  EXPECT_EQ(p.role_of(0), Role::Layer0);
   EXPECT_EQ(p.role_of(1), Role::Reuse);
   EXPECT_EQ(p.role_of(2), Role::Anchor);
   EXPECT_EQ(p.role_of(3), Role::Reuse);
@@ -204,7 +204,7 @@ TEST(Plan, UniformPlan) {
 TEST(Plan, ExamplePlansLoad) {
   const Plan smol = load_plan(plan_fixture("smollm2-135m.json"));
   EXPECT_NO_THROW(check_plan_matches(smol, 30, 9, 3, 64));
-  EXPECT_EQ(smol.role_of(0), Role::Dense);
+  EXPECT_EQ(smol.role_of(0), Role::Layer0);
   const Plan tiny = load_plan(plan_fixture("tiny-fixed-budget.json"));
   EXPECT_EQ(tiny.sparsity.budget, BudgetMode::Fixed);
   const Plan pooled = load_plan(plan_fixture("llama3-8b-all-pooled.json"));

@@ -98,6 +98,7 @@ TEST(TensorView, ContiguousStridesAndChecks) {
 TEST(Types, ParseStrict) {
   EXPECT_EQ(parse_role("anchor"), Role::Anchor);
   EXPECT_THROW(parse_role("Anchor"), Error);
+  for (Role r : {Role::Dense, Role::Layer0, Role::Anchor, Role::Reuse}) EXPECT_EQ(parse_role(to_string(r)), r);
   EXPECT_EQ(parse_budget("fixed"), BudgetMode::Fixed);
   EXPECT_THROW(parse_pooling("heads"), Error);
   EXPECT_EQ(parse_dtype("bf16"), DType::BF16);

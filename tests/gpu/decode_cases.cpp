@@ -25,7 +25,7 @@ namespace kascade::gpu_test {
 namespace {
 
 struct DecodeSpec {
-  DecodeRole role = DecodeRole::Dense;
+  Role role = Role::Dense;
   DType dtype = DType::BF16;
   int head_dim = 128;
   int hq = 8;
@@ -240,7 +240,7 @@ class DecodeCase : public TestCase {
     // Reuse input: a random selection and (optionally) a permuted head map.
     std::vector<int32_t> reuse_indices, reuse_counts, head_map;
     DeviceBuffer d_map(static_cast<size_t>(s_.hkv) * sizeof(int32_t));
-    if (s_.role == DecodeRole::Reuse) {
+    if (s_.role == Role::Reuse) {
       random_selection(cache.lens, sp, sets, k_max, rng, reuse_indices, reuse_counts);
       KASCADE_CUDA_CHECK(cudaMemcpy(d_sel.get(), reuse_indices.data(), reuse_indices.size() * 4, cudaMemcpyHostToDevice));
       KASCADE_CUDA_CHECK(cudaMemcpy(d_counts.get(), reuse_counts.data(), reuse_counts.size() * 4, cudaMemcpyHostToDevice));
@@ -260,10 +260,10 @@ class DecodeCase : public TestCase {
     auto launch = [&]() {
       const Workspace ws{d_ws.get(), ws_bytes};
       switch (s_.role) {
-        case DecodeRole::Dense: decode_dense(t, shape, sp, ws, nullptr); break;
-        case DecodeRole::Layer0: decode_layer0(t, shape, sp, sel, ws, nullptr); break;
-        case DecodeRole::Anchor: decode_anchor(t, shape, sp, sel, ws, nullptr); break;
-        case DecodeRole::Reuse:
+        case Role::Dense: decode_dense(t, shape, sp, ws, nullptr); break;
+        case Role::Layer0: decode_layer0(t, shape, sp, sel, ws, nullptr); break;
+        case Role::Anchor: decode_anchor(t, shape, sp, sel, ws, nullptr); break;
+        case Role::Reuse:
           decode_reuse(t, shape, sp, sel, s_.remap_heads ? static_cast<const int32_t*>(d_map.get()) : nullptr, ws,
                        nullptr);
           break;
@@ -289,7 +289,7 @@ class DecodeCase : public TestCase {
       if (!guard.empty()) return CaseResult::fail(guard);
     }
     d_out.poison();
-    if (s_.role == DecodeRole::Layer0 || s_.role == DecodeRole::Anchor) {
+    if (s_.role == Role::Layer0 || s_.role == Role::Anchor) {
       d_sel.poison();
       d_counts.poison();
     }
@@ -307,12 +307,12 @@ class DecodeCase : public TestCase {
     const std::vector<float> q_ref = q.values;
     const double tolerance = ref::output_tolerance(s_.dtype);
     const PagedKV host_kv = cache.host_view();
-    if (s_.role == DecodeRole::Dense || s_.role == DecodeRole::Layer0) {
-      call.role = Role::Dense;
+    if (s_.role == Role::Dense || s_.role == Role::Layer0) {
+      call.role = s_.role;
       const ref::BatchResult expected = ref::decode_batch(call, q_ref.data(), s_.hq, host_kv);
       const std::string close = ref::check_close("out", expected.out.data(), first.out.data(), out_elems, tolerance);
       if (!close.empty()) return CaseResult::fail(close);
-      if (s_.role == DecodeRole::Dense) return CaseResult::pass();
+      if (s_.role == Role::Dense) return CaseResult::pass();
       const auto actual = split_selection(first.sel_indices, first.sel_counts, batch, sets, k_max);
       ref::Call anchor_call = call;
       anchor_call.role = Role::Anchor;
@@ -320,7 +320,7 @@ class DecodeCase : public TestCase {
           compare_decode_selections(anchor_call, q_ref, s_.hq, cache, expected.selections, actual);
       return diff.empty() ? CaseResult::pass() : CaseResult::fail("selection: " + diff);
     }
-    if (s_.role == DecodeRole::Anchor) {
+    if (s_.role == Role::Anchor) {
       call.role = Role::Anchor;
       const ref::BatchResult expected = ref::decode_batch(call, q_ref.data(), s_.hq, host_kv);
       const auto actual = split_selection(first.sel_indices, first.sel_counts, batch, sets, k_max);
@@ -398,7 +398,7 @@ class DecodeGraphCase : public TestCase {
     DeviceBuffer d_map(head_map.size() * 4);
     d_map.upload(head_map.data(), head_map.size() * 4);
     size_t ws_bytes = 0;
-    for (DecodeRole role : {DecodeRole::Dense, DecodeRole::Layer0, DecodeRole::Anchor, DecodeRole::Reuse}) {
+    for (Role role : {Role::Dense, Role::Layer0, Role::Anchor, Role::Reuse}) {
       ws_bytes = std::max(ws_bytes, decode_workspace_size(shape, role, sp));
     }
     DeviceBuffer d_ws(ws_bytes);
@@ -432,7 +432,7 @@ class DecodeGraphCase : public TestCase {
     auto check_step = [&]() -> std::string {
       ref::Call call;
       call.params = sp;
-      call.role = Role::Dense;
+      call.role = Role::Layer0;
       ref::Call anchor_call = call;
       anchor_call.role = Role::Anchor;
       ref::Call reuse_call = call;
@@ -523,9 +523,9 @@ class DecodeApiErrorsCase : public TestCase {
     std::string problem = expect_error("workspace", [&] { decode_dense(t, shape, sp, {nullptr, 0}, nullptr); });
     DecodeShape bad_dim = shape;
     bad_dim.head_dim = 96;
-    if (problem.empty()) problem = expect_error("head dim", [&] { (void)decode_workspace_size(bad_dim, DecodeRole::Dense, sp); });
+    if (problem.empty()) problem = expect_error("head dim", [&] { (void)decode_workspace_size(bad_dim, Role::Dense, sp); });
     DecodeShape bad_group{1, 32, 2, 128, DType::BF16, 100};
-    if (problem.empty()) problem = expect_error("group", [&] { (void)decode_workspace_size(bad_group, DecodeRole::Dense, sp); });
+    if (problem.empty()) problem = expect_error("group", [&] { (void)decode_workspace_size(bad_group, Role::Dense, sp); });
     if (problem.empty()) {
       problem = expect_error("selection", [&] {
         DecodeSelection sel{nullptr, nullptr, 2, 1};
@@ -574,7 +574,7 @@ class DecodeReuseGuardsCase : public TestCase {
     d_map.upload(head_map.data(), 8);
     const size_t out_elems = static_cast<size_t>(batch) * s.hq * d;
     GuardedBuffer d_out(out_elems * 2);
-    const size_t ws_bytes = decode_workspace_size(shape, DecodeRole::Reuse, sp);
+    const size_t ws_bytes = decode_workspace_size(shape, Role::Reuse, sp);
     DeviceBuffer d_ws(ws_bytes);
     DecodeTensors t;
     t.q = d_q.get();
@@ -615,7 +615,7 @@ void make_decode_cases(CaseList& cases) {
     s.seed = seed++;
     cases.push_back(std::make_unique<DecodeCase>(std::move(s)));
   };
-  const DecodeRole roles[] = {DecodeRole::Dense, DecodeRole::Layer0, DecodeRole::Anchor, DecodeRole::Reuse};
+  const Role roles[] = {Role::Dense, Role::Layer0, Role::Anchor, Role::Reuse};
   // Shape grid: head dims, groups (1, 3, 4, 8), storage types, page sizes, awkward ragged lengths.
   struct Shape { int d, hq, hkv; DType dtype; int page; bool interleaved; std::vector<int> lens; };
   const std::vector<Shape> shapes = {
@@ -627,7 +627,7 @@ void make_decode_cases(CaseList& cases) {
       {64, 6, 2, DType::BF16, 64, false, {9000}},
   };
   for (const Shape& sh : shapes) {
-    for (DecodeRole role : roles) {
+    for (Role role : roles) {
       DecodeSpec s;
       s.role = role;
       s.head_dim = sh.d;
@@ -637,17 +637,17 @@ void make_decode_cases(CaseList& cases) {
       s.page_size = sh.page;
       s.interleaved = sh.interleaved;
       s.lens = sh.lens;
-      s.remap_heads = role == DecodeRole::Reuse && sh.hkv > 1;
+      s.remap_heads = role == Role::Reuse && sh.hkv > 1;
       add(s);
     }
   }
   // Policy variants: rho 0.05 / 1.0, all-heads pooling, k_multiple, n below k_min, custom scale.
-  for (DecodeRole role : {DecodeRole::Layer0, DecodeRole::Anchor, DecodeRole::Reuse}) {
+  for (Role role : {Role::Layer0, Role::Anchor, Role::Reuse}) {
     DecodeSpec s;
     s.role = role;
     s.lens = {5000, 60, 2500};
     s.rho = 0.05;
-    s.remap_heads = role == DecodeRole::Reuse;
+    s.remap_heads = role == Role::Reuse;
     add(s);
     s.rho = 1.0;
     add(s);
@@ -667,7 +667,7 @@ void make_decode_cases(CaseList& cases) {
     add(s);
   }
   // All keys tie (zero queries): the selection must still have k(n) keys and the oracle's mass.
-  for (DecodeRole role : {DecodeRole::Layer0, DecodeRole::Anchor}) {
+  for (Role role : {Role::Layer0, Role::Anchor}) {
     DecodeSpec s;
     s.role = role;
     s.lens = {3000, 129, 20000};
@@ -675,13 +675,13 @@ void make_decode_cases(CaseList& cases) {
     add(s);
   }
   // Long contexts (ragged, up to 130k keys).
-  for (DecodeRole role : roles) {
+  for (Role role : roles) {
     DecodeSpec s;
     s.role = role;
     s.hq = 8;
     s.hkv = 2;
     s.lens = {130000, 17, 33000};
-    s.remap_heads = role == DecodeRole::Reuse;
+    s.remap_heads = role == Role::Reuse;
     add(s);
   }
   cases.push_back(std::make_unique<DecodeGraphCase>());

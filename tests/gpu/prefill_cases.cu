@@ -28,16 +28,7 @@
 namespace kascade::gpu_test {
 namespace {
 
-enum class PrefillOp { Dense, Layer0, Anchor, Reuse };
-const char* op_name(PrefillOp op) {
-  switch (op) {
-    case PrefillOp::Dense: return "prefill_dense";
-    case PrefillOp::Layer0: return "prefill_layer0";
-    case PrefillOp::Anchor: return "prefill_anchor";
-    case PrefillOp::Reuse: return "prefill_reuse";
-  }
-  return "?";
-}
+std::string op_name(Role role) { return std::string("prefill_") + to_string(role); }
 
 struct SeqSpec {
   int nq = 1;  // queries: the last nq positions
@@ -201,7 +192,7 @@ void random_selection(const PrefillSpec& c, const SparsityParams& sp, const Sele
 
 class PrefillCase : public TestCase {
  public:
-  PrefillCase(PrefillOp op, PrefillSpec spec) : op_(op), s_(std::move(spec)) {}
+  PrefillCase(Role op, PrefillSpec spec) : op_(op), s_(std::move(spec)) {}
   std::string op() const override { return op_name(op_); }
   std::string vars() const override { return describe(s_); }
 
@@ -218,12 +209,12 @@ class PrefillCase : public TestCase {
     GuardedBuffer d_sel(size_t(shape.indices_count()) * sizeof(int32_t));
     GuardedBuffer d_cnt(size_t(shape.counts_count()) * sizeof(int32_t));
     const SelectionBuffer sel{static_cast<int32_t*>(d_sel.get()), static_cast<int32_t*>(d_cnt.get()), shape};
-    const size_t ws_bytes = prefill_workspace_size(args, sp, op_ == PrefillOp::Reuse ? Role::Reuse : Role::Anchor);
+    const size_t ws_bytes = prefill_workspace_size(args, sp, op_ == Role::Reuse ? Role::Reuse : Role::Anchor);
     DeviceBuffer d_ws(ws_bytes);
 
     std::vector<int32_t> reuse_idx, reuse_cnt, head_map(s_.hkv);
     DeviceBuffer d_map(head_map.size() * sizeof(int32_t));
-    if (op_ == PrefillOp::Reuse) {
+    if (op_ == Role::Reuse) {
       random_selection(s_, sp, shape, rng, reuse_idx, reuse_cnt);
       for (int g = 0; g < s_.hkv; ++g) head_map[g] = static_cast<int32_t>(rng() % uint64_t(s_.hkv));
       d_map.upload(head_map.data(), head_map.size() * sizeof(int32_t));
@@ -231,7 +222,7 @@ class PrefillCase : public TestCase {
 
     auto launch = [&]() {
       d_out.poison();
-      if (op_ == PrefillOp::Reuse) {
+      if (op_ == Role::Reuse) {
         KASCADE_CUDA_CHECK(cudaMemcpy(d_sel.get(), reuse_idx.data(), reuse_idx.size() * 4, cudaMemcpyHostToDevice));
         KASCADE_CUDA_CHECK(cudaMemcpy(d_cnt.get(), reuse_cnt.data(), reuse_cnt.size() * 4, cudaMemcpyHostToDevice));
       } else {
@@ -239,10 +230,10 @@ class PrefillCase : public TestCase {
         d_cnt.poison();
       }
       switch (op_) {
-        case PrefillOp::Dense: prefill_dense(args, sp, nullptr); break;
-        case PrefillOp::Layer0: prefill_anchor(args, sp, true, sel, d_ws.get(), ws_bytes, nullptr); break;
-        case PrefillOp::Anchor: prefill_anchor(args, sp, false, sel, d_ws.get(), ws_bytes, nullptr); break;
-        case PrefillOp::Reuse:
+        case Role::Dense: prefill_dense(args, sp, nullptr); break;
+        case Role::Layer0: prefill_anchor(args, sp, true, sel, d_ws.get(), ws_bytes, nullptr); break;
+        case Role::Anchor: prefill_anchor(args, sp, false, sel, d_ws.get(), ws_bytes, nullptr); break;
+        case Role::Reuse:
           prefill_reuse(args, sp, sel, static_cast<const int32_t*>(d_map.get()), nullptr);
           break;
       }
@@ -281,7 +272,7 @@ class PrefillCase : public TestCase {
     call.params = sp;
     const double tolerance = ref::output_tolerance(s_.dtype);
     const float* q_ref = data.q.values.data();
-    if (op_ == PrefillOp::Reuse) {
+    if (op_ == Role::Reuse) {
       call.role = Role::Reuse;
       call.head_map.assign(head_map.begin(), head_map.end());
       std::vector<ref::Selection> given(batch);
@@ -292,11 +283,11 @@ class PrefillCase : public TestCase {
       const ref::BatchResult expected = ref::prefill_batch(call, q_ref, data.q_indptr.data(), s_.hq, host_kv, &given);
       return verdict(ref::check_close("out", expected.out.data(), out.data(), out_elems, tolerance));
     }
-    call.role = Role::Dense;  // dense output and the oracle's selection
+    call.role = Role::Layer0;  // dense output and the oracle's selection
     const ref::BatchResult dense = ref::prefill_batch(call, q_ref, data.q_indptr.data(), s_.hq, host_kv);
-    if (op_ == PrefillOp::Dense || op_ == PrefillOp::Layer0) {
+    if (op_ == Role::Dense || op_ == Role::Layer0) {
       const std::string close = ref::check_close("out", dense.out.data(), out.data(), out_elems, tolerance);
-      if (!close.empty() || op_ == PrefillOp::Dense) return verdict(close);
+      if (!close.empty() || op_ == Role::Dense) return verdict(close);
     }
     // Selections: equivalent to the oracle's by covered pooled mass, tile by tile.
     std::vector<ref::Selection> actual(batch);
@@ -316,7 +307,7 @@ class PrefillCase : public TestCase {
       if (diff.empty()) diff = ref::compare_selections(pooled, dense.selections[b], actual[b]);
       if (!diff.empty()) return CaseResult::fail("selection of sequence " + std::to_string(b) + ": " + diff);
     }
-    if (op_ == PrefillOp::Layer0) return CaseResult::pass();
+    if (op_ == Role::Layer0) return CaseResult::pass();
     // Anchor output, given the selection the GPU made: the oracle's reuse path, identity map.
     call.role = Role::Reuse;
     const ref::BatchResult given = ref::prefill_batch(call, q_ref, data.q_indptr.data(), s_.hq, host_kv, &actual);
@@ -327,7 +318,7 @@ class PrefillCase : public TestCase {
   static CaseResult verdict(const std::string& problem) {
     return problem.empty() ? CaseResult::pass() : CaseResult::fail(problem);
   }
-  PrefillOp op_;
+  Role op_;
   PrefillSpec s_;
 };
 
@@ -470,7 +461,7 @@ std::vector<PrefillSpec> prefill_specs() {
 
 void make_prefill_cases(CaseList& out) {
   for (const PrefillSpec& s : prefill_specs())
-    for (PrefillOp op : {PrefillOp::Dense, PrefillOp::Layer0, PrefillOp::Anchor, PrefillOp::Reuse})
+    for (Role op : {Role::Dense, Role::Layer0, Role::Anchor, Role::Reuse})
       out.push_back(std::make_unique<PrefillCase>(op, s));
   out.push_back(std::make_unique<PrefillApiErrorsCase>());
 }

@@ -49,13 +49,19 @@ TEST(ReferenceHand, DecodeAnchorSelectsTopTwoPooledKeys) {
   expect_close(r.out[1], weighted({{4, 30}, {6, 40}}));
 }
 
-TEST(ReferenceHand, DecodeDenseIsFullSoftmaxAndStillSelects) {
+TEST(ReferenceHand, DecodeLayer0IsFullSoftmaxAndStillSelects) {
   TinyDecode c;
-  c.call.role = Role::Dense;
+  c.call.role = Role::Layer0;
   const Result r = c.run();
   EXPECT_EQ(row_keys(r.selection, 0, 0), (std::vector<int32_t>{2, 3}));
   expect_close(r.out[0], weighted({{0, 10}, {1, 20}, {2, 30}, {3, 40}}));
   expect_close(r.out[1], weighted({{0, 10}, {2, 20}, {4, 30}, {6, 40}}));
+  // Dense: the same output, nothing selected.
+  c.call.role = Role::Dense;
+  const Result d = c.run();
+  EXPECT_EQ(d.out, r.out);
+  EXPECT_EQ(d.selection.num_sets, 0);
+  EXPECT_TRUE(d.selection.index.empty());
 }
 
 TEST(ReferenceHand, DecodePooledMassIsSumOfGroupSoftmaxes) {
@@ -132,9 +138,9 @@ TEST(ReferenceHand, PrefillAnchorTilesDiagonalAndPartialLastTile) {
   expect_close(r.out[4], weighted({{3, 2}, {2, 5}}));          // {1} + diagonal {4}
 }
 
-TEST(ReferenceHand, PrefillDenseAndPooledMasses) {
+TEST(ReferenceHand, PrefillLayer0AndPooledMasses) {
   TinyPrefill c;
-  c.call.role = Role::Dense;
+  c.call.role = Role::Layer0;
   const Result r = c.run();
   EXPECT_EQ(r.selection.index, (std::vector<int32_t>{-1, 1, 1}));
   expect_close(r.out[4], weighted({{0, 1}, {3, 2}, {1, 3}, {0, 4}, {2, 5}}));
@@ -273,7 +279,7 @@ TEST(ReferenceHand, DenseAndAnchorMakeTheSameSelection) {
   call.params.k_min = 5;
   call.params.tile = 8;
   const Result anchor = c.run(call);
-  call.role = Role::Dense;
+  call.role = Role::Layer0;
   const Result dense = c.run(call);
   EXPECT_EQ(anchor.selection.index, dense.selection.index);
   EXPECT_EQ(anchor.selection.count, dense.selection.count);

@@ -47,13 +47,13 @@ struct AttentionWorkspace {
 };
 
 // Runs `call` (role, phase, params, p0, head map as the oracle takes them) on the view.
-// Dense: exact causal attention; with `select` it also returns the selection layer 0 hands
+// Dense: exact causal attention. Layer0: the same, and it returns the selection layer 0 hands
 // its reuse layers. Anchor: selects and attends to its selection (plus the tile's diagonal in
 // prefill). Reuse: attends to `reuse` (not validated here: it comes from our own anchor, or the
-// caller validated it). Returns the selection (empty for Reuse and for Dense without select).
+// caller validated it). Returns the selection (empty for Dense and Reuse).
 // pool: null runs on the calling thread (callers that parallelise over calls themselves).
 ref::Selection attend(ThreadPool* pool, AttentionWorkspace& workspace, const ref::Call& call,
-                      const AttentionView& view, const ref::Selection* reuse, bool select);
+                      const AttentionView& view, const ref::Selection* reuse);
 
 // Runs fn(i) for i in [0, tasks) on a process-wide pool of `threads` workers (0: all hardware
 // threads), created once and kept (callers that issue many short parallel loops, such as the

@@ -21,16 +21,6 @@
 
 namespace kascade {
 
-const char* to_string(DecodeRole role) {
-  switch (role) {
-    case DecodeRole::Dense: return "dense";
-    case DecodeRole::Layer0: return "layer0";
-    case DecodeRole::Anchor: return "anchor";
-    case DecodeRole::Reuse: return "reuse";
-  }
-  return "?";
-}
-
 namespace {
 
 using cuda::kMaxDecodeSplits;
@@ -73,8 +63,8 @@ struct DecodePlan {
   size_t total_bytes = 0;
 };
 
-bool role_selects(DecodeRole role) { return role == DecodeRole::Layer0 || role == DecodeRole::Anchor; }
-bool role_reads_selection(DecodeRole role) { return role == DecodeRole::Anchor || role == DecodeRole::Reuse; }
+// Whether the call's kernels read a selection buffer (an anchor its own, a reuse layer its anchor's).
+bool role_reads_selection(Role role) { return role == Role::Anchor || role == Role::Reuse; }
 
 void check_shape(const DecodeShape& s) {
   KASCADE_CHECK(s.batch > 0, "decode: batch must be positive, got " << s.batch);
@@ -87,12 +77,12 @@ void check_shape(const DecodeShape& s) {
                 "decode: max_seq_len must be in 1..2^31-1, got " << s.max_seq_len);
 }
 
-DecodePlan plan_decode(const DecodeShape& s, DecodeRole role, const SparsityParams& sp) {
+DecodePlan plan_decode(const DecodeShape& s, Role role, const SparsityParams& sp) {
   check_shape(s);
   const int num_sms = multiprocessor_count();
   DecodePlan plan;
   const int64_t kmax = decode_selection_kmax(s, sp);
-  plan.dense_splits = role == DecodeRole::Reuse ? 0 : choose_splits(s.batch, s.num_kv_heads, s.max_seq_len, num_sms);
+  plan.dense_splits = role == Role::Reuse ? 0 : choose_splits(s.batch, s.num_kv_heads, s.max_seq_len, num_sms);
   plan.sparse_splits = role_reads_selection(role) ? choose_splits(s.batch, s.num_kv_heads, kmax, num_sms) : 0;
   const int splits = std::max(plan.dense_splits, plan.sparse_splits);
   const size_t rows = static_cast<size_t>(s.batch) * s.num_q_heads;
@@ -305,13 +295,13 @@ bool decode_supports(const DecodeShape& shape, const char** why) {
   return reason == nullptr;
 }
 
-size_t decode_workspace_size(const DecodeShape& shape, DecodeRole role, const SparsityParams& sparsity) {
+size_t decode_workspace_size(const DecodeShape& shape, Role role, const SparsityParams& sparsity) {
   return plan_decode(shape, role, sparsity).total_bytes;
 }
 
 void decode_dense(const DecodeTensors& t, const DecodeShape& shape, const SparsityParams& sparsity, Workspace ws,
                   cudaStream_t stream) {
-  const DecodePlan plan = plan_decode(shape, DecodeRole::Dense, sparsity);
+  const DecodePlan plan = plan_decode(shape, Role::Dense, sparsity);
   check_tensors(t, shape, "decode_dense");
   check_workspace(ws, plan, "decode_dense");
   const CallContext c{t, shape, sparsity, plan, ws, stream};
@@ -321,7 +311,7 @@ void decode_dense(const DecodeTensors& t, const DecodeShape& shape, const Sparsi
 
 void decode_layer0(const DecodeTensors& t, const DecodeShape& shape, const SparsityParams& sparsity,
                    const DecodeSelection& selection, Workspace ws, cudaStream_t stream) {
-  const DecodePlan plan = plan_decode(shape, DecodeRole::Layer0, sparsity);
+  const DecodePlan plan = plan_decode(shape, Role::Layer0, sparsity);
   check_tensors(t, shape, "decode_layer0");
   check_workspace(ws, plan, "decode_layer0");
   check_selection(selection, shape, sparsity, "decode_layer0");
@@ -333,7 +323,7 @@ void decode_layer0(const DecodeTensors& t, const DecodeShape& shape, const Spars
 
 void decode_anchor(const DecodeTensors& t, const DecodeShape& shape, const SparsityParams& sparsity,
                    const DecodeSelection& selection, Workspace ws, cudaStream_t stream) {
-  const DecodePlan plan = plan_decode(shape, DecodeRole::Anchor, sparsity);
+  const DecodePlan plan = plan_decode(shape, Role::Anchor, sparsity);
   check_tensors(t, shape, "decode_anchor");
   check_workspace(ws, plan, "decode_anchor");
   check_selection(selection, shape, sparsity, "decode_anchor");
@@ -346,7 +336,7 @@ void decode_anchor(const DecodeTensors& t, const DecodeShape& shape, const Spars
 
 void decode_reuse(const DecodeTensors& t, const DecodeShape& shape, const SparsityParams& sparsity,
                   const DecodeSelection& selection, const int32_t* head_map, Workspace ws, cudaStream_t stream) {
-  const DecodePlan plan = plan_decode(shape, DecodeRole::Reuse, sparsity);
+  const DecodePlan plan = plan_decode(shape, Role::Reuse, sparsity);
   check_tensors(t, shape, "decode_reuse");
   check_workspace(ws, plan, "decode_reuse");
   check_selection(selection, shape, sparsity, "decode_reuse");

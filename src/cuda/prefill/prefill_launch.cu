@@ -246,7 +246,7 @@ SelectionShape prefill_selection_shape(const PrefillBatch& batch, int num_kv_hea
 size_t prefill_workspace_size(const PrefillArgs& args, const SparsityParams& sp, Role role) {
   check_args(args);
   const BatchGeometry g = inspect_batch(args.host, sp);
-  if (role != Role::Anchor) return 0;
+  if (!role_selects(role)) return 0;
   return workspace_layout(args, sp, g).total;
 }
 

@@ -661,7 +661,7 @@ ref::Selection decode_with_selection(ThreadPool* pool, AttentionWorkspace& ws, c
 }  // namespace
 
 ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call& call, const AttentionView& view,
-                      const ref::Selection* reuse, bool select) {
+                      const ref::Selection* reuse) {
   const AttentionView& v = view;
   KASCADE_CHECK(v.hq >= 1 && v.hkv >= 1 && v.hq % v.hkv == 0 && v.d >= 1 && v.nq >= 1 && v.n >= v.nq,
                 "cpu attention: bad shape hq=" << v.hq << " hkv=" << v.hkv << " nq=" << v.nq << " n=" << v.n
@@ -682,21 +682,21 @@ ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call&
     });
     return sel;
   }
-  if (call.role == Role::Dense && !select && s.decode()) {
+  if (call.role == Role::Dense && s.decode()) {
     dense_decode(pool, ws, s);
     return sel;
   }
-  if (call.role == Role::Dense && !select && v.d <= kFlashMaxHeadDim) {
+  if (call.role == Role::Dense && v.d <= kFlashMaxHeadDim) {
     dense_prefill(pool, s);
     return sel;
   }
-  if (call.role == Role::Dense && !select) {
+  if (call.role == Role::Dense) {
     run_tasks(pool, v.hq * tiles, [&](int task) { dense_rows(s, task / tiles, task % tiles); });
     return sel;
   }
 
   if (s.decode()) return decode_with_selection(pool, ws, s, call.role != Role::Anchor, call.role == Role::Anchor);
-  // Dense with selection, or Anchor: tile by tile.
+  // Layer0 or Anchor: tile by tile.
   const int sets = ref::num_selection_sets(call, v.hkv);
   const int heads_per_set = call.params.pooling == Pooling::All ? v.hq : s.group;
   sel = ref::Selection::empty(sets, tiles, selection_width(call, v.n));
@@ -715,7 +715,7 @@ ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call&
       } else {
         softmax_rows(s, h, tau, head_probs(h), stride);
       }
-      if (call.role == Role::Dense) dense_from_probs(s, h, tau, head_probs(h), stride);
+      if (call.role == Role::Layer0) dense_from_probs(s, h, tau, head_probs(h), stride);
     });
     run_tasks(pool, sets, [&](int set) {
       float* mass = ws.mass.data() + static_cast<size_t>(set) * v.n;

@@ -401,8 +401,8 @@ void CudaCore::prepare(Geometry& g) {
   }
   if (!override_ && g.decode > 0) {
     const DecodeShape shape = decode_shape(g.decode);
-    for (DecodeRole role : {DecodeRole::Dense, DecodeRole::Layer0, DecodeRole::Anchor, DecodeRole::Reuse}) {
-      if (role == DecodeRole::Dense || schedule_) {
+    for (Role role : {Role::Dense, Role::Layer0, Role::Anchor, Role::Reuse}) {
+      if (role == Role::Dense || schedule_) {
         workspace = std::max(workspace, decode_workspace_size(shape, role, sizing));
       }
     }
