@@ -186,6 +186,19 @@ std::vector<int> identity_row(int kv_heads) {
 
 }  // namespace
 
+std::vector<int> best_evaluation_per_anchor_count(const ChoiceResult& choice) {
+  std::vector<int> best;
+  for (size_t i = 0; i < choice.evaluations.size(); ++i) {
+    const Evaluation& e = choice.evaluations[i];
+    const size_t m = e.anchors.size();
+    if (best.size() <= m) best.resize(m + 1, -1);
+    if (best[m] < 0 || better_loss(e.loss, choice.evaluations[static_cast<size_t>(best[m])].loss)) {
+      best[m] = static_cast<int>(i);
+    }
+  }
+  return best;
+}
+
 ChoiceResult choose_plan(const std::vector<CandidatePlan>& candidates, const std::vector<StatisticProposal>& proposals,
                          const PlanScorer& score, const ChoiceConfig& config, const ChoiceProgress& progress) {
   KASCADE_CHECK(!candidates.empty(), "choose_plan: no candidate plans");
@@ -292,17 +305,9 @@ ChoiceResult choose_plan(const std::vector<CandidatePlan>& candidates, const std
   if (!config.search_every_count) {
     search_from(result.best_candidate);
   } else {
-    // The best candidate of every anchor count, in increasing count.
-    std::map<size_t, int> best_of_count;
-    for (int i = 0; i < static_cast<int>(result.evaluations.size()); ++i) {
-      const size_t m = result.evaluations[static_cast<size_t>(i)].anchors.size();
-      auto it = best_of_count.find(m);
-      if (it == best_of_count.end() || better_loss(result.evaluations[static_cast<size_t>(i)].loss,
-                                                   result.evaluations[static_cast<size_t>(it->second)].loss)) {
-        best_of_count[m] = i;
-      }
-    }
-    for (const auto& [m, start] : best_of_count) search_from(start);
+    // The best candidate of every anchor count, in increasing count (only candidates are scored yet).
+    for (int start : best_evaluation_per_anchor_count(result))
+      if (start >= 0) search_from(start);
   }
   // The chosen plan: the best final plan of the searches (the earlier search on a tie).
   const CountSearch* winner = &result.searches.front();

@@ -381,19 +381,6 @@ Plan evaluation_plan(const CalibrationRun& run, int index, const CalibrationTarg
   return plan;
 }
 
-std::vector<int> best_evaluation_per_anchor_count(const ChoiceResult& choice) {
-  std::vector<int> best;
-  for (size_t i = 0; i < choice.evaluations.size(); ++i) {
-    const Evaluation& e = choice.evaluations[i];
-    const size_t m = e.anchors.size();
-    if (best.size() <= m) best.resize(m + 1, -1);
-    if (best[m] < 0 || better_loss(e.loss, choice.evaluations[static_cast<size_t>(best[m])].loss)) {
-      best[m] = static_cast<int>(i);
-    }
-  }
-  return best;
-}
-
 // ---- the report -------------------------------------------------------------------------------
 
 namespace {

@@ -133,6 +133,10 @@ struct ChoiceResult {
   int chosen = -1;                      // index of the final plan
 };
 
+// For every anchor count m, the index of the lowest-loss evaluation with m anchors (better_loss;
+// the earlier on a tie), -1 where none was scored; indexed by m (size: the largest m + 1).
+std::vector<int> best_evaluation_per_anchor_count(const ChoiceResult& choice);
+
 // Called after every scored plan: (evaluations so far, the latest).
 using ChoiceProgress = std::function<void(int scored, const Evaluation& latest)>;
 

@@ -149,10 +149,6 @@ CalibrationRun run_calibration(const engine::Model& model, const DevMix& mix, co
 Plan evaluation_plan(const CalibrationRun& run, int index, const CalibrationTarget& target,
                      const PlanProvenance& provenance);
 
-// For every anchor count m, the index of the lowest-loss evaluation with m anchors (better_loss;
-// the earlier on a tie), -1 where none was scored; indexed by m (size: the largest m + 1).
-std::vector<int> best_evaluation_per_anchor_count(const ChoiceResult& choice);
-
 // The report (format kascade-calibration-report, version 2): the dev set, both statistics (as
 // report_to_json, with the decode-row counts and the share of minima they set for `paper`),
 // every evaluated plan with its loss per kind, the search path and the chosen plan.
