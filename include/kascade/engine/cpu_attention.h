@@ -43,7 +43,6 @@ struct AttentionView {
 struct AttentionWorkspace {
   std::vector<float> probs, mass;
   std::vector<float> partial;  // decode: per (query head, key chunk) max, sum and d weighted values
-  std::vector<int32_t> order;
 };
 
 // Runs `call` (role, phase, params, p0, head map as the oracle takes them) on the view.

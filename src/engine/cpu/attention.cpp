@@ -507,18 +507,6 @@ void normalise_decode_row(const Shape& s, float* row) {
   scale_in_place(row, n, 1.0f / sum);
 }
 
-// Writes the k largest of mass[0..b) into out, ascending; ties toward the lower index.
-void select_top_k(const float* mass, int b, int k, int32_t* order, int32_t* out) {
-  for (int i = 0; i < b; ++i) order[i] = i;
-  if (k < b) {
-    std::nth_element(order, order + k, order + b, [mass](int32_t x, int32_t y) {
-      return mass[x] > mass[y] || (mass[x] == mass[y] && x < y);
-    });
-    std::sort(order, order + k);
-  }
-  std::copy(order, order + k, out);
-}
-
 int selection_width(const ref::Call& call, int n) {
   const SparsityParams& sp = call.params;
   if (call.phase == Phase::Decode) return static_cast<int>(budget_k(n, sp.rho, sp.k_min, sp.k_multiple));
@@ -704,7 +692,6 @@ ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call&
   const int64_t stride = v.n;
   ws.probs.resize(static_cast<size_t>(v.hq) * max_rows * stride);
   ws.mass.resize(static_cast<size_t>(sets) * v.n);
-  ws.order.resize(static_cast<size_t>(sets) * v.n);
   for (int tau = 0; tau < tiles; ++tau) {
     const int t0 = s.t_begin(tau), t1 = s.t_end(tau), b = s.prefix(tau);
     auto head_probs = [&](int h) { return ws.probs.data() + static_cast<size_t>(h) * max_rows * stride; };
@@ -729,7 +716,8 @@ ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call&
         }
       }
       const int k = ref::tile_budget(call, tau, v.n);
-      select_top_k(mass, b, k, ws.order.data() + static_cast<size_t>(set) * v.n, sel.row(set, tau));
+      thread_local TopKScratch top_k_scratch;  // one per thread that runs set tasks
+      select_top_k(nullptr, mass, b, k, top_k_scratch, sel.row(set, tau));
       sel.count[static_cast<size_t>(set) * tiles + tau] = k;
     });
     if (call.role == Role::Anchor) {
