@@ -1,6 +1,7 @@
 // tests/gpu/engine/engine_check_util.h — what engine-gpu-check and engine-soak share: random
-// models built in memory (a fixed seed), random token ids, and the comparison of two logit rows
-// (top-1 where the margin is clear, max |difference| in row stds, relative L2 of centred logits).
+// models built in memory (a fixed seed), random token ids, the comparison of two logit rows
+// (top-1 where the margin is clear, max |difference| in row stds, relative L2 of centred logits)
+// and their option values' parsing.
 //
 //   const Model m = random_model(smollm2_shape(), 42, kFlatGain);
 //   RowStats stats;  stats.add(reference_row, row, vocab, kBatchVsSingle);  stats.passed();
@@ -10,6 +11,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <random>
 #include <string>
 #include <vector>
@@ -18,6 +20,7 @@
 
 #include "kascade/engine/backend.h"
 #include "kascade/engine/model.h"
+#include "kascade/error.h"
 
 namespace kascade::engine_check {
 
@@ -27,6 +30,33 @@ using kascade::engine::ModelConfig;
 // Rows whose CPU top-1 margin is below this share of the row's std are near-ties that bf16
 // rounding may legitimately flip (the top-2 gap of 49152 Gaussian logits is ~0.2 std on average).
 constexpr double kMarginSigmas = 0.25;
+// A command-line value as an integer / a number within [low, high], or one error line naming the flag.
+inline long long to_integer(const std::string& flag, const std::string& value, long long low, long long high) {
+  size_t used = 0;
+  long long v = 0;
+  try {
+    v = std::stoll(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  KASCADE_CHECK(used == value.size() && !value.empty() && v >= low && v <= high,
+                flag << ": expected an integer in [" << low << ", " << high << "], got '" << value << "'");
+  return v;
+}
+
+inline double to_real(const std::string& flag, const std::string& value, double low, double high) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  KASCADE_CHECK(used == value.size() && !value.empty() && v >= low && v <= high,
+                flag << ": expected a number in [" << low << ", " << high << "], got '" << value << "'");
+  return v;
+}
+
 constexpr double kFlatGain = 1.5;  // q/k entry std: scores of std ~2, as flat as random models get
 
 // Bounds on one row's difference from its reference, in units of the reference row's std.

@@ -54,6 +54,7 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -633,15 +634,7 @@ int run_real_model(const Options& o, const Plan& plan, const std::string& device
 }
 
 int to_int(const std::string& flag, const std::string& value) {
-  size_t used = 0;
-  int v = 0;
-  try {
-    v = std::stoi(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  KASCADE_CHECK(used == value.size() && v > 0, flag << ": expected a positive integer, got '" << value << "'");
-  return v;
+  return static_cast<int>(kascade::engine_check::to_integer(flag, value, 1, std::numeric_limits<int>::max()));
 }
 
 Options parse(int argc, char** argv) {

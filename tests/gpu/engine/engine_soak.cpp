@@ -78,6 +78,8 @@ using kascade::engine::CudaOptions;
 using kascade::engine::CudaWeights;
 using kascade::engine::ModelConfig;
 using kascade::engine_check::RowStats;
+using kascade::engine_check::to_integer;
+using kascade::engine_check::to_real;
 using Json = nlohmann::json;
 
 constexpr double kMiB = 1024.0 * 1024.0;
@@ -131,32 +133,6 @@ const char* const kUsage =
     "  --no-memory-check  skip the cudaMemGetInfo checks (under compute-sanitizer)\n"
     "  --out JSON       write the summary there\n"
     "exit status: 0 every check passed, 1 a check failed, 2 bad usage or an error\n";
-
-long long to_integer(const std::string& flag, const std::string& value, long long low, long long high) {
-  size_t used = 0;
-  long long v = 0;
-  try {
-    v = std::stoll(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  KASCADE_CHECK(used == value.size() && !value.empty() && v >= low && v <= high,
-                flag << ": expected an integer in [" << low << ", " << high << "], got '" << value << "'");
-  return v;
-}
-
-double to_real(const std::string& flag, const std::string& value, double low, double high) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  KASCADE_CHECK(used == value.size() && !value.empty() && v >= low && v <= high,
-                flag << ": expected a number in [" << low << ", " << high << "], got '" << value << "'");
-  return v;
-}
 
 std::vector<std::string> split_variants(const std::string& list) {
   std::vector<std::string> out;
