@@ -4,7 +4,9 @@
 #
 #   scripts/setup.sh            # install + build into build/
 #   KASCADE_SKIP_INSTALL=1 scripts/setup.sh   # build only
+#   KASCADE_SKIP_BUILD=1 scripts/setup.sh     # install only
 #   KASCADE_BUILD_DIR=out scripts/setup.sh    # another build directory
+#   KASCADE_BUILD_TARGETS="kascade" scripts/setup.sh   # only these targets (default: all)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
@@ -43,10 +45,17 @@ if [[ "${KASCADE_SKIP_INSTALL:-0}" != "1" ]]; then
   pip_install --no-deps -r scripts/requirements-nodeps.txt
 fi
 
+if [[ "${KASCADE_SKIP_BUILD:-0}" == "1" ]]; then
+  log "installed; build skipped (KASCADE_SKIP_BUILD=1)"
+  exit 0
+fi
+
 jobs="${KASCADE_JOBS:-$(nproc)}"
 log "configure ${build_dir} (extra: ${KASCADE_CMAKE_ARGS:-none})"
 # shellcheck disable=SC2086
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${KASCADE_CMAKE_ARGS:-} >/dev/null
-log "build (${jobs} jobs)"
-cmake --build "$build_dir" -j "$jobs"
+targets="${KASCADE_BUILD_TARGETS:-all}"
+log "build ${targets} (${jobs} jobs)"
+# shellcheck disable=SC2086
+cmake --build "$build_dir" -j "$jobs" --target $targets
 log "done: ${build_dir}/bin/kascade"

@@ -6,6 +6,8 @@
 #   scripts/test_python.sh                      # what CI runs
 #   KASCADE_PY_VENV=/path/venv scripts/test_python.sh
 #   KASCADE_CUDA=AUTO scripts/test_python.sh -m gpu   # on a GPU machine: with the CUDA kernels
+#   KASCADE_PY_VENV_ONLY=1 scripts/test_python.sh     # only create the venv (scripts/test.sh runs
+#                                                     # this beside the C++ build: it is downloads)
 #
 # The venv (about 7 GB: torch's wheel carries CUDA libraries) lives outside the clone, named after
 # the requirements' hash, so that later runs on the same machine reuse it; the default model's
@@ -29,6 +31,7 @@ if [[ ! -x "$venv/bin/python" || ! -f "$venv/.complete" ]]; then
   touch "$venv/.complete"
 fi
 log "environment ready after $(( $(date +%s) - start )) s"
+if [[ "${KASCADE_PY_VENV_ONLY:-0}" == "1" ]]; then exit 0; fi
 
 log "pip install --no-build-isolation . (KASCADE_CUDA=${KASCADE_CUDA:-OFF})"
 KASCADE_CUDA="${KASCADE_CUDA:-OFF}" "$venv/bin/python" -m pip install -q --disable-pip-version-check \
