@@ -6,10 +6,15 @@
 //
 // Growing frees the old block (cudaFree waits for the device) and, when asked, keeps its leading
 // bytes; buffers only move, never copy.
+//
+// device_buffer_totals() counts what every DeviceBuffer of the program holds right now, so that a
+// long-running check can tell its own device memory apart from what the CUDA runtime, the driver
+// and cuBLAS keep, which cudaMemGetInfo sees as well.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cstddef>
 #include <utility>
 
@@ -17,6 +22,26 @@
 #include "kascade/error.h"
 
 namespace kascade::cuda {
+
+struct DeviceBufferTotals {
+  long long bytes = 0;   // bytes held by live DeviceBuffers
+  long long blocks = 0;  // their cudaMalloc blocks
+  bool operator==(const DeviceBufferTotals& o) const { return bytes == o.bytes && blocks == o.blocks; }
+  bool operator!=(const DeviceBufferTotals& o) const { return !(*this == o); }
+};
+
+namespace detail {
+inline std::atomic<long long> g_buffer_bytes{0};
+inline std::atomic<long long> g_buffer_blocks{0};
+inline void count_block(size_t bytes, int sign) {
+  g_buffer_bytes += sign * static_cast<long long>(bytes);
+  g_buffer_blocks += sign;
+}
+}  // namespace detail
+
+inline DeviceBufferTotals device_buffer_totals() {
+  return DeviceBufferTotals{detail::g_buffer_bytes.load(), detail::g_buffer_blocks.load()};
+}
 
 class DeviceBuffer {
  public:
@@ -30,7 +55,9 @@ class DeviceBuffer {
     return *this;
   }
   ~DeviceBuffer() {
-    if (data_) cudaFree(data_);  // no throw from a destructor; a failure here has no remedy
+    if (!data_) return;
+    cudaFree(data_);  // no throw from a destructor; a failure here has no remedy
+    detail::count_block(bytes_, -1);
   }
 
   // Makes the buffer at least `bytes` long; with keep_bytes > 0 the first keep_bytes survive.
@@ -38,15 +65,20 @@ class DeviceBuffer {
     if (bytes <= bytes_) return;
     void* grown = nullptr;
     KASCADE_CUDA_CHECK(cudaMalloc(&grown, bytes));
+    detail::count_block(bytes, +1);
     if (keep_bytes > 0 && data_) {
       const cudaError_t status = cudaMemcpy(grown, data_, keep_bytes < bytes_ ? keep_bytes : bytes_,
                                             cudaMemcpyDeviceToDevice);
       if (status != cudaSuccess) {
         cudaFree(grown);
+        detail::count_block(bytes, -1);
         throw_cuda_error("cudaMemcpy (growing a device buffer)", status);
       }
     }
-    if (data_) KASCADE_CUDA_CHECK(cudaFree(data_));
+    if (data_) {
+      KASCADE_CUDA_CHECK(cudaFree(data_));
+      detail::count_block(bytes_, -1);
+    }
     data_ = grown;
     bytes_ = bytes;
   }
