@@ -131,11 +131,11 @@ void DecodeMode::measure_shape(const CommonOptions& o, const ModelShape& m, int 
     ws_bytes = std::max(ws_bytes, decode_workspace_size(shape, role, sp));
   }
   DeviceMemory ws(ws_bytes);
-  const int sets = decode_selection_sets(shape, sp);
-  const int64_t k_max = decode_selection_kmax(shape, sp);
-  DeviceMemory sel_indices(static_cast<size_t>(batch) * sets * k_max * 4),
-      sel_counts(static_cast<size_t>(batch) * sets * 4);
-  const DecodeSelection sel{sel_indices.as<int32_t>(), sel_counts.as<int32_t>(), sets, k_max};
+  Selection sel = decode_selection(shape, sp);
+  DeviceMemory sel_indices(static_cast<size_t>(sel.indices_count()) * 4),
+      sel_counts(static_cast<size_t>(sel.counts_count()) * 4);
+  sel.indices = sel_indices.as<int32_t>();
+  sel.counts = sel_counts.as<int32_t>();
   const Workspace workspace{ws.ptr, ws_bytes};
 
   auto run_role = [&](Role role, cudaStream_t stream) {

@@ -170,35 +170,34 @@ void PrefillMode::measure_shape(const CommonOptions& o, const ModelShape& m, int
 
   SparsityParams sp;
   sp.rho = o.rho;
-  PrefillArgs a;
-  a.q = q.ptr;
-  a.q_indptr = d_q_indptr.as<int32_t>();
-  a.num_q_heads = m.hq;
-  a.kv.k = k_pool.ptr;
-  a.kv.v = v_pool.ptr;
-  a.kv.dtype = DType::BF16;
-  a.kv.batch = 1;
-  a.kv.num_kv_heads = m.hkv;
-  a.kv.head_dim = m.head_dim;
-  a.kv.page_size = kPageSize;
-  a.kv.set_packed_strides();
-  a.kv.page_indptr = d_page_indptr.as<int32_t>();
-  a.kv.page_indices = d_page_indices.as<int32_t>();
-  a.kv.seq_lens = d_seq_lens.as<int32_t>();
-  a.out = out.ptr;
-  a.host = {1, q_indptr.data(), seq_lens.data()};
-  const SelectionShape shape = prefill_selection_shape(a.host, m.hkv, sp);
-  DeviceMemory sel_idx(size_t(shape.indices_count()) * 4), sel_cnt(size_t(shape.counts_count()) * 4);
-  const SelectionBuffer sel{sel_idx.as<int32_t>(), sel_cnt.as<int32_t>(), shape};
-  const size_t ws_bytes = prefill_workspace_size(a, sp, kascade::Role::Anchor);
+  PagedKV kv;
+  kv.k = k_pool.ptr;
+  kv.v = v_pool.ptr;
+  kv.dtype = DType::BF16;
+  kv.batch = 1;
+  kv.num_kv_heads = m.hkv;
+  kv.head_dim = m.head_dim;
+  kv.page_size = kPageSize;
+  kv.set_packed_strides();
+  kv.page_indptr = d_page_indptr.as<int32_t>();
+  kv.page_indices = d_page_indices.as<int32_t>();
+  kv.seq_lens = d_seq_lens.as<int32_t>();
+  const PrefillShape shape{1, m.hq, m.hkv, m.head_dim, DType::BF16, q_indptr.data(), seq_lens.data()};
+  const PrefillTensors t{q.ptr, out.ptr, kv, m.hq, d_q_indptr.as<int32_t>()};
+  Selection sel = prefill_selection(shape, sp);
+  DeviceMemory sel_idx(size_t(sel.indices_count()) * 4), sel_cnt(size_t(sel.counts_count()) * 4);
+  sel.indices = sel_idx.as<int32_t>();
+  sel.counts = sel_cnt.as<int32_t>();
+  const size_t ws_bytes = prefill_workspace_size(shape, Role::Anchor, sp);
   DeviceMemory ws(ws_bytes);
+  const Workspace workspace{ws.ptr, ws_bytes};
 
   auto run_role = [&](Role role) {
     switch (role) {
-      case Role::Dense: prefill_dense(a, sp, nullptr); break;
-      case Role::Layer0: prefill_anchor(a, sp, true, sel, ws.ptr, ws_bytes, nullptr); break;
-      case Role::Anchor: prefill_anchor(a, sp, false, sel, ws.ptr, ws_bytes, nullptr); break;
-      case Role::Reuse: prefill_reuse(a, sp, sel, nullptr, nullptr); break;
+      case Role::Dense: prefill_dense(t, shape, sp, workspace, nullptr); break;
+      case Role::Layer0: prefill_layer0(t, shape, sp, sel, workspace, nullptr); break;
+      case Role::Anchor: prefill_anchor(t, shape, sp, sel, workspace, nullptr); break;
+      case Role::Reuse: prefill_reuse(t, shape, sp, sel, nullptr, workspace, nullptr); break;
     }
   };
   const std::map<Role, double> flops = role_flops(m, n, sp);
@@ -221,8 +220,7 @@ void PrefillMode::measure_shape(const CommonOptions& o, const ModelShape& m, int
       PhaseEvents events;
       timer.median_ms(reps, [&] {
         events.start_run();
-        cuda::prefill::prefill_anchor_observed(a, sp, role == Role::Layer0, sel, ws.ptr, ws_bytes, nullptr,
-                                               &events);
+        cuda::prefill::prefill_selecting_observed(role, t, shape, sp, sel, workspace, nullptr, &events);
       });
       r["phases_ms"] = events.median_ms(reps);
       std::printf("%-13s n=%-6d %-7s phases (ms): %s\n", m.name.c_str(), n, to_string(role), r["phases_ms"].dump().c_str());

@@ -303,7 +303,12 @@ DecodeCall validate_decode(const char* op, const DecodeInputs& in) {
     check_dims(op, in.sel_indices, {batch, dims[0], 1, dims[2]},
                "batch, selection sets, 1, k_max = budget_k(max_seq_len)");
     check_dims(op, in.sel_counts, {batch, dims[0], 1}, "batch, selection sets, 1");
-    c.selection = DecodeSelection{i32(in.sel_indices), i32(in.sel_counts), static_cast<int>(dims[0]), dims[2]};
+    c.selection.indices = i32(in.sel_indices);
+    c.selection.counts = i32(in.sel_counts);
+    c.selection.batch = batch;
+    c.selection.num_sets = static_cast<int>(dims[0]);
+    c.selection.max_tiles = 1;
+    c.selection.k_max = dims[2];
   }
   if (in.role == Role::Reuse) {
     check_same_device(op, q, in.head_map);
@@ -370,12 +375,8 @@ PrefillCall validate_prefill(const char* op, const PrefillInputs& in) {
   const auto dims = prefill_selection_dims(in.q_indptr_host, in.seq_lens_host, kv.num_kv_heads, c.params);
   for (int64_t x : in.q_indptr_host) c.q_indptr_host.push_back(static_cast<int32_t>(x));
   for (int64_t x : in.seq_lens_host) c.seq_lens_host.push_back(static_cast<int32_t>(x));
-  c.args.q = q.data;
-  c.args.q_indptr = i32(in.q_indptr);
-  c.args.num_q_heads = hq;
-  c.args.kv = kv;
-  c.args.out = in.out.data;
-  c.args.host = PrefillBatch{batch, c.q_indptr_host.data(), c.seq_lens_host.data()};
+  c.shape = PrefillShape{batch, hq, kv.num_kv_heads, d, kv.dtype, c.q_indptr_host.data(), c.seq_lens_host.data()};
+  c.tensors = PrefillTensors{q.data, in.out.data, kv, hq, i32(in.q_indptr)};
   c.num_pages = in.k_cache.sizes[0];
 
   if (in.role != Role::Dense) {
@@ -389,8 +390,10 @@ PrefillCall validate_prefill(const char* op, const PrefillInputs& in) {
     check_dims(op, in.sel_counts, {dims[0], dims[1], dims[2]}, "batch, selection sets, max tiles");
     c.selection.indices = i32(in.sel_indices);
     c.selection.counts = i32(in.sel_counts);
-    c.selection.shape = SelectionShape{static_cast<int>(dims[1]), static_cast<int>(dims[2]),
-                                       static_cast<int>(dims[3]), batch};
+    c.selection.batch = batch;
+    c.selection.num_sets = static_cast<int>(dims[1]);
+    c.selection.max_tiles = static_cast<int>(dims[2]);
+    c.selection.k_max = dims[3];
   }
   if (in.role == Role::Reuse) {
     check_same_device(op, q, in.head_map);
@@ -400,12 +403,11 @@ PrefillCall validate_prefill(const char* op, const PrefillInputs& in) {
   if (role_selects(in.role)) {
     check_same_device(op, q, in.workspace);
     check_workspace(op, in.workspace);
-    c.workspace = in.workspace.data;
-    c.workspace_bytes = static_cast<size_t>(in.workspace.numel());
+    c.workspace = Workspace{in.workspace.data, static_cast<size_t>(in.workspace.numel())};
   }
   if (c.device == DeviceKind::CPU) {
     for (int b = 0; b <= batch; ++b)
-      KASCADE_CHECK(c.args.q_indptr[b] == c.q_indptr_host[b], op << ": q_indptr[" << b << "] = " << c.args.q_indptr[b]
+      KASCADE_CHECK(c.tensors.q_indptr[b] == c.q_indptr_host[b], op << ": q_indptr[" << b << "] = " << c.tensors.q_indptr[b]
                                                                  << " differs from q_indptr_host[" << b
                                                                  << "] = " << c.q_indptr_host[b]);
     for (int b = 0; b < batch; ++b)
@@ -418,8 +420,8 @@ PrefillCall validate_prefill(const char* op, const PrefillInputs& in) {
                     op << ": sequence " << b << " has no query rows (q_indptr_host[" << b << "] == ["
                        << b + 1 << "])");
   } else if (role_selects(in.role)) {
-    const size_t need = cuda_prefill_workspace_size(c.args, c.params);
-    KASCADE_CHECK(c.workspace_bytes >= need, op << ": workspace has " << c.workspace_bytes
+    const size_t need = cuda_prefill_workspace_size(c.shape, c.role, c.params);
+    KASCADE_CHECK(c.workspace.bytes >= need, op << ": workspace has " << c.workspace.bytes
                                                 << " bytes, this call needs " << need
                                                 << " (ask kascade.prefill_workspace_size)");
   }

@@ -3,7 +3,8 @@
 // register.cpp turns each torch tensor into an OpTensor (pointer, element type, sizes, strides,
 // device) and calls validate_decode() / validate_prefill(), which check every shape, dtype,
 // device and layout rule and return a DecodeCall / PrefillCall holding the library's own structs
-// (PagedKV, SparsityParams, ...). ops_cpu.cpp runs a validated call through the reference oracle,
+// (shape, tensors, Selection, Workspace, SparsityParams: the arguments of kascade/attention.h and
+// attention_prefill.h). ops_cpu.cpp runs a validated call through the reference oracle,
 // ops_cuda.cpp through the CUDA kernels, so both devices see exactly the same checks.
 //
 // The KV cache of one layer is two 4-D tensors k_cache, v_cache with dims [pages, page_size, Hkv, D]
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "kascade/attention.h"
+#include "kascade/attention_prefill.h"
 #include "kascade/kv_cache.h"
 #include "kascade/tensor.h"
 #include "kascade/types.h"
@@ -82,7 +84,7 @@ struct DecodeCall {
   DecodeShape shape;
   SparsityParams params;
   DecodeTensors tensors;
-  DecodeSelection selection;
+  Selection selection;
   const int32_t* head_map = nullptr;  // null: identity
   Workspace workspace;
   int64_t num_pages = 0;  // extent of k_cache's first dim (CPU bounds checks)
@@ -103,13 +105,13 @@ struct PrefillCall {
   Role role = Role::Dense;
   DeviceKind device = DeviceKind::CPU;
   int device_index = -1;
+  PrefillShape shape;                   // its host arrays point into the vectors below
   SparsityParams params;
-  PrefillArgs args;                     // args.host points into the vectors below
+  PrefillTensors tensors;
   std::vector<int32_t> q_indptr_host, seq_lens_host;
-  SelectionBuffer selection;
+  Selection selection;
   const int32_t* head_map = nullptr;
-  void* workspace = nullptr;
-  size_t workspace_bytes = 0;
+  Workspace workspace;
   int64_t num_pages = 0;
 };
 
@@ -133,7 +135,6 @@ bool built_with_cuda();
 void cuda_synchronize(void* stream);
 // Workspace bytes of the CUDA kernels for a shape (0 on a build without CUDA: never called then).
 size_t cuda_decode_workspace_size(const DecodeShape& shape, Role role, const SparsityParams& sp);
-// Prefill: the anchor's (layer 0's) workspace; dense and reuse calls need none.
-size_t cuda_prefill_workspace_size(const PrefillArgs& args, const SparsityParams& sp);
+size_t cuda_prefill_workspace_size(const PrefillShape& shape, Role role, const SparsityParams& sp);
 
 }  // namespace kascade::torch_ops

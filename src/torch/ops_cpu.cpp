@@ -44,37 +44,32 @@ void narrow(const std::vector<float>& values, DType dtype, void* data) {
   }
 }
 
-// Caller's buffer geometry: indices [B, S, tiles, k_max], counts [B, S, tiles].
-struct SelectionView {
-  int32_t* indices;
-  int32_t* counts;
-  int sets, tiles;
-  int64_t k_max;
-  int32_t* row(int b, int s, int tau) const {
-    return indices + ((static_cast<int64_t>(b) * sets + s) * tiles + tau) * k_max;
-  }
-  int32_t& count(int b, int s, int tau) const { return counts[(static_cast<int64_t>(b) * sets + s) * tiles + tau]; }
-};
+// The caller's buffer (kascade::Selection): indices [B, S, tiles, k_max], counts [B, S, tiles].
+int64_t slot_of(const Selection& buf, int b, int s, int tau) {
+  return (static_cast<int64_t>(b) * buf.num_sets + s) * buf.max_tiles + tau;
+}
+int32_t* row_of(const Selection& buf, int b, int s, int tau) { return buf.indices + slot_of(buf, b, s, tau) * buf.k_max; }
+int32_t& count_of(const Selection& buf, int b, int s, int tau) { return buf.counts[slot_of(buf, b, s, tau)]; }
 
-void store_selections(const char* op, const std::vector<ref::Selection>& sels, const SelectionView& buf) {
+void store_selections(const char* op, const std::vector<ref::Selection>& sels, const Selection& buf) {
   for (size_t b = 0; b < sels.size(); ++b) {
     const ref::Selection& sel = sels[b];
-    KASCADE_CHECK(sel.num_sets == buf.sets && sel.num_tiles <= buf.tiles && sel.k_max <= buf.k_max,
+    KASCADE_CHECK(sel.num_sets == buf.num_sets && sel.num_tiles <= buf.max_tiles && sel.k_max <= buf.k_max,
                   op << ": internal: sequence " << b << "'s selection [" << sel.num_sets << ", " << sel.num_tiles
-                     << ", " << sel.k_max << "] does not fit the buffer [" << buf.sets << ", " << buf.tiles << ", "
-                     << buf.k_max << "]");
+                     << ", " << sel.k_max << "] does not fit the buffer [" << buf.num_sets << ", " << buf.max_tiles
+                     << ", " << buf.k_max << "]");
     const int bi = static_cast<int>(b);
-    for (int s = 0; s < buf.sets; ++s) {
-      for (int tau = 0; tau < buf.tiles; ++tau) {
-        int32_t* row = buf.row(bi, s, tau);
+    for (int s = 0; s < buf.num_sets; ++s) {
+      for (int tau = 0; tau < buf.max_tiles; ++tau) {
+        int32_t* row = row_of(buf, bi, s, tau);
         std::fill(row, row + buf.k_max, -1);
         if (tau >= sel.num_tiles) {
-          buf.count(bi, s, tau) = 0;
+          count_of(buf, bi, s, tau) = 0;
           continue;
         }
         const int c = sel.row_count(s, tau);
         std::copy(sel.row(s, tau), sel.row(s, tau) + c, row);
-        buf.count(bi, s, tau) = c;
+        count_of(buf, bi, s, tau) = c;
       }
     }
   }
@@ -82,14 +77,14 @@ void store_selections(const char* op, const std::vector<ref::Selection>& sels, c
 
 // Sequence b's selection out of the caller's buffer, its first `tiles` tiles; the oracle
 // validates it against the call (ascending candidates, counts within the budget).
-ref::Selection load_selection(const char* op, const SelectionView& buf, int b, int tiles) {
-  ref::Selection sel = ref::Selection::empty(buf.sets, tiles, static_cast<int>(buf.k_max));
-  for (int s = 0; s < buf.sets; ++s) {
+ref::Selection load_selection(const char* op, const Selection& buf, int b, int tiles) {
+  ref::Selection sel = ref::Selection::empty(buf.num_sets, tiles, static_cast<int>(buf.k_max));
+  for (int s = 0; s < buf.num_sets; ++s) {
     for (int tau = 0; tau < tiles; ++tau) {
-      const int32_t c = buf.count(b, s, tau);
+      const int32_t c = count_of(buf, b, s, tau);
       KASCADE_CHECK(c >= 0 && c <= buf.k_max, op << ": sel_counts[" << b << ", " << s << ", " << tau << "] = " << c
                                                  << " is outside 0.." << buf.k_max);
-      std::copy(buf.row(b, s, tau), buf.row(b, s, tau) + buf.k_max, sel.row(s, tau));
+      std::copy(row_of(buf, b, s, tau), row_of(buf, b, s, tau) + buf.k_max, sel.row(s, tau));
       sel.count[static_cast<size_t>(s) * tiles + tau] = c;
     }
   }
@@ -121,7 +116,7 @@ void run_decode_cpu(const DecodeCall& c) {
   call.phase = Phase::Decode;
   call.params = c.params;
   call.role = c.role;
-  const SelectionView buf{c.selection.indices, c.selection.counts, c.selection.num_sets, 1, c.selection.k_max};
+  const Selection& buf = c.selection;
   std::vector<ref::Selection> reuse;
   if (c.role == Role::Reuse) {
     call.head_map = host_head_map(c.head_map, s.num_kv_heads);
@@ -136,31 +131,29 @@ void run_decode_cpu(const DecodeCall& c) {
 }
 
 void run_prefill_cpu(const PrefillCall& c) {
-  const PrefillArgs& a = c.args;
-  const int batch = a.host.batch;
-  const size_t rows = static_cast<size_t>(a.host.q_indptr_host[batch]) * a.num_q_heads * a.kv.head_dim;
-  const std::vector<float> q = widen(a.q, a.kv.dtype, rows);
+  const PrefillShape& s = c.shape;
+  const size_t rows = static_cast<size_t>(s.q_indptr_host[s.batch]) * s.num_q_heads * s.head_dim;
+  const std::vector<float> q = widen(c.tensors.q, s.dtype, rows);
   ref::Call call;
   call.phase = Phase::Prefill;
   call.params = c.params;
   call.role = c.role;
-  const SelectionView buf{c.selection.indices, c.selection.counts, c.selection.shape.num_selections,
-                          c.selection.shape.max_tiles, c.selection.shape.k_max};
+  const Selection& buf = c.selection;
   std::vector<ref::Selection> reuse;
   if (c.role == Role::Reuse) {
-    call.head_map = host_head_map(c.head_map, a.kv.num_kv_heads);
-    for (int b = 0; b < batch; ++b) {
-      const int64_t p1 = a.host.seq_lens_host[b];
-      const int64_t p0 = p1 - (a.host.q_indptr_host[b + 1] - a.host.q_indptr_host[b]);
+    call.head_map = host_head_map(c.head_map, s.num_kv_heads);
+    for (int b = 0; b < s.batch; ++b) {
+      const int64_t p1 = s.seq_lens_host[b];
+      const int64_t p0 = p1 - (s.q_indptr_host[b + 1] - s.q_indptr_host[b]);
       reuse.push_back(load_selection(c.op, buf, b, static_cast<int>(num_tiles(p0, p1, c.params.tile))));
     }
   }
   ref::BatchResult r;
   with_op_name(c.op, [&] {
-    r = ref::prefill_batch(call, q.data(), a.host.q_indptr_host, a.num_q_heads, a.kv,
+    r = ref::prefill_batch(call, q.data(), s.q_indptr_host, s.num_q_heads, c.tensors.kv,
                            c.role == Role::Reuse ? &reuse : nullptr);
   });
-  narrow(r.out, a.kv.dtype, a.out);
+  narrow(r.out, s.dtype, c.tensors.out);
   if (role_selects(c.role)) store_selections(c.op, r.selections, buf);
 }
 

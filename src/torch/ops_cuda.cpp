@@ -23,8 +23,8 @@ size_t cuda_decode_workspace_size(const DecodeShape& shape, Role role, const Spa
   return decode_workspace_size(shape, role, sp);
 }
 
-size_t cuda_prefill_workspace_size(const PrefillArgs& args, const SparsityParams& sp) {
-  return prefill_workspace_size(args, sp, Role::Anchor);
+size_t cuda_prefill_workspace_size(const PrefillShape& shape, Role role, const SparsityParams& sp) {
+  return prefill_workspace_size(shape, role, sp);
 }
 
 void run_decode_cuda(const DecodeCall& c, void* stream) {
@@ -40,16 +40,14 @@ void run_decode_cuda(const DecodeCall& c, void* stream) {
 }
 
 void run_prefill_cuda(const PrefillCall& c, void* stream) {
-  const auto s = static_cast<CUstream_st*>(stream);
+  const auto s = static_cast<cudaStream_t>(stream);
   switch (c.role) {
-    case Role::Dense: prefill_dense(c.args, c.params, s); break;
-    case Role::Layer0:
-      prefill_anchor(c.args, c.params, /*dense_output=*/true, c.selection, c.workspace, c.workspace_bytes, s);
+    case Role::Dense: prefill_dense(c.tensors, c.shape, c.params, c.workspace, s); break;
+    case Role::Layer0: prefill_layer0(c.tensors, c.shape, c.params, c.selection, c.workspace, s); break;
+    case Role::Anchor: prefill_anchor(c.tensors, c.shape, c.params, c.selection, c.workspace, s); break;
+    case Role::Reuse:
+      prefill_reuse(c.tensors, c.shape, c.params, c.selection, c.head_map, c.workspace, s);
       break;
-    case Role::Anchor:
-      prefill_anchor(c.args, c.params, /*dense_output=*/false, c.selection, c.workspace, c.workspace_bytes, s);
-      break;
-    case Role::Reuse: prefill_reuse(c.args, c.params, c.selection, c.head_map, s); break;
   }
 }
 
@@ -64,7 +62,7 @@ namespace {
 bool built_with_cuda() { return false; }
 void cuda_synchronize(void*) { no_cuda(); }
 size_t cuda_decode_workspace_size(const DecodeShape&, Role, const SparsityParams&) { no_cuda(); }
-size_t cuda_prefill_workspace_size(const PrefillArgs&, const SparsityParams&) { no_cuda(); }
+size_t cuda_prefill_workspace_size(const PrefillShape&, Role, const SparsityParams&) { no_cuda(); }
 void run_decode_cuda(const DecodeCall&, void*) { no_cuda(); }
 void run_prefill_cuda(const PrefillCall&, void*) { no_cuda(); }
 

@@ -298,22 +298,10 @@ int64_t prefill_workspace_size(std::vector<int64_t> q_indptr_host, std::vector<i
   if (!on_cuda(device) || !role_selects(r)) return 0;
   KASCADE_CHECK(built_with_cuda(), op << ": this build does not include the CUDA kernels (it was built without nvcc)");
   std::vector<int32_t> qi(q_indptr_host.begin(), q_indptr_host.end()), sl(seq_lens_host.begin(), seq_lens_host.end());
-  // The size depends on the shape alone; the kernels' argument check also wants non-null,
-  // 16-byte aligned pointers, so it gets placeholders that nothing reads.
-  alignas(16) static const int32_t placeholder[4] = {0, 0, 0, 0};
-  PrefillArgs a;
-  a.q = a.kv.k = a.kv.v = placeholder;
-  a.q_indptr = a.kv.page_indptr = a.kv.page_indices = a.kv.seq_lens = placeholder;
-  a.num_q_heads = static_cast<int>(num_q_heads);
-  a.kv.dtype = float_dtype(op, dtype);
-  a.kv.batch = static_cast<int>(sl.size());
-  a.kv.num_kv_heads = static_cast<int>(num_kv_heads);
-  a.kv.head_dim = static_cast<int>(head_dim);
-  a.kv.page_size = 16;
-  a.kv.set_packed_strides();
-  a.host = PrefillBatch{static_cast<int>(sl.size()), qi.data(), sl.data()};
+  const PrefillShape shape{static_cast<int>(sl.size()), static_cast<int>(num_q_heads), static_cast<int>(num_kv_heads),
+                           static_cast<int>(head_dim), float_dtype(op, dtype), qi.data(), sl.data()};
   torch::stable::accelerator::DeviceGuard guard(device.has_index() ? device.index() : 0);
-  return static_cast<int64_t>(cuda_prefill_workspace_size(a, sp));
+  return static_cast<int64_t>(cuda_prefill_workspace_size(shape, r, sp));
 }
 
 std::string parse_plan(std::string text, std::string name) { return to_json(kascade::parse_plan(text, name)); }

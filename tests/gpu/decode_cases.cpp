@@ -226,8 +226,9 @@ class DecodeCase : public TestCase {
     PagedCache cache;
     cache.build(s_, s_.lens, 0, rng);
 
-    const int sets = decode_selection_sets(shape, sp);
-    const int64_t k_max = decode_selection_kmax(shape, sp);
+    const Selection geometry = decode_selection(shape, sp);
+    const int sets = geometry.num_sets;
+    const int64_t k_max = geometry.k_max;
     const size_t out_elems = static_cast<size_t>(batch) * s_.hq * d;
     DeviceBuffer d_q(q.bits.size() * 2);
     d_q.upload(q.bits.data(), q.bits.size() * 2);
@@ -256,7 +257,7 @@ class DecodeCase : public TestCase {
     t.out = d_out.get();
     t.kv = cache.device_view();
     t.num_q_heads = s_.hq;
-    const DecodeSelection sel{static_cast<int32_t*>(d_sel.get()), static_cast<int32_t*>(d_counts.get()), sets, k_max};
+    const Selection sel = selection_on(geometry, d_sel.get(), d_counts.get());
     auto launch = [&]() {
       const Workspace ws{d_ws.get(), ws_bytes};
       switch (s_.role) {
@@ -390,8 +391,9 @@ class DecodeGraphCase : public TestCase {
       d_q.back()->upload(q.back().bits.data(), q_elems * 2);
       d_out.push_back(std::make_unique<GuardedBuffer>(q_elems * 2));
     }
-    const int sets = decode_selection_sets(shape, sp);
-    const int64_t k_max = decode_selection_kmax(shape, sp);
+    const Selection geometry = decode_selection(shape, sp);
+    const int sets = geometry.num_sets;
+    const int64_t k_max = geometry.k_max;
     const size_t sel_bytes = static_cast<size_t>(batch) * sets * k_max * 4, count_bytes = static_cast<size_t>(batch) * sets * 4;
     GuardedBuffer d_sel0(sel_bytes), d_counts0(count_bytes), d_sel2(sel_bytes), d_counts2(count_bytes);
     const std::vector<int32_t> head_map = {1, 1};
@@ -403,8 +405,8 @@ class DecodeGraphCase : public TestCase {
     }
     DeviceBuffer d_ws(ws_bytes);
     const Workspace ws{d_ws.get(), ws_bytes};
-    const DecodeSelection sel0{static_cast<int32_t*>(d_sel0.get()), static_cast<int32_t*>(d_counts0.get()), sets, k_max};
-    const DecodeSelection sel2{static_cast<int32_t*>(d_sel2.get()), static_cast<int32_t*>(d_counts2.get()), sets, k_max};
+    const Selection sel0 = selection_on(geometry, d_sel0.get(), d_counts0.get());
+    const Selection sel2 = selection_on(geometry, d_sel2.get(), d_counts2.get());
     // Layers 0 and 3 read cache A, layers 1 and 2 cache B.
     auto tensors = [&](int layer) {
       DecodeTensors t;
@@ -528,7 +530,8 @@ class DecodeApiErrorsCase : public TestCase {
     if (problem.empty()) problem = expect_error("group", [&] { (void)decode_workspace_size(bad_group, Role::Dense, sp); });
     if (problem.empty()) {
       problem = expect_error("selection", [&] {
-        DecodeSelection sel{nullptr, nullptr, 2, 1};
+        Selection sel = decode_selection(shape, sp);
+        sel.k_max -= 1;  // one key short of budget_k(max_seq_len)
         decode_anchor(t, shape, sp, sel, {nullptr, 0}, nullptr);
       });
     }
@@ -552,8 +555,9 @@ class DecodeReuseGuardsCase : public TestCase {
     PagedCache cache;
     cache.build(s, s.lens, 0, rng);
     const StorageArray q = random_storage(s.dtype, static_cast<size_t>(batch) * s.hq * d, 2.5f, rng);
-    const int sets = decode_selection_sets(shape, sp);
-    const int64_t k_max = decode_selection_kmax(shape, sp);
+    const Selection geometry = decode_selection(shape, sp);
+    const int sets = geometry.num_sets;
+    const int64_t k_max = geometry.k_max;
     std::vector<int32_t> indices, counts;
     random_selection(cache.lens, sp, sets, k_max, rng, indices, counts);
     // Corrupt entry 5 of set 1 of every sequence: the oracle's expectation drops that entry.
@@ -581,7 +585,7 @@ class DecodeReuseGuardsCase : public TestCase {
     t.out = d_out.get();
     t.kv = cache.device_view();
     t.num_q_heads = s.hq;
-    const DecodeSelection sel{static_cast<int32_t*>(d_sel.get()), static_cast<int32_t*>(d_counts.get()), sets, k_max};
+    const Selection sel = selection_on(geometry, d_sel.get(), d_counts.get());
     decode_reuse(t, shape, sp, sel, static_cast<const int32_t*>(d_map.get()), {d_ws.get(), ws_bytes}, nullptr);
     KASCADE_CUDA_CHECK(cudaDeviceSynchronize());
     const std::string guard = d_out.check_guards("out");

@@ -216,6 +216,16 @@ void make_device_inputs(const SelectSpec& s, const SelectionInputs& in, int64_t 
   a.sparsity.pooling = Pooling::Group;
 }
 
+// A decode selection buffer (one tile) of `sets` x `k_max` per row over device buffers.
+Selection decode_rows_selection(int batch, int sets, int64_t k_max, void* indices, void* counts) {
+  Selection sel;
+  sel.batch = batch;
+  sel.num_sets = sets;
+  sel.max_tiles = 1;
+  sel.k_max = k_max;
+  return selection_on(sel, indices, counts);
+}
+
 CaseResult run_select(const SelectSpec& s) {
   std::mt19937_64 rng(s.seed);
   const SelectionInputs in = build_inputs(s, rng);
@@ -228,8 +238,7 @@ CaseResult run_select(const SelectSpec& s) {
   // 0x7f7f7f7f: neither a key position nor the -1 padding, so every unwritten element shows.
   KASCADE_CUDA_CHECK(cudaMemset(d_indices.get(), 0x7f, d_indices.bytes()));
   KASCADE_CUDA_CHECK(cudaMemset(d_counts.get(), 0x7f, d_counts.bytes()));
-  dev.args.selection = DecodeSelection{static_cast<int32_t*>(d_indices.get()), static_cast<int32_t*>(d_counts.get()),
-                                       s.sets, k_max};
+  dev.args.selection = decode_rows_selection(in.batch, s.sets, k_max, d_indices.get(), d_counts.get());
   if (s.rule == Rule::Streaming) {
     ps::streaming(dev.args, nullptr);
   } else {
@@ -289,7 +298,7 @@ CaseResult run_selection_errors() {
   DeviceInputs dev;
   make_device_inputs(s, in, 16, dev);
   GuardedBuffer d_indices(16 * 3 * sizeof(int32_t)), d_counts(3 * sizeof(int32_t));
-  dev.args.selection = DecodeSelection{static_cast<int32_t*>(d_indices.get()), static_cast<int32_t*>(d_counts.get()), 1, 16};
+  dev.args.selection = decode_rows_selection(1, 1, 16, d_indices.get(), d_counts.get());
   std::string e = expect_error("quest with 9 query heads per kv head", [&] { ps::quest(dev.args, nullptr); });
   if (e.empty()) {
     ps::Args a = dev.args;

@@ -22,6 +22,7 @@
 
 #include "common/cuda_check.h"
 #include "common/device_buffer.h"
+#include "kascade/attention.h"
 #include "kascade/tensor.h"
 
 namespace kascade::gpu_test {
@@ -78,5 +79,12 @@ StorageArray random_storage(DType dtype, size_t count, float amplitude, std::mt1
 
 // Widens device-layout 16-bit storage values to fp32.
 std::vector<float> widen(DType dtype, const std::vector<uint16_t>& bits);
+
+// A selection of `geometry` (decode_selection / prefill_selection) over device buffers.
+inline Selection selection_on(Selection geometry, void* indices, void* counts) {
+  geometry.indices = static_cast<int32_t*>(indices);
+  geometry.counts = static_cast<int32_t*>(counts);
+  return geometry;
+}
 
 }  // namespace kascade::gpu_test

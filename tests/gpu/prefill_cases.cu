@@ -131,32 +131,29 @@ struct PrefillBatchData {
     kv.seq_lens = device ? static_cast<const int32_t*>(d_seq_lens.get()) : seq_lens.data();
     return kv;
   }
-  PrefillArgs args(const PrefillSpec& c, void* out) const {
-    PrefillArgs a;
-    a.q = d_q.get();
-    a.q_indptr = static_cast<const int32_t*>(d_q_indptr.get());
-    a.num_q_heads = c.hq;
-    a.kv = paged(c, true);
-    a.out = out;
-    a.host = {static_cast<int>(c.seqs.size()), q_indptr.data(), seq_lens.data()};
-    return a;
+  PrefillShape shape(const PrefillSpec& c) const {
+    return PrefillShape{static_cast<int>(c.seqs.size()), c.hq, c.hkv, c.head_dim, c.dtype, q_indptr.data(),
+                        seq_lens.data()};
+  }
+  PrefillTensors tensors(const PrefillSpec& c, void* out) const {
+    return PrefillTensors{d_q.get(), out, paged(c, true), c.hq, static_cast<const int32_t*>(d_q_indptr.get())};
   }
 };
 
 // Sequence b's slice of a selection buffer [B, S, max_tiles, k_max] as an oracle selection with
 // the sequence's tile count; tiles past it must have count 0.
 std::string slice_selection(const std::vector<int32_t>& idx, const std::vector<int32_t>& cnt,
-                            const SelectionShape& shape, int b, int tiles, ref::Selection& out) {
-  out = ref::Selection::empty(shape.num_selections, tiles, shape.k_max);
-  for (int s = 0; s < shape.num_selections; ++s) {
-    for (int tau = 0; tau < shape.max_tiles; ++tau) {
-      const size_t slot = (size_t(b) * shape.num_selections + s) * shape.max_tiles + tau;
+                            const Selection& geometry, int b, int tiles, ref::Selection& out) {
+  out = ref::Selection::empty(geometry.num_sets, tiles, static_cast<int>(geometry.k_max));
+  for (int s = 0; s < geometry.num_sets; ++s) {
+    for (int tau = 0; tau < geometry.max_tiles; ++tau) {
+      const size_t slot = (size_t(b) * geometry.num_sets + s) * geometry.max_tiles + tau;
       if (tau >= tiles) {
         if (cnt[slot] != 0) return "tile " + std::to_string(tau) + " past the sequence's last tile has a count";
         continue;
       }
       out.count[size_t(s) * tiles + tau] = cnt[slot];
-      std::copy_n(idx.begin() + slot * shape.k_max, shape.k_max, out.row(s, tau));
+      std::copy_n(idx.begin() + slot * geometry.k_max, geometry.k_max, out.row(s, tau));
     }
   }
   return "";
@@ -164,15 +161,15 @@ std::string slice_selection(const std::vector<int32_t>& idx, const std::vector<i
 
 // A random valid selection per sequence: each row a random count in 0..k_tau (full and empty rows
 // included) of distinct ascending candidates < b.
-void random_selection(const PrefillSpec& c, const SparsityParams& sp, const SelectionShape& shape,
+void random_selection(const PrefillSpec& c, const SparsityParams& sp, const Selection& geometry,
                       std::mt19937_64& rng, std::vector<int32_t>& idx, std::vector<int32_t>& cnt) {
-  idx.assign(size_t(shape.indices_count()), -1);
-  cnt.assign(size_t(shape.counts_count()), 0);
+  idx.assign(size_t(geometry.indices_count()), -1);
+  cnt.assign(size_t(geometry.counts_count()), 0);
   std::vector<int32_t> pool;
   for (size_t b = 0; b < c.seqs.size(); ++b) {
     const int p1 = c.seqs[b].p1, p0 = p1 - c.seqs[b].nq;
     const int tiles = static_cast<int>(num_tiles(p0, p1, c.tile));
-    for (int s = 0; s < shape.num_selections; ++s) {
+    for (int s = 0; s < geometry.num_sets; ++s) {
       for (int tau = 0; tau < tiles; ++tau) {
         const int prefix = static_cast<int>(tile_begin(p0, tau, c.tile));
         const int k = static_cast<int>(tile_budget(sp.rolling(), prefix, p1, sp.rho, sp.k_min, sp.k_multiple));
@@ -182,9 +179,9 @@ void random_selection(const PrefillSpec& c, const SparsityParams& sp, const Sele
         std::iota(pool.begin(), pool.end(), 0);
         std::shuffle(pool.begin(), pool.end(), rng);
         std::sort(pool.begin(), pool.begin() + count);
-        const size_t slot = (b * shape.num_selections + s) * shape.max_tiles + tau;
+        const size_t slot = (b * geometry.num_sets + s) * geometry.max_tiles + tau;
         cnt[slot] = count;
-        std::copy_n(pool.begin(), count, idx.begin() + slot * shape.k_max);
+        std::copy_n(pool.begin(), count, idx.begin() + slot * geometry.k_max);
       }
     }
   }
@@ -204,18 +201,20 @@ class PrefillCase : public TestCase {
     const int batch = static_cast<int>(s_.seqs.size());
     const size_t out_elems = size_t(data.q_indptr.back()) * s_.hq * s_.head_dim;
     GuardedBuffer d_out(out_elems * 2);
-    const PrefillArgs args = data.args(s_, d_out.get());
-    const SelectionShape shape = prefill_selection_shape(args.host, s_.hkv, sp);
-    GuardedBuffer d_sel(size_t(shape.indices_count()) * sizeof(int32_t));
-    GuardedBuffer d_cnt(size_t(shape.counts_count()) * sizeof(int32_t));
-    const SelectionBuffer sel{static_cast<int32_t*>(d_sel.get()), static_cast<int32_t*>(d_cnt.get()), shape};
-    const size_t ws_bytes = prefill_workspace_size(args, sp, op_ == Role::Reuse ? Role::Reuse : Role::Anchor);
+    const PrefillShape shape = data.shape(s_);
+    const PrefillTensors tensors = data.tensors(s_, d_out.get());
+    const Selection geometry = prefill_selection(shape, sp);
+    GuardedBuffer d_sel(size_t(geometry.indices_count()) * sizeof(int32_t));
+    GuardedBuffer d_cnt(size_t(geometry.counts_count()) * sizeof(int32_t));
+    const Selection sel = selection_on(geometry, d_sel.get(), d_cnt.get());
+    const size_t ws_bytes = prefill_workspace_size(shape, op_, sp);
     DeviceBuffer d_ws(ws_bytes);
+    const Workspace ws{d_ws.get(), ws_bytes};
 
     std::vector<int32_t> reuse_idx, reuse_cnt, head_map(s_.hkv);
     DeviceBuffer d_map(head_map.size() * sizeof(int32_t));
     if (op_ == Role::Reuse) {
-      random_selection(s_, sp, shape, rng, reuse_idx, reuse_cnt);
+      random_selection(s_, sp, geometry, rng, reuse_idx, reuse_cnt);
       for (int g = 0; g < s_.hkv; ++g) head_map[g] = static_cast<int32_t>(rng() % uint64_t(s_.hkv));
       d_map.upload(head_map.data(), head_map.size() * sizeof(int32_t));
     }
@@ -230,11 +229,11 @@ class PrefillCase : public TestCase {
         d_cnt.poison();
       }
       switch (op_) {
-        case Role::Dense: prefill_dense(args, sp, nullptr); break;
-        case Role::Layer0: prefill_anchor(args, sp, true, sel, d_ws.get(), ws_bytes, nullptr); break;
-        case Role::Anchor: prefill_anchor(args, sp, false, sel, d_ws.get(), ws_bytes, nullptr); break;
+        case Role::Dense: prefill_dense(tensors, shape, sp, ws, nullptr); break;
+        case Role::Layer0: prefill_layer0(tensors, shape, sp, sel, ws, nullptr); break;
+        case Role::Anchor: prefill_anchor(tensors, shape, sp, sel, ws, nullptr); break;
         case Role::Reuse:
-          prefill_reuse(args, sp, sel, static_cast<const int32_t*>(d_map.get()), nullptr);
+          prefill_reuse(tensors, shape, sp, sel, static_cast<const int32_t*>(d_map.get()), ws, nullptr);
           break;
       }
       KASCADE_CUDA_CHECK(cudaDeviceSynchronize());
@@ -246,8 +245,8 @@ class PrefillCase : public TestCase {
     auto collect = [&]() {
       Outputs r;
       r.out.resize(out_elems);
-      r.idx.resize(size_t(shape.indices_count()));
-      r.cnt.resize(size_t(shape.counts_count()));
+      r.idx.resize(size_t(geometry.indices_count()));
+      r.cnt.resize(size_t(geometry.counts_count()));
       d_out.download(r.out.data(), out_elems * 2);
       d_sel.download(r.idx.data(), r.idx.size() * 4);
       d_cnt.download(r.cnt.data(), r.cnt.size() * 4);
@@ -278,7 +277,7 @@ class PrefillCase : public TestCase {
       std::vector<ref::Selection> given(batch);
       for (int b = 0; b < batch; ++b) {
         const int tiles = static_cast<int>(num_tiles(s_.seqs[b].p1 - s_.seqs[b].nq, s_.seqs[b].p1, s_.tile));
-        slice_selection(reuse_idx, reuse_cnt, shape, b, tiles, given[b]);
+        slice_selection(reuse_idx, reuse_cnt, geometry, b, tiles, given[b]);
       }
       const ref::BatchResult expected = ref::prefill_batch(call, q_ref, data.q_indptr.data(), s_.hq, host_kv, &given);
       return verdict(ref::check_close("out", expected.out.data(), out.data(), out_elems, tolerance));
@@ -303,7 +302,7 @@ class PrefillCase : public TestCase {
                       s_.head_dim * sizeof(float));
       ref::gather_sequence(host_kv, b, k_seq, v_seq);
       const ref::Pooled pooled = ref::pooled_mass(seq_call, q_seq.data(), k_seq.data(), s_.hq, s_.hkv, nq, n, s_.head_dim);
-      std::string diff = slice_selection(first.idx, first.cnt, shape, b, pooled.num_tiles, actual[b]);
+      std::string diff = slice_selection(first.idx, first.cnt, geometry, b, pooled.num_tiles, actual[b]);
       if (diff.empty()) diff = ref::compare_selections(pooled, dense.selections[b], actual[b]);
       if (!diff.empty()) return CaseResult::fail("selection of sequence " + std::to_string(b) + ": " + diff);
     }
@@ -334,12 +333,13 @@ class PrefillApiErrorsCase : public TestCase {
     PrefillBatchData data;
     data.build(spec, rng);
     DeviceBuffer d_out(size_t(40) * 8 * 128 * 2);
-    const PrefillArgs good = data.args(spec, d_out.get());
+    const PrefillShape good_shape = data.shape(spec);
+    const PrefillTensors good = data.tensors(spec, d_out.get());
     const SparsityParams sp = sparsity_of(spec);
-    const SelectionShape shape = prefill_selection_shape(good.host, spec.hkv, sp);
-    DeviceBuffer d_sel(size_t(shape.indices_count()) * 4 + 4), d_cnt(size_t(shape.counts_count()) * 4);
-    const SelectionBuffer sel{static_cast<int32_t*>(d_sel.get()), static_cast<int32_t*>(d_cnt.get()), shape};
-    const size_t ws_bytes = prefill_workspace_size(good, sp, Role::Anchor);
+    const Selection geometry = prefill_selection(good_shape, sp);
+    DeviceBuffer d_sel(size_t(geometry.indices_count()) * 4 + 4), d_cnt(size_t(geometry.counts_count()) * 4);
+    const Selection sel = selection_on(geometry, d_sel.get(), d_cnt.get());
+    const size_t ws_bytes = prefill_workspace_size(good_shape, Role::Anchor, sp);
     DeviceBuffer d_ws(ws_bytes);
 
     std::vector<std::string> failures;
@@ -351,44 +351,48 @@ class PrefillApiErrorsCase : public TestCase {
         if (std::string(e.what()).empty()) failures.push_back(std::string(what) + ": empty message");
       }
     };
+    // Each misuse changes one thing of a call that is otherwise valid.
     expect_error("head dim 96", [&] {
-      PrefillArgs a = good;
-      a.kv.head_dim = 96;
-      prefill_dense(a, sp, nullptr);
+      PrefillShape s = good_shape;
+      PrefillTensors t = good;
+      s.head_dim = t.kv.head_dim = 96;
+      prefill_dense(t, s, sp, {}, nullptr);
     });
     expect_error("f32 storage", [&] {
-      PrefillArgs a = good;
-      a.kv.dtype = DType::F32;
-      prefill_dense(a, sp, nullptr);
+      PrefillShape s = good_shape;
+      PrefillTensors t = good;
+      s.dtype = t.kv.dtype = DType::F32;
+      prefill_dense(t, s, sp, {}, nullptr);
     });
     expect_error("Hq not a multiple of Hkv", [&] {
-      PrefillArgs a = good;
-      a.num_q_heads = 7;
-      prefill_dense(a, sp, nullptr);
+      PrefillShape s = good_shape;
+      PrefillTensors t = good;
+      s.num_q_heads = t.num_q_heads = 7;
+      prefill_dense(t, s, sp, {}, nullptr);
     });
     expect_error("tile 48", [&] {
       SparsityParams bad = sp;
       bad.tile = 48;
-      prefill_dense(good, bad, nullptr);
+      prefill_dense(good, good_shape, bad, {}, nullptr);
     });
     expect_error("more queries than keys", [&] {
       const int32_t lens[1] = {30};
-      PrefillArgs a = good;
-      a.host.seq_lens_host = lens;
-      prefill_dense(a, sp, nullptr);
+      PrefillShape s = good_shape;
+      s.seq_lens_host = lens;
+      prefill_dense(good, s, sp, {}, nullptr);
     });
     expect_error("small workspace", [&] {
-      prefill_anchor(good, sp, false, sel, d_ws.get(), ws_bytes - 1, nullptr);
+      prefill_anchor(good, good_shape, sp, sel, {d_ws.get(), ws_bytes - 1}, nullptr);
     });
     expect_error("selection shape", [&] {
-      SelectionBuffer wrong = sel;
-      wrong.shape.k_max += 1;
-      prefill_reuse(good, sp, wrong, nullptr, nullptr);
+      Selection wrong = sel;
+      wrong.k_max += 1;
+      prefill_reuse(good, good_shape, sp, wrong, nullptr, {}, nullptr);
     });
     expect_error("misaligned q", [&] {
-      PrefillArgs a = good;
-      a.q = static_cast<const char*>(a.q) + 2;
-      prefill_dense(a, sp, nullptr);
+      PrefillTensors t = good;
+      t.q = static_cast<const char*>(t.q) + 2;
+      prefill_dense(t, good_shape, sp, {}, nullptr);
     });
     KASCADE_CUDA_CHECK(cudaDeviceSynchronize());
     if (failures.empty()) return CaseResult::pass();

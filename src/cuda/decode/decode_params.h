@@ -3,7 +3,7 @@
 // Layering: decode_split_kernel.cuh (one pass over a split of the keys of one (sequence, kv head),
 // for every query head of the group) -> decode_combine (merges the splits, normalises) -> for the
 // selecting roles, topk/pooled_topk (pooled probabilities, radix select). decode_launch.cu composes
-// them per Role; the host-side chooser (plan_decode) fixes splits and the workspace layout.
+// them per Role; its host-side chooser (decode_launch) fixes splits and the workspace layout.
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -1,16 +1,18 @@
-// anchor_phases.h — the anchor's launch sequence seen phase by phase, for the benchmark.
+// anchor_phases.h — the launch sequence of layer 0 and the anchor seen phase by phase, for the
+// benchmark.
 //
-// prefill_anchor (kascade/attention_prefill.h) runs four phases: the exact row LSE (with the
-// dense output for layer 0), the pooled mass and the per-tile top-k (alternating, one chunk of
-// tiles at a time) and the sparse pass. prefill_anchor_observed is the same call with an observer
-// told, on the call's stream, when each launch of a phase begins and ends, so that a benchmark can
-// record CUDA events around them and add up the time of each phase:
+// prefill_anchor (kascade/attention_prefill.h) runs four phases: the exact row LSE, the pooled
+// mass and the per-tile top-k (alternating, one chunk of tiles at a time) and the sparse pass;
+// prefill_layer0 the first three (its LSE pass writes the dense output). prefill_selecting_observed
+// is either call with an observer told, on the call's stream, when each launch of a phase begins
+// and ends, so that a benchmark can record CUDA events around them and add up the time of each
+// phase:
 //
 //   struct Events : kascade::cuda::prefill::AnchorPhaseObserver {
 //     void begin(AnchorPhase phase, cudaStream_t s) override { /* cudaEventRecord(start, s) */ }
 //     void end(AnchorPhase phase, cudaStream_t s) override { /* cudaEventRecord(stop, s) */ }
 //   };
-//   prefill_anchor_observed(args, sp, false, sel, ws, ws_bytes, stream, &events);
+//   prefill_selecting_observed(kascade::Role::Anchor, tensors, shape, sp, sel, ws, stream, &events);
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -32,9 +34,10 @@ class AnchorPhaseObserver {
   virtual void end(AnchorPhase phase, cudaStream_t stream) = 0;
 };
 
-// prefill_anchor with an observer (nullptr: none, exactly prefill_anchor).
-void prefill_anchor_observed(const PrefillArgs& args, const SparsityParams& sp, bool dense_output,
-                             const SelectionBuffer& selection, void* workspace, size_t workspace_bytes,
-                             cudaStream_t stream, AnchorPhaseObserver* observer);
+// prefill_layer0 (role Layer0) or prefill_anchor (role Anchor) with an observer (nullptr: none,
+// exactly that call).
+void prefill_selecting_observed(Role role, const PrefillTensors& t, const PrefillShape& shape,
+                                const SparsityParams& sparsity, const Selection& selection, Workspace ws,
+                                cudaStream_t stream, AnchorPhaseObserver* observer);
 
 }  // namespace kascade::cuda::prefill

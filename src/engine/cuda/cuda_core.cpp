@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "common/cuda_check.h"
+#include "common/workspace_layout.h"
 #include "kascade/attention.h"
 #include "kascade/attention_prefill.h"
 #include "kascade/budget.h"
@@ -38,6 +39,8 @@ namespace {
 
 using cuda::bf16;
 using kascade::cuda::DeviceBuffer;
+using kascade::cuda::WorkspaceLayout;
+using kascade::cuda::WorkspaceSlice;
 
 constexpr int kInitialPagesPerSequence = 64;  // 1024 tokens before the first growth
 constexpr int64_t kMinLengthBound = int64_t{kInitialPagesPerSequence} * kPageSize;
@@ -54,9 +57,22 @@ int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 }  // namespace
 
-// Where the current step's arrays live in host_meta_ (and, at the same offsets, in meta_). The
-// order puts every array of a decode-only step at offsets that depend on its batch size alone,
-// so that a captured graph's pointers stay valid for every later step of that size.
+// The attention calls' launch layout of a step, the same for every layer: the two calls' shapes,
+// their KV-cache geometry (each layer adds its own pools), each layer's selection (geometry and
+// slot buffers; only layers with a slot have one) and the workspace.
+struct StepAttention {
+  DecodeShape decode;
+  PrefillShape prefill;
+  PagedKV decode_kv, prefill_kv;
+  const int32_t* prefill_q_indptr = nullptr;  // device
+  std::vector<Selection> decode_selections, prefill_selections;  // per layer
+  Workspace workspace;
+};
+
+// The current step's layout: its rows, where its int32 arrays live in host_meta_ (and, at the same
+// offsets, in meta_) and its attention calls. The order of the arrays puts every array of a
+// decode-only step at offsets that depend on its batch size alone, so that a captured graph's
+// pointers stay valid for every later step of that size.
 struct CudaCore::Geometry {
   std::vector<CudaSegment>* segments = nullptr;
   int total = 0;        // rows (tokens) of the step
@@ -66,9 +82,10 @@ struct CudaCore::Geometry {
   bool graph = false;   // replayed from a CUDA graph
   std::vector<int> row;          // per segment: its first row
   std::vector<int> first_logit;  // per segment: its first logit row, or -1
-  // offsets (in int32) of the arrays
-  size_t ids = 0, positions = 0, slots = 0, logit_row_ids = 0, dec_seq_lens = 0, dec_page_indptr = 0,
-         pf_seq_lens = 0, pf_q_indptr = 0, pf_page_indptr = 0, dec_page_indices = 0, pf_page_indices = 0, ints = 0;
+  WorkspaceSlice<int32_t> ids, positions, slots, logit_row_ids, dec_seq_lens, dec_page_indptr, pf_seq_lens,
+      pf_q_indptr, pf_page_indptr, dec_page_indices, pf_page_indices;
+  size_t ints = 0;  // int32 elements of all the arrays
+  StepAttention attention;
 };
 
 CudaCore::CudaCore(std::shared_ptr<const CudaWeights> weights, const Plan* plan, const BackendOptions& options,
@@ -238,11 +255,10 @@ DecodeShape CudaCore::decode_shape(int batch) const {
   return DecodeShape{batch, c_.hq, c_.hkv, c_.head_dim, DType::BF16, length_bound_};
 }
 
-PagedKV CudaCore::paged_kv(int layer, int batch, const int32_t* page_indptr, const int32_t* seq_lens,
+// The cache geometry of one call of the step; layer_kv adds a layer's pools.
+PagedKV CudaCore::paged_kv(int batch, const int32_t* page_indptr, const int32_t* seq_lens,
                            const int32_t* page_indices) const {
   PagedKV kv;
-  kv.k = k_pools_[static_cast<size_t>(layer)].as<bf16>();
-  kv.v = v_pools_[static_cast<size_t>(layer)].as<bf16>();
   kv.dtype = DType::BF16;
   kv.batch = batch;
   kv.num_kv_heads = c_.hkv;
@@ -252,6 +268,13 @@ PagedKV CudaCore::paged_kv(int layer, int batch, const int32_t* page_indptr, con
   kv.page_indptr = page_indptr;
   kv.page_indices = page_indices;
   kv.seq_lens = seq_lens;
+  return kv;
+}
+
+PagedKV CudaCore::layer_kv(int layer, const PagedKV& step_kv) const {
+  PagedKV kv = step_kv;
+  kv.k = k_pools_[static_cast<size_t>(layer)].as<bf16>();
+  kv.v = v_pools_[static_cast<size_t>(layer)].as<bf16>();
   return kv;
 }
 
@@ -293,21 +316,22 @@ void CudaCore::prepare(Geometry& g) {
   g.graph = cuda_options_.decode_graphs && single_tokens && !hook_ && !qk_hook_ && !override_;
   if (g.graph) g.logit_rows = g.decode;  // a graph computes every row's logits, whoever asked
 
-  // Layout (see Geometry).
+  // Layout (see Geometry): consecutive int32 arrays.
   const size_t t = static_cast<size_t>(g.total), nd = static_cast<size_t>(g.decode),
                np = static_cast<size_t>(g.prefill);
-  g.ids = 0;
-  g.positions = t;
-  g.slots = 2 * t;
-  g.logit_row_ids = 3 * t;
-  g.dec_seq_lens = g.logit_row_ids + static_cast<size_t>(g.logit_rows);
-  g.dec_page_indptr = g.dec_seq_lens + nd;
-  g.pf_seq_lens = g.dec_page_indptr + nd + 1;
-  g.pf_q_indptr = g.pf_seq_lens + np;
-  g.pf_page_indptr = g.pf_q_indptr + np + 1;
-  g.dec_page_indices = g.pf_page_indptr + np + 1;
-  g.pf_page_indices = g.dec_page_indices + dec_pages;
-  g.ints = g.pf_page_indices + pf_pages;
+  WorkspaceLayout meta_layout(sizeof(int32_t));
+  g.ids = meta_layout.slice<int32_t>(t);
+  g.positions = meta_layout.slice<int32_t>(t);
+  g.slots = meta_layout.slice<int32_t>(t);
+  g.logit_row_ids = meta_layout.slice<int32_t>(static_cast<size_t>(g.logit_rows));
+  g.dec_seq_lens = meta_layout.slice<int32_t>(nd);
+  g.dec_page_indptr = meta_layout.slice<int32_t>(nd + 1);
+  g.pf_seq_lens = meta_layout.slice<int32_t>(np);
+  g.pf_q_indptr = meta_layout.slice<int32_t>(np + 1);
+  g.pf_page_indptr = meta_layout.slice<int32_t>(np + 1);
+  g.dec_page_indices = meta_layout.slice<int32_t>(dec_pages);
+  g.pf_page_indices = meta_layout.slice<int32_t>(pf_pages);
+  g.ints = meta_layout.total_bytes() / sizeof(int32_t);
   if (g.ints > host_meta_ints_) {
     if (host_meta_) KASCADE_CUDA_CHECK(cudaFreeHost(host_meta_));
     host_meta_ = nullptr;
@@ -317,10 +341,15 @@ void CudaCore::prepare(Geometry& g) {
   }
   const size_t pf_first = static_cast<size_t>(std::count_if(segs.begin(), segs.end(), decodes));
   int32_t* m = host_meta_;
-  m[g.dec_page_indptr] = 0;
-  m[g.pf_q_indptr] = 0;
-  m[g.pf_page_indptr] = 0;
-  size_t dec_page = g.dec_page_indices, pf_page = g.pf_page_indices;
+  int32_t *ids = g.ids.in(m), *positions = g.positions.in(m), *slots = g.slots.in(m),
+          *logit_row_ids = g.logit_row_ids.in(m), *dec_seq_lens = g.dec_seq_lens.in(m),
+          *dec_page_indptr = g.dec_page_indptr.in(m), *dec_page_indices = g.dec_page_indices.in(m),
+          *pf_seq_lens = g.pf_seq_lens.in(m), *pf_q_indptr = g.pf_q_indptr.in(m),
+          *pf_page_indptr = g.pf_page_indptr.in(m), *pf_page_indices = g.pf_page_indices.in(m);
+  dec_page_indptr[0] = 0;
+  pf_q_indptr[0] = 0;
+  pf_page_indptr[0] = 0;
+  int32_t dec_page = 0, pf_page = 0;
   int logit = 0;
   for (size_t i = 0; i < segs.size(); ++i) {
     const CudaSegment& sg = segs[i];
@@ -328,29 +357,29 @@ void CudaCore::prepare(Geometry& g) {
     for (int k = 0; k < sg.count; ++k) {
       const size_t r = static_cast<size_t>(g.row[i] + k);
       const int pos = s.n + k;
-      m[g.ids + r] = sg.tokens[k];
-      m[g.positions + r] = pos;
-      m[g.slots + r] = s.pages[static_cast<size_t>(pos / kPageSize)] * kPageSize + pos % kPageSize;
+      ids[r] = sg.tokens[k];
+      positions[r] = pos;
+      slots[r] = s.pages[static_cast<size_t>(pos / kPageSize)] * kPageSize + pos % kPageSize;
     }
     if (g.graph || (sg.logits && sg.all_logits)) {
-      for (int k = 0; k < sg.count; ++k) m[g.logit_row_ids + static_cast<size_t>(logit++)] = g.row[i] + k;
+      for (int k = 0; k < sg.count; ++k) logit_row_ids[logit++] = g.row[i] + k;
     } else if (sg.logits) {
-      m[g.logit_row_ids + static_cast<size_t>(logit++)] = g.row[i] + sg.count - 1;
+      logit_row_ids[logit++] = g.row[i] + sg.count - 1;
     }
     if (decodes(sg)) {
       // Row r = g.row[i] + k is decode entry r: the step at position n + k sees keys 0..n + k.
       for (int k = 0; k < sg.count; ++k) {
         const size_t b = static_cast<size_t>(g.row[i] + k);
-        m[g.dec_seq_lens + b] = s.n + k + 1;
-        for (int32_t p : s.pages) m[dec_page++] = p;
-        m[g.dec_page_indptr + b + 1] = static_cast<int32_t>(dec_page - g.dec_page_indices);
+        dec_seq_lens[b] = s.n + k + 1;
+        for (int32_t p : s.pages) dec_page_indices[dec_page++] = p;
+        dec_page_indptr[b + 1] = dec_page;
       }
     } else {
       const size_t b = i - pf_first;  // index within the prefill group
-      m[g.pf_seq_lens + b] = s.n + sg.count;
-      m[g.pf_q_indptr + b + 1] = m[g.pf_q_indptr + b] + sg.count;
-      for (int32_t p : s.pages) m[pf_page++] = p;
-      m[g.pf_page_indptr + b + 1] = static_cast<int32_t>(pf_page - g.pf_page_indices);
+      pf_seq_lens[b] = s.n + sg.count;
+      pf_q_indptr[b + 1] = pf_q_indptr[b] + sg.count;
+      for (int32_t p : s.pages) pf_page_indices[pf_page++] = p;
+      pf_page_indptr[b + 1] = pf_page;
     }
   }
 
@@ -373,44 +402,84 @@ void CudaCore::prepare(Geometry& g) {
     grow(kv_gather_k_, kv);
     grow(kv_gather_v_, kv);
   }
-  size_t workspace = 0;
-  // Selections are sized for one set per kv head (group pooling needs the most).
-  SparsityParams sizing = sparsity_;
-  sizing.pooling = Pooling::Group;
-  if (schedule_ && !override_) {
+  if (!override_) lay_out_attention(g);
+}
+
+// The attention calls of the step, made once for all its layers: shapes, KV-cache geometry,
+// selection buffers (grown to the step) and each layer's selection, the workspace.
+void CudaCore::lay_out_attention(Geometry& g) {
+  StepAttention& a = g.attention;
+  const int32_t* m = host_meta_;
+  const int32_t* meta = meta_.as<int32_t>();
+  a.decode = decode_shape(g.decode);
+  a.prefill = PrefillShape{g.prefill, c_.hq, c_.hkv, c_.head_dim, DType::BF16, g.pf_q_indptr.in(m),
+                           g.pf_seq_lens.in(m)};
+  a.decode_kv = paged_kv(g.decode, g.dec_page_indptr.in(meta), g.dec_seq_lens.in(meta), g.dec_page_indices.in(meta));
+  a.prefill_kv = paged_kv(g.prefill, g.pf_page_indptr.in(meta), g.pf_seq_lens.in(meta), g.pf_page_indices.in(meta));
+  a.prefill_q_indptr = g.pf_q_indptr.in(meta);
+
+  // Buffers and the workspace are sized for one set per kv head (group pooling needs the most).
+  const auto pooled = [this](Pooling pooling) {
+    SparsityParams sp = sparsity_;
+    sp.pooling = pooling;
+    return sp;
+  };
+  const SparsityParams sizing = pooled(Pooling::Group);
+  if (schedule_) {
     if (g.decode > 0) {
       // Decode-rows steps can hold more rows than the backend has sequences.
-      const int entries = std::max(sequences_, g.decode);
-      const DecodeShape shape = decode_shape(entries);
-      const size_t sets = static_cast<size_t>(decode_selection_sets(shape, sizing));
-      const size_t kmax = static_cast<size_t>(decode_selection_kmax(shape, sizing));
+      const Selection most = decode_selection(decode_shape(std::max(sequences_, g.decode)), sizing);
       for (SelectionSlot& slot : selections_) {
-        grow(slot.decode_indices, std::max<size_t>(sets * kmax * entries, 1) * sizeof(int32_t));
-        grow(slot.decode_counts, std::max<size_t>(sets * entries, 1) * sizeof(int32_t));
+        grow(slot.decode_indices, static_cast<size_t>(std::max<int64_t>(most.indices_count(), 1)) * sizeof(int32_t));
+        grow(slot.decode_counts, static_cast<size_t>(std::max<int64_t>(most.counts_count(), 1)) * sizeof(int32_t));
       }
     }
     if (g.prefill > 0) {
-      const PrefillBatch batch{g.prefill, m + g.pf_q_indptr, m + g.pf_seq_lens};
-      const SelectionShape s = prefill_selection_shape(batch, c_.hkv, sizing);
+      const Selection most = prefill_selection(a.prefill, sizing);
       for (SelectionSlot& slot : selections_) {
         // Prefill selections are never read by a graph: growing them need not drop the graphs.
-        slot.prefill_indices.reserve(static_cast<size_t>(std::max<int64_t>(s.indices_count(), 1)) * sizeof(int32_t));
-        slot.prefill_counts.reserve(static_cast<size_t>(std::max<int64_t>(s.counts_count(), 1)) * sizeof(int32_t));
+        slot.prefill_indices.reserve(static_cast<size_t>(std::max<int64_t>(most.indices_count(), 1)) * sizeof(int32_t));
+        slot.prefill_counts.reserve(static_cast<size_t>(std::max<int64_t>(most.counts_count(), 1)) * sizeof(int32_t));
       }
     }
   }
-  if (!override_ && g.decode > 0) {
-    const DecodeShape shape = decode_shape(g.decode);
+  size_t workspace = 0;
+  if (g.decode > 0) {
     for (Role role : {Role::Dense, Role::Layer0, Role::Anchor, Role::Reuse}) {
       if (role == Role::Dense || schedule_) {
-        workspace = std::max(workspace, decode_workspace_size(shape, role, sizing));
+        workspace = std::max(workspace, decode_workspace_size(a.decode, role, sizing));
       }
     }
   }
-  if (!override_ && g.prefill > 0 && schedule_) {
-    workspace = std::max(workspace, prefill_workspace_size(prefill_args(0, g), sizing, Role::Anchor));
+  if (g.prefill > 0 && schedule_) {
+    workspace = std::max(workspace, prefill_workspace_size(a.prefill, Role::Anchor, sizing));
   }
   grow(workspace_, workspace);
+  a.workspace = Workspace{workspace_.as<void>(), workspace_.bytes()};
+
+  // Each layer's selection: its pooling's geometry in its slot's buffers (after any growth above).
+  a.decode_selections.assign(static_cast<size_t>(c_.layers), Selection{});
+  a.prefill_selections.assign(static_cast<size_t>(c_.layers), Selection{});
+  if (!schedule_) return;
+  Selection decode_by_pooling[2], prefill_by_pooling[2];
+  for (Pooling pooling : {Pooling::Group, Pooling::All}) {
+    const int p = static_cast<int>(pooling);
+    if (g.decode > 0) decode_by_pooling[p] = decode_selection(a.decode, pooled(pooling));
+    if (g.prefill > 0) prefill_by_pooling[p] = prefill_selection(a.prefill, pooled(pooling));
+  }
+  for (int l = 0; l < c_.layers; ++l) {
+    const LayerSchedule* ls = layer_schedule(l);
+    if (!ls || ls->slot < 0) continue;
+    SelectionSlot& slot = selections_[static_cast<size_t>(ls->slot)];
+    Selection& dec = a.decode_selections[static_cast<size_t>(l)];
+    dec = decode_by_pooling[static_cast<int>(ls->pooling)];
+    dec.indices = slot.decode_indices.as<int32_t>();
+    dec.counts = slot.decode_counts.as<int32_t>();
+    Selection& pf = a.prefill_selections[static_cast<size_t>(l)];
+    pf = prefill_by_pooling[static_cast<int>(ls->pooling)];
+    pf.indices = slot.prefill_indices.as<int32_t>();
+    pf.counts = slot.prefill_counts.as<int32_t>();
+  }
 }
 
 void CudaCore::upload_geometry(const Geometry& g) {
@@ -519,7 +588,7 @@ void CudaCore::run_forward(const Geometry& g) {
   float* x = x_.as<float>();
   bf16* h = h_.as<bf16>();
   float* o = o_.as<float>();
-  cuda::embed_rows(meta + g.ids, count, w_->token_embd.as<bf16>(), dim, x, stream_);
+  cuda::embed_rows(g.ids.in(meta), count, w_->token_embd.as<bf16>(), dim, x, stream_);
   const float* pending = nullptr;  // the previous layer's FFN output, added by the next norm
   for (int l = 0; l < c_.layers; ++l) {
     const CudaLayerWeights& w = w_->layers[static_cast<size_t>(l)];
@@ -538,8 +607,8 @@ void CudaCore::run_forward(const Geometry& g) {
     e.hq = c_.hq;
     e.hkv = c_.hkv;
     e.head_dim = c_.head_dim;
-    e.positions = meta + g.positions;
-    e.slots = meta + g.slots;
+    e.positions = g.positions.in(meta);
+    e.slots = g.slots.in(meta);
     e.q_out = q_.as<bf16>();
     e.k_pool = k_pools_[static_cast<size_t>(l)].as<bf16>();
     e.v_pool = v_pools_[static_cast<size_t>(l)].as<bf16>();
@@ -558,7 +627,7 @@ void CudaCore::run_forward(const Geometry& g) {
     pending = o;
   }
   if (g.logit_rows > 0) {
-    cuda::add_rms_norm(x, pending, w_->output_norm.as<float>(), meta + g.logit_row_ids, g.logit_rows, dim, c_.rms_eps,
+    cuda::add_rms_norm(x, pending, w_->output_norm.as<float>(), g.logit_row_ids.in(meta), g.logit_rows, dim, c_.rms_eps,
                        h, stream_);
     gemm(h, g.logit_rows, dim, w_->output_matrix(), c_.vocab, logits_.as<float>());
   }
@@ -574,80 +643,77 @@ void CudaCore::attention(int layer, const Geometry& g) {
   if (g.prefill > 0) prefill_attention(layer, g);
 }
 
-void CudaCore::decode_attention(int layer, const Geometry& g) {
-  const int32_t* meta = meta_.as<int32_t>();
-  const DecodeShape shape = decode_shape(g.decode);
-  const DecodeTensors t{q_.as<bf16>(), att_.as<bf16>(),
-                        paged_kv(layer, g.decode, meta + g.dec_page_indptr, meta + g.dec_seq_lens,
-                                 meta + g.dec_page_indices),
-                        c_.hq};
-  const Workspace ws{workspace_.as<void>(), workspace_.bytes()};
+// The calls of one phase by role: decode and prefill take the same arguments (attention.h).
+template <typename Tensors, typename Shape>
+struct PhaseCalls {
+  void (*dense)(const Tensors&, const Shape&, const SparsityParams&, Workspace, cudaStream_t);
+  void (*layer0)(const Tensors&, const Shape&, const SparsityParams&, const Selection&, Workspace, cudaStream_t);
+  void (*anchor)(const Tensors&, const Shape&, const SparsityParams&, const Selection&, Workspace, cudaStream_t);
+  void (*reuse)(const Tensors&, const Shape&, const SparsityParams&, const Selection&, const int32_t*, Workspace,
+                cudaStream_t);
+};
+
+// One layer's call of either phase by its rule; `dense_only`: the schedule runs this phase densely.
+template <typename Tensors, typename Shape>
+void CudaCore::attend_layer(int layer, const PhaseCalls<Tensors, Shape>& calls, const Tensors& t, const Shape& shape,
+                            const std::vector<Selection>& selections, Workspace ws, bool dense_only) {
   const LayerSchedule* ls = layer_schedule(layer);
-  if (!ls || ls->rule == LayerRule::Dense) {
-    decode_dense(t, shape, sparsity_, ws, stream_);
+  if (!ls || ls->rule == LayerRule::Dense || dense_only) {
+    calls.dense(t, shape, sparsity_, ws, stream_);
     return;
   }
   const SparsityParams sp = layer_sparsity(*ls);
-  SelectionSlot& slot = selections_[static_cast<size_t>(ls->slot)];
-  // The buffer is sized for the whole batch at the length bound; its layout follows this call's batch.
-  const DecodeSelection sel{slot.decode_indices.as<int32_t>(), slot.decode_counts.as<int32_t>(),
-                            decode_selection_sets(shape, sp), decode_selection_kmax(shape, sp)};
+  // The slot's buffers are sized for the step's largest call; this geometry follows this call's.
+  const Selection& sel = selections[static_cast<size_t>(layer)];
   switch (ls->rule) {
     case LayerRule::Dense: break;
-    case LayerRule::DenseSelect: decode_layer0(t, shape, sp, sel, ws, stream_); break;
-    case LayerRule::Select: decode_anchor(t, shape, sp, sel, ws, stream_); break;
+    case LayerRule::DenseSelect: calls.layer0(t, shape, sp, sel, ws, stream_); break;
+    case LayerRule::Select: calls.anchor(t, shape, sp, sel, ws, stream_); break;
     case LayerRule::Reuse:
-      decode_reuse(t, shape, sp, sel, head_maps_[static_cast<size_t>(layer)].as<int32_t>(), ws, stream_);
+      calls.reuse(t, shape, sp, sel, head_maps_[static_cast<size_t>(layer)].as<int32_t>(), ws, stream_);
       break;
     case LayerRule::Streaming:
-    case LayerRule::Quest: {
-      cuda::policy_select::Args a{t.q, t.kv, c_.hq, shape.max_seq_len, sp, sel};
-      if (ls->rule == LayerRule::Streaming) {
-        cuda::policy_select::streaming(a, stream_);
-      } else {
-        cuda::policy_select::quest(a, stream_);
-      }
-      decode_reuse(t, shape, sp, sel, nullptr, ws, stream_);
+    case LayerRule::Quest:
+      select_by_policy(layer, *ls, t, shape, sp, sel);
+      calls.reuse(t, shape, sp, sel, nullptr, ws, stream_);
       break;
-    }
   }
+}
+
+void CudaCore::select_by_policy(int, const LayerSchedule& ls, const DecodeTensors& t, const DecodeShape& shape,
+                                const SparsityParams& sp, const Selection& sel) {
+  const cuda::policy_select::Args a{t.q, t.kv, c_.hq, shape.max_seq_len, sp, sel};
+  if (ls.rule == LayerRule::Streaming) {
+    cuda::policy_select::streaming(a, stream_);
+  } else {
+    cuda::policy_select::quest(a, stream_);
+  }
+}
+
+void CudaCore::select_by_policy(int layer, const LayerSchedule& ls, const PrefillTensors&, const PrefillShape&,
+                                const SparsityParams&, const Selection&) {
+  KASCADE_FAIL("backend 'cuda': schedule '" << schedule_->name << "' layer " << layer << " (" << to_string(ls.rule)
+                                            << ") has no prefill kernel; run it with dense prefill");
+}
+
+// The decode call of a step: rows 0..decode-1.
+void CudaCore::decode_attention(int layer, const Geometry& g) {
+  static const PhaseCalls<DecodeTensors, DecodeShape> calls{decode_dense, decode_layer0, decode_anchor, decode_reuse};
+  const StepAttention& step = g.attention;
+  const DecodeTensors t{q_.as<bf16>(), att_.as<bf16>(), layer_kv(layer, step.decode_kv), c_.hq};
+  attend_layer(layer, calls, t, step.decode, step.decode_selections, step.workspace, /*dense_only=*/false);
 }
 
 // The prefill call of a step: rows decode..total-1, the prefill group's geometry.
-PrefillArgs CudaCore::prefill_args(int layer, const Geometry& g) const {
-  const int32_t* meta = meta_.as<int32_t>();
-  const size_t first = static_cast<size_t>(g.decode) * c_.hq * c_.head_dim;
-  PrefillArgs a;
-  a.q = q_.as<bf16>() + first;
-  a.q_indptr = meta + g.pf_q_indptr;
-  a.num_q_heads = c_.hq;
-  a.kv = paged_kv(layer, g.prefill, meta + g.pf_page_indptr, meta + g.pf_seq_lens, meta + g.pf_page_indices);
-  a.out = att_.as<bf16>() + first;
-  a.host = PrefillBatch{g.prefill, host_meta_ + g.pf_q_indptr, host_meta_ + g.pf_seq_lens};
-  return a;
-}
-
 void CudaCore::prefill_attention(int layer, const Geometry& g) {
-  const PrefillArgs a = prefill_args(layer, g);
-  const LayerSchedule* ls = layer_schedule(layer);
-  if (!ls || ls->rule == LayerRule::Dense || schedule_->prefill_dense) {
-    prefill_dense(a, sparsity_, stream_);
-    return;
-  }
-  KASCADE_CHECK(ls->rule != LayerRule::Streaming && ls->rule != LayerRule::Quest,
-                "backend 'cuda': schedule '" << schedule_->name << "' layer " << layer << " ("
-                                             << to_string(ls->rule)
-                                             << ") has no prefill kernel; run it with dense prefill");
-  const SparsityParams sp = layer_sparsity(*ls);
-  SelectionSlot& slot = selections_[static_cast<size_t>(ls->slot)];
-  const SelectionBuffer sel{slot.prefill_indices.as<int32_t>(), slot.prefill_counts.as<int32_t>(),
-                            prefill_selection_shape(a.host, c_.hkv, sp)};
-  if (ls->rule == LayerRule::Reuse) {
-    prefill_reuse(a, sp, sel, head_maps_[static_cast<size_t>(layer)].as<int32_t>(), stream_);
-  } else {
-    // DenseSelect is an anchor whose output is dense (layer 0, SPEC 5.5); its workspace is an anchor's.
-    prefill_anchor(a, sp, ls->rule == LayerRule::DenseSelect, sel, workspace_.as<void>(), workspace_.bytes(), stream_);
-  }
+  static const PhaseCalls<PrefillTensors, PrefillShape> calls{prefill_dense, prefill_layer0, prefill_anchor,
+                                                              prefill_reuse};
+  const StepAttention& step = g.attention;
+  const size_t first = static_cast<size_t>(g.decode) * c_.hq * c_.head_dim;
+  const PrefillTensors t{q_.as<bf16>() + first, att_.as<bf16>() + first, layer_kv(layer, step.prefill_kv), c_.hq,
+                         step.prefill_q_indptr};
+  attend_layer(layer, calls, t, step.prefill, step.prefill_selections, step.workspace,
+               schedule_ && schedule_->prefill_dense);
 }
 
 // Copies cache rows first..first+count-1 of sequence s (bf16 [count, Hkv, D]) from a layer's pool,

@@ -12,7 +12,8 @@
 // KV cache: pages of kPageSize tokens in one pool per layer shared by all sequences; each sequence
 // owns a list of pages (its page table). The pool grows by doubling (pages are copied, indices stay
 // valid). Selections: one device buffer per anchor and phase, written by the anchor's call and
-// read by its reuse layers within the same step.
+// read by its reuse layers within the same step. The attention calls' launch layout (their shapes,
+// each layer's selection, the workspace) is made once per step and used by every layer.
 //
 // CUDA graphs: a step whose segments are all single decode tokens (and that has no hook or
 // override, which call back to the host inside the pass) replays a graph of the whole forward pass,
@@ -72,6 +73,9 @@ struct CudaSegment {
   bool decode_rows = false;
 };
 
+template <typename Tensors, typename Shape>
+struct PhaseCalls;  // the decode_* or prefill_* entry points by role (cuda_core.cpp)
+
 class CudaCore {
  public:
   using Sequence = CudaSequence;
@@ -105,12 +109,15 @@ class CudaCore {
   void reset(CudaSequence& s);
   // Keeps the sequence's first `position` tokens (pages past them go back to the pool).
   void truncate(CudaSequence& s, int position);
+  // Nothing to do ahead of a forward(): each step takes its pages from the pool, which
+  // CudaOptions::reserve_tokens can size up front.
+  void reserve(CudaSequence&, int /*positions*/) {}
   // Runs every segment's tokens at its sequence's next positions and writes the requested logits
   // (segments are reordered: single tokens first).
   void step(std::vector<CudaSegment>& segments);
 
  private:
-  struct Geometry;  // the current step's layout (cuda_core.cpp)
+  struct Geometry;  // the current step's layout, its attention calls' included (cuda_core.cpp)
   struct SelectionSlot {
     kascade::cuda::DeviceBuffer decode_indices, decode_counts, prefill_indices, prefill_counts;
   };
@@ -118,21 +125,27 @@ class CudaCore {
   void use_schedule(const AttentionSchedule* schedule);  // installs head maps, slots, budget
   const LayerSchedule* layer_schedule(int layer) const;   // null: dense (no plan, no schedule)
   SparsityParams layer_sparsity(const LayerSchedule& ls) const;
-  void policy_selection(int layer, const LayerSchedule& ls, const Geometry& g, const DecodeShape& shape,
-                        const DecodeSelection& sel);
   void grow(kascade::cuda::DeviceBuffer& buffer, size_t bytes);  // reserve; a moved buffer drops the graphs
   void drop_graphs();
   void ensure_pages(CudaSequence& s, int tokens);
   void grow_pool(int pages);
   void release_pages(CudaSequence& s, size_t keep);
   void prepare(Geometry& g);
+  void lay_out_attention(Geometry& g);
   void upload_geometry(const Geometry& g);
   void run_forward(const Geometry& g);
   void replay_graph(const Geometry& g);
   void attention(int layer, const Geometry& g);
   void decode_attention(int layer, const Geometry& g);
   void prefill_attention(int layer, const Geometry& g);
-  PrefillArgs prefill_args(int layer, const Geometry& g) const;
+  template <typename Tensors, typename Shape>
+  void attend_layer(int layer, const PhaseCalls<Tensors, Shape>& calls, const Tensors& t, const Shape& shape,
+                    const std::vector<Selection>& selections, Workspace ws, bool dense_only);
+  // A comparison policy's own selection rule (decode only; prefill has no kernel for it).
+  void select_by_policy(int layer, const LayerSchedule& ls, const DecodeTensors& t, const DecodeShape& shape,
+                        const SparsityParams& sp, const Selection& sel);
+  void select_by_policy(int layer, const LayerSchedule& ls, const PrefillTensors& t, const PrefillShape& shape,
+                        const SparsityParams& sp, const Selection& sel);
   void overridden_attention(int layer, const Geometry& g);
   void call_query_key_hook(int layer, const Geometry& g);
   void call_attention_hook(int layer, const Geometry& g);
@@ -141,8 +154,8 @@ class CudaCore {
   void count_keys(const CudaSegment& segment);
   void gemm(const cuda::bf16* x, int rows, int in, const cuda::bf16* w, int out, float* y);
   DecodeShape decode_shape(int batch) const;
-  PagedKV paged_kv(int layer, int batch, const int32_t* page_indptr, const int32_t* seq_lens,
-                   const int32_t* page_indices) const;
+  PagedKV paged_kv(int batch, const int32_t* page_indptr, const int32_t* seq_lens, const int32_t* page_indices) const;
+  PagedKV layer_kv(int layer, const PagedKV& step_kv) const;
 
   std::shared_ptr<const CudaWeights> w_;
   const ModelConfig& c_;

@@ -1,6 +1,6 @@
 // src/engine/cuda/policy_selection.h — the GPU selection rules of the comparison policies that
 // are not a pooled top-k (attention_schedule.h: Streaming, Quest), written into a decode
-// selection buffer (kascade/attention.h DecodeSelection) that decode_reuse then reads.
+// selection buffer (kascade/attention.h Selection, one tile) that decode_reuse then reads.
 //
 // Both compute the budget k(n) = budget_k(n, rho, k_min, k_multiple) on the device from each
 // row's own n = kv.seq_lens[b] and write, per (row b, set s), the selected key positions
@@ -35,7 +35,7 @@ struct Args {
   int num_q_heads = 0;
   int64_t max_seq_len = 0;  // bounds every kv.seq_lens[b] (DecodeShape::max_seq_len)
   SparsityParams sparsity;  // rho, k_min, k_multiple (pooling: Group for Quest, any for streaming)
-  DecodeSelection selection;
+  Selection selection;       // decode geometry: [batch, num_sets, 1, k_max]
 };
 
 void streaming(const Args& args, cudaStream_t stream);
