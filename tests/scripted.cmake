@@ -243,6 +243,12 @@ kascade_cli_test(NAME cli_eval_from_json_incomplete EXIT 1
   MATCH "example #1 of passkey @ 2048 is not in the stored run" ARGS eval --from-json ${eval_gpu_run} --out x)
 kascade_cli_test(NAME cli_eval_from_json_alone EXIT 1 MATCH "--from-json takes only --out and --examples"
   ARGS eval --from-json ${eval_gpu_run} --lengths 1024 --out x)
+kascade_cli_test(NAME cli_eval_write_tokens EXIT 0
+  MATCH "wrote [^\n]*cli_eval_tokens/eval\\.md and [^\n]*cli_eval_tokens/eval\\.json and [^\n]*cli_eval_tokens/tokens\\.json"
+  ARGS eval --tasks passkey --lengths 256 --examples 1 --policies streaming --rho 0.25 --prefill sparse --write-tokens
+       --out ${CMAKE_BINARY_DIR}/cli_eval_tokens)
+kascade_cli_test(NAME cli_eval_from_json_tokens EXIT 1 MATCH "--from-json takes only --out and --examples"
+  ARGS eval --from-json ${eval_gpu_run} --write-tokens --out x)
 kascade_cli_test(NAME cli_eval_from_json_split EXIT 1 MATCH "--from-json takes only --out and --examples"
   ARGS eval --from-json ${eval_gpu_run} --split dev --out x)
 

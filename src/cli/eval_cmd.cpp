@@ -33,7 +33,7 @@ constexpr const char* kUsage =
     "usage: kascade eval --out DIR [--model GGUF|HF_DIR|default] [--plan PLAN] [--quick]\n"
     "                    [--tasks T,...] [--lengths N,...] [--policies P,...] [--rho R,...]\n"
     "                    [--examples N] [--seed S] [--split dev|eval] [--k-min K] [--prefill dense|sparse]\n"
-    "                    [--threads N] [--backend cpu|cuda]\n"
+    "                    [--threads N] [--backend cpu|cuda] [--write-tokens]\n"
     "       kascade eval --from-json FILE --out DIR [--examples N]\n"
     "  tasks:    passkey, niah-single, niah-multikey, vartrack, kv-uuid, common-words, copy (default:\n"
     "            all; copy reads the natural-text corpus of scripts/setup.sh)\n"
@@ -52,6 +52,8 @@ constexpr const char* kUsage =
     "            task and length (all must be there): complete passes of a run stopped part-way\n"
     "  --backend: the engine that runs the model and the policies' decode rows (default cpu; cuda:\n"
     "            on the GPU, see docs/eval.md)\n"
+    "  --write-tokens: also write DIR/tokens.json: every example's context, query and answer token\n"
+    "            ids and, per run, the greedy answer tokens and per-token answer log-probabilities\n"
     "writes DIR/eval.md and DIR/eval.json (rewritten at most every 120 s and at the end: a run\n"
     "stopped early leaves the examples it finished, marked partial) and prints the tables; the\n"
     "commit in the provenance is KASCADE_COMMIT when set, else git's HEAD";
@@ -71,6 +73,7 @@ struct EvalArgs {
   std::optional<int> examples, k_min;
   bool quick = false;
   bool sparse_prefill = false;
+  bool write_tokens = false;
   int seed = 1;
   int threads = 0;
   std::string backend = "cpu";
@@ -131,6 +134,8 @@ EvalArgs parse_args(const Args& args) {
       a.from_json = v;
     } else if (r.take_flag("--quick")) {
       a.quick = true;
+    } else if (r.take_flag("--write-tokens")) {
+      a.write_tokens = true;
     } else {
       KASCADE_FAIL("unknown option '" << r.peek() << "' (see kascade eval --help)");
     }
@@ -174,6 +179,7 @@ eval::EvalConfig make_config(const EvalArgs& a, const Plan* plan) {
   c.params.k_min = a.k_min ? *a.k_min : kEvalKMin;
   c.threads = a.threads;
   c.sparse_prefill = a.sparse_prefill;
+  c.keep_tokens = a.write_tokens;
   c.backend = a.backend;
   engine::check_backend_available(c.backend);
   eval::validate_config(c, plan);
@@ -245,7 +251,7 @@ void write_tables(const std::filesystem::path& out_dir, const eval::EvalResults&
 // --from-json: the tables of a stored run over its first N examples.
 int summarize_stored(const EvalArgs& a, const Args& args) {
   KASCADE_CHECK(!a.plan && !a.tasks && !a.lengths && !a.policies && !a.rhos && !a.k_min && !a.quick && !a.split &&
-                    !a.sparse_prefill && a.backend == "cpu" && a.threads == 0 && a.seed == 1,
+                    !a.sparse_prefill && !a.write_tokens && a.backend == "cpu" && a.threads == 0 && a.seed == 1,
                 "--from-json takes only --out and --examples (the stored run fixes everything else)");
   std::ifstream f(*a.from_json);
   KASCADE_CHECK(f.good(), "--from-json: cannot read '" << *a.from_json << "'");
@@ -338,6 +344,9 @@ int run_eval_command(const Args& args) {
         {"examples_done", done},
         {"examples_total", total_examples}};
     write_tables(out_dir, results, provenance, print);
+    if (config.keep_tokens) {
+      write_file(out_dir / "tokens.json", eval::tokens_to_json(results, provenance).dump() + "\n");
+    }
   };
   int examples_done = 0;
   auto last_write = std::chrono::steady_clock::now();
@@ -359,8 +368,9 @@ int run_eval_command(const Args& args) {
         last_write = now;
       });
   write_outputs(results, total_examples, true);
-  std::fprintf(stderr, "wrote %s and %s (%.0f s)\n", (out_dir / "eval.md").string().c_str(),
-               (out_dir / "eval.json").string().c_str(), results.seconds);
+  const std::string tokens_file = config.keep_tokens ? " and " + (out_dir / "tokens.json").string() : "";
+  std::fprintf(stderr, "wrote %s and %s%s (%.0f s)\n", (out_dir / "eval.md").string().c_str(),
+               (out_dir / "eval.json").string().c_str(), tokens_file.c_str(), results.seconds);
   return 0;
 }
 

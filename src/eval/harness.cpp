@@ -113,7 +113,9 @@ AnswerScore score_answer(const float* logits, int rows, int vocab, int first_row
     }
     double sum = 0;
     for (int i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(row[i]) - row[best]);
-    total += static_cast<double>(row[answer[j]]) - row[best] - std::log(sum);
+    const double logprob = static_cast<double>(row[answer[j]]) - row[best] - std::log(sum);
+    total += logprob;
+    s.logprobs.push_back(logprob);
     s.greedy.push_back(best);
   }
   s.mean_logprob = total / static_cast<double>(answer.size());
@@ -407,8 +409,56 @@ std::string to_markdown(const EvalResults& results, const std::string& provenanc
   return md.str();
 }
 
+namespace {
+
+// The run's configuration as eval.json and the token file store it.
+nlohmann::json config_json(const EvalConfig& c) {
+  return {{"tasks", c.tasks},
+          {"lengths", c.lengths},
+          {"policies", c.policies},
+          {"rhos", c.rhos},
+          {"examples", c.examples},
+          {"seed", c.seed},
+          {"split", to_string(c.split)},
+          {"k_min", c.params.k_min},
+          {"tile", c.params.tile},
+          {"budget", to_string(c.params.budget)},
+          {"prefill", c.sparse_prefill ? "sparse" : "dense"},
+          {"backend", c.backend}};
+}
+
+}  // namespace
+
 nlohmann::json to_json(const EvalResults& results, const nlohmann::json& provenance) {
   return to_json(results, provenance, summarize(results));
+}
+
+nlohmann::json tokens_to_json(const EvalResults& results, const nlohmann::json& provenance) {
+  KASCADE_CHECK(results.config.keep_tokens,
+                "tokens_to_json: the results kept no token ids (run with EvalConfig::keep_tokens)");
+  nlohmann::json examples = nlohmann::json::array();
+  for (const ExampleTokens& ex : results.tokens) {
+    nlohmann::json runs = nlohmann::json::array();
+    for (const ExampleTokens::Run& r : ex.runs) {
+      runs.push_back({{"policy", r.policy}, {"rho", r.rho}, {"greedy", r.greedy}, {"answer_logprobs", r.answer_logprobs}});
+    }
+    examples.push_back({{"task", ex.task},
+                        {"length", ex.length},
+                        {"index", ex.index},
+                        {"context", ex.context},
+                        {"query", ex.query},
+                        {"answer", ex.answer},
+                        {"runs", runs}});
+  }
+  nlohmann::json j;
+  j["format"] = "kascade-eval-tokens";
+  j["version"] = 1;
+  j["provenance"] = provenance;
+  j["model"] = results.model_name;
+  j["plan"] = results.plan_name;
+  j["config"] = config_json(results.config);
+  j["examples"] = examples;
+  return j;
 }
 
 nlohmann::json to_json(const EvalResults& results, const nlohmann::json& provenance,
@@ -420,19 +470,7 @@ nlohmann::json to_json(const EvalResults& results, const nlohmann::json& provena
   j["model"] = results.model_name;
   j["plan"] = results.plan_name;
   j["seconds"] = results.seconds;
-  const EvalConfig& c = results.config;
-  j["config"] = {{"tasks", c.tasks},
-                 {"lengths", c.lengths},
-                 {"policies", c.policies},
-                 {"rhos", c.rhos},
-                 {"examples", c.examples},
-                 {"seed", c.seed},
-                 {"split", to_string(c.split)},
-                 {"k_min", c.params.k_min},
-                 {"tile", c.params.tile},
-                 {"budget", to_string(c.params.budget)},
-                 {"prefill", c.sparse_prefill ? "sparse" : "dense"},
-                 {"backend", c.backend}};
+  j["config"] = config_json(results.config);
   nlohmann::json rows = nlohmann::json::array();
   for (const Summary& s : summary) {
     rows.push_back({{"policy", s.policy},
@@ -577,6 +615,10 @@ EvalResults keep_examples(const EvalResults& results, int examples) {
   kept.runs.clear();
   for (const RunScore& r : results.runs) {
     if (r.index < examples) kept.runs.push_back(r);
+  }
+  kept.tokens.clear();
+  for (const ExampleTokens& t : results.tokens) {
+    if (t.index < examples) kept.tokens.push_back(t);
   }
   return kept;
 }

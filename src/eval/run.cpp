@@ -24,6 +24,7 @@ struct PolicyRun {
   std::vector<float> logits;      // [rows][vocab]
   int question_rows = 0;          // rows before the first answer row
   std::vector<int32_t> targets;   // the token each row predicts
+  AnswerScore answer;             // greedy tokens and log-probabilities of the answer rows
 };
 
 // One (example, policy): the query and answer rows through the policy as decode steps, after
@@ -69,7 +70,8 @@ PolicyRun run_policy(engine::Backend& backend, const engine::Tokenizer& tok, con
   const int n_rows = static_cast<int>(logits.size() / static_cast<size_t>(mc.vocab));
   KASCADE_CHECK(n_rows == static_cast<int>(run.targets.size()),
                 "eval: " << n_rows << " logit rows for " << run.targets.size() << " scored tokens");
-  const AnswerScore s = score_answer(logits.data(), n_rows, mc.vocab, run.question_rows, ex.answer);
+  run.answer = score_answer(logits.data(), n_rows, mc.vocab, run.question_rows, ex.answer);
+  const AnswerScore& s = run.answer;
   RunScore& r = run.score;
   r.task = ex.task;
   r.length = ex.length;
@@ -124,6 +126,9 @@ EvalResults run_eval(const engine::Model& model, const engine::Tokenizer& tok, c
           backend->reset();
           backend->forward(ex.context, /*all_logits=*/false);
         }
+        if (config.keep_tokens) {
+          results.tokens.push_back({ex.task, ex.length, ex.index, ex.context, ex.query, ex.answer, {}});
+        }
         std::ostringstream line;
         line << task << " @ " << length << " #" << index << ":";
         std::vector<float> dense_logits;
@@ -144,6 +149,9 @@ EvalResults run_eval(const engine::Model& model, const engine::Tokenizer& tok, c
             r.top1_answer = cmp.top1_answer;
             r.delta_logprob = cmp.delta_logprob;
             results.runs.push_back(r);
+            if (config.keep_tokens) {
+              results.tokens.back().runs.push_back({name, r.rho, run.answer.greedy, run.answer.logprobs});
+            }
             line << " " << (name == "dense" ? name : name + "@" + std::to_string(rho).substr(0, 4)) << "="
                  << (r.correct ? "ok" : "miss");
           }

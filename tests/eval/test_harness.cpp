@@ -106,6 +106,9 @@ TEST(ScoreAnswer, TeacherForcedLogLikelihoodAndGreedyMatch) {
   EXPECT_TRUE(s.correct);
   EXPECT_NEAR(s.mean_logprob, (std::log(0.5) + std::log(0.6)) / 2, 1e-6);
   EXPECT_EQ(s.greedy, (std::vector<int32_t>{2, 0}));
+  ASSERT_EQ(s.logprobs.size(), 2u);
+  EXPECT_NEAR(s.logprobs[0], std::log(0.5), 1e-6);
+  EXPECT_NEAR(s.logprobs[1], std::log(0.6), 1e-6);
   const AnswerScore wrong = score_answer(logits.data(), 3, 3, 1, {2, 1});
   EXPECT_FALSE(wrong.correct);
   EXPECT_NEAR(wrong.mean_logprob, (std::log(0.5) + std::log(0.2)) / 2, 1e-6);
@@ -414,6 +417,35 @@ TEST(Reports, JsonReadErrorsNameTheField) {
   EXPECT_THROW(results_from_json(j), Error);
 }
 
+TEST(Reports, TokenFileListsEveryExampleWithItsRuns) {
+  EvalResults r = sample_results();
+  EXPECT_THROW(tokens_to_json(r, nlohmann::json::object()), Error);  // tokens were not kept
+  r.config.keep_tokens = true;
+  r.config.sparse_prefill = true;
+  r.tokens = {{"passkey", 1024, 0, {1, 5, 6}, {7}, {9, 3}, {}}};
+  r.tokens[0].runs = {{"dense", 1.0, {9, 3}, {-0.25, -0.5}}, {"kascade", 0.1, {9, 4}, {-0.25, -2.0}}};
+  const nlohmann::json j = nlohmann::json::parse(tokens_to_json(r, {{"commit", "abc"}}).dump());
+  EXPECT_EQ(j["format"], "kascade-eval-tokens");
+  EXPECT_EQ(j["version"], 1);
+  EXPECT_EQ(j["provenance"]["commit"], "abc");
+  EXPECT_EQ(j["model"], "m");
+  EXPECT_EQ(j["config"], to_json(r, {})["config"]);  // the same configuration as eval.json
+  EXPECT_EQ(j["config"]["prefill"], "sparse");
+  ASSERT_EQ(j["examples"].size(), 1u);
+  const nlohmann::json& ex = j["examples"][0];
+  EXPECT_EQ(ex["task"], "passkey");
+  EXPECT_EQ(ex["length"], 1024);
+  EXPECT_EQ(ex["index"], 0);
+  EXPECT_EQ(ex["context"].get<std::vector<int32_t>>(), (std::vector<int32_t>{1, 5, 6}));
+  EXPECT_EQ(ex["query"].get<std::vector<int32_t>>(), (std::vector<int32_t>{7}));
+  EXPECT_EQ(ex["answer"].get<std::vector<int32_t>>(), (std::vector<int32_t>{9, 3}));
+  ASSERT_EQ(ex["runs"].size(), 2u);
+  EXPECT_EQ(ex["runs"][1]["policy"], "kascade");
+  EXPECT_EQ(ex["runs"][1]["rho"], 0.1);
+  EXPECT_EQ(ex["runs"][1]["greedy"].get<std::vector<int32_t>>(), (std::vector<int32_t>{9, 4}));
+  EXPECT_EQ(ex["runs"][1]["answer_logprobs"].get<std::vector<double>>(), (std::vector<double>{-0.25, -2.0}));
+}
+
 TEST(KeepExamples, KeepsTheFirstIndicesOnly) {
   EvalResults r = sample_results();
   r.config.examples = 2;
@@ -426,6 +458,9 @@ TEST(KeepExamples, KeepsTheFirstIndicesOnly) {
   for (const RunScore& s : kept.runs) EXPECT_EQ(s.index, 0);
   EXPECT_EQ(keep_examples(r, 2).runs.size(), r.runs.size());
   EXPECT_THROW(keep_examples(r, 0), Error);
+  r.tokens = {{"passkey", 1024, 0, {1}, {2}, {3}, {}}, {"passkey", 1024, 1, {1}, {2}, {3}, {}}};
+  ASSERT_EQ(keep_examples(r, 1).tokens.size(), 1u);
+  EXPECT_EQ(keep_examples(r, 1).tokens[0].index, 0);
 }
 
 TEST(ValidateConfig, NamesTheProblem) {

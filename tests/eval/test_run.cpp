@@ -161,6 +161,53 @@ TEST(RunEval, SparsePrefillRunsThePromptThroughThePolicy) {
   EXPECT_TRUE(std::isfinite(sparse.runs[1].kl_answer));
   EXPECT_EQ(sparse.runs[0].kl_answer, 0.0);
   EXPECT_NE(sparse.runs[1].answer_logprob, shared.runs[1].answer_logprob);
+  EXPECT_TRUE(sparse.tokens.empty());  // not asked for
+}
+
+TEST(RunEval, KeptTokensAreTheExamplesAndTheirScoredAnswers) {
+  const Default& d = default_model();
+  EvalConfig c;
+  c.tasks = {"passkey", "vartrack"};
+  c.lengths = {300};
+  c.policies = {"streaming"};
+  c.rhos = {0.1};
+  c.examples = 1;
+  c.params.k_min = 8;
+  c.sparse_prefill = true;
+  c.keep_tokens = true;
+  const EvalResults r = run_eval(d.model, d.tok, nullptr, "", c, nullptr);
+  ASSERT_EQ(r.tokens.size(), 2u);
+  ASSERT_EQ(r.runs.size(), 4u);
+  const TaskTokenizer tt{[&d](const std::string& s) { return d.tok.encode_continuation(s); },
+                         d.tok.add_bos() ? d.tok.bos_id() : -1};
+  size_t run_index = 0;
+  for (const ExampleTokens& t : r.tokens) {
+    const Example ex = make_example(t.task, t.length, t.index, c.seed, tt, c.split);
+    EXPECT_EQ(t.context, ex.context) << t.task;
+    EXPECT_EQ(t.query, ex.query) << t.task;
+    EXPECT_EQ(t.answer, ex.answer) << t.task;
+    EXPECT_EQ(static_cast<int>(t.context.size() + t.query.size()), 300);
+    ASSERT_EQ(t.runs.size(), 2u);
+    for (const ExampleTokens::Run& tr : t.runs) {
+      // Each run's tokens belong to the RunScore at the same place in the results.
+      const RunScore& s = r.runs[run_index++];
+      EXPECT_EQ(s.task, t.task);
+      EXPECT_EQ(tr.policy, s.policy);
+      EXPECT_EQ(tr.rho, s.rho);
+      ASSERT_EQ(tr.greedy.size(), t.answer.size());
+      ASSERT_EQ(tr.answer_logprobs.size(), t.answer.size());
+      EXPECT_EQ(tr.greedy == t.answer, s.correct) << s.policy << " " << s.task;
+      EXPECT_EQ(d.tok.decode(tr.greedy), s.greedy_text);
+      double mean = 0;
+      for (double lp : tr.answer_logprobs) {
+        EXPECT_LE(lp, 0.0);
+        mean += lp / static_cast<double>(tr.answer_logprobs.size());
+      }
+      EXPECT_NEAR(mean, s.answer_logprob, 1e-12) << s.policy << " " << s.task;
+    }
+  }
+  EXPECT_EQ(r.tokens[0].runs[0].policy, "dense");
+  EXPECT_NE(r.tokens[0].runs[0].answer_logprobs, r.tokens[0].runs[1].answer_logprobs);
 }
 
 }  // namespace

@@ -61,6 +61,10 @@ struct EvalConfig {
   // whole prompt (context and query, SPEC 5 tiles; "decode only" policies prefill densely),
   // then the answer rows as decode steps: the full method, one prefill per (policy, rho).
   bool sparse_prefill = false;
+  // true: EvalResults::tokens keeps every example's token ids and each run's answer tokens and
+  // per-token log-probabilities (`kascade eval --write-tokens`: another engine can then score
+  // exactly these examples and be compared run by run).
+  bool keep_tokens = false;
 };
 
 // One (example, policy, rho) run. The comparison with dense is NaN where it was not measured
@@ -82,11 +86,27 @@ struct RunScore {
   double delta_logprob = NAN;                     // vs dense, mean over the answer tokens
 };
 
+// One example's token ids and, per (policy, rho), what its answer rows gave (config.keep_tokens).
+struct ExampleTokens {
+  struct Run {
+    std::string policy;
+    double rho = 0;
+    std::vector<int32_t> greedy;           // the argmax token of each answer row
+    std::vector<double> answer_logprobs;   // log p(answer[j]) of each answer row, nats
+  };
+  std::string task;
+  int length = 0;
+  int index = 0;
+  std::vector<int32_t> context, query, answer;  // make_example's
+  std::vector<Run> runs;  // in the order of EvalResults::runs
+};
+
 struct EvalResults {
   EvalConfig config;
   std::string model_name;
   std::string plan_name;  // the plan's path or "" (no plan)
   std::vector<RunScore> runs;
+  std::vector<ExampleTokens> tokens;  // with config.keep_tokens, one per example run; else empty
   double seconds = 0;
 };
 
@@ -104,6 +124,7 @@ struct AnswerScore {
   bool correct = false;
   double mean_logprob = 0;
   std::vector<int32_t> greedy;
+  std::vector<double> logprobs;  // per answer token; mean_logprob is their mean
 };
 // logits [rows][vocab]; row first_row + j predicts answer[j] (teacher forcing).
 AnswerScore score_answer(const float* logits, int rows, int vocab, int first_row, const std::vector<int32_t>& answer);
@@ -175,6 +196,12 @@ std::string to_markdown(const EvalResults& results, const std::string& provenanc
 std::string to_markdown(const EvalResults& results, const std::string& provenance, const std::vector<Summary>& summary);
 nlohmann::json to_json(const EvalResults& results, const nlohmann::json& provenance);
 nlohmann::json to_json(const EvalResults& results, const nlohmann::json& provenance, const std::vector<Summary>& summary);
+
+// The token file of `kascade eval --write-tokens` (format "kascade-eval-tokens", version 1):
+// the model, plan and config as in to_json, then one entry per example with its context, query
+// and answer token ids and, per run, the greedy answer tokens and per-token answer
+// log-probabilities. Throws kascade::Error unless the results kept their tokens.
+nlohmann::json tokens_to_json(const EvalResults& results, const nlohmann::json& provenance);
 
 // The results stored by to_json (config, model, plan, seconds, every run), read back strictly:
 // a missing or mistyped field throws kascade::Error naming it. Reads version 2 (this one) and
