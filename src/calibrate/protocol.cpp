@@ -191,6 +191,7 @@ HeldOutScorer::~HeldOutScorer() = default;
 std::unique_ptr<engine::Backend> HeldOutScorer::make_prompt_backend(int tokens) const {
   engine::BackendOptions options;
   options.threads = config_.threads;
+  options.cpu_kv_cache = config_.cpu_kv_cache;
 #if defined(KASCADE_HAVE_CUDA)
   if (cuda_weights_) {
     engine::CudaOptions cuda;
@@ -281,6 +282,7 @@ CalibrationRun run_calibration(const engine::Model& model, const DevMix& mix, co
     for (const DevExample& ex : mix.statistics) longest = std::max(longest, ex.prompt().size());
     engine::BackendOptions options;
     options.threads = config.threads;
+    options.cpu_kv_cache = config.cpu_kv_cache;
     options.prefill_chunk = static_cast<int>(longest);
     auto backend = engine::make_backend(config.backend, model, nullptr, options);
     return collect_statistics(*backend, c, mix.statistics, config.statistics, is_stop, [&](int done, int total) {
@@ -304,6 +306,7 @@ CalibrationRun run_calibration(const engine::Model& model, const DevMix& mix, co
   HeldOutConfig held_config;
   held_config.backend = config.backend;
   held_config.threads = config.threads;
+  held_config.cpu_kv_cache = config.cpu_kv_cache;
   held_config.params = config.params;
   HeldOutScorer scorer(model, mix.held_out, held_config, [&](int done, int total) {
     if (progress) progress("held-out", done, total, mix.held_out[static_cast<size_t>(done - 1)].name);

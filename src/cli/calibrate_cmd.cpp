@@ -43,6 +43,7 @@ constexpr const char* kUsage =
     "                         [--budget rolling|fixed] [--preset default|small] [--dev-prompts N] [--length T]\n"
     "                         [--held-out-lengths T,...] [--continuation-rows N] [--generated-rows N] [--seed S]\n"
     "                         [--search-evaluations N] [--search-every-count] [--plans-dir DIR] [--threads N] [--name NAME] [--notes TEXT]\n"
+    "                         [--kv-cache f32|f16]\n"
     "  Statistics of half the development prompts propose plans (the DP optimum of every anchor\n"
     "  count under the spec and paper statistics, and evenly spaced anchors); the other half, held\n"
     "  out, chooses by next-token KL against dense (answer log-loss breaks ties); a coordinate\n"
@@ -89,6 +90,7 @@ struct CalibrateArgs {
   int search_evaluations = 40;
   bool search_every_count = false;
   int threads = 0;
+  std::optional<DType> kv_cache;
   std::string out, report, name, notes, plans_dir;
 };
 
@@ -177,6 +179,7 @@ CalibrateArgs parse_args(const Args& args) {
     } else if (r.take_value("--threads", v)) {
       a.threads = parse_int(v, "--threads");
       KASCADE_CHECK(a.threads >= 0, "--threads must be >= 0, got " << a.threads);
+    } else if (take_kv_cache(r, a.kv_cache)) {
     } else if (r.take_value("--out", v)) {
       KASCADE_CHECK(!v.empty(), "--out: empty path");
       a.out = v;
@@ -192,6 +195,7 @@ CalibrateArgs parse_args(const Args& args) {
     }
   }
   KASCADE_CHECK(!a.out.empty(), "--out PLAN.json is required (see kascade calibrate --help)");
+  check_kv_cache_backend(a.kv_cache, a.backend);
   KASCADE_CHECK(a.report != a.out, "--report and --out name the same file '" << a.out << "'");
   check_output_path(a.out, "--out");
   if (!a.report.empty()) check_output_path(a.report, "--report");
@@ -292,7 +296,7 @@ void write_outputs(const CalibrateArgs& a, const std::vector<std::pair<std::stri
 
 int run_calibrate(const Args& args) {
   if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
-    std::printf("%s\n", kUsage);
+    std::printf("%s\n%s", kUsage, kKvCacheUsage);
     return 0;
   }
   const CalibrateArgs a = parse_args(args);
@@ -309,6 +313,7 @@ int run_calibrate(const Args& args) {
   CalibrationRunConfig cfg;
   cfg.backend = a.backend;
   cfg.threads = a.threads;
+  if (a.kv_cache) cfg.cpu_kv_cache = *a.kv_cache;
   cfg.m_lo = a.m_lo;
   cfg.m_hi = a.m_hi;
   cfg.params = a.params;
@@ -365,6 +370,7 @@ int run_calibrate(const Args& args) {
         << " (spec k_cal " << cfg.statistics.spec_k_cal << ", paper k_cal " << cfg.statistics.paper_k_cal
         << ", even spacing), search of " << cfg.choice.max_search_evaluations << " plans"
         << (cfg.choice.search_every_count ? " from every anchor count" : "") << ", backend " << a.backend;
+  if (a.backend == "cpu") notes << " (" << dtype_name(cfg.cpu_kv_cache) << " KV cache)";
   if (!a.notes.empty()) notes << "; " << a.notes;
   provenance.notes = notes.str();
   const CalibrationTarget target{a.name.empty() ? config.name : a.name, config.layers, config.hq, config.hkv,

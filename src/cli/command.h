@@ -7,8 +7,11 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "kascade/tensor.h"
 
 namespace kascade::cli {
 
@@ -34,6 +37,15 @@ struct OptionReader {
 };
 
 int parse_int(const std::string& s, const char* what);
+// --kv-cache f32|f16, shared by the commands that run the engine: the CPU backend's KV-cache
+// storage (engine::BackendOptions::cpu_kv_cache; f16 when not given). Consumes the option when
+// it is next and parses it into `out`; any other value throws naming the choices.
+constexpr const char* kKvCacheUsage =
+    "  --kv-cache: the CPU backend's KV cache, f16 (default: half the memory) or f32; attention\n"
+    "            accumulates in fp32 either way (the cuda backend's cache is bf16)\n";
+bool take_kv_cache(OptionReader& r, std::optional<DType>& out);
+// Throws unless a given --kv-cache applies to backend `kind` (the cpu backend's option).
+void check_kv_cache_backend(const std::optional<DType>& kv_cache, const std::string& kind);
 // Provenance of written results (provenance.cpp): the commit (KASCADE_COMMIT when set, as on a
 // GPU machine's copy of the tree without its git directory, else the checkout's HEAD, else
 // "unknown") and the current UTC time as ISO 8601.

@@ -37,6 +37,7 @@ struct ModelDemoOptions {
   uint64_t seed = 7;
   std::string backend = "auto";
   int threads = 0;
+  std::optional<DType> kv_cache;
 };
 
 ModelDemoOptions parse_model_demo_options(const Args& args) {
@@ -52,8 +53,9 @@ ModelDemoOptions parse_model_demo_options(const Args& args) {
     else if (r.take_value("--seed", v)) o.seed = static_cast<uint64_t>(parse_int(v, "--seed"));
     else if (r.take_value("--backend", v)) o.backend = v;
     else if (r.take_value("--threads", v)) o.threads = parse_int(v, "--threads");
+    else if (take_kv_cache(r, o.kv_cache)) continue;
     else KASCADE_FAIL("unknown option '" << r.peek() << "' (demo takes --model, --plan, --task, --length, --example, "
-                                         "--seed, --backend, --threads, or --synthetic)");
+                                         "--seed, --backend, --threads, --kv-cache, or --synthetic)");
   }
   KASCADE_CHECK(o.length >= 256 && o.length <= 8192, "--length: expected 256..8192 tokens, got " << o.length);
   KASCADE_CHECK(o.index >= 0, "--example must be >= 0, got " << o.index);
@@ -93,6 +95,7 @@ std::string one_line(std::string s) {
 engine::BackendOptions backend_options(const ModelDemoOptions& o) {
   engine::BackendOptions bopt;
   bopt.threads = o.threads;
+  if (o.kv_cache) bopt.cpu_kv_cache = *o.kv_cache;
   return bopt;
 }
 
@@ -129,9 +132,12 @@ int run_model_demo(const Args& args) {
   const eval::Example ex = eval::make_example(o.task, o.length, o.index, o.seed, tt);
   std::unique_ptr<engine::Backend> dense_backend = make_dense_backend(o, model);
   const std::string backend = dense_backend->name();
+  check_kv_cache_backend(o.kv_cache, backend);
 
-  std::printf("kascade demo: %s, %d layers, %d/%d heads; backend %s\n", model.config.name.c_str(),
-              model.config.layers, model.config.hq, model.config.hkv, backend.c_str());
+  const std::string cache =
+      backend == "cpu" ? std::string(" (") + dtype_name(backend_options(o).cpu_kv_cache) + " KV cache)" : "";
+  std::printf("kascade demo: %s, %d layers, %d/%d heads; backend %s%s\n", model.config.name.c_str(),
+              model.config.layers, model.config.hq, model.config.hkv, backend.c_str(), cache.c_str());
   std::printf("plan: %s (anchors", plan_path.c_str());
   for (int a : plan.anchors) std::printf(" %d", a);
   std::printf("; rho %.2f, k_min %d)\n", plan.sparsity.rho, plan.sparsity.k_min);

@@ -33,7 +33,7 @@ constexpr const char* kUsage =
     "usage: kascade eval --out DIR [--model GGUF|HF_DIR|default] [--plan PLAN] [--quick]\n"
     "                    [--tasks T,...] [--lengths N,...] [--policies P,...] [--rho R,...]\n"
     "                    [--examples N] [--seed S] [--split dev|eval] [--k-min K] [--prefill dense|sparse]\n"
-    "                    [--threads N] [--backend cpu|cuda] [--write-tokens]\n"
+    "                    [--threads N] [--backend cpu|cuda] [--kv-cache f32|f16] [--write-tokens]\n"
     "       kascade eval --from-json FILE --out DIR [--examples N]\n"
     "  tasks:    passkey, niah-single, niah-multikey, vartrack, kv-uuid, common-words, copy (default:\n"
     "            all; copy reads the natural-text corpus of scripts/setup.sh)\n"
@@ -77,6 +77,7 @@ struct EvalArgs {
   int seed = 1;
   int threads = 0;
   std::string backend = "cpu";
+  std::optional<DType> kv_cache;
 };
 
 std::vector<std::string> split_list(const std::string& s, const char* what) {
@@ -130,6 +131,7 @@ EvalArgs parse_args(const Args& args) {
       a.split = v;
     } else if (r.take_value("--backend", v)) {
       a.backend = v;
+    } else if (take_kv_cache(r, a.kv_cache)) {
     } else if (r.take_value("--from-json", v)) {
       a.from_json = v;
     } else if (r.take_flag("--quick")) {
@@ -182,6 +184,8 @@ eval::EvalConfig make_config(const EvalArgs& a, const Plan* plan) {
   c.keep_tokens = a.write_tokens;
   c.backend = a.backend;
   engine::check_backend_available(c.backend);
+  check_kv_cache_backend(a.kv_cache, c.backend);
+  if (a.kv_cache) c.cpu_kv_cache = *a.kv_cache;
   eval::validate_config(c, plan);
   return c;
 }
@@ -222,7 +226,9 @@ std::string provenance_markdown(const nlohmann::json& prov, const std::string& m
     if (prov.contains("host_threads")) md << ", " << prov.at("host_threads") << " host threads";
     md << ").";
   } else {
-    md << "CPU backend.";
+    md << "CPU backend";
+    if (prov.contains("kv_cache")) md << " (" << prov.at("kv_cache").get<std::string>() << " KV cache)";
+    md << ".";
   }
   const int done = prov.value("examples_done", 0), total = prov.value("examples_total", 0);
   if (done < total) md << " **Partial: " << done << " of " << total << " (task, length, example) done.**";
@@ -251,7 +257,8 @@ void write_tables(const std::filesystem::path& out_dir, const eval::EvalResults&
 // --from-json: the tables of a stored run over its first N examples.
 int summarize_stored(const EvalArgs& a, const Args& args) {
   KASCADE_CHECK(!a.plan && !a.tasks && !a.lengths && !a.policies && !a.rhos && !a.k_min && !a.quick && !a.split &&
-                    !a.sparse_prefill && !a.write_tokens && a.backend == "cpu" && a.threads == 0 && a.seed == 1,
+                    !a.sparse_prefill && !a.write_tokens && a.backend == "cpu" && !a.kv_cache && a.threads == 0 &&
+                    a.seed == 1,
                 "--from-json takes only --out and --examples (the stored run fixes everything else)");
   std::ifstream f(*a.from_json);
   KASCADE_CHECK(f.good(), "--from-json: cannot read '" << *a.from_json << "'");
@@ -292,7 +299,7 @@ int summarize_stored(const EvalArgs& a, const Args& args) {
 
 int run_eval_command(const Args& args) {
   if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
-    std::printf("%s\n", kUsage);
+    std::printf("%s\n%s", kUsage, kKvCacheUsage);
     return 0;
   }
   const EvalArgs a = parse_args(args);
@@ -339,6 +346,7 @@ int run_eval_command(const Args& args) {
         {"date", date},
         {"command", command},
         {"backend", config.backend},
+        {"kv_cache", config.backend == "cpu" ? dtype_name(config.cpu_kv_cache) : "bf16"},
         {"device", config.backend == "cuda" ? gpu_name() : "cpu"},
         {"host_threads", config.threads > 0 ? config.threads : static_cast<int>(host_threads)},
         {"examples_done", done},

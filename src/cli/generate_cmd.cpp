@@ -27,7 +27,8 @@ namespace {
 constexpr const char* kUsage =
     "usage: kascade generate [--model GGUF|HF_DIR|default] (--prompt TEXT | --prompt-file FILE)... [--chat]\n"
     "                        [--plan PLAN | --dense] [--backend cpu|cuda] [--no-cuda-graphs] [--max-tokens N]\n"
-    "                        [--temperature T] [--top-p P] [--seed S] [--threads N] [--print-ids]\n"
+    "                        [--temperature T] [--top-p P] [--seed S] [--threads N] [--kv-cache f32|f16]\n"
+    "                        [--print-ids]\n"
     "--model default runs with its shipped plan (plans/smollm2-135m-instruct.json) unless --plan\n"
     "or --dense is given; other models run dense unless --plan is given.\n"
     "Several --prompt/--prompt-file options run as one batch (on either backend); prompt b samples\n"
@@ -51,6 +52,7 @@ struct GenerateArgs {
   int max_tokens = 128;
   engine::SamplingParams sampling;
   int threads = 0;
+  std::optional<DType> kv_cache;
   bool print_ids = false;
 };
 
@@ -91,6 +93,7 @@ GenerateArgs parse_args(const Args& args) {
     } else if (r.take_value("--threads", v)) {
       a.threads = parse_int(v, "--threads");
       KASCADE_CHECK(a.threads >= 0, "--threads must be >= 0, got " << a.threads);
+    } else if (take_kv_cache(r, a.kv_cache)) {
     } else {
       KASCADE_FAIL("unknown option '" << r.peek() << "' (see kascade generate --help)");
     }
@@ -100,6 +103,7 @@ GenerateArgs parse_args(const Args& args) {
   KASCADE_CHECK(a.backend.kind == "cpu" || a.backend.kind == "cuda",
                 "--backend must be cpu or cuda, got '" << a.backend.kind << "'");
   KASCADE_CHECK(a.backend.cuda_graphs || a.backend.kind == "cuda", "--no-cuda-graphs applies to --backend cuda only");
+  check_kv_cache_backend(a.kv_cache, a.backend.kind);
   engine::Sampler check(a.sampling);  // validates temperature and top-p before any work
   (void)check;
   return a;
@@ -113,7 +117,7 @@ double peak_rss_mib() {
 
 int run_generate(const Args& args) {
   if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
-    std::printf("%s\n", kUsage);
+    std::printf("%s\n%s", kUsage, kKvCacheUsage);
     return 0;
   }
   const GenerateArgs a = parse_args(args);
@@ -156,6 +160,7 @@ int run_generate(const Args& args) {
 
   engine::BackendOptions bopt;
   bopt.threads = a.threads;
+  if (a.kv_cache) bopt.cpu_kv_cache = *a.kv_cache;
   const bool progress_tty = isatty(STDERR_FILENO) != 0;
   bopt.on_prefill_progress = [&](int done, int total) {
     if (total <= bopt.prefill_chunk) return;
@@ -165,10 +170,12 @@ int run_generate(const Args& args) {
   };
   const Plan* plan_ptr = plan ? &*plan : nullptr;
   const std::string attention = plan ? "kascade plan " + *plan_path : "dense";
+  const std::string cache =
+      a.backend.kind == "cpu" ? std::string(" (") + dtype_name(bopt.cpu_kv_cache) + " KV cache)" : "";
   auto describe = [&](const char* backend_name) {
-    std::fprintf(stderr, "model: %s (%s, %d layers, %d/%d heads, head dim %d), %s, attention: %s\n",
+    std::fprintf(stderr, "model: %s (%s, %d layers, %d/%d heads, head dim %d), %s%s, attention: %s\n",
                  model.config.name.c_str(), engine::to_string(model.config.arch), model.config.layers, model.config.hq,
-                 model.config.hkv, model.config.head_dim, backend_name, attention.c_str());
+                 model.config.hkv, model.config.head_dim, backend_name, cache.c_str(), attention.c_str());
   };
   engine::GenerateOptions gopt;
   gopt.max_tokens = a.max_tokens;

@@ -65,6 +65,19 @@ int parse_int(const std::string& s, const char* what) {
   return static_cast<int>(v);
 }
 
+bool take_kv_cache(OptionReader& r, std::optional<DType>& out) {
+  std::string v;
+  if (!r.take_value("--kv-cache", v)) return false;
+  KASCADE_CHECK(v == "f32" || v == "f16", "--kv-cache must be f32 or f16, got '" << v << "'");
+  out = v == "f32" ? DType::F32 : DType::F16;
+  return true;
+}
+
+void check_kv_cache_backend(const std::optional<DType>& kv_cache, const std::string& kind) {
+  KASCADE_CHECK(!kv_cache || kind == "cpu", "--kv-cache applies to the cpu backend; backend '"
+                                                << kind << "' keeps its own KV cache (cuda: bf16)");
+}
+
 double parse_double(const std::string& s, const char* what) {
   char* end = nullptr;
   errno = 0;

@@ -36,7 +36,7 @@ constexpr const char* kUsage =
     "                          [--model GGUF|HF_DIR|default] [--plan PLAN] [--policy P,...] [--rho R,...]\n"
     "                          [--context N] [--score N] [--mode decode|prefill] [--k-min K]\n"
     "                          [--max-docs N] [--max-windows N] [--threads N] [--backend cpu|cuda]\n"
-    "                          [--out REPORT.json]\n"
+    "                          [--kv-cache f32|f16] [--out REPORT.json]\n"
     "  --text FILE:   one plain-text document, cut into consecutive windows\n"
     "  --jsonl FILE:  one {\"text\": ...} object per line, each cut into windows\n"
     "  --corpus:      the natural-text corpus of scripts/setup.sh (docs/perplexity.md): one window per\n"
@@ -66,6 +66,7 @@ struct PerplexityArgs {
   std::optional<int> context, score, k_min, max_docs, max_windows;
   int threads = 0;
   std::string backend = "cpu";
+  std::optional<DType> kv_cache;
 };
 
 std::vector<std::string> split_list(const std::string& s, const char* what) {
@@ -131,6 +132,7 @@ PerplexityArgs parse_args(const Args& args) {
       KASCADE_CHECK(a.threads >= 0, "--threads must be >= 0, got " << a.threads);
     } else if (r.take_value("--backend", v)) {
       a.backend = v;
+    } else if (take_kv_cache(r, a.kv_cache)) {
     } else {
       KASCADE_FAIL("unknown option '" << r.peek() << "' (see kascade perplexity --help)");
     }
@@ -172,6 +174,8 @@ eval::PerplexityConfig make_config(const PerplexityArgs& a, const Plan* plan) {
   c.threads = a.threads;
   c.backend = a.backend;
   engine::check_backend_available(c.backend);
+  check_kv_cache_backend(a.kv_cache, c.backend);
+  if (a.kv_cache) c.cpu_kv_cache = *a.kv_cache;
   return c;
 }
 
@@ -245,7 +249,7 @@ std::vector<eval::TokenDocument> read_documents(const PerplexityArgs& a, const e
 
 int run_perplexity_command(const Args& args) {
   if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
-    std::printf("%s\n", kUsage);
+    std::printf("%s\n%s", kUsage, kKvCacheUsage);
     return 0;
   }
   // Everything that can fail on bad input is checked before the weights are read and before
@@ -318,6 +322,7 @@ int run_perplexity_command(const Args& args) {
         {"input_path", a.text ? *a.text : a.jsonl ? *a.jsonl : ""},
         {"corpus_split", a.corpus ? (*a.corpus == "natural-dev" ? "dev" : "eval") : ""},
         {"backend", config.backend},
+        {"kv_cache", config.backend == "cpu" ? dtype_name(config.cpu_kv_cache) : "bf16"},
         {"host_threads", config.threads > 0 ? config.threads : static_cast<int>(host_threads)}};
     const std::string json =
         eval::perplexity_json(results, provenance).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";

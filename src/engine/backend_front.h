@@ -5,7 +5,9 @@
 //
 // A Core provides: types Sequence (fields n, stats) and Segment; static Segment segment(Sequence*,
 // const int32_t* tokens, int count, float* logits, bool all_logits); vocab(), chunk(), options(),
-// check_tokens(tokens), reset(Sequence&), truncate(Sequence&, int), step(std::vector<Segment>&);
+// check_tokens(tokens), reset(Sequence&), truncate(Sequence&, int), reserve(Sequence&, int
+// positions) (called before a forward() that takes a sequence to `positions` tokens),
+// step(std::vector<Segment>&);
 // the single-sequence front also uses set_attention_hook / set_query_key_hook /
 // set_attention_override.
 //
@@ -78,6 +80,7 @@ class SequenceFront : public Backend {
     const int total = static_cast<int>(tokens.size());
     const size_t vocab = static_cast<size_t>(core_.vocab());
     std::vector<float> logits((all_logits ? static_cast<size_t>(total) : 1) * vocab);
+    core_.reserve(seq_, seq_.n + total);
     for (int done = 0; done < total;) {
       const int count = std::min(core_.chunk(), total - done);
       const bool last = done + count == total;
@@ -117,6 +120,9 @@ class BatchFront : public Interface {
     KASCADE_CHECK(tokens.size() == seqs_.size(), "batch forward: " << tokens.size() << " token lists for a batch of "
                                                                     << seqs_.size());
     for (const std::vector<int32_t>& t : tokens) core_.check_tokens(t);
+    for (size_t b = 0; b < tokens.size(); ++b) {
+      core_.reserve(seqs_[b], seqs_[b].n + static_cast<int>(tokens[b].size()));
+    }
     return run_batch_in_chunks<typename Core::Segment>(
         tokens, core_.chunk(), static_cast<size_t>(core_.vocab()),
         [&](size_t b, const int32_t* first, int count, float* logits) {

@@ -1,13 +1,16 @@
-// The CPU backend: fp32 Llama-family forward pass over one sequence with a growing KV cache.
-// Attention reads the cache in place through cpu::attend (cpu/attention.h, fp32) in the layer's
-// role (dense without a plan), the anchors' selections kept for their reuse layers; a model's
-// sliding window is applied by the dense path here.
+// The CPU backend: fp32 Llama-family forward pass over one sequence with a growing KV cache,
+// stored as f16 (the default) or fp32 (BackendOptions::cpu_kv_cache). Attention reads the cache
+// in place through cpu::attend (cpu/attention.h, fp32 accumulation) in the layer's role (dense
+// without a plan), the anchors' selections kept for their reuse layers; a model's sliding window
+// is applied by the dense path here.
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <thread>
 
 #include "backend_front.h"
+#include "cpu/f16_rows.h"
 #include "cpu/quantized.h"
 #include "cpu_kernels.h"
 #include "kascade/budget.h"
@@ -33,10 +36,29 @@ int resolve_threads(int requested) {
 struct Sequence {
   int n = 0;          // tokens in the cache
   int capacity = 0;   // positions allocated per kv head
-  std::vector<std::vector<float>> k_cache, v_cache;  // per layer [hkv][capacity][head_dim]
-  std::vector<ref::Selection> selections;            // per anchor slot
+  // Per layer [hkv][capacity][head_dim]: the pair of the core's cache type, the other empty.
+  std::vector<std::vector<float>> k_f32, v_f32;
+  std::vector<std::vector<uint16_t>> k_f16, v_f16;  // IEEE half bit patterns
+  std::vector<ref::Selection> selections;           // per anchor slot
   AttentionStats stats;
 };
+
+// fp32 rows into the cache: copied, or rounded to f16.
+void store_rows(const float* src, int64_t n, float* dst) { std::memcpy(dst, src, sizeof(float) * n); }
+void store_rows(const float* src, int64_t n, uint16_t* dst) { cpu::narrow_f16(src, n, dst); }
+// Cache rows as fp32: copied, or widened from f16.
+void load_rows(const float* src, int64_t n, float* dst) { std::memcpy(dst, src, sizeof(float) * n); }
+void load_rows(const uint16_t* src, int64_t n, float* dst) { cpu::widen_f16(src, n, dst); }
+// Cache rows as fp32 to read: fp32 rows in place, f16 rows widened into `buffer`.
+const float* rows_as_f32(const float* src, int64_t /*n*/, std::vector<float>& /*buffer*/) { return src; }
+const float* rows_as_f32(const uint16_t* src, int64_t n, std::vector<float>& buffer) {
+  buffer.resize(static_cast<size_t>(n));
+  cpu::widen_f16(src, n, buffer.data());
+  return buffer.data();
+}
+
+// The largest magnitude that f16 rounds to a finite value (65504 and what rounds to it).
+constexpr float kF16RoundsToFinite = 65520.0f;
 
 // The tokens of one sequence in one step: rows [row, row + count) of the step's activations.
 struct Segment {
@@ -62,6 +84,8 @@ class CpuCore {
   CpuCore(const Model& model, const Plan* plan, const BackendOptions& options)
       : m_(model), c_(model.config), plan_(plan), options_(options), pool_(resolve_threads(options.threads)) {
     KASCADE_CHECK(options.prefill_chunk >= 1, "prefill chunk must be at least 1 token, got " << options.prefill_chunk);
+    KASCADE_CHECK(options.cpu_kv_cache == DType::F16 || options.cpu_kv_cache == DType::F32,
+                  "cpu backend: KV cache type " << dtype_name(options.cpu_kv_cache) << " is not supported (f16 or f32)");
     chunk_ = options.prefill_chunk;
     if (plan_) {
       check_plan_matches(*plan_, c_.layers, c_.hq, c_.hkv, c_.head_dim);
@@ -81,10 +105,16 @@ class CpuCore {
   void reset(Sequence& s) const {
     s.n = 0;
     s.stats = AttentionStats{};
-    s.k_cache.resize(static_cast<size_t>(c_.layers));
-    s.v_cache.resize(static_cast<size_t>(c_.layers));
+    with_cache(s, [&](auto& k_layers, auto& v_layers) {
+      k_layers.resize(static_cast<size_t>(c_.layers));
+      v_layers.resize(static_cast<size_t>(c_.layers));
+    });
     s.selections.assign(plan_ ? plan_->anchors.size() : 0, ref::Selection{});
   }
+
+  // Room for `positions` tokens before a forward() of that many: one allocation, where growing
+  // chunk by chunk would copy the cache at each step and leave the freed copies to the allocator.
+  void reserve(Sequence& s, int positions) const { ensure_capacity(s, positions); }
 
   void truncate(Sequence& s, int position) const {
     KASCADE_CHECK(position >= 0 && position <= s.n,
@@ -201,42 +231,82 @@ class CpuCore {
                : cpu::weight_ref(m_.token_embd, m_.token_embd_quantized);
   }
 
-  // ---- KV cache: per layer [hkv][capacity][head_dim] -------------------------------------------
-  void ensure_capacity(Sequence& s, int needed) const {
-    if (needed <= s.capacity) return;
-    // Growth by an eighth (at least to `needed`), in whole steps of 256 positions: a prompt of
-    // 2048 tokens plus decode holds 2304 positions, not the 4096 of doubling (the cache is most
-    // of the resident memory at long context); the copies this costs are O(n) per growth, small
-    // next to the attention work between growths.
-    constexpr int kCapacityStep = 256;
-    const int grown_capacity = std::max(needed, s.capacity + s.capacity / 8);
-    const int cap = (grown_capacity + kCapacityStep - 1) / kCapacityStep * kCapacityStep;
-    const size_t d = static_cast<size_t>(c_.head_dim);
-    for (int l = 0; l < c_.layers; ++l) {
-      for (auto* cache : {&s.k_cache[static_cast<size_t>(l)], &s.v_cache[static_cast<size_t>(l)]}) {
-        std::vector<float> grown(static_cast<size_t>(c_.hkv) * cap * d);
-        for (int g = 0; g < c_.hkv && s.n > 0; ++g) {
-          std::memcpy(&grown[static_cast<size_t>(g) * cap * d], &(*cache)[static_cast<size_t>(g) * s.capacity * d],
-                      sizeof(float) * static_cast<size_t>(s.n) * d);
-        }
-        cache->swap(grown);
-      }
+  // ---- KV cache: per layer [hkv][capacity][head_dim] of the cache type --------------------------
+  // Calls fn(k_layers, v_layers) with the sequence's per-layer caches of the core's type.
+  template <typename Fn>
+  void with_cache(Sequence& s, Fn&& fn) const {
+    if (options_.cpu_kv_cache == DType::F32) {
+      fn(s.k_f32, s.v_f32);
+    } else {
+      fn(s.k_f16, s.v_f16);
     }
-    s.capacity = cap;
+  }
+  template <typename Fn>
+  void with_cache(const Sequence& s, Fn&& fn) const {
+    if (options_.cpu_kv_cache == DType::F32) {
+      fn(s.k_f32, s.v_f32);
+    } else {
+      fn(s.k_f16, s.v_f16);
+    }
   }
 
-  float* cache_row(const Sequence& s, std::vector<float>& cache, int g, int pos) const {
-    return &cache[(static_cast<size_t>(g) * s.capacity + pos) * c_.head_dim];
+  void ensure_capacity(Sequence& s, int needed) const {
+    if (needed <= s.capacity) return;
+    // Growth by an eighth (at least to `needed`), in whole steps of 256 positions, and not past
+    // the model's context unless asked: a prompt of 2048 tokens plus decode holds 2304
+    // positions, not the 4096 of doubling, and an 8113-token prompt 8192, not 8704 (the cache is
+    // most of the resident memory at long context); the copies this costs are O(n) per growth,
+    // small next to the attention work between growths.
+    constexpr int kCapacityStep = 256;
+    const int grown_capacity = std::max(needed, s.capacity + s.capacity / 8);
+    const int stepped = (grown_capacity + kCapacityStep - 1) / kCapacityStep * kCapacityStep;
+    const int cap = std::min(stepped, c_.context > 0 ? std::max(needed, c_.context) : INT_MAX);
+    const size_t d = static_cast<size_t>(c_.head_dim);
+    with_cache(s, [&](auto& k_layers, auto& v_layers) {
+      for (int l = 0; l < c_.layers; ++l) {
+        for (auto* cache : {&k_layers[static_cast<size_t>(l)], &v_layers[static_cast<size_t>(l)]}) {
+          std::remove_reference_t<decltype(*cache)> grown(static_cast<size_t>(c_.hkv) * cap * d);
+          for (int g = 0; g < c_.hkv && s.n > 0; ++g) {
+            std::copy_n(cache->data() + static_cast<size_t>(g) * s.capacity * d, static_cast<size_t>(s.n) * d,
+                        grown.data() + static_cast<size_t>(g) * cap * d);
+          }
+          cache->swap(grown);
+        }
+      }
+    });
+    s.capacity = cap;
   }
 
   void append_kv(const Segment& sg, int layer) {
     const int d = c_.head_dim;
     Sequence& s = *sg.seq;
-    for (int t = 0; t < sg.count; ++t) {
-      for (int g = 0; g < c_.hkv; ++g) {
-        const size_t src = (static_cast<size_t>(sg.row + t) * c_.hkv + g) * d;
-        std::memcpy(cache_row(s, s.k_cache[static_cast<size_t>(layer)], g, s.n + t), &k_[src], sizeof(float) * d);
-        std::memcpy(cache_row(s, s.v_cache[static_cast<size_t>(layer)], g, s.n + t), &v_[src], sizeof(float) * d);
+    if (options_.cpu_kv_cache == DType::F16) check_f16_range(sg, layer);
+    with_cache(s, [&](auto& k_layers, auto& v_layers) {
+      auto* k_cache = k_layers[static_cast<size_t>(layer)].data();
+      auto* v_cache = v_layers[static_cast<size_t>(layer)].data();
+      for (int t = 0; t < sg.count; ++t) {
+        for (int g = 0; g < c_.hkv; ++g) {
+          const size_t src = (static_cast<size_t>(sg.row + t) * c_.hkv + g) * d;
+          const size_t dst = (static_cast<size_t>(g) * s.capacity + s.n + t) * d;
+          store_rows(&k_[src], d, k_cache + dst);
+          store_rows(&v_[src], d, v_cache + dst);
+        }
+      }
+    });
+  }
+
+  // A key or value beyond f16's range would be cached as infinity and surface later as a
+  // non-finite logit: refuse it here, where the cause can be named.
+  void check_f16_range(const Segment& sg, int layer) const {
+    const size_t kvd = static_cast<size_t>(c_.hkv) * c_.head_dim;
+    for (const std::vector<float>* rows : {&k_, &v_}) {
+      const float* x = rows->data() + static_cast<size_t>(sg.row) * kvd;
+      for (size_t i = 0; i < static_cast<size_t>(sg.count) * kvd; ++i) {
+        KASCADE_CHECK(std::fabs(x[i]) < kF16RoundsToFinite || !std::isfinite(x[i]),
+                      "cpu backend: layer " << layer << " " << (rows == &k_ ? "key" : "value") << " element "
+                                            << i % kvd << " at position " << sg.seq->n + static_cast<int>(i / kvd)
+                                            << " is " << x[i] << ", beyond the f16 KV cache's range (65504); "
+                                            << "use an f32 cache (--kv-cache f32)");
       }
     }
   }
@@ -262,21 +332,30 @@ class CpuCore {
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
     constexpr int kQueriesPerTask = 16;
     const int query_blocks = (count + kQueriesPerTask - 1) / kQueriesPerTask;
-    const float* kc = s.k_cache[static_cast<size_t>(layer)].data();
-    const float* vc = s.v_cache[static_cast<size_t>(layer)].data();
     pool_.parallel_for(c_.hq * query_blocks, [&](int task) {
       const int h = task / query_blocks, g = h / group;
       const int t0 = (task % query_blocks) * kQueriesPerTask, t1 = std::min(count, t0 + kQueriesPerTask);
       std::vector<float> scores(static_cast<size_t>(n0 + count));
-      const float* kg = kc + static_cast<size_t>(g) * s.capacity * d;
-      const float* vg = vc + static_cast<size_t>(g) * s.capacity * d;
+      // The keys and values the task's queries see, n0 + t0's first visible key .. n0 + t1 - 1,
+      // as fp32.
+      const int first_row = first_visible_key(n0 + t0);
+      const int64_t values_read = static_cast<int64_t>(n0 + t1 - first_row) * d;
+      std::vector<float> widened_keys, widened_values;  // f16 cache only
+      const float* keys = nullptr;
+      const float* values = nullptr;
+      with_cache(s, [&](const auto& k_layers, const auto& v_layers) {
+        const size_t offset = (static_cast<size_t>(g) * s.capacity + first_row) * d;
+        keys = rows_as_f32(k_layers[static_cast<size_t>(layer)].data() + offset, values_read, widened_keys);
+        values = rows_as_f32(v_layers[static_cast<size_t>(layer)].data() + offset, values_read, widened_values);
+      });
       for (int t = t0; t < t1; ++t) {
         // Causal: the query at position n0 + t sees keys 0..n0 + t, or with a sliding window
         // W only the last W of them, max(0, n0 + t - W + 1)..n0 + t.
         const int first = first_visible_key(n0 + t);
         const size_t row = (static_cast<size_t>(sg.row + t) * c_.hq + h) * d;
-        cpu::attend_one_query(&q_[row], kg + static_cast<size_t>(first) * d, vg + static_cast<size_t>(first) * d,
-                              n0 + t + 1 - first, d, scale, scores.data(), &att_[row]);
+        const size_t from = static_cast<size_t>(first - first_row) * d;
+        cpu::attend_one_query(&q_[row], keys + from, values + from, n0 + t + 1 - first, d, scale, scores.data(),
+                              &att_[row]);
       }
     });
     for (int t = 0; t < count; ++t) {
@@ -316,12 +395,13 @@ class CpuCore {
     }
     kh_.resize(static_cast<size_t>(c_.hkv) * n * d);
     vh_.resize(kh_.size());
-    for (int g = 0; g < c_.hkv; ++g) {
-      std::memcpy(&kh_[static_cast<size_t>(g) * n * d], cache_row(s, s.k_cache[static_cast<size_t>(layer)], g, 0),
-                  sizeof(float) * static_cast<size_t>(n) * d);
-      std::memcpy(&vh_[static_cast<size_t>(g) * n * d], cache_row(s, s.v_cache[static_cast<size_t>(layer)], g, 0),
-                  sizeof(float) * static_cast<size_t>(n) * d);
-    }
+    with_cache(s, [&](const auto& k_layers, const auto& v_layers) {
+      for (int g = 0; g < c_.hkv; ++g) {
+        const size_t from = static_cast<size_t>(g) * s.capacity * d, to = static_cast<size_t>(g) * n * d;
+        load_rows(k_layers[static_cast<size_t>(layer)].data() + from, static_cast<int64_t>(n) * d, &kh_[to]);
+        load_rows(v_layers[static_cast<size_t>(layer)].data() + from, static_cast<int64_t>(n) * d, &vh_[to]);
+      }
+    });
   }
 
   // Attention output [Hq, count, D] back into the segment's rows of att_.
@@ -360,8 +440,11 @@ class CpuCore {
     view.q = q_.data() + static_cast<size_t>(sg.row) * qd;
     view.q_head_stride = d;
     view.q_token_stride = qd;
-    view.k = s.k_cache[static_cast<size_t>(layer)].data();
-    view.v = s.v_cache[static_cast<size_t>(layer)].data();
+    with_cache(s, [&](const auto& k_layers, const auto& v_layers) {
+      view.k = k_layers[static_cast<size_t>(layer)].data();
+      view.v = v_layers[static_cast<size_t>(layer)].data();
+    });
+    view.kv_type = options_.cpu_kv_cache;
     view.kv_head_stride = static_cast<int64_t>(s.capacity) * d;
     view.out = att_.data() + static_cast<size_t>(sg.row) * qd;
     view.out_head_stride = d;

@@ -190,6 +190,7 @@ PerplexityResults run_perplexity(const engine::Model& model, const Plan* plan, c
                   "perplexity: window " << w.name << " has " << w.tokens.size() << " tokens, not " << config.context);
   engine::BackendOptions options;
   options.threads = config.threads;
+  options.cpu_kv_cache = config.cpu_kv_cache;
   auto backend = engine::make_backend(config.backend, model, nullptr, options);
 
   PerplexityResults results;

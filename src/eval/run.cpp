@@ -105,6 +105,7 @@ EvalResults run_eval(const engine::Model& model, const engine::Tokenizer& tok, c
                                [&tok](const std::vector<int32_t>& ids) { return tok.decode(ids); }};
   engine::BackendOptions options;
   options.threads = config.threads;
+  options.cpu_kv_cache = config.cpu_kv_cache;
   auto backend = engine::make_backend(config.backend, model, nullptr, options);
 
   EvalResults results;

@@ -2,7 +2,8 @@
 // (kascade/reference.h) under SPEC 7: outputs within the fp32 tolerance given the same
 // selection, selections equivalent by covered mass; for every role, decode and prefill (fresh
 // and continued, a partial last tile), both poolings, a head map, strided views of a larger
-// cache, serial and threaded.
+// cache, serial and threaded; over fp32 and f16 caches (the oracle is given the f16-rounded keys
+// and values, so the tolerance stays fp32's: only the accumulation may differ).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -31,11 +32,13 @@ struct Case {
   Role role = Role::Anchor;
   Pooling pooling = Pooling::Group;
   std::vector<int> head_map;
+  kascade::DType kv = kascade::DType::F32;  // the engine's cache type
 };
 
 struct Data {
   std::vector<float> q, k, v;              // oracle layout: [hq][nq][d], [hkv][n][d]
   std::vector<float> q_tokens, k_cache, v_cache;  // engine layout: [nq][hq][d], [hkv][cap][d]
+  std::vector<uint16_t> k_cache_f16, v_cache_f16;  // the same caches as f16 (Case::kv F16)
   int capacity = 0;
 };
 
@@ -51,6 +54,11 @@ Data make_data(const Case& c, unsigned seed) {
   for (float& f : x.q) f = 2.5f * normal(rng);
   for (float& f : x.k) f = normal(rng);
   for (float& f : x.v) f = normal(rng);
+  if (c.kv == kascade::DType::F16) {
+    // What the f16 cache holds is what the oracle attends to.
+    for (float& f : x.k) f = kascade::round_to(kascade::DType::F16, f);
+    for (float& f : x.v) f = kascade::round_to(kascade::DType::F16, f);
+  }
   x.q_tokens.resize(x.q.size());
   for (int h = 0; h < c.hq; ++h) {
     for (int t = 0; t < c.nq; ++t) {
@@ -70,7 +78,16 @@ Data make_data(const Case& c, unsigned seed) {
               x.v.begin() + static_cast<std::ptrdiff_t>(g + 1) * c.n * c.d,
               x.v_cache.begin() + static_cast<std::ptrdiff_t>(g) * x.capacity * c.d);
   }
+  for (float f : x.k_cache) x.k_cache_f16.push_back(kascade::float_to_f16(f));
+  for (float f : x.v_cache) x.v_cache_f16.push_back(kascade::float_to_f16(f));
   return x;
+}
+
+void set_cache(const Case& c, const Data& x, cpu::AttentionView& view) {
+  view.kv_type = c.kv;
+  view.k = c.kv == kascade::DType::F16 ? static_cast<const void*>(x.k_cache_f16.data()) : x.k_cache.data();
+  view.v = c.kv == kascade::DType::F16 ? static_cast<const void*>(x.v_cache_f16.data()) : x.v_cache.data();
+  view.kv_head_stride = static_cast<int64_t>(x.capacity) * c.d;
 }
 
 ref::Call make_call(const Case& c) {
@@ -99,9 +116,7 @@ std::vector<float> run_engine(const Case& c, Data& x, const ref::Call& call, con
   view.q = x.q_tokens.data();
   view.q_head_stride = c.d;
   view.q_token_stride = static_cast<int64_t>(c.hq) * c.d;
-  view.k = x.k_cache.data();
-  view.v = x.v_cache.data();
-  view.kv_head_stride = static_cast<int64_t>(x.capacity) * c.d;
+  set_cache(c, x, view);
   view.out = out_tokens.data();
   view.out_head_stride = c.d;
   view.out_token_stride = view.q_token_stride;
@@ -124,7 +139,7 @@ std::vector<float> run_engine(const Case& c, Data& x, const ref::Call& call, con
 void check_case(const Case& c, cpu::ThreadPool* pool, unsigned seed) {
   SCOPED_TRACE(std::string(kascade::to_string(c.role)) + " " + kascade::to_string(c.phase) + " n=" +
                std::to_string(c.n) + " nq=" + std::to_string(c.nq) + " pooling=" + kascade::to_string(c.pooling) +
-               (pool ? " threaded" : " serial"));
+               " cache " + kascade::dtype_name(c.kv) + (pool ? " threaded" : " serial"));
   Data x = make_data(c, seed);
   const ref::Call call = make_call(c);
   const double tolerance = ref::output_tolerance(kascade::DType::F32);
@@ -189,11 +204,14 @@ std::vector<Case> all_cases() {
 
 TEST(CpuAttention, EveryRoleMatchesTheOracleSerialAndThreaded) {
   cpu::ThreadPool pool(3);
-  unsigned seed = 1;
-  for (const Case& c : all_cases()) {
-    check_case(c, nullptr, seed);
-    check_case(c, &pool, seed);
-    ++seed;
+  for (kascade::DType kv : {kascade::DType::F32, kascade::DType::F16}) {
+    unsigned seed = 1;
+    for (Case c : all_cases()) {
+      c.kv = kv;
+      check_case(c, nullptr, seed);
+      check_case(c, &pool, seed);
+      ++seed;
+    }
   }
 }
 
@@ -204,16 +222,66 @@ TEST(CpuAttention, LongDecodeRowsMatchTheOracle) {
   c.hkv = 3;
   c.d = 64;
   c.n = 4099;
+  for (kascade::DType kv : {kascade::DType::F32, kascade::DType::F16}) {
+    for (Role role : {Role::Dense, Role::Layer0, Role::Anchor, Role::Reuse}) {
+      c.role = role;
+      c.kv = kv;
+      c.head_map = {2, 0, 1};
+      check_case(c, &pool, 77);
+    }
+  }
+}
+
+TEST(CpuAttention, LongPrefillOverAnF16CacheMatchesTheOracle) {
+  // Blocked dense prefill and anchor tiles over more keys than one block, head dim 64.
+  cpu::ThreadPool pool(2);
+  Case c;
+  c.hq = 9;
+  c.hkv = 3;
+  c.d = 64;
+  c.n = 700;
+  c.nq = 100;
+  c.phase = Phase::Prefill;
+  c.kv = kascade::DType::F16;
   for (Role role : {Role::Dense, Role::Layer0, Role::Anchor, Role::Reuse}) {
     c.role = role;
-    c.head_map = {2, 0, 1};
-    check_case(c, &pool, 77);
+    c.head_map = {1, 2, 0};
+    check_case(c, &pool, 78);
   }
 }
 
 TEST(CpuAttention, CheckFiniteNamesTheTensorAndRow) {
+  for (kascade::DType kv : {kascade::DType::F32, kascade::DType::F16}) {
+    SCOPED_TRACE(kascade::dtype_name(kv));
+    Case c;
+    c.kv = kv;
+    Data x = make_data(c, 5);
+    cpu::AttentionView view;
+    view.hq = c.hq;
+    view.hkv = c.hkv;
+    view.nq = 1;
+    view.n = c.n;
+    view.d = c.d;
+    view.q = x.q_tokens.data();
+    view.q_head_stride = c.d;
+    view.q_token_stride = static_cast<int64_t>(c.hq) * c.d;
+    set_cache(c, x, view);
+    EXPECT_NO_THROW(cpu::check_finite(view, "test"));  // the NaN padding past n is not read
+    const size_t at = (static_cast<size_t>(1) * x.capacity + 17) * c.d + 3;
+    x.v_cache[at] = INFINITY;
+    x.v_cache_f16[at] = kascade::float_to_f16(INFINITY);
+    try {
+      cpu::check_finite(view, "test");
+      FAIL() << "an infinite value passed";
+    } catch (const kascade::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("values of head 1 at row 17"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(CpuAttention, RejectsACacheTypeItDoesNotRead) {
   Case c;
-  Data x = make_data(c, 5);
+  Data x = make_data(c, 6);
   cpu::AttentionView view;
   view.hq = c.hq;
   view.hkv = c.hkv;
@@ -223,16 +291,18 @@ TEST(CpuAttention, CheckFiniteNamesTheTensorAndRow) {
   view.q = x.q_tokens.data();
   view.q_head_stride = c.d;
   view.q_token_stride = static_cast<int64_t>(c.hq) * c.d;
-  view.k = x.k_cache.data();
-  view.v = x.v_cache.data();
-  view.kv_head_stride = static_cast<int64_t>(x.capacity) * c.d;
-  EXPECT_NO_THROW(cpu::check_finite(view, "test"));  // the NaN padding past n is not read
-  x.v_cache[(static_cast<size_t>(1) * x.capacity + 17) * c.d + 3] = INFINITY;
+  set_cache(c, x, view);
+  view.kv_type = kascade::DType::BF16;
+  std::vector<float> out(x.q.size());
+  view.out = out.data();
+  view.out_head_stride = c.d;
+  view.out_token_stride = view.q_token_stride;
+  cpu::AttentionWorkspace ws;
   try {
-    cpu::check_finite(view, "test");
-    FAIL() << "an infinite value passed";
+    cpu::attend(nullptr, ws, make_call(c), view, nullptr);
+    FAIL() << "a bf16 cache was read";
   } catch (const kascade::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("values of head 1 at row 17"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("type bf16 (supported: f32, f16)"), std::string::npos) << e.what();
   }
 }
 

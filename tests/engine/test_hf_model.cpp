@@ -51,7 +51,8 @@ Comparison compare_with_transformers(const Model& model, const std::string& name
   for (const auto& p : doc["prompts"]) {
     const std::vector<int32_t> ids = p["ids"].get<std::vector<int32_t>>();
     kascade::engine::BackendOptions opt;
-    opt.prefill_chunk = 20;  // the 48-token prompt crosses chunk boundaries
+    opt.prefill_chunk = 20;                   // the 48-token prompt crosses chunk boundaries
+    opt.cpu_kv_cache = kascade::DType::F32;   // fp32 on both sides (the bound above)
     auto backend = kascade::engine::make_backend("cpu", model, nullptr, opt);
     const std::vector<float> logits = backend->forward(ids, /*all_logits=*/true);
     const int vocab = model.config.vocab;

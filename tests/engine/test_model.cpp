@@ -65,7 +65,8 @@ TEST_P(TinyModel, LogitsMatchNumpyForward) {
   const auto want = doc["logits"][arch].get<std::vector<std::vector<double>>>();
   ASSERT_EQ(want.size(), tokens.size());
   kascade::engine::BackendOptions opt;
-  opt.prefill_chunk = 5;  // chunks of 5, 5 and 3 tokens
+  opt.prefill_chunk = 5;                   // chunks of 5, 5 and 3 tokens
+  opt.cpu_kv_cache = kascade::DType::F32;  // the forward pass against fp64, nothing rounded
   auto backend = kascade::engine::make_backend("cpu", model, nullptr, opt);
   const std::vector<float> got = backend->forward(tokens, /*all_logits=*/true);
   const int vocab = model.config.vocab;

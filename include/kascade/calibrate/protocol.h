@@ -38,6 +38,7 @@
 #include "kascade/calibrate/choice.h"
 #include "kascade/calibrate/dev_mix.h"
 #include "kascade/plan.h"
+#include "kascade/tensor.h"
 
 namespace kascade::engine {
 class Backend;
@@ -77,6 +78,7 @@ CollectedStatistics collect_statistics(engine::Backend& backend, const engine::M
 struct HeldOutConfig {
   std::string backend = "cpu";  // engine::make_backend kind
   int threads = 0;              // engine and policy threads (0: all)
+  DType cpu_kv_cache = DType::F16;  // the cpu backend's KV cache (engine::BackendOptions)
   SparsityParams params;        // the plans' budget: rho, k_min, k_multiple, tile, budget
 };
 
@@ -113,6 +115,7 @@ class HeldOutScorer {
 struct CalibrationRunConfig {
   std::string backend = "cpu";
   int threads = 0;
+  DType cpu_kv_cache = DType::F16;  // the cpu backend's KV cache (engine::BackendOptions)
   int m_lo = 3, m_hi = 8;      // anchor counts of the candidates
   SparsityParams params;       // the plan's budget; its pooling is chosen by loss
   StatisticsConfig statistics;

@@ -1,6 +1,8 @@
 // kascade/engine/cpu_attention.h — the CPU engine's attention for every role of SPEC 3-5 (dense,
 // layer 0, anchor, reuse; decode and prefill) in fp32 accumulation, over views of the caller's
-// memory (a KV cache with a head stride, queries in any row layout): nothing is copied.
+// memory (a KV cache with a head stride, queries in any row layout): nothing is copied. Keys
+// and values are fp32 or f16 (IEEE half bit patterns); f16 rows are widened to fp32 as they are
+// read (F16C where the CPU has it), the arithmetic is the same.
 //
 // It computes what the fp64 oracle (kascade/reference.h) computes and is tested against it
 // under SPEC 7's fp32 tolerance; selections are equivalent by covered mass (fp32 pooling may
@@ -9,8 +11,8 @@
 // rely on the logits check of the forward pass (the backend).
 //
 //   cpu::AttentionView view{hq, hkv, nq, n, d, q, q_head_stride, q_token_stride,
-//                           k, v, kv_head_stride, out, out_head_stride, out_token_stride};
-//   ref::Selection sel = cpu::attend(&pool, workspace, call, view, /*reuse=*/nullptr, /*select=*/true);
+//                           k, v, DType::F16, kv_head_stride, out, out_head_stride, out_token_stride};
+//   ref::Selection sel = cpu::attend(&pool, workspace, call, view, /*reuse=*/nullptr);
 //   cpu::parallel_for_shared(threads, rows, [&](int row) { cpu::attend(nullptr, ...); });
 #pragma once
 
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "kascade/reference.h"
+#include "kascade/tensor.h"
 
 namespace kascade::engine::cpu {
 
@@ -26,14 +29,15 @@ class ThreadPool;
 
 // One layer's attention for one sequence. Queries are at positions n - nq .. n - 1 (decode:
 // nq = 1). Query t (0-based within the call) of head h is at q + h * q_head_stride +
-// t * q_token_stride; key / value i (position) of kv head g at k / v + g * kv_head_stride + i * d;
-// out like q with its own strides. Every row is d contiguous floats.
+// t * q_token_stride; key / value i (position) of kv head g at k / v + g * kv_head_stride + i * d
+// elements of kv_type; out like q with its own strides. Every row is d contiguous elements.
 struct AttentionView {
   int hq = 0, hkv = 0, nq = 0, n = 0, d = 0;
   const float* q = nullptr;
   int64_t q_head_stride = 0, q_token_stride = 0;
-  const float* k = nullptr;
-  const float* v = nullptr;
+  const void* k = nullptr;  // kv_type F32: floats; F16: uint16_t bit patterns
+  const void* v = nullptr;
+  DType kv_type = DType::F32;
   int64_t kv_head_stride = 0;
   float* out = nullptr;
   int64_t out_head_stride = 0, out_token_stride = 0;
@@ -49,7 +53,8 @@ struct AttentionWorkspace {
 // Dense: exact causal attention. Layer0: the same, and it returns the selection layer 0 hands
 // its reuse layers. Anchor: selects and attends to its selection (plus the tile's diagonal in
 // prefill). Reuse: attends to `reuse` (not validated here: it comes from our own anchor, or the
-// caller validated it). Returns the selection (empty for Dense and Reuse).
+// caller validated it). Returns the selection (empty for Dense and Reuse). A kv_type other
+// than F32 or F16 throws kascade::Error.
 // pool: null runs on the calling thread (callers that parallelise over calls themselves).
 ref::Selection attend(ThreadPool* pool, AttentionWorkspace& workspace, const ref::Call& call,
                       const AttentionView& view, const ref::Selection* reuse);

@@ -37,6 +37,7 @@
 #include "kascade/eval/corpus.h"
 #include "kascade/eval/policy.h"
 #include "kascade/eval/scoring.h"
+#include "kascade/tensor.h"
 
 namespace kascade::engine {
 struct Model;
@@ -56,6 +57,7 @@ struct EvalConfig {
   SparsityParams params;  // k_min, tile, budget mode (rho is set per run)
   int threads = 0;        // engine threads and threads of the policies' host attention (0: all)
   std::string backend = "cpu";  // the engine backend (engine::make_backend): "cpu" or "cuda"
+  DType cpu_kv_cache = DType::F16;  // the cpu backend's KV cache (engine::BackendOptions)
   // false (default): the context is prefilled once with dense attention and shared; the query
   // and answer rows go through each policy as decode steps. true: each policy also prefills the
   // whole prompt (context and query, SPEC 5 tiles; "decode only" policies prefill densely),

@@ -32,6 +32,7 @@
 
 #include "kascade/eval/policy.h"
 #include "kascade/eval/scoring.h"
+#include "kascade/tensor.h"
 
 namespace kascade::engine {
 class Backend;
@@ -54,6 +55,7 @@ struct PerplexityConfig {
   SparsityParams params;              // k_min, tile, budget mode (rho is set per run)
   int threads = 0;                    // engine and policy threads (0: all)
   std::string backend = "cpu";        // engine::make_backend kind
+  DType cpu_kv_cache = DType::F16;    // the cpu backend's KV cache (engine::BackendOptions)
 };
 
 // Throws kascade::Error naming the problem unless the config can run on a model of this shape:

@@ -5,6 +5,11 @@
 // rows of every head of the tile (in parallel), then per selection set the pooled masses and
 // the top-k, then the output. Rows are scored against blocks of keys that stay in L1 while the
 // tile's queries pass over them.
+//
+// The kernels read fp32 rows. Each role is one template over the cache's element type T
+// (float, or uint16_t for f16): it asks for the rows it is about to use through range_rows /
+// gathered_rows, which hand fp32 storage back in place and widen f16 rows into per-thread
+// scratch, once per block that the call's rows or heads share.
 #include "kascade/engine/cpu_attention.h"
 
 #include <algorithm>
@@ -15,6 +20,7 @@
 #include <thread>
 
 #include "../cpu_kernels.h"
+#include "f16_rows.h"
 #include "kascade/budget.h"
 #include "kascade/error.h"
 #include "simd.h"
@@ -161,21 +167,61 @@ void add_weighted_values(const float* p, const float* base, const int32_t* idx, 
   }
 }
 
-// One query over the keys idx[0..count) followed by the range [r0, r1) of one kv head: one
-// softmax over the union. `scratch` holds count + r1 - r0 floats. An empty set gives zeros.
-void attend_keys(const float* q, const float* k, const float* v, int d, float scale, const int32_t* idx, int count,
-                 int r0, int r1, float* scratch, float* out) {
+// ---- K/V rows as fp32 -----------------------------------------------------------------------
+// Rows of d floats: row j at base + idx[j] * d (idx non-null) or base + j * d.
+struct RowsF32 {
+  const float* base = nullptr;
+  const int32_t* idx = nullptr;
+};
+
+// The widened f16 rows a call keeps at once, one per-thread buffer each.
+enum WidenSlot { kKeySlot, kValueSlot, kDiagonalKeySlot, kDiagonalValueSlot, kWidenSlots };
+
+float* widen_scratch(WidenSlot slot, size_t size) {
+  thread_local std::vector<float> scratch[kWidenSlots];
+  std::vector<float>& buffer = scratch[slot];
+  if (buffer.size() < size) buffer.resize(size);
+  return buffer.data();
+}
+
+// Rows first..first+count-1 of one kv head (`head` points at its row 0) as fp32.
+inline const float* range_rows(const float* head, int first, int /*count*/, int d, WidenSlot /*slot*/) {
+  return head + static_cast<int64_t>(first) * d;
+}
+inline const float* range_rows(const uint16_t* head, int first, int count, int d, WidenSlot slot) {
+  float* rows = widen_scratch(slot, static_cast<size_t>(count) * d);
+  widen_f16_rows(head, nullptr, first, count, d, rows);
+  return rows;
+}
+
+// Rows idx[0..count) of one kv head as fp32 (fp32 storage keeps the index list).
+inline RowsF32 gathered_rows(const float* head, const int32_t* idx, int /*count*/, int /*d*/, WidenSlot /*slot*/) {
+  return RowsF32{head, idx};
+}
+inline RowsF32 gathered_rows(const uint16_t* head, const int32_t* idx, int count, int d, WidenSlot slot) {
+  float* rows = widen_scratch(slot, static_cast<size_t>(count) * d);
+  widen_f16_rows(head, idx, 0, count, d, rows);
+  return RowsF32{rows, nullptr};
+}
+
+// One query over the `count` rows of sel_k / sel_v followed by `range` contiguous rows at
+// range_k / range_v: one softmax over the union. `scratch` holds count + range floats. An
+// empty set gives zeros.
+void attend_keys(const float* q, RowsF32 sel_k, RowsF32 sel_v, int count, const float* range_k, const float* range_v,
+                 int range, int d, float scale, float* scratch, float* out) {
   std::fill(out, out + d, 0.0f);
-  const int range = std::max(0, r1 - r0), total = count + range;
+  const int total = count + range;
   if (total == 0) return;
-  score_keys(q, k, idx, count, d, scale, scratch);
-  score_keys(q, k + static_cast<int64_t>(r0) * d, nullptr, range, d, scale, scratch + count);
+  score_keys(q, sel_k.base, sel_k.idx, count, d, scale, scratch);
+  score_keys(q, range_k, nullptr, range, d, scale, scratch + count);
   const float sum = exp_shifted(scratch, total, max_of(scratch, total));
-  add_weighted_values(scratch, v, idx, count, d, out);
-  add_weighted_values(scratch + count, v + static_cast<int64_t>(r0) * d, nullptr, range, d, out);
+  add_weighted_values(scratch, sel_v.base, sel_v.idx, count, d, out);
+  add_weighted_values(scratch + count, range_v, nullptr, range, d, out);
   scale_in_place(out, d, 1.0f / sum);
 }
 
+// The call's geometry over a cache of element type T.
+template <typename T>
 struct Shape {
   const AttentionView& view;
   const ref::Call& call;
@@ -193,8 +239,8 @@ struct Shape {
   float* out_row(int h, int t) const {
     return view.out + h * view.out_head_stride + static_cast<int64_t>(t - first_query) * view.out_token_stride;
   }
-  const float* k_head(int g) const { return view.k + g * view.kv_head_stride; }
-  const float* v_head(int g) const { return view.v + g * view.kv_head_stride; }
+  const T* k_head(int g) const { return static_cast<const T*>(view.k) + g * view.kv_head_stride; }
+  const T* v_head(int g) const { return static_cast<const T*>(view.v) + g * view.kv_head_stride; }
 };
 
 void run_tasks(ThreadPool* pool, int tasks, const std::function<void(int)>& fn) {
@@ -213,14 +259,15 @@ std::vector<float>& row_scratch(size_t size) {
 
 // Normalised causal softmax rows of head h for queries t_begin..t_end-1 (row r over keys
 // 0..t_begin+r), written to probs + r * stride. Keys go in blocks shared by the tile's rows.
-void softmax_rows(const Shape& s, int h, int tau, float* probs, int64_t stride) {
+template <typename T>
+void softmax_rows(const Shape<T>& s, int h, int tau, float* probs, int64_t stride) {
   const int t0 = s.t_begin(tau), t1 = s.t_end(tau), d = s.view.d;
-  const float* k = s.k_head(h / s.group);
+  const T* k = s.k_head(h / s.group);
   for (int j0 = 0; j0 < t1; j0 += kKeyBlock) {
+    const float* keys = range_rows(k, j0, std::min(kKeyBlock, t1 - j0), d, kKeySlot);
     for (int t = std::max(t0, j0); t < t1; ++t) {
       const int j1 = std::min(t + 1, j0 + kKeyBlock);
-      score_keys(s.q_row(h, t), k + static_cast<int64_t>(j0) * d, nullptr, j1 - j0, d, s.scale,
-                 probs + (t - t0) * stride + j0);
+      score_keys(s.q_row(h, t), keys, nullptr, j1 - j0, d, s.scale, probs + (t - t0) * stride + j0);
     }
   }
   for (int t = t0; t < t1; ++t) {
@@ -231,26 +278,30 @@ void softmax_rows(const Shape& s, int h, int tau, float* probs, int64_t stride) 
 }
 
 // Dense outputs of head h's rows from their normalised probabilities.
-void dense_from_probs(const Shape& s, int h, int tau, const float* probs, int64_t stride) {
+template <typename T>
+void dense_from_probs(const Shape<T>& s, int h, int tau, const float* probs, int64_t stride) {
   const int t0 = s.t_begin(tau), t1 = s.t_end(tau), d = s.view.d;
-  const float* v = s.v_head(h / s.group);
+  const T* v = s.v_head(h / s.group);
   for (int t = t0; t < t1; ++t) std::fill(s.out_row(h, t), s.out_row(h, t) + d, 0.0f);
   for (int j0 = 0; j0 < t1; j0 += kKeyBlock) {
+    const float* values = range_rows(v, j0, std::min(kKeyBlock, t1 - j0), d, kValueSlot);
     for (int t = std::max(t0, j0); t < t1; ++t) {
       const int j1 = std::min(t + 1, j0 + kKeyBlock);
-      add_weighted_values(probs + (t - t0) * stride + j0, v + static_cast<int64_t>(j0) * d, nullptr, j1 - j0, d,
-                          s.out_row(h, t));
+      add_weighted_values(probs + (t - t0) * stride + j0, values, nullptr, j1 - j0, d, s.out_row(h, t));
     }
   }
 }
 
-// Dense causal attention of head h's rows without keeping probabilities.
-void dense_rows(const Shape& s, int h, int tau) {
-  const int t0 = s.t_begin(tau), t1 = s.t_end(tau), g = h / s.group;
+// Dense causal attention of head h's rows without keeping probabilities (head dims beyond the
+// blocked prefill's).
+template <typename T>
+void dense_rows(const Shape<T>& s, int h, int tau) {
+  const int t0 = s.t_begin(tau), t1 = s.t_end(tau), g = h / s.group, d = s.view.d;
   float* scratch = row_scratch(static_cast<size_t>(t1)).data();
+  const float* keys = range_rows(s.k_head(g), 0, t1, d, kKeySlot);
+  const float* values = range_rows(s.v_head(g), 0, t1, d, kValueSlot);
   for (int t = t0; t < t1; ++t) {
-    attend_keys(s.q_row(h, t), s.k_head(g), s.v_head(g), s.view.d, s.scale, nullptr, 0, 0, t + 1, scratch,
-                s.out_row(h, t));
+    attend_keys(s.q_row(h, t), RowsF32{}, RowsF32{}, 0, keys, values, t + 1, d, s.scale, scratch, s.out_row(h, t));
   }
 }
 
@@ -390,7 +441,8 @@ void flash_softmax_step(float* pt, int count, int j0, const float* last, int d, 
 }
 
 // Rows t0..t1-1 (at most kFlashQueries, positions) of head h, dense causal.
-void flash_rows(const Shape& s, int h, int t0, int t1) {
+template <typename T>
+void flash_rows(const Shape<T>& s, int h, int t0, int t1) {
   const int d = s.view.d, rows = t1 - t0, g = h / s.group;
   thread_local std::unique_ptr<FlashScratch> scratch_holder;
   if (!scratch_holder) scratch_holder = std::make_unique<FlashScratch>();
@@ -407,13 +459,13 @@ void flash_rows(const Shape& s, int h, int t0, int t1) {
     m[r] = -std::numeric_limits<float>::infinity();
     l[r] = 0.0f;
   }
-  const float* k = s.k_head(g);
-  const float* v = s.v_head(g);
+  const T* k = s.k_head(g);
+  const T* v = s.v_head(g);
   for (int j0 = 0; j0 < t1; j0 += kFlashKeys) {
     const int count = std::min(kFlashKeys, t1 - j0);
-    flash_scores(f.qt, k + static_cast<int64_t>(j0) * d, count, d, f.pt);
+    flash_scores(f.qt, range_rows(k, j0, count, d, kKeySlot), count, d, f.pt);
     flash_softmax_step(f.pt, count, j0, last, d, m, l, f.ot);
-    flash_values(f.pt, v + static_cast<int64_t>(j0) * d, count, d, f.ot);
+    flash_values(f.pt, range_rows(v, j0, count, d, kValueSlot), count, d, f.ot);
   }
   for (int r = 0; r < rows; ++r) {
     float* out = s.out_row(h, t0 + r);
@@ -422,7 +474,8 @@ void flash_rows(const Shape& s, int h, int t0, int t1) {
   }
 }
 
-void dense_prefill(ThreadPool* pool, const Shape& s) {
+template <typename T>
+void dense_prefill(ThreadPool* pool, const Shape<T>& s) {
   const int nq = s.view.nq, blocks = (nq + kFlashQueries - 1) / kFlashQueries;
   run_tasks(pool, s.view.hq * blocks, [&](int task) {
     const int h = task / blocks, b = task % blocks;
@@ -431,12 +484,19 @@ void dense_prefill(ThreadPool* pool, const Shape& s) {
   });
 }
 
-// Head h's rows over selection row `keys` (count entries) plus the tile's diagonal b..t.
-void selected_rows(const Shape& s, int h, int tau, const int32_t* keys, int count) {
-  const int t0 = s.t_begin(tau), t1 = s.t_end(tau), g = h / s.group, b = s.prefix(tau);
-  float* scratch = row_scratch(static_cast<size_t>(count + t1 - b + 1)).data();
+// Head h's rows over selection row `keys` (count entries) plus the tile's diagonal b..t
+// (decode: b = n, no diagonal).
+template <typename T>
+void selected_rows(const Shape<T>& s, int h, int tau, const int32_t* keys, int count) {
+  const int t0 = s.t_begin(tau), t1 = s.t_end(tau), g = h / s.group, b = s.prefix(tau), d = s.view.d;
+  const int diagonal = std::max(0, t1 - b);
+  const RowsF32 sel_k = gathered_rows(s.k_head(g), keys, count, d, kKeySlot);
+  const RowsF32 sel_v = gathered_rows(s.v_head(g), keys, count, d, kValueSlot);
+  const float* diagonal_k = range_rows(s.k_head(g), b, diagonal, d, kDiagonalKeySlot);
+  const float* diagonal_v = range_rows(s.v_head(g), b, diagonal, d, kDiagonalValueSlot);
+  float* scratch = row_scratch(static_cast<size_t>(count + diagonal + 1)).data();
   for (int t = t0; t < t1; ++t) {
-    attend_keys(s.q_row(h, t), s.k_head(g), s.v_head(g), s.view.d, s.scale, keys, count, b, t + 1, scratch,
+    attend_keys(s.q_row(h, t), sel_k, sel_v, count, diagonal_k, diagonal_v, t + 1 - b, d, s.scale, scratch,
                 s.out_row(h, t));
   }
 }
@@ -451,22 +511,25 @@ int decode_chunks(int n) { return (n + kDecodeChunk - 1) / kDecodeChunk; }
 
 // Dense decode without selection: each (kv head, chunk) task leaves per query head a partial
 // softmax (max, sum of exp, exp-weighted values); the partials of a head are merged exactly.
-void dense_decode(ThreadPool* pool, AttentionWorkspace& ws, const Shape& s) {
+template <typename T>
+void dense_decode(ThreadPool* pool, AttentionWorkspace& ws, const Shape<T>& s) {
   const AttentionView& v = s.view;
   const int n = v.n, d = v.d, t = n - 1, chunks = decode_chunks(n);
   const int64_t part_size = d + 2;
   ws.partial.resize(static_cast<size_t>(v.hq) * chunks * part_size);
   run_tasks(pool, v.hkv * chunks, [&](int task) {
     const int g = task / chunks, c = task % chunks;
-    const int j0 = c * kDecodeChunk, j1 = std::min(n, j0 + kDecodeChunk);
+    const int j0 = c * kDecodeChunk, count = std::min(n, j0 + kDecodeChunk) - j0;
     float* scores = row_scratch(static_cast<size_t>(kDecodeChunk)).data();
+    const float* keys = range_rows(s.k_head(g), j0, count, d, kKeySlot);
+    const float* values = range_rows(s.v_head(g), j0, count, d, kValueSlot);
     for (int h = g * s.group; h < (g + 1) * s.group; ++h) {
       float* part = ws.partial.data() + (static_cast<int64_t>(h) * chunks + c) * part_size;
-      score_keys(s.q_row(h, t), s.k_head(g) + static_cast<int64_t>(j0) * d, nullptr, j1 - j0, d, s.scale, scores);
-      part[0] = max_of(scores, j1 - j0);
-      part[1] = exp_shifted(scores, j1 - j0, part[0]);
+      score_keys(s.q_row(h, t), keys, nullptr, count, d, s.scale, scores);
+      part[0] = max_of(scores, count);
+      part[1] = exp_shifted(scores, count, part[0]);
       std::fill(part + 2, part + 2 + d, 0.0f);
-      add_weighted_values(scores, s.v_head(g) + static_cast<int64_t>(j0) * d, nullptr, j1 - j0, d, part + 2);
+      add_weighted_values(scores, values, nullptr, count, d, part + 2);
     }
   });
   for (int h = 0; h < v.hq; ++h) {
@@ -484,27 +547,6 @@ void dense_decode(ThreadPool* pool, AttentionWorkspace& ws, const Shape& s) {
     }
     scale_in_place(out, d, 1.0f / sum);
   }
-}
-
-// Decode with selection: the causal scores of every query head (unnormalised) into its probs
-// row, chunk by chunk per kv group as above; softmax_rows' normalisation follows per head.
-void decode_scores(ThreadPool* pool, const Shape& s, const std::function<float*(int)>& head_probs) {
-  const int n = s.view.n, d = s.view.d, t = n - 1, chunks = decode_chunks(n);
-  run_tasks(pool, s.view.hkv * chunks, [&](int task) {
-    const int g = task / chunks, c = task % chunks;
-    const int j0 = c * kDecodeChunk, j1 = std::min(n, j0 + kDecodeChunk);
-    for (int h = g * s.group; h < (g + 1) * s.group; ++h) {
-      score_keys(s.q_row(h, t), s.k_head(g) + static_cast<int64_t>(j0) * d, nullptr, j1 - j0, d, s.scale,
-                 head_probs(h) + j0);
-    }
-  });
-}
-
-// Normalises decode's row of head h in place (the scores of decode_scores).
-void normalise_decode_row(const Shape& s, float* row) {
-  const int n = s.view.n;
-  const float sum = exp_shifted(row, n, max_of(row, n));
-  scale_in_place(row, n, 1.0f / sum);
 }
 
 int selection_width(const ref::Call& call, int n) {
@@ -526,7 +568,8 @@ int selection_width(const ref::Call& call, int n) {
 constexpr int kSelectedPart = 256;  // selected keys per output task
 constexpr float kMinSelectedMass = 1e-20f;  // below: a head's selected probabilities underflow
 
-ref::Selection decode_with_selection(ThreadPool* pool, AttentionWorkspace& ws, const Shape& s, bool dense_output,
+template <typename T>
+ref::Selection decode_with_selection(ThreadPool* pool, AttentionWorkspace& ws, const Shape<T>& s, bool dense_output,
                                      bool attend_selection) {
   const AttentionView& v = s.view;
   const ref::Call& call = s.call;
@@ -545,15 +588,17 @@ ref::Selection decode_with_selection(ThreadPool* pool, AttentionWorkspace& ws, c
   run_tasks(pool, v.hkv * chunks, [&](int task) {
     const int g = task / chunks, c = task % chunks;
     const int j0 = c * kDecodeChunk, count = std::min(n, j0 + kDecodeChunk) - j0;
+    const float* keys = range_rows(s.k_head(g), j0, count, d, kKeySlot);
+    const float* values = dense_output ? range_rows(s.v_head(g), j0, count, d, kValueSlot) : nullptr;
     for (int h = g * s.group; h < (g + 1) * s.group; ++h) {
       float* e = probs(h) + j0;
       float* p = part(h, c);
-      score_keys(s.q_row(h, t), s.k_head(g) + static_cast<int64_t>(j0) * d, nullptr, count, d, s.scale, e);
+      score_keys(s.q_row(h, t), keys, nullptr, count, d, s.scale, e);
       p[0] = max_of(e, count);
       p[1] = exp_shifted(e, count, p[0]);
       if (dense_output) {
         std::fill(p + 2, p + 2 + d, 0.0f);
-        add_weighted_values(e, s.v_head(g) + static_cast<int64_t>(j0) * d, nullptr, count, d, p + 2);
+        add_weighted_values(e, values, nullptr, count, d, p + 2);
       }
     }
   });
@@ -623,7 +668,8 @@ ref::Selection decode_with_selection(ThreadPool* pool, AttentionWorkspace& ws, c
     }
     acc[0] = sum;
     std::fill(acc + 1, acc + 1 + d, 0.0f);
-    add_weighted_values(w, s.v_head(g), keys + i0, i1 - i0, d, acc + 1);
+    const RowsF32 values = gathered_rows(s.v_head(g), keys + i0, i1 - i0, d, kValueSlot);
+    add_weighted_values(w, values.base, values.idx, i1 - i0, d, acc + 1);
   });
   for (int h = 0; h < v.hq; ++h) {
     float* out = s.out_row(h, t);
@@ -646,18 +692,12 @@ ref::Selection decode_with_selection(ThreadPool* pool, AttentionWorkspace& ws, c
   return sel;
 }
 
-}  // namespace
-
-ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call& call, const AttentionView& view,
-                      const ref::Selection* reuse) {
-  const AttentionView& v = view;
-  KASCADE_CHECK(v.hq >= 1 && v.hkv >= 1 && v.hq % v.hkv == 0 && v.d >= 1 && v.nq >= 1 && v.n >= v.nq,
-                "cpu attention: bad shape hq=" << v.hq << " hkv=" << v.hkv << " nq=" << v.nq << " n=" << v.n
-                                               << " d=" << v.d);
-  KASCADE_CHECK(call.phase == Phase::Prefill || v.nq == 1, "cpu attention: decode takes one query, got " << v.nq);
-  KASCADE_CHECK(call.role != Role::Reuse || reuse != nullptr, "cpu attention: role reuse needs the anchor's selection");
-  const Shape s{view, call, v.hq / v.hkv, v.n - v.nq, ref::num_query_tiles(call, v.nq, v.n),
-                call.params.scale_for(v.d)};
+// attend() over a cache of element type T (the view checked by the caller).
+template <typename T>
+ref::Selection attend_stored(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call& call, const AttentionView& v,
+                             const ref::Selection* reuse) {
+  const Shape<T> s{v, call, v.hq / v.hkv, v.n - v.nq, ref::num_query_tiles(call, v.nq, v.n),
+                   call.params.scale_for(v.d)};
   const int tiles = s.tiles;
   ref::Selection sel;
 
@@ -684,24 +724,19 @@ ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call&
   }
 
   if (s.decode()) return decode_with_selection(pool, ws, s, call.role != Role::Anchor, call.role == Role::Anchor);
-  // Layer0 or Anchor: tile by tile.
+  // Prefill of Layer0 or Anchor: tile by tile.
   const int sets = ref::num_selection_sets(call, v.hkv);
   const int heads_per_set = call.params.pooling == Pooling::All ? v.hq : s.group;
   sel = ref::Selection::empty(sets, tiles, selection_width(call, v.n));
-  const int max_rows = s.decode() ? 1 : std::min(call.params.tile, v.nq);
+  const int max_rows = std::min(call.params.tile, v.nq);
   const int64_t stride = v.n;
   ws.probs.resize(static_cast<size_t>(v.hq) * max_rows * stride);
   ws.mass.resize(static_cast<size_t>(sets) * v.n);
   for (int tau = 0; tau < tiles; ++tau) {
     const int t0 = s.t_begin(tau), t1 = s.t_end(tau), b = s.prefix(tau);
     auto head_probs = [&](int h) { return ws.probs.data() + static_cast<size_t>(h) * max_rows * stride; };
-    if (s.decode()) decode_scores(pool, s, head_probs);
     run_tasks(pool, v.hq, [&](int h) {
-      if (s.decode()) {
-        normalise_decode_row(s, head_probs(h));
-      } else {
-        softmax_rows(s, h, tau, head_probs(h), stride);
-      }
+      softmax_rows(s, h, tau, head_probs(h), stride);
       if (call.role == Role::Layer0) dense_from_probs(s, h, tau, head_probs(h), stride);
     });
     run_tasks(pool, sets, [&](int set) {
@@ -730,6 +765,24 @@ ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call&
   return sel;
 }
 
+}  // namespace
+
+ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call& call, const AttentionView& view,
+                      const ref::Selection* reuse) {
+  const AttentionView& v = view;
+  KASCADE_CHECK(v.hq >= 1 && v.hkv >= 1 && v.hq % v.hkv == 0 && v.d >= 1 && v.nq >= 1 && v.n >= v.nq,
+                "cpu attention: bad shape hq=" << v.hq << " hkv=" << v.hkv << " nq=" << v.nq << " n=" << v.n
+                                               << " d=" << v.d);
+  KASCADE_CHECK(call.phase == Phase::Prefill || v.nq == 1, "cpu attention: decode takes one query, got " << v.nq);
+  KASCADE_CHECK(call.role != Role::Reuse || reuse != nullptr, "cpu attention: role reuse needs the anchor's selection");
+  switch (v.kv_type) {
+    case DType::F32: return attend_stored<float>(pool, ws, call, v, reuse);
+    case DType::F16: return attend_stored<uint16_t>(pool, ws, call, v, reuse);
+    default:
+      KASCADE_FAIL("cpu attention: keys and values of type " << dtype_name(v.kv_type) << " (supported: f32, f16)");
+  }
+}
+
 void parallel_for_shared(int threads, int tasks, const std::function<void(int)>& fn) {
   static std::mutex mutex;
   static std::unique_ptr<ThreadPool> pool;
@@ -754,9 +807,23 @@ void check_finite(const AttentionView& v, const char* who) {
   for (int h = 0; h < v.hq; ++h) {
     for (int t = 0; t < v.nq; ++t) check(v.q + h * v.q_head_stride + t * v.q_token_stride, v.d, "query", h, t);
   }
+  KASCADE_CHECK(v.kv_type == DType::F32 || v.kv_type == DType::F16,
+                who << ": keys and values of type " << dtype_name(v.kv_type) << " (supported: f32, f16)");
+  std::vector<float> row(static_cast<size_t>(v.d));
+  auto check_cache = [&](const void* cache, const char* what, int g) {
+    if (v.kv_type == DType::F32) {
+      check(static_cast<const float*>(cache) + g * v.kv_head_stride, v.n * v.d, what, g, 0);
+      return;
+    }
+    const uint16_t* head = static_cast<const uint16_t*>(cache) + g * v.kv_head_stride;
+    for (int i = 0; i < v.n; ++i) {
+      widen_f16(head + static_cast<int64_t>(i) * v.d, v.d, row.data());
+      check(row.data(), v.d, what, g, i);
+    }
+  };
   for (int g = 0; g < v.hkv; ++g) {
-    check(v.k + g * v.kv_head_stride, v.n * v.d, "keys", g, 0);
-    check(v.v + g * v.kv_head_stride, v.n * v.d, "values", g, 0);
+    check_cache(v.k, "keys", g);
+    check_cache(v.v, "values", g);
   }
 }
 
