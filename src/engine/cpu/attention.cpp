@@ -509,27 +509,48 @@ constexpr int kDecodeChunk = 256;
 
 int decode_chunks(int n) { return (n + kDecodeChunk - 1) / kDecodeChunk; }
 
-// Dense decode without selection: each (kv head, chunk) task leaves per query head a partial
-// softmax (max, sum of exp, exp-weighted values); the partials of a head are merged exactly.
+// Decode over a list of keys per kv head: the causal keys 0..n-1 (dense), or the selection the
+// head's group reads (reuse). Each (kv head, chunk of its list) task leaves per query head of the
+// group a partial softmax (max, sum of exp, exp-weighted values) over the chunk, whose rows it
+// reads (f16: widens) once for the whole group; the partials of a head are merged exactly. An
+// empty list gives zeros.
+struct KeyList {
+  const int32_t* idx = nullptr;  // null: positions 0..count-1
+  int count = 0;
+};
+
 template <typename T>
-void dense_decode(ThreadPool* pool, AttentionWorkspace& ws, const Shape<T>& s) {
+void decode_over_keys(ThreadPool* pool, AttentionWorkspace& ws, const Shape<T>& s,
+                      const std::function<KeyList(int g)>& keys_of) {
   const AttentionView& v = s.view;
-  const int n = v.n, d = v.d, t = n - 1, chunks = decode_chunks(n);
+  const int d = v.d, t = v.n - 1;
+  std::vector<KeyList> lists(static_cast<size_t>(v.hkv));
+  int chunks = 0;
+  for (int g = 0; g < v.hkv; ++g) {
+    lists[static_cast<size_t>(g)] = keys_of(g);
+    chunks = std::max(chunks, decode_chunks(lists[static_cast<size_t>(g)].count));
+  }
   const int64_t part_size = d + 2;
   ws.partial.resize(static_cast<size_t>(v.hq) * chunks * part_size);
   run_tasks(pool, v.hkv * chunks, [&](int task) {
     const int g = task / chunks, c = task % chunks;
-    const int j0 = c * kDecodeChunk, count = std::min(n, j0 + kDecodeChunk) - j0;
+    const KeyList& list = lists[static_cast<size_t>(g)];
+    const int j0 = c * kDecodeChunk, count = std::max(0, std::min(list.count, j0 + kDecodeChunk) - j0);
     float* scores = row_scratch(static_cast<size_t>(kDecodeChunk)).data();
-    const float* keys = range_rows(s.k_head(g), j0, count, d, kKeySlot);
-    const float* values = range_rows(s.v_head(g), j0, count, d, kValueSlot);
+    const RowsF32 keys = list.idx ? gathered_rows(s.k_head(g), list.idx + j0, count, d, kKeySlot)
+                                  : RowsF32{range_rows(s.k_head(g), j0, count, d, kKeySlot), nullptr};
+    const RowsF32 values = list.idx ? gathered_rows(s.v_head(g), list.idx + j0, count, d, kValueSlot)
+                                    : RowsF32{range_rows(s.v_head(g), j0, count, d, kValueSlot), nullptr};
     for (int h = g * s.group; h < (g + 1) * s.group; ++h) {
       float* part = ws.partial.data() + (static_cast<int64_t>(h) * chunks + c) * part_size;
-      score_keys(s.q_row(h, t), keys, nullptr, count, d, s.scale, scores);
+      std::fill(part + 2, part + 2 + d, 0.0f);
+      part[0] = -std::numeric_limits<float>::infinity();
+      part[1] = 0.0f;
+      if (count == 0) continue;
+      score_keys(s.q_row(h, t), keys.base, keys.idx, count, d, s.scale, scores);
       part[0] = max_of(scores, count);
       part[1] = exp_shifted(scores, count, part[0]);
-      std::fill(part + 2, part + 2 + d, 0.0f);
-      add_weighted_values(scores, values, nullptr, count, d, part + 2);
+      add_weighted_values(scores, values.base, values.idx, count, d, part + 2);
     }
   });
   for (int h = 0; h < v.hq; ++h) {
@@ -538,9 +559,11 @@ void dense_decode(ThreadPool* pool, AttentionWorkspace& ws, const Shape<T>& s) {
     for (int c = 0; c < chunks; ++c) m = std::max(m, parts[c * part_size]);
     float* out = s.out_row(h, t);
     std::fill(out, out + d, 0.0f);
+    if (m == -std::numeric_limits<float>::infinity()) continue;  // no keys
     float sum = 0;
     for (int c = 0; c < chunks; ++c) {
       const float* part = parts + c * part_size;
+      if (part[1] == 0.0f) continue;  // an empty chunk (its max is -inf)
       const float w = std::exp(part[0] - m);
       sum += w * part[1];
       for (int i = 0; i < d; ++i) out[i] += w * part[2 + i];
@@ -559,7 +582,7 @@ int selection_width(const ref::Call& call, int n) {
 // chunks, the cache read once per kv group:
 //   1. (kv head, chunk) tasks: per query head the chunk's scores, their max m_c and
 //      e = exp(s - m_c) kept in the head's probs row, sum(e), and for layer 0 sum(e * v);
-//   2. per head the chunks merge exactly (as dense_decode's partials): factor[h][c] =
+//   2. per head the chunks merge exactly (as decode_over_keys' partials): factor[h][c] =
 //      exp(m_c - m) / Z turns e into the normalised probability p;
 //   3. (set, chunk) tasks pool p into the mass; the top-k is select_top_k's threaded radix
 //      select;
@@ -647,29 +670,32 @@ ref::Selection decode_with_selection(ThreadPool* pool, AttentionWorkspace& ws, c
   }
   if (!attend_selection) return sel;
 
-  // Each (head, part) task leaves sum(p) and sum(p * v) over its part of the selection; the
-  // parts add (p is normalised over the whole row already).
+  // Each (kv head, part) task leaves, per query head of the group, sum(p) and sum(p * v) over its
+  // part of the selection (the part's value rows read once for the group); the parts add (p is
+  // normalised over the whole row already).
   const int parts = std::max(1, std::min(4, k / kSelectedPart));
   const int64_t out_part_size = d + 1;
   std::vector<float> selected_partial(static_cast<size_t>(v.hq) * parts * out_part_size);
-  run_tasks(pool, v.hq * parts, [&](int task) {
-    const int h = task / parts, r = task % parts, g = h / s.group, set = all ? 0 : g;
+  run_tasks(pool, v.hkv * parts, [&](int task) {
+    const int g = task / parts, r = task % parts, set = all ? 0 : g;
     const int32_t* keys = sel.row(set, 0);
     const int i0 = static_cast<int>(static_cast<int64_t>(k) * r / parts);
     const int i1 = static_cast<int>(static_cast<int64_t>(k) * (r + 1) / parts);
     float* w = row_scratch(static_cast<size_t>(i1 - i0)).data();
-    const float* e = probs(h);
-    const float* f = factor.data() + static_cast<size_t>(h) * chunks;
-    float* acc = selected_partial.data() + (static_cast<int64_t>(h) * parts + r) * out_part_size;
-    float sum = 0;
-    for (int i = i0; i < i1; ++i) {
-      w[i - i0] = e[keys[i]] * f[keys[i] / kDecodeChunk];
-      sum += w[i - i0];
-    }
-    acc[0] = sum;
-    std::fill(acc + 1, acc + 1 + d, 0.0f);
     const RowsF32 values = gathered_rows(s.v_head(g), keys + i0, i1 - i0, d, kValueSlot);
-    add_weighted_values(w, values.base, values.idx, i1 - i0, d, acc + 1);
+    for (int h = g * s.group; h < (g + 1) * s.group; ++h) {
+      const float* e = probs(h);
+      const float* f = factor.data() + static_cast<size_t>(h) * chunks;
+      float* acc = selected_partial.data() + (static_cast<int64_t>(h) * parts + r) * out_part_size;
+      float sum = 0;
+      for (int i = i0; i < i1; ++i) {
+        w[i - i0] = e[keys[i]] * f[keys[i] / kDecodeChunk];
+        sum += w[i - i0];
+      }
+      acc[0] = sum;
+      std::fill(acc + 1, acc + 1 + d, 0.0f);
+      add_weighted_values(w, values.base, values.idx, i1 - i0, d, acc + 1);
+    }
   });
   for (int h = 0; h < v.hq; ++h) {
     float* out = s.out_row(h, t);
@@ -701,6 +727,14 @@ ref::Selection attend_stored(ThreadPool* pool, AttentionWorkspace& ws, const ref
   const int tiles = s.tiles;
   ref::Selection sel;
 
+  if (call.role == Role::Reuse && s.decode()) {
+    const bool all = call.params.pooling == Pooling::All;
+    decode_over_keys(pool, ws, s, [&](int g) {
+      const int set = all ? 0 : call.head_map.empty() ? g : call.head_map[static_cast<size_t>(g)];
+      return KeyList{reuse->row(set, 0), reuse->row_count(set, 0)};
+    });
+    return sel;
+  }
   if (call.role == Role::Reuse) {
     const bool all = call.params.pooling == Pooling::All;
     run_tasks(pool, v.hq * tiles, [&](int task) {
@@ -711,7 +745,7 @@ ref::Selection attend_stored(ThreadPool* pool, AttentionWorkspace& ws, const ref
     return sel;
   }
   if (call.role == Role::Dense && s.decode()) {
-    dense_decode(pool, ws, s);
+    decode_over_keys(pool, ws, s, [&](int) { return KeyList{nullptr, v.n}; });
     return sel;
   }
   if (call.role == Role::Dense && v.d <= kFlashMaxHeadDim) {
