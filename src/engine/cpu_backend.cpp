@@ -254,9 +254,9 @@ class CpuCore {
     if (needed <= s.capacity) return;
     // Growth by an eighth (at least to `needed`), in whole steps of 256 positions, and not past
     // the model's context unless asked: a prompt of 2048 tokens plus decode holds 2304
-    // positions, not the 4096 of doubling, and an 8113-token prompt 8192, not 8704 (the cache is
-    // most of the resident memory at long context); the copies this costs are O(n) per growth,
-    // small next to the attention work between growths.
+    // positions, not the 4096 of doubling, and a cache of 8192 positions on an 8192-token model
+    // stays at 8192 (the cache is most of the resident memory at long context); the copies this
+    // costs are O(n) per growth, small next to the attention work between growths.
     constexpr int kCapacityStep = 256;
     const int grown_capacity = std::max(needed, s.capacity + s.capacity / 8);
     const int stepped = (grown_capacity + kCapacityStep - 1) / kCapacityStep * kCapacityStep;
