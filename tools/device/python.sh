@@ -19,6 +19,10 @@
 #   STEPS=bench,example tools/device.sh python run        # a later call on the same warm machine
 # STEPS (default build,test,bench,example) splits the work over calls of at most 10 minutes each;
 # PYTEST_ARGS (e.g. "-m model") narrows the tests; `prebuilt` instead of `build` installs python/kascade with a carried .carry/python/_kascade_ops.so.
+# tests/python_pkg/test_engine_parity.py compares transformers with the C++ engine's `kascade eval`:
+# it runs the CLI at KASCADE_CLI (default here: /tmp/kascade-bin/kascade, a CUDA build unpacked by
+# `tools/device.sh bins` in an earlier call on the same machine; skipped without it) and writes its
+# measured differences to $OUT/parity/.
 # Without the model parts, `run` still runs everything but the tests and benchmarks that need it.
 # Exit status: 0 only when the build and the tests passed.
 set -uo pipefail
@@ -81,6 +85,9 @@ case "$mode" in
       echo "tools/device.sh python: no default model staged; its tests skip and the benchmark uses the random 8B shape only"
       BENCH_ARGS=${BENCH_ARGS:---models llama8b}
     fi
+    # The engine-parity test's CLI: a CUDA build needs cuBLAS on the library path.
+    export KASCADE_CLI=${KASCADE_CLI:-/tmp/kascade-bin/kascade} KASCADE_PARITY_REPORT=$OUT_DIR/parity
+    source "$here/tools/device/lib.sh" && cuda_library_path
     steps=",${STEPS:-build,test,bench,example},"
     start=$SECONDS
     if [[ $steps == *,build,* ]]; then
