@@ -1,41 +1,51 @@
 """transformers + SmolLM2 with Kascade against the C++ engine on the eval tasks (issue 15).
 
 `kascade eval --write-tokens` makes the examples exactly as the accuracy study does (the tasks of
-src/eval/tasks.cpp, split eval) and scores them with dense attention and with the shipped plan
-(policy kascade). For each example it writes the prompt and answer token ids and, per run, the
-greedy (argmax) token and log p(answer token) of every answer row, teacher forced. This test
-gives transformers the same token ids and computes the same quantities, then asserts, on every
-example: the same greedy answer tokens (so the same exact-match outcome) and the same mean answer
-log-likelihood within LOGLIK_TOLERANCE. Dense attention (the engine's dense run against
-transformers' sdpa) is the control: it has no Kascade in it, so its differences are the model
-numerics alone, and Kascade's must stay within the same bound.
+src/eval/tasks.cpp, split eval) and scores each with dense attention and with the shipped plan
+(policy kascade), writing the prompt and answer token ids and, per run, the greedy (argmax)
+token and log p(answer token) of every answer row, teacher forced. This test gives transformers
+the same token ids, computes the same quantities and asserts per run: the same greedy answer
+tokens (hence the same exact-match outcome) and the same mean answer log-likelihood, within
+the Tolerance of the device below. Dense attention (the engine's dense run against transformers'
+sdpa) is the control: no Kascade in it, so its differences are the model numerics alone.
 
 Two protocols, each the same computation on both sides:
-  sparse  the eval's `--prefill sparse`, which is what kascade.hf does: the whole prompt (context
-          and query) goes through one Kascade prefill (SPEC 5 tiles; the engine in chunks of 512
-          tokens, whole tiles, so the tiling is the same), then each answer token is one decode
-          step (SPEC 4). The full method.
-  dense   the eval's default protocol: the context is prefilled with dense attention (sdpa), then
-          the query and the answer tokens are Kascade decode steps, one token per forward.
-The engine's sparse prefill runs the policy through the host reference attention (fp64, seconds
-per 1k tokens), so the long lengths use the dense protocol (decode steps on the GPU kernels).
+  sparse  `kascade eval --prefill sparse`, which is what kascade.hf does: the whole prompt
+          (context and query) through one Kascade prefill (SPEC 5 tiles; the engine prefills in
+          chunks of 512 tokens, whole tiles, so the tiling is the same), then each answer token
+          as one decode step (SPEC 4). The full method.
+  dense   the eval's default protocol: the context prefilled with dense attention (sdpa in
+          transformers), then the query and the answer tokens as Kascade decode steps.
+The engine's sparse prefill runs the policy through the host reference attention (fp64, tens of
+seconds per 1k tokens), so long prompts use the dense protocol (decode on the GPU kernels).
 
-Numerics (why the tolerance is not zero): both sides start from the same weights. The engine
+Numerics (why the tolerance is not zero): both sides hold the same fp32 weights. The engine
 (`kascade eval` loads the GGUF as fp32) and transformers (kascade.models: the GGUF dequantized by
-the `gguf` package, saved as fp32 safetensors) dequantize the same Q4_1 matrices and the Q8_0
-embedding to the same fp32 values (the engine's dequantizers are tested against the `gguf`
-package). What differs is the arithmetic: the order of fp32 sums in the matrix products (engine:
-blocks of 64 products over 16-row panels; torch: its own kernels), RMSNorm and RoPE (the engine
-takes RoPE angles in fp64), and attention (eval policies: the fp64 host reference; kascade.hf:
-the package's fp32 CPU operators or bf16 CUDA kernels). On the GPU, transformers runs in bf16
-(the Kascade CUDA kernels take bf16), while the engine's CUDA backend keeps bf16 weights and K/V
-but an fp32 residual stream: the differences there are bf16 rounding, and the GPU tolerance is
-that of bf16 (see GPU_LOGLIK_TOLERANCE).
+the `gguf` package, saved as fp32 safetensors) dequantize the same Q4_1 matrices and Q8_0
+embedding (the engine's dequantizers are tested against the `gguf` package). What differs is the
+arithmetic: the order of fp32 sums in the matrix products (engine: blocks of 64 products over
+16-row panels; torch: MKL), RMSNorm, RoPE (the engine takes the angles in fp64), and attention
+(eval policies: the fp64 host reference; kascade.hf: the package's fp32 CPU operators or its bf16
+CUDA kernels). A top-k selection is discrete, so where two keys' pooled masses nearly tie at the
+k-th place these small differences can move one across, and the change compounds over the layers.
 
-Measured (tools in the commit message; 2-core CPU, fp32): see CPU_LOGLIK_TOLERANCE.
+Measured (2-core CPU, eval split, all seven tasks, 1024 and 2048 tokens; sparse protocol 2
+examples per task and length, 56 runs; dense protocol 1 example, 28 runs):
+  fp32 (the CPU test):  every greedy token equal, so every exact-match outcome; |mean answer
+    log-lik difference| dense <= 1.6e-5 nats/token (per token <= 1.6e-4), Kascade <= 5.1e-5 on
+    55 of 56 sparse runs and 4.5e-4 on one (kv-uuid, 2k; one token 8.7e-3: a moved key).
+  transformers bf16 against the fp32 engine (sparse, 1k, 7 runs each; the stand-in for the GPU):
+    dense <= 1.4e-2 nats/token with one greedy flip at an exact bf16 tie; Kascade <= 4.5e-2 on 6
+    of 7, 0.118 on copy (one token 3.5 nats, a greedy change at margin 1.9: a moved key).
+  For scale: Kascade itself changes the answer log-likelihood of these examples by 2e-3 to 0.8
+    nats/token against dense (median 0.08). transformers with a plan one step off against the
+    engine with the shipped one (anchor 9 moved to 10, or k_min 112 for 128; passkey,
+    niah-single, vartrack at 1k and this file's CPU grid at 384): 4.5e-4 to 2.4e-2 nats/token,
+    every run past the CPU bound.
 
-Sizes: the CPU default is short enough for CI (< 60 s); with a GPU (`device` cuda: a CUDA build
-of kascade and of the CLI) the same test runs longer prompts and more examples. Environment:
+Sizes: the CPU default is short enough for CI (< 60 s on an idle 2-core machine); with a GPU
+(`device` cuda: a CUDA build of the package and of the CLI) the same test runs longer prompts
+and every task. Environment:
   KASCADE_CLI              the kascade binary (default build/bin/kascade); absent: skipped
   KASCADE_PARITY_LENGTHS   override the lengths of every (device, protocol), e.g. 1024,2048
   KASCADE_PARITY_TASKS     override the tasks
@@ -69,30 +79,27 @@ ROOT = Path(__file__).resolve().parents[2]
 PLAN = ROOT / "plans" / "smollm2-135m-instruct.json"
 ALL_TASKS = ("passkey", "niah-single", "niah-multikey", "vartrack", "kv-uuid", "common-words", "copy")
 
+
 @dataclass(frozen=True)
 class Tolerance:
     loglik: float           # |mean answer log-lik difference| of a run, nats per answer token
     tie_margin: float       # a greedy token may differ only where transformers' top-2 logits are closer
-    flipped_share: float    # Kascade runs allowed past the two bounds above (selection flips, bf16 only)
-    flipped_loglik: float   # the bound for those runs
+    flipped_share: float    # share of Kascade runs allowed past both (a key moved across the k-th place)
+    flipped_loglik: float   # the bound on those runs' loglik difference
 
 
-# CPU, fp32 on both sides. Measured on the eval split, every task, sparse protocol at 1k and 2k
-# (2 examples each) and dense protocol at 1k and 2k (1 example each), 2-core CPU: see MEASURED.
-# The bound is 20x the largest difference seen and still ~10x below the smallest change of the
-# answer log-likelihood that Kascade itself makes on these examples (|delta vs dense|), so a wrong
-# selection, head map or budget fails it. Greedy tokens: logit differences are ~1e-5, so only a
-# real tie (margin < 1e-3) may flip one. Every run must pass.
-CPU_TOLERANCE = Tolerance(loglik=1e-3, tie_margin=1e-3, flipped_share=0.0, flipped_loglik=1e-3)
+# CPU, fp32 on both sides (the measurements above): 2e-4 is 12x the largest dense difference and
+# 4x the largest Kascade one without a moved key, and 10x below the smallest change Kascade
+# makes to an answer here; one Kascade run in ten may show a moved key, within 1e-2 (20x the one
+# seen). Logit differences are ~1e-5, so a greedy token may change only at a real tie (< 1e-3).
+CPU_TOLERANCE = Tolerance(loglik=2e-4, tie_margin=1e-3, flipped_share=0.1, flipped_loglik=1e-2)
 # GPU: transformers in bf16 (the Kascade CUDA kernels take bf16) against the engine's CUDA
-# backend (bf16 weights and K/V, fp32 residual stream). Not measured on a GPU yet: the bounds come
-# from transformers in bf16 on the CPU against the fp32 engine (MEASURED): dense within 1.4e-2
-# nats/token, one greedy flip at an exact bf16 tie (bf16 logits are 1/8 apart at 16-32); Kascade
-# within 4.5e-2 except one run in 7 (copy, 1k) where bf16 rounding moved a near-tied key across
-# the k-th place (0.118 nats/token, one token 3.5 nats, a greedy change at margin 1.9). Such flips
-# compound over 30 layers (docs/engine.md reports the engine's own CUDA-vs-CPU logits of a sparse
-# plan for the same reason), so on the GPU one Kascade run in five may exceed the per-run bounds,
-# up to 1 nat/token; dense runs may not.
+# backend (bf16 weights and K/V, fp32 residual stream). Not measured on a GPU yet: the bounds are
+# from transformers in bf16 against the fp32 engine (above), with room for the engine's own bf16
+# rounding: dense 0.1 (7x the 1.4e-2 seen), greedy changes only within 0.25 (bf16 logits of
+# 16-32 are 1/8 apart); one Kascade run in five may show moved keys, up to 1 nat/token (the
+# engine's own CUDA-vs-CPU logits of a sparse plan are reported, not gated, for this reason:
+# docs/engine.md).
 GPU_TOLERANCE = Tolerance(loglik=0.1, tie_margin=0.25, flipped_share=0.2, flipped_loglik=1.0)
 TOLERANCES = {"cpu": CPU_TOLERANCE, "cuda": GPU_TOLERANCE}
 
@@ -104,13 +111,13 @@ class Grid:
     examples: int
 
 
-# (device, protocol) -> what runs by default. CPU: sized for CI (transformers in fp32 costs about
-# 4 CPU-seconds per 512-token prefill and 0.2 per decode step; tasks with short answers). GPU:
-# longer prompts and every task; the sparse protocol at 1k only, since the engine's sparse
-# prefill runs the host reference.
+# (device, protocol) -> what runs by default. CPU: sized for CI, about 45 s on the shared 2-core
+# machine (transformers in fp32 on one thread: 2-4 s per 384-token prefill, 0.1-0.2 s per decode
+# step; tasks with short answers). GPU: longer prompts and every task; the sparse protocol at 1k
+# only, since the engine's sparse prefill runs the host reference.
 GRIDS = {
-    ("cpu", "sparse"): Grid((512,), ("passkey", "niah-single"), 1),
-    ("cpu", "dense"): Grid((512,), ("passkey",), 1),
+    ("cpu", "sparse"): Grid((384,), ("passkey", "niah-single"), 1),
+    ("cpu", "dense"): Grid((384,), ("passkey",), 1),
     ("cuda", "sparse"): Grid((1024,), ALL_TASKS, 1),
     ("cuda", "dense"): Grid((4096, 8192), ALL_TASKS, 1),
 }
@@ -144,7 +151,12 @@ def hf_model(device):
         model, _ = kascade.models.load_default_model(dtype=dtype, device=device)
     except kascade.KascadeError as e:
         pytest.skip(str(e))
-    return model
+    # One torch thread: on the shared 2-core CI machine, two OpenMP threads competing with other
+    # work made a 384-token prefill take 15 s instead of 3 s (wall).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield model
+    torch.set_num_threads(threads)
 
 
 def run_engine(device: str, protocol: str, grid: Grid, out: Path) -> dict:

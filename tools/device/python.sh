@@ -20,9 +20,9 @@
 # STEPS (default build,test,bench,example) splits the work over calls of at most 10 minutes each;
 # PYTEST_ARGS (e.g. "-m model") narrows the tests; `prebuilt` instead of `build` installs python/kascade with a carried .carry/python/_kascade_ops.so.
 # tests/python_pkg/test_engine_parity.py compares transformers with the C++ engine's `kascade eval`:
-# it runs the CLI at KASCADE_CLI (default here: /tmp/kascade-bin/kascade, a CUDA build unpacked by
-# `tools/device.sh bins` in an earlier call on the same machine; skipped without it) and writes its
-# measured differences to $OUT/parity/.
+# it runs the CLI at KASCADE_CLI (default here: /tmp/kascade-bin/kascade, a CUDA build of a commit
+# with `kascade eval --write-tokens`, unpacked by `tools/device.sh bins` first; skipped without it)
+# and writes its measured differences to $OUT/parity/.
 # Without the model parts, `run` still runs everything but the tests and benchmarks that need it.
 # Exit status: 0 only when the build and the tests passed.
 set -uo pipefail
@@ -85,9 +85,14 @@ case "$mode" in
       echo "tools/device.sh python: no default model staged; its tests skip and the benchmark uses the random 8B shape only"
       BENCH_ARGS=${BENCH_ARGS:---models llama8b}
     fi
-    # The engine-parity test's CLI: a CUDA build needs cuBLAS on the library path.
-    export KASCADE_CLI=${KASCADE_CLI:-/tmp/kascade-bin/kascade} KASCADE_PARITY_REPORT=$OUT_DIR/parity
-    source "$here/tools/device/lib.sh" && cuda_library_path
+    # The engine-parity test's CLI: the CUDA build, through a wrapper that gives it cuBLAS's
+    # library path (the test process keeps torch's own libraries).
+    if [ -z "${KASCADE_CLI:-}" ] && [ -x /tmp/kascade-bin/kascade ]; then
+      cli_path=$(source "$here/tools/device/lib.sh" && cuda_library_path && echo "$LD_LIBRARY_PATH")
+      printf '#!/usr/bin/env bash\nLD_LIBRARY_PATH=%q exec /tmp/kascade-bin/kascade "$@"\n' "$cli_path" \
+        > /tmp/kascade-cli.sh && chmod +x /tmp/kascade-cli.sh && export KASCADE_CLI=/tmp/kascade-cli.sh
+    fi
+    export KASCADE_PARITY_REPORT=$OUT_DIR/parity
     steps=",${STEPS:-build,test,bench,example},"
     start=$SECONDS
     if [[ $steps == *,build,* ]]; then
