@@ -6,8 +6,8 @@
 //   kascade::TensorView q = kascade::TensorView::contiguous(ptr, DType::BF16, {B, Hq, D});
 //   float x = kascade::load_as_float(q, {b, h, d});   // host only
 //
-// f16/bf16 conversions here are the host-side, round-to-nearest-even ones used by the
-// reference, the npy reader and the tests; kernels use the CUDA intrinsics.
+// f16/bf16/e4m3 conversions here are the host-side, round-to-nearest-even ones used by the
+// reference, the npy reader, the CPU engine and the tests; kernels use the CUDA intrinsics.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +19,10 @@
 
 namespace kascade {
 
-enum class DType : int32_t { F32 = 0, F16 = 1, BF16 = 2, I32 = 3, I64 = 4 };
+// F8E4M3: OCP FP8 E4M3 ("e4m3fn", as __nv_fp8_e4m3 and torch.float8_e4m3fn): no infinities,
+// one NaN code per sign, largest finite 448. Used for KV caches with per-head scales
+// (kascade/kv_cache.h).
+enum class DType : int32_t { F32 = 0, F16 = 1, BF16 = 2, I32 = 3, I64 = 4, F8E4M3 = 5 };
 
 inline size_t dtype_size(DType t) {
   switch (t) {
@@ -28,6 +31,7 @@ inline size_t dtype_size(DType t) {
     case DType::BF16: return 2;
     case DType::I32: return 4;
     case DType::I64: return 8;
+    case DType::F8E4M3: return 1;
   }
   return 0;
 }
@@ -39,11 +43,13 @@ inline const char* dtype_name(DType t) {
     case DType::BF16: return "bf16";
     case DType::I32: return "i32";
     case DType::I64: return "i64";
+    case DType::F8E4M3: return "f8e4m3";
   }
   return "?";
 }
 
-// Parses "f32" | "f16" | "bf16" | "i32" | "i64" (also "fp16", "fp32", "float32", ...).
+// Parses "f32" | "f16" | "bf16" | "i32" | "i64" | "f8e4m3" (also "fp16", "fp32", "float32", "fp8",
+// "e4m3", ...).
 DType parse_dtype(const std::string& name);
 
 // ---- 16-bit float conversions (host) ---------------------------------------------------
@@ -63,11 +69,57 @@ inline float bf16_to_float(uint16_t h) { return bits_float(static_cast<uint32_t>
 uint16_t float_to_f16(float f);
 float f16_to_float(uint16_t h);
 
+// ---- FP8 E4M3 (OCP "e4m3fn") conversions (host) ----------------------------------------
+// Code layout: sign (bit 7), exponent (bits 6..3, bias 7), mantissa (bits 2..0).
+// Exponent 0 is subnormal (mantissa * 2^-9); S.1111.111 (0x7f, 0xff) is NaN; no infinities.
+constexpr float kE4M3Max = 448.0f;  // S.1111.110 = 1.75 * 2^8
+constexpr uint8_t kE4M3MaxCode = 0x7e;
+constexpr uint8_t kE4M3NanCode = 0x7f;
+
+// float -> e4m3, round to nearest even; beyond +-448 (infinities included) saturates to +-448
+// (the "satfinite" conversion of CUDA's __nv_cvt_float_to_fp8); NaN -> the NaN code.
+inline uint8_t float_to_e4m3(float f) {
+  const uint32_t u = float_bits(f);
+  const uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80u);
+  const uint32_t abs = u & 0x7fffffffu;
+  if (abs > 0x7f800000u) return static_cast<uint8_t>(sign | kE4M3NanCode);
+  uint32_t code, rem, half;
+  if (abs < 0x3c800000u) {
+    // Below 2^-6: subnormal code m * 2^-9 (m rounds up to 8 = the smallest normal, code 0x08).
+    if (abs < 0x3a800000u) return sign;  // below 2^-10, half the smallest subnormal: 0
+    const uint32_t shift = 141u - (abs >> 23);  // 21..24: float mantissa with hidden bit -> m
+    const uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
+    code = mant >> shift;
+    rem = mant & ((1u << shift) - 1u);
+    half = 1u << (shift - 1u);
+  } else {
+    code = (abs - (120u << 23)) >> 20;  // rebias the exponent 127 -> 7, keep 3 mantissa bits
+    rem = abs & 0xfffffu;
+    half = 0x80000u;
+  }
+  if (rem > half || (rem == half && (code & 1u))) ++code;  // a carry moves into the exponent
+  if (code > kE4M3MaxCode) code = kE4M3MaxCode;
+  return static_cast<uint8_t>(sign | code);
+}
+
+inline float e4m3_to_float(uint8_t c) {
+  const uint32_t sign = static_cast<uint32_t>(c & 0x80u) << 24;
+  const uint32_t exp = (c >> 3) & 0xfu;
+  const uint32_t mant = c & 0x7u;
+  if (exp == 0xfu && mant == 0x7u) return bits_float(sign | 0x7fc00000u);
+  if (exp == 0) {
+    const float v = static_cast<float>(mant) * (1.0f / 512.0f);  // m * 2^-9, exact
+    return sign ? -v : v;
+  }
+  return bits_float(sign | ((exp + 120u) << 23) | (mant << 20));
+}
+
 // Rounds a float through the storage type (what a kernel sees after the cast).
 inline float round_to(DType t, float x) {
   switch (t) {
     case DType::F16: return f16_to_float(float_to_f16(x));
     case DType::BF16: return bf16_to_float(float_to_bf16(x));
+    case DType::F8E4M3: return e4m3_to_float(float_to_e4m3(x));
     default: return x;
   }
 }

@@ -12,7 +12,8 @@ DType parse_dtype(const std::string& name) {
   if (name == "bf16" || name == "bfloat16") return DType::BF16;
   if (name == "i32" || name == "int32") return DType::I32;
   if (name == "i64" || name == "int64") return DType::I64;
-  KASCADE_FAIL("unknown dtype '" << name << "' (expected f32, f16, bf16, i32 or i64)");
+  if (name == "f8e4m3" || name == "fp8" || name == "e4m3") return DType::F8E4M3;
+  KASCADE_FAIL("unknown dtype '" << name << "' (expected f32, f16, bf16, i32, i64 or f8e4m3)");
 }
 
 uint16_t float_to_f16(float f) {
@@ -66,6 +67,7 @@ float load_as_float(const TensorView& t, int64_t o) {
     case DType::BF16: return bf16_to_float(static_cast<const uint16_t*>(t.data)[o]);
     case DType::I32: return static_cast<float>(static_cast<const int32_t*>(t.data)[o]);
     case DType::I64: return static_cast<float>(static_cast<const int64_t*>(t.data)[o]);
+    case DType::F8E4M3: return e4m3_to_float(static_cast<const uint8_t*>(t.data)[o]);
   }
   return 0.f;
 }
@@ -77,6 +79,7 @@ void store_from_float(const TensorView& t, int64_t o, float x) {
     case DType::BF16: static_cast<uint16_t*>(t.data)[o] = float_to_bf16(x); return;
     case DType::I32: static_cast<int32_t*>(t.data)[o] = static_cast<int32_t>(x); return;
     case DType::I64: static_cast<int64_t*>(t.data)[o] = static_cast<int64_t>(x); return;
+    case DType::F8E4M3: static_cast<uint8_t*>(t.data)[o] = float_to_e4m3(x); return;
   }
 }
 

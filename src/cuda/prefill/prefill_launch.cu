@@ -147,7 +147,8 @@ void dispatch(DType dtype, int head_dim, F&& f) {
     return f(std::integral_constant<int, 128>{}, elem);
   };
   if (dtype == DType::BF16) return with_dim(__nv_bfloat16{});
-  return with_dim(__half{});
+  if (dtype == DType::F16) return with_dim(__half{});
+  KASCADE_FAIL("prefill: dtype " << dtype_name(dtype) << " is not built (supported: bf16, f16)");
 }
 
 struct CallContext {
