@@ -11,6 +11,12 @@
 // Element (b, pos, h, d) of K lives at
 //   k[page * page_stride + (pos % P) * token_stride + h * head_stride + d]
 //   with page = page_indices[page_indptr[b] + pos / P].
+//
+// FP8 caches (dtype F8E4M3, the e4m3 layout vLLM and FlashInfer store) carry one float scale
+// per kv head for K and one for V (one layer's cache: the scales of that layer). The value of
+// an element is dequantize_e4m3(code, scale) = e4m3 value * scale, so a kernel can keep K and V
+// in e4m3 all the way into its dot products and fold the scales once per head:
+//   s = (q . k_e4m3) * (softmax_scale * k_scale[h]),   out = (sum p * v_e4m3) * v_scale[h].
 #pragma once
 
 #include <cstdint>
@@ -18,6 +24,10 @@
 #include "kascade/tensor.h"
 
 namespace kascade {
+
+// The one dequantisation of an FP8 cache element (the oracle, the CPU engine and the GPU
+// suite's inputs all go through it): the e4m3 value times its kv head's scale, in fp32.
+inline float dequantize_e4m3(uint8_t code, float scale) { return e4m3_to_float(code) * scale; }
 
 struct PagedKV {
   const void* k = nullptr;             // [num_pages, P, Hkv, D] (strided)
@@ -33,6 +43,10 @@ struct PagedKV {
   const int32_t* page_indptr = nullptr;   // [batch + 1]
   const int32_t* page_indices = nullptr;  // [page_indptr[batch]]
   const int32_t* seq_lens = nullptr;      // [batch]
+  // F8E4M3 only (required then, ignored for other dtypes): element (b, pos, h, d) of K is
+  // dequantize_e4m3(k code, k_scale[h]), of V likewise with v_scale[h]. Finite and positive.
+  const float* k_scale = nullptr;         // [num_kv_heads]
+  const float* v_scale = nullptr;         // [num_kv_heads]
 
   // Strides of the split, densely packed layout [num_pages, P, Hkv, D].
   void set_packed_strides() {

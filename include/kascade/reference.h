@@ -13,7 +13,8 @@
 //   call.role = kascade::Role::Reuse;
 //   kascade::ref::Result r2 = kascade::ref::attend(call, q2, k2, v2, hq, hkv, nq, n, d, &r.selection);
 //
-// Precision: inputs are fp32 values (bf16/f16 caches are widened exactly with round_to()).
+// Precision: inputs are fp32 values (bf16/f16 caches are widened exactly with round_to(), f8e4m3
+// caches dequantised with their kv head's scale by dequantize_e4m3(), kascade/kv_cache.h).
 // Scores q.k * scale, the max-subtracted softmax, the pooled masses and the output sums are
 // all accumulated in fp64 (it costs nothing here); the output is rounded to fp32 once.
 // `scale` is SparsityParams::scale_for(D) (an fp32 value) widened to fp64.

@@ -1,8 +1,10 @@
 // src/reference/batch.cpp — batch entry points of the oracle over the GPU's KV layouts.
 //
 // Each sequence is gathered out of the paged cache (any page size, page order, split or
-// interleaved K/V, f32/f16/bf16 storage widened exactly to fp32) into [Hkv, n, D] and run
+// interleaved K/V, f32/f16/bf16 storage widened exactly to fp32, f8e4m3 dequantised with its kv
+// head's scale by dequantize_e4m3) into [Hkv, n, D] and run
 // through attend(), so the paged path is the single-sequence path plus an explicit gather.
+#include <cmath>
 #include <cstring>
 
 #include "kascade/error.h"
@@ -11,26 +13,42 @@
 namespace kascade::ref {
 namespace {
 
-float load_element(const void* base, DType dtype, int64_t offset) {
+// `scale`: the element's kv head's scale (F8E4M3 only).
+float load_element(const void* base, DType dtype, int64_t offset, float scale) {
   switch (dtype) {
     case DType::F32: return static_cast<const float*>(base)[offset];
     case DType::F16: return f16_to_float(static_cast<const uint16_t*>(base)[offset]);
     case DType::BF16: return bf16_to_float(static_cast<const uint16_t*>(base)[offset]);
+    case DType::F8E4M3: return dequantize_e4m3(static_cast<const uint8_t*>(base)[offset], scale);
     default: break;
   }
-  KASCADE_FAIL("PagedKV: storage type " << dtype_name(dtype) << " is not a KV type (expected f32, f16 or bf16)");
+  KASCADE_FAIL("PagedKV: storage type " << dtype_name(dtype) << " is not a KV type (expected f32, f16, bf16 or f8e4m3)");
 }
 
 void validate_kv(const PagedKV& kv) {
   KASCADE_CHECK(kv.k != nullptr && kv.v != nullptr, "PagedKV: null k or v pool");
-  KASCADE_CHECK(kv.dtype == DType::F32 || kv.dtype == DType::F16 || kv.dtype == DType::BF16,
-                "PagedKV: storage type " << dtype_name(kv.dtype) << " is not f32, f16 or bf16");
+  KASCADE_CHECK(kv.dtype == DType::F32 || kv.dtype == DType::F16 || kv.dtype == DType::BF16 ||
+                    kv.dtype == DType::F8E4M3,
+                "PagedKV: storage type " << dtype_name(kv.dtype) << " is not f32, f16, bf16 or f8e4m3");
   KASCADE_CHECK(kv.batch >= 1, "PagedKV: batch must be positive, got " << kv.batch);
   KASCADE_CHECK(kv.num_kv_heads >= 1 && kv.head_dim >= 1 && kv.page_size >= 1,
                 "PagedKV: Hkv=" << kv.num_kv_heads << ", D=" << kv.head_dim << ", page_size=" << kv.page_size
                                 << " must all be positive");
   KASCADE_CHECK(kv.page_indptr != nullptr && kv.page_indices != nullptr && kv.seq_lens != nullptr,
                 "PagedKV: null page_indptr, page_indices or seq_lens");
+  if (kv.dtype == DType::F8E4M3) {
+    KASCADE_CHECK(kv.k_scale != nullptr && kv.v_scale != nullptr,
+                  "PagedKV: an f8e4m3 cache needs k_scale and v_scale (one float per kv head), got "
+                      << (kv.k_scale ? "" : "no k_scale") << (!kv.k_scale && !kv.v_scale ? " and " : "")
+                      << (kv.v_scale ? "" : "no v_scale"));
+    for (int g = 0; g < kv.num_kv_heads; ++g) {
+      for (const float* scale : {kv.k_scale, kv.v_scale}) {
+        KASCADE_CHECK(std::isfinite(scale[g]) && scale[g] > 0.0f,
+                      "PagedKV: " << (scale == kv.k_scale ? "k_scale" : "v_scale") << "[" << g << "] = " << scale[g]
+                                  << " (scales must be finite and positive)");
+      }
+    }
+  }
   for (int b = 0; b < kv.batch; ++b) {
     const int n = kv.seq_lens[b];
     KASCADE_CHECK(n >= 1, "PagedKV: sequence " << b << " has length " << n << " (must be positive)");
@@ -77,9 +95,11 @@ void gather_sequence(const PagedKV& kv, int b, std::vector<float>& k_out, std::v
     for (int pos = 0; pos < n; ++pos) {
       const int64_t src = kv.offset(b, pos, g);
       const size_t dst = (static_cast<size_t>(g) * n + pos) * d;
+      const bool fp8 = kv.dtype == DType::F8E4M3;
+      const float k_scale = fp8 ? kv.k_scale[g] : 1.0f, v_scale = fp8 ? kv.v_scale[g] : 1.0f;
       for (int e = 0; e < d; ++e) {
-        k_out[dst + e] = load_element(kv.k, kv.dtype, src + e);
-        v_out[dst + e] = load_element(kv.v, kv.dtype, src + e);
+        k_out[dst + e] = load_element(kv.k, kv.dtype, src + e, k_scale);
+        v_out[dst + e] = load_element(kv.v, kv.dtype, src + e, v_scale);
       }
     }
   }

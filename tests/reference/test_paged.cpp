@@ -1,9 +1,11 @@
 // The oracle's batch entry points over paged KV layouts: every page size, page order and K/V
-// layout must give exactly the result of attend() on the contiguous per-sequence arrays, and
-// 16-bit storage must be the fp32 values rounded through round_to().
+// layout must give exactly the result of attend() on the contiguous per-sequence arrays, 16-bit
+// storage must be the fp32 values rounded through round_to(), and an f8e4m3 cache must be the
+// f32 cache of its dequantised values.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -31,11 +33,25 @@ struct Batch {
   int size() const { return static_cast<int>(lens.size()); }
 };
 
+// Per kv head FP8 scales of a batch: the head's absolute maximum over every sequence maps to
+// 448 (e4m3's largest value) for K, and to 224 for V (a second, different scale).
+std::vector<float> head_scales(const std::vector<std::vector<float>>& x, float target) {
+  std::vector<float> amax(kHkv, 0.0f);
+  for (const std::vector<float>& seq : x) {
+    const size_t per_head = seq.size() / kHkv;
+    for (size_t i = 0; i < seq.size(); ++i) amax[i / per_head] = std::max(amax[i / per_head], std::fabs(seq[i]));
+  }
+  for (float& a : amax) a /= target;
+  return amax;
+}
+
 // A paged copy of a Batch: pages handed out in shuffled order from one pool, K and V split or
-// interleaved ([num_pages, 2, P, Hkv, D]), elements stored as f32, f16 or bf16.
+// interleaved ([num_pages, 2, P, Hkv, D]), elements stored as f32, f16, bf16 or f8e4m3 (with
+// per kv head scales).
 struct PagedCopy {
   std::vector<uint8_t> pool;
   std::vector<int32_t> indptr, indices, seq_lens;
+  std::vector<float> k_scales, v_scales;  // f8e4m3 only
   PagedKV kv;
 
   PagedCopy(const Batch& batch, int page_size, bool interleaved, DType dtype, uint32_t seed) {
@@ -64,6 +80,12 @@ struct PagedCopy {
     kv.page_indices = indices.data();
     kv.seq_lens = seq_lens.data();
     const size_t esize = dtype_size(dtype);
+    if (dtype == DType::F8E4M3) {
+      k_scales = head_scales(batch.k, kE4M3Max);
+      v_scales = head_scales(batch.v, kE4M3Max / 2);
+      kv.k_scale = k_scales.data();
+      kv.v_scale = v_scales.data();
+    }
     if (interleaved) {
       kv.head_stride = kD;
       kv.token_stride = static_cast<int64_t>(kHkv) * kD;
@@ -81,14 +103,16 @@ struct PagedCopy {
           for (int e = 0; e < kD; ++e) {
             const size_t src = (static_cast<size_t>(g) * batch.lens[b] + pos) * kD + e;
             const int64_t dst = kv.offset(b, pos, g) + e;
-            store(kv.k, dst, batch.k[b][src]);
-            store(kv.v, dst, batch.v[b][src]);
+            store(kv.k, dst, batch.k[b][src], g);
+            store(kv.v, dst, batch.v[b][src], g);
           }
   }
 
-  void store(const void* base, int64_t at, float x) {
+  void store(const void* base, int64_t at, float x, int head) {
     uint8_t* p = const_cast<uint8_t*>(static_cast<const uint8_t*>(base));
-    if (kv.dtype == DType::F32) {
+    if (kv.dtype == DType::F8E4M3) {
+      p[at] = float_to_e4m3(x / (base == kv.k ? k_scales : v_scales)[static_cast<size_t>(head)]);
+    } else if (kv.dtype == DType::F32) {
       std::memcpy(p + at * 4, &x, 4);
     } else {
       const uint16_t bits = kv.dtype == DType::F16 ? float_to_f16(x) : float_to_bf16(x);
@@ -187,6 +211,87 @@ TEST(ReferencePaged, RaggedPrefillEqualsContiguousForEveryLayoutAndDtype) {
       }
     }
   }
+}
+
+// The f32 batch holding exactly what an f8e4m3 copy stores: each value through e4m3 with its
+// kv head's scale, dequantised by dequantize_e4m3.
+Batch dequantized(const Batch& batch, const PagedCopy& fp8) {
+  Batch out = batch;
+  for (int b = 0; b < batch.size(); ++b) {
+    const size_t per_head = static_cast<size_t>(batch.lens[b]) * kD;
+    for (size_t i = 0; i < per_head * kHkv; ++i) {
+      const float ks = fp8.k_scales[i / per_head], vs = fp8.v_scales[i / per_head];
+      out.k[b][i] = dequantize_e4m3(float_to_e4m3(batch.k[b][i] / ks), ks);
+      out.v[b][i] = dequantize_e4m3(float_to_e4m3(batch.v[b][i] / vs), vs);
+    }
+  }
+  return out;
+}
+
+TEST(ReferencePaged, Fp8CacheEqualsTheF32CacheOfItsDequantisedValuesForEveryRole) {
+  const Batch batch;
+  const std::vector<int32_t> q_indptr{0, 20, 21, 91};
+  const std::vector<float> q_prefill = testing::random_values(static_cast<size_t>(q_indptr.back()) * kHq * kD, 96);
+  const std::vector<float> q_decode = testing::random_values(static_cast<size_t>(batch.size()) * kHq * kD, 95);
+  for (const Layout& layout : kLayouts) {
+    SCOPED_TRACE("page size " + std::to_string(layout.page_size) + (layout.interleaved ? " interleaved" : " split"));
+    const PagedCopy fp8(batch, layout.page_size, layout.interleaved, DType::F8E4M3, 11 * layout.page_size);
+    ASSERT_NE(fp8.k_scales, fp8.v_scales);
+    const Batch values = dequantized(batch, fp8);
+    // The scales matter: without them the values would be the raw e4m3 ones.
+    ASSERT_NE(values.k[0][0], e4m3_to_float(float_to_e4m3(batch.k[0][0] / fp8.k_scales[0])));
+    const PagedCopy f32(values, layout.page_size, layout.interleaved, DType::F32, 11 * layout.page_size);
+    std::vector<float> k, v;
+    for (int b = 0; b < batch.size(); ++b) {
+      gather_sequence(fp8.kv, b, k, v);
+      EXPECT_EQ(k, values.k[b]);
+      EXPECT_EQ(v, values.v[b]);
+    }
+    for (Phase phase : {Phase::Decode, Phase::Prefill}) {
+      for (Role role : {Role::Dense, Role::Layer0, Role::Anchor}) {
+        SCOPED_TRACE(std::string(to_string(phase)) + " " + to_string(role));
+        Call call = anchor_call(phase);
+        call.role = role;
+        auto run = [&](const PagedCopy& copy, const std::vector<Selection>* reuse, const Call& c) {
+          return phase == Phase::Decode ? decode_batch(c, q_decode.data(), kHq, copy.kv, reuse)
+                                        : prefill_batch(c, q_prefill.data(), q_indptr.data(), kHq, copy.kv, reuse);
+        };
+        const BatchResult from_fp8 = run(fp8, nullptr, call), from_f32 = run(f32, nullptr, call);
+        EXPECT_EQ(from_fp8.out, from_f32.out);
+        ASSERT_EQ(from_fp8.selections.size(), from_f32.selections.size());
+        for (size_t b = 0; b < from_fp8.selections.size(); ++b) {
+          EXPECT_EQ(from_fp8.selections[b].index, from_f32.selections[b].index);
+        }
+        if (role == Role::Dense) continue;
+        Call reuse = call;
+        reuse.role = Role::Reuse;
+        reuse.head_map = {1, 0};
+        EXPECT_EQ(run(fp8, &from_f32.selections, reuse).out, run(f32, &from_f32.selections, reuse).out);
+      }
+    }
+  }
+}
+
+TEST(ReferencePaged, Fp8CacheWithoutScalesIsRejected) {
+  const Batch batch;
+  const std::vector<float> q = testing::random_values(static_cast<size_t>(batch.size()) * kHq * kD, 94);
+  PagedCopy fp8(batch, 16, false, DType::F8E4M3, 3);
+  const Call call = anchor_call(Phase::Decode);
+  EXPECT_NO_THROW(decode_batch(call, q.data(), kHq, fp8.kv));
+  fp8.kv.v_scale = nullptr;
+  try {
+    decode_batch(call, q.data(), kHq, fp8.kv);
+    FAIL() << "an f8e4m3 cache without v_scale was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("f8e4m3 cache needs k_scale and v_scale"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no v_scale"), std::string::npos) << e.what();
+  }
+  fp8.kv.v_scale = fp8.v_scales.data();
+  fp8.k_scales[1] = 0.0f;
+  EXPECT_THROW(decode_batch(call, q.data(), kHq, fp8.kv), Error);
+  // Other dtypes ignore the scales.
+  PagedCopy f16(batch, 16, false, DType::F16, 3);
+  EXPECT_NO_THROW(decode_batch(call, q.data(), kHq, f16.kv));
 }
 
 TEST(ReferencePaged, RejectsBadBatches) {
