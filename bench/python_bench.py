@@ -87,7 +87,7 @@ def bench_overhead(records, iters=2000, context=1024, batch=1):
     }
     plan = uniform_plan(4, hq, hkv, d, [0, 2], "overhead")
     attn = kascade.KascadeAttention(plan, device=dev, dtype=torch.bfloat16, max_batch=batch, max_seq_len=context)
-    attn.plan_decode(page_indptr, page_indices, seq_lens)
+    attn.begin_decode(page_indptr, page_indices, seq_lens)
     wrapper_layer = {"layer0": 0, "reuse": 1, "anchor": 2}
 
     def timed(fn):

@@ -1,4 +1,6 @@
-"""KascadeAttention: every layer of one model, in FlashInfer's plan/run manner.
+"""KascadeAttention: every layer of one model, in FlashInfer's plan/run manner (here begin/run:
+"plan" names only the calibration plan; FlashInfer's plan_decode / plan_prefill remain as
+deprecated aliases).
 
 The wrapper owns what the calls share and allocates it once, at construction, for the largest
 batch and context it is told about: the workspace, one selection buffer per anchor (written by
@@ -6,10 +8,10 @@ the anchor's call, read by its reuse layers), and the plan's head maps on the de
 role (layer 0, anchor or reuse) comes from the plan.
 
     attn = KascadeAttention(plan, device="cuda", dtype=torch.bfloat16, max_batch=8, max_seq_len=32768)
-    attn.plan_prefill(q_indptr, page_indptr, page_indices, seq_lens, q_indptr_host, seq_lens_host)
+    attn.begin_prefill(q_indptr, page_indptr, page_indices, seq_lens, q_indptr_host, seq_lens_host)
     for layer in range(plan.layers):
         out = attn.run(layer, q, k_cache[layer], v_cache[layer])       # q [total_q, Hq, D]
-    attn.plan_decode(page_indptr, page_indices, seq_lens)              # once per decode step
+    attn.begin_decode(page_indptr, page_indices, seq_lens)             # once per decode step
     for layer in range(plan.layers):
         attn.run(layer, q, k_cache[layer], v_cache[layer], out=out)    # q [B, Hq, D]
 
@@ -22,6 +24,7 @@ captured in a CUDA graph: update page tables and seq_lens in place and replay.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -97,7 +100,7 @@ class KascadeAttention:
             for _ in p.anchors
         ]
         self.workspace = torch.empty((self._workspace_bytes(),), dtype=torch.uint8, device=self.device)
-        self._step = None  # what plan_decode / plan_prefill set for the layers of one step
+        self._step = None  # what begin_decode / begin_prefill set for the layers of one step
         # Keys-read accounting over run() calls (keys_read()); off by default: it reads the
         # selection counts back to the host.
         self.track_keys = False
@@ -138,11 +141,11 @@ class KascadeAttention:
         if length is not None and t.numel() != length:
             raise KascadeError(f"KascadeAttention: {name} has {t.numel()} entries, expected {length}")
 
-    def plan_decode(self, page_indptr: torch.Tensor, page_indices: torch.Tensor, seq_lens: torch.Tensor) -> None:
+    def begin_decode(self, page_indptr: torch.Tensor, page_indices: torch.Tensor, seq_lens: torch.Tensor) -> None:
         """Sets up one decode step: one new query per sequence, seq_lens counting it."""
         batch = seq_lens.numel()
         if not 1 <= batch <= self.max_batch:
-            raise KascadeError(f"KascadeAttention.plan_decode: batch {batch} is outside 1..{self.max_batch} "
+            raise KascadeError(f"KascadeAttention.begin_decode: batch {batch} is outside 1..{self.max_batch} "
                                "(max_batch)")
         self._check_index("seq_lens", seq_lens, batch)
         self._check_index("page_indptr", page_indptr, batch + 1)
@@ -151,7 +154,7 @@ class KascadeAttention:
                                            self.plan.pool_all)
         self._step = ("decode", batch, (page_indptr, page_indices, seq_lens), self._selection_views(shape), None)
 
-    def plan_prefill(self, q_indptr: torch.Tensor, page_indptr: torch.Tensor, page_indices: torch.Tensor,
+    def begin_prefill(self, q_indptr: torch.Tensor, page_indptr: torch.Tensor, page_indices: torch.Tensor,
                      seq_lens: torch.Tensor, q_indptr_host, seq_lens_host) -> None:
         """Sets up one prefill (or chunked-prefill) step of a ragged batch.
 
@@ -161,10 +164,10 @@ class KascadeAttention:
         q_indptr_host, seq_lens_host = [int(x) for x in q_indptr_host], [int(x) for x in seq_lens_host]
         batch = len(seq_lens_host)
         if not 1 <= batch <= self.max_batch:
-            raise KascadeError(f"KascadeAttention.plan_prefill: batch {batch} is outside 1..{self.max_batch} "
+            raise KascadeError(f"KascadeAttention.begin_prefill: batch {batch} is outside 1..{self.max_batch} "
                                "(max_batch)")
         if max(seq_lens_host) > self.max_seq_len:
-            raise KascadeError(f"KascadeAttention.plan_prefill: a sequence of {max(seq_lens_host)} tokens exceeds "
+            raise KascadeError(f"KascadeAttention.begin_prefill: a sequence of {max(seq_lens_host)} tokens exceeds "
                                f"max_seq_len {self.max_seq_len}")
         self._check_index("q_indptr", q_indptr, batch + 1)
         self._check_index("seq_lens", seq_lens, batch)
@@ -175,10 +178,22 @@ class KascadeAttention:
             shape = ops.prefill_selection_shape(q_indptr_host, seq_lens_host, self.num_kv_heads, *self._sparsity,
                                                 p.tile, p.rolling, p.pool_all)
         except RuntimeError as e:
-            raise KascadeError(f"KascadeAttention.plan_prefill: {e}") from None
+            raise KascadeError(f"KascadeAttention.begin_prefill: {e}") from None
         views = self._selection_views(shape)
         self._step = ("prefill", batch, (q_indptr, page_indptr, page_indices, seq_lens), views,
                       (q_indptr_host, seq_lens_host))
+
+    # FlashInfer's names for the same two calls, from before "plan" meant only the calibration plan.
+    def plan_decode(self, *args, **kwargs) -> None:
+        """Deprecated alias of begin_decode."""
+        warnings.warn("KascadeAttention.plan_decode is deprecated: call begin_decode", DeprecationWarning, stacklevel=2)
+        self.begin_decode(*args, **kwargs)
+
+    def plan_prefill(self, *args, **kwargs) -> None:
+        """Deprecated alias of begin_prefill."""
+        warnings.warn("KascadeAttention.plan_prefill is deprecated: call begin_prefill", DeprecationWarning,
+                      stacklevel=2)
+        self.begin_prefill(*args, **kwargs)
 
     def _selection_views(self, shape):
         batch, sets, tiles, k_max = shape
@@ -209,7 +224,7 @@ class KascadeAttention:
             out: torch.Tensor | None = None) -> torch.Tensor:
         """Attention of one layer for the planned step; writes and returns `out` (q's shape)."""
         if self._step is None:
-            raise KascadeError("KascadeAttention.run: call plan_decode or plan_prefill first")
+            raise KascadeError("KascadeAttention.run: call begin_decode or begin_prefill first")
         phase, batch, index, views, host = self._step
         if not isinstance(q, torch.Tensor) or q.dim() != 3 or q.shape[1] != self.num_q_heads or \
                 q.shape[2] != self.head_dim:

@@ -119,11 +119,11 @@ def _plan_step(state: KascadeAttention, batch: int, q_len: int, kv_len: int, dev
     page_indices = torch.arange(batch, dtype=torch.int32, device=device)
     seq_lens = torch.full((batch,), kv_len, dtype=torch.int32, device=device)
     if q_len == 1:
-        state.plan_decode(page_indptr, page_indices, seq_lens)
+        state.begin_decode(page_indptr, page_indices, seq_lens)
     else:
         q_indptr_host = [b * q_len for b in range(batch + 1)]
         q_indptr = torch.tensor(q_indptr_host, dtype=torch.int32, device=device)
-        state.plan_prefill(q_indptr, page_indptr, page_indices, seq_lens, q_indptr_host, [kv_len] * batch)
+        state.begin_prefill(q_indptr, page_indptr, page_indices, seq_lens, q_indptr_host, [kv_len] * batch)
     state.hf_step = key
 
 

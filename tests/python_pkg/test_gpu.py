@@ -174,7 +174,7 @@ def test_cuda_graph_replay_with_changed_lengths():
     seq_lens = torch.tensor([100, 700, 1500, 2048], dtype=torch.int32, device="cuda")
     q = torch.randn(batch, HQ, D, device="cuda", dtype=torch.bfloat16)
     outs = [torch.empty_like(q) for _ in range(LAYERS)]
-    attn.plan_decode(page_indptr, page_indices, seq_lens)
+    attn.begin_decode(page_indptr, page_indices, seq_lens)
 
     def step():
         for layer in range(LAYERS):
@@ -210,7 +210,7 @@ def test_compiled_decode_step_on_gpu():
                                     max_seq_len=max_len)
     k, v, page_indptr, page_indices = paged_step(batch, max_len)
     seq_lens = torch.tensor([333, 1024], dtype=torch.int32, device="cuda")
-    attn.plan_decode(page_indptr, page_indices, seq_lens)
+    attn.begin_decode(page_indptr, page_indices, seq_lens)
     w = torch.randn(HQ * D, HQ * D, device="cuda", dtype=torch.bfloat16) / 32
 
     def step(x):

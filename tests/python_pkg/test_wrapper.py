@@ -38,7 +38,7 @@ def test_buffers_are_allocated_once(plan):
     assert attn.head_maps.tolist() == HEAD_MAP and attn.head_maps.dtype == torch.int32
     before = [(i.data_ptr(), c.data_ptr()) for i, c in attn.selections] + [attn.workspace.data_ptr()]
     kv = make_batch(SEQ_LENS, HKV, D, torch.float32, "nhd", seed=1)
-    attn.plan_decode(kv.page_indptr, kv.page_indices, kv.seq_lens)
+    attn.begin_decode(kv.page_indptr, kv.page_indices, kv.seq_lens)
     q = torch.randn(2, HQ, D)
     for layer in range(LAYERS):
         attn.run(layer, q, kv.k_cache, kv.v_cache)
@@ -62,8 +62,8 @@ def test_prefill_then_decode_through_every_layer(plan, kv_layout):
     # Prefill: sequence 0 a fresh prompt, sequence 1 a chunk.
     q_indptr_host = [0, NQ[0], NQ[0] + NQ[1]]
     kv0 = caches[0]
-    attn.plan_prefill(torch.tensor(q_indptr_host, dtype=torch.int32), kv0.page_indptr, kv0.page_indices,
-                      kv0.seq_lens, q_indptr_host, SEQ_LENS)
+    attn.begin_prefill(torch.tensor(q_indptr_host, dtype=torch.int32), kv0.page_indptr, kv0.page_indices,
+                       kv0.seq_lens, q_indptr_host, SEQ_LENS)
     for layer in range(LAYERS):
         kv = caches[layer]
         q = torch.randn(q_indptr_host[-1], HQ, D, generator=g)
@@ -89,7 +89,7 @@ def test_prefill_then_decode_through_every_layer(plan, kv_layout):
             assert rel_l2(want, got) <= TOLERANCE[torch.float32], f"prefill layer {layer} sequence {b}"
 
     # Decode: one more token per sequence.
-    attn.plan_decode(kv0.page_indptr, kv0.page_indices, kv0.seq_lens)
+    attn.begin_decode(kv0.page_indptr, kv0.page_indices, kv0.seq_lens)
     out = torch.empty(2, HQ, D)
     for layer in range(LAYERS):
         kv = caches[layer]
@@ -118,7 +118,7 @@ def test_keys_read_accounting(plan):
     attn = make_attention(plan)
     attn.track_keys = True
     kv = make_batch([97, 97], HKV, D, torch.float32, "nhd", seed=3)
-    attn.plan_decode(kv.page_indptr, kv.page_indices, kv.seq_lens)
+    attn.begin_decode(kv.page_indptr, kv.page_indices, kv.seq_lens)
     for layer in range(LAYERS):
         attn.run(layer, torch.randn(2, HQ, D), kv.k_cache, kv.v_cache)
     # k(97) = max(8, 9) = 9 keys for each of the 3 reuse layers, 97 for the 2 anchors.
@@ -131,7 +131,7 @@ def test_compiled_decode_step_matches_eager(plan):
     """torch.compile(fullgraph=True) traces the ops (fake impls, functionalized mutation)."""
     attn = make_attention(plan)
     kv = make_batch(SEQ_LENS, HKV, D, torch.float32, "nhd", seed=4)
-    attn.plan_decode(kv.page_indptr, kv.page_indices, kv.seq_lens)
+    attn.begin_decode(kv.page_indptr, kv.page_indices, kv.seq_lens)
     q = torch.randn(2, HQ, D)
 
     def step(q):
@@ -164,7 +164,7 @@ def test_plan_for_another_model(plan):
 def planned(plan):
     attn = make_attention(plan)
     kv = make_batch(SEQ_LENS, HKV, D, torch.float32, "nhd", seed=2)
-    attn.plan_decode(kv.page_indptr, kv.page_indices, kv.seq_lens)
+    attn.begin_decode(kv.page_indptr, kv.page_indices, kv.seq_lens)
     return attn, kv
 
 
@@ -198,16 +198,16 @@ def test_constructor_and_plan_errors(plan):
         make_attention(plan, kv_layout="BHLD")
     attn = make_attention(plan)
     kv = make_batch(SEQ_LENS, HKV, D, torch.float32, "nhd")
-    with pytest.raises(kascade.KascadeError, match="call plan_decode or plan_prefill first"):
+    with pytest.raises(kascade.KascadeError, match="call begin_decode or begin_prefill first"):
         attn.run(0, torch.randn(2, HQ, D), kv.k_cache, kv.v_cache)
     with pytest.raises(kascade.KascadeError, match="batch 3 is outside 1..2"):
-        attn.plan_decode(torch.arange(4, dtype=torch.int32), torch.arange(3, dtype=torch.int32),
-                         torch.ones(3, dtype=torch.int32))
+        attn.begin_decode(torch.arange(4, dtype=torch.int32), torch.arange(3, dtype=torch.int32),
+                          torch.ones(3, dtype=torch.int32))
     with pytest.raises(kascade.KascadeError, match="seq_lens must be 1-D int32 on cpu"):
-        attn.plan_decode(kv.page_indptr, kv.page_indices, kv.seq_lens.long())
+        attn.begin_decode(kv.page_indptr, kv.page_indices, kv.seq_lens.long())
     with pytest.raises(kascade.KascadeError, match="exceeds max_seq_len 128"):
-        attn.plan_prefill(torch.tensor([0, 10], dtype=torch.int32), kv.page_indptr[:2], kv.page_indices,
-                          kv.seq_lens[:1], [0, 10], [300])
+        attn.begin_prefill(torch.tensor([0, 10], dtype=torch.int32), kv.page_indptr[:2], kv.page_indices,
+                           kv.seq_lens[:1], [0, 10], [300])
 
 
 def test_cuda_device_without_cuda_is_refused(plan):
@@ -215,3 +215,21 @@ def test_cuda_device_without_cuda_is_refused(plan):
         pytest.skip("this machine has a GPU")
     with pytest.raises(kascade.KascadeError, match="does not include the CUDA kernels|sees no CUDA device"):
         make_attention(plan, device="cuda", dtype=torch.bfloat16)
+
+
+def test_flashinfer_plan_names_are_deprecated_aliases(plan):
+    # plan_decode / plan_prefill (FlashInfer's names) still work, warn, and set up the same step.
+    kv = make_batch(SEQ_LENS, HKV, D, torch.float32, "nhd", seed=3)
+    q = torch.randn(2, HQ, D)
+    attn = make_attention(plan)
+    attn.begin_decode(kv.page_indptr, kv.page_indices, kv.seq_lens)
+    expected = [attn.run(layer, q, kv.k_cache, kv.v_cache).clone() for layer in range(LAYERS)]
+    old = make_attention(plan)
+    with pytest.warns(DeprecationWarning, match="plan_decode is deprecated: call begin_decode"):
+        old.plan_decode(kv.page_indptr, kv.page_indices, kv.seq_lens)
+    for layer in range(LAYERS):
+        assert torch.equal(old.run(layer, q, kv.k_cache, kv.v_cache), expected[layer])
+    with pytest.warns(DeprecationWarning, match="plan_prefill is deprecated: call begin_prefill"):
+        with pytest.raises(kascade.KascadeError, match="KascadeAttention.begin_prefill: .*exceeds max_seq_len"):
+            old.plan_prefill(torch.tensor([0, 10], dtype=torch.int32), kv.page_indptr[:2], kv.page_indices,
+                             kv.seq_lens[:1], [0, 10], [300])
