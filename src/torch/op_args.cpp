@@ -186,17 +186,100 @@ void check_pages_cpu(const char* op, const PagedKV& kv, int64_t num_pages, int64
   }
 }
 
-void check_head_map(const char* op, const OpTensor& head_map, int hkv) {
-  check_elem(op, head_map, Elem::I32);
-  if (head_map.numel() == 0) return;
-  check_dims(op, head_map, {hkv}, "one source kv head per kv head; empty for the identity");
-  check_contiguous(op, head_map);
+// q [rows, Hq, D], a float type on a supported device, contiguous; rows are the batch in decode
+// and the ragged query rows in prefill.
+struct QDims {
+  int64_t rows = 0;
+  int hq = 0;
+  int d = 0;
+};
+QDims check_q(const char* op, const OpTensor& q, const char* dims_meaning) {
+  check_device_supported(op, q);
+  KASCADE_CHECK(is_float(q.elem), op << ": q must be float32, float16 or bfloat16, got " << elem_name(q.elem));
+  check_dims(op, q, {-1, -1, -1}, dims_meaning);
+  check_contiguous(op, q);
+  return QDims{q.sizes[0], to_int(op, "Hq", q.sizes[1]), to_int(op, "head dim", q.sizes[2])};
 }
 
-void check_workspace(const char* op, const OpTensor& ws) {
+// The fields both phases fill alike, once the tensors every op takes are on q's device.
+void begin_call(PagedCall& c, const char* op, const PagedInputs& in) {
+  for (const OpTensor* t : {&in.k_cache, &in.v_cache, &in.page_indptr, &in.page_indices, &in.seq_lens, &in.out})
+    check_same_device(op, in.q, *t);
+  c.op = op;
+  c.role = in.role;
+  c.device = in.q.device;
+  c.device_index = in.q.device_index;
+  c.params = to_params(op, in.sparsity);
+  c.num_pages = in.k_cache.sizes[0];
+}
+
+// The paged cache (make_kv) with Hkv dividing Hq, its page table (page_indptr [batch + 1],
+// page_indices 1-D, seq_lens [batch]: int32, contiguous) and out (q's dtype and shape, contiguous).
+PagedKV check_paged_cache(const char* op, const PagedInputs& in, int batch, const QDims& q) {
+  PagedKV kv = make_kv(op, in.q, in.k_cache, in.v_cache, batch, q.d);
+  KASCADE_CHECK(q.hq % kv.num_kv_heads == 0, op << ": Hq (" << q.hq << ", from q) must be a multiple of Hkv ("
+                                                << kv.num_kv_heads << ", from k_cache)");
+  check_index_vector(op, in.page_indptr, batch + 1, "batch + 1");
+  check_elem(op, in.page_indices, Elem::I32);
+  KASCADE_CHECK(in.page_indices.dim == 1, op << ": page_indices must be 1-D, got shape " << in.page_indices.shape_str());
+  check_contiguous(op, in.page_indices);
+  check_index_vector(op, in.seq_lens, batch, "batch");
+  kv.page_indptr = i32(in.page_indptr);
+  kv.page_indices = i32(in.page_indices);
+  kv.seq_lens = i32(in.seq_lens);
+  KASCADE_CHECK(in.out.elem == in.q.elem, op << ": out must have q's dtype (" << elem_name(in.q.elem) << "), got "
+                                             << elem_name(in.out.elem));
+  check_dims(op, in.out, {q.rows, q.hq, q.d}, "q's shape");
+  check_contiguous(op, in.out);
+  return kv;
+}
+
+// The selection buffers (int32, contiguous, on q's device): sel_indices [batch, sets, tiles, k_max]
+// and sel_counts [batch, sets, tiles], with `dims` = {batch, sets, tiles, k_max}.
+Selection check_selection(const char* op, const PagedInputs& in, const std::array<int64_t, 4>& dims,
+                          const char* indices_meaning, const char* counts_meaning) {
+  for (const OpTensor* t : {&in.sel_indices, &in.sel_counts}) {
+    check_same_device(op, in.q, *t);
+    check_elem(op, *t, Elem::I32);
+    check_contiguous(op, *t);
+  }
+  check_dims(op, in.sel_indices, {dims[0], dims[1], dims[2], dims[3]}, indices_meaning);
+  check_dims(op, in.sel_counts, {dims[0], dims[1], dims[2]}, counts_meaning);
+  Selection sel;
+  sel.indices = i32(in.sel_indices);
+  sel.counts = i32(in.sel_counts);
+  sel.batch = static_cast<int>(dims[0]);
+  sel.num_sets = static_cast<int>(dims[1]);
+  sel.max_tiles = static_cast<int>(dims[2]);
+  sel.k_max = dims[3];
+  return sel;
+}
+
+// A reuse call's head map on q's device: empty for the identity (null), else [Hkv] int32, contiguous.
+const int32_t* check_reuse_head_map(const char* op, const PagedInputs& in, int hkv) {
+  const OpTensor& head_map = in.head_map;
+  check_same_device(op, in.q, head_map);
+  check_elem(op, head_map, Elem::I32);
+  if (head_map.numel() == 0) return nullptr;
+  check_dims(op, head_map, {hkv}, "one source kv head per kv head; empty for the identity");
+  check_contiguous(op, head_map);
+  return i32(head_map);
+}
+
+// The workspace on q's device: 1-D uint8, contiguous.
+Workspace check_workspace(const char* op, const PagedInputs& in) {
+  const OpTensor& ws = in.workspace;
+  check_same_device(op, in.q, ws);
   check_elem(op, ws, Elem::U8);
   KASCADE_CHECK(ws.dim == 1, op << ": workspace must be 1-D uint8, got shape " << ws.shape_str());
   check_contiguous(op, ws);
+  return Workspace{ws.data, static_cast<size_t>(ws.numel())};
+}
+
+// A CUDA call's workspace holds what its kernels need; `size_op` is the op that tells the size.
+void check_workspace_bytes(const char* op, const Workspace& ws, size_t need, const char* size_op) {
+  KASCADE_CHECK(ws.bytes >= need, op << ": workspace has " << ws.bytes << " bytes, this call needs " << need
+                                     << " (ask " << size_op << ")");
 }
 
 }  // namespace
@@ -249,162 +332,70 @@ std::array<int64_t, 4> prefill_selection_dims(const std::vector<int64_t>& q_indp
 
 DecodeCall validate_decode(const char* op, const DecodeInputs& in) {
   DecodeCall c;
-  c.op = op;
-  c.role = in.role;
-  const OpTensor& q = in.q;
-  check_device_supported(op, q);
-  KASCADE_CHECK(is_float(q.elem), op << ": q must be float32, float16 or bfloat16, got " << elem_name(q.elem));
-  check_dims(op, q, {-1, -1, -1}, "batch, Hq, D");
-  check_contiguous(op, q);
-  const int batch = to_int(op, "batch", q.sizes[0]);
-  const int hq = to_int(op, "Hq", q.sizes[1]);
-  const int d = to_int(op, "head dim", q.sizes[2]);
-  KASCADE_CHECK(batch >= 1 && hq >= 1 && d >= 1, op << ": q has shape " << q.shape_str() << "; all dims must be positive");
-  for (const OpTensor* t : {&in.k_cache, &in.v_cache, &in.page_indptr, &in.page_indices, &in.seq_lens, &in.out,
-                            &in.workspace})
-    check_same_device(op, q, *t);
-  c.device = q.device;
-  c.device_index = q.device_index;
-  c.params = to_params(op, in.sparsity);
-  PagedKV kv = make_kv(op, q, in.k_cache, in.v_cache, batch, d);
-  KASCADE_CHECK(hq % kv.num_kv_heads == 0, op << ": Hq (" << hq << ", from q) must be a multiple of Hkv ("
-                                              << kv.num_kv_heads << ", from k_cache)");
-  check_index_vector(op, in.page_indptr, batch + 1, "batch + 1");
-  check_elem(op, in.page_indices, Elem::I32);
-  KASCADE_CHECK(in.page_indices.dim == 1, op << ": page_indices must be 1-D, got shape " << in.page_indices.shape_str());
-  check_contiguous(op, in.page_indices);
-  check_index_vector(op, in.seq_lens, batch, "batch");
-  kv.page_indptr = i32(in.page_indptr);
-  kv.page_indices = i32(in.page_indices);
-  kv.seq_lens = i32(in.seq_lens);
-  KASCADE_CHECK(in.out.elem == q.elem, op << ": out must have q's dtype (" << elem_name(q.elem) << "), got "
-                                          << elem_name(in.out.elem));
-  check_dims(op, in.out, {batch, hq, d}, "q's shape");
-  check_contiguous(op, in.out);
+  const QDims q = check_q(op, in.q, "batch, Hq, D");
+  const int batch = to_int(op, "batch", q.rows);
+  KASCADE_CHECK(batch >= 1 && q.hq >= 1 && q.d >= 1,
+                op << ": q has shape " << in.q.shape_str() << "; all dims must be positive");
+  begin_call(c, op, in);
+  const PagedKV kv = check_paged_cache(op, in, batch, q);
   KASCADE_CHECK(in.max_seq_len >= 1 && in.max_seq_len < (int64_t{1} << 31),
                 op << ": max_seq_len " << in.max_seq_len << " must be in 1..2^31-1");
-  check_workspace(op, in.workspace);
-
-  c.shape = DecodeShape{batch, hq, kv.num_kv_heads, d, kv.dtype, in.max_seq_len};
-  c.tensors.q = q.data;
+  c.workspace = check_workspace(op, in);
+  c.shape = DecodeShape{batch, q.hq, kv.num_kv_heads, q.d, kv.dtype, in.max_seq_len};
+  c.tensors.q = in.q.data;
   c.tensors.out = in.out.data;
   c.tensors.kv = kv;
-  c.tensors.num_q_heads = hq;
-  c.num_pages = in.k_cache.sizes[0];
-  c.workspace = Workspace{in.workspace.data, static_cast<size_t>(in.workspace.numel())};
+  c.tensors.num_q_heads = q.hq;
 
   if (in.role != Role::Dense) {
     const auto dims = decode_selection_dims(kv.num_kv_heads, in.max_seq_len, c.params);
-    for (const OpTensor* t : {&in.sel_indices, &in.sel_counts}) {
-      check_same_device(op, q, *t);
-      check_elem(op, *t, Elem::I32);
-      check_contiguous(op, *t);
-    }
-    check_dims(op, in.sel_indices, {batch, dims[0], 1, dims[2]},
-               "batch, selection sets, 1, k_max = budget_k(max_seq_len)");
-    check_dims(op, in.sel_counts, {batch, dims[0], 1}, "batch, selection sets, 1");
-    c.selection.indices = i32(in.sel_indices);
-    c.selection.counts = i32(in.sel_counts);
-    c.selection.batch = batch;
-    c.selection.num_sets = static_cast<int>(dims[0]);
-    c.selection.max_tiles = 1;
-    c.selection.k_max = dims[2];
+    c.selection = check_selection(op, in, {batch, dims[0], 1, dims[2]},
+                                  "batch, selection sets, 1, k_max = budget_k(max_seq_len)",
+                                  "batch, selection sets, 1");
   }
-  if (in.role == Role::Reuse) {
-    check_same_device(op, q, in.head_map);
-    check_head_map(op, in.head_map, kv.num_kv_heads);
-    c.head_map = in.head_map.numel() ? i32(in.head_map) : nullptr;
-  }
+  if (in.role == Role::Reuse) c.head_map = check_reuse_head_map(op, in, kv.num_kv_heads);
   if (c.device == DeviceKind::CPU) {
     check_pages_cpu(op, kv, c.num_pages, in.page_indices.numel());
     for (int b = 0; b < batch; ++b)
       KASCADE_CHECK(kv.seq_lens[b] <= in.max_seq_len, op << ": seq_lens[" << b << "] = " << kv.seq_lens[b]
                                                          << " exceeds max_seq_len " << in.max_seq_len);
   } else {
-    const size_t need = cuda_decode_workspace_size(c.shape, c.role, c.params);
-    KASCADE_CHECK(c.workspace.bytes >= need, op << ": workspace has " << c.workspace.bytes
-                                                << " bytes, this call needs " << need
-                                                << " (ask kascade.decode_workspace_size)");
+    check_workspace_bytes(op, c.workspace, cuda_decode_workspace_size(c.shape, c.role, c.params),
+                          "kascade.decode_workspace_size");
   }
   return c;
 }
 
 PrefillCall validate_prefill(const char* op, const PrefillInputs& in) {
   PrefillCall c;
-  c.op = op;
-  c.role = in.role;
-  const OpTensor& q = in.q;
-  check_device_supported(op, q);
-  KASCADE_CHECK(is_float(q.elem), op << ": q must be float32, float16 or bfloat16, got " << elem_name(q.elem));
-  check_dims(op, q, {-1, -1, -1}, "total queries, Hq, D");
-  check_contiguous(op, q);
-  const int64_t total_q = q.sizes[0];
-  const int hq = to_int(op, "Hq", q.sizes[1]);
-  const int d = to_int(op, "head dim", q.sizes[2]);
-  KASCADE_CHECK(hq >= 1 && d >= 1, op << ": q has shape " << q.shape_str() << "; heads and head dim must be positive");
-  for (const OpTensor* t : {&in.q_indptr, &in.k_cache, &in.v_cache, &in.page_indptr, &in.page_indices, &in.seq_lens,
-                            &in.out})
-    check_same_device(op, q, *t);
-  c.device = q.device;
-  c.device_index = q.device_index;
-  c.params = to_params(op, in.sparsity);
+  const QDims q = check_q(op, in.q, "total queries, Hq, D");
+  KASCADE_CHECK(q.hq >= 1 && q.d >= 1,
+                op << ": q has shape " << in.q.shape_str() << "; heads and head dim must be positive");
+  check_same_device(op, in.q, in.q_indptr);
+  begin_call(c, op, in);
   const int batch = to_int(op, "batch (length of seq_lens_host)", static_cast<int64_t>(in.seq_lens_host.size()));
   KASCADE_CHECK(batch >= 1, op << ": the batch is empty (seq_lens_host has no entries)");
   KASCADE_CHECK(static_cast<int64_t>(in.q_indptr_host.size()) == batch + 1,
                 op << ": q_indptr_host has " << in.q_indptr_host.size() << " entries, expected batch + 1 = "
                    << batch + 1);
-  KASCADE_CHECK(in.q_indptr_host.back() == total_q, op << ": q_indptr_host ends at " << in.q_indptr_host.back()
-                                                       << " but q holds " << total_q << " query rows");
-  PagedKV kv = make_kv(op, q, in.k_cache, in.v_cache, batch, d);
-  KASCADE_CHECK(hq % kv.num_kv_heads == 0, op << ": Hq (" << hq << ", from q) must be a multiple of Hkv ("
-                                              << kv.num_kv_heads << ", from k_cache)");
+  KASCADE_CHECK(in.q_indptr_host.back() == q.rows, op << ": q_indptr_host ends at " << in.q_indptr_host.back()
+                                                      << " but q holds " << q.rows << " query rows");
   check_index_vector(op, in.q_indptr, batch + 1, "batch + 1");
-  check_index_vector(op, in.page_indptr, batch + 1, "batch + 1");
-  check_elem(op, in.page_indices, Elem::I32);
-  KASCADE_CHECK(in.page_indices.dim == 1, op << ": page_indices must be 1-D, got shape " << in.page_indices.shape_str());
-  check_contiguous(op, in.page_indices);
-  check_index_vector(op, in.seq_lens, batch, "batch");
-  kv.page_indptr = i32(in.page_indptr);
-  kv.page_indices = i32(in.page_indices);
-  kv.seq_lens = i32(in.seq_lens);
-  KASCADE_CHECK(in.out.elem == q.elem, op << ": out must have q's dtype (" << elem_name(q.elem) << "), got "
-                                          << elem_name(in.out.elem));
-  check_dims(op, in.out, {total_q, hq, d}, "q's shape");
-  check_contiguous(op, in.out);
+  const PagedKV kv = check_paged_cache(op, in, batch, q);
 
   const auto dims = prefill_selection_dims(in.q_indptr_host, in.seq_lens_host, kv.num_kv_heads, c.params);
   for (int64_t x : in.q_indptr_host) c.q_indptr_host.push_back(static_cast<int32_t>(x));
   for (int64_t x : in.seq_lens_host) c.seq_lens_host.push_back(static_cast<int32_t>(x));
-  c.shape = PrefillShape{batch, hq, kv.num_kv_heads, d, kv.dtype, c.q_indptr_host.data(), c.seq_lens_host.data()};
-  c.tensors = PrefillTensors{q.data, in.out.data, kv, hq, i32(in.q_indptr)};
-  c.num_pages = in.k_cache.sizes[0];
+  c.shape = PrefillShape{batch, q.hq, kv.num_kv_heads, q.d, kv.dtype, c.q_indptr_host.data(), c.seq_lens_host.data()};
+  c.tensors = PrefillTensors{in.q.data, in.out.data, kv, q.hq, i32(in.q_indptr)};
 
   if (in.role != Role::Dense) {
-    for (const OpTensor* t : {&in.sel_indices, &in.sel_counts}) {
-      check_same_device(op, q, *t);
-      check_elem(op, *t, Elem::I32);
-      check_contiguous(op, *t);
-    }
-    check_dims(op, in.sel_indices, {dims[0], dims[1], dims[2], dims[3]},
-               "batch, selection sets, max tiles, k_max (ask kascade.prefill_selection_shape)");
-    check_dims(op, in.sel_counts, {dims[0], dims[1], dims[2]}, "batch, selection sets, max tiles");
-    c.selection.indices = i32(in.sel_indices);
-    c.selection.counts = i32(in.sel_counts);
-    c.selection.batch = batch;
-    c.selection.num_sets = static_cast<int>(dims[1]);
-    c.selection.max_tiles = static_cast<int>(dims[2]);
-    c.selection.k_max = dims[3];
+    c.selection = check_selection(op, in, dims,
+                                  "batch, selection sets, max tiles, k_max (ask kascade.prefill_selection_shape)",
+                                  "batch, selection sets, max tiles");
   }
-  if (in.role == Role::Reuse) {
-    check_same_device(op, q, in.head_map);
-    check_head_map(op, in.head_map, kv.num_kv_heads);
-    c.head_map = in.head_map.numel() ? i32(in.head_map) : nullptr;
-  }
-  if (role_selects(in.role)) {
-    check_same_device(op, q, in.workspace);
-    check_workspace(op, in.workspace);
-    c.workspace = Workspace{in.workspace.data, static_cast<size_t>(in.workspace.numel())};
-  }
+  if (in.role == Role::Reuse) c.head_map = check_reuse_head_map(op, in, kv.num_kv_heads);
+  if (role_selects(in.role)) c.workspace = check_workspace(op, in);
   if (c.device == DeviceKind::CPU) {
     for (int b = 0; b <= batch; ++b)
       KASCADE_CHECK(c.tensors.q_indptr[b] == c.q_indptr_host[b], op << ": q_indptr[" << b << "] = " << c.tensors.q_indptr[b]
@@ -420,10 +411,8 @@ PrefillCall validate_prefill(const char* op, const PrefillInputs& in) {
                     op << ": sequence " << b << " has no query rows (q_indptr_host[" << b << "] == ["
                        << b + 1 << "])");
   } else if (role_selects(in.role)) {
-    const size_t need = cuda_prefill_workspace_size(c.shape, c.role, c.params);
-    KASCADE_CHECK(c.workspace.bytes >= need, op << ": workspace has " << c.workspace.bytes
-                                                << " bytes, this call needs " << need
-                                                << " (ask kascade.prefill_workspace_size)");
+    check_workspace_bytes(op, c.workspace, cuda_prefill_workspace_size(c.shape, c.role, c.params),
+                          "kascade.prefill_workspace_size");
   }
   return c;
 }

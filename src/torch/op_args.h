@@ -65,54 +65,51 @@ struct SparsityArgs {
 };
 SparsityParams to_params(const char* op, const SparsityArgs& a);
 
-// Decode ops: q [B, Hq, D]; the role decides which of the optional tensors are read.
-struct DecodeInputs {
+// What every attention op takes: q, the paged cache with its page table, out, and the role's
+// optional tensors (selection buffers, reuse head map, workspace).
+struct PagedInputs {
   Role role = Role::Dense;
   OpTensor q, k_cache, v_cache, page_indptr, page_indices, seq_lens, out;
   OpTensor sel_indices, sel_counts;  // layer0/anchor write them, reuse reads them; unused by dense
   OpTensor head_map;                 // reuse: [Hkv] int32 or empty (identity)
-  OpTensor workspace;                // uint8, decode_workspace_size bytes (CUDA; CPU needs none)
+  OpTensor workspace;                // uint8, the phase's workspace_size bytes (CUDA; CPU needs none)
   SparsityArgs sparsity;
+};
+
+// Decode ops: q [B, Hq, D].
+struct DecodeInputs : PagedInputs {
   int64_t max_seq_len = 0;
 };
 
-struct DecodeCall {
+// Prefill ops: ragged q [total_q, Hq, D] with q_indptr [B + 1]; host copies of q_indptr and
+// seq_lens fix grid and buffer sizes (they must equal the tensors).
+struct PrefillInputs : PagedInputs {
+  OpTensor q_indptr;
+  std::vector<int64_t> q_indptr_host, seq_lens_host;
+};
+
+// What a validated call of either phase holds besides its shape and tensors.
+struct PagedCall {
   const char* op = "";
   Role role = Role::Dense;
   DeviceKind device = DeviceKind::CPU;
   int device_index = -1;
-  DecodeShape shape;
   SparsityParams params;
-  DecodeTensors tensors;
   Selection selection;
   const int32_t* head_map = nullptr;  // null: identity
   Workspace workspace;
   int64_t num_pages = 0;  // extent of k_cache's first dim (CPU bounds checks)
 };
 
-// Prefill ops: ragged q [total_q, Hq, D] with q_indptr [B + 1]; host copies of q_indptr and
-// seq_lens fix grid and buffer sizes (they must equal the tensors).
-struct PrefillInputs {
-  Role role = Role::Dense;
-  OpTensor q, q_indptr, k_cache, v_cache, page_indptr, page_indices, seq_lens, out;
-  OpTensor sel_indices, sel_counts, head_map, workspace;
-  std::vector<int64_t> q_indptr_host, seq_lens_host;
-  SparsityArgs sparsity;
+struct DecodeCall : PagedCall {
+  DecodeShape shape;
+  DecodeTensors tensors;
 };
 
-struct PrefillCall {
-  const char* op = "";
-  Role role = Role::Dense;
-  DeviceKind device = DeviceKind::CPU;
-  int device_index = -1;
-  PrefillShape shape;                   // its host arrays point into the vectors below
-  SparsityParams params;
+struct PrefillCall : PagedCall {
+  PrefillShape shape;  // its host arrays point into the vectors below
   PrefillTensors tensors;
   std::vector<int32_t> q_indptr_host, seq_lens_host;
-  Selection selection;
-  const int32_t* head_map = nullptr;
-  Workspace workspace;
-  int64_t num_pages = 0;
 };
 
 DecodeCall validate_decode(const char* op, const DecodeInputs& in);

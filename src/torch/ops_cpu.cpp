@@ -106,55 +106,53 @@ void with_op_name(const char* op, F&& f) {
   }
 }
 
-}  // namespace
+using ReuseSelections = const std::vector<ref::Selection>*;
 
-void run_decode_cpu(const DecodeCall& c) {
-  const DecodeShape& s = c.shape;
-  const size_t rows = static_cast<size_t>(s.batch) * s.num_q_heads * s.head_dim;
-  const std::vector<float> q = widen(c.tensors.q, s.dtype, rows);
+// The oracle run both phases share: q ([q_rows, Hq, D]) widened to fp32; for reuse the head map
+// and each sequence's selection (tiles_of(b) tiles) read out of the caller's buffer; `oracle`
+// (call, q, reuse selections or null) runs the phase's batch entry point; its fp32 output is
+// narrowed into out and a selecting role's selections stored.
+template <typename PhaseCall, typename TilesOf, typename Oracle>
+void run_oracle(const PhaseCall& c, Phase phase, int64_t q_rows, TilesOf tiles_of, Oracle oracle) {
+  const auto& s = c.shape;
+  const std::vector<float> q =
+      widen(c.tensors.q, s.dtype, static_cast<size_t>(q_rows) * s.num_q_heads * s.head_dim);
   ref::Call call;
-  call.phase = Phase::Decode;
+  call.phase = phase;
   call.params = c.params;
   call.role = c.role;
-  const Selection& buf = c.selection;
   std::vector<ref::Selection> reuse;
   if (c.role == Role::Reuse) {
     call.head_map = host_head_map(c.head_map, s.num_kv_heads);
-    for (int b = 0; b < s.batch; ++b) reuse.push_back(load_selection(c.op, buf, b, 1));
+    for (int b = 0; b < s.batch; ++b) reuse.push_back(load_selection(c.op, c.selection, b, tiles_of(b)));
   }
   ref::BatchResult r;
-  with_op_name(c.op, [&] {
-    r = ref::decode_batch(call, q.data(), s.num_q_heads, c.tensors.kv, c.role == Role::Reuse ? &reuse : nullptr);
-  });
+  with_op_name(c.op, [&] { r = oracle(call, q.data(), c.role == Role::Reuse ? &reuse : nullptr); });
   narrow(r.out, s.dtype, c.tensors.out);
-  if (role_selects(c.role)) store_selections(c.op, r.selections, buf);
+  if (role_selects(c.role)) store_selections(c.op, r.selections, c.selection);
+}
+
+}  // namespace
+
+void run_decode_cpu(const DecodeCall& c) {
+  run_oracle(
+      c, Phase::Decode, c.shape.batch, [](int) { return 1; },
+      [&](const ref::Call& call, const float* q, ReuseSelections reuse) {
+        return ref::decode_batch(call, q, c.shape.num_q_heads, c.tensors.kv, reuse);
+      });
 }
 
 void run_prefill_cpu(const PrefillCall& c) {
   const PrefillShape& s = c.shape;
-  const size_t rows = static_cast<size_t>(s.q_indptr_host[s.batch]) * s.num_q_heads * s.head_dim;
-  const std::vector<float> q = widen(c.tensors.q, s.dtype, rows);
-  ref::Call call;
-  call.phase = Phase::Prefill;
-  call.params = c.params;
-  call.role = c.role;
-  const Selection& buf = c.selection;
-  std::vector<ref::Selection> reuse;
-  if (c.role == Role::Reuse) {
-    call.head_map = host_head_map(c.head_map, s.num_kv_heads);
-    for (int b = 0; b < s.batch; ++b) {
-      const int64_t p1 = s.seq_lens_host[b];
-      const int64_t p0 = p1 - (s.q_indptr_host[b + 1] - s.q_indptr_host[b]);
-      reuse.push_back(load_selection(c.op, buf, b, static_cast<int>(num_tiles(p0, p1, c.params.tile))));
-    }
-  }
-  ref::BatchResult r;
-  with_op_name(c.op, [&] {
-    r = ref::prefill_batch(call, q.data(), s.q_indptr_host, s.num_q_heads, c.tensors.kv,
-                           c.role == Role::Reuse ? &reuse : nullptr);
-  });
-  narrow(r.out, s.dtype, c.tensors.out);
-  if (role_selects(c.role)) store_selections(c.op, r.selections, buf);
+  const auto tiles_of = [&](int b) {
+    const int64_t p1 = s.seq_lens_host[b];
+    const int64_t p0 = p1 - (s.q_indptr_host[b + 1] - s.q_indptr_host[b]);
+    return static_cast<int>(num_tiles(p0, p1, c.params.tile));
+  };
+  run_oracle(c, Phase::Prefill, s.q_indptr_host[s.batch], tiles_of,
+             [&](const ref::Call& call, const float* q, ReuseSelections reuse) {
+               return ref::prefill_batch(call, q, s.q_indptr_host, s.num_q_heads, c.tensors.kv, reuse);
+             });
 }
 
 }  // namespace kascade::torch_ops

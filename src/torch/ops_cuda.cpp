@@ -27,28 +27,29 @@ size_t cuda_prefill_workspace_size(const PrefillShape& shape, Role role, const S
   return prefill_workspace_size(shape, role, sp);
 }
 
-void run_decode_cuda(const DecodeCall& c, void* stream) {
+namespace {
+
+// One role switch for both phases: the phase's four kernel entry points, called with the call's
+// tensors, shape, sparsity, selection, head map and workspace on `stream`.
+template <typename PhaseCall, typename DenseFn, typename SelectFn, typename ReuseFn>
+void run_role(const PhaseCall& c, void* stream, DenseFn dense, SelectFn layer0, SelectFn anchor, ReuseFn reuse) {
   const auto s = static_cast<cudaStream_t>(stream);
   switch (c.role) {
-    case Role::Dense: decode_dense(c.tensors, c.shape, c.params, c.workspace, s); break;
-    case Role::Layer0: decode_layer0(c.tensors, c.shape, c.params, c.selection, c.workspace, s); break;
-    case Role::Anchor: decode_anchor(c.tensors, c.shape, c.params, c.selection, c.workspace, s); break;
-    case Role::Reuse:
-      decode_reuse(c.tensors, c.shape, c.params, c.selection, c.head_map, c.workspace, s);
-      break;
+    case Role::Dense: dense(c.tensors, c.shape, c.params, c.workspace, s); break;
+    case Role::Layer0: layer0(c.tensors, c.shape, c.params, c.selection, c.workspace, s); break;
+    case Role::Anchor: anchor(c.tensors, c.shape, c.params, c.selection, c.workspace, s); break;
+    case Role::Reuse: reuse(c.tensors, c.shape, c.params, c.selection, c.head_map, c.workspace, s); break;
   }
 }
 
+}  // namespace
+
+void run_decode_cuda(const DecodeCall& c, void* stream) {
+  run_role(c, stream, &decode_dense, &decode_layer0, &decode_anchor, &decode_reuse);
+}
+
 void run_prefill_cuda(const PrefillCall& c, void* stream) {
-  const auto s = static_cast<cudaStream_t>(stream);
-  switch (c.role) {
-    case Role::Dense: prefill_dense(c.tensors, c.shape, c.params, c.workspace, s); break;
-    case Role::Layer0: prefill_layer0(c.tensors, c.shape, c.params, c.selection, c.workspace, s); break;
-    case Role::Anchor: prefill_anchor(c.tensors, c.shape, c.params, c.selection, c.workspace, s); break;
-    case Role::Reuse:
-      prefill_reuse(c.tensors, c.shape, c.params, c.selection, c.head_map, c.workspace, s);
-      break;
-  }
+  run_role(c, stream, &prefill_dense, &prefill_layer0, &prefill_anchor, &prefill_reuse);
 }
 
 #else

@@ -69,24 +69,24 @@ void* current_cuda_stream(int device_index) {
 #endif
 }
 
-void dispatch_decode(const DecodeInputs& in, const char* op) {
-  const DecodeCall call = validate_decode(op, in);
+// Runs a validated call of either phase on its tensors' device.
+template <typename PhaseCall>
+void run_on_device(const PhaseCall& call, void (*run_cpu)(const PhaseCall&),
+                   void (*run_cuda)(const PhaseCall&, void*)) {
   if (call.device == DeviceKind::CPU) {
-    run_decode_cpu(call);
-  } else {
-    torch::stable::accelerator::DeviceGuard guard(call.device_index);
-    run_decode_cuda(call, current_cuda_stream(call.device_index));
+    run_cpu(call);
+    return;
   }
+  torch::stable::accelerator::DeviceGuard guard(call.device_index);
+  run_cuda(call, current_cuda_stream(call.device_index));
+}
+
+void dispatch_decode(const DecodeInputs& in, const char* op) {
+  run_on_device(validate_decode(op, in), &run_decode_cpu, &run_decode_cuda);
 }
 
 void dispatch_prefill(const PrefillInputs& in, const char* op) {
-  const PrefillCall call = validate_prefill(op, in);
-  if (call.device == DeviceKind::CPU) {
-    run_prefill_cpu(call);
-  } else {
-    torch::stable::accelerator::DeviceGuard guard(call.device_index);
-    run_prefill_cuda(call, current_cuda_stream(call.device_index));
-  }
+  run_on_device(validate_prefill(op, in), &run_prefill_cpu, &run_prefill_cuda);
 }
 
 SparsityArgs sparsity(double rho, int64_t k_min, int64_t k_multiple, int64_t tile, bool rolling, bool pool_all,
@@ -94,10 +94,9 @@ SparsityArgs sparsity(double rho, int64_t k_min, int64_t k_multiple, int64_t til
   return SparsityArgs{rho, k_min, k_multiple, tile, rolling, pool_all, scale};
 }
 
-DecodeInputs decode_inputs(Role role, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                           const Tensor& page_indptr, const Tensor& page_indices, const Tensor& seq_lens,
-                           const Tensor& out, const Tensor& workspace, int64_t max_seq_len) {
-  DecodeInputs in;
+// The tensors every attention op takes, named as its schema names them.
+void view_paged(PagedInputs& in, Role role, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                const Tensor& page_indptr, const Tensor& page_indices, const Tensor& seq_lens, const Tensor& out) {
   in.role = role;
   in.q = view(q, "q");
   in.k_cache = view(k_cache, "k_cache");
@@ -106,6 +105,21 @@ DecodeInputs decode_inputs(Role role, const Tensor& q, const Tensor& k_cache, co
   in.page_indices = view(page_indices, "page_indices");
   in.seq_lens = view(seq_lens, "seq_lens");
   in.out = view(out, "out");
+}
+
+// The selection buffers of a layer0/anchor/reuse op; a reuse op passes its head map too.
+void view_selection(PagedInputs& in, const Tensor& sel_indices, const Tensor& sel_counts,
+                    const Tensor* head_map = nullptr) {
+  in.sel_indices = view(sel_indices, "sel_indices");
+  in.sel_counts = view(sel_counts, "sel_counts");
+  if (head_map != nullptr) in.head_map = view(*head_map, "head_map");
+}
+
+DecodeInputs decode_inputs(Role role, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                           const Tensor& page_indptr, const Tensor& page_indices, const Tensor& seq_lens,
+                           const Tensor& out, const Tensor& workspace, int64_t max_seq_len) {
+  DecodeInputs in;
+  view_paged(in, role, q, k_cache, v_cache, page_indptr, page_indices, seq_lens, out);
   in.workspace = view(workspace, "workspace");
   in.max_seq_len = max_seq_len;
   return in;
@@ -121,32 +135,17 @@ void decode_dense(Tensor q, Tensor k_cache, Tensor v_cache, Tensor page_indptr, 
   dispatch_decode(in, "kascade.decode_dense");
 }
 
-void decode_selecting(Role role, const char* op, Tensor q, Tensor k_cache, Tensor v_cache, Tensor page_indptr,
-                      Tensor page_indices, Tensor seq_lens, Tensor out, Tensor sel_indices, Tensor sel_counts,
-                      Tensor workspace, double rho, int64_t k_min, int64_t k_multiple, bool pool_all, double scale,
-                      int64_t max_seq_len) {
-  DecodeInputs in = decode_inputs(role, q, k_cache, v_cache, page_indptr, page_indices, seq_lens, out, workspace,
+// decode_layer0 and decode_anchor: one signature, the role a template argument.
+template <Role kRole>
+void decode_selecting(Tensor q, Tensor k_cache, Tensor v_cache, Tensor page_indptr, Tensor page_indices,
+                      Tensor seq_lens, Tensor out, Tensor sel_indices, Tensor sel_counts, Tensor workspace,
+                      double rho, int64_t k_min, int64_t k_multiple, bool pool_all, double scale, int64_t max_seq_len) {
+  static_assert(kRole == Role::Layer0 || kRole == Role::Anchor, "the selecting roles");
+  DecodeInputs in = decode_inputs(kRole, q, k_cache, v_cache, page_indptr, page_indices, seq_lens, out, workspace,
                                   max_seq_len);
-  in.sel_indices = view(sel_indices, "sel_indices");
-  in.sel_counts = view(sel_counts, "sel_counts");
+  view_selection(in, sel_indices, sel_counts);
   in.sparsity = sparsity(rho, k_min, k_multiple, kDefaultTile, true, pool_all, scale);
-  dispatch_decode(in, op);
-}
-
-void decode_layer0(Tensor q, Tensor k_cache, Tensor v_cache, Tensor page_indptr, Tensor page_indices, Tensor seq_lens,
-                   Tensor out, Tensor sel_indices, Tensor sel_counts, Tensor workspace, double rho, int64_t k_min,
-                   int64_t k_multiple, bool pool_all, double scale, int64_t max_seq_len) {
-  decode_selecting(Role::Layer0, "kascade.decode_layer0", q, k_cache, v_cache, page_indptr, page_indices,
-                   seq_lens, out, sel_indices, sel_counts, workspace, rho, k_min, k_multiple, pool_all, scale,
-                   max_seq_len);
-}
-
-void decode_anchor(Tensor q, Tensor k_cache, Tensor v_cache, Tensor page_indptr, Tensor page_indices, Tensor seq_lens,
-                   Tensor out, Tensor sel_indices, Tensor sel_counts, Tensor workspace, double rho, int64_t k_min,
-                   int64_t k_multiple, bool pool_all, double scale, int64_t max_seq_len) {
-  decode_selecting(Role::Anchor, "kascade.decode_anchor", q, k_cache, v_cache, page_indptr, page_indices,
-                   seq_lens, out, sel_indices, sel_counts, workspace, rho, k_min, k_multiple, pool_all, scale,
-                   max_seq_len);
+  dispatch_decode(in, kRole == Role::Layer0 ? "kascade.decode_layer0" : "kascade.decode_anchor");
 }
 
 void decode_reuse(Tensor q, Tensor k_cache, Tensor v_cache, Tensor page_indptr, Tensor page_indices, Tensor seq_lens,
@@ -154,9 +153,7 @@ void decode_reuse(Tensor q, Tensor k_cache, Tensor v_cache, Tensor page_indptr, 
                   int64_t k_min, int64_t k_multiple, bool pool_all, double scale, int64_t max_seq_len) {
   DecodeInputs in = decode_inputs(Role::Reuse, q, k_cache, v_cache, page_indptr, page_indices, seq_lens, out,
                                   workspace, max_seq_len);
-  in.sel_indices = view(sel_indices, "sel_indices");
-  in.sel_counts = view(sel_counts, "sel_counts");
-  in.head_map = view(head_map, "head_map");
+  view_selection(in, sel_indices, sel_counts, &head_map);
   in.sparsity = sparsity(rho, k_min, k_multiple, kDefaultTile, true, pool_all, scale);
   dispatch_decode(in, "kascade.decode_reuse");
 }
@@ -168,15 +165,8 @@ PrefillInputs prefill_inputs(Role role, const Tensor& q, const Tensor& q_indptr,
                              const Tensor& seq_lens, const Tensor& out, std::vector<int64_t> q_indptr_host,
                              std::vector<int64_t> seq_lens_host) {
   PrefillInputs in;
-  in.role = role;
-  in.q = view(q, "q");
+  view_paged(in, role, q, k_cache, v_cache, page_indptr, page_indices, seq_lens, out);
   in.q_indptr = view(q_indptr, "q_indptr");
-  in.k_cache = view(k_cache, "k_cache");
-  in.v_cache = view(v_cache, "v_cache");
-  in.page_indptr = view(page_indptr, "page_indptr");
-  in.page_indices = view(page_indices, "page_indices");
-  in.seq_lens = view(seq_lens, "seq_lens");
-  in.out = view(out, "out");
   in.q_indptr_host = std::move(q_indptr_host);
   in.seq_lens_host = std::move(seq_lens_host);
   return in;
@@ -191,38 +181,20 @@ void prefill_dense(Tensor q, Tensor q_indptr, Tensor k_cache, Tensor v_cache, Te
   dispatch_prefill(in, "kascade.prefill_dense");
 }
 
-void prefill_selecting(Role role, const char* op, Tensor q, Tensor q_indptr, Tensor k_cache, Tensor v_cache,
-                       Tensor page_indptr, Tensor page_indices, Tensor seq_lens, Tensor out, Tensor sel_indices,
-                       Tensor sel_counts, Tensor workspace, std::vector<int64_t> q_indptr_host,
-                       std::vector<int64_t> seq_lens_host, double rho, int64_t k_min, int64_t k_multiple, int64_t tile,
-                       bool rolling, bool pool_all, double scale) {
-  PrefillInputs in = prefill_inputs(role, q, q_indptr, k_cache, v_cache, page_indptr, page_indices, seq_lens, out,
+// prefill_layer0 and prefill_anchor: one signature, the role a template argument.
+template <Role kRole>
+void prefill_selecting(Tensor q, Tensor q_indptr, Tensor k_cache, Tensor v_cache, Tensor page_indptr,
+                       Tensor page_indices, Tensor seq_lens, Tensor out, Tensor sel_indices, Tensor sel_counts,
+                       Tensor workspace, std::vector<int64_t> q_indptr_host, std::vector<int64_t> seq_lens_host,
+                       double rho, int64_t k_min, int64_t k_multiple, int64_t tile, bool rolling, bool pool_all,
+                       double scale) {
+  static_assert(kRole == Role::Layer0 || kRole == Role::Anchor, "the selecting roles");
+  PrefillInputs in = prefill_inputs(kRole, q, q_indptr, k_cache, v_cache, page_indptr, page_indices, seq_lens, out,
                                     std::move(q_indptr_host), std::move(seq_lens_host));
-  in.sel_indices = view(sel_indices, "sel_indices");
-  in.sel_counts = view(sel_counts, "sel_counts");
+  view_selection(in, sel_indices, sel_counts);
   in.workspace = view(workspace, "workspace");
   in.sparsity = sparsity(rho, k_min, k_multiple, tile, rolling, pool_all, scale);
-  dispatch_prefill(in, op);
-}
-
-void prefill_layer0(Tensor q, Tensor q_indptr, Tensor k_cache, Tensor v_cache, Tensor page_indptr,
-                    Tensor page_indices, Tensor seq_lens, Tensor out, Tensor sel_indices, Tensor sel_counts,
-                    Tensor workspace, std::vector<int64_t> q_indptr_host, std::vector<int64_t> seq_lens_host,
-                    double rho, int64_t k_min, int64_t k_multiple, int64_t tile, bool rolling, bool pool_all,
-                    double scale) {
-  prefill_selecting(Role::Layer0, "kascade.prefill_layer0", q, q_indptr, k_cache, v_cache, page_indptr, page_indices,
-                    seq_lens, out, sel_indices, sel_counts, workspace, std::move(q_indptr_host),
-                    std::move(seq_lens_host), rho, k_min, k_multiple, tile, rolling, pool_all, scale);
-}
-
-void prefill_anchor(Tensor q, Tensor q_indptr, Tensor k_cache, Tensor v_cache, Tensor page_indptr,
-                    Tensor page_indices, Tensor seq_lens, Tensor out, Tensor sel_indices, Tensor sel_counts,
-                    Tensor workspace, std::vector<int64_t> q_indptr_host, std::vector<int64_t> seq_lens_host,
-                    double rho, int64_t k_min, int64_t k_multiple, int64_t tile, bool rolling, bool pool_all,
-                    double scale) {
-  prefill_selecting(Role::Anchor, "kascade.prefill_anchor", q, q_indptr, k_cache, v_cache, page_indptr, page_indices,
-                    seq_lens, out, sel_indices, sel_counts, workspace, std::move(q_indptr_host),
-                    std::move(seq_lens_host), rho, k_min, k_multiple, tile, rolling, pool_all, scale);
+  dispatch_prefill(in, kRole == Role::Layer0 ? "kascade.prefill_layer0" : "kascade.prefill_anchor");
 }
 
 void prefill_reuse(Tensor q, Tensor q_indptr, Tensor k_cache, Tensor v_cache, Tensor page_indptr, Tensor page_indices,
@@ -231,9 +203,7 @@ void prefill_reuse(Tensor q, Tensor q_indptr, Tensor k_cache, Tensor v_cache, Te
                    int64_t k_multiple, int64_t tile, bool rolling, bool pool_all, double scale) {
   PrefillInputs in = prefill_inputs(Role::Reuse, q, q_indptr, k_cache, v_cache, page_indptr, page_indices, seq_lens,
                                     out, std::move(q_indptr_host), std::move(seq_lens_host));
-  in.sel_indices = view(sel_indices, "sel_indices");
-  in.sel_counts = view(sel_counts, "sel_counts");
-  in.head_map = view(head_map, "head_map");
+  view_selection(in, sel_indices, sel_counts, &head_map);
   in.sparsity = sparsity(rho, k_min, k_multiple, tile, rolling, pool_all, scale);
   dispatch_prefill(in, "kascade.prefill_reuse");
 }
@@ -326,9 +296,7 @@ double bench_decode_direct(std::string role, Tensor q, Tensor k_cache, Tensor v_
   const char* op = "kascade._bench_decode_direct";
   DecodeInputs in = decode_inputs(parse_role(role), q, k_cache, v_cache, page_indptr, page_indices, seq_lens,
                                   out, workspace, max_seq_len);
-  in.sel_indices = view(sel_indices, "sel_indices");
-  in.sel_counts = view(sel_counts, "sel_counts");
-  in.head_map = view(head_map, "head_map");
+  view_selection(in, sel_indices, sel_counts, &head_map);
   in.sparsity = sparsity(rho, k_min, k_multiple, kDefaultTile, true, pool_all, scale);
   KASCADE_CHECK(iters >= 1, op << ": iters must be positive, got " << iters);
   const DecodeCall call = validate_decode(op, in);
@@ -402,14 +370,14 @@ STABLE_TORCH_LIBRARY(kascade, m) {
 // One implementation per op for both devices: it reads the tensors' device and runs the oracle
 // or the kernels (a CPU-only build registers CUDA too, so that CUDA tensors get "this build does
 // not include the CUDA kernels" rather than a missing-kernel error).
-#define KASCADE_IMPL_ATTENTION_OPS(m)                           \
-  m.impl("decode_dense", TORCH_BOX(&ops::decode_dense));        \
-  m.impl("decode_layer0", TORCH_BOX(&ops::decode_layer0));      \
-  m.impl("decode_anchor", TORCH_BOX(&ops::decode_anchor));      \
-  m.impl("decode_reuse", TORCH_BOX(&ops::decode_reuse));        \
-  m.impl("prefill_dense", TORCH_BOX(&ops::prefill_dense));      \
-  m.impl("prefill_layer0", TORCH_BOX(&ops::prefill_layer0));    \
-  m.impl("prefill_anchor", TORCH_BOX(&ops::prefill_anchor));    \
+#define KASCADE_IMPL_ATTENTION_OPS(m)                                                  \
+  m.impl("decode_dense", TORCH_BOX(&ops::decode_dense));                               \
+  m.impl("decode_layer0", TORCH_BOX(&ops::decode_selecting<kascade::Role::Layer0>));   \
+  m.impl("decode_anchor", TORCH_BOX(&ops::decode_selecting<kascade::Role::Anchor>));   \
+  m.impl("decode_reuse", TORCH_BOX(&ops::decode_reuse));                               \
+  m.impl("prefill_dense", TORCH_BOX(&ops::prefill_dense));                             \
+  m.impl("prefill_layer0", TORCH_BOX(&ops::prefill_selecting<kascade::Role::Layer0>)); \
+  m.impl("prefill_anchor", TORCH_BOX(&ops::prefill_selecting<kascade::Role::Anchor>)); \
   m.impl("prefill_reuse", TORCH_BOX(&ops::prefill_reuse))
 
 STABLE_TORCH_LIBRARY_IMPL(kascade, CPU, m) {

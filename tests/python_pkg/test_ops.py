@@ -313,6 +313,67 @@ def test_decode_bad_input_names_the_argument(override, message):
     assert first_line.startswith("kascade.decode_dense: ") and message in first_line, str(info.value)
 
 
+def _reuse_args(phase):
+    """Valid keyword arguments of decode_reuse / prefill_reuse, the selection an anchor's."""
+    sp = Sparsity()
+    hm = torch.tensor(HEAD_MAP, dtype=torch.int32)
+    if phase == "decode":
+        q, kv = decode_inputs()
+        _, (idx, cnt) = run_decode("anchor", q, kv, sp, 128)
+        args = dict(workspace=torch.empty(0, dtype=torch.uint8), max_seq_len=128)
+        args.update(zip(("rho", "k_min", "k_multiple", "pool_all", "scale"), sp.decode_args()))
+    else:
+        q, q_indptr, qh, kv = prefill_inputs()
+        _, (idx, cnt) = run_prefill("anchor", q, q_indptr, qh, kv, sp)
+        args = dict(q_indptr=q_indptr, q_indptr_host=qh, seq_lens_host=list(PREFILL_LENS))
+        args.update(zip(("rho", "k_min", "k_multiple", "tile", "rolling", "pool_all", "scale"), sp.prefill_args()))
+    args.update(q=q, k_cache=kv.k_cache, v_cache=kv.v_cache, page_indptr=kv.page_indptr,
+                page_indices=kv.page_indices, seq_lens=kv.seq_lens, out=torch.empty_like(q), sel_indices=idx,
+                sel_counts=cnt, head_map=hm)
+    return args
+
+
+def _with_q_indptr_entry(q_indptr, i, value):
+    changed = q_indptr.clone()
+    changed[i] = value
+    return changed
+
+
+# The rules both phases share give the same message under either op's name.
+SHARED_RULES = [
+    (lambda a: {"q": a["q"].double()}, "q must be float32, float16 or bfloat16"),
+    (lambda a: {"out": a["out"].half()}, "out must have q's dtype"),
+    (lambda a: {"q": a["q"][:, :5].contiguous()}, "must be a multiple of Hkv"),
+    (lambda a: {"seq_lens": a["seq_lens"][:-1]}, "seq_lens has shape"),
+    (lambda a: {"page_indices": a["page_indices"].long()}, "page_indices must be int32"),
+    (lambda a: {"page_indices": a["page_indices"] + 1000}, "is not a page of k_cache"),
+    (lambda a: {"sel_indices": a["sel_indices"][..., :-1].contiguous()}, "sel_indices has shape"),
+    (lambda a: {"sel_counts": a["sel_counts"].long()}, "sel_counts must be int32"),
+    (lambda a: {"head_map": torch.tensor([0, 1, 1], dtype=torch.int32)}, "head_map has shape [3], expected [2]"),
+    (lambda a: {"head_map": a["head_map"].long()}, "head_map must be int32"),
+]
+PREFILL_RULES = [
+    (lambda a: {"q_indptr": a["q_indptr"].long()}, "q_indptr must be int32"),
+    (lambda a: {"q_indptr_host": a["q_indptr_host"][:-1] + [a["q_indptr_host"][-1] + 1]},
+     "q_indptr_host ends at 145 but q holds 144 query rows"),
+    (lambda a: {"q_indptr": _with_q_indptr_entry(a["q_indptr"], 1, 18)},
+     "q_indptr[1] = 18 differs from q_indptr_host[1] = 17"),
+]
+
+
+@pytest.mark.parametrize("phase, override, message",
+                         [("decode", *rule) for rule in SHARED_RULES] +
+                         [("prefill", *rule) for rule in SHARED_RULES + PREFILL_RULES])
+def test_reuse_bad_input_names_the_argument(phase, override, message):
+    args = _reuse_args(phase)
+    args.update(override(args))
+    op = f"{phase}_reuse"
+    with pytest.raises(RuntimeError) as info:
+        getattr(ops, op)(**args)
+    first_line = str(info.value).splitlines()[0]
+    assert first_line.startswith(f"kascade.{op}: ") and message in first_line, str(info.value)
+
+
 def test_reuse_refuses_a_selection_of_the_wrong_shape():
     sp = Sparsity()
     q, kv = decode_inputs()
