@@ -78,7 +78,7 @@ kascade_cli_test(NAME cli_demo_unknown_option EXIT 1 MATCH "unknown option '--la
 kascade_cli_test(NAME cli_demo_bad_length EXIT 1 MATCH "--length: expected 256..8192 tokens, got 100" ARGS demo --length 100)
 kascade_cli_test(NAME cli_demo_unknown_task EXIT 1 MATCH "--task: unknown task 'trivia'" ARGS demo --task trivia)
 kascade_cli_test(NAME cli_demo_missing_plan EXIT 1 MATCH "no-such-plan.json" ARGS demo --plan no-such-plan.json)
-kascade_cli_test(NAME cli_demo_bad_kv_cache EXIT 1 MATCH "--kv-cache must be f32 or f16, got 'f8'" ARGS demo --kv-cache f8)
+kascade_cli_test(NAME cli_demo_bad_kv_cache EXIT 1 MATCH "--kv-cache must be f32, f16 or fp8, got 'f8'" ARGS demo --kv-cache f8)
 kascade_cli_test(NAME cli_demo_wrong_model_plan EXIT 1 MATCH "layers"
   ARGS demo --backend cpu --plan tests/data/plans/llama3-8b-all-pooled.json)
 # The model demo end to end on the default model (a short prompt, to keep CI fast).
@@ -113,12 +113,14 @@ kascade_cli_test(NAME cli_generate_with_plan EXIT 0
        --plan tests/data/plans/smollm2-135m.json)
 kascade_cli_test(NAME cli_generate_context_limit EXIT 1 MATCH "exceeds the model's context length of 8192 tokens"
   ARGS generate --model default --prompt hi --max-tokens 9000)
-# --kv-cache: f16 unless given; f32 on request (the same greedy tokens here); cpu only.
+# --kv-cache: f16 unless given; f32 or fp8 on request (the same greedy tokens here); cpu only.
 kascade_cli_test(NAME cli_generate_kv_cache_default EXIT 0 MATCH "generated ids: 282\n.*cpu \\(f16 KV cache\\), attention: dense"
   ARGS generate --model default --dense --prompt "Hello world" --max-tokens 1 --print-ids)
 kascade_cli_test(NAME cli_generate_kv_cache_f32 EXIT 0 MATCH "generated ids: 282 260\n.*cpu \\(f32 KV cache\\), attention: dense"
   ARGS generate --model default --dense --prompt "Hello world" --max-tokens 2 --print-ids --kv-cache f32)
-kascade_cli_test(NAME cli_generate_bad_kv_cache EXIT 1 MATCH "--kv-cache must be f32 or f16, got 'bf16'"
+kascade_cli_test(NAME cli_generate_kv_cache_fp8 EXIT 0 MATCH "generated ids: 282 260\n.*cpu \\(f8e4m3 KV cache\\), attention: dense"
+  ARGS generate --model default --dense --prompt "Hello world" --max-tokens 2 --print-ids --kv-cache fp8)
+kascade_cli_test(NAME cli_generate_bad_kv_cache EXIT 1 MATCH "--kv-cache must be f32, f16 or fp8, got 'bf16'"
   ARGS generate --prompt hi --kv-cache bf16)
 kascade_cli_test(NAME cli_generate_kv_cache_not_cuda EXIT 1
   MATCH "--kv-cache applies to the cpu backend; backend 'cuda' keeps its own KV cache"
@@ -248,7 +250,7 @@ kascade_cli_test(NAME cli_eval_out_is_a_file EXIT 1 MATCH "--out: 'README\\.md' 
   ARGS eval --policies dense --out README.md)
 kascade_cli_test(NAME cli_eval_unknown_backend EXIT 1 MATCH "unknown backend 'tpu' \\(supported: cpu, cuda\\)"
   ARGS eval --backend tpu --out x)
-kascade_cli_test(NAME cli_eval_bad_kv_cache EXIT 1 MATCH "--kv-cache must be f32 or f16, got 'f64'"
+kascade_cli_test(NAME cli_eval_bad_kv_cache EXIT 1 MATCH "--kv-cache must be f32, f16 or fp8, got 'f64'"
   ARGS eval --kv-cache f64 --out x)
 kascade_cli_test(NAME cli_eval_kv_cache_f32 EXIT 0 MATCH "on the CPU backend \\(f32 KV cache\\)\\..*\\| streaming @ 0\\.25 \\| all \\| 1 \\|"
   ARGS eval --tasks passkey --lengths 320 --examples 1 --policies streaming --rho 0.25 --kv-cache f32
@@ -322,5 +324,5 @@ kascade_cli_test(NAME cli_perplexity_bad_mode EXIT 1 MATCH "unknown mode 'sparse
   ARGS perplexity --text ${ppl}/sample.txt --mode sparse)
 kascade_cli_test(NAME cli_perplexity_unknown_option EXIT 1 MATCH "unknown option '--ctx'"
   ARGS perplexity --text ${ppl}/sample.txt --ctx 64)
-kascade_cli_test(NAME cli_perplexity_bad_kv_cache EXIT 1 MATCH "--kv-cache must be f32 or f16, got 'fp8'"
-  ARGS perplexity --text ${ppl}/sample.txt --kv-cache fp8)
+kascade_cli_test(NAME cli_perplexity_bad_kv_cache EXIT 1 MATCH "--kv-cache must be f32, f16 or fp8, got 'e5m2'"
+  ARGS perplexity --text ${ppl}/sample.txt --kv-cache e5m2)

@@ -43,7 +43,7 @@ constexpr const char* kUsage =
     "                         [--budget rolling|fixed] [--preset default|small] [--dev-prompts N] [--length T]\n"
     "                         [--held-out-lengths T,...] [--continuation-rows N] [--generated-rows N] [--seed S]\n"
     "                         [--search-evaluations N] [--search-every-count] [--plans-dir DIR] [--threads N] [--name NAME] [--notes TEXT]\n"
-    "                         [--kv-cache f32|f16]\n"
+    "                         [--kv-cache f32|f16|fp8]\n"
     "  Statistics of half the development prompts propose plans (the DP optimum of every anchor\n"
     "  count under the spec and paper statistics, and evenly spaced anchors); the other half, held\n"
     "  out, chooses by next-token KL against dense (answer log-loss breaks ties); a coordinate\n"

@@ -37,12 +37,13 @@ struct OptionReader {
 };
 
 int parse_int(const std::string& s, const char* what);
-// --kv-cache f32|f16, shared by the commands that run the engine: the CPU backend's KV-cache
+// --kv-cache f32|f16|fp8, shared by the commands that run the engine: the CPU backend's KV-cache
 // storage (engine::BackendOptions::cpu_kv_cache; f16 when not given). Consumes the option when
 // it is next and parses it into `out`; any other value throws naming the choices.
 constexpr const char* kKvCacheUsage =
-    "  --kv-cache: the CPU backend's KV cache, f16 (default: half the memory) or f32; attention\n"
-    "            accumulates in fp32 either way (the cuda backend's cache is bf16)\n";
+    "  --kv-cache: the CPU backend's KV cache, f16 (default: half the memory), f32, or fp8 (e4m3\n"
+    "            with per layer and kv head scales: a quarter); attention accumulates in fp32\n"
+    "            (the cuda backend's cache is bf16)\n";
 bool take_kv_cache(OptionReader& r, std::optional<DType>& out);
 // Throws unless a given --kv-cache applies to backend `kind` (the cpu backend's option).
 void check_kv_cache_backend(const std::optional<DType>& kv_cache, const std::string& kind);

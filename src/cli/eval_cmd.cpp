@@ -33,7 +33,7 @@ constexpr const char* kUsage =
     "usage: kascade eval --out DIR [--model GGUF|HF_DIR|default] [--plan PLAN] [--quick]\n"
     "                    [--tasks T,...] [--lengths N,...] [--policies P,...] [--rho R,...]\n"
     "                    [--examples N] [--seed S] [--split dev|eval] [--k-min K] [--prefill dense|sparse]\n"
-    "                    [--threads N] [--backend cpu|cuda] [--kv-cache f32|f16] [--write-tokens]\n"
+    "                    [--threads N] [--backend cpu|cuda] [--kv-cache f32|f16|fp8] [--write-tokens]\n"
     "       kascade eval --from-json FILE --out DIR [--examples N]\n"
     "  tasks:    passkey, niah-single, niah-multikey, vartrack, kv-uuid, common-words, copy (default:\n"
     "            all; copy reads the natural-text corpus of scripts/setup.sh)\n"

@@ -27,7 +27,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: kascade generate [--model GGUF|HF_DIR|default] (--prompt TEXT | --prompt-file FILE)... [--chat]\n"
     "                        [--plan PLAN | --dense] [--backend cpu|cuda] [--no-cuda-graphs] [--max-tokens N]\n"
-    "                        [--temperature T] [--top-p P] [--seed S] [--threads N] [--kv-cache f32|f16]\n"
+    "                        [--temperature T] [--top-p P] [--seed S] [--threads N] [--kv-cache f32|f16|fp8]\n"
     "                        [--print-ids]\n"
     "--model default runs with its shipped plan (plans/smollm2-135m-instruct.json) unless --plan\n"
     "or --dense is given; other models run dense unless --plan is given.\n"

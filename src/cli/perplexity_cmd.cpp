@@ -36,7 +36,7 @@ constexpr const char* kUsage =
     "                          [--model GGUF|HF_DIR|default] [--plan PLAN] [--policy P,...] [--rho R,...]\n"
     "                          [--context N] [--score N] [--mode decode|prefill] [--k-min K]\n"
     "                          [--max-docs N] [--max-windows N] [--threads N] [--backend cpu|cuda]\n"
-    "                          [--kv-cache f32|f16] [--out REPORT.json]\n"
+    "                          [--kv-cache f32|f16|fp8] [--out REPORT.json]\n"
     "  --text FILE:   one plain-text document, cut into consecutive windows\n"
     "  --jsonl FILE:  one {\"text\": ...} object per line, each cut into windows\n"
     "  --corpus:      the natural-text corpus of scripts/setup.sh (docs/perplexity.md): one window per\n"

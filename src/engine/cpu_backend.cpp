@@ -1,5 +1,6 @@
 // The CPU backend: fp32 Llama-family forward pass over one sequence with a growing KV cache,
-// stored as f16 (the default) or fp32 (BackendOptions::cpu_kv_cache). Attention reads the cache
+// stored as f16 (the default), fp32 or FP8 e4m3 with per (layer, kv head) scales
+// (BackendOptions::cpu_kv_cache). Attention reads the cache
 // in place through cpu::attend (cpu/attention.h, fp32 accumulation) in the layer's role (dense
 // without a plan), the anchors' selections kept for their reuse layers; a model's sliding window
 // is applied by the dense path here.
@@ -39,23 +40,45 @@ struct Sequence {
   // Per layer [hkv][capacity][head_dim]: the pair of the core's cache type, the other empty.
   std::vector<std::vector<float>> k_f32, v_f32;
   std::vector<std::vector<uint16_t>> k_f16, v_f16;  // IEEE half bit patterns
+  std::vector<std::vector<uint8_t>> k_f8, v_f8;      // e4m3 codes
+  // e4m3 cache: per layer [hkv] scales, set by the sequence's first step (kFp8Headroom), grown
+  // when a later step would saturate.
+  std::vector<std::vector<float>> k_scale, v_scale;
   std::vector<ref::Selection> selections;           // per anchor slot
   AttentionStats stats;
 };
 
-// fp32 rows into the cache: copied, or rounded to f16.
-void store_rows(const float* src, int64_t n, float* dst) { std::memcpy(dst, src, sizeof(float) * n); }
-void store_rows(const float* src, int64_t n, uint16_t* dst) { cpu::narrow_f16(src, n, dst); }
-// Cache rows as fp32: copied, or widened from f16.
-void load_rows(const float* src, int64_t n, float* dst) { std::memcpy(dst, src, sizeof(float) * n); }
-void load_rows(const uint16_t* src, int64_t n, float* dst) { cpu::widen_f16(src, n, dst); }
-// Cache rows as fp32 to read: fp32 rows in place, f16 rows widened into `buffer`.
-const float* rows_as_f32(const float* src, int64_t /*n*/, std::vector<float>& /*buffer*/) { return src; }
-const float* rows_as_f32(const uint16_t* src, int64_t n, std::vector<float>& buffer) {
+// `scale`: the rows' kv head's scale, used by the e4m3 cache only.
+// fp32 rows into the cache: copied, rounded to f16, or divided by the scale and rounded to e4m3.
+void store_rows(const float* src, int64_t n, float* dst, float) { std::memcpy(dst, src, sizeof(float) * n); }
+void store_rows(const float* src, int64_t n, uint16_t* dst, float) { cpu::narrow_f16(src, n, dst); }
+void store_rows(const float* src, int64_t n, uint8_t* dst, float scale) { cpu::narrow_e4m3(src, n, scale, dst); }
+// Cache rows as fp32: copied, or widened from f16 / e4m3.
+void load_rows(const float* src, int64_t n, float* dst, float) { std::memcpy(dst, src, sizeof(float) * n); }
+void load_rows(const uint16_t* src, int64_t n, float* dst, float) { cpu::widen_f16(src, n, dst); }
+void load_rows(const uint8_t* src, int64_t n, float* dst, float scale) { cpu::widen_e4m3(src, n, scale, dst); }
+// Cache rows as fp32 to read: fp32 rows in place, others widened into `buffer`.
+const float* rows_as_f32(const float* src, int64_t /*n*/, std::vector<float>& /*buffer*/, float) { return src; }
+template <typename T>
+const float* rows_as_f32(const T* src, int64_t n, std::vector<float>& buffer, float scale) {
   buffer.resize(static_cast<size_t>(n));
-  cpu::widen_f16(src, n, buffer.data());
+  load_rows(src, n, buffer.data(), scale);
   return buffer.data();
 }
+
+// The e4m3 cache's scales: a sequence's first step (its first prefill chunk, or its first token)
+// sets, per (layer, kv head), scale = kFp8Headroom * max |x| / 448 for K and for V. A later step
+// whose maximum would saturate (beyond 448 * scale) grows that head's scale the same way from
+// its own maximum and re-rounds the head's cached codes to it (each code once more to nearest,
+// O(n) per growth). So values never saturate, and a short first step (a one-token prompt, a
+// chunk of 8) costs precision only until the values it did not see arrive. Measured on
+// SmolLM2-135M over three 4096-token windows of the natural-eval corpus, the maxima of a whole
+// window exceed those of its first 512 tokens by up to 1.32x (K) and 2.65x (V, layer 28)
+// (docs/engine.md): with 8 no growth happens there after a first chunk of 512. e4m3 is a
+// floating format, so headroom costs precision only for values below max * headroom / 28672
+// (its subnormals: below max / 3584 here), negligible in q.k and p.v.
+constexpr float kFp8Headroom = 8.0f;
+float fp8_scale(float abs_max) { return abs_max > 0.0f ? abs_max * kFp8Headroom / kE4M3Max : 1.0f; }
 
 // The largest magnitude that f16 rounds to a finite value (65504 and what rounds to it).
 constexpr float kF16RoundsToFinite = 65520.0f;
@@ -84,8 +107,10 @@ class CpuCore {
   CpuCore(const Model& model, const Plan* plan, const BackendOptions& options)
       : m_(model), c_(model.config), plan_(plan), options_(options), pool_(resolve_threads(options.threads)) {
     KASCADE_CHECK(options.prefill_chunk >= 1, "prefill chunk must be at least 1 token, got " << options.prefill_chunk);
-    KASCADE_CHECK(options.cpu_kv_cache == DType::F16 || options.cpu_kv_cache == DType::F32,
-                  "cpu backend: KV cache type " << dtype_name(options.cpu_kv_cache) << " is not supported (f16 or f32)");
+    KASCADE_CHECK(options.cpu_kv_cache == DType::F16 || options.cpu_kv_cache == DType::F32 ||
+                      options.cpu_kv_cache == DType::F8E4M3,
+                  "cpu backend: KV cache type " << dtype_name(options.cpu_kv_cache)
+                                                << " is not supported (f16, f32 or f8e4m3)");
     chunk_ = options.prefill_chunk;
     if (plan_) {
       check_plan_matches(*plan_, c_.layers, c_.hq, c_.hkv, c_.head_dim);
@@ -109,6 +134,8 @@ class CpuCore {
       k_layers.resize(static_cast<size_t>(c_.layers));
       v_layers.resize(static_cast<size_t>(c_.layers));
     });
+    s.k_scale.assign(static_cast<size_t>(c_.layers), std::vector<float>(static_cast<size_t>(c_.hkv), 1.0f));
+    s.v_scale = s.k_scale;
     s.selections.assign(plan_ ? plan_->anchors.size() : 0, ref::Selection{});
   }
 
@@ -237,6 +264,8 @@ class CpuCore {
   void with_cache(Sequence& s, Fn&& fn) const {
     if (options_.cpu_kv_cache == DType::F32) {
       fn(s.k_f32, s.v_f32);
+    } else if (options_.cpu_kv_cache == DType::F8E4M3) {
+      fn(s.k_f8, s.v_f8);
     } else {
       fn(s.k_f16, s.v_f16);
     }
@@ -245,6 +274,8 @@ class CpuCore {
   void with_cache(const Sequence& s, Fn&& fn) const {
     if (options_.cpu_kv_cache == DType::F32) {
       fn(s.k_f32, s.v_f32);
+    } else if (options_.cpu_kv_cache == DType::F8E4M3) {
+      fn(s.k_f8, s.v_f8);
     } else {
       fn(s.k_f16, s.v_f16);
     }
@@ -281,6 +312,9 @@ class CpuCore {
     const int d = c_.head_dim;
     Sequence& s = *sg.seq;
     if (options_.cpu_kv_cache == DType::F16) check_f16_range(sg, layer);
+    if (options_.cpu_kv_cache == DType::F8E4M3) update_fp8_scales(sg, layer);
+    const std::vector<float>& k_scale = s.k_scale[static_cast<size_t>(layer)];
+    const std::vector<float>& v_scale = s.v_scale[static_cast<size_t>(layer)];
     with_cache(s, [&](auto& k_layers, auto& v_layers) {
       auto* k_cache = k_layers[static_cast<size_t>(layer)].data();
       auto* v_cache = v_layers[static_cast<size_t>(layer)].data();
@@ -288,11 +322,45 @@ class CpuCore {
         for (int g = 0; g < c_.hkv; ++g) {
           const size_t src = (static_cast<size_t>(sg.row + t) * c_.hkv + g) * d;
           const size_t dst = (static_cast<size_t>(g) * s.capacity + s.n + t) * d;
-          store_rows(&k_[src], d, k_cache + dst);
-          store_rows(&v_[src], d, v_cache + dst);
+          store_rows(&k_[src], d, k_cache + dst, k_scale[static_cast<size_t>(g)]);
+          store_rows(&v_[src], d, v_cache + dst, v_scale[static_cast<size_t>(g)]);
         }
       }
     });
+  }
+
+  // The e4m3 scales of `layer` before the segment's rows are stored (kFp8Headroom): set from the
+  // rows' absolute maxima on the sequence's first step, grown (with the head's codes re-rounded)
+  // where the rows would saturate later.
+  void update_fp8_scales(const Segment& sg, int layer) {
+    Sequence& s = *sg.seq;
+    const int d = c_.head_dim;
+    for (const std::vector<float>* rows : {&k_, &v_}) {
+      const bool keys = rows == &k_;
+      std::vector<float>& scales = (keys ? s.k_scale : s.v_scale)[static_cast<size_t>(layer)];
+      uint8_t* codes = (keys ? s.k_f8 : s.v_f8)[static_cast<size_t>(layer)].data();
+      for (int g = 0; g < c_.hkv; ++g) {
+        float abs_max = 0.0f;
+        for (int t = 0; t < sg.count; ++t) {
+          const float* x = rows->data() + (static_cast<size_t>(sg.row + t) * c_.hkv + g) * d;
+          for (int i = 0; i < d; ++i) abs_max = std::max(abs_max, std::fabs(x[i]));
+        }
+        // A non-finite value makes a non-finite logit, which the logits check names.
+        if (!std::isfinite(abs_max)) continue;
+        float& scale = scales[static_cast<size_t>(g)];
+        if (s.n == 0) {
+          scale = fp8_scale(abs_max);
+          continue;
+        }
+        if (abs_max <= kE4M3Max * scale) continue;
+        const float grown = fp8_scale(abs_max);
+        uint8_t* head = codes + static_cast<size_t>(g) * s.capacity * d;
+        for (int64_t i = 0; i < static_cast<int64_t>(s.n) * d; ++i) {
+          head[i] = float_to_e4m3(dequantize_e4m3(head[i], scale) / grown);
+        }
+        scale = grown;
+      }
+    }
   }
 
   // A key or value beyond f16's range would be cached as infinity and surface later as a
@@ -345,8 +413,10 @@ class CpuCore {
       const float* values = nullptr;
       with_cache(s, [&](const auto& k_layers, const auto& v_layers) {
         const size_t offset = (static_cast<size_t>(g) * s.capacity + first_row) * d;
-        keys = rows_as_f32(k_layers[static_cast<size_t>(layer)].data() + offset, values_read, widened_keys);
-        values = rows_as_f32(v_layers[static_cast<size_t>(layer)].data() + offset, values_read, widened_values);
+        keys = rows_as_f32(k_layers[static_cast<size_t>(layer)].data() + offset, values_read, widened_keys,
+                           s.k_scale[static_cast<size_t>(layer)][static_cast<size_t>(g)]);
+        values = rows_as_f32(v_layers[static_cast<size_t>(layer)].data() + offset, values_read, widened_values,
+                             s.v_scale[static_cast<size_t>(layer)][static_cast<size_t>(g)]);
       });
       for (int t = t0; t < t1; ++t) {
         // Causal: the query at position n0 + t sees keys 0..n0 + t, or with a sliding window
@@ -398,8 +468,10 @@ class CpuCore {
     with_cache(s, [&](const auto& k_layers, const auto& v_layers) {
       for (int g = 0; g < c_.hkv; ++g) {
         const size_t from = static_cast<size_t>(g) * s.capacity * d, to = static_cast<size_t>(g) * n * d;
-        load_rows(k_layers[static_cast<size_t>(layer)].data() + from, static_cast<int64_t>(n) * d, &kh_[to]);
-        load_rows(v_layers[static_cast<size_t>(layer)].data() + from, static_cast<int64_t>(n) * d, &vh_[to]);
+        load_rows(k_layers[static_cast<size_t>(layer)].data() + from, static_cast<int64_t>(n) * d, &kh_[to],
+                  s.k_scale[static_cast<size_t>(layer)][static_cast<size_t>(g)]);
+        load_rows(v_layers[static_cast<size_t>(layer)].data() + from, static_cast<int64_t>(n) * d, &vh_[to],
+                  s.v_scale[static_cast<size_t>(layer)][static_cast<size_t>(g)]);
       }
     });
   }
@@ -445,6 +517,8 @@ class CpuCore {
       view.v = v_layers[static_cast<size_t>(layer)].data();
     });
     view.kv_type = options_.cpu_kv_cache;
+    view.k_scale = s.k_scale[static_cast<size_t>(layer)].data();
+    view.v_scale = s.v_scale[static_cast<size_t>(layer)].data();
     view.kv_head_stride = static_cast<int64_t>(s.capacity) * d;
     view.out = att_.data() + static_cast<size_t>(sg.row) * qd;
     view.out_head_stride = d;

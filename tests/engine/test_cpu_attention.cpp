@@ -13,6 +13,7 @@
 
 #include "../../src/engine/cpu_kernels.h"
 #include "kascade/engine/cpu_attention.h"
+#include "kascade/kv_cache.h"
 #include "kascade/error.h"
 #include "kascade/reference.h"
 
@@ -39,6 +40,8 @@ struct Data {
   std::vector<float> q, k, v;              // oracle layout: [hq][nq][d], [hkv][n][d]
   std::vector<float> q_tokens, k_cache, v_cache;  // engine layout: [nq][hq][d], [hkv][cap][d]
   std::vector<uint16_t> k_cache_f16, v_cache_f16;  // the same caches as f16 (Case::kv F16)
+  std::vector<uint8_t> k_cache_f8, v_cache_f8;      // as e4m3 codes (Case::kv F8E4M3) ...
+  std::vector<float> k_scale, v_scale;              // ... with these per kv head scales
   int capacity = 0;
 };
 
@@ -58,6 +61,22 @@ Data make_data(const Case& c, unsigned seed) {
     // What the f16 cache holds is what the oracle attends to.
     for (float& f : x.k) f = kascade::round_to(kascade::DType::F16, f);
     for (float& f : x.v) f = kascade::round_to(kascade::DType::F16, f);
+  }
+  // e4m3 scales differ per head (head g's values map their maximum to 448 / (g + 2)); with
+  // Case::kv F8E4M3 the oracle attends to the dequantised values.
+  for (int g = 0; g < c.hkv; ++g) {
+    x.k_scale.push_back(4.5f / (kascade::kE4M3Max / static_cast<float>(g + 2)));
+    x.v_scale.push_back(3.7f / (kascade::kE4M3Max / static_cast<float>(g + 3)));
+  }
+  auto to_e4m3 = [&](float f, int g, const std::vector<float>& scale) {
+    return kascade::float_to_e4m3(f / scale[static_cast<size_t>(g)]);
+  };
+  if (c.kv == kascade::DType::F8E4M3) {
+    for (size_t i = 0; i < x.k.size(); ++i) {
+      const int g = static_cast<int>(i / (static_cast<size_t>(c.n) * c.d));
+      x.k[i] = kascade::dequantize_e4m3(to_e4m3(x.k[i], g, x.k_scale), x.k_scale[static_cast<size_t>(g)]);
+      x.v[i] = kascade::dequantize_e4m3(to_e4m3(x.v[i], g, x.v_scale), x.v_scale[static_cast<size_t>(g)]);
+    }
   }
   x.q_tokens.resize(x.q.size());
   for (int h = 0; h < c.hq; ++h) {
@@ -80,13 +99,27 @@ Data make_data(const Case& c, unsigned seed) {
   }
   for (float f : x.k_cache) x.k_cache_f16.push_back(kascade::float_to_f16(f));
   for (float f : x.v_cache) x.v_cache_f16.push_back(kascade::float_to_f16(f));
+  for (size_t i = 0; i < x.k_cache.size(); ++i) {
+    const int g = static_cast<int>(i / (static_cast<size_t>(x.capacity) * c.d));
+    x.k_cache_f8.push_back(to_e4m3(x.k_cache[i], g, x.k_scale));  // NaN padding stays NaN
+    x.v_cache_f8.push_back(to_e4m3(x.v_cache[i], g, x.v_scale));
+  }
   return x;
 }
 
 void set_cache(const Case& c, const Data& x, cpu::AttentionView& view) {
   view.kv_type = c.kv;
-  view.k = c.kv == kascade::DType::F16 ? static_cast<const void*>(x.k_cache_f16.data()) : x.k_cache.data();
-  view.v = c.kv == kascade::DType::F16 ? static_cast<const void*>(x.v_cache_f16.data()) : x.v_cache.data();
+  view.k = x.k_cache.data();
+  view.v = x.v_cache.data();
+  if (c.kv == kascade::DType::F16) {
+    view.k = x.k_cache_f16.data();
+    view.v = x.v_cache_f16.data();
+  } else if (c.kv == kascade::DType::F8E4M3) {
+    view.k = x.k_cache_f8.data();
+    view.v = x.v_cache_f8.data();
+    view.k_scale = x.k_scale.data();
+    view.v_scale = x.v_scale.data();
+  }
   view.kv_head_stride = static_cast<int64_t>(x.capacity) * c.d;
 }
 
@@ -204,7 +237,7 @@ std::vector<Case> all_cases() {
 
 TEST(CpuAttention, EveryRoleMatchesTheOracleSerialAndThreaded) {
   cpu::ThreadPool pool(3);
-  for (kascade::DType kv : {kascade::DType::F32, kascade::DType::F16}) {
+  for (kascade::DType kv : {kascade::DType::F32, kascade::DType::F16, kascade::DType::F8E4M3}) {
     unsigned seed = 1;
     for (Case c : all_cases()) {
       c.kv = kv;
@@ -250,8 +283,69 @@ TEST(CpuAttention, LongPrefillOverAnF16CacheMatchesTheOracle) {
   }
 }
 
+// An e4m3 cache attends exactly as the f32 cache of its dequantised values: the same fp32
+// arithmetic on the same numbers, every role, decode and prefill, short and long, bit for bit.
+TEST(CpuAttention, Fp8CacheEqualsTheF32CacheOfItsDequantisedValues) {
+  cpu::ThreadPool pool(2);
+  std::vector<Case> cases = all_cases();
+  Case long_decode;
+  long_decode.hq = 9;
+  long_decode.hkv = 3;
+  long_decode.d = 64;
+  long_decode.n = 4099;
+  Case long_prefill = long_decode;
+  long_prefill.n = 700;
+  long_prefill.nq = 100;
+  long_prefill.phase = Phase::Prefill;
+  for (Role role : {Role::Dense, Role::Layer0, Role::Anchor, Role::Reuse}) {
+    for (Case c : {long_decode, long_prefill}) {
+      c.role = role;
+      c.head_map = {2, 0, 1};
+      cases.push_back(c);
+    }
+  }
+  unsigned seed = 40;
+  for (Case c : cases) {
+    SCOPED_TRACE(std::string(kascade::to_string(c.role)) + " " + kascade::to_string(c.phase) + " n=" +
+                 std::to_string(c.n) + " nq=" + std::to_string(c.nq));
+    c.kv = kascade::DType::F8E4M3;
+    Data x = make_data(c, seed++);
+    const ref::Call call = make_call(c);
+    ref::Selection reuse;
+    if (c.role == Role::Reuse) {  // an anchor's selection over the same cache
+      Case anchor = c;
+      anchor.role = Role::Anchor;
+      run_engine(anchor, x, make_call(anchor), nullptr, &pool, &reuse);
+    }
+    const ref::Selection* reuse_ptr = c.role == Role::Reuse ? &reuse : nullptr;
+    ref::Selection sel_fp8, sel_f32;
+    const std::vector<float> fp8 = run_engine(c, x, call, reuse_ptr, &pool, &sel_fp8);
+    Case f32 = c;
+    f32.kv = kascade::DType::F32;
+    const std::vector<float> from_f32 = run_engine(f32, x, call, reuse_ptr, &pool, &sel_f32);
+    ASSERT_EQ(fp8.size(), from_f32.size());
+    for (size_t i = 0; i < fp8.size(); ++i) ASSERT_EQ(fp8[i], from_f32[i]) << "output element " << i;
+    EXPECT_EQ(sel_fp8.index, sel_f32.index);
+  }
+}
+
+TEST(CpuAttention, Fp8CacheWithoutScalesIsRejected) {
+  Case c;
+  c.kv = kascade::DType::F8E4M3;
+  Data x = make_data(c, 8);
+  EXPECT_NO_THROW(run_engine(c, x, make_call(c), nullptr, nullptr, nullptr));
+  x.v_scale.clear();
+  x.v_scale.shrink_to_fit();  // data() null
+  try {
+    run_engine(c, x, make_call(c), nullptr, nullptr, nullptr);
+    FAIL() << "an f8e4m3 cache without v_scale was read";
+  } catch (const kascade::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("an f8e4m3 cache needs k_scale and v_scale"), std::string::npos) << e.what();
+  }
+}
+
 TEST(CpuAttention, CheckFiniteNamesTheTensorAndRow) {
-  for (kascade::DType kv : {kascade::DType::F32, kascade::DType::F16}) {
+  for (kascade::DType kv : {kascade::DType::F32, kascade::DType::F16, kascade::DType::F8E4M3}) {
     SCOPED_TRACE(kascade::dtype_name(kv));
     Case c;
     c.kv = kv;
@@ -270,6 +364,7 @@ TEST(CpuAttention, CheckFiniteNamesTheTensorAndRow) {
     const size_t at = (static_cast<size_t>(1) * x.capacity + 17) * c.d + 3;
     x.v_cache[at] = INFINITY;
     x.v_cache_f16[at] = kascade::float_to_f16(INFINITY);
+    x.v_cache_f8[at] = kascade::kE4M3NanCode;  // e4m3 has no infinity
     try {
       cpu::check_finite(view, "test");
       FAIL() << "an infinite value passed";
@@ -302,7 +397,7 @@ TEST(CpuAttention, RejectsACacheTypeItDoesNotRead) {
     cpu::attend(nullptr, ws, make_call(c), view, nullptr);
     FAIL() << "a bf16 cache was read";
   } catch (const kascade::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("type bf16 (supported: f32, f16)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("type bf16 (supported: f32, f16, f8e4m3)"), std::string::npos) << e.what();
   }
 }
 

@@ -70,8 +70,10 @@ struct BackendOptions {
   int threads = 0;            // 0: all hardware threads
   int prefill_chunk = 512;    // tokens per forward step in prefill (rounded to the plan's tile)
   // The CPU backend's KV cache: F16 (half the memory: 180 MiB for the default model at 8192
-  // tokens, where F32 takes 360; the CUDA backend's cache is 16-bit too) or F32. Attention
-  // accumulates in fp32 either way. The CUDA backend keeps its bf16 cache and ignores this.
+  // tokens, where F32 takes 360; the CUDA backend's cache is 16-bit too), F32, or F8E4M3 (90
+  // MiB: e4m3 codes with per (layer, kv head) scales set from the sequence's first step, see
+  // cpu_backend.cpp). Attention accumulates in fp32 either way. The CUDA backend keeps its bf16
+  // cache and ignores this.
   DType cpu_kv_cache = DType::F16;
   std::function<void(int done, int total)> on_prefill_progress;  // after each chunk
 };

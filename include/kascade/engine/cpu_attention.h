@@ -1,7 +1,8 @@
 // kascade/engine/cpu_attention.h — the CPU engine's attention for every role of SPEC 3-5 (dense,
 // layer 0, anchor, reuse; decode and prefill) in fp32 accumulation, over views of the caller's
 // memory (a KV cache with a head stride, queries in any row layout): nothing is copied. Keys
-// and values are fp32 or f16 (IEEE half bit patterns); f16 rows are widened to fp32 as they are
+// and values are fp32, f16 (IEEE half bit patterns) or f8e4m3 (codes with one scale per kv head,
+// kascade/kv_cache.h's dequantize_e4m3); 16- and 8-bit rows are widened to fp32 as they are
 // read (F16C where the CPU has it), the arithmetic is the same.
 //
 // It computes what the fp64 oracle (kascade/reference.h) computes and is tested against it
@@ -35,9 +36,11 @@ struct AttentionView {
   int hq = 0, hkv = 0, nq = 0, n = 0, d = 0;
   const float* q = nullptr;
   int64_t q_head_stride = 0, q_token_stride = 0;
-  const void* k = nullptr;  // kv_type F32: floats; F16: uint16_t bit patterns
+  const void* k = nullptr;  // kv_type F32: floats; F16: uint16_t bit patterns; F8E4M3: uint8_t codes
   const void* v = nullptr;
   DType kv_type = DType::F32;
+  const float* k_scale = nullptr;  // [hkv], F8E4M3 only (required then): key = e4m3 code * k_scale[g]
+  const float* v_scale = nullptr;  // [hkv], F8E4M3 only (required then)
   int64_t kv_head_stride = 0;
   float* out = nullptr;
   int64_t out_head_stride = 0, out_token_stride = 0;
@@ -54,7 +57,7 @@ struct AttentionWorkspace {
 // its reuse layers. Anchor: selects and attends to its selection (plus the tile's diagonal in
 // prefill). Reuse: attends to `reuse` (not validated here: it comes from our own anchor, or the
 // caller validated it). Returns the selection (empty for Dense and Reuse). A kv_type other
-// than F32 or F16 throws kascade::Error.
+// than F32, F16 or F8E4M3 (or F8E4M3 without scales) throws kascade::Error.
 // pool: null runs on the calling thread (callers that parallelise over calls themselves).
 ref::Selection attend(ThreadPool* pool, AttentionWorkspace& workspace, const ref::Call& call,
                       const AttentionView& view, const ref::Selection* reuse);

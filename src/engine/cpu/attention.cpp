@@ -7,9 +7,10 @@
 // tile's queries pass over them.
 //
 // The kernels read fp32 rows. Each role is one template over the cache's element type T
-// (float, or uint16_t for f16): it asks for the rows it is about to use through range_rows /
-// gathered_rows, which hand fp32 storage back in place and widen f16 rows into per-thread
-// scratch, once per block that the call's rows or heads share.
+// (float, uint16_t for f16, uint8_t for e4m3): it asks for the rows it is about to use through
+// range_rows / gathered_rows, which hand fp32 storage back in place and widen f16 rows (e4m3
+// rows times their kv head's scale) into per-thread scratch, once per block that the call's rows
+// or heads share.
 #include "kascade/engine/cpu_attention.h"
 
 #include <algorithm>
@@ -195,6 +196,17 @@ inline const float* range_rows(const uint16_t* head, int first, int count, int d
   return rows;
 }
 
+// One kv head of an e4m3 cache: its codes (row 0) and its scale.
+struct E4M3Head {
+  const uint8_t* codes = nullptr;
+  float scale = 1.0f;
+};
+inline const float* range_rows(E4M3Head head, int first, int count, int d, WidenSlot slot) {
+  float* rows = widen_scratch(slot, static_cast<size_t>(count) * d);
+  widen_e4m3_rows(head.codes, nullptr, first, count, d, head.scale, rows);
+  return rows;
+}
+
 // Rows idx[0..count) of one kv head as fp32 (fp32 storage keeps the index list).
 inline RowsF32 gathered_rows(const float* head, const int32_t* idx, int /*count*/, int /*d*/, WidenSlot /*slot*/) {
   return RowsF32{head, idx};
@@ -204,6 +216,25 @@ inline RowsF32 gathered_rows(const uint16_t* head, const int32_t* idx, int count
   widen_f16_rows(head, idx, 0, count, d, rows);
   return RowsF32{rows, nullptr};
 }
+inline RowsF32 gathered_rows(E4M3Head head, const int32_t* idx, int count, int d, WidenSlot slot) {
+  float* rows = widen_scratch(slot, static_cast<size_t>(count) * d);
+  widen_e4m3_rows(head.codes, idx, 0, count, d, head.scale, rows);
+  return RowsF32{rows, nullptr};
+}
+
+// Kv head g of a K or V pool of element type T: a pointer to its row 0, with its scale for e4m3.
+template <typename T>
+struct KvHead {
+  static const T* at(const void* pool, const float* /*scales*/, int g, int64_t head_stride) {
+    return static_cast<const T*>(pool) + g * head_stride;
+  }
+};
+template <>
+struct KvHead<uint8_t> {
+  static E4M3Head at(const void* pool, const float* scales, int g, int64_t head_stride) {
+    return E4M3Head{static_cast<const uint8_t*>(pool) + g * head_stride, scales[g]};
+  }
+};
 
 // One query over the `count` rows of sel_k / sel_v followed by `range` contiguous rows at
 // range_k / range_v: one softmax over the union. `scratch` holds count + range floats. An
@@ -240,8 +271,8 @@ struct Shape {
   float* out_row(int h, int t) const {
     return view.out + h * view.out_head_stride + static_cast<int64_t>(t - first_query) * view.out_token_stride;
   }
-  const T* k_head(int g) const { return static_cast<const T*>(view.k) + g * view.kv_head_stride; }
-  const T* v_head(int g) const { return static_cast<const T*>(view.v) + g * view.kv_head_stride; }
+  auto k_head(int g) const { return KvHead<T>::at(view.k, view.k_scale, g, view.kv_head_stride); }
+  auto v_head(int g) const { return KvHead<T>::at(view.v, view.v_scale, g, view.kv_head_stride); }
 };
 
 void run_tasks(ThreadPool* pool, int tasks, const std::function<void(int)>& fn) {
@@ -263,7 +294,7 @@ std::vector<float>& row_scratch(size_t size) {
 template <typename T>
 void softmax_rows(const Shape<T>& s, int h, int tau, float* probs, int64_t stride) {
   const int t0 = s.t_begin(tau), t1 = s.t_end(tau), d = s.view.d;
-  const T* k = s.k_head(h / s.group);
+  const auto k = s.k_head(h / s.group);
   for (int j0 = 0; j0 < t1; j0 += kKeyBlock) {
     const float* keys = range_rows(k, j0, std::min(kKeyBlock, t1 - j0), d, kKeySlot);
     for (int t = std::max(t0, j0); t < t1; ++t) {
@@ -282,7 +313,7 @@ void softmax_rows(const Shape<T>& s, int h, int tau, float* probs, int64_t strid
 template <typename T>
 void dense_from_probs(const Shape<T>& s, int h, int tau, const float* probs, int64_t stride) {
   const int t0 = s.t_begin(tau), t1 = s.t_end(tau), d = s.view.d;
-  const T* v = s.v_head(h / s.group);
+  const auto v = s.v_head(h / s.group);
   for (int t = t0; t < t1; ++t) std::fill(s.out_row(h, t), s.out_row(h, t) + d, 0.0f);
   for (int j0 = 0; j0 < t1; j0 += kKeyBlock) {
     const float* values = range_rows(v, j0, std::min(kKeyBlock, t1 - j0), d, kValueSlot);
@@ -465,8 +496,8 @@ void flash_rows(const Shape<T>& s, int h0, int heads, int t0, int t1) {
   // Lanes past the rows repeat the last row's position: their keys are the real rows' keys.
   alignas(32) float last[kFlashQueries];
   for (int r = 0; r < kFlashQueries; ++r) last[r] = static_cast<float>(t0 + std::min(r, rows - 1));
-  const T* k = s.k_head(g);
-  const T* v = s.v_head(g);
+  const auto k = s.k_head(g);
+  const auto v = s.v_head(g);
   for (int j0 = 0; j0 < t1; j0 += kFlashKeys) {
     const int count = std::min(kFlashKeys, t1 - j0);
     const float* keys = range_rows(k, j0, count, d, kKeySlot);
@@ -832,8 +863,13 @@ ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call&
   switch (v.kv_type) {
     case DType::F32: return attend_stored<float>(pool, ws, call, v, reuse);
     case DType::F16: return attend_stored<uint16_t>(pool, ws, call, v, reuse);
+    case DType::F8E4M3:
+      KASCADE_CHECK(v.k_scale != nullptr && v.v_scale != nullptr,
+                    "cpu attention: an f8e4m3 cache needs k_scale and v_scale (one float per kv head)");
+      return attend_stored<uint8_t>(pool, ws, call, v, reuse);
     default:
-      KASCADE_FAIL("cpu attention: keys and values of type " << dtype_name(v.kv_type) << " (supported: f32, f16)");
+      KASCADE_FAIL("cpu attention: keys and values of type " << dtype_name(v.kv_type)
+                                                             << " (supported: f32, f16, f8e4m3)");
   }
 }
 
@@ -861,23 +897,29 @@ void check_finite(const AttentionView& v, const char* who) {
   for (int h = 0; h < v.hq; ++h) {
     for (int t = 0; t < v.nq; ++t) check(v.q + h * v.q_head_stride + t * v.q_token_stride, v.d, "query", h, t);
   }
-  KASCADE_CHECK(v.kv_type == DType::F32 || v.kv_type == DType::F16,
-                who << ": keys and values of type " << dtype_name(v.kv_type) << " (supported: f32, f16)");
+  KASCADE_CHECK(v.kv_type == DType::F32 || v.kv_type == DType::F16 || v.kv_type == DType::F8E4M3,
+                who << ": keys and values of type " << dtype_name(v.kv_type) << " (supported: f32, f16, f8e4m3)");
+  KASCADE_CHECK(v.kv_type != DType::F8E4M3 || (v.k_scale != nullptr && v.v_scale != nullptr),
+                who << ": an f8e4m3 cache needs k_scale and v_scale (one float per kv head)");
   std::vector<float> row(static_cast<size_t>(v.d));
-  auto check_cache = [&](const void* cache, const char* what, int g) {
+  auto check_cache = [&](const void* cache, const float* scales, const char* what, int g) {
     if (v.kv_type == DType::F32) {
       check(static_cast<const float*>(cache) + g * v.kv_head_stride, v.n * v.d, what, g, 0);
       return;
     }
-    const uint16_t* head = static_cast<const uint16_t*>(cache) + g * v.kv_head_stride;
     for (int i = 0; i < v.n; ++i) {
-      widen_f16(head + static_cast<int64_t>(i) * v.d, v.d, row.data());
+      const int64_t at = g * v.kv_head_stride + static_cast<int64_t>(i) * v.d;
+      if (v.kv_type == DType::F16) {
+        widen_f16(static_cast<const uint16_t*>(cache) + at, v.d, row.data());
+      } else {
+        widen_e4m3(static_cast<const uint8_t*>(cache) + at, v.d, scales[g], row.data());
+      }
       check(row.data(), v.d, what, g, i);
     }
   };
   for (int g = 0; g < v.hkv; ++g) {
-    check_cache(v.k, "keys", g);
-    check_cache(v.v, "values", g);
+    check_cache(v.k, v.k_scale, "keys", g);
+    check_cache(v.v, v.v_scale, "values", g);
   }
 }
 
