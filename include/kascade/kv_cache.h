@@ -13,10 +13,11 @@
 //   with page = page_indices[page_indptr[b] + pos / P].
 //
 // FP8 caches (dtype F8E4M3, the e4m3 layout vLLM and FlashInfer store) carry one float scale
-// per kv head for K and one for V (one layer's cache: the scales of that layer). The value of
+// per kv head for K and one for V (one layer's cache: the scales of that layer), shared by the
+// batch or one set per sequence (scale_seq_stride). The value of
 // an element is dequantize_e4m3(code, scale) = e4m3 value * scale, so a kernel can keep K and V
 // in e4m3 all the way into its dot products and fold the scales once per head:
-//   s = (q . k_e4m3) * (softmax_scale * k_scale[h]),   out = (sum p * v_e4m3) * v_scale[h].
+//   s = (q . k_e4m3) * (softmax_scale * key_scale(b, h)),   out = (sum p * v_e4m3) * value_scale(b, h).
 #pragma once
 
 #include <cstdint>
@@ -44,9 +45,15 @@ struct PagedKV {
   const int32_t* page_indices = nullptr;  // [page_indptr[batch]]
   const int32_t* seq_lens = nullptr;      // [batch]
   // F8E4M3 only (required then, ignored for other dtypes): element (b, pos, h, d) of K is
-  // dequantize_e4m3(k code, k_scale[h]), of V likewise with v_scale[h]. Finite and positive.
-  const float* k_scale = nullptr;         // [num_kv_heads]
-  const float* v_scale = nullptr;         // [num_kv_heads]
+  // dequantize_e4m3(k code, key_scale(b, h)), of V likewise with value_scale(b, h). Finite and
+  // positive. One set of scales for the whole batch (scale_seq_stride 0, vLLM's per-layer scales)
+  // or one set per sequence (scale_seq_stride >= num_kv_heads, as the CPU engine keeps them).
+  const float* k_scale = nullptr;         // [num_kv_heads] or [batch, scale_seq_stride]
+  const float* v_scale = nullptr;         // likewise
+  int64_t scale_seq_stride = 0;           // floats between two sequences' scales; 0: shared
+
+  float key_scale(int b, int h) const { return k_scale[b * scale_seq_stride + h]; }
+  float value_scale(int b, int h) const { return v_scale[b * scale_seq_stride + h]; }
 
   // Strides of the split, densely packed layout [num_pages, P, Hkv, D].
   void set_packed_strides() {

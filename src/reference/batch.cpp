@@ -41,11 +41,18 @@ void validate_kv(const PagedKV& kv) {
                   "PagedKV: an f8e4m3 cache needs k_scale and v_scale (one float per kv head), got "
                       << (kv.k_scale ? "" : "no k_scale") << (!kv.k_scale && !kv.v_scale ? " and " : "")
                       << (kv.v_scale ? "" : "no v_scale"));
-    for (int g = 0; g < kv.num_kv_heads; ++g) {
-      for (const float* scale : {kv.k_scale, kv.v_scale}) {
-        KASCADE_CHECK(std::isfinite(scale[g]) && scale[g] > 0.0f,
-                      "PagedKV: " << (scale == kv.k_scale ? "k_scale" : "v_scale") << "[" << g << "] = " << scale[g]
-                                  << " (scales must be finite and positive)");
+    KASCADE_CHECK(kv.scale_seq_stride == 0 || kv.scale_seq_stride >= kv.num_kv_heads,
+                  "PagedKV: scale_seq_stride " << kv.scale_seq_stride << " must be 0 (scales shared by the batch) or at "
+                                               << "least Hkv = " << kv.num_kv_heads << " (one set per sequence)");
+    const int scale_sets = kv.scale_seq_stride == 0 ? 1 : kv.batch;
+    for (int b = 0; b < scale_sets; ++b) {
+      for (int g = 0; g < kv.num_kv_heads; ++g) {
+        for (const float* scale : {kv.k_scale, kv.v_scale}) {
+          const int64_t at = b * kv.scale_seq_stride + g;
+          KASCADE_CHECK(std::isfinite(scale[at]) && scale[at] > 0.0f,
+                        "PagedKV: " << (scale == kv.k_scale ? "k_scale" : "v_scale") << "[" << at << "] = " << scale[at]
+                                    << " (scales must be finite and positive)");
+        }
       }
     }
   }
@@ -96,7 +103,7 @@ void gather_sequence(const PagedKV& kv, int b, std::vector<float>& k_out, std::v
       const int64_t src = kv.offset(b, pos, g);
       const size_t dst = (static_cast<size_t>(g) * n + pos) * d;
       const bool fp8 = kv.dtype == DType::F8E4M3;
-      const float k_scale = fp8 ? kv.k_scale[g] : 1.0f, v_scale = fp8 ? kv.v_scale[g] : 1.0f;
+      const float k_scale = fp8 ? kv.key_scale(b, g) : 1.0f, v_scale = fp8 ? kv.value_scale(b, g) : 1.0f;
       for (int e = 0; e < d; ++e) {
         k_out[dst + e] = load_element(kv.k, kv.dtype, src + e, k_scale);
         v_out[dst + e] = load_element(kv.v, kv.dtype, src + e, v_scale);

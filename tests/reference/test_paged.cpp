@@ -47,14 +47,15 @@ std::vector<float> head_scales(const std::vector<std::vector<float>>& x, float t
 
 // A paged copy of a Batch: pages handed out in shuffled order from one pool, K and V split or
 // interleaved ([num_pages, 2, P, Hkv, D]), elements stored as f32, f16, bf16 or f8e4m3 (with
-// per kv head scales).
+// per kv head scales, shared by the batch or, with per_sequence_scales, one set per sequence).
 struct PagedCopy {
   std::vector<uint8_t> pool;
   std::vector<int32_t> indptr, indices, seq_lens;
-  std::vector<float> k_scales, v_scales;  // f8e4m3 only
+  std::vector<float> k_scales, v_scales;  // f8e4m3 only: [Hkv] or [batch, Hkv]
   PagedKV kv;
 
-  PagedCopy(const Batch& batch, int page_size, bool interleaved, DType dtype, uint32_t seed) {
+  PagedCopy(const Batch& batch, int page_size, bool interleaved, DType dtype, uint32_t seed,
+            bool per_sequence_scales = false) {
     int total_pages = 0;
     indptr.push_back(0);
     for (int n : batch.lens) {
@@ -81,8 +82,16 @@ struct PagedCopy {
     kv.seq_lens = seq_lens.data();
     const size_t esize = dtype_size(dtype);
     if (dtype == DType::F8E4M3) {
-      k_scales = head_scales(batch.k, kE4M3Max);
-      v_scales = head_scales(batch.v, kE4M3Max / 2);
+      if (per_sequence_scales) {
+        for (int b = 0; b < batch.size(); ++b) {
+          for (float x : head_scales({batch.k[b]}, kE4M3Max)) k_scales.push_back(x);
+          for (float x : head_scales({batch.v[b]}, kE4M3Max / 2)) v_scales.push_back(x);
+        }
+        kv.scale_seq_stride = kHkv;
+      } else {
+        k_scales = head_scales(batch.k, kE4M3Max);
+        v_scales = head_scales(batch.v, kE4M3Max / 2);
+      }
       kv.k_scale = k_scales.data();
       kv.v_scale = v_scales.data();
     }
@@ -103,15 +112,15 @@ struct PagedCopy {
           for (int e = 0; e < kD; ++e) {
             const size_t src = (static_cast<size_t>(g) * batch.lens[b] + pos) * kD + e;
             const int64_t dst = kv.offset(b, pos, g) + e;
-            store(kv.k, dst, batch.k[b][src], g);
-            store(kv.v, dst, batch.v[b][src], g);
+            store(kv.k, dst, batch.k[b][src], b, g);
+            store(kv.v, dst, batch.v[b][src], b, g);
           }
   }
 
-  void store(const void* base, int64_t at, float x, int head) {
+  void store(const void* base, int64_t at, float x, int b, int head) {
     uint8_t* p = const_cast<uint8_t*>(static_cast<const uint8_t*>(base));
     if (kv.dtype == DType::F8E4M3) {
-      p[at] = float_to_e4m3(x / (base == kv.k ? k_scales : v_scales)[static_cast<size_t>(head)]);
+      p[at] = float_to_e4m3(x / (base == kv.k ? kv.key_scale(b, head) : kv.value_scale(b, head)));
     } else if (kv.dtype == DType::F32) {
       std::memcpy(p + at * 4, &x, 4);
     } else {
@@ -220,7 +229,8 @@ Batch dequantized(const Batch& batch, const PagedCopy& fp8) {
   for (int b = 0; b < batch.size(); ++b) {
     const size_t per_head = static_cast<size_t>(batch.lens[b]) * kD;
     for (size_t i = 0; i < per_head * kHkv; ++i) {
-      const float ks = fp8.k_scales[i / per_head], vs = fp8.v_scales[i / per_head];
+      const int head = static_cast<int>(i / per_head);
+      const float ks = fp8.kv.key_scale(b, head), vs = fp8.kv.value_scale(b, head);
       out.k[b][i] = dequantize_e4m3(float_to_e4m3(batch.k[b][i] / ks), ks);
       out.v[b][i] = dequantize_e4m3(float_to_e4m3(batch.v[b][i] / vs), vs);
     }
@@ -233,9 +243,15 @@ TEST(ReferencePaged, Fp8CacheEqualsTheF32CacheOfItsDequantisedValuesForEveryRole
   const std::vector<int32_t> q_indptr{0, 20, 21, 91};
   const std::vector<float> q_prefill = testing::random_values(static_cast<size_t>(q_indptr.back()) * kHq * kD, 96);
   const std::vector<float> q_decode = testing::random_values(static_cast<size_t>(batch.size()) * kHq * kD, 95);
-  for (const Layout& layout : kLayouts) {
-    SCOPED_TRACE("page size " + std::to_string(layout.page_size) + (layout.interleaved ? " interleaved" : " split"));
-    const PagedCopy fp8(batch, layout.page_size, layout.interleaved, DType::F8E4M3, 11 * layout.page_size);
+  for (const Layout& layout : kLayouts) for (bool per_sequence : {false, true}) {
+    SCOPED_TRACE("page size " + std::to_string(layout.page_size) + (layout.interleaved ? " interleaved" : " split") +
+                 (per_sequence ? ", scales per sequence" : ", scales shared"));
+    const PagedCopy fp8(batch, layout.page_size, layout.interleaved, DType::F8E4M3, 11 * layout.page_size,
+                        per_sequence);
+    // Per-sequence scales differ between sequences (else the case would test nothing new).
+    if (per_sequence) {
+      ASSERT_NE(fp8.kv.key_scale(0, 0), fp8.kv.key_scale(1, 0));
+    }
     ASSERT_NE(fp8.k_scales, fp8.v_scales);
     const Batch values = dequantized(batch, fp8);
     // The scales matter: without them the values would be the raw e4m3 ones.
@@ -289,6 +305,13 @@ TEST(ReferencePaged, Fp8CacheWithoutScalesIsRejected) {
   fp8.kv.v_scale = fp8.v_scales.data();
   fp8.k_scales[1] = 0.0f;
   EXPECT_THROW(decode_batch(call, q.data(), kHq, fp8.kv), Error);
+  fp8.k_scales[1] = fp8.v_scales[1];
+  fp8.kv.scale_seq_stride = 1;  // per-sequence sets must hold Hkv scales each
+  EXPECT_THROW(decode_batch(call, q.data(), kHq, fp8.kv), Error);
+  PagedCopy per_sequence(batch, 16, false, DType::F8E4M3, 3, true);
+  EXPECT_NO_THROW(decode_batch(call, q.data(), kHq, per_sequence.kv));
+  per_sequence.k_scales.back() = std::nanf("");  // the last sequence's last head
+  EXPECT_THROW(decode_batch(call, q.data(), kHq, per_sequence.kv), Error);
   // Other dtypes ignore the scales.
   PagedCopy f16(batch, 16, false, DType::F16, 3);
   EXPECT_NO_THROW(decode_batch(call, q.data(), kHq, f16.kv));
