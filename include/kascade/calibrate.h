@@ -45,7 +45,7 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 
 #include "kascade/budget.h"
 #include "kascade/plan.h"

@@ -6,13 +6,17 @@
 //
 //   nlohmann::json j = kascade::parse_json_strict(kascade::read_text_file(path), path);
 //
+// Only json_fwd.hpp comes with this header (the full one costs every includer seconds of
+// parsing): a file that parses or builds JSON includes <nlohmann/json.hpp> itself.
+//
 // Errors are kascade::Error naming the input: "<name>: invalid JSON: ...", "<name>: duplicate key
 // 'x'", "<path>: cannot open: ...".
 #pragma once
 
 #include <cstddef>
-#include <nlohmann/json.hpp>
 #include <string>
+
+#include <nlohmann/json_fwd.hpp>
 
 namespace kascade {
 
@@ -22,10 +26,8 @@ constexpr int kDefaultMaxJsonDepth = 64;
 // Parses `size` bytes at `data`.
 nlohmann::json parse_json_strict(const char* data, size_t size, const std::string& name,
                                  int max_depth = kDefaultMaxJsonDepth);
-inline nlohmann::json parse_json_strict(const std::string& text, const std::string& name,
-                                        int max_depth = kDefaultMaxJsonDepth) {
-  return parse_json_strict(text.data(), text.size(), name, max_depth);
-}
+nlohmann::json parse_json_strict(const std::string& text, const std::string& name,
+                                 int max_depth = kDefaultMaxJsonDepth);
 
 // Appends `j` as two-space indented JSON, except that arrays of scalars stay on one line (a
 // plan's head map, a report's matrices: one row per line reads far better than one number per

@@ -9,6 +9,8 @@
 #include <set>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "kascade/budget.h"
 #include "kascade/calibrate_collect.h"
 #include "kascade/engine/backend.h"

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "kascade/calibrate.h"
 #include "kascade/error.h"
 

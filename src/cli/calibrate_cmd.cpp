@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "command.h"
 #include "kascade/calibrate/protocol.h"
 #include "kascade/engine/backend.h"

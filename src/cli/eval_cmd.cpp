@@ -16,6 +16,8 @@
 #include <string>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "command.h"
 #include "kascade/engine/backend.h"
 #include "kascade/engine/model.h"

@@ -4,6 +4,8 @@
 #include <set>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "file_io.h"
 #include "kascade/error.h"
 
@@ -35,6 +37,10 @@ nlohmann::json parse_json_strict(const char* data, size_t size, const std::strin
     if (what.rfind("[json.exception", 0) == 0 && bracket != std::string::npos) what = what.substr(bracket + 2);
     KASCADE_FAIL(name << ": invalid JSON: " << what);
   }
+}
+
+nlohmann::json parse_json_strict(const std::string& text, const std::string& name, int max_depth) {
+  return parse_json_strict(text.data(), text.size(), name, max_depth);
 }
 
 std::string read_text_file(const std::string& path, size_t max_bytes) {

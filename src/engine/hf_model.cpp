@@ -4,6 +4,8 @@
 #include <set>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "kascade/engine/model.h"
 #include "kascade/engine/safetensors.h"
 #include "kascade/error.h"

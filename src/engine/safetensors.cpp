@@ -9,6 +9,8 @@
 #include <cstring>
 #include <limits>
 
+#include <nlohmann/json.hpp>
+
 #include "kascade/error.h"
 #include "mapped_file.h"
 #include "kascade/tensor.h"

@@ -5,6 +5,8 @@
 
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "kascade/error.h"
 #include "kascade/json.h"
 

@@ -16,6 +16,8 @@
 #include <thread>
 #include <tuple>
 
+#include <nlohmann/json.hpp>
+
 #include "kascade/error.h"
 #include "kascade/eval/tasks.h"
 

@@ -8,6 +8,8 @@
 #include <memory>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "kascade/engine/backend.h"
 #include "kascade/engine/model.h"
 #include "kascade/error.h"

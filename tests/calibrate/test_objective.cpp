@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "calibrate_test_util.h"
 #include "kascade/calibrate.h"
 

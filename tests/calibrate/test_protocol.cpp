@@ -6,6 +6,8 @@
 
 #include <cmath>
 
+#include <nlohmann/json.hpp>
+
 #include "calibrate_test_util.h"
 #include "dev_test_util.h"
 #include "kascade/calibrate/protocol.h"

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "calibrate_test_util.h"
 #include "kascade/calibrate.h"
 #include "kascade/plan.h"

@@ -9,6 +9,8 @@
 #include <random>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "kascade/error.h"
 #include "kascade/eval/harness.h"
 #include "kascade/eval/scoring.h"

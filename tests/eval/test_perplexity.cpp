@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "kascade/engine/backend.h"
 #include "kascade/engine/gguf.h"
 #include "kascade/engine/model.h"
