@@ -161,21 +161,26 @@ def _plan_step(state: KascadeAttention, batch: int, q_len: int, kv_len: int, dev
     state.hf_step = key
 
 
+def _refuse_unsupported(name, layer_idx, attention_mask, dropout, scaling, expected_scale, mask_why):
+    """One KascadeError for what neither attention entry supports: a mask, dropout, another scale."""
+    if attention_mask is not None:
+        raise KascadeError(f"attn_implementation '{name}': got {mask_why} and takes none")
+    if dropout:
+        raise KascadeError(f"attn_implementation '{name}': attention dropout {dropout} is not supported "
+                           "(inference only: call model.eval())")
+    if scaling is not None and abs(float(scaling) - expected_scale) > 1e-12 * expected_scale:
+        raise KascadeError(f"attn_implementation '{name}': layer {layer_idx} uses scale {scaling}, the "
+                           f"state was made for {expected_scale}")
+
+
 def kascade_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """AttentionInterface entry. query [B, Hq, Lq, D]; key/value [B, Hkv, Lk, D] (the whole cache)."""
     state = getattr(module, "kascade_state", None)
     if state is None:
         raise KascadeError("attn_implementation 'kascade': this model has no Kascade state; call "
                            "kascade.hf.enable(model, plan) instead of setting the name directly")
-    if attention_mask is not None:
-        raise KascadeError("attn_implementation 'kascade': got an explicit attention mask; Kascade attention is "
-                           "causal over unpadded sequences and takes none")
-    if dropout:
-        raise KascadeError(f"attn_implementation 'kascade': attention dropout {dropout} is not supported "
-                           "(inference only: call model.eval())")
-    if scaling is not None and abs(float(scaling) - state.scale) > 1e-12 * state.scale:
-        raise KascadeError(f"attn_implementation 'kascade': layer {module.layer_idx} uses scale {scaling}, the "
-                           f"state was made for {state.scale}")
+    _refuse_unsupported("kascade", module.layer_idx, attention_mask, dropout, scaling, state.scale,
+                        "an explicit attention mask; Kascade attention is causal over unpadded sequences")
     batch, hq, q_len, head_dim = query.shape
     kv_len = key.shape[2]
     if module.layer_idx == 0:
@@ -342,15 +347,8 @@ def paged_kascade_attention_forward(module, query, key, value, attention_mask, s
     if block_table is not None:
         raise KascadeError(f"attn_implementation '{PAGED_NAME}': got a block table (transformers' decode fast path "
                            "for flash attention); run continuous batching with max_blocks_per_request=0")
-    if attention_mask is not None:
-        raise KascadeError(f"attn_implementation '{PAGED_NAME}': got an attention mask; Kascade attention is causal "
-                           "by construction and takes none")
-    if dropout:
-        raise KascadeError(f"attn_implementation '{PAGED_NAME}': attention dropout {dropout} is not supported "
-                           "(inference only: call model.eval())")
-    if scaling is not None and abs(float(scaling) - paged.scale) > 1e-12 * paged.scale:
-        raise KascadeError(f"attn_implementation '{PAGED_NAME}': layer {module.layer_idx} uses scale {scaling}, the "
-                           f"state was made for {paged.scale}")
+    _refuse_unsupported(PAGED_NAME, module.layer_idx, attention_mask, dropout, scaling, paged.scale,
+                        "an attention mask; Kascade attention is causal by construction")
     if query.is_cuda and torch.cuda.is_current_stream_capturing():
         raise KascadeError(f"attn_implementation '{PAGED_NAME}': a step reads its sequence lengths on the host, "
                            "which CUDA graph capture forbids; run continuous batching with use_cuda_graph=False")
