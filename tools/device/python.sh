@@ -10,6 +10,11 @@
 # nlohmann-json headers with their CMake package. The default model's GGUF (98 MB) is more than
 # one call carries (64 MiB): it travels in three parts, staged by earlier calls into
 # /tmp/kascade-model (the folder tools/device.sh eval uses), joined and checked by `run`.
+# Two calls instead of three: xz -6 shrinks the GGUF to 90.5 MB, so `split -b 48000000` of
+# MODEL.gguf.xz gives parts of 48 MB (call 1, with the ~14.6 MB tree) and 42.5 MB (call 2, with
+# .carry/python, the carried library and the CLI: 63.4 MB of the 64 MiB); call 2 first runs
+# `cat /tmp/kascade-model/part.00 PART.01 | xz -dc > /tmp/kascade-model/SmolLM2-135M-Instruct.Q4_1.gguf`
+# (and removes part.00, so that `run` finds the model and no stray parts).
 #
 #   tools/device.sh python prepare                        # here: fills .carry/python{,-model-a,-b,-c}
 #   calls 1, 2 (carry .carry/python-model-a, then -b):  tools/device.sh python stage .carry/python-model-a
