@@ -850,6 +850,14 @@ ref::Selection attend_stored(ThreadPool* pool, AttentionWorkspace& ws, const ref
   return sel;
 }
 
+// The cache types attention reads, and the scales an e4m3 cache needs: one error line naming `who`.
+void check_kv_type(const AttentionView& v, const char* who) {
+  KASCADE_CHECK(v.kv_type == DType::F32 || v.kv_type == DType::F16 || v.kv_type == DType::F8E4M3,
+                who << ": keys and values of type " << dtype_name(v.kv_type) << " (supported: f32, f16, f8e4m3)");
+  KASCADE_CHECK(v.kv_type != DType::F8E4M3 || (v.k_scale != nullptr && v.v_scale != nullptr),
+                who << ": an f8e4m3 cache needs k_scale and v_scale (one float per kv head)");
+}
+
 }  // namespace
 
 ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call& call, const AttentionView& view,
@@ -860,16 +868,11 @@ ref::Selection attend(ThreadPool* pool, AttentionWorkspace& ws, const ref::Call&
                                                << " d=" << v.d);
   KASCADE_CHECK(call.phase == Phase::Prefill || v.nq == 1, "cpu attention: decode takes one query, got " << v.nq);
   KASCADE_CHECK(call.role != Role::Reuse || reuse != nullptr, "cpu attention: role reuse needs the anchor's selection");
+  check_kv_type(v, "cpu attention");
   switch (v.kv_type) {
     case DType::F32: return attend_stored<float>(pool, ws, call, v, reuse);
     case DType::F16: return attend_stored<uint16_t>(pool, ws, call, v, reuse);
-    case DType::F8E4M3:
-      KASCADE_CHECK(v.k_scale != nullptr && v.v_scale != nullptr,
-                    "cpu attention: an f8e4m3 cache needs k_scale and v_scale (one float per kv head)");
-      return attend_stored<uint8_t>(pool, ws, call, v, reuse);
-    default:
-      KASCADE_FAIL("cpu attention: keys and values of type " << dtype_name(v.kv_type)
-                                                             << " (supported: f32, f16, f8e4m3)");
+    default: return attend_stored<uint8_t>(pool, ws, call, v, reuse);  // F8E4M3: check_kv_type admits no other
   }
 }
 
@@ -897,10 +900,7 @@ void check_finite(const AttentionView& v, const char* who) {
   for (int h = 0; h < v.hq; ++h) {
     for (int t = 0; t < v.nq; ++t) check(v.q + h * v.q_head_stride + t * v.q_token_stride, v.d, "query", h, t);
   }
-  KASCADE_CHECK(v.kv_type == DType::F32 || v.kv_type == DType::F16 || v.kv_type == DType::F8E4M3,
-                who << ": keys and values of type " << dtype_name(v.kv_type) << " (supported: f32, f16, f8e4m3)");
-  KASCADE_CHECK(v.kv_type != DType::F8E4M3 || (v.k_scale != nullptr && v.v_scale != nullptr),
-                who << ": an f8e4m3 cache needs k_scale and v_scale (one float per kv head)");
+  check_kv_type(v, who);
   std::vector<float> row(static_cast<size_t>(v.d));
   auto check_cache = [&](const void* cache, const float* scales, const char* what, int g) {
     if (v.kv_type == DType::F32) {
