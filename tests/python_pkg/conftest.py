@@ -25,6 +25,22 @@ import ref_numpy  # noqa: E402  (the NumPy second opinion of SPEC 3-5)
 HAS_GPU = torch.cuda.is_available() and kascade.has_cuda()
 requires_gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA device and a build with the CUDA kernels")
 
+# The default model's shipped plan.
+SMOLLM_PLAN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "plans",
+                           "smollm2-135m-instruct.json")
+
+
+def default_model_or_skip(dtype, device="cpu"):
+    """(model, tokenizer) of the default model in transformers, or the test skips (no
+    transformers, or the model is not installed: kascade.models says which)."""
+    pytest.importorskip("transformers")
+    import kascade.models
+    try:
+        return kascade.models.load_default_model(dtype=dtype, device=device)
+    except kascade.KascadeError as e:
+        pytest.skip(str(e))
+
+
 # SPEC 7 output tolerances (relative L2) by storage dtype.
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 MASS_TOLERANCE = 1e-3  # SPEC 7 selection equivalence

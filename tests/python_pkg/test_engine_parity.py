@@ -67,7 +67,7 @@ import pytest
 import torch
 
 import kascade
-from conftest import HAS_GPU
+from conftest import HAS_GPU, SMOLLM_PLAN, default_model_or_skip
 
 transformers = pytest.importorskip("transformers")
 import kascade.hf  # noqa: E402
@@ -76,7 +76,7 @@ import kascade.models  # noqa: E402
 pytestmark = pytest.mark.model
 
 ROOT = Path(__file__).resolve().parents[2]
-PLAN = ROOT / "plans" / "smollm2-135m-instruct.json"
+PLAN = Path(SMOLLM_PLAN).resolve()
 ALL_TASKS = ("passkey", "niah-single", "niah-multikey", "vartrack", "kv-uuid", "common-words", "copy")
 
 
@@ -147,10 +147,7 @@ def device(request):
 @pytest.fixture(scope="module")
 def hf_model(device):
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    try:
-        model, _ = kascade.models.load_default_model(dtype=dtype, device=device)
-    except kascade.KascadeError as e:
-        pytest.skip(str(e))
+    model, _ = default_model_or_skip(dtype, device=device)
     # One torch thread: on the shared 2-core CI machine, two OpenMP threads competing with other
     # work made a 384-token prefill take 15 s instead of 3 s (wall).
     threads = torch.get_num_threads()

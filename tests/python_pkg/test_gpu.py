@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import kascade
-from conftest import (HAS_GPU, TOLERANCE, Sparsity, check_selection_mass, make_batch, plan_json, ref_numpy,
-                      rel_l2)
+from conftest import (HAS_GPU, SMOLLM_PLAN, TOLERANCE, Sparsity, check_selection_mass, default_model_or_skip,
+                      make_batch, plan_json, ref_numpy, rel_l2)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA device and CUDA kernels")]
 
@@ -228,15 +228,9 @@ def test_compiled_decode_step_on_gpu():
 
 @pytest.mark.model
 def test_default_model_on_gpu_greedy_matches_sdpa():
-    transformers = pytest.importorskip("transformers")  # noqa: F841
+    model, tokenizer = default_model_or_skip(torch.bfloat16, device="cuda")
     import kascade.hf
-    import kascade.models
-    try:
-        model, tokenizer = kascade.models.load_default_model(dtype=torch.bfloat16, device="cuda")
-    except kascade.KascadeError as e:
-        pytest.skip(str(e))
-    plan = kascade.Plan.load(__import__("pathlib").Path(__file__).resolve().parents[2] / "plans" /
-                             "smollm2-135m-instruct.json")
+    plan = kascade.Plan.load(SMOLLM_PLAN)
     for prompt in ["The capital of France is", "List three colours of the rainbow:"]:
         ids = tokenizer(prompt, return_tensors="pt").input_ids.cuda()
         kascade.hf.disable(model)

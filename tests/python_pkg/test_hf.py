@@ -11,12 +11,10 @@ import pytest
 import torch
 
 import kascade
-from conftest import plan_json
+from conftest import SMOLLM_PLAN, default_model_or_skip, plan_json
 
 transformers = pytest.importorskip("transformers")
 import kascade.hf  # noqa: E402
-
-SMOLLM_PLAN = __import__("pathlib").Path(__file__).resolve().parents[2] / "plans" / "smollm2-135m-instruct.json"
 
 
 def tiny_llama(layers=4, hq=4, hkv=2, head_dim=16, seed=0):
@@ -98,11 +96,7 @@ def test_wrong_dtype_is_refused():
 @pytest.mark.model
 def test_default_model_greedy_matches_sdpa():
     """SmolLM2-135M (fp32, CPU): Kascade with the shipped plan gives sdpa's greedy tokens below k_min."""
-    models = pytest.importorskip("kascade.models")
-    try:
-        model, tokenizer = models.load_default_model(dtype=torch.float32)
-    except kascade.KascadeError as e:
-        pytest.skip(str(e))
+    model, tokenizer = default_model_or_skip(torch.float32)
     prompts = ["The capital of France is", "List three colours of the rainbow:"]
     for prompt in prompts:
         ids = tokenizer(prompt, return_tensors="pt").input_ids

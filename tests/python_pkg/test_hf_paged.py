@@ -15,13 +15,12 @@ import pytest
 import torch
 
 import kascade
-from conftest import plan_json
+from conftest import SMOLLM_PLAN, default_model_or_skip, plan_json
 
 transformers = pytest.importorskip("transformers")
 import kascade.hf  # noqa: E402
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS  # noqa: E402
 
-SMOLLM_PLAN = __import__("pathlib").Path(__file__).resolve().parents[2] / "plans" / "smollm2-135m-instruct.json"
 VOCAB = 97
 
 
@@ -155,11 +154,7 @@ def test_disable_unregisters_both_names():
 @pytest.mark.model
 def test_default_model_continuous_batching_matches_paged_sdpa():
     """SmolLM2-135M (fp32, CPU), shipped plan: greedy continuous batching equals paged|sdpa below k_min."""
-    models = pytest.importorskip("kascade.models")
-    try:
-        model, tokenizer = models.load_default_model(dtype=torch.float32)
-    except kascade.KascadeError as e:
-        pytest.skip(str(e))
+    model, tokenizer = default_model_or_skip(torch.float32)
     prompts = [tokenizer(p).input_ids for p in ("The capital of France is", "List three colours of the rainbow:")]
     want, errors = generate_batch(model, prompts, 12, max_batch_tokens=64)
     assert errors == [None, None]
