@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import kascade
-from conftest import SMOLLM_PLAN, default_model_or_skip, plan_json
+from conftest import SMOLLM_PLAN, default_model_or_skip, plan_json, requires_gpu
 
 transformers = pytest.importorskip("transformers")
 import kascade.hf  # noqa: E402
@@ -24,14 +24,22 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS  # noqa: E402
 VOCAB = 97
 
 
-def tiny_llama(seed=0):
+def tiny_llama(seed=0, device="cpu"):
     config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=64, num_hidden_layers=4,
                                       num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                                       max_position_embeddings=512)
     torch.manual_seed(seed)
     model = transformers.LlamaForCausalLM(config).eval()
+    if device == "cuda":
+        model = model.to(device="cuda", dtype=torch.float16)
     model.set_attn_implementation("sdpa")
     return model
+
+
+# The first two tests run on both devices: on CUDA through our kernels, in f16 (the CUDA ops take
+# 16-bit caches; f16 keeps the tiny model's close greedy margins), without transformers' CUDA
+# graphs (a paged|kascade step reads its lengths on the host).
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, requires_gpu])]
 
 
 def tiny_plan(k_min):
@@ -48,7 +56,8 @@ def generate_batch(model, prompts, new_tokens, max_batch_tokens):
     """Greedy continuous batching; (tokens per prompt, errors per prompt), in prompt order."""
     config = transformers.GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=-1,
                                            pad_token_id=0)
-    cb_config = transformers.ContinuousBatchingConfig(num_blocks=64, block_size=16, max_batch_tokens=max_batch_tokens)
+    cb_config = transformers.ContinuousBatchingConfig(num_blocks=64, block_size=16, max_batch_tokens=max_batch_tokens,
+                                                      use_cuda_graph=False)
     with torch.no_grad():
         results = model.generate_batch(prompts, generation_config=config, continuous_batching_config=cb_config)
     assert len(results) == len(prompts)
@@ -56,9 +65,10 @@ def generate_batch(model, prompts, new_tokens, max_batch_tokens):
     return [r.generated_tokens for r in ordered], [r.error for r in ordered]
 
 
-def test_greedy_matches_paged_sdpa_below_k_min_with_mixed_steps():
+@pytest.mark.parametrize("device", DEVICES)
+def test_greedy_matches_paged_sdpa_below_k_min_with_mixed_steps(device):
     """66 + 45 + 12 prompt tokens through 64-token steps: chunked prompts share steps with decoding sequences."""
-    model = tiny_llama()
+    model = tiny_llama(device=device)
     prompts = prompts_of((66, 45, 12))
     want, errors = generate_batch(model, prompts, 10, max_batch_tokens=64)
     assert errors == [None] * 3
@@ -72,10 +82,11 @@ def test_greedy_matches_paged_sdpa_below_k_min_with_mixed_steps():
     assert model.config._attn_implementation == "kascade"  # continuous batching switched back
 
 
-def test_sparse_batch_matches_each_sequence_alone():
+@pytest.mark.parametrize("device", DEVICES)
+def test_sparse_batch_matches_each_sequence_alone(device):
     """k_min 8: the sparse path. One step holds all prompts, then decode steps; each sequence must
     give the tokens that model.generate gives it alone through the non-paged "kascade" path."""
-    model = tiny_llama()
+    model = tiny_llama(device=device)
     prompts = prompts_of((100, 70, 41), seed=3)
     kascade.hf.enable(model, tiny_plan(k_min=8), track_keys=True)
     got, errors = generate_batch(model, prompts, 6, max_batch_tokens=256)
@@ -84,7 +95,7 @@ def test_sparse_batch_matches_each_sequence_alone():
     assert paged.step_counts == {"decode": 5, "prefill": 1, "mixed": 0}
     assert paged.keys_read_fraction() < 0.9
     for prompt, tokens in zip(prompts, got):
-        ids = torch.tensor([prompt])
+        ids = torch.tensor([prompt], device=device)
         with torch.no_grad():
             alone = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False)
         assert tokens == alone[0, len(prompt):].tolist()
