@@ -326,3 +326,19 @@ kascade_cli_test(NAME cli_perplexity_unknown_option EXIT 1 MATCH "unknown option
   ARGS perplexity --text ${ppl}/sample.txt --ctx 64)
 kascade_cli_test(NAME cli_perplexity_bad_kv_cache EXIT 1 MATCH "--kv-cache must be f32, f16 or fp8, got 'e5m2'"
   ARGS perplexity --text ${ppl}/sample.txt --kv-cache e5m2)
+kascade_cli_test(NAME cli_perplexity_bad_reference_kv_cache EXIT 1
+  MATCH "--reference-kv-cache must be f32, f16 or fp8, got 'bf16'"
+  ARGS perplexity --text ${ppl}/sample.txt --reference-kv-cache bf16)
+kascade_cli_test(NAME cli_perplexity_reference_kv_cache_is_the_cache EXIT 1
+  MATCH "--reference-kv-cache f32 is the run's own KV cache \\(--kv-cache f32\\): name another type to compare against"
+  ARGS perplexity --text ${ppl}/sample.txt --kv-cache f32 --reference-kv-cache f32)
+kascade_cli_test(NAME cli_perplexity_reference_kv_cache_is_the_default_cache EXIT 1
+  MATCH "--reference-kv-cache f16 is the run's own KV cache \\(--kv-cache f16, the default\\)"
+  ARGS perplexity --text ${ppl}/sample.txt --reference-kv-cache f16)
+kascade_cli_test(NAME cli_perplexity_reference_kv_cache_not_cuda EXIT 1
+  MATCH "--reference-kv-cache applies to the cpu backend; backend 'cuda' keeps its own KV cache"
+  ARGS perplexity --text ${ppl}/sample.txt --backend cuda --reference-kv-cache f32)
+kascade_cli_test(NAME cli_perplexity_reference_kv_cache EXIT 0
+  MATCH "The reference is dense attention on an f32 KV cache; every other row runs on an fp8 KV cache.*KL vs reference.*\\| dense \\(f32 cache, reference\\) \\| 8 \\|[^\n]*\\| 0\\.0000 \\[0\\.0000, 0\\.0000\\] \\| 1\\.000 \\[1\\.000, 1\\.000\\] \\|.*\\| dense \\(fp8 cache\\) \\| 8 \\|.*\\| streaming @ 0\\.25 \\(fp8 cache\\) \\| 8 \\|"
+  ARGS perplexity --text ${ppl}/sample.txt --context 24 --score 4 --max-windows 2 --policy streaming --rho 0.25 --k-min 4
+       --kv-cache fp8 --reference-kv-cache f32)

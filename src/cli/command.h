@@ -39,12 +39,13 @@ struct OptionReader {
 int parse_int(const std::string& s, const char* what);
 // --kv-cache f32|f16|fp8, shared by the commands that run the engine: the CPU backend's KV-cache
 // storage (engine::BackendOptions::cpu_kv_cache; f16 when not given). Consumes the option when
-// it is next and parses it into `out`; any other value throws naming the choices.
+// it is next and parses it into `out`; any other value throws naming the choices. `option` names
+// another option of the same values (perplexity's --reference-kv-cache).
 constexpr const char* kKvCacheUsage =
     "  --kv-cache: the CPU backend's KV cache, f16 (default: half the memory), f32, or fp8 (e4m3\n"
     "            with per layer and kv head scales: a quarter); attention accumulates in fp32\n"
     "            (the cuda backend's cache is bf16)\n";
-bool take_kv_cache(OptionReader& r, std::optional<DType>& out);
+bool take_kv_cache(OptionReader& r, std::optional<DType>& out, const char* option = "--kv-cache");
 // Throws unless a given --kv-cache applies to backend `kind` (the cpu backend's option).
 void check_kv_cache_backend(const std::optional<DType>& kv_cache, const std::string& kind);
 // Provenance of written results (provenance.cpp): the commit (KASCADE_COMMIT when set, as on a

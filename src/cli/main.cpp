@@ -65,10 +65,10 @@ int parse_int(const std::string& s, const char* what) {
   return static_cast<int>(v);
 }
 
-bool take_kv_cache(OptionReader& r, std::optional<DType>& out) {
+bool take_kv_cache(OptionReader& r, std::optional<DType>& out, const char* option) {
   std::string v;
-  if (!r.take_value("--kv-cache", v)) return false;
-  KASCADE_CHECK(v == "f32" || v == "f16" || v == "fp8", "--kv-cache must be f32, f16 or fp8, got '" << v << "'");
+  if (!r.take_value(option, v)) return false;
+  KASCADE_CHECK(v == "f32" || v == "f16" || v == "fp8", option << " must be f32, f16 or fp8, got '" << v << "'");
   out = v == "f32" ? DType::F32 : v == "fp8" ? DType::F8E4M3 : DType::F16;
   return true;
 }

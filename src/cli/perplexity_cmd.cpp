@@ -36,7 +36,7 @@ constexpr const char* kUsage =
     "                          [--model GGUF|HF_DIR|default] [--plan PLAN] [--policy P,...] [--rho R,...]\n"
     "                          [--context N] [--score N] [--mode decode|prefill] [--k-min K]\n"
     "                          [--max-docs N] [--max-windows N] [--threads N] [--backend cpu|cuda]\n"
-    "                          [--kv-cache f32|f16|fp8] [--out REPORT.json]\n"
+    "                          [--kv-cache f32|f16|fp8] [--reference-kv-cache f32|f16|fp8] [--out REPORT.json]\n"
     "  --text FILE:   one plain-text document, cut into consecutive windows\n"
     "  --jsonl FILE:  one {\"text\": ...} object per line, each cut into windows\n"
     "  --corpus:      the natural-text corpus of scripts/setup.sh (docs/perplexity.md): one window per\n"
@@ -52,6 +52,9 @@ constexpr const char* kUsage =
     "                 omnikv need a plan (--model default uses its shipped plan unless --plan)\n"
     "  --rho:         budgets k = max(k_min, floor(rho * n)), each in (0, 1] (default 0.1) with --k-min\n"
     "                 (default 16, as kascade eval)\n"
+    "  --reference-kv-cache: the cost of the KV cache type itself (cpu backend): the reference is\n"
+    "                 dense attention on a second backend with this cache (not the --kv-cache type),\n"
+    "                 and every run on --kv-cache, dense included, is compared with it\n"
     "  --max-docs N:  the first N documents only; --max-windows N: the first N windows only\n"
     "  --out FILE:    the JSON report (written only when the run completes); the table goes to stdout,\n"
     "                 a progress line per window to stderr. The commit in the provenance is\n"
@@ -66,7 +69,7 @@ struct PerplexityArgs {
   std::optional<int> context, score, k_min, max_docs, max_windows;
   int threads = 0;
   std::string backend = "cpu";
-  std::optional<DType> kv_cache;
+  std::optional<DType> kv_cache, reference_kv_cache;
 };
 
 std::vector<std::string> split_list(const std::string& s, const char* what) {
@@ -133,6 +136,7 @@ PerplexityArgs parse_args(const Args& args) {
     } else if (r.take_value("--backend", v)) {
       a.backend = v;
     } else if (take_kv_cache(r, a.kv_cache)) {
+    } else if (take_kv_cache(r, a.reference_kv_cache, "--reference-kv-cache")) {
     } else {
       KASCADE_FAIL("unknown option '" << r.peek() << "' (see kascade perplexity --help)");
     }
@@ -173,9 +177,20 @@ eval::PerplexityConfig make_config(const PerplexityArgs& a, const Plan* plan) {
   c.params.k_min = a.k_min.value_or(kPerplexityKMin);
   c.threads = a.threads;
   c.backend = a.backend;
+  if (a.kv_cache) c.cpu_kv_cache = *a.kv_cache;
+  // Before the backend's availability, so that the line is the same in every build.
+  if (a.reference_kv_cache) {
+    KASCADE_CHECK(c.backend == "cpu", "--reference-kv-cache applies to the cpu backend; backend '"
+                                          << c.backend << "' keeps its own KV cache (cuda: bf16)");
+    KASCADE_CHECK(*a.reference_kv_cache != c.cpu_kv_cache,
+                  "--reference-kv-cache " << eval::kv_cache_name(*a.reference_kv_cache)
+                                          << " is the run's own KV cache (--kv-cache "
+                                          << eval::kv_cache_name(c.cpu_kv_cache) << (a.kv_cache ? "" : ", the default")
+                                          << "): name another type to compare against");
+    c.reference_kv_cache = a.reference_kv_cache;
+  }
   engine::check_backend_available(c.backend);
   check_kv_cache_backend(a.kv_cache, c.backend);
-  if (a.kv_cache) c.cpu_kv_cache = *a.kv_cache;
   return c;
 }
 
@@ -294,7 +309,7 @@ int run_perplexity_command(const Args& args) {
   const std::string commit = git_commit();
   const std::string date = utc_now();
   const bool tty = isatty(STDERR_FILENO) != 0;
-  size_t runs = 1;  // dense
+  size_t runs = config.reference_kv_cache ? 2 : 1;  // dense (and dense on the reference cache)
   for (const std::string& p : config.policies) runs += p == "dense" ? 0 : config.rhos.size();
   std::fprintf(stderr, "perplexity: %s, %s, %zu window(s) of %d tokens, last %d scored, %s mode, %zu run(s) each\n",
                model.config.name.c_str(), input_label.c_str(), windows.windows.size(), config.context, config.score,

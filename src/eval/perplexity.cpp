@@ -19,6 +19,8 @@ namespace kascade::eval {
 
 const char* to_string(PerplexityMode mode) { return mode == PerplexityMode::Decode ? "decode" : "prefill"; }
 
+const char* kv_cache_name(DType type) { return type == DType::F8E4M3 ? "fp8" : dtype_name(type); }
+
 PerplexityMode parse_perplexity_mode(const std::string& name) {
   if (name == "decode") return PerplexityMode::Decode;
   if (name == "prefill") return PerplexityMode::Prefill;
@@ -38,6 +40,13 @@ void validate_perplexity_config(const PerplexityConfig& config, const Plan* plan
   for (double rho : config.rhos)
     KASCADE_CHECK(rho > 0 && rho <= 1, "perplexity: rho must be in (0, 1], got " << rho);
   KASCADE_CHECK(config.threads >= 0, "perplexity: threads must be >= 0, got " << config.threads);
+  if (config.reference_kv_cache) {
+    KASCADE_CHECK(config.backend == "cpu", "perplexity: a reference KV cache applies to the cpu backend; backend '"
+                                               << config.backend << "' keeps its own KV cache");
+    KASCADE_CHECK(*config.reference_kv_cache != config.cpu_kv_cache,
+                  "perplexity: the reference KV cache (" << kv_cache_name(*config.reference_kv_cache)
+                                                         << ") is the run's KV cache: give another type");
+  }
   if (plan) check_plan_matches(*plan, model.layers, model.hq, model.hkv, model.head_dim);
   // make_policy names an unknown policy (with the known ones) and a missing plan.
   const PolicyContext ctx{config.params, model.layers, plan};
@@ -85,14 +94,43 @@ std::vector<std::pair<std::string, double>> run_list(const PerplexityConfig& con
   return runs;
 }
 
+// Decode mode: the window's prefix prefilled densely on `backend` (after a reset); its seconds.
+double prefill_prefix(engine::Backend& backend, const std::vector<int32_t>& prefix) {
+  const auto start = Clock::now();
+  backend.reset();
+  if (!prefix.empty()) backend.forward(prefix, /*all_logits=*/false);
+  return seconds_since(start);
+}
+
+// The scored rows' logits of one run: decode mode after the prefix already in the cache,
+// prefill mode the whole window through the policy's prefill.
+RowLogits run_rows(engine::Backend& backend, const PolicySpec& spec, const PerplexityConfig& config,
+                   const std::vector<int32_t>& prefix, const std::vector<int32_t>& rows,
+                   const engine::ModelConfig& model) {
+  RowLogits r;
+  if (config.mode == PerplexityMode::Decode) {
+    r = score_rows_as_decode(backend, spec, rows, model, config.threads);
+  } else {
+    std::vector<int32_t> tokens = prefix;
+    tokens.insert(tokens.end(), rows.begin(), rows.end());
+    r = prefill_through_policy(backend, spec, tokens, static_cast<int>(rows.size()), model);
+  }
+  KASCADE_CHECK(r.logits.size() == rows.size() * static_cast<size_t>(model.vocab),
+                "score_window: " << r.logits.size() << " logits for " << rows.size() << " rows of " << model.vocab);
+  return r;
+}
+
 }  // namespace
 
 WindowScore score_window(engine::Backend& backend, const engine::ModelConfig& model, const Plan* plan,
-                         const PerplexityConfig& config, const std::vector<int32_t>& window) {
+                         const PerplexityConfig& config, const std::vector<int32_t>& window,
+                         engine::Backend* reference) {
   KASCADE_CHECK(static_cast<int>(window.size()) == config.context,
                 "score_window: the window has " << window.size() << " tokens, the context is " << config.context);
   KASCADE_CHECK(config.score >= 1 && config.score < config.context,
                 "score_window: " << config.score << " scored tokens in a window of " << config.context);
+  KASCADE_CHECK(!config.reference_kv_cache || (reference != nullptr && reference != &backend),
+                "score_window: a reference KV cache needs its own backend");
   // Row r (the token at position p + r) predicts the token at p + r + 1; the last `score`
   // tokens are predicted, so the rows are positions context-score-1 .. context-2.
   const size_t p = static_cast<size_t>(config.context - config.score - 1);
@@ -102,14 +140,26 @@ WindowScore score_window(engine::Backend& backend, const engine::ModelConfig& mo
   const int n_rows = config.score;
 
   WindowScore score;
-  backend.set_attention_override(nullptr);
-  if (config.mode == PerplexityMode::Decode) {
+  // The reference's logits: dense on the reference cache when one is set, else (below) dense on
+  // the main cache, the first of the runs.
+  std::vector<float> reference_logits;
+  if (config.reference_kv_cache) {
+    reference->set_attention_override(nullptr);
+    if (config.mode == PerplexityMode::Decode) score.prefill_seconds += prefill_prefix(*reference, prefix);
     const auto start = Clock::now();
-    backend.reset();
-    if (!prefix.empty()) backend.forward(prefix, /*all_logits=*/false);
-    score.prefill_seconds = seconds_since(start);
+    RowLogits r = run_rows(*reference, PolicySpec{}, config, prefix, rows, model);
+    WindowRun run;
+    run.policy = "dense";
+    run.kv_cache = config.reference_kv_cache;
+    run.keys = r.keys;
+    run.dense_keys = r.dense_keys;
+    run.metrics = compare_rows(r.logits.data(), r.logits.data(), n_rows, model.vocab, targets);
+    run.seconds = seconds_since(start);
+    reference_logits = std::move(r.logits);
+    score.runs.push_back(std::move(run));
   }
-  std::vector<float> dense_logits;
+  backend.set_attention_override(nullptr);
+  if (config.mode == PerplexityMode::Decode) score.prefill_seconds += prefill_prefix(backend, prefix);
   for (const auto& [name, rho] : run_list(config)) {
     const auto start = Clock::now();
     PolicySpec spec{name, config.params, plan};
@@ -117,24 +167,12 @@ WindowScore score_window(engine::Backend& backend, const engine::ModelConfig& mo
     WindowRun run;
     run.policy = name;
     run.rho = rho;
-    std::vector<float> logits;
-    if (config.mode == PerplexityMode::Decode) {
-      RowLogits r = score_rows_as_decode(backend, spec, rows, model, config.threads);
-      logits = std::move(r.logits);
-      run.keys = r.keys;
-      run.dense_keys = r.dense_keys;
-    } else {
-      std::vector<int32_t> tokens = prefix;
-      tokens.insert(tokens.end(), rows.begin(), rows.end());
-      RowLogits r = prefill_through_policy(backend, spec, tokens, n_rows, model);
-      logits = std::move(r.logits);
-      run.keys = r.keys;
-      run.dense_keys = r.dense_keys;
-    }
-    KASCADE_CHECK(logits.size() == static_cast<size_t>(n_rows) * static_cast<size_t>(model.vocab),
-                  "score_window: " << logits.size() << " logits for " << n_rows << " rows of " << model.vocab);
-    if (name == "dense") dense_logits = logits;
-    run.metrics = compare_rows(dense_logits.data(), logits.data(), n_rows, model.vocab, targets);
+    if (config.reference_kv_cache) run.kv_cache = config.cpu_kv_cache;
+    RowLogits r = run_rows(backend, spec, config, prefix, rows, model);
+    run.keys = r.keys;
+    run.dense_keys = r.dense_keys;
+    if (reference_logits.empty()) reference_logits = r.logits;  // dense: the first run
+    run.metrics = compare_rows(reference_logits.data(), r.logits.data(), n_rows, model.vocab, targets);
     run.seconds = seconds_since(start);
     score.runs.push_back(std::move(run));
   }
@@ -150,9 +188,11 @@ std::vector<PolicySummary> summarize_perplexity(const std::vector<std::vector<Wi
     PolicySummary s;
     s.policy = per_window.front()[k].policy;
     s.rho = per_window.front()[k].rho;
+    s.kv_cache = per_window.front()[k].kv_cache;
     double keys = 0, dense_keys = 0;
     for (const std::vector<WindowRun>& runs : per_window) {
-      KASCADE_CHECK(runs.size() == n_runs && runs[k].policy == s.policy && runs[k].rho == s.rho,
+      KASCADE_CHECK(runs.size() == n_runs && runs[k].policy == s.policy && runs[k].rho == s.rho &&
+                        runs[k].kv_cache == s.kv_cache,
                     "summarize_perplexity: the windows did not run the same policies");
       const RowMetrics& m = runs[k].metrics;
       std::vector<double> l(m.logprob.size()), d(m.logprob.size());
@@ -194,6 +234,12 @@ PerplexityResults run_perplexity(const engine::Model& model, const Plan* plan, c
   options.threads = config.threads;
   options.cpu_kv_cache = config.cpu_kv_cache;
   auto backend = engine::make_backend(config.backend, model, nullptr, options);
+  std::unique_ptr<engine::Backend> reference;
+  if (config.reference_kv_cache) {
+    engine::BackendOptions reference_options = options;
+    reference_options.cpu_kv_cache = *config.reference_kv_cache;
+    reference = engine::make_backend(config.backend, model, nullptr, reference_options);
+  }
 
   PerplexityResults results;
   results.config = config;
@@ -201,7 +247,7 @@ PerplexityResults run_perplexity(const engine::Model& model, const Plan* plan, c
   const auto start = Clock::now();
   for (size_t i = 0; i < windows.size(); ++i) {
     const auto window_start = Clock::now();
-    WindowScore s = score_window(*backend, mc, plan, config, windows[i].tokens);
+    WindowScore s = score_window(*backend, mc, plan, config, windows[i].tokens, reference.get());
     results.prefill_seconds += s.prefill_seconds;
     results.windows.push_back(windows[i].name);
     if (on_window) {
@@ -215,10 +261,12 @@ PerplexityResults run_perplexity(const engine::Model& model, const Plan* plan, c
           top1 += r.metrics.top1[t];
         }
         const double n = static_cast<double>(r.metrics.logprob.size());
+        const bool is_reference = &r == &s.runs.front();
         line << " " << r.policy;
         if (r.policy != "dense") line << "@" << std::setprecision(2) << r.rho << std::setprecision(3);
+        if (r.kv_cache) line << " (" << kv_cache_name(*r.kv_cache) << ")";
         line << " loss " << loss / n;
-        if (r.policy != "dense") line << " kl " << kl / n << " top1 " << top1 / n;
+        if (!is_reference) line << " kl " << kl / n << " top1 " << top1 / n;
         line << " (" << std::setprecision(0) << r.seconds << " s)" << std::setprecision(3) << ";";
       }
       line << std::setprecision(0) << " window " << seconds_since(window_start) << " s";
@@ -234,10 +282,12 @@ PerplexityResults run_perplexity(const engine::Model& model, const Plan* plan, c
 
 namespace {
 
-std::string run_label(const PolicySummary& s) {
-  if (s.policy == "dense") return "dense";
+// "kascade @ 0.1"; with a reference KV cache, the cache too: "kascade @ 0.1 (fp8 cache)".
+std::string run_label(const PolicySummary& s, bool is_reference) {
   std::ostringstream o;
-  o << s.policy << " @ " << s.rho;
+  o << s.policy;
+  if (s.policy != "dense") o << " @ " << s.rho;
+  if (s.kv_cache) o << " (" << kv_cache_name(*s.kv_cache) << " cache" << (is_reference ? ", reference" : "") << ")";
   return o.str();
 }
 
@@ -262,11 +312,17 @@ std::string perplexity_table(const PerplexityResults& results, const std::string
   if (results.skipped_documents > 0) o << "; " << results.skipped_documents << " document(s) shorter than a window skipped";
   o << ". Means with 95% bootstrap intervals over windows";
   if (results.windows.size() < 2) o << " (one window: the intervals have no width; score more windows)";
-  o << ".\n\n";
-  o << "| policy | tokens | log-loss | perplexity | KL vs dense | top-1 agreement | delta log-loss | keys |\n";
+  o << ".";
+  if (c.reference_kv_cache)
+    o << " The reference is dense attention on an " << kv_cache_name(*c.reference_kv_cache)
+      << " KV cache; every other row runs on an " << kv_cache_name(c.cpu_kv_cache)
+      << " KV cache and is compared with it (KL, top-1 and delta log-loss against the reference).";
+  o << "\n\n";
+  o << "| policy | tokens | log-loss | perplexity | " << (c.reference_kv_cache ? "KL vs reference" : "KL vs dense")
+    << " | top-1 agreement | delta log-loss | keys |\n";
   o << "|---|---|---|---|---|---|---|---|\n";
   for (const PolicySummary& s : results.summaries) {
-    o << "| " << run_label(s) << " | " << s.tokens << " | " << with_interval(s.log_loss, 4) << " | "
+    o << "| " << run_label(s, &s == &results.summaries.front()) << " | " << s.tokens << " | " << with_interval(s.log_loss, 4) << " | "
       << with_interval(s.perplexity, 3) << " | " << with_interval(s.kl, 4) << " | " << with_interval(s.top1, 3) << " | "
       << with_interval(s.delta_log_loss, 4) << " | " << std::fixed << std::setprecision(3) << s.keys_fraction << " |\n";
   }
@@ -280,6 +336,10 @@ nlohmann::json perplexity_json(const PerplexityResults& results, const nlohmann:
   j["config"] = {{"context", c.context},       {"score", c.score},     {"mode", to_string(c.mode)},
                  {"policies", c.policies},     {"rhos", c.rhos},       {"k_min", c.params.k_min},
                  {"tile", c.params.tile},      {"threads", c.threads}, {"backend", c.backend}};
+  if (c.reference_kv_cache) {
+    j["config"]["kv_cache"] = kv_cache_name(c.cpu_kv_cache);
+    j["config"]["reference_kv_cache"] = kv_cache_name(*c.reference_kv_cache);
+  }
   j["model"] = results.model_name;
   j["windows"] = results.windows.size();
   j["skipped_documents"] = results.skipped_documents;
@@ -287,17 +347,19 @@ nlohmann::json perplexity_json(const PerplexityResults& results, const nlohmann:
   j["prefill_seconds"] = results.prefill_seconds;
   nlohmann::json rows = nlohmann::json::array();
   for (const PolicySummary& s : results.summaries) {
-    rows.push_back({{"policy", s.policy},
-                    {"rho", s.rho},
-                    {"tokens", s.tokens},
-                    {"windows", results.windows.size()},
-                    {"log_loss", interval_json(s.log_loss)},
-                    {"perplexity", interval_json(s.perplexity)},
-                    {"kl", interval_json(s.kl)},
-                    {"top1", interval_json(s.top1)},
-                    {"delta_log_loss", interval_json(s.delta_log_loss)},
-                    {"keys_fraction", s.keys_fraction},
-                    {"seconds", s.seconds}});
+    nlohmann::json row = {{"policy", s.policy},
+                           {"rho", s.rho},
+                           {"tokens", s.tokens},
+                           {"windows", results.windows.size()},
+                           {"log_loss", interval_json(s.log_loss)},
+                           {"perplexity", interval_json(s.perplexity)},
+                           {"kl", interval_json(s.kl)},
+                           {"top1", interval_json(s.top1)},
+                           {"delta_log_loss", interval_json(s.delta_log_loss)},
+                           {"keys_fraction", s.keys_fraction},
+                           {"seconds", s.seconds}};
+    if (s.kv_cache) row["kv_cache"] = kv_cache_name(*s.kv_cache);
+    rows.push_back(std::move(row));
   }
   j["results"] = rows;
   nlohmann::json per_window = nlohmann::json::array();
@@ -312,7 +374,7 @@ nlohmann::json perplexity_json(const PerplexityResults& results, const nlohmann:
         delta += m.dense_logprob[t] - m.logprob[t];
       }
       const double n = static_cast<double>(m.logprob.size());
-      per_window.push_back({{"window", results.windows[w]},
+      nlohmann::json row = {{"window", results.windows[w]},
                             {"policy", r.policy},
                             {"rho", r.rho},
                             {"log_loss", loss / n},
@@ -320,7 +382,9 @@ nlohmann::json perplexity_json(const PerplexityResults& results, const nlohmann:
                             {"top1", top1 / n},
                             {"delta_log_loss", delta / n},
                             {"keys_fraction", r.dense_keys > 0 ? r.keys / r.dense_keys : 1.0},
-                            {"seconds", r.seconds}});
+                            {"seconds", r.seconds}};
+      if (r.kv_cache) row["kv_cache"] = kv_cache_name(*r.kv_cache);
+      per_window.push_back(std::move(row));
     }
   }
   j["per_window"] = per_window;

@@ -1,9 +1,11 @@
 // The perplexity protocol on the tiny test model (2 layers, 4 query / 2 kv heads, vocab 40):
 // dense against dense is exactly zero, a policy at rho 1 is dense, a small budget is not, the
 // decode mode's rows are what token-by-token decoding under the policy computes, the prefill
-// mode runs the window through the policy's prefill, and bad configurations are refused.
+// mode runs the window through the policy's prefill, a reference KV cache is the reference of
+// every run on the main cache, and bad configurations are refused.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -219,7 +221,155 @@ TEST(Perplexity, RunSummarisesEveryPolicyOverWindows) {
   EXPECT_EQ(j.at("results").size(), 3u);
   EXPECT_EQ(j.at("per_window").size(), 15u);
   EXPECT_EQ(j.at("config").at("score"), 16);
+  EXPECT_FALSE(j.at("config").contains("reference_kv_cache"));
+  EXPECT_FALSE(j.at("results").at(0).contains("kv_cache"));
+  EXPECT_NE(perplexity_table(r, "test").find("| dense | 80 |"), std::string::npos);
   EXPECT_NE(perplexity_table(r, "test").find("N = 5 window(s)"), std::string::npos);
+}
+
+// The dense rows of one window on a backend with `cache`, by the protocol's own primitives:
+// decode mode after a dense prefill of the prefix, prefill mode the whole window.
+std::vector<float> dense_rows(DType cache, PerplexityMode mode, const std::vector<int32_t>& window, int score) {
+  const Tiny& t = tiny();
+  engine::BackendOptions options;
+  options.threads = 2;
+  options.cpu_kv_cache = cache;
+  auto backend = engine::make_backend("cpu", t.model, nullptr, options);
+  const auto split = window.end() - score - 1;
+  if (mode == PerplexityMode::Prefill)
+    return prefill_through_policy(*backend, PolicySpec{}, std::vector<int32_t>(window.begin(), window.end() - 1),
+                                  score, t.model.config)
+        .logits;
+  backend->reset();
+  backend->forward(std::vector<int32_t>(window.begin(), split), false);
+  return score_rows_as_decode(*backend, PolicySpec{}, std::vector<int32_t>(split, window.end() - 1), t.model.config, 2)
+      .logits;
+}
+
+// log-softmax of one row of logits, in double.
+std::vector<double> log_softmax(const float* row, int vocab) {
+  double top = row[0];
+  for (int i = 1; i < vocab; ++i) top = std::max(top, static_cast<double>(row[i]));
+  double sum = 0;
+  for (int i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(row[i]) - top);
+  std::vector<double> out(static_cast<size_t>(vocab));
+  for (int i = 0; i < vocab; ++i) out[static_cast<size_t>(i)] = static_cast<double>(row[i]) - top - std::log(sum);
+  return out;
+}
+
+struct CacheBackends {
+  std::unique_ptr<engine::Backend> main, reference;
+};
+CacheBackends cache_backends(DType main, DType reference) {
+  engine::BackendOptions options;
+  options.threads = 2;
+  options.cpu_kv_cache = main;
+  CacheBackends b;
+  b.main = engine::make_backend("cpu", tiny().model, nullptr, options);
+  options.cpu_kv_cache = reference;
+  b.reference = engine::make_backend("cpu", tiny().model, nullptr, options);
+  return b;
+}
+
+TEST(Perplexity, ReferenceKvCacheIsWhatAnF32RunComputes) {
+  // Main cache f16, reference f32: the reference row is the f32 run's dense row (KL 0 against
+  // itself), the dense row on f16 differs from it a little, and the policies are compared with
+  // the f32 reference too.
+  const Tiny& t = tiny();
+  const std::vector<int32_t> window = random_tokens(96, 9);
+  const CacheBackends b = cache_backends(DType::F16, DType::F32);
+  for (PerplexityMode mode : {PerplexityMode::Decode, PerplexityMode::Prefill}) {
+    PerplexityConfig c = small_config(96, 24, {"oracle"}, {0.25});
+    c.mode = mode;
+    c.cpu_kv_cache = DType::F16;
+    c.reference_kv_cache = DType::F32;
+    const WindowScore s = score_window(*b.main, t.model.config, nullptr, c, window, b.reference.get());
+    ASSERT_EQ(s.runs.size(), 3u);  // the reference, dense on f16, oracle on f16
+    EXPECT_EQ(s.runs[0].policy, "dense");
+    EXPECT_EQ(s.runs[0].kv_cache, DType::F32);
+    EXPECT_EQ(s.runs[1].policy, "dense");
+    EXPECT_EQ(s.runs[1].kv_cache, DType::F16);
+    EXPECT_EQ(s.runs[2].kv_cache, DType::F16);
+
+    PerplexityConfig plain = c;
+    plain.reference_kv_cache.reset();
+    plain.cpu_kv_cache = DType::F32;
+    const WindowScore f32 = score_window(*b.reference, t.model.config, nullptr, plain, window);
+    plain.cpu_kv_cache = DType::F16;
+    const WindowScore f16 = score_window(*b.main, t.model.config, nullptr, plain, window);
+    EXPECT_FALSE(f32.runs[0].kv_cache.has_value());
+
+    const RowMetrics& reference = s.runs[0].metrics;
+    const RowMetrics& dense_f16 = s.runs[1].metrics;
+    for (size_t r = 0; r < reference.kl.size(); ++r) {
+      EXPECT_EQ(reference.kl[r], 0.0) << r;
+      EXPECT_EQ(reference.top1[r], 1.0) << r;
+      EXPECT_EQ(reference.logprob[r], f32.runs[0].metrics.logprob[r]) << to_string(mode) << " row " << r;
+      EXPECT_EQ(dense_f16.dense_logprob[r], reference.logprob[r]) << r;
+      EXPECT_EQ(dense_f16.logprob[r], f16.runs[0].metrics.logprob[r]) << to_string(mode) << " row " << r;
+      EXPECT_EQ(s.runs[2].metrics.dense_logprob[r], reference.logprob[r]) << r;
+    }
+    EXPECT_GT(mean(dense_f16.kl), 0.0) << to_string(mode);
+    EXPECT_LT(mean(dense_f16.kl), 1e-4) << to_string(mode);
+  }
+}
+
+TEST(Perplexity, ReferenceKvCacheKlIsTheTwoDenseRunsKl) {
+  // KL(p_f32 || p_fp8) of every row, computed here from the two caches' dense rows, is the KL of
+  // the dense row on the fp8 cache; against dense on fp8 itself it would be 0.
+  const Tiny& t = tiny();
+  const int vocab = t.model.config.vocab, context = 80, score = 16;
+  const std::vector<int32_t> window = random_tokens(context, 10);
+  const CacheBackends b = cache_backends(DType::F8E4M3, DType::F32);
+  for (PerplexityMode mode : {PerplexityMode::Decode, PerplexityMode::Prefill}) {
+    PerplexityConfig c = small_config(context, score, {"dense"}, {0.1});
+    c.mode = mode;
+    c.cpu_kv_cache = DType::F8E4M3;
+    c.reference_kv_cache = DType::F32;
+    const WindowScore s = score_window(*b.main, t.model.config, nullptr, c, window, b.reference.get());
+    ASSERT_EQ(s.runs.size(), 2u);
+    const RowMetrics& m = s.runs[1].metrics;
+    const std::vector<float> p32 = dense_rows(DType::F32, mode, window, score);
+    const std::vector<float> p8 = dense_rows(DType::F8E4M3, mode, window, score);
+    double total = 0;
+    for (int r = 0; r < score; ++r) {
+      const std::vector<double> l32 = log_softmax(p32.data() + static_cast<size_t>(r) * vocab, vocab);
+      const std::vector<double> l8 = log_softmax(p8.data() + static_cast<size_t>(r) * vocab, vocab);
+      double kl = 0;
+      for (int i = 0; i < vocab; ++i)
+        kl += std::exp(l32[static_cast<size_t>(i)]) * (l32[static_cast<size_t>(i)] - l8[static_cast<size_t>(i)]);
+      const size_t row = static_cast<size_t>(r);
+      EXPECT_NEAR(m.kl[row], kl, 1e-12 + 1e-6 * kl) << to_string(mode) << " row " << r;
+      const int32_t target = window[window.size() - static_cast<size_t>(score) + row];
+      EXPECT_NEAR(m.dense_logprob[row], l32[static_cast<size_t>(target)], 1e-9) << r;
+      EXPECT_NEAR(m.logprob[row], l8[static_cast<size_t>(target)], 1e-9) << r;
+      total += kl;
+    }
+    EXPECT_GT(total / score, 1e-7) << to_string(mode);  // fp8 moves the distribution measurably
+  }
+}
+
+TEST(Perplexity, RunWithAReferenceKvCacheReportsIt) {
+  const Tiny& t = tiny();
+  const WindowSet set = make_windows({{"a", random_tokens(130, 11)}}, 64, /*bos=*/-1, 0);
+  PerplexityConfig c = small_config(64, 8, {"oracle"}, {0.25});
+  c.cpu_kv_cache = DType::F8E4M3;
+  c.reference_kv_cache = DType::F32;
+  const PerplexityResults r = run_perplexity(t.model, nullptr, c, set.windows);
+  ASSERT_EQ(r.summaries.size(), 3u);
+  EXPECT_EQ(r.summaries[0].kl.mean, 0.0);
+  EXPECT_GT(r.summaries[1].kl.mean, 0.0);
+  const std::string table = perplexity_table(r, "test");
+  EXPECT_NE(table.find("| dense (f32 cache, reference) | 16 |"), std::string::npos) << table;
+  EXPECT_NE(table.find("| dense (fp8 cache) | 16 |"), std::string::npos) << table;
+  EXPECT_NE(table.find("| oracle @ 0.25 (fp8 cache) | 16 |"), std::string::npos) << table;
+  EXPECT_NE(table.find("KL vs reference"), std::string::npos) << table;
+  const nlohmann::json j = perplexity_json(r, {{"commit", "x"}});
+  EXPECT_EQ(j.at("config").at("reference_kv_cache"), "f32");
+  EXPECT_EQ(j.at("config").at("kv_cache"), "fp8");
+  EXPECT_EQ(j.at("results").at(0).at("kv_cache"), "f32");
+  EXPECT_EQ(j.at("results").at(1).at("kv_cache"), "fp8");
+  EXPECT_EQ(j.at("per_window").size(), 6u);
 }
 
 TEST(Perplexity, WindowsAreConsecutiveWithBos) {
@@ -251,6 +401,20 @@ TEST(Perplexity, BadConfigurationsAreRefused) {
   refused(small_config(64, 8, {"kascade"}, {0.1}), nullptr, "needs a plan");
   const Plan other = make_uniform_plan("other", mc.layers + 1, mc.hq, mc.hkv, mc.head_dim, {0, 1});
   refused(small_config(64, 8, {"kascade"}, {0.1}), &other, "layers");
+  PerplexityConfig same_cache = small_config(64, 8, {"dense"}, {0.1});
+  same_cache.cpu_kv_cache = DType::F32;
+  same_cache.reference_kv_cache = DType::F32;
+  refused(same_cache, nullptr, "the reference KV cache (f32) is the run's KV cache");
+  PerplexityConfig on_cuda = small_config(64, 8, {"dense"}, {0.1});
+  on_cuda.backend = "cuda";
+  on_cuda.reference_kv_cache = DType::F32;
+  refused(on_cuda, nullptr, "a reference KV cache applies to the cpu backend; backend 'cuda'");
+  // score_window needs the reference cache's own backend.
+  auto backend = engine::make_backend("cpu", t.model, nullptr, {});
+  PerplexityConfig no_backend = small_config(64, 8, {"dense"}, {0.1});
+  no_backend.reference_kv_cache = DType::F32;
+  EXPECT_THROW(score_window(*backend, mc, nullptr, no_backend, random_tokens(64, 12)), Error);
+  EXPECT_THROW(score_window(*backend, mc, nullptr, no_backend, random_tokens(64, 12), backend.get()), Error);
   EXPECT_THROW(parse_perplexity_mode("sparse"), Error);
 }
 

@@ -14,7 +14,9 @@
 //                 the same path is the reference.
 // Every run is compared with the dense run of the same rows (compare_rows): log-loss, KL of the
 // next-token distribution, top-1 agreement, delta log-loss; means with 95% cluster-bootstrap
-// intervals where the cluster is a window.
+// intervals where the cluster is a window. With a reference KV cache (reference_kv_cache) the
+// reference is instead dense attention on a second cpu backend whose cache has that type, and
+// every run on the main cache, dense included, is compared with it: the cost of the cache type.
 //
 //   kascade::eval::PerplexityConfig cfg;  cfg.context = 4096;  cfg.score = 512;
 //   cfg.policies = {"kascade"};  cfg.rhos = {0.1};
@@ -25,6 +27,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,6 +48,8 @@ namespace kascade::eval {
 enum class PerplexityMode { Decode, Prefill };
 const char* to_string(PerplexityMode mode);            // "decode" | "prefill"
 PerplexityMode parse_perplexity_mode(const std::string& name);
+// A KV-cache type as --kv-cache spells it: "f32", "f16", "fp8".
+const char* kv_cache_name(DType type);
 
 struct PerplexityConfig {
   int context = 4096;  // tokens per window
@@ -56,11 +61,16 @@ struct PerplexityConfig {
   int threads = 0;                    // engine and policy threads (0: all)
   std::string backend = "cpu";        // engine::make_backend kind
   DType cpu_kv_cache = DType::F16;    // the cpu backend's KV cache (engine::BackendOptions)
+  // Set: the reference rows are dense attention on a second cpu backend with this KV cache
+  // (a type other than cpu_kv_cache), and every run on cpu_kv_cache, dense included, is
+  // compared with them. Unset: dense on cpu_kv_cache is the reference.
+  std::optional<DType> reference_kv_cache;
 };
 
 // Throws kascade::Error naming the problem unless the config can run on a model of this shape:
 // 1 <= score < context <= the model's context, known policies, rho in (0, 1], a plan for the
-// policies that need one (checked against the model).
+// policies that need one (checked against the model), a reference KV cache only on the cpu
+// backend and of a type other than the run's.
 void validate_perplexity_config(const PerplexityConfig& config, const Plan* plan, const engine::ModelConfig& model);
 
 // A tokenized document (no BOS) and the windows cut from it.
@@ -86,29 +96,37 @@ WindowSet make_windows(const std::vector<TokenDocument>& documents, int context,
 struct WindowRun {
   std::string policy;
   double rho = 1;  // 1 for dense
+  // With a reference KV cache: the cache type this run used (the reference's or the main one);
+  // unset otherwise.
+  std::optional<DType> kv_cache;
   RowMetrics metrics;
   double keys = 0, dense_keys = 0;
   double seconds = 0;
 };
 struct WindowScore {
-  std::vector<WindowRun> runs;  // dense first, then each policy at each rho
-  double prefill_seconds = 0;   // decode mode: the shared dense prefill of the prefix
+  // dense first, then each policy at each rho; with a reference KV cache, the reference (dense
+  // on that cache) before them.
+  std::vector<WindowRun> runs;
+  double prefill_seconds = 0;   // decode mode: the dense prefills of the prefix (one per cache)
 };
 // Scores one window (window.size() == config.context) on `backend` (its cache is reset).
-// `plan` may be null when no policy needs one.
+// `plan` may be null when no policy needs one. With config.reference_kv_cache, `reference` is
+// the backend with that cache (another object than `backend`; its cache is reset too).
 WindowScore score_window(engine::Backend& backend, const engine::ModelConfig& model, const Plan* plan,
-                         const PerplexityConfig& config, const std::vector<int32_t>& window);
+                         const PerplexityConfig& config, const std::vector<int32_t>& window,
+                         engine::Backend* reference = nullptr);
 
 // ---- the whole run and its summary ------------------------------------------------------------
 struct PolicySummary {
   std::string policy;
   double rho = 1;
+  std::optional<DType> kv_cache;  // as WindowRun::kv_cache
   int tokens = 0;                // scored tokens (windows x score)
   Interval log_loss;             // nats per token
   Interval perplexity;           // exp of log_loss's mean and bounds
-  Interval kl;                   // KL(dense || policy), nats per token
-  Interval top1;                 // fraction of rows whose argmax equals dense's
-  Interval delta_log_loss;       // policy minus dense, nats per token
+  Interval kl;                   // KL(reference || policy), nats per token
+  Interval top1;                 // fraction of rows whose argmax equals the reference's
+  Interval delta_log_loss;       // policy minus reference, nats per token
   double keys_fraction = 1;      // keys attended / dense keys over the runs' attention calls
   double seconds = 0;            // time in this policy's runs (decode: without the shared prefill)
 };
@@ -116,11 +134,11 @@ struct PerplexityResults {
   PerplexityConfig config;
   std::string model_name;
   std::vector<std::string> windows;          // window names, in order
-  std::vector<PolicySummary> summaries;      // dense first
+  std::vector<PolicySummary> summaries;      // the reference first
   // Per window and run: mean log-loss, KL, top-1 and delta (for plots and finer bootstraps).
   std::vector<std::vector<WindowRun>> per_window;
   int skipped_documents = 0;
-  double prefill_seconds = 0;                // decode mode: the shared dense prefills
+  double prefill_seconds = 0;                // decode mode: the dense prefills of the prefixes
   double seconds = 0;
 };
 
