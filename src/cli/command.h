@@ -54,5 +54,7 @@ void check_kv_cache_backend(const std::optional<DType>& kv_cache, const std::str
 std::string git_commit();
 std::string utc_now();
 double parse_double(const std::string& s, const char* what);
+// The items of a comma-separated option value ("a,b,c"); an empty list or item throws naming `what`.
+std::vector<std::string> split_list(const std::string& s, const char* what);
 
 }  // namespace kascade::cli

@@ -82,18 +82,6 @@ struct EvalArgs {
   std::optional<DType> kv_cache;
 };
 
-std::vector<std::string> split_list(const std::string& s, const char* what) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    KASCADE_CHECK(!item.empty(), what << ": empty item in '" << s << "'");
-    out.push_back(item);
-  }
-  KASCADE_CHECK(!out.empty(), what << ": empty list");
-  return out;
-}
-
 EvalArgs parse_args(const Args& args) {
   EvalArgs a;
   OptionReader r(args);

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <exception>
 #include <map>
+#include <sstream>
 #include <string>
 
 #include "command.h"
@@ -84,6 +85,18 @@ double parse_double(const std::string& s, const char* what) {
   const double v = std::strtod(s.c_str(), &end);
   KASCADE_CHECK(!s.empty() && end && *end == '\0' && errno == 0, what << ": expected a number, got '" << s << "'");
   return v;
+}
+
+std::vector<std::string> split_list(const std::string& s, const char* what) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    KASCADE_CHECK(!item.empty(), what << ": empty item in '" << s << "'");
+    out.push_back(item);
+  }
+  KASCADE_CHECK(!out.empty(), what << ": empty list");
+  return out;
 }
 
 }  // namespace kascade::cli

@@ -72,18 +72,6 @@ struct PerplexityArgs {
   std::optional<DType> kv_cache, reference_kv_cache;
 };
 
-std::vector<std::string> split_list(const std::string& s, const char* what) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    KASCADE_CHECK(!item.empty(), what << ": empty item in '" << s << "'");
-    out.push_back(item);
-  }
-  KASCADE_CHECK(!out.empty(), what << ": empty list");
-  return out;
-}
-
 void set_once(std::optional<std::string>& slot, const std::string& value, const char* name) {
   KASCADE_CHECK(!slot.has_value(), name << " given more than once");
   slot = value;
