@@ -57,7 +57,11 @@ if [[ "${KASCADE_SKIP_SANITIZERS:-0}" != "1" ]]; then
   # the f16 cache's own code runs here through every test on the default (f16) cache: RunEval.*,
   # Generate.*, the CLI tests, CpuAttention.LongPrefillOverAnF16Cache*, test_cpu_f16_rows. They
   # still run, as numerical checks, in the plain CPU pass above.
-  sanitizer_skip='WithAnF16Cache'
+  # Also left out: the end-to-end calibration on the default model (cli_calibrate_small, 108 s
+  # in the plain pass, 762 s here, the whole pass's longest test) and the checks of the plan it
+  # writes. Calibration's code runs here through test_calibrate (statistics, DP, search, report,
+  # protocol) on small models; the CLI run stays in the plain pass.
+  sanitizer_skip='WithAnF16Cache|^cli_calibrate_(small|plan_checks|per_m_plan_checks|plan_provenance|plot)$'
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -j "$(nproc)" -LE gpu -E "$sanitizer_skip"
   phase "sanitizer tests"
